@@ -1,0 +1,142 @@
+package forward
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config configures a Proxy or a Server. Durations are wall-clock time.
+// Zero values are not defaults: start from DefaultConfig and override fields.
+// New and NewServer copy the Config, so later changes by the caller have no
+// effect.
+type Config struct {
+	// DialTimeout bounds one backend dial, including the handoff reply from a
+	// peer's data port. Default 2s; must be > 0.
+	DialTimeout time.Duration
+	// HandoffTimeout is how long a data-port client may take to send its full
+	// handoff header. Default 5s; must be > 0.
+	HandoffTimeout time.Duration
+	// DrainTimeout is how long Shutdown waits for open connections to end
+	// before it force-closes them. Default 10s; must be >= 0 (0 = force-close
+	// at once).
+	DrainTimeout time.Duration
+	// KeepAlive is the TCP keepalive idle time and probe interval on every
+	// connection. Default 15s; negative = keepalives off; 0 is rejected.
+	KeepAlive time.Duration
+	// UserTimeout is TCP_USER_TIMEOUT on every connection: how long sent data
+	// may stay unacknowledged before the kernel drops the connection. Default
+	// 30s; negative = off (kernel default); 0 is rejected.
+	UserTimeout time.Duration
+	// MaxConns caps concurrent connections per listener; the accept loop
+	// stops accepting while the cap is reached. Default 10000; must be > 0.
+	MaxConns int
+	// Logger receives the component's logs, with component=forward added.
+	// nil = slog.Default().
+	Logger *slog.Logger
+
+	// ListenFunc opens listeners. nil = a net.ListenConfig with KeepAlive
+	// applied to accepted conns; UserTimeout is set on each accepted conn
+	// whatever ListenFunc is. A seam for tests.
+	ListenFunc func(ctx context.Context, network, address string) (net.Listener, error)
+	// DialFunc dials backends and local services. nil = a net.Dialer with
+	// KeepAlive and UserTimeout applied. The ctx carries the DialTimeout
+	// deadline. A seam for tests.
+	DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// DefaultConfig returns a Config with every default set. It does no I/O and
+// is safe for concurrent use.
+func DefaultConfig() Config {
+	return Config{
+		DialTimeout:    2 * time.Second,  // a local or LAN peer answers in ms; fail over fast
+		HandoffTimeout: 5 * time.Second,  // a peer sends the header right after connecting
+		DrainTimeout:   10 * time.Second, // let short requests finish on shutdown
+		KeepAlive:      15 * time.Second, // notice dead idle peers within about a minute
+		UserTimeout:    30 * time.Second, // notice dead peers with unacked data
+		MaxConns:       10000,            // well below a typical 64k fd limit
+	}
+}
+
+// validate reports the first invalid field. It has no side effects.
+func (c *Config) validate() error {
+	switch {
+	case c.DialTimeout <= 0:
+		return fmt.Errorf("forward: config: DialTimeout %v must be > 0", c.DialTimeout)
+	case c.HandoffTimeout <= 0:
+		return fmt.Errorf("forward: config: HandoffTimeout %v must be > 0", c.HandoffTimeout)
+	case c.DrainTimeout < 0:
+		return fmt.Errorf("forward: config: DrainTimeout %v must be >= 0", c.DrainTimeout)
+	case c.KeepAlive == 0:
+		return fmt.Errorf("forward: config: KeepAlive %v must be > 0, or negative for off", c.KeepAlive)
+	case c.UserTimeout == 0:
+		return fmt.Errorf("forward: config: UserTimeout %v must be > 0, or negative for off", c.UserTimeout)
+	case c.UserTimeout > 0 && c.UserTimeout.Milliseconds() > int64(^uint32(0)>>1):
+		return fmt.Errorf("forward: config: UserTimeout %v is too large", c.UserTimeout)
+	case c.MaxConns <= 0:
+		return fmt.Errorf("forward: config: MaxConns %d must be > 0", c.MaxConns)
+	}
+	return nil
+}
+
+// prepare validates c and fills in the nil seams and the logger.
+func (c *Config) prepare() error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Logger = c.Logger.With("component", "forward")
+	ka := net.KeepAliveConfig{Enable: c.KeepAlive > 0, Idle: c.KeepAlive, Interval: c.KeepAlive}
+	kaPeriod := c.KeepAlive // negative disables keepalive in net
+	if c.ListenFunc == nil {
+		lc := &net.ListenConfig{KeepAlive: kaPeriod, KeepAliveConfig: ka}
+		c.ListenFunc = lc.Listen
+	}
+	if c.DialFunc == nil {
+		d := &net.Dialer{KeepAlive: kaPeriod, KeepAliveConfig: ka, Control: c.control}
+		c.DialFunc = d.DialContext
+	}
+	return nil
+}
+
+// control sets TCP_USER_TIMEOUT on a socket before it connects. Accepted
+// sockets do not inherit it from the listener (checked on Linux), so
+// acceptLoop sets it on each through setUserTimeout.
+func (c *Config) control(network, _ string, rc syscall.RawConn) error {
+	if c.UserTimeout < 0 || (network != "tcp" && network != "tcp4" && network != "tcp6") {
+		return nil
+	}
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(c.UserTimeout.Milliseconds()))
+	})
+	if err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("forward: set TCP_USER_TIMEOUT: %w", serr)
+	}
+	return nil
+}
+
+// setUserTimeout sets TCP_USER_TIMEOUT on an accepted conn: Linux does not
+// copy it from the listening socket. It leaves c itself untouched (no
+// wrapping), and ignores conns that are not sockets, such as test fakes.
+func (c *Config) setUserTimeout(conn net.Conn) error {
+	sc, ok := conn.(syscall.Conn)
+	if !ok || c.UserTimeout < 0 {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return c.control("tcp", "", rc)
+}

@@ -1,0 +1,293 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// testHookCopy, when set by a test before any Proxy or Server starts, is
+// called with both ends of every copy so the test can check that splice(2)
+// stays possible. Never set outside tests.
+var testHookCopy func(dst, src net.Conn)
+
+// proxyCopy moves bytes both ways between client and backend until both
+// directions end, then closes both. It returns the bytes copied client →
+// backend (in) and backend → client (out).
+//
+// It is a named function, not a closure, so stack dumps say what a goroutine
+// is doing. The conns are passed as they came from Accept and Dial, with no
+// wrapper, so io.Copy sees *net.TCPConn on both sides and Linux splices.
+func proxyCopy(client, backend net.Conn) (in, out int64) {
+	if h := testHookCopy; h != nil {
+		h(backend, client)
+		h(client, backend)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { in = copyHalf(backend, client) })
+	out = copyHalf(client, backend)
+	wg.Wait()
+	_ = client.Close()
+	_ = backend.Close()
+	return in, out
+}
+
+type closeWriter interface{ CloseWrite() error }
+type closeReader interface{ CloseRead() error }
+
+// copyHalf copies src to dst until src ends, then passes the end on: it
+// half-closes dst for writing (the peer reads EOF) and src for reading, and
+// leaves the reverse direction running, which half-closing protocols need.
+// It does the same after an error rather than closing both conns, so bytes
+// the reverse copy has yet to deliver are not cut off; a dead peer still
+// ends the reverse copy by EOF, reset, keepalive or TCP_USER_TIMEOUT.
+func copyHalf(dst, src net.Conn) int64 {
+	n, _ := io.Copy(dst, src) // *net.TCPConn on both sides: splice(2) on Linux
+	if cw, ok := dst.(closeWriter); ok {
+		_ = cw.CloseWrite()
+	} else {
+		_ = dst.Close() // no half-close (a non-TCP conn from a seam): end both ways
+	}
+	if cr, ok := src.(closeReader); ok {
+		_ = cr.CloseRead()
+	}
+	return n
+}
+
+// group owns the goroutines and the open connections of a Proxy or a Server.
+type group struct {
+	wg     sync.WaitGroup     // accept loops and connection handlers
+	ctx    context.Context    // canceled by forceClose; aborts dials in progress
+	cancel context.CancelFunc // cancels ctx
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // guarded by mu; every open client and backend conn
+	forced bool                  // guarded by mu; set by forceClose, after which track refuses
+}
+
+func newGroup() *group {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &group{ctx: ctx, cancel: cancel, conns: make(map[net.Conn]struct{})}
+}
+
+// track registers c for force-close. It reports false, and the caller must
+// close c, once force-close has begun.
+func (g *group) track(c net.Conn) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.forced {
+		return false
+	}
+	g.conns[c] = struct{}{}
+	return true
+}
+
+func (g *group) untrack(c net.Conn) {
+	g.mu.Lock()
+	delete(g.conns, c)
+	g.mu.Unlock()
+}
+
+// forceClose closes every tracked conn and cancels dials. It returns how
+// many conns were still open.
+func (g *group) forceClose() int {
+	g.cancel()
+	g.mu.Lock()
+	g.forced = true
+	conns := make([]net.Conn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	clear(g.conns)
+	g.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	return len(conns)
+}
+
+// drain waits, after the caller closed every listener, for the group's
+// goroutines to exit on their own for up to timeout or until ctx ends,
+// force-closes what is left, and then waits for the rest. It returns
+// ctx's error wrapped if ctx ended first.
+func (g *group) drain(ctx context.Context, timeout time.Duration, log *slog.Logger) error {
+	done := make(chan struct{})
+	// Not in g.wg, since it waits on g.wg; it ends once wg does, and drain
+	// does not return before that.
+	go func() {
+		g.wg.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-done:
+		g.cancel()
+		return nil
+	case <-timer.C:
+	case <-ctx.Done():
+		err = fmt.Errorf("forward: shutdown: %w", ctx.Err())
+	}
+	if n := g.forceClose(); n > 0 {
+		log.Info("force-closed connections after drain", "conns", n)
+	}
+	<-done
+	return err
+}
+
+// listener is one open socket and its accept loop.
+type listener struct {
+	ln   net.Listener
+	stop chan struct{} // closed by close; wakes an accept loop waiting on sem or backoff
+	sem  chan struct{} // one slot per open connection, MaxConns slots
+	once sync.Once
+}
+
+func newListener(ln net.Listener, maxConns int) *listener {
+	return &listener{ln: ln, stop: make(chan struct{}), sem: make(chan struct{}, maxConns)}
+}
+
+// close stops the accept loop. Open connections are not touched. Safe to
+// call more than once.
+func (l *listener) close() {
+	l.once.Do(func() {
+		close(l.stop)
+		_ = l.ln.Close()
+	})
+}
+
+// acceptLoop accepts until l is closed and runs handle for each conn in a
+// goroutine of g. handle owns the conn, which is already tracked in g: it
+// must close and untrack it.
+func acceptLoop(l *listener, g *group, cfg *Config, handle func(net.Conn)) {
+	log := cfg.Logger
+	const minBackoff, maxBackoff = 5 * time.Millisecond, time.Second
+	var backoff time.Duration
+	for {
+		select {
+		case l.sem <- struct{}{}:
+		case <-l.stop:
+			return
+		}
+		c, err := l.ln.Accept()
+		if err != nil {
+			<-l.sem
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, minBackoff), maxBackoff)
+			log.Warn("accept failed, backing off", "listen", l.ln.Addr().String(), "backoff", backoff, "err", err)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-l.stop:
+				t.Stop()
+				return
+			}
+			continue
+		}
+		backoff = 0
+		if err := cfg.setUserTimeout(c); err != nil {
+			log.Warn("set TCP_USER_TIMEOUT on accepted conn", "listen", l.ln.Addr().String(), "err", err)
+		}
+		if !g.track(c) {
+			_ = c.Close()
+			<-l.sem
+			continue
+		}
+		g.wg.Go(func() {
+			defer func() { <-l.sem }()
+			handle(c)
+		})
+	}
+}
+
+// dialLimiter lets through at most one log line per key per interval, so a
+// dead backend that every new connection tries does not flood the log.
+type dialLimiter struct {
+	interval time.Duration
+
+	mu   sync.Mutex
+	last map[string]time.Time // guarded by mu; when key was last let through
+}
+
+func (d *dialLimiter) allow(key string) bool {
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.last == nil {
+		d.last = make(map[string]time.Time)
+	}
+	if t, ok := d.last[key]; ok && now.Sub(t) < d.interval {
+		return false
+	}
+	if len(d.last) >= 1024 {
+		for k, t := range d.last {
+			if now.Sub(t) >= d.interval {
+				delete(d.last, k)
+			}
+		}
+	}
+	d.last[key] = now
+	return true
+}
+
+const dialLogInterval = 10 * time.Second
+
+// dialBackend connects to b within cfg.DialTimeout. For a peer's data port
+// (b.Service != "") it also sends the handoff header and waits for the
+// reply, so a refused handoff counts as a failed dial. The conn is
+// returned exactly as DialFunc made it, with deadlines cleared.
+func dialBackend(ctx context.Context, cfg *Config, b Backend) (_ net.Conn, err error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	var hdr []byte
+	if b.Service != "" {
+		if hdr, err = appendHandoff(nil, b.Service); err != nil {
+			return nil, err
+		}
+	}
+	c, err := cfg.DialFunc(ctx, "tcp", b.Addr)
+	if err != nil {
+		return nil, err
+	}
+	if hdr == nil {
+		return c, nil
+	}
+	defer func() {
+		if err != nil {
+			_ = c.Close()
+		}
+	}()
+	// The handoff shares the dial's deadline; a canceled ctx (force-close)
+	// unblocks it too.
+	dl, _ := ctx.Deadline()
+	if err := c.SetDeadline(dl); err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := c.Write(hdr); err != nil {
+		return nil, fmt.Errorf("handoff to %s: %w", b.Addr, err)
+	}
+	var st [1]byte
+	if _, err := io.ReadFull(c, st[:]); err != nil {
+		return nil, fmt.Errorf("handoff to %s: %w", b.Addr, err)
+	}
+	if !stop() {
+		return nil, fmt.Errorf("handoff to %s: %w", b.Addr, context.Cause(ctx))
+	}
+	if handoffStatus(st[0]) != statusOK {
+		return nil, fmt.Errorf("handoff to %s: %w", b.Addr, &handoffError{status: handoffStatus(st[0])})
+	}
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

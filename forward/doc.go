@@ -1,0 +1,10 @@
+// Package forward is ambassador's TCP data plane. A Proxy owns the local
+// listeners (one per Route) and sends each connection to the first Backend
+// that answers: either the service itself, or a peer ambassador's data port,
+// where a Server hands it to the local service named in a short handoff
+// header. Bytes are copied between raw *net.TCPConn values so Linux splices
+// them, with half-close passed through in both directions.
+//
+// The package knows nothing about nodes, gossip or discovery: it gets routes
+// as plain values through Proxy.Update.
+package forward

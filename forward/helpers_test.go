@@ -1,0 +1,212 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testConfig returns fast timers and a Debug logger on the test's output, so
+// the logging paths run under -race too.
+func testConfig(t *testing.T) Config {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.DialTimeout = 2 * time.Second
+	cfg.HandoffTimeout = 2 * time.Second
+	cfg.DrainTimeout = 5 * time.Second
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return cfg
+}
+
+// autoListen is a ListenFunc seam around the real one: a Listen address
+// with host "auto" (for example "auto:web") listens on 127.0.0.1:0 and
+// records the real address; anything else is passed through.
+type autoListen struct {
+	real func(ctx context.Context, network, address string) (net.Listener, error)
+
+	mu    sync.Mutex
+	addrs map[string]string // guarded by mu; Listen key → real address
+}
+
+func (a *autoListen) listen(ctx context.Context, network, address string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil || host != "auto" {
+		return a.real(ctx, network, address)
+	}
+	ln, err := a.real(ctx, network, "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	if a.addrs == nil {
+		a.addrs = make(map[string]string)
+	}
+	a.addrs[address] = ln.Addr().String()
+	a.mu.Unlock()
+	return ln, nil
+}
+
+func (a *autoListen) addr(t *testing.T, key string) string {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	addr, ok := a.addrs[key]
+	if !ok {
+		t.Fatalf("no listener for %q", key)
+	}
+	return addr
+}
+
+// newProxy returns a Proxy with the autoListen seam, shut down in Cleanup.
+func newProxy(t *testing.T, cfg Config) (*Proxy, *autoListen) {
+	t.Helper()
+	al := &autoListen{}
+	if cfg.ListenFunc == nil {
+		real := cfg
+		if err := real.prepare(); err != nil {
+			t.Fatal(err)
+		}
+		al.real = real.ListenFunc // with the socket options of cfg
+		cfg.ListenFunc = al.listen
+	}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := p.Shutdown(context.Background()); err != nil && !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return p, al
+}
+
+// newServer returns a started Server on 127.0.0.1:0, shut down in Cleanup.
+func newServer(t *testing.T, cfg Config, services map[string]string) *Server {
+	t.Helper()
+	s, err := NewServer(cfg, func(name string) (string, bool) {
+		target, ok := services[name]
+		return target, ok
+	})
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	if err := s.Start(t.Context(), "127.0.0.1:0"); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Shutdown(context.Background()); err != nil && !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return s
+}
+
+// startBackend runs handle for every connection to a new listener on
+// 127.0.0.1:0 and returns its address. Cleanup closes the listener and any
+// open conns and waits for the handlers.
+func startBackend(t testing.TB, handle func(c *net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				handle(c.(*net.TCPConn))
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// echo copies everything back and then half-closes.
+func echo(c *net.TCPConn) {
+	_, _ = io.Copy(c, c)
+	_ = c.CloseWrite()
+}
+
+// reply sends b and closes.
+func reply(b string) func(c *net.TCPConn) {
+	return func(c *net.TCPConn) { _, _ = io.WriteString(c, b) }
+}
+
+// closedAddr returns an address on 127.0.0.1 where nothing listens.
+func closedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func dial(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second)) // a hung test fails instead of hanging
+	return c.(*net.TCPConn)
+}
+
+// waitFor polls cond until it holds or 10s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, not synchronization
+	}
+}
+
+// roundTrip writes msg, half-closes, and returns everything read until EOF.
+func roundTrip(t *testing.T, addr, msg string) string {
+	t.Helper()
+	c := dial(t, addr)
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite: %v", err)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return string(b)
+}

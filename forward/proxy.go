@@ -1,0 +1,321 @@
+package forward
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Backend is one place a Route can send a connection. It is a plain value.
+type Backend struct {
+	Node string // informational: shown in logs and Status
+	Addr string // host:port to dial
+	// Service is "" when Addr is the service itself, dialed directly. When
+	// non-empty, Addr is a peer ambassador's data port (a Server): the proxy
+	// sends a handoff header naming Service and waits for the reply.
+	Service string
+}
+
+// Route maps one local listener to the backends of a service. It is a plain
+// value; Update copies it.
+type Route struct {
+	Service string // name for logs and Status
+	Listen  string // host:port of the local listener; the key in Update
+	// Backends are tried in order for each connection until one connects; a
+	// failed one is skipped at once. Empty = no listener, so new connections
+	// are refused at once.
+	Backends []Backend
+}
+
+// StaticRoute returns a Route that forwards every connection on listen
+// directly to target, for a static "ambassador forward LISTEN=TARGET". The
+// Service name is target. It is safe for concurrent use.
+func StaticRoute(listen, target string) Route {
+	return Route{Service: target, Listen: listen, Backends: []Backend{{Addr: target}}}
+}
+
+// ListenerStatus is a snapshot of one listener, returned by Proxy.Status.
+// Counters are kept per route and start from zero when a route is added
+// again after being removed. BytesIn and BytesOut grow when a connection
+// closes, not while it runs, because they come from io.Copy's result.
+type ListenerStatus struct {
+	Service  string
+	Listen   string
+	State    string // "listening" or "error"
+	Err      string // why listening failed when State is "error"
+	Backends []Backend
+
+	Accepted   uint64 // connections accepted
+	Active     uint64 // connections open now
+	DialErrors uint64 // failed backend dials, including refused handoffs
+	BytesIn    uint64 // client → backend
+	BytesOut   uint64 // backend → client
+}
+
+// Listener states in ListenerStatus.State.
+const (
+	StateListening = "listening"
+	StateError     = "error"
+)
+
+// Proxy forwards connections from local listeners to backends. All methods
+// are safe for concurrent use. Create it with New.
+type Proxy struct {
+	cfg     Config // read-only after New
+	log     *slog.Logger
+	g       *group
+	dialLog dialLimiter
+
+	// updateMu serializes Update and Shutdown, which do socket I/O without
+	// holding mu. Lock order: updateMu, then mu.
+	updateMu sync.Mutex
+
+	mu       sync.Mutex
+	routes   map[string]*routeState // guarded by mu; keyed by Route.Listen
+	shutdown bool                   // guarded by mu
+}
+
+// routeState is the runtime state of one route.
+type routeState struct {
+	listen string
+	route  atomic.Pointer[Route] // swapped by Update; read once per connection
+
+	accepted, active, dialErrors atomic.Uint64
+	bytesIn, bytesOut            atomic.Uint64
+
+	// Guarded by Proxy.mu.
+	ln  *listener // nil while listening fails
+	err error     // last listen error while ln is nil
+}
+
+// New validates cfg and returns a Proxy with no listeners. It starts
+// nothing. The error names the bad field and value.
+func New(cfg Config) (*Proxy, error) {
+	if err := cfg.prepare(); err != nil {
+		return nil, err
+	}
+	return &Proxy{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		g:       newGroup(),
+		dialLog: dialLimiter{interval: dialLogInterval},
+		routes:  make(map[string]*routeState),
+	}, nil
+}
+
+// Update makes the set of listeners match routes, keyed by Listen; for a
+// duplicate Listen the first route wins. It opens listeners for new routes,
+// closes the listeners of removed routes and of routes with no Backends (new
+// connections are refused; open ones keep running until they end or
+// Shutdown), and swaps backends in place for the rest. A listen failure is
+// not fatal: it shows in Status, is logged once at Warn, and is retried by
+// every later Update. Update blocks only for the listen calls, is safe for
+// concurrent use, copies routes, and does nothing after Shutdown.
+func (p *Proxy) Update(routes []Route) {
+	p.updateMu.Lock()
+	defer p.updateMu.Unlock()
+
+	p.mu.Lock()
+	if p.shutdown {
+		p.mu.Unlock()
+		return
+	}
+	want := make(map[string]*Route, len(routes))
+	seen := make(map[string]bool, len(routes))
+	for _, r := range routes {
+		if seen[r.Listen] {
+			continue
+		}
+		seen[r.Listen] = true
+		if len(r.Backends) > 0 {
+			r.Backends = slices.Clone(r.Backends)
+			want[r.Listen] = &r
+		}
+	}
+	var closing []*listener
+	for key, rs := range p.routes {
+		if _, ok := want[key]; !ok {
+			if rs.ln != nil {
+				closing = append(closing, rs.ln)
+			}
+			delete(p.routes, key)
+		}
+	}
+	// New routes enter p.routes only once their first listen attempt is
+	// done, so Status never shows a state that is neither.
+	var opening []*routeState
+	for key, r := range want {
+		rs := p.routes[key]
+		if rs == nil {
+			rs = &routeState{listen: key}
+		}
+		rs.route.Store(r)
+		if rs.ln == nil {
+			opening = append(opening, rs)
+		}
+	}
+	p.mu.Unlock()
+
+	for _, l := range closing {
+		l.close()
+		p.log.Info("stopped listening", "listen", l.ln.Addr().String())
+	}
+	for _, rs := range opening {
+		p.listen(rs)
+	}
+}
+
+// listen opens rs's listener, starts its accept loop and puts rs in
+// p.routes. The caller holds updateMu, so p is not shut down.
+func (p *Proxy) listen(rs *routeState) {
+	service := rs.route.Load().Service
+	var ln net.Listener
+	// An empty or zero port would listen on a random port that no client
+	// can find.
+	_, port, err := net.SplitHostPort(rs.listen)
+	if err == nil && (port == "" || port == "0") {
+		err = errors.New("port must be set and not 0")
+	}
+	if err != nil {
+		err = fmt.Errorf("forward: route for service %q: Listen %q: %w", service, rs.listen, err)
+	} else if ln, err = p.cfg.ListenFunc(p.g.ctx, "tcp", rs.listen); err != nil {
+		err = fmt.Errorf("forward: listen for service %q: %w", service, err)
+	}
+	if err != nil {
+		p.mu.Lock()
+		first := rs.err == nil
+		rs.err = err
+		p.routes[rs.listen] = rs
+		p.mu.Unlock()
+		if first {
+			p.log.Warn("listen failed, will retry on the next update", "service", service, "listen", rs.listen, "err", err)
+		}
+		return
+	}
+	l := newListener(ln, p.cfg.MaxConns)
+	p.mu.Lock()
+	rs.ln, rs.err = l, nil
+	p.routes[rs.listen] = rs
+	p.mu.Unlock()
+	p.log.Info("listening", "service", service, "listen", ln.Addr().String())
+	p.g.wg.Go(func() {
+		acceptLoop(l, p.g, &p.cfg, func(c net.Conn) { p.serveConn(rs, c) })
+	})
+}
+
+// serveConn connects client c to the first backend that answers and copies
+// until both directions end. It owns c.
+func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
+	start := time.Now()
+	rs.accepted.Add(1)
+	rs.active.Add(1)
+	defer rs.active.Add(^uint64(0))
+	defer p.g.untrack(c)
+	defer c.Close()
+
+	r := rs.route.Load()
+	for _, b := range r.Backends {
+		bc, err := dialBackend(p.g.ctx, &p.cfg, b)
+		if err != nil {
+			if p.g.ctx.Err() != nil {
+				return // force-closed by Shutdown
+			}
+			rs.dialErrors.Add(1)
+			if p.dialLog.allow(b.Node + "\x00" + b.Addr + "\x00" + b.Service) {
+				p.log.Warn("backend dial failed, trying the next",
+					"service", r.Service, "listen", rs.listen, "peer", b.Node, "backend", b.Addr,
+					"err", fmt.Errorf("forward: dial backend for service %q on node %s: %w", r.Service, b.Node, err))
+			}
+			continue
+		}
+		if !p.g.track(bc) {
+			_ = bc.Close()
+			return
+		}
+		in, out := proxyCopy(c, bc)
+		p.g.untrack(bc)
+		rs.bytesIn.Add(uint64(in))
+		rs.bytesOut.Add(uint64(out))
+		if p.log.Enabled(context.Background(), slog.LevelDebug) {
+			p.log.Debug("connection closed", "service", r.Service, "listen", rs.listen, "peer", b.Node,
+				"backend", b.Addr, "bytes_in", in, "bytes_out", out, "duration", time.Since(start))
+		}
+		return
+	}
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.log.Debug("connection closed, no backend available", "service", r.Service, "listen", rs.listen,
+			"backends", len(r.Backends), "duration", time.Since(start))
+	}
+}
+
+// Status returns a snapshot of every listener, sorted by Listen. Routes
+// without Backends have no listener and are not listed. It is safe for
+// concurrent use, does not block on I/O, and the caller owns the result.
+func (p *Proxy) Status() []ListenerStatus {
+	p.mu.Lock()
+	out := make([]ListenerStatus, 0, len(p.routes))
+	for _, rs := range p.routes {
+		r := rs.route.Load()
+		st := ListenerStatus{
+			Service:    r.Service,
+			Listen:     rs.listen,
+			State:      StateListening,
+			Backends:   slices.Clone(r.Backends),
+			Accepted:   rs.accepted.Load(),
+			Active:     rs.active.Load(),
+			DialErrors: rs.dialErrors.Load(),
+			BytesIn:    rs.bytesIn.Load(),
+			BytesOut:   rs.bytesOut.Load(),
+		}
+		if rs.ln == nil {
+			st.State = StateError
+			if rs.err != nil {
+				st.Err = rs.err.Error()
+			}
+		}
+		out = append(out, st)
+	}
+	p.mu.Unlock()
+	slices.SortFunc(out, func(a, b ListenerStatus) int { return cmp.Compare(a.Listen, b.Listen) })
+	return out
+}
+
+// Shutdown stops accepting on every listener, waits for open connections to
+// end for up to DrainTimeout or until ctx ends, force-closes the rest, and
+// returns once every goroutine of p has exited. It returns ctx's error
+// (wrapped) if ctx ended before the drain did. Safe to call more than once
+// and concurrently: later calls return at once with an error matching
+// net.ErrClosed.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.updateMu.Lock()
+	p.mu.Lock()
+	if p.shutdown {
+		p.mu.Unlock()
+		p.updateMu.Unlock()
+		return fmt.Errorf("forward: proxy shutdown: %w", net.ErrClosed)
+	}
+	p.shutdown = true
+	var lns []*listener
+	for _, rs := range p.routes {
+		if rs.ln != nil {
+			lns = append(lns, rs.ln)
+		}
+	}
+	clear(p.routes) // Status lists nothing once shut down
+	p.mu.Unlock()
+	for _, l := range lns {
+		l.close()
+	}
+	p.updateMu.Unlock()
+
+	err := p.g.drain(ctx, p.cfg.DrainTimeout, p.log)
+	p.log.Info("proxy stopped", "listeners", len(lns))
+	return err
+}

@@ -1,0 +1,184 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Server is the data-port side of a handoff: it accepts connections from
+// peer ambassadors, reads the handoff header, and connects each to the local
+// service it names. All methods are safe for concurrent use. Create it with
+// NewServer.
+type Server struct {
+	cfg     Config // read-only after NewServer
+	log     *slog.Logger
+	lookup  func(service string) (target string, ok bool)
+	g       *group
+	dialLog dialLimiter
+
+	mu       sync.Mutex
+	ln       *listener // guarded by mu; nil until Start has listened
+	starting bool      // guarded by mu; Start was called
+	shutdown bool      // guarded by mu
+}
+
+// NewServer validates cfg and returns a Server that is not listening yet.
+// lookup maps a service name from a handoff header to the local host:port
+// to dial. It must only know services this node announces: the Server never
+// dials an address named by the caller, so it is not an open relay. lookup
+// is called concurrently from connection goroutines and must not block.
+func NewServer(cfg Config, lookup func(service string) (target string, ok bool)) (*Server, error) {
+	if lookup == nil {
+		return nil, errors.New("forward: server: lookup must not be nil")
+	}
+	if err := cfg.prepare(); err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		lookup:  lookup,
+		g:       newGroup(),
+		dialLog: dialLimiter{interval: dialLogInterval},
+	}, nil
+}
+
+// Start listens on addr (host:port; port 0 picks one, see Addr) and starts
+// the accept loop in the background. ctx bounds only the listen call; stop
+// the Server with Shutdown. Start may be called once; it fails after
+// Shutdown with an error matching net.ErrClosed.
+func (s *Server) Start(ctx context.Context, addr string) error {
+	s.mu.Lock()
+	switch {
+	case s.shutdown:
+		s.mu.Unlock()
+		return fmt.Errorf("forward: start data port %s: %w", addr, net.ErrClosed)
+	case s.starting:
+		s.mu.Unlock()
+		return fmt.Errorf("forward: start data port %s: already started", addr)
+	}
+	s.starting = true
+	s.mu.Unlock()
+
+	ln, err := s.cfg.ListenFunc(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("forward: data port: %w", err)
+	}
+	l := newListener(ln, s.cfg.MaxConns)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		// Shutdown ran during the listen and is already waiting on s.g.wg,
+		// so no goroutine may be added now.
+		_ = ln.Close()
+		return fmt.Errorf("forward: start data port %s: %w", addr, net.ErrClosed)
+	}
+	s.ln = l
+	s.g.wg.Go(func() { acceptLoop(l, s.g, &s.cfg, s.serveConn) })
+	s.log.Info("data port listening", "listen", ln.Addr().String())
+	return nil
+}
+
+// Addr returns the listening address, or nil before Start. Safe for
+// concurrent use.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.ln.Addr()
+}
+
+// serveConn runs one handoff and then copies until both directions end. It
+// owns c.
+func (s *Server) serveConn(c net.Conn) {
+	start := time.Now()
+	defer s.g.untrack(c)
+	defer c.Close()
+
+	// One deadline covers reading the header, dialing and writing the reply.
+	_ = c.SetDeadline(start.Add(s.cfg.HandoffTimeout))
+	service, err := readHandoff(c)
+	if err != nil {
+		st := "none"
+		if errors.Is(err, errBadHeader) {
+			_, _ = c.Write([]byte{byte(statusBadHeader)})
+			st = statusBadHeader.String()
+		}
+		s.logRefused(c, "", st, err)
+		return
+	}
+	target, ok := s.lookup(service)
+	if !ok {
+		_, _ = c.Write([]byte{byte(statusUnknown)})
+		s.logRefused(c, service, statusUnknown.String(), nil)
+		return
+	}
+	bc, err := dialBackend(s.g.ctx, &s.cfg, Backend{Addr: target})
+	if err != nil {
+		_, _ = c.Write([]byte{byte(statusUnavailable)})
+		if s.g.ctx.Err() == nil && s.dialLog.allow(target) {
+			s.log.Warn("local service dial failed", "service", service, "backend", target,
+				"err", fmt.Errorf("forward: dial local service %q: %w", service, err))
+		}
+		return
+	}
+	if !s.g.track(bc) {
+		_ = bc.Close()
+		return
+	}
+	if _, err := c.Write([]byte{byte(statusOK)}); err != nil {
+		_ = bc.Close()
+		s.g.untrack(bc)
+		s.logRefused(c, service, statusOK.String(), err)
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	in, out := proxyCopy(c, bc)
+	s.g.untrack(bc)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("connection closed", "service", service, "peer", c.RemoteAddr().String(),
+			"backend", target, "bytes_in", in, "bytes_out", out, "duration", time.Since(start))
+	}
+}
+
+// logRefused logs, at Debug, a handoff that ended before copying.
+func (s *Server) logRefused(c net.Conn, service, status string, err error) {
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("no handoff header within %v: %w", s.cfg.HandoffTimeout, err)
+	}
+	s.log.Debug("handoff failed", "service", service, "peer", c.RemoteAddr().String(), "status", status, "err", err)
+}
+
+// Shutdown stops accepting, waits for open connections to end for up to
+// DrainTimeout or until ctx ends, force-closes the rest, and returns once
+// every goroutine of s has exited. It returns ctx's error (wrapped) if ctx
+// ended before the drain did. Safe to call more than once and concurrently,
+// and before Start: later calls return at once with an error matching
+// net.ErrClosed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		return fmt.Errorf("forward: server shutdown: %w", net.ErrClosed)
+	}
+	s.shutdown = true
+	l := s.ln
+	s.mu.Unlock()
+	if l != nil {
+		l.close()
+	}
+	err := s.g.drain(ctx, s.cfg.DrainTimeout, s.log)
+	s.log.Info("data port stopped")
+	return err
+}

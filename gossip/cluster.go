@@ -1,0 +1,557 @@
+// Package gossip keeps track of the nodes of an ambassador cluster and of
+// the services each node hosts. Membership and failure detection come from
+// hashicorp/memberlist; the service catalog rides on memberlist's
+// broadcasts and push/pull state syncs, not on node metadata.
+//
+// Each node owns one catalog record (Entry) whose Version only grows. Peers
+// keep the highest version per node and show a record only while
+// memberlist considers its node alive, so a node that leaves or fails
+// disappears from every catalog with its services.
+package gossip
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Service is a service a node announces.
+type Service struct {
+	Name string `json:"name"`
+	Port int    `json:"port"` // client-facing port
+}
+
+// Entry is one node's record in the catalog.
+type Entry struct {
+	Node     string    `json:"node"`
+	Addr     string    `json:"addr"` // advertise IP
+	DataPort int       `json:"data_port"`
+	Services []Service `json:"services"` // sorted by Name
+	Version  uint64    `json:"version"`
+}
+
+// Member is a node as memberlist sees it.
+type Member struct {
+	Name  string `json:"name"`
+	Addr  string `json:"addr"`
+	Port  int    `json:"port"`
+	State string `json:"state"` // "alive", "dead", "left"; see Cluster.Members
+}
+
+// Member states.
+const (
+	stateAlive = "alive"
+	stateDead  = "dead"
+	stateLeft  = "left"
+)
+
+// maxLeaveWait bounds Leave when its context has no deadline.
+const maxLeaveWait = 10 * time.Second
+
+// Cluster is this node's membership in the gossip cluster and its view of
+// the catalog. All methods are safe for concurrent use. The lifecycle is
+// New → Start → Join (any number of times) → Leave → Shutdown.
+type Cluster struct {
+	cfg     Config        // set in New, read-only afterwards
+	log     *slog.Logger  // set in New, read-only afterwards
+	changed chan struct{} // 1-buffered, see Changed
+	bcast   *memberlist.TransmitLimitedQueue
+	reap    time.Duration // how long dead members are remembered
+
+	numAlive   atomic.Int64 // alive members incl. self, for bcast
+	gossipPort atomic.Int64 // set in Start
+
+	// wg tracks Join and Leave calls into memberlist, so Shutdown never
+	// runs concurrently with them (memberlist panics on Leave after
+	// Shutdown). Add is only called with lifeMu held and closed false.
+	wg sync.WaitGroup
+
+	// lifeMu guards the lifecycle fields below. It is never held across
+	// network I/O. Lock order: lifeMu before mu.
+	lifeMu   sync.Mutex
+	ml       *memberlist.Memberlist
+	starting bool // Start was called
+	left     bool // Leave was called
+	closed   bool // Shutdown was called
+
+	// mu guards the catalog and member view below. memberlist's delegates
+	// take it, so it is held only briefly and never across I/O, channel
+	// sends or calls into memberlist.
+	mu      sync.Mutex
+	self    record
+	records map[string]*stored // other nodes, by name
+	members map[string]*member // as reported by memberlist, incl. self
+}
+
+type stored struct {
+	rec  record
+	seen time.Time
+}
+
+type member struct {
+	Member
+	since time.Time
+}
+
+// New validates cfg and returns a Cluster that is not yet on the network.
+// It copies cfg (including *cfg.Memberlist), starts no goroutines and opens
+// nothing, so an unused Cluster needs no cleanup. Errors name the field and
+// the bad value.
+func New(cfg Config) (*Cluster, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "gossip"),
+		changed: make(chan struct{}, 1),
+		bcast:   &memberlist.TransmitLimitedQueue{RetransmitMult: cfg.Memberlist.RetransmitMult},
+		reap:    max(cfg.Memberlist.GossipToTheDeadTime, time.Second),
+		self: record{Entry: Entry{
+			Node:     cfg.NodeName,
+			Addr:     cfg.advertiseIP(),
+			DataPort: cfg.DataPort,
+			Version:  nextVersion(0, time.Now()),
+		}},
+		records: make(map[string]*stored),
+		members: make(map[string]*member),
+	}
+	c.bcast.NumNodes = func() int { return int(max(c.numAlive.Load(), 1)) }
+	return c, nil
+}
+
+// Start binds the gossip listeners and starts memberlist. It does not
+// contact any peer; see Join. It may be called once; if it fails nothing is
+// left open and the Cluster can only be shut down.
+func (c *Cluster) Start() error {
+	c.lifeMu.Lock()
+	switch {
+	case c.closed:
+		c.lifeMu.Unlock()
+		return fmt.Errorf("gossip: start: %w", net.ErrClosed)
+	case c.starting:
+		c.lifeMu.Unlock()
+		return errors.New("gossip: start: already started")
+	}
+	c.starting = true
+	c.lifeMu.Unlock()
+
+	listen := net.JoinHostPort(c.cfg.BindAddr, strconv.Itoa(c.cfg.BindPort))
+	// memberlist.Create shuts its transport down when it fails after
+	// binding, except on a too-long label or an unusable advertise address,
+	// both of which New rejects.
+	ml, err := memberlist.Create(c.cfg.memberlistConfig(&delegate{c: c}, c.log))
+	if err != nil {
+		return fmt.Errorf("gossip: start on %s: %w", listen, err)
+	}
+
+	c.lifeMu.Lock()
+	if c.closed {
+		// Shutdown ran while we were binding.
+		c.lifeMu.Unlock()
+		_ = ml.Shutdown()
+		return fmt.Errorf("gossip: start: %w", net.ErrClosed)
+	}
+	c.ml = ml
+	c.lifeMu.Unlock()
+
+	port := int(ml.LocalNode().Port)
+	c.gossipPort.Store(int64(port))
+	c.log.Info("gossip listening", "listen", listen, "node", c.cfg.NodeName,
+		"advertise", net.JoinHostPort(c.cfg.advertiseIP(), strconv.Itoa(port)), "cluster", c.cfg.Cluster)
+	return nil
+}
+
+// Join contacts each host:port in addrs, exchanges full state with it and
+// returns how many succeeded. It fails only if none did. It blocks for up
+// to the memberlist TCPTimeout per address and may be called any number of
+// times after Start; joining a node already in the cluster is harmless.
+func (c *Cluster) Join(addrs []string) (int, error) {
+	c.lifeMu.Lock()
+	switch {
+	case c.closed:
+		c.lifeMu.Unlock()
+		return 0, fmt.Errorf("gossip: join: %w", net.ErrClosed)
+	case c.ml == nil:
+		c.lifeMu.Unlock()
+		return 0, errors.New("gossip: join: not started")
+	}
+	ml := c.ml
+	c.wg.Add(1)
+	c.lifeMu.Unlock()
+	defer c.wg.Done()
+
+	n, err := ml.Join(addrs)
+	if err != nil {
+		return n, fmt.Errorf("gossip: join %q: %w", addrs, err)
+	}
+	c.log.Info("joined cluster", "peers", n)
+	return n, nil
+}
+
+// SetServices replaces this node's services, bumps its record's version
+// and broadcasts it. It may be called at any time, also before Start;
+// setting the same services again does nothing. The slice is copied.
+// Services with an empty or over-long name, a port outside 1-65535, or a
+// name already listed are dropped with a Warn log.
+func (c *Cluster) SetServices(svcs []Service) {
+	clean := make([]Service, 0, len(svcs))
+	seen := make(map[string]bool, len(svcs))
+	for _, s := range svcs {
+		if err := checkService(s); err != nil {
+			c.log.Warn("ignoring invalid service", "service", s.Name, "err", err)
+			continue
+		}
+		if seen[s.Name] {
+			c.log.Warn("ignoring duplicate service", "service", s.Name, "port", s.Port)
+			continue
+		}
+		if len(clean) == maxServices {
+			c.log.Warn("ignoring service beyond the limit", "service", s.Name, "limit", maxServices)
+			continue
+		}
+		seen[s.Name] = true
+		clean = append(clean, s)
+	}
+	sortServices(clean)
+	if len(clean) == 0 {
+		clean = nil
+	}
+
+	c.mu.Lock()
+	if slices.Equal(c.self.Services, clean) {
+		c.mu.Unlock()
+		return
+	}
+	c.self.Services = clean
+	c.self.Version = nextVersion(c.self.Version, time.Now())
+	r := c.self.clone()
+	c.mu.Unlock()
+
+	// Queued even before Start: the queue keeps one record per node and
+	// memberlist drains it once it runs.
+	c.queue(r)
+	c.notify()
+}
+
+// Catalog returns the records of this node and of every node memberlist
+// currently considers alive, sorted by Node. The result is a deep copy the
+// caller owns. After Leave this node's own record is not included.
+func (c *Cluster) Catalog() []Entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pruneLocked(time.Now())
+	out := make([]Entry, 0, len(c.records)+1)
+	if !c.self.Left {
+		out = append(out, c.self.clone().Entry)
+	}
+	for name, s := range c.records {
+		if m, ok := c.members[name]; ok && m.State == stateAlive && !s.rec.Left {
+			out = append(out, s.rec.clone().Entry)
+		}
+	}
+	slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(a.Node, b.Node) })
+	return out
+}
+
+// Members returns every node memberlist has reported, including this one,
+// sorted by Name. State is "alive", "dead" (failed) or "left" (graceful);
+// dead and left nodes are forgotten after memberlist's GossipToTheDeadTime.
+// memberlist v0.7.0 does not expose its suspect state, so a suspect node is
+// reported "alive" until it is declared dead. Empty before Start.
+func (c *Cluster) Members() []Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pruneLocked(time.Now())
+	out := make([]Member, 0, len(c.members))
+	for _, m := range c.members {
+		out = append(out, m.Member)
+	}
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// NumMembers returns the number of alive members including this node; 0
+// before Start. It does not block.
+func (c *Cluster) NumMembers() int {
+	return int(c.numAlive.Load())
+}
+
+// LocalNode returns this node's name.
+func (c *Cluster) LocalNode() string {
+	return c.cfg.NodeName
+}
+
+// GossipPort returns the gossip port this node advertises (the bound port
+// unless AdvertisePort is set); 0 before Start.
+func (c *Cluster) GossipPort() int {
+	return int(c.gossipPort.Load())
+}
+
+// Changed returns a channel with buffer 1 that receives a value after any
+// change to the membership or the catalog. Sends never block: if the
+// reader is slow, signals coalesce into the one buffered value, which costs
+// nothing since readers re-read Catalog or Members. The channel is never
+// closed; every call returns the same channel.
+func (c *Cluster) Changed() <-chan struct{} {
+	return c.changed
+}
+
+// Leave gracefully leaves the cluster: it broadcasts this node's record
+// marked as left (peers hide it at once) and memberlist's leave message,
+// then blocks until the message went out, ctx is done, or maxLeaveWait
+// (10s) passed when ctx has no deadline. The node keeps answering gossip
+// until Shutdown, which must follow. Calling Leave again is a no-op; after
+// Shutdown it returns an error matching net.ErrClosed.
+func (c *Cluster) Leave(ctx context.Context) error {
+	c.lifeMu.Lock()
+	switch {
+	case c.closed:
+		c.lifeMu.Unlock()
+		return fmt.Errorf("gossip: leave: %w", net.ErrClosed)
+	case c.ml == nil:
+		c.lifeMu.Unlock()
+		return errors.New("gossip: leave: not started")
+	case c.left:
+		c.lifeMu.Unlock()
+		return nil
+	}
+	c.left = true
+	ml := c.ml
+
+	c.mu.Lock()
+	c.self.Left = true
+	c.self.Version = nextVersion(c.self.Version, time.Now())
+	r := c.self.clone()
+	c.mu.Unlock()
+	c.queue(r)
+
+	timeout := maxLeaveWait
+	if dl, ok := ctx.Deadline(); ok {
+		// memberlist treats a timeout <= 0 as "wait forever".
+		timeout = max(time.Until(dl), time.Millisecond)
+	}
+	done := make(chan error, 1)
+	// memberlist.Leave cannot be canceled; the goroutine ends within
+	// timeout, and Shutdown waits for it.
+	c.wg.Go(func() { done <- ml.Leave(timeout) })
+	c.lifeMu.Unlock()
+
+	c.notify()
+	c.log.Info("leaving cluster", "node", c.cfg.NodeName)
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("gossip: leave: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("gossip: leave: %w", context.Cause(ctx))
+	}
+}
+
+// Shutdown stops gossiping and closes the listeners. It waits for running
+// Join and Leave calls to return first. Without a prior Leave, peers see
+// this node fail instead of leave, and Shutdown logs a Warn. It is safe to
+// call more than once and concurrently; calls after the first return an
+// error matching net.ErrClosed. memberlist's own goroutines exit shortly
+// after Shutdown returns; delegates may still run briefly and only touch
+// in-memory state.
+func (c *Cluster) Shutdown() error {
+	c.lifeMu.Lock()
+	if c.closed {
+		c.lifeMu.Unlock()
+		return fmt.Errorf("gossip: shutdown: %w", net.ErrClosed)
+	}
+	c.closed = true
+	ml, left := c.ml, c.left
+	c.lifeMu.Unlock()
+
+	c.wg.Wait()
+	if ml == nil {
+		return nil
+	}
+	if !left {
+		c.log.Warn("shutting down without leave; peers will detect a failure", "node", c.cfg.NodeName)
+	}
+	if err := ml.Shutdown(); err != nil {
+		return fmt.Errorf("gossip: shutdown: %w", err)
+	}
+	c.log.Info("gossip stopped", "node", c.cfg.NodeName)
+	return nil
+}
+
+// merge applies remote records: per node the highest version wins. Newer
+// records are re-broadcast so they spread epidemically; a record for this
+// node that beats ours (an older incarnation of us, or a node with our
+// name) is refuted with a higher version.
+func (c *Cluster) merge(rs []record) {
+	now := time.Now()
+	var out []record
+	changed := false
+
+	c.mu.Lock()
+	for _, r := range rs {
+		if r.Node == c.self.Node {
+			if r.Version > c.self.Version || (r.Version == c.self.Version && !r.equal(c.self)) {
+				c.self.Version = nextVersion(r.Version, now)
+				out = append(out, c.self.clone())
+			}
+			continue
+		}
+		if s, ok := c.records[r.Node]; ok && s.rec.Version >= r.Version {
+			continue
+		}
+		c.records[r.Node] = &stored{rec: r, seen: now}
+		// A record can arrive before its node's alive message; it stays
+		// hidden until NotifyJoin and is pruned if that never comes.
+		out = append(out, r)
+		if m, ok := c.members[r.Node]; ok {
+			if m.State == stateAlive {
+				changed = true
+			} else if r.Left && m.State == stateDead {
+				m.State = stateLeft
+				changed = true
+			}
+		}
+	}
+	c.pruneLocked(now)
+	c.mu.Unlock()
+
+	for _, r := range out {
+		if r.Node == c.cfg.NodeName {
+			c.log.Warn("refuting a newer record for this node; duplicate node name or restarted node", "version", r.Version)
+		}
+		c.queue(r)
+	}
+	if changed {
+		c.notify()
+	}
+}
+
+// pushState returns this node's record and those of alive members for a
+// push/pull. Records of dead nodes are not passed on.
+func (c *Cluster) pushState() []record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]record, 0, len(c.records)+1)
+	out = append(out, c.self.clone())
+	for name, s := range c.records {
+		if m, ok := c.members[name]; ok && m.State == stateAlive {
+			out = append(out, s.rec.clone())
+		}
+	}
+	return out
+}
+
+// memberUp records a member as alive (join) or updates its address.
+func (c *Cluster) memberUp(name, addr string, port int, join bool) {
+	now := time.Now()
+	c.mu.Lock()
+	m, ok := c.members[name]
+	if !ok {
+		m = &member{}
+		c.members[name] = m
+	}
+	if join || m.State != stateAlive {
+		m.since = now
+	}
+	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
+	c.countLocked()
+	c.mu.Unlock()
+	c.log.Debug("member alive", "peer", name, "addr", net.JoinHostPort(addr, strconv.Itoa(port)))
+	c.notify()
+}
+
+// memberDown records a member as failed, or left if its last record said
+// so. Its record is kept, hidden, until pruned, so a node wrongly declared
+// dead that refutes comes back with its services without waiting for a
+// push/pull.
+func (c *Cluster) memberDown(name string) {
+	now := time.Now()
+	c.mu.Lock()
+	m, ok := c.members[name]
+	if !ok {
+		m = &member{Member: Member{Name: name}}
+		c.members[name] = m
+	}
+	m.State = stateDead
+	if name == c.self.Node && c.self.Left {
+		m.State = stateLeft
+	} else if s, ok := c.records[name]; ok && s.rec.Left {
+		m.State = stateLeft
+	}
+	m.since = now
+	state := m.State
+	c.countLocked()
+	c.mu.Unlock()
+	c.log.Debug("member down", "peer", name, "state", state)
+	c.notify()
+}
+
+func (c *Cluster) countLocked() {
+	n := 0
+	for _, m := range c.members {
+		if m.State == stateAlive {
+			n++
+		}
+	}
+	c.numAlive.Store(int64(n))
+}
+
+// pruneLocked forgets members that have been dead or left for longer than
+// c.reap, and records nobody vouches for: those of forgotten members, and
+// those of unknown nodes (a broadcast can beat the node's alive message)
+// that stayed unknown for c.reap.
+func (c *Cluster) pruneLocked(now time.Time) {
+	for name, m := range c.members {
+		if m.State != stateAlive && now.Sub(m.since) > c.reap {
+			delete(c.members, name)
+			delete(c.records, name)
+		}
+	}
+	for name, s := range c.records {
+		if _, ok := c.members[name]; !ok && now.Sub(s.seen) > c.reap {
+			delete(c.records, name)
+		}
+	}
+}
+
+func (c *Cluster) queue(r record) {
+	b, err := encodeRecord(r)
+	if err != nil {
+		c.log.Error("encoding record", "peer", r.Node, "err", err)
+		return
+	}
+	c.bcast.QueueBroadcast(&broadcast{node: r.Node, msg: b})
+}
+
+// notify signals Changed without blocking.
+func (c *Cluster) notify() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
+// nextVersion returns a version above prev that also beats any version an
+// earlier run of this node could have produced, assuming the clock did
+// not go back.
+func nextVersion(prev uint64, now time.Time) uint64 {
+	ns := now.UnixNano()
+	if ns > 0 && uint64(ns) > prev {
+		return uint64(ns)
+	}
+	return prev + 1
+}

@@ -1,0 +1,427 @@
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"reflect"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const waitTimeout = 15 * time.Second
+
+// testLogger discards logs unless GOSSIP_TEST_LOG is set. It never writes
+// to t.Log: memberlist goroutines may still log after a test ends.
+func testLogger() *slog.Logger {
+	if os.Getenv("GOSSIP_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// newNode starts a node of cluster on 127.0.0.1 with a free port and fast
+// timers, and shuts it down when the test ends.
+func newNode(t *testing.T, name, cluster string, dataPort int) *Cluster {
+	t.Helper()
+	cfg := DefaultLocalConfig()
+	cfg.NodeName = name
+	cfg.Cluster = cluster
+	cfg.BindAddr = "127.0.0.1"
+	cfg.BindPort = 0
+	cfg.DataPort = dataPort
+	cfg.Logger = testLogger()
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New(%q): %v", name, err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatalf("Start(%q): %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := c.Shutdown(); err != nil && !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Shutdown(%q): %v", name, err)
+		}
+	})
+	return c
+}
+
+func gossipAddr(c *Cluster) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(c.GossipPort()))
+}
+
+func join(t *testing.T, c, to *Cluster) {
+	t.Helper()
+	n, err := c.Join([]string{gossipAddr(to)})
+	if err != nil || n != 1 {
+		t.Fatalf("%s joining %s: got %d, %v; want 1, nil", c.LocalNode(), to.LocalNode(), n, err)
+	}
+}
+
+// waitFor polls cond until it returns nil or waitTimeout passes.
+func waitFor(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still false after %v: %v", what, waitTimeout, err)
+		}
+		<-tick.C
+	}
+}
+
+// withoutVersions returns es with Version zeroed, for comparison.
+func withoutVersions(es []Entry) []Entry {
+	out := make([]Entry, len(es))
+	for i, e := range es {
+		e.Version = 0
+		out[i] = e
+	}
+	return out
+}
+
+func catalogIs(c *Cluster, want []Entry) error {
+	got := withoutVersions(c.Catalog())
+	if !reflect.DeepEqual(got, want) {
+		return fmt.Errorf("%s catalog: got %+v, want %+v", c.LocalNode(), got, want)
+	}
+	return nil
+}
+
+func waitCatalogs(t *testing.T, nodes []*Cluster, want []Entry) {
+	t.Helper()
+	for _, c := range nodes {
+		waitFor(t, c.LocalNode()+" converges", func() error { return catalogIs(c, want) })
+	}
+}
+
+func memberState(c *Cluster, name string) string {
+	for _, m := range c.Members() {
+		if m.Name == name {
+			return m.State
+		}
+	}
+	return ""
+}
+
+// threeNodes starts a, b and c (data ports 7001-7003), joins them and sets
+// services; it returns the nodes and the converged catalog.
+func threeNodes(t *testing.T) ([]*Cluster, []Entry) {
+	t.Helper()
+	want := []Entry{
+		{Node: "a", Addr: "127.0.0.1", DataPort: 7001, Services: []Service{{"db", 5432}, {"web", 80}}},
+		{Node: "b", Addr: "127.0.0.1", DataPort: 7002, Services: []Service{{"cache", 6379}}},
+		{Node: "c", Addr: "127.0.0.1", DataPort: 7003},
+	}
+	var nodes []*Cluster
+	for _, e := range want {
+		nodes = append(nodes, newNode(t, e.Node, "test", e.DataPort))
+	}
+	join(t, nodes[1], nodes[0])
+	join(t, nodes[2], nodes[0])
+	// Unsorted on purpose: SetServices sorts.
+	nodes[0].SetServices([]Service{{"web", 80}, {"db", 5432}})
+	nodes[1].SetServices([]Service{{"cache", 6379}})
+	waitCatalogs(t, nodes, want)
+	return nodes, want
+}
+
+func TestCatalogConverges(t *testing.T) {
+	nodes, want := threeNodes(t)
+	for _, c := range nodes {
+		if got := c.NumMembers(); got != 3 {
+			t.Errorf("%s NumMembers: got %d, want 3", c.LocalNode(), got)
+		}
+	}
+
+	// Drain, so the next signal is caused by the change below.
+	select {
+	case <-nodes[0].Changed():
+	default:
+	}
+	want[1].Services = []Service{{"api", 8080}, {"cache", 6380}}
+	nodes[1].SetServices([]Service{{"cache", 6380}, {"api", 8080}})
+	want[2].Services = []Service{{"ssh", 22}}
+	nodes[2].SetServices([]Service{{"ssh", 22}, {"", 1}, {"ssh", 23}, {"bad", 0}})
+	waitCatalogs(t, nodes, want)
+	select {
+	case <-nodes[0].Changed():
+	case <-time.After(waitTimeout):
+		t.Error("Changed: got no signal after a remote catalog change")
+	}
+}
+
+func TestDeparture(t *testing.T) {
+	tests := []struct {
+		name      string
+		stop      func(t *testing.T, c *Cluster)
+		wantState string
+	}{
+		{name: "leave", wantState: stateLeft, stop: func(t *testing.T, c *Cluster) {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			if err := c.Leave(ctx); err != nil {
+				t.Fatalf("Leave: %v", err)
+			}
+			if err := c.Shutdown(); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+		}},
+		{name: "crash", wantState: stateDead, stop: func(t *testing.T, c *Cluster) {
+			if err := c.Shutdown(); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes, want := threeNodes(t)
+			tc.stop(t, nodes[2])
+			for _, c := range nodes[:2] {
+				waitFor(t, c.LocalNode()+" drops c", func() error {
+					if err := catalogIs(c, want[:2]); err != nil {
+						return err
+					}
+					if got := memberState(c, "c"); got != tc.wantState {
+						return fmt.Errorf("member c: got state %q, want %q", got, tc.wantState)
+					}
+					if got := c.NumMembers(); got != 2 {
+						return fmt.Errorf("NumMembers: got %d, want 2", got)
+					}
+					return nil
+				})
+			}
+		})
+	}
+}
+
+func TestClustersDoNotMerge(t *testing.T) {
+	red := newNode(t, "red", "red", 1)
+	blue := newNode(t, "blue", "blue", 2)
+	n, err := blue.Join([]string{gossipAddr(red)})
+	if err == nil || n != 0 {
+		t.Fatalf("Join across clusters: got %d, %v; want 0 and an error", n, err)
+	}
+	for _, c := range []*Cluster{red, blue} {
+		if got := c.NumMembers(); got != 1 {
+			t.Errorf("%s NumMembers: got %d, want 1", c.LocalNode(), got)
+		}
+		if got := len(c.Catalog()); got != 1 {
+			t.Errorf("%s Catalog: got %d entries, want 1", c.LocalNode(), got)
+		}
+	}
+}
+
+func TestRestartReclaimsName(t *testing.T) {
+	a := newNode(t, "a", "test", 7001)
+	old := newNode(t, "b", "test", 7002)
+	join(t, old, a)
+	old.SetServices([]Service{{"web", 80}})
+	waitCatalogs(t, []*Cluster{a, old}, []Entry{
+		{Node: "a", Addr: "127.0.0.1", DataPort: 7001},
+		{Node: "b", Addr: "127.0.0.1", DataPort: 7002, Services: []Service{{"web", 80}}},
+	})
+	oldVersion := old.Catalog()[1].Version
+	oldPort := old.GossipPort()
+	if err := old.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a sees b dead", func() error {
+		if got := memberState(a, "b"); got != stateDead {
+			return fmt.Errorf("member b: got %q, want %q", got, stateDead)
+		}
+		return nil
+	})
+
+	b := newNode(t, "b", "test", 7003)
+	if b.GossipPort() == oldPort {
+		t.Fatalf("restarted node got the old port %d", oldPort)
+	}
+	b.SetServices([]Service{{"api", 8080}})
+	want := []Entry{
+		{Node: "a", Addr: "127.0.0.1", DataPort: 7001},
+		{Node: "b", Addr: "127.0.0.1", DataPort: 7003, Services: []Service{{"api", 8080}}},
+	}
+	waitFor(t, "restarted b is accepted", func() error {
+		// memberlist accepts the new address only once the old one has been
+		// dead for DeadNodeReclaimTime; mesh re-joins discovered peers the
+		// same way.
+		if _, err := b.Join([]string{gossipAddr(a)}); err != nil {
+			return err
+		}
+		for _, m := range a.Members() {
+			if m.Name == "b" && m.State == stateAlive && m.Port == b.GossipPort() {
+				return catalogIs(a, want)
+			}
+		}
+		return fmt.Errorf("a members: %+v", a.Members())
+	})
+	waitCatalogs(t, []*Cluster{a, b}, want)
+	if got := a.Catalog()[1].Version; got <= oldVersion {
+		t.Errorf("restarted version: got %d, want > %d", got, oldVersion)
+	}
+}
+
+func TestLateJoinerGetsCatalogOnJoin(t *testing.T) {
+	nodes, want := threeNodes(t)
+	late := newNode(t, "d", "test", 7004)
+	late.SetServices([]Service{{"late", 9000}})
+	join(t, late, nodes[1])
+	// Join returns after the push/pull merged, so no waiting here.
+	got := withoutVersions(late.Catalog())
+	want = append(want, Entry{Node: "d", Addr: "127.0.0.1", DataPort: 7004, Services: []Service{{"late", 9000}}})
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("late joiner catalog right after Join: got %+v, want %+v", got, want)
+	}
+	waitCatalogs(t, nodes, want)
+}
+
+func TestLifecycle(t *testing.T) {
+	cfg := DefaultLocalConfig()
+	cfg.NodeName = "a"
+	cfg.BindAddr = "127.0.0.1"
+	cfg.BindPort = 0
+	cfg.Logger = testLogger()
+
+	t.Run("before start", func(t *testing.T) {
+		c, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetServices([]Service{{"web", 80}})
+		if got := c.Catalog(); len(got) != 1 || len(got[0].Services) != 1 {
+			t.Errorf("Catalog before Start: got %+v, want own entry with one service", got)
+		}
+		if _, err := c.Join([]string{"127.0.0.1:1"}); err == nil {
+			t.Error("Join before Start: got nil error")
+		}
+		if err := c.Leave(t.Context()); err == nil {
+			t.Error("Leave before Start: got nil error")
+		}
+		if err := c.Shutdown(); err != nil {
+			t.Errorf("Shutdown: got %v, want nil", err)
+		}
+		if err := c.Start(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Start after Shutdown: got %v, want net.ErrClosed", err)
+		}
+	})
+
+	t.Run("started", func(t *testing.T) {
+		c, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(); err == nil {
+			t.Error("second Start: got nil error")
+		}
+		if c.GossipPort() == 0 {
+			t.Error("GossipPort: got 0 after Start")
+		}
+		if err := c.Leave(t.Context()); err != nil {
+			t.Errorf("Leave: %v", err)
+		}
+		if err := c.Leave(t.Context()); err != nil {
+			t.Errorf("second Leave: got %v, want nil", err)
+		}
+		if got := c.Catalog(); len(got) != 0 {
+			t.Errorf("Catalog after Leave: got %+v, want none", got)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for range 4 {
+			wg.Go(func() { errs <- c.Shutdown() })
+		}
+		wg.Wait()
+		close(errs)
+		nils := 0
+		for err := range errs {
+			switch {
+			case err == nil:
+				nils++
+			case !errors.Is(err, net.ErrClosed):
+				t.Errorf("concurrent Shutdown: got %v, want nil or net.ErrClosed", err)
+			}
+		}
+		if nils != 1 {
+			t.Errorf("concurrent Shutdown: got %d nil results, want 1", nils)
+		}
+		if err := c.Leave(t.Context()); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Leave after Shutdown: got %v, want net.ErrClosed", err)
+		}
+		if _, err := c.Join([]string{"127.0.0.1:1"}); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Join after Shutdown: got %v, want net.ErrClosed", err)
+		}
+	})
+
+	t.Run("bind conflict leaves nothing open", func(t *testing.T) {
+		first := newNode(t, "first", "test", 0)
+		cfg := cfg
+		cfg.BindPort = first.GossipPort()
+		c, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(); err == nil {
+			t.Fatal("Start on a used port: got nil error")
+		}
+		if err := c.Shutdown(); err != nil {
+			t.Errorf("Shutdown after failed Start: got %v, want nil", err)
+		}
+	})
+}
+
+// leakedGoroutines returns the stacks of goroutines running code of this
+// package's Cluster or of memberlist.
+func leakedGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+		s := string(g)
+		if strings.Contains(s, "github.com/hashicorp/memberlist.") || strings.Contains(s, "/gossip.(*Cluster)") {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// TestNoGoroutineLeak runs after the other cluster tests (source order) and
+// also catches goroutines they left behind.
+func TestNoGoroutineLeak(t *testing.T) {
+	a := newNode(t, "a", "leak", 1)
+	b := newNode(t, "b", "leak", 2)
+	join(t, b, a)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := b.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*Cluster{a, b} {
+		if err := c.Shutdown(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "gossip goroutines exit", func() error {
+		if g := leakedGoroutines(); len(g) > 0 {
+			return fmt.Errorf("%d goroutines left, first:\n%s", len(g), g[0])
+		}
+		return nil
+	})
+}

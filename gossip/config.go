@@ -1,0 +1,206 @@
+package gossip
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Config configures a Cluster. Build one with DefaultConfig or
+// DefaultLocalConfig and override fields; New copies it, so later changes
+// to the value (or to the memberlist.Config it points to) have no effect.
+//
+// Zero values: Cluster, BindAddr, Memberlist and Logger fall back to their
+// defaults when zero; for the ports zero has the meaning given on the field.
+type Config struct {
+	// NodeName names this node in the cluster. Required; 1 to 253 bytes and
+	// unique within the cluster. A restarted node may reuse its name.
+	NodeName string
+
+	// Cluster is the cluster name, sent as memberlist's Label on every
+	// packet and stream, so nodes of different clusters never merge.
+	// Default "ambassador" (also used when empty); at most 255 bytes.
+	Cluster string
+
+	// BindAddr is the IP the gossip UDP and TCP listeners bind to.
+	// Default "0.0.0.0" (also used when empty).
+	BindAddr string
+
+	// BindPort is the gossip port (UDP and TCP). Default 7946; 0 picks a
+	// free port (tests), see Cluster.GossipPort.
+	BindPort int
+
+	// AdvertiseAddr is the IP peers use to reach this node; it is also the
+	// Addr of this node's Entry. Required when BindAddr is unspecified
+	// (0.0.0.0 or ::); empty means BindAddr.
+	AdvertiseAddr string
+
+	// AdvertisePort is the gossip port peers use to reach this node.
+	// Default 0, meaning the bound port.
+	AdvertisePort int
+
+	// DataPort is the TCP port where this node's ambassador accepts
+	// forwarded connections; published in this node's Entry. 0 means none.
+	DataPort int
+
+	// Memberlist is the base memberlist profile: timers, retransmits,
+	// compression, encryption keys. Nil means the DefaultConfig profile.
+	// The value is copied in New.
+	//
+	// gossip always overrides Name, BindAddr, BindPort, AdvertiseAddr,
+	// AdvertisePort, Label, Delegate, Events, Logger, LogOutput and
+	// DeadNodeReclaimTime (set to ProbeInterval, see DefaultConfig).
+	// ProbeTimeout must be shorter than ProbeInterval.
+	Memberlist *memberlist.Config
+
+	// Logger receives gossip's logs and memberlist's (re-leveled from their
+	// "[LEVEL]" prefixes), with component=gossip. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+const (
+	defaultCluster  = "ambassador"
+	defaultBindAddr = "0.0.0.0"
+	defaultPort     = 7946
+)
+
+// DefaultConfig returns the LAN profile: port 7946 on all interfaces and
+// memberlist.DefaultLANConfig timers (probe every 1s with a 500ms timeout,
+// suspicion 4×ProbeInterval, push/pull every 30s). A dead node's name can be
+// reclaimed from a new address one ProbeInterval after it was declared
+// dead. AdvertiseAddr and NodeName must still be set. DefaultConfig does no
+// network I/O and cannot fail; each call returns a fresh value.
+func DefaultConfig() Config {
+	mc := memberlist.DefaultLANConfig()
+	// The hostname DefaultLANConfig fills in is overridden by NodeName.
+	mc.Name = ""
+	return Config{
+		Cluster:    defaultCluster,
+		BindAddr:   defaultBindAddr,
+		BindPort:   defaultPort,
+		Memberlist: mc,
+	}
+}
+
+// DefaultLocalConfig returns DefaultConfig with fast timers for tests and
+// netns labs, where round trips are well under a millisecond: based on
+// memberlist.DefaultLocalConfig, it probes every 250ms with a 100ms
+// timeout (so a crashed node is declared dead in about 1s), gossips every
+// 50ms with the LAN retransmit multiplier (4), does a full push/pull every
+// 5s, and forgets dead nodes after 5s. Each call returns a fresh value.
+func DefaultLocalConfig() Config {
+	cfg := DefaultConfig()
+	mc := memberlist.DefaultLocalConfig()
+	mc.Name = ""
+	mc.ProbeInterval = 250 * time.Millisecond
+	mc.ProbeTimeout = 100 * time.Millisecond
+	mc.GossipInterval = 50 * time.Millisecond
+	mc.PushPullInterval = 5 * time.Second
+	mc.GossipToTheDeadTime = 5 * time.Second
+	// memberlist's local profile halves the LAN's 4; with 2 transmits per
+	// receiver an update can die out before reaching every node of a small
+	// cluster and then waits for the next push/pull.
+	mc.RetransmitMult = 4
+	cfg.Memberlist = mc
+	return cfg
+}
+
+// withDefaults fills zero fields and checks the result. It has no side
+// effects, so callers can use it to validate a config without starting
+// anything. The returned config owns a private copy of Memberlist.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Cluster == "" {
+		cfg.Cluster = defaultCluster
+	}
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = defaultBindAddr
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Memberlist == nil {
+		cfg.Memberlist = DefaultConfig().Memberlist
+	} else {
+		mc := *cfg.Memberlist
+		cfg.Memberlist = &mc
+	}
+
+	if err := checkName("node", cfg.NodeName); err != nil {
+		return cfg, fmt.Errorf("gossip: config: NodeName %q must have 1 to %d bytes", cfg.NodeName, maxNameLen)
+	}
+	if len(cfg.Cluster) > memberlist.LabelMaxSize {
+		return cfg, fmt.Errorf("gossip: config: Cluster %q is longer than %d bytes", cfg.Cluster, memberlist.LabelMaxSize)
+	}
+	bind, err := netip.ParseAddr(cfg.BindAddr)
+	if err != nil {
+		return cfg, fmt.Errorf("gossip: config: BindAddr %q is not an IP", cfg.BindAddr)
+	}
+	if cfg.AdvertiseAddr != "" {
+		adv, err := netip.ParseAddr(cfg.AdvertiseAddr)
+		if err != nil {
+			return cfg, fmt.Errorf("gossip: config: AdvertiseAddr %q is not an IP", cfg.AdvertiseAddr)
+		}
+		if adv.IsUnspecified() {
+			return cfg, fmt.Errorf("gossip: config: AdvertiseAddr %q is unspecified", cfg.AdvertiseAddr)
+		}
+	} else if bind.IsUnspecified() {
+		// memberlist would guess a private interface address; we want the
+		// operator to say which one peers can reach.
+		return cfg, fmt.Errorf("gossip: config: AdvertiseAddr is required when BindAddr is %q", cfg.BindAddr)
+	}
+	for _, p := range []struct {
+		name string
+		val  int
+	}{{"BindPort", cfg.BindPort}, {"AdvertisePort", cfg.AdvertisePort}, {"DataPort", cfg.DataPort}} {
+		if p.val < 0 || p.val > 65535 {
+			return cfg, fmt.Errorf("gossip: config: %s %d is out of range 0-65535", p.name, p.val)
+		}
+	}
+	mc := cfg.Memberlist
+	if mc.ProbeInterval <= 0 {
+		return cfg, fmt.Errorf("gossip: config: Memberlist.ProbeInterval %v must be > 0", mc.ProbeInterval)
+	}
+	if mc.ProbeTimeout <= 0 || mc.ProbeTimeout >= mc.ProbeInterval {
+		return cfg, fmt.Errorf("gossip: config: Memberlist.ProbeTimeout %v must be > 0 and < ProbeInterval %v", mc.ProbeTimeout, mc.ProbeInterval)
+	}
+	return cfg, nil
+}
+
+// advertiseIP is the address this node publishes in its Entry.
+func (cfg Config) advertiseIP() string {
+	if cfg.AdvertiseAddr != "" {
+		return cfg.AdvertiseAddr
+	}
+	return cfg.BindAddr
+}
+
+// memberlistConfig returns a fresh memberlist.Config with gossip's
+// overrides applied; memberlist.Create writes the bound port back into it.
+func (cfg Config) memberlistConfig(d *delegate, l *slog.Logger) *memberlist.Config {
+	mc := *cfg.Memberlist
+	mc.Name = cfg.NodeName
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.BindPort
+	mc.AdvertiseAddr = cfg.AdvertiseAddr
+	mc.AdvertisePort = cfg.AdvertisePort
+	if mc.AdvertisePort == 0 {
+		// memberlist only fills in the bound port when BindPort is 0.
+		mc.AdvertisePort = cfg.BindPort
+	}
+	mc.Label = cfg.Cluster
+	mc.Delegate = d
+	mc.Events = d
+	mc.LogOutput = nil
+	mc.Logger = newStdLogger(l)
+	// A node restarted on a new address (DHCP renewal, port 0 in tests)
+	// must get its name back. memberlist only reclaims a name whose owner
+	// is already dead, i.e. missed probes for ProbeTimeout and then
+	// SuspicionMult×ProbeInterval without refuting, so one more probe
+	// interval is enough margin for in-flight alive messages of the old
+	// incarnation; waiting longer only delays the restarted node.
+	mc.DeadNodeReclaimTime = mc.ProbeInterval
+	return &mc
+}

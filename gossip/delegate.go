@@ -1,0 +1,100 @@
+package gossip
+
+import (
+	"github.com/hashicorp/memberlist"
+)
+
+// delegate adapts a Cluster to memberlist's callbacks, so those methods stay
+// off Cluster's exported API. memberlist calls them from its own goroutines,
+// sometimes with its node lock held (the EventDelegate methods): they take
+// c.mu briefly, never call back into memberlist, and never block.
+type delegate struct {
+	c *Cluster
+}
+
+var (
+	_ memberlist.Delegate       = (*delegate)(nil)
+	_ memberlist.EventDelegate  = (*delegate)(nil)
+	_ memberlist.NamedBroadcast = (*broadcast)(nil)
+)
+
+// NodeMeta returns nothing: the catalog travels in broadcasts and push/pull
+// state, because metadata is capped at memberlist.MetaMaxSize (512 bytes).
+func (d *delegate) NodeMeta(limit int) []byte { return nil }
+
+// NotifyMsg merges one broadcast record. memberlist may reuse b after the
+// call; decodeRecord copies what it keeps.
+func (d *delegate) NotifyMsg(b []byte) {
+	r, err := decodeRecord(b)
+	if err != nil {
+		d.c.log.Debug("dropping malformed broadcast", "bytes", len(b), "err", err)
+		return
+	}
+	d.c.merge([]record{r})
+}
+
+// GetBroadcasts hands memberlist the queued records that fit in limit.
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.c.bcast.GetBroadcasts(overhead, limit)
+}
+
+// LocalState returns this node's view of the catalog for a push/pull.
+func (d *delegate) LocalState(join bool) []byte {
+	b, err := encodeState(d.c.pushState())
+	if err != nil {
+		d.c.log.Error("encoding push/pull state", "err", err)
+		return nil
+	}
+	if len(b) > maxStateMsg {
+		d.c.log.Error("push/pull state exceeds the limit peers accept; catalog will not converge",
+			"bytes", len(b), "limit", maxStateMsg)
+	}
+	return b
+}
+
+// MergeRemoteState merges a peer's push/pull state. memberlist calls it
+// after it merged the peer's membership, so NotifyJoin has already run for
+// the nodes listed.
+func (d *delegate) MergeRemoteState(b []byte, join bool) {
+	rs, err := decodeState(b)
+	if err != nil {
+		d.c.log.Debug("dropping malformed push/pull state", "bytes", len(b), "join", join, "err", err)
+		return
+	}
+	d.c.merge(rs)
+}
+
+// NotifyJoin records n as alive. Called with memberlist's node lock held.
+func (d *delegate) NotifyJoin(n *memberlist.Node) {
+	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), true)
+}
+
+// NotifyUpdate records n's new address. Called with memberlist's node lock
+// held.
+func (d *delegate) NotifyUpdate(n *memberlist.Node) {
+	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), false)
+}
+
+// NotifyLeave records n as dead or left. Called with memberlist's node lock
+// held.
+func (d *delegate) NotifyLeave(n *memberlist.Node) {
+	d.c.memberDown(n.Name)
+}
+
+// broadcast is one queued record. Named by node, so a newer record for the
+// same node replaces an older one still in the queue; records are only
+// queued when they are newer than what this node had, so the replacement is
+// always an upgrade.
+type broadcast struct {
+	node string
+	msg  []byte
+}
+
+func (b *broadcast) Name() string    { return b.node }
+func (b *broadcast) Message() []byte { return b.msg }
+func (b *broadcast) Finished()       {}
+
+func (b *broadcast) Invalidates(o memberlist.Broadcast) bool {
+	nb, ok := o.(memberlist.NamedBroadcast)
+	return ok && nb.Name() == b.node
+}

@@ -1,0 +1,194 @@
+package gossip
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// Wire format. Every message this package puts on the wire (a broadcast
+// through NotifyMsg/GetBroadcasts, or the push/pull state through
+// LocalState/MergeRemoteState) is
+//
+//	[0] wireVersion  (1)
+//	[1] kind         (kindRecord or kindState)
+//	[2:] JSON        (record for kindRecord, wireState for kindState)
+//
+// The version byte lets a future format be rejected cleanly instead of
+// being misparsed. The kind byte keeps a broadcast from being merged as a
+// full state and vice versa. Unknown JSON fields are ignored, so fields can
+// be added without a version bump.
+const (
+	wireVersion byte = 1
+
+	kindRecord byte = 1
+	kindState  byte = 2
+
+	// maxRecordMsg bounds one broadcast. Broadcasts travel in UDP packets
+	// (memberlist's UDPBufferSize, 1400 bytes by default), so anything larger
+	// is malformed; the bound only has to stop a hostile sender.
+	maxRecordMsg = 64 << 10
+	// maxStateMsg bounds one push/pull state (a TCP stream).
+	maxStateMsg = 4 << 20
+	// maxStateRecords bounds the number of nodes in one push/pull state.
+	maxStateRecords = 4096
+	// maxServices bounds the services one node may announce.
+	maxServices = 256
+	// maxNameLen bounds node and service names (a DNS name's length).
+	maxNameLen = 253
+)
+
+// errDecode is wrapped by every decoding error.
+var errDecode = errors.New("gossip: decode")
+
+// record is one node's catalog entry as stored and gossiped. Left is set by
+// the node itself in Leave, so peers hide it as soon as the broadcast
+// arrives and can report the member as "left" rather than "dead".
+type record struct {
+	Entry
+	Left bool `json:"left,omitempty"`
+}
+
+// wireState is the push/pull payload.
+type wireState struct {
+	Records []record `json:"records"`
+}
+
+func (r record) clone() record {
+	r.Services = slices.Clone(r.Services)
+	return r
+}
+
+// equal reports whether r and o carry the same content.
+func (r record) equal(o record) bool {
+	return r.Node == o.Node && r.Addr == o.Addr && r.DataPort == o.DataPort &&
+		r.Version == o.Version && r.Left == o.Left && slices.Equal(r.Services, o.Services)
+}
+
+func encodeRecord(r record) ([]byte, error) {
+	return encode(kindRecord, r)
+}
+
+func encodeState(rs []record) ([]byte, error) {
+	return encode(kindState, wireState{Records: rs})
+}
+
+func encode(kind byte, v any) ([]byte, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: encode: %w", err)
+	}
+	return append([]byte{wireVersion, kind}, body...), nil
+}
+
+// decodeRecord decodes and validates one broadcast. It never panics and
+// retains no reference to b.
+func decodeRecord(b []byte) (record, error) {
+	var r record
+	if err := decode(b, kindRecord, maxRecordMsg, &r); err != nil {
+		return record{}, err
+	}
+	if err := validateRecord(&r); err != nil {
+		return record{}, err
+	}
+	return r, nil
+}
+
+// decodeState decodes and validates a push/pull state. One invalid record
+// rejects the whole state: a sender that produces it is broken or hostile.
+// It never panics and retains no reference to b.
+func decodeState(b []byte) ([]record, error) {
+	var s wireState
+	if err := decode(b, kindState, maxStateMsg, &s); err != nil {
+		return nil, err
+	}
+	if len(s.Records) > maxStateRecords {
+		return nil, fmt.Errorf("%w: state has %d records, limit %d", errDecode, len(s.Records), maxStateRecords)
+	}
+	seen := make(map[string]bool, len(s.Records))
+	for i := range s.Records {
+		if err := validateRecord(&s.Records[i]); err != nil {
+			return nil, err
+		}
+		if seen[s.Records[i].Node] {
+			return nil, fmt.Errorf("%w: node %q appears twice", errDecode, s.Records[i].Node)
+		}
+		seen[s.Records[i].Node] = true
+	}
+	return s.Records, nil
+}
+
+func decode(b []byte, kind byte, limit int, v any) error {
+	switch {
+	case len(b) < 2:
+		return fmt.Errorf("%w: message of %d bytes is too short", errDecode, len(b))
+	case len(b) > limit:
+		return fmt.Errorf("%w: message of %d bytes exceeds %d", errDecode, len(b), limit)
+	case b[0] != wireVersion:
+		return fmt.Errorf("%w: unsupported wire version %d", errDecode, b[0])
+	case b[1] != kind:
+		return fmt.Errorf("%w: message kind %d, want %d", errDecode, b[1], kind)
+	}
+	if err := json.Unmarshal(b[2:], v); err != nil {
+		return fmt.Errorf("%w: %w", errDecode, err)
+	}
+	return nil
+}
+
+// validateRecord checks a remote record and puts it in canonical form
+// (services sorted by name, nil when empty).
+func validateRecord(r *record) error {
+	if err := checkName("node", r.Node); err != nil {
+		return err
+	}
+	if _, err := netip.ParseAddr(r.Addr); err != nil {
+		return fmt.Errorf("%w: node %q: addr %q is not an IP", errDecode, r.Node, r.Addr)
+	}
+	if r.DataPort < 0 || r.DataPort > 65535 {
+		return fmt.Errorf("%w: node %q: data port %d out of range", errDecode, r.Node, r.DataPort)
+	}
+	if r.Version == 0 {
+		return fmt.Errorf("%w: node %q: version 0", errDecode, r.Node)
+	}
+	if len(r.Services) > maxServices {
+		return fmt.Errorf("%w: node %q: %d services, limit %d", errDecode, r.Node, len(r.Services), maxServices)
+	}
+	if len(r.Services) == 0 {
+		r.Services = nil
+		return nil
+	}
+	sortServices(r.Services)
+	for i, s := range r.Services {
+		if err := checkService(s); err != nil {
+			return fmt.Errorf("%w: node %q: %w", errDecode, r.Node, err)
+		}
+		if i > 0 && r.Services[i-1].Name == s.Name {
+			return fmt.Errorf("%w: node %q: service %q appears twice", errDecode, r.Node, s.Name)
+		}
+	}
+	return nil
+}
+
+func checkName(what, name string) error {
+	if name == "" || len(name) > maxNameLen {
+		return fmt.Errorf("%w: %s name %q must have 1 to %d bytes", errDecode, what, name, maxNameLen)
+	}
+	return nil
+}
+
+func checkService(s Service) error {
+	if s.Name == "" || len(s.Name) > maxNameLen {
+		return fmt.Errorf("service name %q must have 1 to %d bytes", s.Name, maxNameLen)
+	}
+	if s.Port < 1 || s.Port > 65535 {
+		return fmt.Errorf("service %q: port %d out of range 1-65535", s.Name, s.Port)
+	}
+	return nil
+}
+
+func sortServices(s []Service) {
+	slices.SortStableFunc(s, func(a, b Service) int { return cmp.Compare(a.Name, b.Name) })
+}

@@ -1,0 +1,198 @@
+package gossip
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func validRecord() record {
+	return record{Entry: Entry{
+		Node: "a", Addr: "10.0.0.1", DataPort: 7000, Version: 42,
+		Services: []Service{{Name: "db", Port: 5432}, {Name: "web", Port: 80}},
+	}}
+}
+
+func mustEncodeRecord(t testing.TB, r record) []byte {
+	t.Helper()
+	b, err := encodeRecord(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func msg(kind byte, body string) []byte {
+	return append([]byte{wireVersion, kind}, body...)
+}
+
+func TestDecodeRecord(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      []byte
+		want    record
+		wantErr bool
+	}{
+		{name: "valid", in: mustEncodeRecord(t, validRecord()), want: validRecord()},
+		{name: "unsorted services are sorted", in: msg(kindRecord, `{"node":"a","addr":"::1","version":1,"services":[{"name":"z","port":1},{"name":"b","port":2}]}`),
+			want: record{Entry: Entry{Node: "a", Addr: "::1", Version: 1, Services: []Service{{"b", 2}, {"z", 1}}}}},
+		{name: "empty services become nil", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[]}`),
+			want: record{Entry: Entry{Node: "a", Addr: "1.2.3.4", Version: 1}}},
+		{name: "left flag and unknown field", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"left":true,"future":7}`),
+			want: record{Entry: Entry{Node: "a", Addr: "1.2.3.4", Version: 1}, Left: true}},
+		{name: "empty", in: nil, wantErr: true},
+		{name: "one byte", in: []byte{wireVersion}, wantErr: true},
+		{name: "bad version", in: append([]byte{9}, mustEncodeRecord(t, validRecord())[1:]...), wantErr: true},
+		{name: "state kind", in: msg(kindState, `{"records":[]}`), wantErr: true},
+		{name: "bad json", in: msg(kindRecord, `{"node":`), wantErr: true},
+		{name: "json array", in: msg(kindRecord, `[]`), wantErr: true},
+		{name: "no node", in: msg(kindRecord, `{"addr":"1.2.3.4","version":1}`), wantErr: true},
+		{name: "long node", in: msg(kindRecord, `{"node":"`+strings.Repeat("x", maxNameLen+1)+`","addr":"1.2.3.4","version":1}`), wantErr: true},
+		{name: "bad addr", in: msg(kindRecord, `{"node":"a","addr":"host","version":1}`), wantErr: true},
+		{name: "data port range", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","data_port":70000,"version":1}`), wantErr: true},
+		{name: "negative data port", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","data_port":-1,"version":1}`), wantErr: true},
+		{name: "version zero", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4"}`), wantErr: true},
+		{name: "negative version", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":-1}`), wantErr: true},
+		{name: "service port zero", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":0}]}`), wantErr: true},
+		{name: "service no name", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"port":1}]}`), wantErr: true},
+		{name: "duplicate service", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1},{"name":"x","port":2}]}`), wantErr: true},
+		{name: "too large", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"pad":"`+strings.Repeat("x", maxRecordMsg)+`"}`), wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodeRecord(tc.in)
+			if tc.wantErr {
+				if err == nil {
+					t.Fatalf("got %+v, want error", got)
+				}
+				if !errors.Is(err, errDecode) {
+					t.Errorf("got error %v, want it to match errDecode", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v, want nil", err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeState(t *testing.T) {
+	a, b := validRecord(), validRecord()
+	b.Node = "b"
+	good, err := encodeState([]record{a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup, err := encodeState([]record{a, a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		in      []byte
+		want    int
+		wantErr bool
+	}{
+		{name: "valid", in: good, want: 2},
+		{name: "empty", in: msg(kindState, `{"records":[]}`), want: 0},
+		{name: "null records", in: msg(kindState, `{}`), want: 0},
+		{name: "record kind", in: mustEncodeRecord(t, a), wantErr: true},
+		{name: "duplicate node", in: dup, wantErr: true},
+		{name: "one bad record", in: msg(kindState, `{"records":[{"node":"a","addr":"x","version":1}]}`), wantErr: true},
+		{name: "too many records", in: msg(kindState, `{"records":[`+strings.Repeat(`{},`, maxStateRecords)+`{}]}`), wantErr: true},
+		{name: "truncated", in: good[:len(good)-1], wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodeState(tc.in)
+			if tc.wantErr {
+				if err == nil {
+					t.Fatalf("got %d records, want error", len(got))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v, want nil", err)
+			}
+			if len(got) != tc.want {
+				t.Errorf("got %d records, want %d", len(got), tc.want)
+			}
+		})
+	}
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	f.Add(mustEncodeRecord(f, validRecord()))
+	f.Add(msg(kindRecord, `{"node":"a","addr":"::1","version":1,"left":true}`))
+	f.Add(msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1},{"name":"x","port":2}]}`))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := decodeRecord(b)
+		if err != nil {
+			return
+		}
+		again, err := decodeRecord(mustEncodeRecord(t, r))
+		if err != nil {
+			t.Fatalf("re-decoding %+v: %v", r, err)
+		}
+		if !reflect.DeepEqual(again, r) {
+			t.Fatalf("round trip: got %+v, want %+v", again, r)
+		}
+	})
+}
+
+func FuzzDecodeState(f *testing.F) {
+	a, b := validRecord(), validRecord()
+	b.Node = "b"
+	for _, rs := range [][]record{nil, {a}, {a, b}, {a, a}} {
+		buf, err := encodeState(rs)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(buf)
+	}
+	f.Add(msg(kindState, `{"records":[{}]}`))
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		rs, err := decodeState(buf)
+		if err != nil {
+			return
+		}
+		enc, err := encodeState(rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := decodeState(enc)
+		if err != nil {
+			t.Fatalf("re-decoding %+v: %v", rs, err)
+		}
+		if len(again) != len(rs) || (len(rs) > 0 && !reflect.DeepEqual(again, rs)) {
+			t.Fatalf("round trip: got %+v, want %+v", again, rs)
+		}
+	})
+}
+
+func TestNextVersion(t *testing.T) {
+	tests := []struct {
+		name string
+		prev uint64
+		now  int64
+		want uint64
+	}{
+		{name: "clock wins", prev: 5, now: 100, want: 100},
+		{name: "prev wins when clock is behind", prev: 200, now: 100, want: 201},
+		{name: "equal", prev: 100, now: 100, want: 101},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := nextVersion(tc.prev, time.Unix(0, tc.now)); got != tc.want {
+				t.Errorf("got %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
