@@ -1,0 +1,709 @@
+package announce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+const (
+	announceCount = 2           // RFC 6762 §8.3: at least two announcements
+	announceGap   = time.Second // ... one second apart
+	peerBuffer    = 64          // Server.peers
+	readBackoff   = 5 * time.Millisecond
+	maxBackoff    = time.Second
+	closeTimeout  = 2 * time.Second // bound on writing goodbyes in Close
+)
+
+// Server announces this node and its services on every selected interface
+// and discovers peers. Create it with New; Start it; stop it with Close.
+type Server struct {
+	cfg        Config   // copy with defaults; read-only
+	id         identity // read-only
+	log        *slog.Logger
+	listIfaces func() ([]ifaceInfo, error) // read-only; systemInterfaces outside tests
+
+	queryNow chan struct{} // 1-buffered; non-blocking send, a pending signal is enough
+	changed  chan struct{} // 1-buffered; non-blocking send, run re-reads the state
+	peers    chan Peer     // buffered peerBuffer; readers drop peers when full
+	stop     chan struct{} // closed by Close
+
+	loopWG   sync.WaitGroup // run
+	wg       sync.WaitGroup // readers and notify
+	handlers sync.WaitGroup // packets being handled; Add only under mu while !closed
+
+	failed map[string]bool // interfaces whose socket failed to open; owned by run
+
+	mu       sync.Mutex         // guards the fields below and socket.addr
+	started  bool               // Start has begun
+	closed   bool               // Close has begun
+	services []Service          // current, lower-case names, sorted
+	goodbyes []Service          // withdrawn, goodbye not yet sent
+	changes  map[string]bool    // service types ("_redis._tcp.local.") to announce
+	socks    map[string]*socket // active sockets by interface name
+	disc     *discovery
+}
+
+// socket is the mDNS socket of one interface.
+type socket struct {
+	iface string
+	index int
+	conn  *net.UDPConn // multicast, bound to 224.0.0.251:5353
+	local netip.Addr   // the interface's own address
+	ucast *net.UDPConn // bound to local:5353 for direct unicast queries; nil if that failed
+	addr  netip.Addr   // A record address; guarded by Server.mu
+}
+
+// close closes both sockets.
+func (so *socket) close() {
+	so.conn.Close()
+	if so.ucast != nil {
+		so.ucast.Close()
+	}
+}
+
+// start starts the readers of so.
+func (s *Server) start(so *socket) {
+	s.wg.Go(func() { s.read(so, so.conn, false) })
+	if so.ucast != nil {
+		s.wg.Go(func() { s.read(so, so.ucast, true) })
+	}
+}
+
+// New validates and copies cfg. It does no I/O.
+func New(cfg Config) (*Server, error) {
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	log := c.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{
+		cfg: c,
+		id: identity{
+			node:       c.Node,
+			cluster:    c.Cluster,
+			host:       c.HostName + "." + domain,
+			gossipPort: c.GossipPort,
+			ttl:        uint32(c.TTL / time.Second),
+		},
+		log:        log.With("component", "announce"),
+		listIfaces: systemInterfaces,
+		queryNow:   make(chan struct{}, 1),
+		changed:    make(chan struct{}, 1),
+		peers:      make(chan Peer, peerBuffer),
+		stop:       make(chan struct{}),
+		failed:     make(map[string]bool),
+		changes:    make(map[string]bool),
+		socks:      make(map[string]*socket),
+		disc:       newDiscovery(c.Node, c.Cluster),
+	}, nil
+}
+
+// Start opens a socket on each selected interface, announces the node and
+// its services there, queries for peers and starts the background work.
+// ctx bounds Start only; the server runs until Close. It fails when an
+// interface named in Config.Interfaces does not exist or its socket cannot
+// be opened; on error nothing is left open.
+func (s *Server) Start(ctx context.Context) (err error) {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("announce: start: %w", err)
+	}
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return fmt.Errorf("announce: start: %w", net.ErrClosed)
+	case s.started:
+		s.mu.Unlock()
+		return errors.New("announce: start: already started")
+	}
+	s.started = true
+	s.mu.Unlock()
+
+	socks := make(map[string]*socket)
+	defer func() {
+		if err != nil {
+			for _, so := range socks {
+				so.close()
+			}
+			s.mu.Lock()
+			s.started = false
+			s.mu.Unlock()
+		}
+	}()
+	infos, err := s.listIfaces()
+	if err != nil {
+		return fmt.Errorf("announce: start: list interfaces: %w", err)
+	}
+	want, missing := selectInterfaces(infos, s.cfg.Interfaces, s.cfg.Addr)
+	if len(missing) > 0 {
+		return fmt.Errorf("announce: start: interface %s does not exist", quoteAll(missing))
+	}
+	for _, w := range want {
+		so, err := s.open(w)
+		if err != nil {
+			if len(s.cfg.Interfaces) > 0 {
+				return err
+			}
+			s.log.Warn("interface skipped", "iface", w.name, "err", err)
+			s.failed[w.name] = true
+			continue
+		}
+		socks[w.name] = so
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("announce: start: %w", net.ErrClosed)
+	}
+	s.socks = socks
+	initial := slices.Collect(maps.Values(socks))
+	for _, so := range initial {
+		s.start(so)
+	}
+	s.wg.Go(s.notify)
+	s.loopWG.Go(func() { s.run(initial) })
+	names := slices.Sorted(maps.Keys(socks))
+	if len(names) == 0 {
+		s.log.Warn("started without a usable interface; rescanning", "every", s.cfg.RescanInterval)
+	}
+	s.log.Info("started", "node", s.cfg.Node, "cluster", s.cfg.Cluster, "host", s.id.host, "ifaces", names)
+	return nil
+}
+
+// SetServices replaces the set of services this node hosts. Names are
+// case-insensitive and published in lower case; invalid or duplicate
+// entries (and the reserved name "ambassador") are logged and skipped.
+// After Start, new and changed services are announced and withdrawn ones
+// get a goodbye. Safe to call at any time, also before Start.
+func (s *Server) SetServices(svcs []Service) {
+	clean := s.cleanServices(svcs)
+	s.mu.Lock()
+	old := s.services
+	s.services = clean
+	notify := s.started && !s.closed
+	if notify {
+		for _, n := range clean {
+			i := slices.IndexFunc(old, func(o Service) bool { return o.Name == n.Name })
+			if i < 0 || old[i] != n {
+				s.changes[serviceFQDN(n.Name)] = true
+			}
+			s.goodbyes = slices.DeleteFunc(s.goodbyes, func(g Service) bool { return g.Name == n.Name })
+		}
+		for _, o := range old {
+			if !slices.ContainsFunc(clean, func(n Service) bool { return n.Name == o.Name }) {
+				s.goodbyes = append(s.goodbyes, o)
+				delete(s.changes, serviceFQDN(o.Name))
+			}
+		}
+	}
+	s.mu.Unlock()
+	if notify {
+		select {
+		case s.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// QueryNow queries for peers at once, restarts the query back-off at
+// Config.QueryMin and makes every peer be reported again.
+func (s *Server) QueryNow() {
+	select {
+	case s.queryNow <- struct{}{}:
+	default:
+	}
+}
+
+// Interfaces returns the names of the interfaces with an open socket,
+// sorted.
+func (s *Server) Interfaces() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.socks))
+}
+
+// Close sends goodbyes for every record, closes the sockets and waits for
+// the goroutines to exit. Later calls return an error matching
+// net.ErrClosed.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("announce: close: %w", net.ErrClosed)
+	}
+	s.closed = true
+	started := s.started
+	s.mu.Unlock()
+	close(s.stop)
+	if !started {
+		return nil
+	}
+	s.loopWG.Wait()   // no more announcements or socket changes
+	s.handlers.Wait() // no more replies
+
+	s.mu.Lock()
+	socks := slices.Collect(maps.Values(s.socks))
+	svcs := s.services
+	addrs := make([]netip.Addr, len(socks))
+	for i, so := range socks {
+		addrs[i] = so.addr
+	}
+	s.socks = make(map[string]*socket)
+	s.mu.Unlock()
+
+	deadline := time.Now().Add(closeTimeout)
+	for i, so := range socks {
+		z, err := newZone(s.id, addrs[i], svcs)
+		if err != nil {
+			s.log.Warn("goodbye not sent", "iface", so.iface, "err", err)
+			continue
+		}
+		so.conn.SetWriteDeadline(deadline)
+		s.send(so, so.conn, goodbye(z.records(nil, true)), mdnsGroup)
+	}
+	for _, so := range socks {
+		so.close()
+	}
+	s.wg.Wait()
+	s.log.Info("stopped")
+	return nil
+}
+
+// job is a pending announcement.
+type job struct {
+	sock *socket         // nil: every socket
+	only map[string]bool // service types; nil: all
+	due  time.Time
+	left int
+}
+
+// run owns timing: announcements, peer queries and interface rescans.
+func (s *Server) run(initial []*socket) {
+	now := time.Now()
+	var jobs []job
+	for _, so := range initial {
+		jobs = append(jobs, job{sock: so, due: now, left: announceCount})
+	}
+	interval, nextQuery := s.cfg.QueryMin, now
+	rescan := time.NewTicker(s.cfg.RescanInterval)
+	defer rescan.Stop()
+	wake := time.NewTimer(time.Hour)
+	defer wake.Stop()
+	for {
+		now = time.Now()
+		jobs = s.runJobs(jobs, now)
+		if !now.Before(nextQuery) {
+			s.query(nil)
+			s.mu.Lock()
+			seen := s.disc.seen
+			s.mu.Unlock()
+			if seen {
+				nextQuery = now.Add(s.cfg.QueryMax)
+			} else {
+				nextQuery = now.Add(interval)
+				interval = min(2*interval, s.cfg.QueryMax)
+			}
+		}
+		next := nextQuery
+		for _, j := range jobs {
+			if j.due.Before(next) {
+				next = j.due
+			}
+		}
+		wake.Reset(time.Until(next))
+		select {
+		case <-s.stop:
+			return
+		case <-wake.C:
+		case <-s.queryNow:
+			s.mu.Lock()
+			s.disc.reset()
+			s.mu.Unlock()
+			interval, nextQuery = s.cfg.QueryMin, time.Now()
+		case <-s.changed:
+			if only := s.sendGoodbyes(); len(only) > 0 {
+				jobs = append(jobs, job{only: only, due: time.Now(), left: announceCount})
+			}
+		case <-rescan.C:
+			for _, so := range s.rescan() {
+				jobs = append(jobs, job{sock: so, due: time.Now(), left: announceCount})
+				s.query(so)
+			}
+		}
+	}
+}
+
+// runJobs sends the announcements that are due and returns those left.
+func (s *Server) runJobs(jobs []job, now time.Time) []job {
+	out := jobs[:0]
+	for _, j := range jobs {
+		if now.Before(j.due) {
+			out = append(out, j)
+			continue
+		}
+		var include func(string) bool
+		if j.only != nil {
+			include = func(t string) bool { return j.only[t] }
+		}
+		for _, t := range s.targets(j.sock) {
+			z, err := newZone(s.id, t.addr, t.svcs)
+			if err != nil {
+				s.log.Warn("announcement not sent", "iface", t.sock.iface, "err", err)
+				continue
+			}
+			if rrs := z.records(include, true); len(rrs) > 0 {
+				s.send(t.sock, t.sock.conn, announcement(rrs), mdnsGroup)
+			}
+		}
+		if j.left--; j.left > 0 {
+			j.due = now.Add(announceGap)
+			out = append(out, j)
+		}
+	}
+	clear(jobs[len(out):])
+	return out
+}
+
+// target is a snapshot of what to announce on one socket.
+type target struct {
+	sock *socket
+	addr netip.Addr
+	svcs []Service
+}
+
+// targets snapshots so (if still active), or every active socket when so
+// is nil.
+func (s *Server) targets(so *socket) []target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []target
+	for _, cur := range s.socks {
+		if so == nil || cur == so {
+			out = append(out, target{sock: cur, addr: cur.addr, svcs: s.services})
+		}
+	}
+	return out
+}
+
+// sendGoodbyes sends the pending goodbyes and returns the service types
+// to announce.
+func (s *Server) sendGoodbyes() map[string]bool {
+	s.mu.Lock()
+	byes, only := s.goodbyes, s.changes
+	s.goodbyes, s.changes = nil, make(map[string]bool)
+	s.mu.Unlock()
+	if len(byes) > 0 {
+		for _, t := range s.targets(nil) {
+			z, err := newZone(s.id, t.addr, byes)
+			if err != nil {
+				s.log.Warn("goodbye not sent", "iface", t.sock.iface, "err", err)
+				continue
+			}
+			s.send(t.sock, t.sock.conn, goodbye(z.records(func(t string) bool { return t != peerFQDN }, false)), mdnsGroup)
+		}
+		for _, b := range byes {
+			s.log.Debug("service withdrawn", "service", b.Name)
+		}
+	}
+	return only
+}
+
+// query sends the peer query on so, or on every socket when so is nil.
+func (s *Server) query(so *socket) {
+	for _, t := range s.targets(so) {
+		s.send(t.sock, t.sock.conn, peerQuery(), mdnsGroup)
+	}
+}
+
+// send writes m to dst through conn, one of so's sockets. Failures are
+// logged at Debug: they come and go with interfaces, and rescans deal with
+// those.
+func (s *Server) send(so *socket, conn *net.UDPConn, m *dns.Msg, dst netip.AddrPort) {
+	b, err := m.Pack()
+	if err != nil {
+		s.log.Warn("pack mdns message", "iface", so.iface, "err", err)
+		return
+	}
+	if _, err := conn.WriteToUDPAddrPort(b, dst); err != nil && !errors.Is(err, net.ErrClosed) {
+		s.log.Debug("send mdns message", "iface", so.iface, "dst", dst, "err", err)
+	}
+}
+
+// read receives packets on conn, one of so's sockets, until it is closed.
+func (s *Server) read(so *socket, conn *net.UDPConn, unicast bool) {
+	buf := make([]byte, maxPacket)
+	backoff := time.Duration(0)
+	for {
+		n, src, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, readBackoff), maxBackoff)
+			s.log.Debug("read mdns socket", "iface", so.iface, "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-s.stop:
+				t.Stop()
+				return
+			}
+			continue
+		}
+		backoff = 0
+		s.handle(so, conn, buf[:n], src, unicast)
+	}
+}
+
+// handle answers a query received on conn (unicast: the socket for direct
+// unicast queries) or feeds a response to peer discovery.
+func (s *Server) handle(so *socket, conn *net.UDPConn, b []byte, src netip.AddrPort, unicast bool) {
+	var m dns.Msg
+	if err := m.Unpack(b); err != nil {
+		s.log.Debug("malformed mdns packet", "iface", so.iface, "peer", src, "err", err)
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.handlers.Add(1)
+	defer s.handlers.Done()
+	addr, svcs := so.addr, s.services
+	var peers []Peer
+	if m.Response {
+		peers = s.disc.parse(&m, src, so.iface, time.Now())
+	}
+	s.mu.Unlock()
+
+	if m.Response {
+		for _, p := range peers {
+			select {
+			case s.peers <- p:
+				s.log.Debug("peer seen", "peer", p.Node, "addr", p.Addr, "gossip", p.GossipPort, "iface", p.Iface)
+			default:
+				s.log.Debug("peer dropped, OnPeer is slow", "peer", p.Node)
+			}
+		}
+		return
+	}
+	z, err := newZone(s.id, addr, svcs)
+	if err != nil {
+		s.log.Debug("no records to answer with", "iface", so.iface, "err", err)
+		return
+	}
+	if reply, dst := respond(z, &m, src, unicast); reply != nil {
+		s.send(so, conn, reply, dst)
+	}
+}
+
+// notify calls OnPeer for each discovered peer, one at a time.
+func (s *Server) notify() {
+	for {
+		select {
+		case <-s.stop:
+			return
+		case p := <-s.peers:
+			if s.cfg.OnPeer != nil {
+				s.cfg.OnPeer(p)
+			}
+		}
+	}
+}
+
+// rescan opens sockets on new interfaces, closes those of vanished ones
+// and updates changed addresses. It returns the sockets to announce on.
+// Called by run only.
+func (s *Server) rescan() []*socket {
+	infos, err := s.listIfaces()
+	if err != nil {
+		s.log.Warn("list interfaces", "err", err)
+		return nil
+	}
+	want, _ := selectInterfaces(infos, s.cfg.Interfaces, s.cfg.Addr)
+	s.mu.Lock()
+	var gone, out []*socket
+	for name, so := range s.socks {
+		i := slices.IndexFunc(want, func(w ifaceInfo) bool { return w.name == name })
+		if i < 0 || want[i].index != so.index || want[i].addrs[0] != so.local {
+			gone = append(gone, so)
+			delete(s.socks, name)
+			continue
+		}
+		if want[i].addr != so.addr {
+			so.addr = want[i].addr
+			out = append(out, so)
+		}
+	}
+	var open []ifaceInfo
+	for _, w := range want {
+		if s.socks[w.name] == nil {
+			open = append(open, w)
+		}
+	}
+	s.mu.Unlock()
+
+	for _, so := range gone {
+		so.close()
+		s.log.Info("interface removed", "iface", so.iface)
+	}
+	for _, w := range open {
+		so, err := s.open(w)
+		if err != nil {
+			if !s.failed[w.name] {
+				s.log.Warn("interface skipped", "iface", w.name, "err", err)
+			}
+			s.failed[w.name] = true
+			continue
+		}
+		delete(s.failed, w.name)
+		s.mu.Lock()
+		s.socks[w.name] = so
+		s.start(so)
+		s.mu.Unlock()
+		s.log.Info("interface added", "iface", w.name, "addr", w.addr)
+		out = append(out, so)
+	}
+	return out
+}
+
+// open opens the socket for one interface.
+func (s *Server) open(w ifaceInfo) (*socket, error) {
+	conn, err := openSocket(w.index)
+	if err != nil {
+		return nil, fmt.Errorf("announce: open mdns socket on interface %q: %w", w.name, err)
+	}
+	so := &socket{iface: w.name, index: w.index, conn: conn, local: w.addrs[0], addr: w.addr}
+	if so.ucast, err = openUnicastSocket(so.local); err != nil {
+		// Multicast still works; only direct queries to port 5353 do not.
+		s.log.Warn("no socket for direct unicast queries", "iface", w.name, "listen", netip.AddrPortFrom(so.local, mdnsPort), "err", err)
+	}
+	return so, nil
+}
+
+// cleanServices validates, lower-cases, dedupes and sorts services.
+func (s *Server) cleanServices(in []Service) []Service {
+	out := make([]Service, 0, len(in))
+	for _, sv := range in {
+		sv.Name = strings.ToLower(sv.Name)
+		var err error
+		switch {
+		case ValidServiceName(sv.Name) != nil:
+			err = ValidServiceName(sv.Name)
+		case sv.Name == peerServiceName:
+			err = errors.New("announce: service name \"ambassador\" is reserved")
+		case sv.Port < 1 || sv.Port > 65535:
+			err = fmt.Errorf("announce: service %q: port %d is not in 1..65535", sv.Name, sv.Port)
+		case slices.ContainsFunc(out, func(o Service) bool { return o.Name == sv.Name }):
+			err = fmt.Errorf("announce: service %q is listed twice", sv.Name)
+		}
+		if err != nil {
+			s.log.Warn("service ignored", "service", sv.Name, "err", err)
+			continue
+		}
+		out = append(out, sv)
+	}
+	slices.SortFunc(out, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// serviceFQDN is the DNS-SD service type of a service name.
+func serviceFQDN(name string) string { return "_" + name + "._tcp." + domain }
+
+// ifaceInfo is what interface selection needs to know about an interface.
+type ifaceInfo struct {
+	name  string
+	index int
+	flags net.Flags
+	addrs []netip.Addr // IPv4 only
+	addr  netip.Addr   // A record address, set by selectInterfaces
+}
+
+// systemInterfaces lists the host's interfaces.
+func systemInterfaces() ([]ifaceInfo, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ifaceInfo, 0, len(ifs))
+	for _, ifi := range ifs {
+		info := ifaceInfo{name: ifi.Name, index: ifi.Index, flags: ifi.Flags}
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue // vanished meanwhile
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().Is4() {
+					info.addrs = append(info.addrs, ip.Unmap())
+				}
+			}
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// selectInterfaces picks the interfaces to use and their A record address
+// (addr, or the interface's first IPv4 address). With names, those that
+// are up and have an address are used, and missing lists the names that
+// do not exist; without, every up, multicast-capable, non-loopback
+// interface with an IPv4 address.
+func selectInterfaces(all []ifaceInfo, names []string, addr netip.Addr) (want []ifaceInfo, missing []string) {
+	usable := func(i ifaceInfo) (ifaceInfo, bool) {
+		if i.flags&net.FlagUp == 0 || len(i.addrs) == 0 {
+			return i, false
+		}
+		i.addr = i.addrs[0]
+		if addr.IsValid() {
+			i.addr = addr
+		}
+		return i, true
+	}
+	if len(names) == 0 {
+		for _, i := range all {
+			if i.flags&net.FlagMulticast == 0 || i.flags&net.FlagLoopback != 0 {
+				continue
+			}
+			if u, ok := usable(i); ok {
+				want = append(want, u)
+			}
+		}
+		return want, nil
+	}
+	for _, name := range names {
+		j := slices.IndexFunc(all, func(i ifaceInfo) bool { return i.name == name })
+		if j < 0 {
+			missing = append(missing, name)
+			continue
+		}
+		if u, ok := usable(all[j]); ok {
+			want = append(want, u)
+		}
+	}
+	return want, missing
+}
+
+func quoteAll(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = fmt.Sprintf("%q", n)
+	}
+	return strings.Join(q, ", ")
+}
