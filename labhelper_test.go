@@ -1,0 +1,131 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// The lab runs this test binary inside host namespaces as a small traffic
+// tool (AMB_LAB_HELPER=mode), so that lab traffic is produced and checked by
+// code we control rather than by parsing other tools' output.
+//
+//	serve-sha ADDR              per connection: read to EOF, reply with the sha256 of what came, close
+//	serve-blob ADDR SIZE SEED   per connection: send SIZE pseudo-random bytes, half-close, read to EOF
+//	upload ADDR SIZE SEED       send SIZE bytes, half-close, print "sent=<sha> reply=<reply>"
+//	upload-ref SIZE SEED        print the sha256 of what upload or serve-blob would send
+//	download ADDR               read to EOF, print "got=<sha> bytes=<n>"
+//	dial ADDR                   print "ok", "refused" or "error: ..." for one connect (2 s timeout)
+func labHelper(mode string, args []string) int {
+	var err error
+	switch mode {
+	case "serve-sha":
+		err = serve(args[0], func(c *net.TCPConn) error {
+			h := sha256.New()
+			if _, err := io.Copy(h, c); err != nil {
+				return err
+			}
+			_, err := io.WriteString(c, hex.EncodeToString(h.Sum(nil)))
+			return err
+		})
+	case "serve-blob":
+		size, seed := atoi(args[1]), atoi(args[2])
+		err = serve(args[0], func(c *net.TCPConn) error {
+			if _, err := io.Copy(c, blob(size, seed)); err != nil {
+				return err
+			}
+			if err := c.CloseWrite(); err != nil {
+				return err
+			}
+			_, err := io.Copy(io.Discard, c)
+			return err
+		})
+	case "upload":
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp", args[0], 5*time.Second); err == nil {
+			h := sha256.New()
+			if _, err = io.Copy(io.MultiWriter(c, h), blob(atoi(args[1]), atoi(args[2]))); err == nil {
+				if err = c.(*net.TCPConn).CloseWrite(); err == nil {
+					var reply []byte
+					if reply, err = io.ReadAll(c); err == nil {
+						fmt.Printf("sent=%x reply=%s\n", h.Sum(nil), reply)
+					}
+				}
+			}
+			c.Close()
+		}
+	case "upload-ref":
+		h := sha256.New()
+		if _, err = io.Copy(h, blob(atoi(args[0]), atoi(args[1]))); err == nil {
+			fmt.Printf("%x\n", h.Sum(nil))
+		}
+	case "download":
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp", args[0], 5*time.Second); err == nil {
+			h := sha256.New()
+			var n int64
+			if n, err = io.Copy(h, c); err == nil {
+				fmt.Printf("got=%x bytes=%d\n", h.Sum(nil), n)
+			}
+			c.Close()
+		}
+	case "dial":
+		c, derr := net.DialTimeout("tcp", args[0], 2*time.Second)
+		switch {
+		case derr == nil:
+			c.Close()
+			fmt.Println("ok")
+		case errors.Is(derr, syscall.ECONNREFUSED):
+			fmt.Println("refused")
+		default:
+			fmt.Println("error:", derr)
+		}
+	default:
+		err = fmt.Errorf("unknown helper mode %q", mode)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lab helper:", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(addr string, handle func(*net.TCPConn) error) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			if err := handle(c.(*net.TCPConn)); err != nil {
+				fmt.Fprintln(os.Stderr, "lab helper: conn:", err)
+			}
+		}()
+	}
+}
+
+// blob is a reader of size deterministic pseudo-random bytes.
+func blob(size, seed int) io.Reader {
+	return io.LimitReader(rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)}), int64(size))
+}
+
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}

@@ -1,0 +1,363 @@
+// Command ambassador lets an application connect to localhost:PORT and reach
+// whichever host of the LAN currently runs the service: nodes find each other
+// over mDNS, gossip the service catalog with memberlist, and forward named
+// ports to the node that hosts each service.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ambassador-mesh/ambassador/mesh"
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes, as the flag package uses them.
+const (
+	exitOK      = 0
+	exitFailure = 1 // runtime failure: a port in use, an interface that does not exist
+	exitUsage   = 2 // bad flag, bad argument, or a config that fails validation
+)
+
+// version is set with -ldflags "-X main.version=..."; otherwise the module
+// build info is used.
+var version = ""
+
+// usageError marks an error as bad usage (exit 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		// The first signal cancels ctx and starts a graceful leave; a
+		// second one exits at once.
+		select {
+		case <-ctx.Done():
+		case <-done:
+			return
+		}
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(c)
+		select {
+		case <-c:
+			fmt.Fprintln(stderr, "ambassador: second signal, exiting now")
+			os.Exit(exitFailure)
+		case <-done:
+		}
+	}()
+	app := newApp(stdout, stderr)
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "ambassador: %v\n", err)
+	var ue usageError
+	var ec cli.ExitCoder
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &ec):
+		return ec.ExitCode()
+	default:
+		return exitFailure
+	}
+}
+
+func onUsageError(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+
+func nodeFlags() []cli.Flag {
+	d := mesh.DefaultConfig()
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "announce", EnvVars: []string{"AMBASSADOR_ANNOUNCE"},
+			Usage: "this host runs service `NAME[:PORT]=[HOST:]TARGET_PORT`: clients reach it on PORT (default TARGET_PORT), HOST defaults to 127.0.0.1 (repeatable)"},
+		&cli.StringSliceFlag{Name: "forward", EnvVars: []string{"AMBASSADOR_FORWARD"},
+			Usage: "forward only service `NAME[=[HOST:]PORT]`, optionally on another local address (repeatable; default: every service on 127.0.0.1:PORT)"},
+		&cli.StringFlag{Name: "node", EnvVars: []string{"AMBASSADOR_NODE"},
+			Usage: "node `NAME` in the cluster (default: host name plus a suffix unique to this address)"},
+		&cli.StringFlag{Name: "cluster", Value: d.Cluster, EnvVars: []string{"AMBASSADOR_CLUSTER"},
+			Usage: "cluster `NAME`: nodes of different clusters on one LAN never merge"},
+		&cli.StringSliceFlag{Name: "iface", EnvVars: []string{"AMBASSADOR_IFACE"},
+			Usage: "network interface `NAME` for mDNS (repeatable; default every up, multicast-capable, non-loopback interface)"},
+		&cli.StringFlag{Name: "bind", EnvVars: []string{"AMBASSADOR_BIND"},
+			Usage: "`IP` address to advertise to peers (default: the first IPv4 address of the first interface)"},
+		&cli.IntFlag{Name: "gossip-port", Value: d.GossipPort, EnvVars: []string{"AMBASSADOR_GOSSIP_PORT"},
+			Usage: "TCP and UDP `PORT` for membership gossip"},
+		&cli.IntFlag{Name: "data-port", Value: d.DataPort, EnvVars: []string{"AMBASSADOR_DATA_PORT"},
+			Usage: "TCP `PORT` where peers hand connections to this node's services"},
+		&cli.StringFlag{Name: "http", Value: d.HTTP, EnvVars: []string{"AMBASSADOR_HTTP"},
+			Usage: "`ADDR` of the local status API (empty: off)"},
+		&cli.StringSliceFlag{Name: "join", EnvVars: []string{"AMBASSADOR_JOIN"},
+			Usage: "static seed `HOST[:PORT]` for networks that multicast does not reach (repeatable)"},
+		&cli.BoolFlag{Name: "no-mdns", EnvVars: []string{"AMBASSADOR_NO_MDNS"},
+			Usage: "no mDNS discovery or DNS-SD records (use --join)"},
+		&cli.StringFlag{Name: "profile", Value: d.Profile, EnvVars: []string{"AMBASSADOR_PROFILE"},
+			Usage: "gossip timers: `lan`, or local for one machine or a namespace lab"},
+		&cli.DurationFlag{Name: "drain-timeout", Value: d.DrainTimeout, EnvVars: []string{"AMBASSADOR_DRAIN_TIMEOUT"},
+			Usage: "how long open connections may keep running once shutdown starts"},
+		logLevelFlag(),
+	}
+}
+
+func logLevelFlag() cli.Flag {
+	return &cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"AMBASSADOR_LOG_LEVEL"},
+		Usage: "log `LEVEL`: debug, info, warn or error (logs go to stderr)"}
+}
+
+func httpFlag() cli.Flag {
+	return &cli.StringFlag{Name: "http", Value: mesh.DefaultConfig().HTTP, EnvVars: []string{"AMBASSADOR_HTTP"},
+		Usage: "`ADDR` of the node's status API"}
+}
+
+func jsonFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "json", EnvVars: []string{"AMBASSADOR_JSON"}, Usage: "print JSON instead of a table"}
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	runCmd := &cli.Command{
+		Name:  "run",
+		Usage: "run a node (the same as ambassador with no command)",
+		UsageText: "ambassador run [flags]\n\n" +
+			"Example: ambassador run --announce redis:6379=12345",
+		Flags:        nodeFlags(),
+		Action:       runNode,
+		OnUsageError: onUsageError,
+	}
+	return &cli.App{
+		Name:  "ambassador",
+		Usage: "reach services on any host of a LAN through localhost, with no configuration and no master",
+		UsageText: "ambassador [flags]            run a node\n" +
+			"ambassador COMMAND [flags]\n\n" +
+			"On the host that runs Redis on 127.0.0.1:12345:  ambassador --announce redis:6379=12345\n" +
+			"On every other host:                             ambassador\n" +
+			"Then on any host: redis-cli -p 6379",
+		Version:         buildVersion(),
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		Flags:           nodeFlags(),
+		Action:          runNode,
+		OnUsageError:    onUsageError,
+		ExitErrHandler:  func(*cli.Context, error) {}, // run decides the exit code, once
+		HideHelpCommand: false,
+		Commands: []*cli.Command{
+			runCmd,
+			{
+				Name:         "members",
+				Usage:        "list the nodes this node knows",
+				UsageText:    "ambassador members [--json] [--http ADDR]",
+				Flags:        []cli.Flag{httpFlag(), jsonFlag()},
+				Action:       membersCmd,
+				OnUsageError: onUsageError,
+			},
+			{
+				Name:         "services",
+				Usage:        "list the services in the catalog and this node's listeners",
+				UsageText:    "ambassador services [--json] [--http ADDR]",
+				Flags:        []cli.Flag{httpFlag(), jsonFlag()},
+				Action:       servicesCmd,
+				OnUsageError: onUsageError,
+			},
+			{
+				Name:  "forward",
+				Usage: "forward static ports with no mesh at all",
+				UsageText: "ambassador forward LISTEN=TARGET [LISTEN=TARGET...]\n\n" +
+					"Addresses are HOST:PORT or PORT (host 127.0.0.1). Example: ambassador forward 6380=10.0.0.5:6379",
+				Flags: []cli.Flag{
+					&cli.DurationFlag{Name: "drain-timeout", Value: mesh.DefaultConfig().DrainTimeout, EnvVars: []string{"AMBASSADOR_DRAIN_TIMEOUT"},
+						Usage: "how long open connections may keep running once shutdown starts"},
+					logLevelFlag(),
+				},
+				Action:       forwardCmd,
+				OnUsageError: onUsageError,
+			},
+			{
+				Name:   "version",
+				Usage:  "print the version",
+				Action: func(c *cli.Context) error { fmt.Fprintln(stdout, "ambassador", buildVersion()); return nil },
+			},
+		},
+	}
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v := bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
+			}
+		}
+		return v
+	}
+	return "unknown"
+}
+
+func newLogger(c *cli.Context) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, usagef("--log-level: %q is not one of debug, info, warn, error", c.String("log-level"))
+	}
+	l := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: lvl}))
+	slog.SetDefault(l)
+	return l, nil
+}
+
+// nodeConfig turns flags into a mesh config; every error is a usage error
+// that names the flag and the bad value.
+func nodeConfig(c *cli.Context) (mesh.Config, error) {
+	if c.Args().Present() {
+		return mesh.Config{}, usagef("unexpected argument %q (flags only; see --help)", c.Args().First())
+	}
+	cfg := mesh.DefaultConfig()
+	for _, s := range c.StringSlice("announce") {
+		a, err := mesh.ParseAnnounce(s)
+		if err != nil {
+			return cfg, usagef("--announce %v", err)
+		}
+		cfg.Announce = append(cfg.Announce, a)
+	}
+	for _, s := range c.StringSlice("forward") {
+		f, err := mesh.ParseForward(s)
+		if err != nil {
+			return cfg, usagef("--forward %v", err)
+		}
+		cfg.Forward = append(cfg.Forward, f)
+	}
+	cfg.Node = c.String("node")
+	cfg.Cluster = c.String("cluster")
+	cfg.Interfaces = c.StringSlice("iface")
+	cfg.Bind = c.String("bind")
+	cfg.GossipPort = c.Int("gossip-port")
+	cfg.DataPort = c.Int("data-port")
+	cfg.HTTP = c.String("http")
+	cfg.Join = c.StringSlice("join")
+	cfg.NoMDNS = c.Bool("no-mdns")
+	cfg.Profile = c.String("profile")
+	cfg.DrainTimeout = c.Duration("drain-timeout")
+	if err := cfg.Validate(); err != nil {
+		return cfg, usagef("--%v", err)
+	}
+	return cfg, nil
+}
+
+func runNode(c *cli.Context) error {
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	cfg, err := nodeConfig(c)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	n, err := mesh.New(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "ambassador: node %s\n", n.Name())
+	return n.Run(c.Context)
+}
+
+func forwardCmd(c *cli.Context) error {
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	if !c.Args().Present() {
+		return usagef("forward: want at least one LISTEN=TARGET")
+	}
+	var pairs []mesh.Static
+	for _, s := range c.Args().Slice() {
+		p, err := mesh.ParseStatic(s)
+		if err != nil {
+			return usagef("forward: %v", err)
+		}
+		pairs = append(pairs, p)
+	}
+	return mesh.RunStatic(c.Context, pairs, c.Duration("drain-timeout"), log)
+}
+
+func fetch(c *cli.Context, path string, v any) error {
+	if c.Args().Present() {
+		return usagef("unexpected argument %q", c.Args().First())
+	}
+	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
+	defer cancel()
+	return mesh.Fetch(ctx, c.String("http"), path, v)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func membersCmd(c *cli.Context) error {
+	var m mesh.Members
+	if err := fetch(c, "/v1/members", &m); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, m)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\t")
+	for _, mb := range m.Members {
+		self := ""
+		if mb.Name == m.Node {
+			self = "(this node)"
+		}
+		fmt.Fprintf(tw, "%s\t%s:%d\t%s\t%s\n", mb.Name, mb.Addr, mb.Port, mb.State, self)
+	}
+	return tw.Flush()
+}
+
+func servicesCmd(c *cli.Context) error {
+	var s mesh.Services
+	if err := fetch(c, "/v1/services", &s); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, s)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tPORT\tNODES\tLISTEN\tSTATE")
+	for _, v := range s.Services {
+		state := v.State
+		if v.Error != "" {
+			state += ": " + v.Error
+		}
+		listen := v.Listen
+		if listen == "" {
+			listen = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", v.Name, v.Port, strings.Join(v.Nodes, ","), listen, state)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"strings"
+	"testing"
+)
+
+func TestCLIExitCodes(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{name: "help", args: []string{"--help"}, wantCode: 0, wantStdout: "reach services on any host"},
+		{name: "help command", args: []string{"help", "forward"}, wantCode: 0, wantStdout: "LISTEN=TARGET"},
+		{name: "version", args: []string{"version"}, wantCode: 0, wantStdout: "ambassador"},
+		{name: "unknown flag", args: []string{"--nope"}, wantCode: 2, wantStderr: "nope"},
+		{name: "bad announce", args: []string{"--announce", "red_is=1"}, wantCode: 2, wantStderr: `--announce "red_is=1"`},
+		{name: "bad forward", args: []string{"--forward", "redis=x"}, wantCode: 2, wantStderr: `--forward "redis=x"`},
+		{name: "bad gossip port", args: []string{"--gossip-port", "0"}, wantCode: 2, wantStderr: "--gossip-port: 0"},
+		{name: "not a number", args: []string{"--data-port", "abc"}, wantCode: 2, wantStderr: "data-port"},
+		{name: "bad bind", args: []string{"--bind", "1.2.3"}, wantCode: 2, wantStderr: `--bind: "1.2.3"`},
+		{name: "bad log level", args: []string{"--log-level", "loud"}, wantCode: 2, wantStderr: "--log-level"},
+		{name: "stray argument", args: []string{"redis"}, wantCode: 2, wantStderr: `unexpected argument "redis"`},
+		{name: "run subcommand bad flag", args: []string{"run", "--cluster", "a b"}, wantCode: 2, wantStderr: "--cluster"},
+		{name: "forward without pairs", args: []string{"forward"}, wantCode: 2, wantStderr: "LISTEN=TARGET"},
+		{name: "forward bad pair", args: []string{"forward", "1=x"}, wantCode: 2, wantStderr: `"1=x"`},
+		{name: "forward busy port", args: []string{"forward", busy.Addr().String() + "=1"}, wantCode: 1, wantStderr: busy.Addr().String()},
+		{name: "no such interface", args: []string{"--iface", "nosuch0", "--no-mdns", "--http", ""}, wantCode: 1, wantStderr: `interface "nosuch0"`},
+		{name: "members without node", args: []string{"members", "--http", "127.0.0.1:1"}, wantCode: 1, wantStderr: "is a node running"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"ambassador"}, tc.args...), &stdout, &stderr)
+			if code != tc.wantCode {
+				t.Fatalf("got exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.wantCode, stdout.String(), stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tc.wantStdout) {
+				t.Errorf("stdout %q does not contain %q", stdout.String(), tc.wantStdout)
+			}
+			if !strings.Contains(stderr.String(), tc.wantStderr) {
+				t.Errorf("stderr %q does not contain %q", stderr.String(), tc.wantStderr)
+			}
+			if tc.wantCode == 2 && strings.Count(strings.TrimSpace(stderr.String()), "\n") > 0 {
+				t.Errorf("usage error should be one line, got %q", stderr.String())
+			}
+		})
+	}
+}

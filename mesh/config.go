@@ -1,0 +1,143 @@
+package mesh
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Config describes one node. The zero value of a field means "use the
+// default" only where the comment says so; DefaultConfig fills in the rest.
+type Config struct {
+	// Node is this node's name in the cluster and its mDNS instance name.
+	// "" = the host name plus a short suffix derived from the advertise
+	// address and gossip port, so that cloned hosts with one host name
+	// still get distinct names.
+	Node string
+	// Cluster separates meshes that share a LAN: it is the memberlist
+	// label and a TXT field in discovery. Default "ambassador".
+	Cluster string
+	// Interfaces for mDNS; empty = every up, multicast-capable,
+	// non-loopback interface with an IPv4 address.
+	Interfaces []string
+	// Bind is the IP this node advertises to its peers. "" = the first
+	// IPv4 address of the first usable interface.
+	Bind string
+	// GossipPort is memberlist's TCP and UDP port. Default 7946.
+	GossipPort int
+	// DataPort is where peers hand connections to this node's services.
+	// Default 7947.
+	DataPort int
+	// HTTP is the local status API's listen address. Default
+	// 127.0.0.1:7948; "" = off.
+	HTTP string
+	// Join lists static seeds (HOST[:PORT], port defaulting to GossipPort)
+	// for networks that multicast does not reach.
+	Join []string
+	// NoMDNS turns discovery and DNS-SD advertisement off.
+	NoMDNS bool
+	// Announce lists the services this node hosts.
+	Announce []Announce
+	// Forward limits forwarding to these services; empty = every service
+	// in the catalog.
+	Forward []Forward
+	// Profile picks the gossip timers: "lan" (default) or "local" (fast
+	// timers for one machine or a netns lab).
+	Profile string
+	// DrainTimeout bounds how long open connections may run once shutdown
+	// starts. Default 10s.
+	DrainTimeout time.Duration
+	// Logger; nil = slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults. It does no I/O and cannot fail.
+func DefaultConfig() Config {
+	return Config{
+		Cluster:      "ambassador",
+		GossipPort:   7946,
+		DataPort:     7947,
+		HTTP:         "127.0.0.1:7948",
+		Profile:      "lan",
+		DrainTimeout: 10 * time.Second,
+	}
+}
+
+// Validate checks the config without side effects, so that a CLI can
+// report bad usage before it touches the network. The error names the
+// offending setting and value.
+func (c Config) Validate() error {
+	if c.Node != "" {
+		if err := validNodeName(c.Node); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
+	if err := validNodeName(c.Cluster); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if c.Bind != "" {
+		a, err := netip.ParseAddr(c.Bind)
+		if err != nil || !a.Is4() || a.IsUnspecified() {
+			return fmt.Errorf("bind: %q is not an IPv4 address of this host", c.Bind)
+		}
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"gossip-port", c.GossipPort}, {"data-port", c.DataPort}} {
+		if p.v < 1 || p.v > 65535 {
+			return fmt.Errorf("%s: %d is not a port from 1 to 65535", p.name, p.v)
+		}
+	}
+	if c.GossipPort == c.DataPort {
+		return fmt.Errorf("data-port: %d is also the gossip port", c.DataPort)
+	}
+	if c.HTTP != "" {
+		if _, err := ParseAddr(c.HTTP, "127.0.0.1"); err != nil {
+			return fmt.Errorf("http: %w", err)
+		}
+	}
+	for _, j := range c.Join {
+		if _, err := joinAddr(j, c.GossipPort); err != nil {
+			return fmt.Errorf("join: %w", err)
+		}
+	}
+	if c.Profile != "lan" && c.Profile != "local" {
+		return fmt.Errorf("profile: %q is not one of lan, local", c.Profile)
+	}
+	if c.DrainTimeout < 0 {
+		return fmt.Errorf("drain-timeout: %s is negative", c.DrainTimeout)
+	}
+	seen := map[string]bool{}
+	for _, a := range c.Announce {
+		k := strings.ToLower(a.Name)
+		if seen[k] {
+			return fmt.Errorf("announce: service %q is announced twice", a.Name)
+		}
+		seen[k] = true
+	}
+	seenF := map[string]bool{}
+	for _, f := range c.Forward {
+		k := strings.ToLower(f.Name)
+		if seenF[k] {
+			return fmt.Errorf("forward: service %q is named twice", f.Name)
+		}
+		seenF[k] = true
+	}
+	return nil
+}
+
+// validNodeName keeps names usable as mDNS instance names and DNS labels.
+func validNodeName(s string) error {
+	if s == "" || len(s) > 63 {
+		return fmt.Errorf("%q must have 1 to 63 characters", s)
+	}
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return fmt.Errorf("%q has %q: use letters, digits, '-', '_' and '.'", s, r)
+		}
+	}
+	return nil
+}

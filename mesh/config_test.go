@@ -1,0 +1,48 @@
+package mesh
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mod     func(*Config)
+		wantErr string
+	}{
+		{name: "defaults", mod: func(*Config) {}},
+		{name: "bad node", mod: func(c *Config) { c.Node = "a b" }, wantErr: `node: "a b" has ' '`},
+		{name: "empty cluster", mod: func(c *Config) { c.Cluster = "" }, wantErr: "cluster:"},
+		{name: "bind not an ip", mod: func(c *Config) { c.Bind = "10.0.0.300" }, wantErr: `bind: "10.0.0.300"`},
+		{name: "bind unspecified", mod: func(c *Config) { c.Bind = "0.0.0.0" }, wantErr: `bind: "0.0.0.0"`},
+		{name: "gossip port", mod: func(c *Config) { c.GossipPort = 0 }, wantErr: "gossip-port: 0"},
+		{name: "data port", mod: func(c *Config) { c.DataPort = 70000 }, wantErr: "data-port: 70000"},
+		{name: "same ports", mod: func(c *Config) { c.DataPort = c.GossipPort }, wantErr: "also the gossip port"},
+		{name: "http", mod: func(c *Config) { c.HTTP = "nope" }, wantErr: "http:"},
+		{name: "join", mod: func(c *Config) { c.Join = []string{"10.0.0.1:x"} }, wantErr: "join:"},
+		{name: "profile", mod: func(c *Config) { c.Profile = "fast" }, wantErr: `profile: "fast"`},
+		{name: "drain", mod: func(c *Config) { c.DrainTimeout = -time.Second }, wantErr: "drain-timeout"},
+		{name: "announce twice", mod: func(c *Config) {
+			c.Announce = []Announce{{Name: "a", Port: 1, Host: "127.0.0.1", TargetPort: 1}, {Name: "A", Port: 2, Host: "127.0.0.1", TargetPort: 2}}
+		}, wantErr: "announced twice"},
+		{name: "forward twice", mod: func(c *Config) { c.Forward = []Forward{{Name: "a"}, {Name: "a"}} }, wantErr: "named twice"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.mod(&c)
+			err := c.Validate()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("got %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}

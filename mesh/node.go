@@ -1,0 +1,465 @@
+// Package mesh wires one ambassador node together: discovery (announce),
+// membership and catalog (gossip) and the data plane (forward). It is the
+// only package that knows all three, and it translates between them:
+// discovered peers become gossip joins, catalog changes become routes.
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ambassador-mesh/ambassador/announce"
+	"github.com/ambassador-mesh/ambassador/forward"
+	"github.com/ambassador-mesh/ambassador/gossip"
+)
+
+// Node is one ambassador. Create it with New, run it with Run.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	name   string
+	addr   netip.Addr
+	ifaces []string
+
+	cluster *gossip.Cluster
+	disc    *announce.Server // nil with NoMDNS
+	proxy   *forward.Proxy
+	data    *forward.Server
+	httpLn  net.Listener
+	httpSrv *http.Server
+
+	peers chan string // join candidates from discovery; buffered, sends never block
+
+	mu     sync.Mutex
+	routes []forward.Route // guarded by mu; last routes handed to proxy
+
+	wg sync.WaitGroup
+}
+
+// New validates cfg, works out the node's name and address (interface
+// look-ups happen here), and builds the components without opening any
+// socket. The config is copied.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.Announce = append([]Announce(nil), cfg.Announce...)
+	cfg.Forward = append([]Forward(nil), cfg.Forward...)
+	cfg.Join = append([]string(nil), cfg.Join...)
+	cfg.Interfaces = append([]string(nil), cfg.Interfaces...)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	n := &Node{cfg: cfg, log: log.With("component", "mesh"), peers: make(chan string, 64)}
+
+	ifaces, err := usableInterfaces(cfg.Interfaces)
+	if err != nil {
+		return nil, err
+	}
+	for _, ifc := range ifaces {
+		n.ifaces = append(n.ifaces, ifc.Name)
+	}
+	if cfg.Bind != "" {
+		n.addr = netip.MustParseAddr(cfg.Bind)
+	} else if a, ok := firstIPv4(ifaces); ok {
+		n.addr = a
+	} else {
+		n.addr = netip.MustParseAddr("127.0.0.1")
+		n.log.Warn("no usable network interface: advertising 127.0.0.1, peers on other hosts cannot reach this node")
+	}
+	n.name = cfg.Node
+	if n.name == "" {
+		n.name = defaultNodeName(n.addr, cfg.GossipPort)
+	}
+
+	gc := gossip.DefaultConfig()
+	if cfg.Profile == "local" {
+		gc = gossip.DefaultLocalConfig()
+	}
+	gc.NodeName = n.name
+	gc.Cluster = cfg.Cluster
+	gc.BindAddr = "0.0.0.0"
+	gc.BindPort = cfg.GossipPort
+	gc.AdvertiseAddr = n.addr.String()
+	gc.AdvertisePort = cfg.GossipPort
+	gc.DataPort = cfg.DataPort
+	gc.Logger = log
+	if n.cluster, err = gossip.New(gc); err != nil {
+		return nil, fmt.Errorf("mesh: %w", err)
+	}
+
+	fc := forward.DefaultConfig()
+	fc.DrainTimeout = cfg.DrainTimeout
+	fc.Logger = log
+	if n.proxy, err = forward.New(fc); err != nil {
+		return nil, fmt.Errorf("mesh: %w", err)
+	}
+	if n.data, err = forward.NewServer(fc, n.lookupLocal); err != nil {
+		return nil, fmt.Errorf("mesh: %w", err)
+	}
+
+	if !cfg.NoMDNS {
+		ac := announce.DefaultConfig()
+		ac.Node = n.name
+		ac.Cluster = cfg.Cluster
+		ac.GossipPort = cfg.GossipPort
+		ac.Interfaces = cfg.Interfaces
+		if cfg.Bind != "" {
+			ac.Addr = n.addr
+		}
+		ac.OnPeer = n.onPeer
+		ac.Logger = log
+		if n.disc, err = announce.New(ac); err != nil {
+			return nil, fmt.Errorf("mesh: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// Name is the node's name in the cluster. Safe for concurrent use.
+func (n *Node) Name() string { return n.name }
+
+// Run starts the node and blocks until ctx is cancelled, then leaves the
+// cluster and shuts down in order. It returns a startup error (a port in
+// use, an interface that cannot join multicast) or the first shutdown error.
+// Run may be called once.
+func (n *Node) Run(ctx context.Context) (err error) {
+	// Start in the reverse of the stop order: the data port and gossip
+	// first, so that by the time peers learn of us from mDNS they can
+	// reach us; then discovery. Whatever started is stopped again if a
+	// later step fails.
+	var st started
+	defer func() {
+		if err != nil {
+			_ = n.stop(ctx, st)
+		}
+	}()
+	if err := n.data.Start(ctx, net.JoinHostPort("0.0.0.0", strconv.Itoa(n.cfg.DataPort))); err != nil {
+		return fmt.Errorf("mesh: data port: %w", err)
+	}
+	st.data = true
+
+	n.cluster.SetServices(n.gossipServices())
+	if err := n.cluster.Start(); err != nil {
+		return fmt.Errorf("mesh: gossip on port %d: %w", n.cfg.GossipPort, err)
+	}
+	st.cluster = true
+
+	if n.cfg.HTTP != "" {
+		if err := n.startHTTP(); err != nil {
+			return err
+		}
+		st.http = true
+	}
+
+	loopCtx, cancelLoops := context.WithCancel(ctx)
+	st.cancelLoops = cancelLoops
+	n.wg.Go(func() { n.joinLoop(loopCtx) })
+	n.wg.Go(func() { n.reconcileLoop(loopCtx) })
+
+	if n.disc != nil {
+		n.disc.SetServices(n.announceServices())
+		if err := n.disc.Start(ctx); err != nil {
+			return fmt.Errorf("mesh: mdns: %w", err)
+		}
+		st.disc = true
+	}
+	n.log.Info("node started", "node", n.name, "addr", n.addr.String(), "cluster", n.cfg.Cluster,
+		"gossip_port", n.cluster.GossipPort(), "data_port", n.cfg.DataPort, "interfaces", strings.Join(n.ifaces, ","),
+		"mdns", n.disc != nil, "http", n.cfg.HTTP)
+	for _, a := range n.cfg.Announce {
+		n.log.Info("announcing", "service", a.Name, "port", a.Port, "backend", a.Target())
+	}
+
+	<-ctx.Done()
+	return n.stop(ctx, st)
+}
+
+// started records what Run has started, so that stop undoes exactly that.
+type started struct {
+	data, cluster, http, disc bool
+	cancelLoops               context.CancelFunc
+}
+
+// stop runs the shutdown sequence: stop announcing (mDNS goodbyes), leave
+// the cluster so peers stop routing to us, stop the loops so nothing opens
+// a listener again, drain the data plane, then the status API and gossip.
+// Each step gets a bounded context of its own because ctx is already
+// cancelled here.
+func (n *Node) stop(ctx context.Context, st started) error {
+	n.log.Info("leaving", "node", n.name)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.DrainTimeout+10*time.Second)
+	defer cancel()
+	var errs []error
+	if st.disc {
+		if err := n.disc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("mesh: stop mdns: %w", err))
+		}
+	}
+	if st.cluster {
+		lctx, lcancel := context.WithTimeout(sctx, 5*time.Second)
+		if err := n.cluster.Leave(lctx); err != nil {
+			n.log.Warn("leave did not complete", "err", err)
+		}
+		lcancel()
+	}
+	if st.cancelLoops != nil {
+		st.cancelLoops()
+		n.wg.Wait()
+	}
+	var dwg sync.WaitGroup
+	var perr, derr error
+	dwg.Go(func() { perr = n.proxy.Shutdown(sctx) })
+	if st.data {
+		dwg.Go(func() { derr = n.data.Shutdown(sctx) })
+	}
+	dwg.Wait()
+	for _, e := range []error{perr, derr} {
+		if e != nil && !errors.Is(e, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("mesh: drain: %w", e))
+		}
+	}
+	if st.http {
+		if err := n.httpSrv.Shutdown(sctx); err != nil {
+			errs = append(errs, fmt.Errorf("mesh: stop status api: %w", err))
+		}
+	}
+	if st.cluster {
+		if err := n.cluster.Shutdown(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("mesh: stop gossip: %w", err))
+		}
+	}
+	n.log.Info("stopped", "node", n.name)
+	return errors.Join(errs...)
+}
+
+// lookupLocal tells the data port which target serves a service that this
+// node announces. Only announced services are reachable: no open relay.
+func (n *Node) lookupLocal(service string) (string, bool) {
+	for _, a := range n.cfg.Announce {
+		if strings.EqualFold(a.Name, service) {
+			return a.Target(), true
+		}
+	}
+	return "", false
+}
+
+func (n *Node) gossipServices() []gossip.Service {
+	var out []gossip.Service
+	for _, a := range n.cfg.Announce {
+		out = append(out, gossip.Service{Name: strings.ToLower(a.Name), Port: a.Port})
+	}
+	return out
+}
+
+func (n *Node) announceServices() []announce.Service {
+	var out []announce.Service
+	for _, a := range n.cfg.Announce {
+		out = append(out, announce.Service{Name: strings.ToLower(a.Name), Port: a.Port})
+	}
+	return out
+}
+
+// onPeer is called by announce for every peer it sees; it must not block.
+func (n *Node) onPeer(p announce.Peer) {
+	addr := net.JoinHostPort(p.Addr.String(), strconv.Itoa(p.GossipPort))
+	select {
+	case n.peers <- addr:
+	default: // the join loop is busy; discovery reports peers again
+	}
+}
+
+// reconcileLoop keeps the listeners in line with the catalog. It also runs
+// on a timer so that a port that was busy is retried.
+func (n *Node) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	lastMembers := 0
+	for {
+		rs := routes(n.name, n.cluster.Catalog(), n.cfg.Announce, n.cfg.Forward)
+		n.mu.Lock()
+		n.routes = rs
+		n.mu.Unlock()
+		n.proxy.Update(rs)
+		if m := n.cluster.NumMembers(); m != lastMembers {
+			n.log.Info("members changed", "members", m)
+			lastMembers = m
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.cluster.Changed():
+		case <-t.C:
+		}
+	}
+}
+
+// joinLoop joins peers found by discovery and the static seeds, retrying a
+// failed join with back-off. When the node is alone it asks discovery to
+// query again, so a lost query does not cost a minute.
+func (n *Node) joinLoop(ctx context.Context) {
+	type cand struct {
+		next    time.Time
+		backoff time.Duration
+		seed    bool
+	}
+	cands := map[string]*cand{}
+	for _, j := range n.cfg.Join {
+		a, _ := joinAddr(j, n.cfg.GossipPort) // validated in Config.Validate
+		cands[a] = &cand{seed: true, backoff: time.Second}
+	}
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	var lastQuery time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-n.peers:
+			c, ok := cands[a]
+			if !ok {
+				c = &cand{backoff: time.Second}
+				cands[a] = c
+			}
+			if c.next.After(time.Now().Add(time.Second)) {
+				c.next = time.Now()
+			}
+		case <-t.C:
+		}
+		now := time.Now()
+		alone := n.cluster.NumMembers() <= 1
+		if alone && n.disc != nil && now.Sub(lastQuery) > 5*time.Second {
+			lastQuery = now
+			n.disc.QueryNow()
+		}
+		members := map[string]bool{}
+		for _, m := range n.cluster.Members() {
+			if m.State == "alive" || m.State == "suspect" {
+				members[net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))] = true
+			}
+		}
+		for a, c := range cands {
+			if members[a] {
+				c.backoff = time.Second
+				continue
+			}
+			if a == net.JoinHostPort(n.addr.String(), strconv.Itoa(n.cluster.GossipPort())) || now.Before(c.next) {
+				continue
+			}
+			if _, err := n.cluster.Join([]string{a}); err != nil {
+				c.next = now.Add(c.backoff)
+				n.log.Debug("join failed, will retry", "peer", a, "retry_in", c.backoff, "err", err)
+				c.backoff = min(c.backoff*2, 30*time.Second)
+				continue
+			}
+			n.log.Info("joined", "peer", a)
+			c.backoff = time.Second
+			if !c.seed {
+				delete(cands, a)
+			}
+		}
+	}
+}
+
+// usableInterfaces returns the named interfaces (each must exist and be up)
+// or, with no names, every up, multicast-capable, non-loopback interface
+// that has an IPv4 address.
+func usableInterfaces(names []string) ([]net.Interface, error) {
+	if len(names) > 0 {
+		var out []net.Interface
+		for _, name := range names {
+			ifc, err := net.InterfaceByName(name)
+			if err != nil {
+				return nil, fmt.Errorf("mesh: interface %q: %w", name, err)
+			}
+			if ifc.Flags&net.FlagUp == 0 {
+				return nil, fmt.Errorf("mesh: interface %q is down", name)
+			}
+			out = append(out, *ifc)
+		}
+		return out, nil
+	}
+	all, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("mesh: list interfaces: %w", err)
+	}
+	var out []net.Interface
+	for _, ifc := range all {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagMulticast == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		if _, ok := firstIPv4([]net.Interface{ifc}); ok {
+			out = append(out, ifc)
+		}
+	}
+	return out, nil
+}
+
+func firstIPv4(ifaces []net.Interface) (netip.Addr, bool) {
+	for _, ifc := range ifaces {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if pfx, err := netip.ParsePrefix(a.String()); err == nil && pfx.Addr().Is4() {
+				return pfx.Addr(), true
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// defaultNodeName is the host name plus four hex digits hashed from the
+// advertise address and gossip port: stable across restarts of one node,
+// distinct for cloned hosts (or network namespaces) that share a host name.
+func defaultNodeName(addr netip.Addr, gossipPort int) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "node"
+	}
+	host, _, _ = strings.Cut(host, ".")
+	var b strings.Builder
+	for _, r := range strings.ToLower(host) {
+		if r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' {
+			b.WriteRune(r)
+		}
+	}
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%s:%d", addr, gossipPort)
+	name := strings.Trim(b.String(), "-")
+	if name == "" {
+		name = "node"
+	}
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return fmt.Sprintf("%s-%04x", name, h.Sum32()&0xffff)
+}
+
+// joinAddr turns HOST[:PORT] into host:port, defaulting to the gossip port.
+func joinAddr(s string, port int) (string, error) {
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		if strings.Count(s, ":") > 0 && !strings.HasPrefix(s, "[") {
+			return "", fmt.Errorf("%q is not HOST[:PORT]", s)
+		}
+		s = net.JoinHostPort(strings.Trim(s, "[]"), strconv.Itoa(port))
+	}
+	host, p, err := splitHostPort(s, "")
+	if err != nil || host == "" {
+		return "", fmt.Errorf("%q is not HOST[:PORT]", s)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p)), nil
+}

@@ -1,0 +1,157 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// freePort finds a port that was free a moment ago. Nodes need fixed ports
+// to tell each other about, so this is the one place a test picks a port.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// echoServer answers every connection with what it read, until EOF.
+func echoServer(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+type testNode struct {
+	*Node
+	cfg    Config
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startTestNode(t *testing.T, name string, mod func(*Config)) *testNode {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Node = name
+	cfg.Bind = "127.0.0.1"
+	cfg.NoMDNS = true
+	cfg.Profile = "local"
+	cfg.GossipPort = freePort(t)
+	cfg.DataPort = freePort(t)
+	cfg.HTTP = ""
+	cfg.DrainTimeout = time.Second
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	mod(&cfg)
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tn := &testNode{Node: n, cfg: cfg, cancel: cancel, done: make(chan error, 1)}
+	go func() { tn.done <- n.Run(ctx) }()
+	t.Cleanup(func() { tn.stop(t) })
+	return tn
+}
+
+func (tn *testNode) stop(t *testing.T) {
+	tn.cancel()
+	select {
+	case err := <-tn.done:
+		if err != nil {
+			t.Errorf("node %s: Run: %v", tn.name, err)
+		}
+		tn.done <- nil // later stop calls return at once
+	case <-time.After(20 * time.Second):
+		t.Errorf("node %s did not stop", tn.name)
+	}
+}
+
+func echoOnce(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		return err
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return err
+	}
+	if string(b) != "ping" {
+		return errors.New("echo: got " + strconv.Quote(string(b)))
+	}
+	return nil
+}
+
+// TestNodesOnLoopback runs two nodes in one process without mDNS: a client
+// of node b reaches the service that node a announces, through both data
+// planes, and the listener refuses once a has stopped.
+func TestNodesOnLoopback(t *testing.T) {
+	echo := echoServer(t)
+	svcPort := freePort(t)
+	a := startTestNode(t, "a", func(c *Config) {
+		c.Announce = []Announce{{Name: "echo", Port: svcPort, Host: "127.0.0.1", TargetPort: echo}}
+	})
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+		c.Forward = []Forward{{Name: "echo", Listen: listen}}
+	})
+
+	waitFor(t, 15*time.Second, "echo through b", func() bool { return echoOnce(listen) == nil })
+
+	// a hosts echo itself on another port than the target: it forwards too.
+	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(svcPort))
+	waitFor(t, 5*time.Second, "echo through a's own listener", func() bool { return echoOnce(local) == nil })
+
+	sv := b.ServicesView()
+	if len(sv.Services) != 1 || sv.Services[0].Name != "echo" || sv.Services[0].State != "listening" || sv.Services[0].Nodes[0] != "a" {
+		t.Fatalf("b's services view: got %+v", sv)
+	}
+	if m := b.MembersView(); len(m.Members) != 2 {
+		t.Fatalf("b's members: got %+v, want 2", m)
+	}
+
+	a.stop(t)
+	waitFor(t, 10*time.Second, "b's listener to refuse", func() bool {
+		err := echoOnce(listen)
+		return errors.Is(err, syscall.ECONNREFUSED)
+	})
+}

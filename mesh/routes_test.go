@@ -1,0 +1,80 @@
+package mesh
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/ambassador-mesh/ambassador/forward"
+	"github.com/ambassador-mesh/ambassador/gossip"
+)
+
+func TestRoutes(t *testing.T) {
+	catalog := []gossip.Entry{
+		{Node: "c", Addr: "10.0.0.3", DataPort: 7947, Services: []gossip.Service{{Name: "redis", Port: 6379}}},
+		{Node: "a", Addr: "10.0.0.1", DataPort: 7947, Services: []gossip.Service{{Name: "redis", Port: 6379}, {Name: "web", Port: 80}}},
+		{Node: "self", Addr: "10.0.0.9", DataPort: 7947, Services: []gossip.Service{{Name: "pg", Port: 5432}}},
+	}
+	remoteRedis := []forward.Backend{
+		{Node: "a", Addr: "10.0.0.1:7947", Service: "redis"},
+		{Node: "c", Addr: "10.0.0.3:7947", Service: "redis"},
+	}
+	tests := []struct {
+		name     string
+		local    []Announce
+		forwards []Forward
+		catalog  []gossip.Entry
+		want     []forward.Route
+	}{
+		{
+			name:    "every service on its port, peers in node order",
+			catalog: catalog[:2],
+			want: []forward.Route{
+				{Service: "redis", Listen: "127.0.0.1:6379", Backends: remoteRedis},
+				{Service: "web", Listen: "127.0.0.1:80", Backends: []forward.Backend{{Node: "a", Addr: "10.0.0.1:7947", Service: "web"}}},
+			},
+		},
+		{
+			name:     "forward limits and moves listeners",
+			catalog:  catalog[:2],
+			forwards: []Forward{{Name: "redis", Listen: "127.0.0.1:16379"}},
+			want:     []forward.Route{{Service: "redis", Listen: "127.0.0.1:16379", Backends: remoteRedis}},
+		},
+		{
+			name:     "a forwarded service not in the catalog gets no listener",
+			catalog:  catalog[:2],
+			forwards: []Forward{{Name: "mysql"}},
+			want:     nil,
+		},
+		{
+			name:    "own instance first, and skipped when it owns the port",
+			catalog: catalog,
+			local:   []Announce{{Name: "pg", Port: 5432, Host: "127.0.0.1", TargetPort: 5432}},
+			want: []forward.Route{
+				{Service: "redis", Listen: "127.0.0.1:6379", Backends: remoteRedis},
+				{Service: "web", Listen: "127.0.0.1:80", Backends: []forward.Backend{{Node: "a", Addr: "10.0.0.1:7947", Service: "web"}}},
+			},
+		},
+		{
+			name:    "own instance on another port is forwarded to directly",
+			catalog: catalog[:2],
+			local:   []Announce{{Name: "redis", Port: 6379, Host: "127.0.0.1", TargetPort: 12345}},
+			want: []forward.Route{
+				{Service: "redis", Listen: "127.0.0.1:6379", Backends: append([]forward.Backend{{Node: "self", Addr: "127.0.0.1:12345"}}, remoteRedis...)},
+				{Service: "web", Listen: "127.0.0.1:80", Backends: []forward.Backend{{Node: "a", Addr: "10.0.0.1:7947", Service: "web"}}},
+			},
+		},
+		{
+			name:    "empty catalog",
+			catalog: nil,
+			want:    nil,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := routes("self", tc.catalog, tc.local, tc.forwards)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}

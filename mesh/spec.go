@@ -1,0 +1,141 @@
+package mesh
+
+import (
+	"fmt"
+	"github.com/ambassador-mesh/ambassador/announce"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Announce is one service this node hosts: clients reach it on Port, and the
+// node's ambassador hands their connections to Host:TargetPort.
+type Announce struct {
+	Name       string // RFC 6335 service name, e.g. "redis"
+	Port       int    // client-facing port, 1..65535
+	Host       string // where the service listens; default 127.0.0.1
+	TargetPort int    // 1..65535
+}
+
+// Target is the address the ambassador dials for this service.
+func (a Announce) Target() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.TargetPort)) }
+
+// String gives the announcement back in flag syntax.
+func (a Announce) String() string {
+	return fmt.Sprintf("%s:%d=%s", a.Name, a.Port, a.Target())
+}
+
+// Forward limits forwarding to one service, optionally on a listen address
+// of the user's choice.
+type Forward struct {
+	Name   string
+	Listen string // host:port; "" = 127.0.0.1:<the service's port>
+}
+
+// ParseAnnounce parses NAME[:PORT]=[HOST:]TARGET_PORT.
+func ParseAnnounce(s string) (Announce, error) {
+	name, target, ok := strings.Cut(s, "=")
+	if !ok {
+		return Announce{}, fmt.Errorf("%q: want NAME[:PORT]=[HOST:]TARGET_PORT", s)
+	}
+	var a Announce
+	var portStr string
+	a.Name, portStr, _ = strings.Cut(name, ":")
+	if err := announce.ValidServiceName(a.Name); err != nil {
+		return Announce{}, fmt.Errorf("%q: %w", s, err)
+	}
+	if strings.EqualFold(a.Name, "ambassador") {
+		return Announce{}, fmt.Errorf("%q: the service name ambassador is reserved for discovery", s)
+	}
+	host, tport, err := splitHostPort(target, "127.0.0.1")
+	if err != nil {
+		return Announce{}, fmt.Errorf("%q: target: %w", s, err)
+	}
+	a.Host, a.TargetPort = host, tport
+	a.Port = tport
+	if portStr != "" {
+		if a.Port, err = parsePort(portStr); err != nil {
+			return Announce{}, fmt.Errorf("%q: port: %w", s, err)
+		}
+	}
+	return a, nil
+}
+
+// ParseForward parses NAME[=[HOST:]PORT].
+func ParseForward(s string) (Forward, error) {
+	name, listen, hasListen := strings.Cut(s, "=")
+	if err := announce.ValidServiceName(name); err != nil {
+		return Forward{}, fmt.Errorf("%q: %w", s, err)
+	}
+	f := Forward{Name: name}
+	if hasListen {
+		host, port, err := splitHostPort(listen, "127.0.0.1")
+		if err != nil {
+			return Forward{}, fmt.Errorf("%q: listen address: %w", s, err)
+		}
+		f.Listen = net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	return f, nil
+}
+
+// ParseAddr parses HOST:PORT or PORT (host defaults to def) into a
+// host:port string, as used by `ambassador forward LISTEN=TARGET`.
+func ParseAddr(s, def string) (string, error) {
+	host, port, err := splitHostPort(s, def)
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port)), nil
+}
+
+// splitHostPort accepts PORT, HOST:PORT and [IPv6]:PORT.
+func splitHostPort(s, defHost string) (string, int, error) {
+	if s == "" {
+		return "", 0, fmt.Errorf("empty address")
+	}
+	if !strings.Contains(s, ":") {
+		p, err := parsePort(s)
+		return defHost, p, err
+	}
+	host, portStr, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not HOST:PORT", s)
+	}
+	if host == "" {
+		host = defHost
+	}
+	if err := validHost(host); err != nil {
+		return "", 0, err
+	}
+	p, err := parsePort(portStr)
+	return host, p, err
+}
+
+func validHost(h string) error {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return nil
+	}
+	if len(h) > 253 {
+		return fmt.Errorf("host %q is too long", h)
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 {
+			return fmt.Errorf("host %q is not an IP or a host name", h)
+		}
+		for _, r := range label {
+			if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return fmt.Errorf("host %q is not an IP or a host name", h)
+			}
+		}
+	}
+	return nil
+}
+
+func parsePort(s string) (int, error) {
+	p, err := strconv.Atoi(s)
+	if err != nil || p < 1 || p > 65535 {
+		return 0, fmt.Errorf("port %q is not a number from 1 to 65535", s)
+	}
+	return p, nil
+}

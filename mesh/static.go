@@ -1,0 +1,75 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/ambassador-mesh/ambassador/forward"
+)
+
+// Static is one LISTEN=TARGET pair of `ambassador forward`.
+type Static struct {
+	Listen string // host:port
+	Target string // host:port
+}
+
+// ParseStatic parses LISTEN=TARGET, each side HOST:PORT or PORT (host
+// 127.0.0.1).
+func ParseStatic(s string) (Static, error) {
+	l, t, ok := strings.Cut(s, "=")
+	if !ok {
+		return Static{}, fmt.Errorf("%q: want LISTEN=TARGET", s)
+	}
+	listen, err := ParseAddr(l, "127.0.0.1")
+	if err != nil {
+		return Static{}, fmt.Errorf("%q: listen: %w", s, err)
+	}
+	target, err := ParseAddr(t, "127.0.0.1")
+	if err != nil {
+		return Static{}, fmt.Errorf("%q: target: %w", s, err)
+	}
+	return Static{Listen: listen, Target: target}, nil
+}
+
+// RunStatic forwards each pair until ctx is cancelled, with no mesh at all:
+// a quick fix, and the baseline for benchmarks. A listener that cannot be
+// opened is an error here, unlike in the mesh, where it is retried.
+func RunStatic(ctx context.Context, pairs []Static, drain time.Duration, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	fc := forward.DefaultConfig()
+	fc.DrainTimeout = drain
+	fc.Logger = log
+	p, err := forward.New(fc)
+	if err != nil {
+		return fmt.Errorf("mesh: %w", err)
+	}
+	var rs []forward.Route
+	for _, s := range pairs {
+		rs = append(rs, forward.Route{Service: s.Listen, Listen: s.Listen, Backends: []forward.Backend{{Node: "static", Addr: s.Target}}})
+	}
+	p.Update(rs)
+	var errs []error
+	for _, st := range p.Status() {
+		if st.State != "listening" {
+			errs = append(errs, fmt.Errorf("listen on %s: %s", st.Listen, st.Err))
+		} else {
+			log.Info("forwarding", "listen", st.Listen, "backend", st.Backends[0].Addr)
+		}
+	}
+	if len(errs) == 0 {
+		<-ctx.Done()
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain+time.Second)
+	defer cancel()
+	if err := p.Shutdown(sctx); err != nil && !errors.Is(err, net.ErrClosed) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

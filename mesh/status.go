@@ -1,0 +1,155 @@
+package mesh
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ambassador-mesh/ambassador/forward"
+	"github.com/ambassador-mesh/ambassador/gossip"
+)
+
+// Members is the body of GET /v1/members.
+type Members struct {
+	Node    string          `json:"node"`
+	Cluster string          `json:"cluster"`
+	Members []gossip.Member `json:"members"`
+}
+
+// Services is the body of GET /v1/services.
+type Services struct {
+	Node     string        `json:"node"`
+	Services []ServiceView `json:"services"`
+}
+
+// ServiceView is one service as this node sees it.
+type ServiceView struct {
+	Name   string   `json:"name"`
+	Port   int      `json:"port"`
+	Nodes  []string `json:"nodes"`            // nodes that host it, sorted
+	Local  string   `json:"local,omitempty"`  // this node's own target, when it hosts the service
+	Listen string   `json:"listen,omitempty"` // this node's listener for it
+	// State of the listener: "listening", "error" (see Error), "local" (the
+	// service itself owns the port on this host) or "none" (not forwarded).
+	State    string `json:"state"`
+	Error    string `json:"error,omitempty"`
+	Accepted uint64 `json:"accepted"`
+	Active   uint64 `json:"active"`
+}
+
+// MembersView is this node's view of the cluster. Safe for concurrent use.
+func (n *Node) MembersView() Members {
+	return Members{Node: n.name, Cluster: n.cfg.Cluster, Members: n.cluster.Members()}
+}
+
+// ServicesView is this node's view of the catalog and of its own
+// listeners. Safe for concurrent use.
+func (n *Node) ServicesView() Services {
+	type agg struct {
+		port  int
+		nodes []string
+	}
+	byName := map[string]*agg{}
+	for _, e := range n.cluster.Catalog() {
+		for _, s := range e.Services {
+			a, ok := byName[s.Name]
+			if !ok {
+				a = &agg{port: s.Port}
+				byName[s.Name] = a
+			}
+			a.nodes = append(a.nodes, e.Node)
+		}
+	}
+	status := map[string]forward.ListenerStatus{}
+	for _, ls := range n.proxy.Status() {
+		status[ls.Service] = ls
+	}
+	out := Services{Node: n.name, Services: []ServiceView{}}
+	for name, a := range byName {
+		sort.Strings(a.nodes)
+		v := ServiceView{Name: name, Port: a.port, Nodes: a.nodes, State: "none"}
+		if t, ok := n.lookupLocal(name); ok {
+			v.Local = t
+		}
+		if ls, ok := status[name]; ok {
+			v.Listen, v.State, v.Error = ls.Listen, ls.State, ls.Err
+			v.Accepted, v.Active = ls.Accepted, ls.Active
+		} else if v.Local != "" && n.forwarded(name) {
+			v.State = "local"
+		}
+		out.Services = append(out.Services, v)
+	}
+	sort.Slice(out.Services, func(i, j int) bool { return out.Services[i].Name < out.Services[j].Name })
+	return out
+}
+
+func (n *Node) forwarded(name string) bool {
+	if len(n.cfg.Forward) == 0 {
+		return true
+	}
+	for _, f := range n.cfg.Forward {
+		if strings.EqualFold(f.Name, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *Node) startHTTP() error {
+	addr, _ := ParseAddr(n.cfg.HTTP, "127.0.0.1") // validated in Config.Validate
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("mesh: status api: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.MembersView()) })
+	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.ServicesView()) })
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]string{"node": n.name, "status": "ok"})
+	})
+	n.httpLn = ln
+	n.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	n.wg.Go(func() {
+		if err := n.httpSrv.Serve(ln); err != nil && err != http.ErrServerClosed {
+			n.log.Error("status api stopped", "listen", addr, "err", err)
+		}
+	})
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // the client went away; nothing to do
+}
+
+// Fetch reads one of the status API's documents (path "/v1/members" or
+// "/v1/services") from a running node at addr into v.
+func Fetch(ctx context.Context, addr, path string, v any) error {
+	hp, err := ParseAddr(addr, "127.0.0.1")
+	if err != nil {
+		return fmt.Errorf("mesh: status api address: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+hp+path, nil)
+	if err != nil {
+		return fmt.Errorf("mesh: status api: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("mesh: is a node running? status api: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("mesh: status api %s%s: %s", hp, path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("mesh: status api %s%s: decode: %w", hp, path, err)
+	}
+	return nil
+}
