@@ -210,9 +210,18 @@ func TestLabMesh(t *testing.T) {
 			out, _ = av.Browse("-rtp", "_redis._tcp")
 			return strings.Contains(out, "=;eth0;IPv4;") && strings.Contains(out, ";"+a.Addr+";6379;")
 		})
-		dig, err := c.Run(15*time.Second, "dig", "-p", "5353", "@224.0.0.251", "_redis._tcp.local", "PTR", "+time=3", "+tries=2")
-		if err != nil || !strings.Contains(dig, "_redis._tcp.local.") || !strings.Contains(dig, "ANSWER SECTION") {
+		// dig 9.18 connects its UDP socket to the server address, so a
+		// reply to @224.0.0.251 (which must come from a host's own
+		// address) never reaches it, from any responder, avahi included.
+		// So: dig asks a's responder directly, and the multicast legacy
+		// query (RFC 6762 6.7) is checked by the helper, which is not
+		// connected and checks the ID and question itself.
+		dig, err := c.Run(15*time.Second, "dig", "-p", "5353", "@"+a.Addr, "_redis._tcp.local", "PTR", "+time=3", "+tries=2")
+		if err != nil || !strings.Contains(dig, "ANSWER SECTION") || !strings.Contains(dig, "._redis._tcp.local.") {
 			t.Fatalf("dig on c: %v\n%s", err, dig)
+		}
+		if mq := helper(t, c, 15*time.Second, "mdns-legacy", "_redis._tcp.local."); !strings.Contains(mq, "PTR from "+a.Addr+":5353") {
+			t.Fatalf("multicast legacy query on c: got %q, want a PTR answer from %s:5353", mq, a.Addr)
 		}
 		// Stop d gracefully: its goodbye packets must make avahi drop
 		// _sha._tcp at once, not after the 120 s TTL.

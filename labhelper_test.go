@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // The lab runs this test binary inside host namespaces as a small traffic
@@ -23,6 +25,8 @@ import (
 //	upload ADDR SIZE SEED       send SIZE bytes, half-close, print "sent=<sha> reply=<reply>"
 //	upload-ref SIZE SEED        print the sha256 of what upload or serve-blob would send
 //	download ADDR               read to EOF, print "got=<sha> bytes=<n>"
+//	mdns-legacy NAME            send a PTR query to 224.0.0.251:5353 from a random port, print each
+//	                            answer whose ID and question match, with its source
 //	dial ADDR                   print "ok", "refused" or "error: ..." for one connect (2 s timeout)
 func labHelper(mode string, args []string) int {
 	var err error
@@ -77,6 +81,8 @@ func labHelper(mode string, args []string) int {
 			}
 			c.Close()
 		}
+	case "mdns-legacy":
+		err = legacyQuery(args[0])
 	case "dial":
 		c, derr := net.DialTimeout("tcp", args[0], 2*time.Second)
 		switch {
@@ -128,4 +134,42 @@ func atoi(s string) int {
 		panic(err)
 	}
 	return n
+}
+
+// legacyQuery sends what `dig -p 5353 @224.0.0.251 NAME PTR` sends and
+// prints the PTR answers of replies that keep the query's ID and question.
+func legacyQuery(name string) error {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	q := new(dns.Msg)
+	q.SetQuestion(name, dns.TypePTR)
+	q.Id = 0x4242
+	b, err := q.Pack()
+	if err != nil {
+		return err
+	}
+	if _, err := c.WriteToUDP(b, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5353}); err != nil {
+		return err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 9000)
+	for {
+		n, from, err := c.ReadFromUDP(buf)
+		if err != nil {
+			return nil // deadline: done listening
+		}
+		var m dns.Msg
+		if m.Unpack(buf[:n]) != nil || m.Id != q.Id || len(m.Question) != 1 || m.Question[0] != q.Question[0] {
+			fmt.Printf("bad reply from %s\n", from)
+			continue
+		}
+		for _, rr := range m.Answer {
+			if ptr, ok := rr.(*dns.PTR); ok {
+				fmt.Printf("PTR from %s %s ttl=%d\n", from, ptr.Ptr, ptr.Hdr.Ttl)
+			}
+		}
+	}
 }

@@ -36,15 +36,15 @@ type Node struct {
 	disc    *announce.Server // nil with NoMDNS
 	proxy   *forward.Proxy
 	data    *forward.Server
-	httpLn  net.Listener
 	httpSrv *http.Server
+	httpWG  sync.WaitGroup // the status API's Serve goroutine
 
 	peers chan string // join candidates from discovery; buffered, sends never block
 
 	mu     sync.Mutex
 	routes []forward.Route // guarded by mu; last routes handed to proxy
 
-	wg sync.WaitGroup
+	wg sync.WaitGroup // joinLoop and reconcileLoop
 }
 
 // New validates cfg, works out the node's name and address (interface
@@ -235,6 +235,7 @@ func (n *Node) stop(ctx context.Context, st started) error {
 		if err := n.httpSrv.Shutdown(sctx); err != nil {
 			errs = append(errs, fmt.Errorf("mesh: stop status api: %w", err))
 		}
+		n.httpWG.Wait()
 	}
 	if st.cluster {
 		if err := n.cluster.Shutdown(); err != nil && !errors.Is(err, net.ErrClosed) {

@@ -71,7 +71,7 @@ func startTestNode(t *testing.T, name string, mod func(*Config)) *testNode {
 	cfg.Profile = "local"
 	cfg.GossipPort = freePort(t)
 	cfg.DataPort = freePort(t)
-	cfg.HTTP = ""
+	cfg.HTTP = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	cfg.DrainTimeout = time.Second
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	mod(&cfg)
@@ -145,8 +145,9 @@ func TestNodesOnLoopback(t *testing.T) {
 	if len(sv.Services) != 1 || sv.Services[0].Name != "echo" || sv.Services[0].State != "listening" || sv.Services[0].Nodes[0] != "a" {
 		t.Fatalf("b's services view: got %+v", sv)
 	}
-	if m := b.MembersView(); len(m.Members) != 2 {
-		t.Fatalf("b's members: got %+v, want 2", m)
+	var m Members
+	if err := Fetch(t.Context(), b.cfg.HTTP, "/v1/members", &m); err != nil || len(m.Members) != 2 || m.Node != "b" {
+		t.Fatalf("b's members from the status API: got %+v, %v; want 2 members seen by b", m, err)
 	}
 
 	a.stop(t)

@@ -112,9 +112,10 @@ func (n *Node) startHTTP() error {
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]string{"node": n.name, "status": "ok"})
 	})
-	n.httpLn = ln
 	n.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	n.wg.Go(func() {
+	// Not in n.wg: that group is the loops', which stop before the status
+	// API does; this goroutine ends when httpSrv.Shutdown closes ln.
+	n.httpWG.Go(func() {
 		if err := n.httpSrv.Serve(ln); err != nil && err != http.ErrServerClosed {
 			n.log.Error("status api stopped", "listen", addr, "err", err)
 		}
