@@ -6,6 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"runtime"
+	"strings"
 	"strconv"
 	"syscall"
 	"testing"
@@ -156,3 +159,60 @@ func TestNodesOnLoopback(t *testing.T) {
 		return errors.Is(err, syscall.ECONNREFUSED)
 	})
 }
+
+// TestJoinRetriedAndBusyPort starts b with a seed that is not up yet (the
+// join must be retried until a comes), and with the service's port already
+// taken on b: that is not fatal, it shows in the services view, and the
+// listener opens once the port is free.
+func TestJoinRetriedAndBusyPort(t *testing.T) {
+	echo := echoServer(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busyAddr := busy.Addr().String()
+	aGossip := freePort(t)
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(aGossip))}
+		c.Forward = []Forward{{Name: "echo", Listen: busyAddr}}
+	})
+	startTestNode(t, "a", func(c *Config) {
+		c.GossipPort = aGossip
+		c.Announce = []Announce{{Name: "echo", Port: 9, Host: "127.0.0.1", TargetPort: echo}}
+	})
+	var sv Services
+	waitFor(t, 15*time.Second, "b to join a and report the busy port", func() bool {
+		sv = b.ServicesView()
+		return len(sv.Services) == 1 && sv.Services[0].State == "error"
+	})
+	if !strings.Contains(sv.Services[0].Error, busyAddr) {
+		t.Fatalf("busy port error %q does not name %s", sv.Services[0].Error, busyAddr)
+	}
+	busy.Close()
+	waitFor(t, 15*time.Second, "b's listener to open once the port is free", func() bool { return echoOnce(busyAddr) == nil })
+}
+
+// TestStopLeavesNoGoroutines checks that Run returns only after everything
+// the node started has stopped (memberlist's own goroutines end shortly
+// after Shutdown, hence the polling).
+func TestStopLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	a := startTestNode(t, "a", func(c *Config) {})
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+	})
+	waitFor(t, 10*time.Second, "b to join a", func() bool { return len(b.MembersView().Members) == 2 })
+	b.stop(t)
+	a.stop(t)
+	http.DefaultClient.CloseIdleConnections()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after stop:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
