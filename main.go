@@ -115,7 +115,13 @@ func nodeFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "no-mdns", EnvVars: []string{"AMBASSADOR_NO_MDNS"},
 			Usage: "no mDNS discovery or DNS-SD records (use --join)"},
 		&cli.StringFlag{Name: "profile", Value: d.Profile, EnvVars: []string{"AMBASSADOR_PROFILE"},
-			Usage: "gossip timers: `lan`, or local for one machine or a namespace lab"},
+			Usage: "gossip timers: `lan` (a dead node is dropped in about 3s), wan (slow links), local (one machine or a namespace lab)"},
+		&cli.DurationFlag{Name: "probe-interval", EnvVars: []string{"AMBASSADOR_PROBE_INTERVAL"},
+			Usage: "failure detection: probe one peer this often (default: the profile's; lan 500ms)"},
+		&cli.DurationFlag{Name: "probe-timeout", EnvVars: []string{"AMBASSADOR_PROBE_TIMEOUT"},
+			Usage: "failure detection: a probe without an answer after this long fails (default: the profile's; lan 250ms)"},
+		&cli.IntFlag{Name: "suspicion-mult", EnvVars: []string{"AMBASSADOR_SUSPICION_MULT"},
+			Usage: "failure detection: a suspect is declared dead after about this many probe intervals (default: the profile's; lan 2)"},
 		&cli.DurationFlag{Name: "drain-timeout", Value: d.DrainTimeout, EnvVars: []string{"AMBASSADOR_DRAIN_TIMEOUT"},
 			Usage: "how long open connections may keep running once shutdown starts"},
 		logLevelFlag(),
@@ -259,6 +265,9 @@ func nodeConfig(c *cli.Context) (mesh.Config, error) {
 	cfg.Join = c.StringSlice("join")
 	cfg.NoMDNS = c.Bool("no-mdns")
 	cfg.Profile = c.String("profile")
+	cfg.ProbeInterval = c.Duration("probe-interval")
+	cfg.ProbeTimeout = c.Duration("probe-timeout")
+	cfg.SuspicionMult = c.Int("suspicion-mult")
 	cfg.DrainTimeout = c.Duration("drain-timeout")
 	if err := cfg.Validate(); err != nil {
 		return cfg, usagef("--%v", err)

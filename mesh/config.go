@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"fmt"
+	"github.com/ambassador-mesh/ambassador/gossip"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -43,11 +44,20 @@ type Config struct {
 	// Forward limits forwarding to these services; empty = every service
 	// in the catalog.
 	Forward []Forward
-	// Profile picks the gossip timers: "lan" (default) or "local" (fast
-	// timers for one machine or a netns lab).
+	// Profile picks the gossip timers: "lan" (default: a dead node leaves
+	// the catalogs in about 3s), "wan" (memberlist's WAN timers) or
+	// "local" (fast timers for one machine or a netns lab).
 	Profile string
+	// ProbeInterval, ProbeTimeout and SuspicionMult override the
+	// profile's failure detection when non-zero: a node is probed every
+	// ProbeInterval, a probe fails after ProbeTimeout (< ProbeInterval),
+	// and a suspect is declared dead after about SuspicionMult probe
+	// intervals.
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	SuspicionMult int
 	// DrainTimeout bounds how long open connections may run once shutdown
-	// starts. Default 10s.
+	// starts. Default 30s.
 	DrainTimeout time.Duration
 	// Logger; nil = slog.Default().
 	Logger *slog.Logger
@@ -61,7 +71,7 @@ func DefaultConfig() Config {
 		DataPort:     7947,
 		HTTP:         "127.0.0.1:7948",
 		Profile:      "lan",
-		DrainTimeout: 10 * time.Second,
+		DrainTimeout: 30 * time.Second,
 	}
 }
 
@@ -104,8 +114,14 @@ func (c Config) Validate() error {
 			return fmt.Errorf("join: %w", err)
 		}
 	}
-	if c.Profile != "lan" && c.Profile != "local" {
-		return fmt.Errorf("profile: %q is not one of lan, local", c.Profile)
+	if c.Profile != "lan" && c.Profile != "wan" && c.Profile != "local" {
+		return fmt.Errorf("profile: %q is not one of lan, wan, local", c.Profile)
+	}
+	if c.ProbeInterval < 0 || c.ProbeTimeout < 0 || c.SuspicionMult < 0 {
+		return fmt.Errorf("probe-interval, probe-timeout, suspicion-mult: must not be negative")
+	}
+	if pi, pt := c.gossipConfig().Memberlist.ProbeInterval, c.gossipConfig().Memberlist.ProbeTimeout; pt >= pi {
+		return fmt.Errorf("probe-timeout: %s must be shorter than the probe interval %s", pt, pi)
 	}
 	if c.DrainTimeout < 0 {
 		return fmt.Errorf("drain-timeout: %s is negative", c.DrainTimeout)
@@ -140,4 +156,28 @@ func validNodeName(s string) error {
 		}
 	}
 	return nil
+}
+
+// gossipConfig is the gossip profile with the failure-detection overrides
+// applied. It does no I/O.
+func (c Config) gossipConfig() gossip.Config {
+	var gc gossip.Config
+	switch c.Profile {
+	case "local":
+		gc = gossip.DefaultLocalConfig()
+	case "wan":
+		gc = gossip.DefaultWANConfig()
+	default:
+		gc = gossip.DefaultConfig()
+	}
+	if c.ProbeInterval > 0 {
+		gc.Memberlist.ProbeInterval = c.ProbeInterval
+	}
+	if c.ProbeTimeout > 0 {
+		gc.Memberlist.ProbeTimeout = c.ProbeTimeout
+	}
+	if c.SuspicionMult > 0 {
+		gc.Memberlist.SuspicionMult = c.SuspicionMult
+	}
+	return gc
 }

@@ -84,10 +84,7 @@ func New(cfg Config) (*Node, error) {
 		n.name = defaultNodeName(n.addr, cfg.GossipPort)
 	}
 
-	gc := gossip.DefaultConfig()
-	if cfg.Profile == "local" {
-		gc = gossip.DefaultLocalConfig()
-	}
+	gc := cfg.gossipConfig()
 	gc.NodeName = n.name
 	gc.Cluster = cfg.Cluster
 	gc.BindAddr = "0.0.0.0"
