@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -124,6 +125,8 @@ func nodeFlags() []cli.Flag {
 			Usage: "failure detection: a suspect is declared dead after about this many probe intervals (default: the profile's; lan 2)"},
 		&cli.DurationFlag{Name: "drain-timeout", Value: d.DrainTimeout, EnvVars: []string{"AMBASSADOR_DRAIN_TIMEOUT"},
 			Usage: "how long open connections may keep running once shutdown starts"},
+		&cli.StringFlag{Name: "config", EnvVars: []string{"AMBASSADOR_CONFIG"},
+			Usage: "read settings from `FILE` of key = value lines (keys are these flag names); SIGHUP re-reads it and applies announce and forward without a restart"},
 		logLevelFlag(),
 	}
 }
@@ -200,6 +203,24 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				OnUsageError: onUsageError,
 			},
 			{
+				Name:  "announce",
+				Usage: "announce a service on the running node, without a restart",
+				UsageText: "ambassador announce NAME[:PORT]=[HOST:]TARGET_PORT [...]\n\n" +
+					"Example: ambassador announce redis:6379=12345",
+				Flags:        []cli.Flag{httpFlag()},
+				Action:       announceCmd,
+				OnUsageError: onUsageError,
+			},
+			{
+				Name:  "drain",
+				Usage: "withdraw an announced service from the cluster without stopping the node",
+				UsageText: "ambassador drain NAME [...]\n\n" +
+					"Peers stop sending new connections at once; open connections run on.",
+				Flags:        []cli.Flag{httpFlag()},
+				Action:       drainCmd,
+				OnUsageError: onUsageError,
+			},
+			{
 				Name:   "version",
 				Usage:  "print the version",
 				Action: func(c *cli.Context) error { fmt.Fprintln(stdout, "ambassador", buildVersion()); return nil },
@@ -236,10 +257,7 @@ func newLogger(c *cli.Context) (*slog.Logger, error) {
 
 // nodeConfig turns flags into a mesh config; every error is a usage error
 // that names the flag and the bad value.
-func nodeConfig(c *cli.Context) (mesh.Config, error) {
-	if c.Args().Present() {
-		return mesh.Config{}, usagef("unexpected argument %q (flags only; see --help)", c.Args().First())
-	}
+func nodeConfig(c source) (mesh.Config, error) {
 	cfg := mesh.DefaultConfig()
 	for _, s := range c.StringSlice("announce") {
 		a, err := mesh.ParseAnnounce(s)
@@ -275,12 +293,29 @@ func nodeConfig(c *cli.Context) (mesh.Config, error) {
 	return cfg, nil
 }
 
+// settings reads the node's settings: the command line, over the --config
+// file when there is one.
+func settings(c *cli.Context) (mesh.Config, error) {
+	var src source = c
+	if path := c.String("config"); path != "" {
+		vals, err := loadConfigFile(path, nodeFlags())
+		if err != nil {
+			return mesh.Config{}, usageError{err}
+		}
+		src = fileSource{Context: c, vals: vals}
+	}
+	return nodeConfig(src)
+}
+
 func runNode(c *cli.Context) error {
+	if c.Args().Present() {
+		return usagef("unexpected argument %q (flags only; see --help)", c.Args().First())
+	}
 	log, err := newLogger(c)
 	if err != nil {
 		return err
 	}
-	cfg, err := nodeConfig(c)
+	cfg, err := settings(c)
 	if err != nil {
 		return err
 	}
@@ -290,7 +325,33 @@ func runNode(c *cli.Context) error {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "ambassador: node %s\n", n.Name())
-	return n.Run(c.Context)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reloadDone := make(chan struct{})
+	defer func() { <-reloadDone }()
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	go func() {
+		defer close(reloadDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			cfg, err := settings(c)
+			if err != nil {
+				log.Error("reload failed, keeping the running settings", "err", err)
+				continue
+			}
+			if err := n.Reload(cfg); err != nil {
+				log.Warn("reload", "err", err)
+			}
+		}
+	}()
+	return n.Run(ctx)
 }
 
 func forwardCmd(c *cli.Context) error {
@@ -310,6 +371,48 @@ func forwardCmd(c *cli.Context) error {
 		pairs = append(pairs, p)
 	}
 	return mesh.RunStatic(c.Context, pairs, c.Duration("drain-timeout"), log)
+}
+
+func announceCmd(c *cli.Context) error {
+	if !c.Args().Present() {
+		return usagef("announce: want at least one NAME[:PORT]=[HOST:]TARGET_PORT")
+	}
+	var as []mesh.Announce
+	for _, s := range c.Args().Slice() {
+		a, err := mesh.ParseAnnounce(s)
+		if err != nil {
+			return usagef("announce: %v", err)
+		}
+		as = append(as, a)
+	}
+	for _, a := range as {
+		ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
+		var resp mesh.AnnounceRequest
+		err := mesh.Call(ctx, c.String("http"), "POST", "/v1/announce", mesh.AnnounceRequest{Announce: a.String()}, &resp)
+		cancel()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.App.Writer, "announced", resp.Announce)
+	}
+	return nil
+}
+
+func drainCmd(c *cli.Context) error {
+	if !c.Args().Present() {
+		return usagef("drain: want a service NAME")
+	}
+	for _, name := range c.Args().Slice() {
+		ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
+		var resp map[string]string
+		err := mesh.Call(ctx, c.String("http"), "DELETE", "/v1/announce/"+url.PathEscape(name), nil, &resp)
+		cancel()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.App.Writer, "withdrawn", name)
+	}
+	return nil
 }
 
 func fetch(c *cli.Context, path string, v any) error {

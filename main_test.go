@@ -36,6 +36,11 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "forward bad pair", args: []string{"forward", "1=x"}, wantCode: 2, wantStderr: `"1=x"`},
 		{name: "forward busy port", args: []string{"forward", busy.Addr().String() + "=1"}, wantCode: 1, wantStderr: busy.Addr().String()},
 		{name: "no such interface", args: []string{"--iface", "nosuch0", "--no-mdns", "--http", ""}, wantCode: 1, wantStderr: `interface "nosuch0"`},
+		{name: "missing config file", args: []string{"--config", "/nonexistent/ambassador.conf"}, wantCode: 2, wantStderr: "--config: open /nonexistent/ambassador.conf"},
+		{name: "announce without spec", args: []string{"announce"}, wantCode: 2, wantStderr: "want at least one"},
+		{name: "announce bad spec", args: []string{"announce", "x"}, wantCode: 2, wantStderr: `announce: "x"`},
+		{name: "drain without name", args: []string{"drain"}, wantCode: 2, wantStderr: "want a service NAME"},
+		{name: "drain without node", args: []string{"drain", "--http", "127.0.0.1:1", "redis"}, wantCode: 1, wantStderr: "is a node running"},
 		{name: "members without node", args: []string{"members", "--http", "127.0.0.1:1"}, wantCode: 1, wantStderr: "is a node running"},
 	}
 	for _, tc := range tests {

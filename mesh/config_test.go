@@ -24,7 +24,11 @@ func TestConfigValidate(t *testing.T) {
 		{name: "join", mod: func(c *Config) { c.Join = []string{"10.0.0.1:x"} }, wantErr: "join:"},
 		{name: "profile", mod: func(c *Config) { c.Profile = "fast" }, wantErr: `profile: "fast"`},
 		{name: "wan profile", mod: func(c *Config) { c.Profile = "wan" }},
-		{name: "probe knobs", mod: func(c *Config) { c.ProbeInterval = time.Second; c.ProbeTimeout = 300 * time.Millisecond; c.SuspicionMult = 3 }},
+		{name: "probe knobs", mod: func(c *Config) {
+			c.ProbeInterval = time.Second
+			c.ProbeTimeout = 300 * time.Millisecond
+			c.SuspicionMult = 3
+		}},
 		{name: "probe timeout too long", mod: func(c *Config) { c.ProbeTimeout = time.Second }, wantErr: "probe-timeout: 1s must be shorter than the probe interval 500ms"},
 		{name: "negative knob", mod: func(c *Config) { c.SuspicionMult = -1 }, wantErr: "must not be negative"},
 		{name: "drain", mod: func(c *Config) { c.DrainTimeout = -time.Second }, wantErr: "drain-timeout"},

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,8 +42,13 @@ type Node struct {
 
 	peers chan string // join candidates from discovery; buffered, sends never block
 
-	mu     sync.Mutex
-	routes []forward.Route // guarded by mu; last routes handed to proxy
+	mu        sync.Mutex
+	announces []Announce // guarded by mu; what this node hosts now
+	forwards  []Forward  // guarded by mu; what it forwards (empty: all)
+
+	ready chan struct{} // closed once Run has started everything
+
+	kick chan struct{} // 1-buffered: wakes the reconcile loop; dropped sends are fine
 
 	wg sync.WaitGroup // joinLoop and reconcileLoop
 }
@@ -54,15 +60,16 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg.Announce = append([]Announce(nil), cfg.Announce...)
-	cfg.Forward = append([]Forward(nil), cfg.Forward...)
+	cfg.Announce = slices.Clone(cfg.Announce)
+	cfg.Forward = slices.Clone(cfg.Forward)
 	cfg.Join = append([]string(nil), cfg.Join...)
 	cfg.Interfaces = append([]string(nil), cfg.Interfaces...)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: log.With("component", "mesh"), peers: make(chan string, 64)}
+	n := &Node{cfg: cfg, log: log.With("component", "mesh"), peers: make(chan string, 64), kick: make(chan struct{}, 1), ready: make(chan struct{}),
+		announces: slices.Clone(cfg.Announce), forwards: slices.Clone(cfg.Forward)}
 
 	ifaces, err := usableInterfaces(cfg.Interfaces)
 	if err != nil {
@@ -125,6 +132,10 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// Ready is closed once Run has started every component: the ports are
+// open and the status API answers. Safe for concurrent use.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
 // Name is the node's name in the cluster. Safe for concurrent use.
 func (n *Node) Name() string { return n.name }
 
@@ -148,7 +159,8 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	st.data = true
 
-	n.cluster.SetServices(n.gossipServices())
+	v := n.view()
+	n.cluster.SetServices(gossipServices(v.announces))
 	if err := n.cluster.Start(); err != nil {
 		return fmt.Errorf("mesh: gossip on port %d: %w", n.cfg.GossipPort, err)
 	}
@@ -167,7 +179,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.wg.Go(func() { n.reconcileLoop(loopCtx) })
 
 	if n.disc != nil {
-		n.disc.SetServices(n.announceServices())
+		n.disc.SetServices(announceServices(v.announces))
 		if err := n.disc.Start(ctx); err != nil {
 			return fmt.Errorf("mesh: mdns: %w", err)
 		}
@@ -176,10 +188,11 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.log.Info("node started", "node", n.name, "addr", n.addr.String(), "cluster", n.cfg.Cluster,
 		"gossip_port", n.cluster.GossipPort(), "data_port", n.cfg.DataPort, "interfaces", strings.Join(n.ifaces, ","),
 		"mdns", n.disc != nil, "http", n.cfg.HTTP)
-	for _, a := range n.cfg.Announce {
+	for _, a := range v.announces {
 		n.log.Info("announcing", "service", a.Name, "port", a.Port, "backend", a.Target())
 	}
 
+	close(n.ready)
 	<-ctx.Done()
 	return n.stop(ctx, st)
 }
@@ -243,33 +256,6 @@ func (n *Node) stop(ctx context.Context, st started) error {
 	return errors.Join(errs...)
 }
 
-// lookupLocal tells the data port which target serves a service that this
-// node announces. Only announced services are reachable: no open relay.
-func (n *Node) lookupLocal(service string) (string, bool) {
-	for _, a := range n.cfg.Announce {
-		if strings.EqualFold(a.Name, service) {
-			return a.Target(), true
-		}
-	}
-	return "", false
-}
-
-func (n *Node) gossipServices() []gossip.Service {
-	var out []gossip.Service
-	for _, a := range n.cfg.Announce {
-		out = append(out, gossip.Service{Name: strings.ToLower(a.Name), Port: a.Port})
-	}
-	return out
-}
-
-func (n *Node) announceServices() []announce.Service {
-	var out []announce.Service
-	for _, a := range n.cfg.Announce {
-		out = append(out, announce.Service{Name: strings.ToLower(a.Name), Port: a.Port})
-	}
-	return out
-}
-
 // onPeer is called by announce for every peer it sees; it must not block.
 func (n *Node) onPeer(p announce.Peer) {
 	addr := net.JoinHostPort(p.Addr.String(), strconv.Itoa(p.GossipPort))
@@ -286,11 +272,8 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	defer t.Stop()
 	lastMembers := 0
 	for {
-		rs := routes(n.name, n.cluster.Catalog(), n.cfg.Announce, n.cfg.Forward)
-		n.mu.Lock()
-		n.routes = rs
-		n.mu.Unlock()
-		n.proxy.Update(rs)
+		v := n.view()
+		n.proxy.Update(routes(n.name, n.cluster.Catalog(), v.announces, v.forwards))
 		if m := n.cluster.NumMembers(); m != lastMembers {
 			n.log.Info("members changed", "members", m)
 			lastMembers = m
@@ -299,6 +282,7 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-n.cluster.Changed():
+		case <-n.kick:
 		case <-t.C:
 		}
 	}

@@ -8,8 +8,8 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"strings"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -86,6 +86,12 @@ func startTestNode(t *testing.T, name string, mod func(*Config)) *testNode {
 	tn := &testNode{Node: n, cfg: cfg, cancel: cancel, done: make(chan error, 1)}
 	go func() { tn.done <- n.Run(ctx) }()
 	t.Cleanup(func() { tn.stop(t) })
+	select {
+	case <-n.Ready():
+	case err := <-tn.done:
+		tn.done <- nil // for the cleanup's stop
+		t.Fatalf("node %s: Run: %v", name, err)
+	}
 	return tn
 }
 
@@ -216,3 +222,44 @@ func TestStopLeavesNoGoroutines(t *testing.T) {
 	}
 }
 
+// TestAnnounceAtRunTime adds and withdraws a service through the control
+// API and through Reload, and checks that a peer's listener follows.
+func TestAnnounceAtRunTime(t *testing.T) {
+	echo := echoServer(t)
+	a := startTestNode(t, "a", func(c *Config) {})
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	startTestNode(t, "b", func(c *Config) {
+		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+		c.Forward = []Forward{{Name: "echo", Listen: listen}}
+	})
+	spec := "echo:9=127.0.0.1:" + strconv.Itoa(echo)
+	var resp AnnounceRequest
+	if err := Call(t.Context(), a.cfg.HTTP, "POST", "/v1/announce", AnnounceRequest{Announce: spec}, &resp); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "echo through b after the API announce", func() bool { return echoOnce(listen) == nil })
+
+	var out map[string]string
+	if err := Call(t.Context(), a.cfg.HTTP, "DELETE", "/v1/announce/echo", nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "b to refuse after the drain", func() bool { return errors.Is(echoOnce(listen), syscall.ECONNREFUSED) })
+	if err := Call(t.Context(), a.cfg.HTTP, "DELETE", "/v1/announce/echo", nil, &out); err == nil || !strings.Contains(err.Error(), "not announced") {
+		t.Fatalf("second drain: got %v, want a not-announced error", err)
+	}
+	if err := Call(t.Context(), a.cfg.HTTP, "POST", "/v1/announce", AnnounceRequest{Announce: "bad"}, &resp); err == nil || !strings.Contains(err.Error(), "NAME[:PORT]") {
+		t.Fatalf("bad announce: got %v, want a parse error", err)
+	}
+
+	cfg := a.cfg
+	ann, _ := ParseAnnounce(spec)
+	cfg.Announce = []Announce{ann}
+	if err := a.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "echo through b after the reload", func() bool { return echoOnce(listen) == nil })
+	cfg.GossipPort++
+	if err := a.Reload(cfg); err == nil || !strings.Contains(err.Error(), "gossip-port changed") {
+		t.Fatalf("reload with a new gossip port: got %v, want a takes-a-restart error", err)
+	}
+}

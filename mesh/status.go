@@ -1,9 +1,11 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sort"
@@ -89,10 +91,11 @@ func (n *Node) ServicesView() Services {
 }
 
 func (n *Node) forwarded(name string) bool {
-	if len(n.cfg.Forward) == 0 {
+	fs := n.view().forwards
+	if len(fs) == 0 {
 		return true
 	}
-	for _, f := range n.cfg.Forward {
+	for _, f := range fs {
 		if strings.EqualFold(f.Name, name) {
 			return true
 		}
@@ -109,6 +112,31 @@ func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.MembersView()) })
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.ServicesView()) })
+	mux.HandleFunc("POST /v1/announce", func(w http.ResponseWriter, r *http.Request) {
+		var req AnnounceRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+			return
+		}
+		a, err := ParseAnnounce(req.Announce)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		if err := n.Announce(a); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, AnnounceRequest{Announce: a.String()})
+	})
+	mux.HandleFunc("DELETE /v1/announce/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		if err := n.Withdraw(name); err != nil {
+			writeError(w, http.StatusNotFound, err)
+			return
+		}
+		writeJSON(w, map[string]string{"withdrawn": name})
+	})
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]string{"node": n.name, "status": "ok"})
 	})
@@ -123,6 +151,22 @@ func (n *Node) startHTTP() error {
 	return nil
 }
 
+// AnnounceRequest is the body of POST /v1/announce and of its answer.
+type AnnounceRequest struct {
+	Announce string `json:"announce"` // NAME[:PORT]=[HOST:]TARGET_PORT
+}
+
+// apiError is the body of every non-200 answer.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(apiError{Error: err.Error()})
+}
+
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
@@ -133,11 +177,26 @@ func writeJSON(w http.ResponseWriter, v any) {
 // Fetch reads one of the status API's documents (path "/v1/members" or
 // "/v1/services") from a running node at addr into v.
 func Fetch(ctx context.Context, addr, path string, v any) error {
+	return Call(ctx, addr, http.MethodGet, path, nil, v)
+}
+
+// Call sends one request to the control API of a running node at addr,
+// with body (if not nil) as JSON, and decodes the answer into v. An error
+// answer comes back as an error carrying the node's message.
+func Call(ctx context.Context, addr, method, path string, body, v any) error {
 	hp, err := ParseAddr(addr, "127.0.0.1")
 	if err != nil {
 		return fmt.Errorf("mesh: status api address: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+hp+path, nil)
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("mesh: status api: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+hp+path, rd)
 	if err != nil {
 		return fmt.Errorf("mesh: status api: %w", err)
 	}
@@ -147,6 +206,10 @@ func Fetch(ctx context.Context, addr, path string, v any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		var e apiError
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+			return fmt.Errorf("node at %s: %s", hp, e.Error)
+		}
 		return fmt.Errorf("mesh: status api %s%s: %s", hp, path, resp.Status)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+)
+
+func TestLoadConfigFile(t *testing.T) {
+	tests := []struct {
+		name    string
+		text    string
+		want    map[string][]string
+		wantErr string
+	}{
+		{
+			name: "keys, repeats, comments",
+			text: "# lab node\nannounce = redis:6379=12345\nannounce=web:80=8080\n\ncluster = lab\ngossip-port = 8000\nno-mdns = true\ndrain-timeout = 5s\n",
+			want: map[string][]string{"announce": {"redis:6379=12345", "web:80=8080"}, "cluster": {"lab"}, "gossip-port": {"8000"}, "no-mdns": {"true"}, "drain-timeout": {"5s"}},
+		},
+		{name: "unknown key", text: "anounce = x\n", wantErr: `:1: unknown key "anounce"`},
+		{name: "no equals", text: "\n\nannounce redis\n", wantErr: ":3: want key = value"},
+		{name: "bad int", text: "data-port = many\n", wantErr: `:1: data-port: bad value "many"`},
+		{name: "bad duration", text: "drain-timeout = 5\n", wantErr: "drain-timeout: bad value"},
+		{name: "bad bool", text: "no-mdns = maybe\n", wantErr: "no-mdns: bad value"},
+		{name: "single value twice", text: "cluster = a\ncluster = b\n", wantErr: ":2: cluster: bad value \"b\": given twice"},
+		{name: "config in config", text: "config = other\n", wantErr: `unknown key "config"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "ambassador.conf")
+			if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := loadConfigFile(path, nodeFlags())
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want an error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+			for k, v := range tc.want {
+				if strings.Join(got[k], "|") != strings.Join(v, "|") {
+					t.Errorf("%s: got %q, want %q", k, got[k], v)
+				}
+			}
+		})
+	}
+}
+
+// TestSettingsLayering checks that the command line wins over the file and
+// the file over the defaults, for single and repeatable flags.
+func TestSettingsLayering(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ambassador.conf")
+	text := "cluster = from-file\nannounce = redis:6379=12345\ngossip-port = 8000\nforward = redis\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		cluster  string
+		announce []string
+		gossip   int
+		data     int
+		forward  int
+	}
+	app := newApp(os.Stdout, os.Stderr)
+	app.Action = func(c *cli.Context) error {
+		cfg, err := settings(c)
+		if err != nil {
+			return err
+		}
+		got.cluster, got.gossip, got.data, got.forward = cfg.Cluster, cfg.GossipPort, cfg.DataPort, len(cfg.Forward)
+		for _, a := range cfg.Announce {
+			got.announce = append(got.announce, a.String())
+		}
+		return nil
+	}
+	if err := app.Run([]string{"ambassador", "--config", path, "--cluster", "from-flag", "--announce", "web:80=8080"}); err != nil {
+		t.Fatal(err)
+	}
+	if got.cluster != "from-flag" {
+		t.Errorf("cluster: got %q, want the flag's %q", got.cluster, "from-flag")
+	}
+	if strings.Join(got.announce, ",") != "web:80=127.0.0.1:8080" {
+		t.Errorf("announce: got %q, want only the flag's", got.announce)
+	}
+	if got.gossip != 8000 || got.forward != 1 {
+		t.Errorf("gossip-port %d, forwards %d: want the file's 8000 and 1", got.gossip, got.forward)
+	}
+	if got.data != 7947 {
+		t.Errorf("data-port: got %d, want the default 7947", got.data)
+	}
+}

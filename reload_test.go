@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ambassador-mesh/ambassador/mesh"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestSIGHUPReload runs the binary with a --config file, changes the file's
+// announcements, sends SIGHUP and checks that the node follows without a
+// restart; then SIGTERM ends it with status 0.
+func TestSIGHUPReload(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "ambassador.conf")
+	httpAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	base := "no-mdns = true\nbind = 127.0.0.1\nprofile = local\nhttp = " + httpAddr +
+		"\ngossip-port = " + strconv.Itoa(freePort(t)) + "\ndata-port = " + strconv.Itoa(freePort(t)) + "\n"
+	write := func(extra string) {
+		if err := os.WriteFile(conf, []byte(base+extra), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("announce = one:" + strconv.Itoa(freePort(t)) + "=1\n")
+	cmd := exec.Command(binary, "--config", conf)
+	var logs syncBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+
+	names := func() []string {
+		var s mesh.Services
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := mesh.Fetch(ctx, httpAddr, "/v1/services", &s); err != nil {
+			return nil
+		}
+		var out []string
+		for _, v := range s.Services {
+			out = append(out, v.Name)
+		}
+		return out
+	}
+	waitUntil(t, 20*time.Second, "service one", func() bool { n := names(); return len(n) == 1 && n[0] == "one" })
+
+	write("announce = two:" + strconv.Itoa(freePort(t)) + "=2\nannounce = three:" + strconv.Itoa(freePort(t)) + "=3\n")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "services three and two after SIGHUP", func() bool {
+		n := names()
+		return len(n) == 2 && n[0] == "three" && n[1] == "two"
+	})
+
+	// A broken file on reload keeps the running settings.
+	if err := os.WriteFile(conf, []byte("nonsense\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the failed reload to be logged", func() bool { return strings.Contains(logs.String(), "reload failed") })
+	if n := names(); len(n) != 2 {
+		t.Fatalf("after a failed reload: services %q, want the two running ones", n)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("after SIGTERM: %v, want exit status 0\n%s", err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("node did not exit after SIGTERM")
+	}
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a process's output and the test may use
+// at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
