@@ -246,15 +246,16 @@ func (n *Node) stop(ctx context.Context, st started) error {
 	return errors.Join(errs...)
 }
 
-// lookupLocal tells the data port which target serves a service that this
-// node announces. Only announced services are reachable: no open relay.
-func (n *Node) lookupLocal(service string) (string, bool) {
+// lookupLocal tells the data port which targets serve a service that this
+// node announces, in the order to try them. Only announced services are
+// reachable: no open relay.
+func (n *Node) lookupLocal(service string) ([]string, bool) {
 	for _, a := range n.cfg.Announce {
 		if strings.EqualFold(a.Name, service) {
-			return a.Target(), true
+			return []string{a.Target()}, true
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 func (n *Node) gossipServices() []gossip.Service {
