@@ -17,7 +17,10 @@ import (
 // effect.
 type Config struct {
 	// DialTimeout bounds one backend dial, including the handoff reply from a
-	// peer's data port. Default 2s; must be > 0.
+	// peer's data port; a dial that times out fails over to the next backend.
+	// A Server splits it evenly among a service's targets, so that with the
+	// same config on both sides it answers before the client gives up.
+	// Default 1s; must be > 0.
 	DialTimeout time.Duration
 	// HandoffTimeout is how long a data-port client may take to send its full
 	// handoff header. Default 5s; must be > 0.
@@ -54,7 +57,7 @@ type Config struct {
 // is safe for concurrent use.
 func DefaultConfig() Config {
 	return Config{
-		DialTimeout:    2 * time.Second,  // a local or LAN peer answers in ms; fail over fast
+		DialTimeout:    1 * time.Second,  // a local or LAN peer answers in ms; fail over fast
 		HandoffTimeout: 5 * time.Second,  // a peer sends the header right after connecting
 		DrainTimeout:   10 * time.Second, // let short requests finish on shutdown
 		KeepAlive:      15 * time.Second, // notice dead idle peers within about a minute

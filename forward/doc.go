@@ -1,7 +1,9 @@
 // Package forward is ambassador's TCP data plane. A Proxy owns the local
-// listeners (one per Route) and sends each connection to the first Backend
-// that answers: either the service itself, or a peer ambassador's data port,
-// where a Server hands it to the local service named in a short handoff
+// listeners (one per Route) and spreads connections over the route's
+// Backends by a balance policy, failing over at once to the next Backend
+// when a dial fails and ejecting failed ones for a back-off. A Backend is
+// either the service itself, or a peer ambassador's data port, where a
+// Server hands the connection to the local service named in a short handoff
 // header. Bytes are copied between raw *net.TCPConn values so Linux splices
 // them, with half-close passed through in both directions.
 //

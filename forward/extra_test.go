@@ -60,9 +60,11 @@ func TestWarnsOnce(t *testing.T) {
 	}
 	t.Cleanup(func() { busy.Close() })
 	p, al := newProxy(t, cfg)
+	clk := useFakeClock(p)
 	routes := []Route{
 		{Service: "busy", Listen: busy.Addr().String(), Backends: []Backend{{Addr: closedAddr(t)}}},
-		{Service: "svc", Listen: "auto:svc", Backends: []Backend{{Node: "dead", Addr: closedAddr(t)}, {Addr: startBackend(t, reply("ok"))}}},
+		{Service: "svc", Listen: "auto:svc", Balance: BalanceFirst,
+			Backends: []Backend{{Node: "dead", Addr: closedAddr(t)}, {Addr: startBackend(t, reply("ok"))}}},
 	}
 	for range 3 {
 		p.Update(routes)
@@ -74,6 +76,7 @@ func TestWarnsOnce(t *testing.T) {
 		if got := roundTrip(t, al.addr(t, "auto:svc"), ""); got != "ok" {
 			t.Fatalf("got %q, want %q", got, "ok")
 		}
+		clk.advance(time.Minute) // past the ejection, so the dead backend is dialed again
 	}
 	if got := p.Status()[1].DialErrors; got != 3 {
 		t.Errorf("DialErrors: got %d, want 3", got)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -86,12 +88,23 @@ func newProxy(t *testing.T, cfg Config) (*Proxy, *autoListen) {
 	return p, al
 }
 
-// newServer returns a started Server on 127.0.0.1:0, shut down in Cleanup.
+// newServer returns a started Server on 127.0.0.1:0 with one target per
+// service, shut down in Cleanup.
 func newServer(t *testing.T, cfg Config, services map[string]string) *Server {
 	t.Helper()
-	s, err := NewServer(cfg, func(name string) (string, bool) {
-		target, ok := services[name]
-		return target, ok
+	multi := make(map[string][]string, len(services))
+	for name, target := range services {
+		multi[name] = []string{target}
+	}
+	return newServerTargets(t, cfg, multi)
+}
+
+// newServerTargets is newServer with any number of targets per service.
+func newServerTargets(t *testing.T, cfg Config, services map[string][]string) *Server {
+	t.Helper()
+	s, err := NewServer(cfg, func(name string) ([]string, bool) {
+		targets, ok := services[name]
+		return targets, ok
 	})
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
@@ -209,4 +222,92 @@ func roundTrip(t *testing.T, addr, msg string) string {
 		t.Fatalf("read: %v", err)
 	}
 	return string(b)
+}
+
+// fakeClock is a Proxy.now seam that moves only when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time // guarded by mu
+}
+
+// useFakeClock gives p a fake clock. Call it before the first Update.
+func useFakeClock(p *Proxy) *fakeClock {
+	c := &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	p.now = c.now
+	return c
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// useSeed gives p a deterministic Proxy.intN. Call it before the first
+// Update.
+func useSeed(p *Proxy, seed uint64) {
+	var mu sync.Mutex
+	r := rand.New(rand.NewPCG(seed, seed))
+	p.intN = func(n int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return r.IntN(n)
+	}
+}
+
+// fault is what faultDial does to a dial.
+type fault int
+
+const (
+	faultNone      fault = iota
+	faultRefuse          // fail at once with ECONNREFUSED
+	faultBlackhole       // block until the dial's ctx ends, like a dropped SYN
+)
+
+// faultDial is a DialFunc seam around a real dialer that injects faults per
+// address and records every dial.
+type faultDial struct {
+	mu     sync.Mutex
+	faults map[string]fault // guarded by mu
+	dialed []string         // guarded by mu
+}
+
+func (f *faultDial) set(addr string, ft fault) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.faults == nil {
+		f.faults = make(map[string]fault)
+	}
+	f.faults[addr] = ft
+}
+
+// take returns the addresses dialed since the last take.
+func (f *faultDial) take() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := f.dialed
+	f.dialed = nil
+	return d
+}
+
+func (f *faultDial) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	f.mu.Lock()
+	ft := f.faults[addr]
+	f.dialed = append(f.dialed, addr)
+	f.mu.Unlock()
+	switch ft {
+	case faultRefuse:
+		return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
+	case faultBlackhole:
+		<-ctx.Done()
+		return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
 }

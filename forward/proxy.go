@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
@@ -21,17 +22,35 @@ type Backend struct {
 	// non-empty, Addr is a peer ambassador's data port (a Server): the proxy
 	// sends a handoff header naming Service and waits for the reply.
 	Service string
+	// Weight is the backend's share of new connections relative to the
+	// route's other backends, honoured by the round-robin, random and
+	// least-conn policies. 0 (or less) means 1.
+	Weight int
 }
 
 // Route maps one local listener to the backends of a service. It is a plain
 // value; Update copies it.
+//
+// Each new connection goes to the backend that Balance picks. A dial that
+// fails (refused, reset, no answer within DialTimeout, or a refused
+// handoff) is retried at once on the next backend: the other backends that
+// are not ejected, then the ejected ones as a last resort. The client's
+// connection is closed only when every backend has failed. A failed backend
+// is ejected, that is skipped by Balance while another is available, for
+// 1s, doubling per consecutive failure up to 30s; a successful dial ends the
+// ejection. Ejection and balancing state belong to the listener, keyed by a
+// backend's (Addr, Service), and survive Update calls that keep the backend.
 type Route struct {
 	Service string // name for logs and Status
 	Listen  string // host:port of the local listener; the key in Update
-	// Backends are tried in order for each connection until one connects; a
-	// failed one is skipped at once. Empty = no listener, so new connections
-	// are refused at once.
+	// Backends are the instances of the service. Empty = no listener, so new
+	// connections are refused at once. For a duplicate (Addr, Service) the
+	// first entry wins.
 	Backends []Backend
+	// Balance is the policy that spreads new connections over Backends: one
+	// of the Balance constants, checked by ValidBalance. "" = least-conn;
+	// Update treats an unknown value as "" and logs a Warn.
+	Balance string
 }
 
 // StaticRoute returns a Route that forwards every connection on listen
@@ -51,12 +70,29 @@ type ListenerStatus struct {
 	State    string // "listening" or "error"
 	Err      string // why listening failed when State is "error"
 	Backends []Backend
+	Balance  string // the policy in effect: one of the Balance constants
+	// BackendStats has one entry per Backends entry, in the same order.
+	BackendStats []BackendStatus
 
 	Accepted   uint64 // connections accepted
 	Active     uint64 // connections open now
 	DialErrors uint64 // failed backend dials, including refused handoffs
 	BytesIn    uint64 // client → backend
 	BytesOut   uint64 // backend → client
+}
+
+// BackendStatus is a snapshot of one backend of a listener, part of
+// ListenerStatus. Its counters start from zero when the backend is added to
+// the route again after being removed.
+type BackendStatus struct {
+	Backend  Backend
+	Active   uint64 // connections open now, or being dialed
+	Conns    uint64 // successful dials
+	Failures uint64 // failed dials, including refused handoffs
+	// Ejected is true while the backend is skipped after a failed dial, until
+	// EjectedUntil; EjectedUntil is zero when Ejected is false.
+	Ejected      bool
+	EjectedUntil time.Time
 }
 
 // Listener states in ListenerStatus.State.
@@ -72,9 +108,11 @@ type Proxy struct {
 	log     *slog.Logger
 	g       *group
 	dialLog dialLimiter
+	now     func() time.Time // time.Now; a seam for ejection tests
+	intN    func(n int) int  // rand.IntN; a seam for balancing tests; must be safe for concurrent use
 
 	// updateMu serializes Update and Shutdown, which do socket I/O without
-	// holding mu. Lock order: updateMu, then mu.
+	// holding mu. Lock order: updateMu, then mu, then routeState.mu.
 	updateMu sync.Mutex
 
 	mu       sync.Mutex
@@ -84,8 +122,7 @@ type Proxy struct {
 
 // routeState is the runtime state of one route.
 type routeState struct {
-	listen string
-	route  atomic.Pointer[Route] // swapped by Update; read once per connection
+	listen string // read-only
 
 	accepted, active, dialErrors atomic.Uint64
 	bytesIn, bytesOut            atomic.Uint64
@@ -93,6 +130,19 @@ type routeState struct {
 	// Guarded by Proxy.mu.
 	ln  *listener // nil while listening fails
 	err error     // last listen error while ln is nil
+
+	// mu guards the route and the balancing state. Connection goroutines
+	// take it a few times per connection, never across I/O.
+	mu       sync.Mutex
+	route    *Route          // guarded by mu; swapped by Update, Balance resolved
+	backends []*backendState // guarded by mu; one per route.Backends entry, same order
+}
+
+// service returns the route's service name.
+func (rs *routeState) service() string {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.route.Service
 }
 
 // New validates cfg and returns a Proxy with no listeners. It starts
@@ -106,6 +156,8 @@ func New(cfg Config) (*Proxy, error) {
 		log:     cfg.Logger,
 		g:       newGroup(),
 		dialLog: dialLimiter{interval: dialLogInterval},
+		now:     time.Now,
+		intN:    rand.IntN,
 		routes:  make(map[string]*routeState),
 	}, nil
 }
@@ -114,7 +166,9 @@ func New(cfg Config) (*Proxy, error) {
 // duplicate Listen the first route wins. It opens listeners for new routes,
 // closes the listeners of removed routes and of routes with no Backends (new
 // connections are refused; open ones keep running until they end or
-// Shutdown), and swaps backends in place for the rest. A listen failure is
+// Shutdown), and swaps backends in place for the rest, keeping the
+// balancing and ejection state of each backend the route still lists (by
+// Addr and Service). A listen failure is
 // not fatal: it shows in Status, is logged once at Warn, and is retried by
 // every later Update. Update blocks only for the listen calls, is safe for
 // concurrent use, copies routes, and does nothing after Shutdown.
@@ -129,13 +183,21 @@ func (p *Proxy) Update(routes []Route) {
 	}
 	want := make(map[string]*Route, len(routes))
 	seen := make(map[string]bool, len(routes))
+	var badBalance []error // logged once the lock is released
 	for _, r := range routes {
 		if seen[r.Listen] {
 			continue
 		}
 		seen[r.Listen] = true
 		if len(r.Backends) > 0 {
-			r.Backends = slices.Clone(r.Backends)
+			r.Backends = dedupeBackends(r.Backends)
+			if err := ValidBalance(r.Balance); err != nil {
+				badBalance = append(badBalance, fmt.Errorf("forward: route for service %q on %s: %w", r.Service, r.Listen, err))
+				r.Balance = ""
+			}
+			if r.Balance == "" {
+				r.Balance = BalanceLeastConn
+			}
 			want[r.Listen] = &r
 		}
 	}
@@ -156,13 +218,20 @@ func (p *Proxy) Update(routes []Route) {
 		if rs == nil {
 			rs = &routeState{listen: key}
 		}
-		rs.route.Store(r)
+		rs.setRoute(r)
 		if rs.ln == nil {
 			opening = append(opening, rs)
 		}
 	}
 	p.mu.Unlock()
 
+	for _, err := range badBalance {
+		// Rate-limited like dial failures: mesh calls Update on every
+		// catalog change.
+		if p.dialLog.allow("balance\x00" + err.Error()) {
+			p.log.Warn("unknown balance policy, using least-conn", "err", err)
+		}
+	}
 	for _, l := range closing {
 		l.close()
 		p.log.Info("stopped listening", "listen", l.ln.Addr().String())
@@ -175,7 +244,7 @@ func (p *Proxy) Update(routes []Route) {
 // listen opens rs's listener, starts its accept loop and puts rs in
 // p.routes. The caller holds updateMu, so p is not shut down.
 func (p *Proxy) listen(rs *routeState) {
-	service := rs.route.Load().Service
+	service := rs.service()
 	var ln net.Listener
 	// An empty or zero port would listen on a random port that no client
 	// can find.
@@ -210,8 +279,8 @@ func (p *Proxy) listen(rs *routeState) {
 	})
 }
 
-// serveConn connects client c to the first backend that answers and copies
-// until both directions end. It owns c.
+// serveConn connects client c to a backend, failing over as Route
+// describes, and copies until both directions end. It owns c.
 func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 	start := time.Now()
 	rs.accepted.Add(1)
@@ -220,38 +289,46 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 	defer p.g.untrack(c)
 	defer c.Close()
 
-	r := rs.route.Load()
-	for _, b := range r.Backends {
-		bc, err := dialBackend(p.g.ctx, &p.cfg, b)
+	r, order := rs.plan(p.now(), p.intN)
+	for i, a := range order {
+		if i > 0 {
+			rs.begin(a.bs)
+		}
+		bc, err := dialBackend(p.g.ctx, &p.cfg, a.b)
 		if err != nil {
 			if p.g.ctx.Err() != nil {
+				rs.release(a.bs)
 				return // force-closed by Shutdown
 			}
+			backoff := rs.failed(a.bs, p.now())
 			rs.dialErrors.Add(1)
-			if p.dialLog.allow(b.Node + "\x00" + b.Addr + "\x00" + b.Service) {
+			if p.dialLog.allow(a.b.Node + "\x00" + a.b.Addr + "\x00" + a.b.Service) {
 				p.log.Warn("backend dial failed, trying the next",
-					"service", r.Service, "listen", rs.listen, "peer", b.Node, "backend", b.Addr,
-					"err", fmt.Errorf("forward: dial backend for service %q on node %s: %w", r.Service, b.Node, err))
+					"service", r.Service, "listen", rs.listen, "peer", a.b.Node, "backend", a.b.Addr, "ejected_for", backoff,
+					"err", fmt.Errorf("forward: dial backend for service %q on node %s: %w", r.Service, a.b.Node, err))
 			}
 			continue
 		}
+		rs.connected(a.bs)
 		if !p.g.track(bc) {
 			_ = bc.Close()
+			rs.release(a.bs)
 			return
 		}
 		in, out := proxyCopy(c, bc)
 		p.g.untrack(bc)
+		rs.release(a.bs)
 		rs.bytesIn.Add(uint64(in))
 		rs.bytesOut.Add(uint64(out))
 		if p.log.Enabled(context.Background(), slog.LevelDebug) {
-			p.log.Debug("connection closed", "service", r.Service, "listen", rs.listen, "peer", b.Node,
-				"backend", b.Addr, "bytes_in", in, "bytes_out", out, "duration", time.Since(start))
+			p.log.Debug("connection closed", "service", r.Service, "listen", rs.listen, "peer", a.b.Node,
+				"backend", a.b.Addr, "bytes_in", in, "bytes_out", out, "duration", time.Since(start))
 		}
 		return
 	}
 	if p.log.Enabled(context.Background(), slog.LevelDebug) {
 		p.log.Debug("connection closed, no backend available", "service", r.Service, "listen", rs.listen,
-			"backends", len(r.Backends), "duration", time.Since(start))
+			"backends", len(order), "duration", time.Since(start))
 	}
 }
 
@@ -259,20 +336,23 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 // without Backends have no listener and are not listed. It is safe for
 // concurrent use, does not block on I/O, and the caller owns the result.
 func (p *Proxy) Status() []ListenerStatus {
+	now := p.now()
 	p.mu.Lock()
 	out := make([]ListenerStatus, 0, len(p.routes))
 	for _, rs := range p.routes {
-		r := rs.route.Load()
+		r, stats := rs.snapshot(now)
 		st := ListenerStatus{
-			Service:    r.Service,
-			Listen:     rs.listen,
-			State:      StateListening,
-			Backends:   slices.Clone(r.Backends),
-			Accepted:   rs.accepted.Load(),
-			Active:     rs.active.Load(),
-			DialErrors: rs.dialErrors.Load(),
-			BytesIn:    rs.bytesIn.Load(),
-			BytesOut:   rs.bytesOut.Load(),
+			Service:      r.Service,
+			Listen:       rs.listen,
+			State:        StateListening,
+			Backends:     slices.Clone(r.Backends),
+			Balance:      r.Balance,
+			BackendStats: stats,
+			Accepted:     rs.accepted.Load(),
+			Active:       rs.active.Load(),
+			DialErrors:   rs.dialErrors.Load(),
+			BytesIn:      rs.bytesIn.Load(),
+			BytesOut:     rs.bytesOut.Load(),
 		}
 		if rs.ln == nil {
 			st.State = StateError

@@ -196,7 +196,7 @@ func TestFailover(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, al := newProxy(t, testConfig(t))
-			p.Update([]Route{{Service: "svc", Listen: "auto:svc", Backends: tc.backends}})
+			p.Update([]Route{{Service: "svc", Listen: "auto:svc", Backends: tc.backends, Balance: BalanceFirst}})
 			c := dial(t, al.addr(t, "auto:svc"))
 			b, err := io.ReadAll(c)
 			if err != nil || string(b) != tc.want {
@@ -324,7 +324,7 @@ func TestConfigValidation(t *testing.T) {
 			if err == nil || err.Error() != tc.want {
 				t.Errorf("New: got %v, want %q", err, tc.want)
 			}
-			_, err = NewServer(cfg, func(string) (string, bool) { return "", false })
+			_, err = NewServer(cfg, func(string) ([]string, bool) { return nil, false })
 			if err == nil || err.Error() != tc.want {
 				t.Errorf("NewServer: got %v, want %q", err, tc.want)
 			}

@@ -18,7 +18,7 @@ import (
 type Server struct {
 	cfg     Config // read-only after NewServer
 	log     *slog.Logger
-	lookup  func(service string) (target string, ok bool)
+	lookup  func(service string) (targets []string, ok bool)
 	g       *group
 	dialLog dialLimiter
 
@@ -29,11 +29,16 @@ type Server struct {
 }
 
 // NewServer validates cfg and returns a Server that is not listening yet.
-// lookup maps a service name from a handoff header to the local host:port
-// to dial. It must only know services this node announces: the Server never
-// dials an address named by the caller, so it is not an open relay. lookup
-// is called concurrently from connection goroutines and must not block.
-func NewServer(cfg Config, lookup func(service string) (target string, ok bool)) (*Server, error) {
+// lookup maps a service name from a handoff header to the host:port targets
+// to dial, such as the records of a DNS SRV lookup. The Server tries them in
+// the order given (the caller orders them), failing over at once to the
+// next when a dial fails, each within an even share of DialTimeout, and
+// refuses the handoff only when all fail or there are none. lookup must
+// only know services this node announces: the Server never dials an address
+// named by the caller, so it is not an open relay. lookup is called
+// concurrently from connection goroutines and must not block; the Server
+// does not modify or keep the slice.
+func NewServer(cfg Config, lookup func(service string) (targets []string, ok bool)) (*Server, error) {
 	if lookup == nil {
 		return nil, errors.New("forward: server: lookup must not be nil")
 	}
@@ -115,19 +120,16 @@ func (s *Server) serveConn(c net.Conn) {
 		s.logRefused(c, "", st, err)
 		return
 	}
-	target, ok := s.lookup(service)
+	targets, ok := s.lookup(service)
 	if !ok {
 		_, _ = c.Write([]byte{byte(statusUnknown)})
 		s.logRefused(c, service, statusUnknown.String(), nil)
 		return
 	}
-	bc, err := dialBackend(s.g.ctx, &s.cfg, Backend{Addr: target})
-	if err != nil {
+	bc, target := s.dialTargets(service, targets)
+	if bc == nil {
 		_, _ = c.Write([]byte{byte(statusUnavailable)})
-		if s.g.ctx.Err() == nil && s.dialLog.allow(target) {
-			s.log.Warn("local service dial failed", "service", service, "backend", target,
-				"err", fmt.Errorf("forward: dial local service %q: %w", service, err))
-		}
+		s.logRefused(c, service, statusUnavailable.String(), nil)
 		return
 	}
 	if !s.g.track(bc) {
@@ -147,6 +149,33 @@ func (s *Server) serveConn(c net.Conn) {
 		s.log.Debug("connection closed", "service", service, "peer", c.RemoteAddr().String(),
 			"backend", target, "bytes_in", in, "bytes_out", out, "duration", time.Since(start))
 	}
+}
+
+// dialTargets dials targets in order and returns the first conn that
+// connects and its target, or nil when all fail or s is force-closed.
+func (s *Server) dialTargets(service string, targets []string) (net.Conn, string) {
+	if len(targets) == 0 {
+		return nil, ""
+	}
+	// An even share of DialTimeout each, so that the reply still reaches a
+	// client using the same DialTimeout when early targets time out.
+	per := s.cfg.DialTimeout / time.Duration(len(targets))
+	for _, target := range targets {
+		ctx, cancel := context.WithTimeout(s.g.ctx, per)
+		bc, err := dialBackend(ctx, &s.cfg, Backend{Addr: target})
+		cancel()
+		if err == nil {
+			return bc, target
+		}
+		if s.g.ctx.Err() != nil {
+			return nil, ""
+		}
+		if s.dialLog.allow(target) {
+			s.log.Warn("local service dial failed", "service", service, "backend", target, "targets", len(targets),
+				"err", fmt.Errorf("forward: dial local service %q: %w", service, err))
+		}
+	}
+	return nil, ""
 }
 
 // logRefused logs, at Debug, a handoff that ended before copying.

@@ -105,7 +105,7 @@ func TestServerHandoffTimeout(t *testing.T) {
 }
 
 func TestServerLifecycle(t *testing.T) {
-	s, err := NewServer(testConfig(t), func(string) (string, bool) { return "", false })
+	s, err := NewServer(testConfig(t), func(string) ([]string, bool) { return nil, false })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,17 +120,18 @@ func (n *Node) publish() {
 	}
 }
 
-// lookupLocal tells the data port which target serves a service that this
-// node announces. Only announced services are reachable: no open relay.
-func (n *Node) lookupLocal(service string) (string, bool) {
+// lookupLocal tells the data port which targets serve a service that this
+// node announces, in the order to try them. Only announced services are
+// reachable: no open relay.
+func (n *Node) lookupLocal(service string) ([]string, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, a := range n.announces {
 		if strings.EqualFold(a.Name, service) {
-			return a.Target(), true
+			return []string{a.Target()}, true
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 func gossipServices(as []Announce) []gossip.Service {

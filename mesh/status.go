@@ -76,7 +76,7 @@ func (n *Node) ServicesView() Services {
 		sort.Strings(a.nodes)
 		v := ServiceView{Name: name, Port: a.port, Nodes: a.nodes, State: "none"}
 		if t, ok := n.lookupLocal(name); ok {
-			v.Local = t
+			v.Local = strings.Join(t, ",")
 		}
 		if ls, ok := status[name]; ok {
 			v.Listen, v.State, v.Error = ls.Listen, ls.State, ls.Err
