@@ -94,9 +94,11 @@ func nodeFlags() []cli.Flag {
 	d := mesh.DefaultConfig()
 	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "announce", EnvVars: []string{"AMBASSADOR_ANNOUNCE"},
-			Usage: "this host runs service `NAME[:PORT]=[HOST:]TARGET_PORT`: clients reach it on PORT (default TARGET_PORT), HOST defaults to 127.0.0.1 (repeatable)"},
+			Usage: "this host runs service `NAME[:PORT]=[HOST:]TARGET_PORT[,weight=N]`: clients reach it on PORT (default TARGET_PORT), HOST defaults to 127.0.0.1; weight sets its share of connections among instances (repeatable)"},
 		&cli.StringSliceFlag{Name: "forward", EnvVars: []string{"AMBASSADOR_FORWARD"},
 			Usage: "forward only service `NAME[=[HOST:]PORT]`, optionally on another local address (repeatable; default: every service on 127.0.0.1:PORT)"},
+		&cli.StringSliceFlag{Name: "balance", EnvVars: []string{"AMBASSADOR_BALANCE"},
+			Usage: "load-balancing policy `NAME=POLICY` for a service with several instances: least-conn (default), round-robin, random, or first (active/passive, this host's own instance first) (repeatable)"},
 		&cli.StringFlag{Name: "node", EnvVars: []string{"AMBASSADOR_NODE"},
 			Usage: "node `NAME` in the cluster (default: host name plus a suffix unique to this address)"},
 		&cli.StringFlag{Name: "cluster", Value: d.Cluster, EnvVars: []string{"AMBASSADOR_CLUSTER"},
@@ -272,6 +274,16 @@ func nodeConfig(c source) (mesh.Config, error) {
 			return cfg, usagef("--forward %v", err)
 		}
 		cfg.Forward = append(cfg.Forward, f)
+	}
+	for _, s := range c.StringSlice("balance") {
+		name, policy, err := mesh.ParseBalance(s)
+		if err != nil {
+			return cfg, usagef("--balance %v", err)
+		}
+		if cfg.Balance == nil {
+			cfg.Balance = map[string]string{}
+		}
+		cfg.Balance[name] = policy
 	}
 	cfg.Node = c.String("node")
 	cfg.Cluster = c.String("cluster")

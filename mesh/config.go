@@ -44,6 +44,9 @@ type Config struct {
 	// Forward limits forwarding to these services; empty = every service
 	// in the catalog.
 	Forward []Forward
+	// Balance picks the load-balancing policy per service name (lower
+	// case): least-conn (the default), round-robin, random or first.
+	Balance map[string]string
 	// Profile picks the gossip timers: "lan" (default: a dead node leaves
 	// the catalogs in about 3s), "wan" (memberlist's WAN timers) or
 	// "local" (fast timers for one machine or a netns lab).
@@ -112,6 +115,11 @@ func (c Config) Validate() error {
 	for _, j := range c.Join {
 		if _, err := joinAddr(j, c.GossipPort); err != nil {
 			return fmt.Errorf("join: %w", err)
+		}
+	}
+	for name, p := range c.Balance {
+		if _, _, err := ParseBalance(name + "=" + p); err != nil {
+			return fmt.Errorf("balance: %w", err)
 		}
 	}
 	if c.Profile != "lan" && c.Profile != "wan" && c.Profile != "local" {

@@ -3,6 +3,7 @@ package mesh
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -19,12 +20,13 @@ var ErrNotAnnounced = errors.New("mesh: service is not announced by this node")
 type localView struct {
 	announces []Announce
 	forwards  []Forward
+	balance   map[string]string
 }
 
 func (n *Node) view() localView {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return localView{announces: slices.Clone(n.announces), forwards: slices.Clone(n.forwards)}
+	return localView{announces: slices.Clone(n.announces), forwards: slices.Clone(n.forwards), balance: maps.Clone(n.balance)}
 }
 
 // Announce adds a service to those this node hosts, or replaces the one of
@@ -66,8 +68,8 @@ func (n *Node) Withdraw(name string) error {
 	return nil
 }
 
-// Reload replaces what can change at run time (announcements and
-// forwards) with cfg's, as SIGHUP does. Settings that need a restart
+// Reload replaces what can change at run time (announcements, forwards
+// and balance policies) with cfg's, as SIGHUP does. Settings that need a restart
 // (ports, names, interfaces, profile) are compared and reported in the
 // returned error, and otherwise ignored.
 func (n *Node) Reload(cfg Config) error {
@@ -77,6 +79,7 @@ func (n *Node) Reload(cfg Config) error {
 	n.mu.Lock()
 	n.announces = slices.Clone(cfg.Announce)
 	n.forwards = slices.Clone(cfg.Forward)
+	n.balance = maps.Clone(cfg.Balance)
 	n.mu.Unlock()
 	n.log.Info("reloaded", "announce", len(cfg.Announce), "forward", len(cfg.Forward))
 	n.publish()

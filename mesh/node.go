@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -43,8 +44,9 @@ type Node struct {
 	peers chan string // join candidates from discovery; buffered, sends never block
 
 	mu        sync.Mutex
-	announces []Announce // guarded by mu; what this node hosts now
-	forwards  []Forward  // guarded by mu; what it forwards (empty: all)
+	announces []Announce        // guarded by mu; what this node hosts now
+	forwards  []Forward         // guarded by mu; what it forwards (empty: all)
+	balance   map[string]string // guarded by mu; policy by service name
 
 	ready chan struct{} // closed once Run has started everything
 
@@ -69,7 +71,7 @@ func New(cfg Config) (*Node, error) {
 		log = slog.Default()
 	}
 	n := &Node{cfg: cfg, log: log.With("component", "mesh"), peers: make(chan string, 64), kick: make(chan struct{}, 1), ready: make(chan struct{}),
-		announces: slices.Clone(cfg.Announce), forwards: slices.Clone(cfg.Forward)}
+		announces: slices.Clone(cfg.Announce), forwards: slices.Clone(cfg.Forward), balance: maps.Clone(cfg.Balance)}
 
 	ifaces, err := usableInterfaces(cfg.Interfaces)
 	if err != nil {
@@ -273,7 +275,7 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	lastMembers := 0
 	for {
 		v := n.view()
-		n.proxy.Update(routes(n.name, n.cluster.Catalog(), v.announces, v.forwards))
+		n.proxy.Update(routes(n.name, n.cluster.Catalog(), v.announces, v.forwards, v.balance))
 		if m := n.cluster.NumMembers(); m != lastMembers {
 			n.log.Info("members changed", "members", m)
 			lastMembers = m

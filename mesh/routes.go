@@ -17,10 +17,12 @@ import (
 // Every service in the catalog (or only those named by forwards, when there
 // are any) gets a listener on 127.0.0.1:PORT or on the --forward address. Its
 // backends are this node's own instance first (dialled directly), then the
-// other nodes' ambassadors in node order (dialled through their data port).
+// other nodes' ambassadors in node order (dialled through their data port);
+// that order is what the "first" balance policy follows, the others spread
+// connections over all of them.
 // A service whose only local instance already sits on the listen address is
 // skipped: the service itself owns that port.
-func routes(self string, catalog []gossip.Entry, local []Announce, forwards []Forward) []forward.Route {
+func routes(self string, catalog []gossip.Entry, local []Announce, forwards []Forward, balance map[string]string) []forward.Route {
 	type svc struct {
 		port     int
 		backends []forward.Backend
@@ -41,7 +43,7 @@ func routes(self string, catalog []gossip.Entry, local []Announce, forwards []Fo
 	// on this host; their port also wins over a peer's differing port.
 	for _, a := range local {
 		s := get(a.Name, a.Port)
-		s.backends = append(s.backends, forward.Backend{Node: self, Addr: a.Target()})
+		s.backends = append(s.backends, forward.Backend{Node: self, Addr: a.Target(), Weight: a.Weight})
 	}
 	entries := append([]gossip.Entry(nil), catalog...)
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Node < entries[j].Node })
@@ -73,7 +75,7 @@ func routes(self string, catalog []gossip.Entry, local []Announce, forwards []Fo
 		if ownsListenAddr(addr, local, name) {
 			continue
 		}
-		out = append(out, forward.Route{Service: name, Listen: addr, Backends: s.backends})
+		out = append(out, forward.Route{Service: name, Listen: addr, Backends: s.backends, Balance: balance[name]})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Listen < out[j].Listen })
 	return out

@@ -23,6 +23,7 @@ func TestRoutes(t *testing.T) {
 		local    []Announce
 		forwards []Forward
 		catalog  []gossip.Entry
+		balance  map[string]string
 		want     []forward.Route
 	}{
 		{
@@ -64,6 +65,16 @@ func TestRoutes(t *testing.T) {
 			},
 		},
 		{
+			name:    "balance policy and local weight",
+			catalog: catalog[:2],
+			local:   []Announce{{Name: "redis", Port: 6379, Host: "127.0.0.1", TargetPort: 12345, Weight: 3}},
+			balance: map[string]string{"redis": "first"},
+			want: []forward.Route{
+				{Service: "redis", Listen: "127.0.0.1:6379", Balance: "first", Backends: append([]forward.Backend{{Node: "self", Addr: "127.0.0.1:12345", Weight: 3}}, remoteRedis...)},
+				{Service: "web", Listen: "127.0.0.1:80", Backends: []forward.Backend{{Node: "a", Addr: "10.0.0.1:7947", Service: "web"}}},
+			},
+		},
+		{
 			name:    "empty catalog",
 			catalog: nil,
 			want:    nil,
@@ -71,7 +82,7 @@ func TestRoutes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := routes("self", tc.catalog, tc.local, tc.forwards)
+			got := routes("self", tc.catalog, tc.local, tc.forwards, tc.balance)
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v\nwant %+v", got, tc.want)
 			}

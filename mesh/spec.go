@@ -2,11 +2,13 @@ package mesh
 
 import (
 	"fmt"
-	"github.com/ambassador-mesh/ambassador/announce"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/ambassador-mesh/ambassador/announce"
+	"github.com/ambassador-mesh/ambassador/forward"
 )
 
 // Announce is one service this node hosts: clients reach it on Port, and the
@@ -16,6 +18,7 @@ type Announce struct {
 	Port       int    // client-facing port, 1..65535
 	Host       string // where the service listens; default 127.0.0.1
 	TargetPort int    // 1..65535
+	Weight     int    // share of new connections relative to other instances; 0 = 1
 }
 
 // Target is the address the ambassador dials for this service.
@@ -23,8 +26,16 @@ func (a Announce) Target() string { return net.JoinHostPort(a.Host, strconv.Itoa
 
 // String gives the announcement back in flag syntax.
 func (a Announce) String() string {
-	return fmt.Sprintf("%s:%d=%s", a.Name, a.Port, a.Target())
+	s := fmt.Sprintf("%s:%d=%s", a.Name, a.Port, a.Target())
+	if a.Weight > 0 {
+		s += ",weight=" + strconv.Itoa(a.Weight)
+	}
+	return s
 }
+
+// maxWeight keeps weights small enough that smooth round-robin sums stay
+// exact and a typo does not starve every other instance.
+const maxWeight = 1000
 
 // Forward limits forwarding to one service, optionally on a listen address
 // of the user's choice.
@@ -33,13 +44,28 @@ type Forward struct {
 	Listen string // host:port; "" = 127.0.0.1:<the service's port>
 }
 
-// ParseAnnounce parses NAME[:PORT]=[HOST:]TARGET_PORT.
+// ParseAnnounce parses NAME[:PORT]=[HOST:]TARGET_PORT[,weight=N].
 func ParseAnnounce(s string) (Announce, error) {
 	name, target, ok := strings.Cut(s, "=")
 	if !ok {
 		return Announce{}, fmt.Errorf("%q: want NAME[:PORT]=[HOST:]TARGET_PORT", s)
 	}
 	var a Announce
+	target, opts, hasOpts := strings.Cut(target, ",")
+	for _, opt := range strings.Split(opts, ",") {
+		if !hasOpts {
+			break
+		}
+		k, v, _ := strings.Cut(opt, "=")
+		if k != "weight" {
+			return Announce{}, fmt.Errorf("%q: unknown option %q (want weight=N)", s, opt)
+		}
+		w, err := strconv.Atoi(v)
+		if err != nil || w < 1 || w > maxWeight {
+			return Announce{}, fmt.Errorf("%q: weight %q is not a number from 1 to %d", s, v, maxWeight)
+		}
+		a.Weight = w
+	}
 	var portStr string
 	a.Name, portStr, _ = strings.Cut(name, ":")
 	if err := announce.ValidServiceName(a.Name); err != nil {
@@ -138,4 +164,22 @@ func parsePort(s string) (int, error) {
 		return 0, fmt.Errorf("port %q is not a number from 1 to 65535", s)
 	}
 	return p, nil
+}
+
+// ParseBalance parses NAME=POLICY for --balance.
+func ParseBalance(s string) (name, policy string, err error) {
+	name, policy, ok := strings.Cut(s, "=")
+	if !ok {
+		return "", "", fmt.Errorf("%q: want NAME=POLICY", s)
+	}
+	if err := announce.ValidServiceName(name); err != nil {
+		return "", "", fmt.Errorf("%q: %w", s, err)
+	}
+	if policy == "" {
+		return "", "", fmt.Errorf("%q: policy is empty", s)
+	}
+	if err := forward.ValidBalance(policy); err != nil {
+		return "", "", fmt.Errorf("%q: %w", s, err)
+	}
+	return strings.ToLower(name), policy, nil
 }

@@ -17,6 +17,13 @@ func TestParseAnnounce(t *testing.T) {
 		{in: "web=db.lab:5432", want: Announce{Name: "web", Port: 5432, Host: "db.lab", TargetPort: 5432}},
 		{in: "web=[::1]:8080", want: Announce{Name: "web", Port: 8080, Host: "::1", TargetPort: 8080}},
 		{in: "Postgres-1=5432", want: Announce{Name: "Postgres-1", Port: 5432, Host: "127.0.0.1", TargetPort: 5432}},
+		{in: "api=8080,weight=3", want: Announce{Name: "api", Port: 8080, Host: "127.0.0.1", TargetPort: 8080, Weight: 3}},
+		{in: "api:80=10.0.0.1:8080,weight=1000", want: Announce{Name: "api", Port: 80, Host: "10.0.0.1", TargetPort: 8080, Weight: 1000}},
+		{in: "api=8080,weight=0", wantErr: `weight "0"`},
+		{in: "api=8080,weight=x", wantErr: `weight "x"`},
+		{in: "api=8080,weight=1001", wantErr: `weight "1001"`},
+		{in: "api=8080,prio=1", wantErr: `unknown option "prio=1"`},
+		{in: "api=8080,", wantErr: `unknown option ""`},
 		{in: "redis", wantErr: "want NAME[:PORT]=[HOST:]TARGET_PORT"},
 		{in: "redis:6379", wantErr: "want NAME"},
 		{in: "=6379", wantErr: "empty"},
@@ -114,6 +121,33 @@ func TestParseStatic(t *testing.T) {
 	}
 }
 
+func TestParseBalance(t *testing.T) {
+	tests := []struct{ in, name, policy, wantErr string }{
+		{in: "redis=round-robin", name: "redis", policy: "round-robin"},
+		{in: "Web=first", name: "web", policy: "first"},
+		{in: "api=least-conn", name: "api", policy: "least-conn"},
+		{in: "api=random", name: "api", policy: "random"},
+		{in: "api=fastest", wantErr: `"fastest" is not one of`},
+		{in: "api=", wantErr: "policy is empty"},
+		{in: "api", wantErr: "want NAME=POLICY"},
+		{in: "a_b=first", wantErr: "not allowed"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			name, policy, err := ParseBalance(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want an error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || name != tc.name || policy != tc.policy {
+				t.Fatalf("got %q %q %v, want %q %q", name, policy, err, tc.name, tc.policy)
+			}
+		})
+	}
+}
+
 func TestJoinAddr(t *testing.T) {
 	tests := []struct{ in, want, wantErr string }{
 		{in: "10.0.0.2", want: "10.0.0.2:7946"},
@@ -140,7 +174,7 @@ func TestJoinAddr(t *testing.T) {
 }
 
 func FuzzParseAnnounce(f *testing.F) {
-	for _, s := range []string{"redis:6379=12345", "web=10.0.0.5:80", "a=[::1]:1", "x", "=", "a:=1"} {
+	for _, s := range []string{"redis:6379=12345", "web=10.0.0.5:80", "a=[::1]:1", "x", "=", "a:=1", "api=80,weight=3", "a=1,weight=", "a=1,,"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
