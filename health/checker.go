@@ -126,7 +126,8 @@ type target struct {
 // that made it unhealthy, nil when healthy. Calls come from the Checker's
 // goroutines; calls for one name never overlap (also across Set replacing
 // the target) but calls for different names may. onChange must not block for
-// long and must not call Set or Close. nil = no callback (use Status).
+// long and must not call Close, which waits for it (Set and Status are fine).
+// nil = no callback (use Status).
 func New(cfg Config, onChange func(name string, healthy bool, err error)) (*Checker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
