@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/health"
 	"github.com/ambassador-mesh/ambassador/mesh"
 	"github.com/urfave/cli/v2"
 )
@@ -99,6 +100,16 @@ func nodeFlags() []cli.Flag {
 			Usage: "forward only service `NAME[=[HOST:]PORT]`, optionally on another local address (repeatable; default: every service on 127.0.0.1:PORT)"},
 		&cli.StringSliceFlag{Name: "balance", EnvVars: []string{"AMBASSADOR_BALANCE"},
 			Usage: "load-balancing policy `NAME=POLICY` for a service with several instances: least-conn (default), round-robin, random, or first (active/passive, this host's own instance first) (repeatable)"},
+		&cli.StringSliceFlag{Name: "check", EnvVars: []string{"AMBASSADOR_CHECK"},
+			Usage: "health check `NAME=tcp|redis|http:/PATH|exec:CMD|none` for an announced service (default tcp: a connect); a failing service is withdrawn from the cluster until it passes (repeatable)"},
+		&cli.DurationFlag{Name: "check-interval", Value: d.CheckInterval, EnvVars: []string{"AMBASSADOR_CHECK_INTERVAL"},
+			Usage: "time between two health checks of one service"},
+		&cli.DurationFlag{Name: "check-timeout", Value: d.CheckTimeout, EnvVars: []string{"AMBASSADOR_CHECK_TIMEOUT"},
+			Usage: "how long one health check may take"},
+		&cli.StringSliceFlag{Name: "upstream", EnvVars: []string{"AMBASSADOR_UPSTREAM"},
+			Usage: "offer a service outside the mesh: `NAME[:PORT]=srv:_NAME._tcp.DOMAIN|dns:HOST:PORT|HOST:PORT`, re-resolved at the record's TTL; an srv upstream needs NAME:PORT (repeatable)"},
+		&cli.StringSliceFlag{Name: "resolver", EnvVars: []string{"AMBASSADOR_RESOLVER"},
+			Usage: "DNS server `IP[:PORT]` for --upstream (repeatable; default: the nameservers in /etc/resolv.conf)"},
 		&cli.StringFlag{Name: "node", EnvVars: []string{"AMBASSADOR_NODE"},
 			Usage: "node `NAME` in the cluster (default: host name plus a suffix unique to this address)"},
 		&cli.StringFlag{Name: "cluster", Value: d.Cluster, EnvVars: []string{"AMBASSADOR_CLUSTER"},
@@ -285,6 +296,30 @@ func nodeConfig(c source) (mesh.Config, error) {
 		}
 		cfg.Balance[name] = policy
 	}
+	for _, s := range c.StringSlice("check") {
+		name, spec, ok := strings.Cut(s, "=")
+		if !ok {
+			return cfg, usagef("--check %q: want NAME=CHECK", s)
+		}
+		chk, err := health.ParseCheck(spec)
+		if err != nil {
+			return cfg, usagef("--check %q: %v", s, err)
+		}
+		if cfg.Checks == nil {
+			cfg.Checks = map[string]health.Check{}
+		}
+		cfg.Checks[strings.ToLower(name)] = chk
+	}
+	for _, s := range c.StringSlice("upstream") {
+		u, err := mesh.ParseUpstream(s)
+		if err != nil {
+			return cfg, usagef("--upstream %v", err)
+		}
+		cfg.Upstream = append(cfg.Upstream, u)
+	}
+	cfg.Resolvers = c.StringSlice("resolver")
+	cfg.CheckInterval = c.Duration("check-interval")
+	cfg.CheckTimeout = c.Duration("check-timeout")
 	cfg.Node = c.String("node")
 	cfg.Cluster = c.String("cluster")
 	cfg.Interfaces = c.StringSlice("iface")

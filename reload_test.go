@@ -41,7 +41,15 @@ func TestSIGHUPReload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("announce = one:" + strconv.Itoa(freePort(t)) + "=1\n")
+	// The services need a live target: a failing health check would keep
+	// them out of the catalog.
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	tp := strconv.Itoa(target.Addr().(*net.TCPAddr).Port)
+	write("announce = one:" + strconv.Itoa(freePort(t)) + "=" + tp + "\n")
 	cmd := exec.Command(binary, "--config", conf)
 	var logs syncBuffer
 	cmd.Stderr = &logs
@@ -70,7 +78,7 @@ func TestSIGHUPReload(t *testing.T) {
 	}
 	waitUntil(t, 20*time.Second, "service one", func() bool { n := names(); return len(n) == 1 && n[0] == "one" })
 
-	write("announce = two:" + strconv.Itoa(freePort(t)) + "=2\nannounce = three:" + strconv.Itoa(freePort(t)) + "=3\n")
+	write("announce = two:" + strconv.Itoa(freePort(t)) + "=" + tp + "\nannounce = three:" + strconv.Itoa(freePort(t)) + "=" + tp + "\n")
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package mesh
 import (
 	"fmt"
 	"github.com/ambassador-mesh/ambassador/gossip"
+	"github.com/ambassador-mesh/ambassador/health"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -47,6 +48,21 @@ type Config struct {
 	// Balance picks the load-balancing policy per service name (lower
 	// case): least-conn (the default), round-robin, random or first.
 	Balance map[string]string
+	// Checks picks the health check per announced service name (lower
+	// case); a service without one gets a TCP connect. Kind "none" turns
+	// checking off for that service.
+	Checks map[string]health.Check
+	// CheckInterval is the time between two checks of one service.
+	// Default 2s.
+	CheckInterval time.Duration
+	// CheckTimeout bounds one check; at most CheckInterval. Default 1s.
+	CheckTimeout time.Duration
+	// Upstream lists services outside the mesh that this node resolves
+	// through DNS and offers to the cluster.
+	Upstream []Upstream
+	// Resolvers are the DNS servers (IP[:PORT]) for upstreams; empty =
+	// the nameservers of /etc/resolv.conf.
+	Resolvers []string
 	// Profile picks the gossip timers: "lan" (default: a dead node leaves
 	// the catalogs in about 3s), "wan" (memberlist's WAN timers) or
 	// "local" (fast timers for one machine or a netns lab).
@@ -69,12 +85,14 @@ type Config struct {
 // DefaultConfig returns the defaults. It does no I/O and cannot fail.
 func DefaultConfig() Config {
 	return Config{
-		Cluster:      "ambassador",
-		GossipPort:   7946,
-		DataPort:     7947,
-		HTTP:         "127.0.0.1:7948",
-		Profile:      "lan",
-		DrainTimeout: 30 * time.Second,
+		Cluster:       "ambassador",
+		GossipPort:    7946,
+		DataPort:      7947,
+		HTTP:          "127.0.0.1:7948",
+		Profile:       "lan",
+		DrainTimeout:  30 * time.Second,
+		CheckInterval: 2 * time.Second,
+		CheckTimeout:  time.Second,
 	}
 }
 
@@ -142,6 +160,29 @@ func (c Config) Validate() error {
 		}
 		seen[k] = true
 	}
+	for _, u := range c.Upstream {
+		k := strings.ToLower(u.Name)
+		if seen[k] {
+			return fmt.Errorf("upstream: service %q is also announced or named twice", u.Name)
+		}
+		seen[k] = true
+	}
+	for name := range c.Checks {
+		if !seen[name] {
+			return fmt.Errorf("check: service %q is not announced by this node", name)
+		}
+	}
+	if c.CheckInterval <= 0 {
+		return fmt.Errorf("check-interval: %s must be positive", c.CheckInterval)
+	}
+	if c.CheckTimeout <= 0 || c.CheckTimeout > c.CheckInterval {
+		return fmt.Errorf("check-timeout: %s must be positive and at most the check interval %s", c.CheckTimeout, c.CheckInterval)
+	}
+	for _, r := range c.Resolvers {
+		if _, err := resolverAddr(r); err != nil {
+			return fmt.Errorf("resolver: %w", err)
+		}
+	}
 	seenF := map[string]bool{}
 	for _, f := range c.Forward {
 		k := strings.ToLower(f.Name)
@@ -188,4 +229,16 @@ func (c Config) gossipConfig() gossip.Config {
 		gc.Memberlist.SuspicionMult = c.SuspicionMult
 	}
 	return gc
+}
+
+// resolverAddr turns IP[:PORT] into ip:port, port 53 by default.
+func resolverAddr(s string) (string, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(a, 53).String(), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Port() == 0 {
+		return "", fmt.Errorf("%q is not IP[:PORT]", s)
+	}
+	return ap.String(), nil
 }

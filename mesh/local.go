@@ -3,6 +3,9 @@ package mesh
 import (
 	"errors"
 	"fmt"
+	"github.com/ambassador-mesh/ambassador/forward"
+	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/upstream"
 	"maps"
 	"slices"
 	"strings"
@@ -21,12 +24,71 @@ type localView struct {
 	announces []Announce
 	forwards  []Forward
 	balance   map[string]string
+	upstreams []Upstream
+	upTargets map[string][]upstream.Target // resolved targets by lower-case name
+	checks    map[string]health.Check
+	healthy   map[string]bool // last check result; missing = not checked yet
 }
 
 func (n *Node) view() localView {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return localView{announces: slices.Clone(n.announces), forwards: slices.Clone(n.forwards), balance: maps.Clone(n.balance)}
+	return localView{
+		announces: slices.Clone(n.announces),
+		forwards:  slices.Clone(n.forwards),
+		balance:   maps.Clone(n.balance),
+		upstreams: n.cfg.Upstream, // fixed at New
+		upTargets: maps.Clone(n.upTargets),
+		checks:    maps.Clone(n.checks),
+		healthy:   maps.Clone(n.healthy),
+	}
+}
+
+// check is the health check of an announced service: TCP unless set.
+func (v localView) check(name string) health.Check {
+	if c, ok := v.checks[strings.ToLower(name)]; ok {
+		return c
+	}
+	return health.Check{Kind: health.KindTCP}
+}
+
+// passing reports whether an announced service may be offered: its check
+// is off, or its last check passed. A service not checked yet is held back
+// for the first check (immediate at start) so peers never learn of a
+// service that was down all along.
+func (v localView) passing(name string) bool {
+	if v.check(name).Kind == health.KindNone {
+		return true
+	}
+	return v.healthy[strings.ToLower(name)]
+}
+
+// localService is one service this node offers to the cluster: an
+// announcement (one target) or a resolved upstream (its DNS targets).
+type localService struct {
+	Name     string // lower case
+	Port     int
+	Backends []forward.Backend // direct, in the order to try them
+}
+
+// services lists what this node offers now. An upstream with no resolved
+// target is left out: no instance of it is reachable through this node.
+func (v localView) services(self string) []localService {
+	var out []localService
+	for _, a := range v.announces {
+		if !v.passing(a.Name) {
+			continue
+		}
+		out = append(out, localService{Name: strings.ToLower(a.Name), Port: a.Port,
+			Backends: []forward.Backend{{Node: self, Addr: a.Target(), Weight: a.Weight}}})
+	}
+	for _, u := range v.upstreams {
+		name := strings.ToLower(u.Name)
+		if ts := v.upTargets[name]; len(ts) > 0 {
+			out = append(out, localService{Name: name, Port: u.Port, Backends: upstreamBackends(self, ts)})
+		}
+	}
+	return out
 }
 
 // Announce adds a service to those this node hosts, or replaces the one of
@@ -58,6 +120,7 @@ func (n *Node) Withdraw(name string) error {
 	i := slices.IndexFunc(n.announces, func(x Announce) bool { return strings.EqualFold(x.Name, name) })
 	if i >= 0 {
 		n.announces = slices.Delete(n.announces, i, i+1)
+		delete(n.healthy, strings.ToLower(name))
 	}
 	n.mu.Unlock()
 	if i < 0 {
@@ -68,8 +131,8 @@ func (n *Node) Withdraw(name string) error {
 	return nil
 }
 
-// Reload replaces what can change at run time (announcements, forwards
-// and balance policies) with cfg's, as SIGHUP does. Settings that need a restart
+// Reload replaces what can change at run time (announcements, forwards,
+// balance policies and health checks) with cfg's, as SIGHUP does. Settings that need a restart
 // (ports, names, interfaces, profile) are compared and reported in the
 // returned error, and otherwise ignored.
 func (n *Node) Reload(cfg Config) error {
@@ -80,6 +143,7 @@ func (n *Node) Reload(cfg Config) error {
 	n.announces = slices.Clone(cfg.Announce)
 	n.forwards = slices.Clone(cfg.Forward)
 	n.balance = maps.Clone(cfg.Balance)
+	n.checks = maps.Clone(cfg.Checks)
 	n.mu.Unlock()
 	n.log.Info("reloaded", "announce", len(cfg.Announce), "forward", len(cfg.Forward))
 	n.publish()
@@ -97,6 +161,9 @@ func (n *Node) Reload(cfg Config) error {
 		{"data-port", cfg.DataPort != old.DataPort},
 		{"http", cfg.HTTP != old.HTTP},
 		{"no-mdns", cfg.NoMDNS != old.NoMDNS},
+		{"upstream", !slices.Equal(cfg.Upstream, old.Upstream)},
+		{"resolver", !slices.Equal(cfg.Resolvers, old.Resolvers)},
+		{"check-interval", cfg.CheckInterval != old.CheckInterval || cfg.CheckTimeout != old.CheckTimeout},
 		{"profile", cfg.Profile != old.Profile || cfg.ProbeInterval != old.ProbeInterval || cfg.ProbeTimeout != old.ProbeTimeout || cfg.SuspicionMult != old.SuspicionMult},
 	} {
 		if d.changed {
@@ -109,13 +176,39 @@ func (n *Node) Reload(cfg Config) error {
 	return nil
 }
 
+// syncChecks makes the health checker follow the announcements.
+func (n *Node) syncChecks() {
+	v := n.view()
+	var ts []health.Target
+	for _, a := range v.announces {
+		if c := v.check(a.Name); c.Kind != health.KindNone {
+			ts = append(ts, health.Target{Name: strings.ToLower(a.Name), Addr: a.Target(), Check: c})
+		}
+	}
+	n.checker.Set(ts)
+}
+
+// onHealth is the checker's callback: a service's check flipped (or gave
+// its first result).
+func (n *Node) onHealth(name string, healthy bool, err error) {
+	n.mu.Lock()
+	if !slices.ContainsFunc(n.announces, func(a Announce) bool { return strings.EqualFold(a.Name, name) }) {
+		n.mu.Unlock()
+		return // withdrawn meanwhile
+	}
+	n.healthy[name] = healthy
+	n.mu.Unlock()
+	n.publish()
+}
+
 // publish tells gossip and mDNS what this node hosts now and wakes the
 // reconcile loop. It holds no lock while it calls them.
 func (n *Node) publish() {
-	v := n.view()
-	n.cluster.SetServices(gossipServices(v.announces))
+	n.syncChecks()
+	ls := n.view().services(n.name)
+	n.cluster.SetServices(gossipServices(ls))
 	if n.disc != nil {
-		n.disc.SetServices(announceServices(v.announces))
+		n.disc.SetServices(announceServices(ls))
 	}
 	select {
 	case n.kick <- struct{}{}:
@@ -124,31 +217,44 @@ func (n *Node) publish() {
 }
 
 // lookupLocal tells the data port which targets serve a service that this
-// node announces, in the order to try them. Only announced services are
-// reachable: no open relay.
+// node offers, in the order to try them. Only announced and upstream
+// services are reachable: no open relay.
 func (n *Node) lookupLocal(service string) ([]string, bool) {
+	service = strings.ToLower(service)
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	for _, a := range n.announces {
 		if strings.EqualFold(a.Name, service) {
+			n.mu.Unlock()
 			return []string{a.Target()}, true
 		}
 	}
-	return nil, false
+	ts, ok := n.upTargets[service]
+	n.mu.Unlock()
+	if !ok || len(ts) == 0 {
+		return nil, false
+	}
+	// A fresh priority-then-weight order per connection spreads load the
+	// way RFC 2782 asks.
+	ordered := upstream.Order(ts)
+	out := make([]string, len(ordered))
+	for i, t := range ordered {
+		out[i] = t.Addr
+	}
+	return out, true
 }
 
-func gossipServices(as []Announce) []gossip.Service {
+func gossipServices(ls []localService) []gossip.Service {
 	var out []gossip.Service
-	for _, a := range as {
-		out = append(out, gossip.Service{Name: strings.ToLower(a.Name), Port: a.Port})
+	for _, l := range ls {
+		out = append(out, gossip.Service{Name: l.Name, Port: l.Port})
 	}
 	return out
 }
 
-func announceServices(as []Announce) []announce.Service {
+func announceServices(ls []localService) []announce.Service {
 	var out []announce.Service
-	for _, a := range as {
-		out = append(out, announce.Service{Name: strings.ToLower(a.Name), Port: a.Port})
+	for _, l := range ls {
+		out = append(out, announce.Service{Name: l.Name, Port: l.Port})
 	}
 	return out
 }

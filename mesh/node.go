@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/upstream"
 	"hash/fnv"
 	"log/slog"
 	"maps"
@@ -34,19 +36,24 @@ type Node struct {
 	addr   netip.Addr
 	ifaces []string
 
-	cluster *gossip.Cluster
-	disc    *announce.Server // nil with NoMDNS
-	proxy   *forward.Proxy
-	data    *forward.Server
-	httpSrv *http.Server
-	httpWG  sync.WaitGroup // the status API's Serve goroutine
+	cluster  *gossip.Cluster
+	disc     *announce.Server // nil with NoMDNS
+	proxy    *forward.Proxy
+	data     *forward.Server
+	checker  *health.Checker
+	resolver *upstream.Resolver // nil without upstreams
+	httpSrv  *http.Server
+	httpWG   sync.WaitGroup // the status API's Serve goroutine
 
 	peers chan string // join candidates from discovery; buffered, sends never block
 
 	mu        sync.Mutex
-	announces []Announce        // guarded by mu; what this node hosts now
-	forwards  []Forward         // guarded by mu; what it forwards (empty: all)
-	balance   map[string]string // guarded by mu; policy by service name
+	announces []Announce                   // guarded by mu; what this node hosts now
+	forwards  []Forward                    // guarded by mu; what it forwards (empty: all)
+	balance   map[string]string            // guarded by mu; policy by service name
+	checks    map[string]health.Check      // guarded by mu; by service name
+	healthy   map[string]bool              // guarded by mu; last check result by service name
+	upTargets map[string][]upstream.Target // guarded by mu; resolved upstreams by name
 
 	ready chan struct{} // closed once Run has started everything
 
@@ -71,7 +78,8 @@ func New(cfg Config) (*Node, error) {
 		log = slog.Default()
 	}
 	n := &Node{cfg: cfg, log: log.With("component", "mesh"), peers: make(chan string, 64), kick: make(chan struct{}, 1), ready: make(chan struct{}),
-		announces: slices.Clone(cfg.Announce), forwards: slices.Clone(cfg.Forward), balance: maps.Clone(cfg.Balance)}
+		announces: slices.Clone(cfg.Announce), forwards: slices.Clone(cfg.Forward), balance: maps.Clone(cfg.Balance),
+		checks: maps.Clone(cfg.Checks), healthy: map[string]bool{}, upTargets: map[string][]upstream.Target{}}
 
 	ifaces, err := usableInterfaces(cfg.Interfaces)
 	if err != nil {
@@ -114,6 +122,23 @@ func New(cfg Config) (*Node, error) {
 	}
 	if n.data, err = forward.NewServer(fc, n.lookupLocal); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
+	}
+
+	hc := health.DefaultConfig()
+	hc.Interval, hc.Timeout, hc.Logger = cfg.CheckInterval, cfg.CheckTimeout, log
+	if n.checker, err = health.New(hc, n.onHealth); err != nil {
+		return nil, fmt.Errorf("mesh: %w", err)
+	}
+	if len(cfg.Upstream) > 0 {
+		uc := upstream.DefaultConfig()
+		uc.Logger = log
+		for _, r := range cfg.Resolvers {
+			a, _ := resolverAddr(r) // validated in Config.Validate
+			uc.Servers = append(uc.Servers, a)
+		}
+		if n.resolver, err = upstream.New(uc); err != nil {
+			return nil, fmt.Errorf("mesh: %w", err)
+		}
 	}
 
 	if !cfg.NoMDNS {
@@ -162,7 +187,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	st.data = true
 
 	v := n.view()
-	n.cluster.SetServices(gossipServices(v.announces))
+	n.cluster.SetServices(gossipServices(v.services(n.name)))
 	if err := n.cluster.Start(); err != nil {
 		return fmt.Errorf("mesh: gossip on port %d: %w", n.cfg.GossipPort, err)
 	}
@@ -180,8 +205,18 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.wg.Go(func() { n.joinLoop(loopCtx) })
 	n.wg.Go(func() { n.reconcileLoop(loopCtx) })
 
+	n.syncChecks()
+	if err := n.checker.Start(loopCtx); err != nil {
+		return fmt.Errorf("mesh: health checks: %w", err)
+	}
+	st.checker = true
+	if n.resolver != nil {
+		n.watchUpstreams(loopCtx)
+		st.resolver = true
+	}
+
 	if n.disc != nil {
-		n.disc.SetServices(announceServices(v.announces))
+		n.disc.SetServices(announceServices(n.view().services(n.name)))
 		if err := n.disc.Start(ctx); err != nil {
 			return fmt.Errorf("mesh: mdns: %w", err)
 		}
@@ -202,6 +237,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 // started records what Run has started, so that stop undoes exactly that.
 type started struct {
 	data, cluster, http, disc bool
+	checker, resolver         bool
 	cancelLoops               context.CancelFunc
 }
 
@@ -230,6 +266,16 @@ func (n *Node) stop(ctx context.Context, st started) error {
 	if st.cancelLoops != nil {
 		st.cancelLoops()
 		n.wg.Wait()
+	}
+	if st.checker {
+		if err := n.checker.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("mesh: stop health checks: %w", err))
+		}
+	}
+	if st.resolver {
+		if err := n.resolver.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("mesh: stop upstream resolver: %w", err))
+		}
 	}
 	var dwg sync.WaitGroup
 	var perr, derr error
@@ -275,7 +321,7 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	lastMembers := 0
 	for {
 		v := n.view()
-		n.proxy.Update(routes(n.name, n.cluster.Catalog(), v.announces, v.forwards, v.balance))
+		n.proxy.Update(routes(n.name, n.cluster.Catalog(), v.services(n.name), v.forwards, v.balance))
 		if m := n.cluster.NumMembers(); m != lastMembers {
 			n.log.Info("members changed", "members", m)
 			lastMembers = m

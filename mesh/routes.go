@@ -22,7 +22,7 @@ import (
 // connections over all of them.
 // A service whose only local instance already sits on the listen address is
 // skipped: the service itself owns that port.
-func routes(self string, catalog []gossip.Entry, local []Announce, forwards []Forward, balance map[string]string) []forward.Route {
+func routes(self string, catalog []gossip.Entry, local []localService, forwards []Forward, balance map[string]string) []forward.Route {
 	type svc struct {
 		port     int
 		backends []forward.Backend
@@ -41,9 +41,9 @@ func routes(self string, catalog []gossip.Entry, local []Announce, forwards []Fo
 	}
 	// The local instances come first so that a client on this host stays
 	// on this host; their port also wins over a peer's differing port.
-	for _, a := range local {
-		s := get(a.Name, a.Port)
-		s.backends = append(s.backends, forward.Backend{Node: self, Addr: a.Target(), Weight: a.Weight})
+	for _, l := range local {
+		s := get(l.Name, l.Port)
+		s.backends = append(s.backends, l.Backends...)
 	}
 	entries := append([]gossip.Entry(nil), catalog...)
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Node < entries[j].Node })
@@ -83,17 +83,19 @@ func routes(self string, catalog []gossip.Entry, local []Announce, forwards []Fo
 
 // ownsListenAddr reports whether a local instance of the service listens on
 // addr itself, in which case a forwarder there would only collide with it.
-func ownsListenAddr(addr string, local []Announce, name string) bool {
-	for _, a := range local {
-		if !strings.EqualFold(a.Name, name) {
+func ownsListenAddr(addr string, local []localService, name string) bool {
+	for _, l := range local {
+		if l.Name != name {
 			continue
 		}
-		host := a.Host
-		if host == "localhost" {
-			host = "127.0.0.1"
-		}
-		if net.JoinHostPort(host, strconv.Itoa(a.TargetPort)) == addr {
-			return true
+		for _, b := range l.Backends {
+			host, port, _ := net.SplitHostPort(b.Addr)
+			if host == "localhost" {
+				host = "127.0.0.1"
+			}
+			if net.JoinHostPort(host, port) == addr {
+				return true
+			}
 		}
 	}
 	return false

@@ -20,7 +20,7 @@ func TestRoutes(t *testing.T) {
 	}
 	tests := []struct {
 		name     string
-		local    []Announce
+		local    []localService
 		forwards []Forward
 		catalog  []gossip.Entry
 		balance  map[string]string
@@ -49,7 +49,7 @@ func TestRoutes(t *testing.T) {
 		{
 			name:    "own instance first, and skipped when it owns the port",
 			catalog: catalog,
-			local:   []Announce{{Name: "pg", Port: 5432, Host: "127.0.0.1", TargetPort: 5432}},
+			local:   []localService{{Name: "pg", Port: 5432, Backends: []forward.Backend{{Node: "self", Addr: "127.0.0.1:5432"}}}},
 			want: []forward.Route{
 				{Service: "redis", Listen: "127.0.0.1:6379", Backends: remoteRedis},
 				{Service: "web", Listen: "127.0.0.1:80", Backends: []forward.Backend{{Node: "a", Addr: "10.0.0.1:7947", Service: "web"}}},
@@ -58,7 +58,7 @@ func TestRoutes(t *testing.T) {
 		{
 			name:    "own instance on another port is forwarded to directly",
 			catalog: catalog[:2],
-			local:   []Announce{{Name: "redis", Port: 6379, Host: "127.0.0.1", TargetPort: 12345}},
+			local:   []localService{{Name: "redis", Port: 6379, Backends: []forward.Backend{{Node: "self", Addr: "127.0.0.1:12345"}}}},
 			want: []forward.Route{
 				{Service: "redis", Listen: "127.0.0.1:6379", Backends: append([]forward.Backend{{Node: "self", Addr: "127.0.0.1:12345"}}, remoteRedis...)},
 				{Service: "web", Listen: "127.0.0.1:80", Backends: []forward.Backend{{Node: "a", Addr: "10.0.0.1:7947", Service: "web"}}},
@@ -67,12 +67,20 @@ func TestRoutes(t *testing.T) {
 		{
 			name:    "balance policy and local weight",
 			catalog: catalog[:2],
-			local:   []Announce{{Name: "redis", Port: 6379, Host: "127.0.0.1", TargetPort: 12345, Weight: 3}},
+			local:   []localService{{Name: "redis", Port: 6379, Backends: []forward.Backend{{Node: "self", Addr: "127.0.0.1:12345", Weight: 3}}}},
 			balance: map[string]string{"redis": "first"},
 			want: []forward.Route{
 				{Service: "redis", Listen: "127.0.0.1:6379", Balance: "first", Backends: append([]forward.Backend{{Node: "self", Addr: "127.0.0.1:12345", Weight: 3}}, remoteRedis...)},
 				{Service: "web", Listen: "127.0.0.1:80", Backends: []forward.Backend{{Node: "a", Addr: "10.0.0.1:7947", Service: "web"}}},
 			},
+		},
+		{
+			name:    "an upstream's targets are local backends",
+			catalog: nil,
+			local: []localService{{Name: "db", Port: 5432, Backends: []forward.Backend{
+				{Node: "self", Addr: "10.9.0.1:5432", Weight: 10}, {Node: "self", Addr: "10.9.0.2:5432", Weight: 5}}}},
+			want: []forward.Route{{Service: "db", Listen: "127.0.0.1:5432", Backends: []forward.Backend{
+				{Node: "self", Addr: "10.9.0.1:5432", Weight: 10}, {Node: "self", Addr: "10.9.0.2:5432", Weight: 5}}}},
 		},
 		{
 			name:    "empty catalog",
