@@ -6,6 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
+
+	"github.com/ambassador-mesh/ambassador/upstream"
+	"github.com/miekg/dns"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -262,4 +266,139 @@ func TestAnnounceAtRunTime(t *testing.T) {
 	if err := a.Reload(cfg); err == nil || !strings.Contains(err.Error(), "gossip-port changed") {
 		t.Fatalf("reload with a new gossip port: got %v, want a takes-a-restart error", err)
 	}
+}
+
+// TestHealthWithdraws stops the service behind an announcement: its check
+// fails, the peer's listener refuses; the service comes back, and so does
+// the listener.
+func TestHealthWithdraws(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	serveEcho(ln)
+	a := startTestNode(t, "a", func(c *Config) {
+		c.CheckInterval, c.CheckTimeout = 100*time.Millisecond, 50*time.Millisecond
+		c.Announce = []Announce{{Name: "echo", Port: 9, Host: "127.0.0.1", TargetPort: port}}
+	})
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+		c.Forward = []Forward{{Name: "echo", Listen: listen}}
+	})
+	waitFor(t, 10*time.Second, "echo through b", func() bool { return echoOnce(listen) == nil })
+
+	ln.Close()
+	waitFor(t, 10*time.Second, "echo withdrawn from b's catalog", func() bool { return len(b.ServicesView().Services) == 0 })
+	if err := echoOnce(listen); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("b's listener after the withdrawal: got %v, want connection refused", err)
+	}
+	if sv := a.ServicesView(); len(sv.Services) != 0 {
+		t.Fatalf("a still offers echo: %+v", sv)
+	}
+
+	ln2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Skipf("port %d was taken meanwhile: %v", port, err)
+	}
+	serveEcho(ln2)
+	t.Cleanup(func() { ln2.Close() })
+	waitFor(t, 10*time.Second, "echo back through b", func() bool { return echoOnce(listen) == nil })
+}
+
+func serveEcho(ln net.Listener) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+}
+
+// TestUpstreamSRV offers a service found through an SRV record: b reaches
+// it through a, which resolves; when the record changes, new connections
+// follow.
+func TestUpstreamSRV(t *testing.T) {
+	one, two := nameServer(t, "one"), nameServer(t, "two")
+	dnsAddr, setPort := fakeSRV(t, "_web._tcp.lab.", one)
+	a := startTestNode(t, "a", func(c *Config) {
+		c.Upstream = []Upstream{{Name: "web", Port: 9, Spec: upstream.Spec{Kind: upstream.KindSRV, Name: "_web._tcp.lab."}}}
+		c.Resolvers = []string{dnsAddr}
+	})
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	startTestNode(t, "b", func(c *Config) {
+		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+		c.Forward = []Forward{{Name: "web", Listen: listen}}
+	})
+	waitFor(t, 10*time.Second, "web through b to reach one", func() bool { return readName(listen) == "one" })
+	setPort(two)
+	// The record's TTL is 1s, re-resolution is bounded below at 5s.
+	waitFor(t, 15*time.Second, "web through b to follow the record to two", func() bool { return readName(listen) == "two" })
+}
+
+// nameServer answers every connection with its name and closes.
+func nameServer(t *testing.T, name string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, name)
+			c.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func readName(addr string) string {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
+
+// fakeSRV serves one SRV record (target 127.0.0.1, TTL 1s) on a UDP DNS
+// server of its own; setPort changes the record's port.
+func fakeSRV(t *testing.T, name string, port int) (addr string, setPort func(int)) {
+	t.Helper()
+	var cur atomic.Int64
+	cur.Store(int64(port))
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Authoritative = true
+		if len(r.Question) == 1 && r.Question[0].Name == name && r.Question[0].Qtype == dns.TypeSRV {
+			m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 1},
+				Priority: 10, Weight: 1, Port: uint16(cur.Load()), Target: "host.lab."})
+			m.Extra = append(m.Extra, &dns.A{Hdr: dns.RR_Header{Name: "host.lab.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1},
+				A: net.IPv4(127, 0, 0, 1)})
+		} else if len(r.Question) == 1 && r.Question[0].Name == "host.lab." && r.Question[0].Qtype == dns.TypeA {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: "host.lab.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1},
+				A: net.IPv4(127, 0, 0, 1)})
+		}
+		_ = w.WriteMsg(m)
+	})
+	srv := &dns.Server{PacketConn: pc, Handler: h}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc.LocalAddr().String(), func(p int) { cur.Store(int64(p)) }
 }
