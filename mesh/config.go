@@ -2,12 +2,13 @@ package mesh
 
 import (
 	"fmt"
-	"github.com/ambassador-mesh/ambassador/gossip"
-	"github.com/ambassador-mesh/ambassador/health"
 	"log/slog"
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/gossip"
+	"github.com/ambassador-mesh/ambassador/health"
 )
 
 // Config describes one node. The zero value of a field means "use the

@@ -3,15 +3,15 @@ package mesh
 import (
 	"errors"
 	"fmt"
-	"github.com/ambassador-mesh/ambassador/forward"
-	"github.com/ambassador-mesh/ambassador/health"
-	"github.com/ambassador-mesh/ambassador/upstream"
 	"maps"
 	"slices"
 	"strings"
 
 	"github.com/ambassador-mesh/ambassador/announce"
+	"github.com/ambassador-mesh/ambassador/forward"
 	"github.com/ambassador-mesh/ambassador/gossip"
+	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/upstream"
 )
 
 // ErrNotAnnounced is returned by Withdraw for a service this node does not

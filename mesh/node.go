@@ -8,8 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ambassador-mesh/ambassador/health"
-	"github.com/ambassador-mesh/ambassador/upstream"
 	"hash/fnv"
 	"log/slog"
 	"maps"
@@ -26,6 +24,8 @@ import (
 	"github.com/ambassador-mesh/ambassador/announce"
 	"github.com/ambassador-mesh/ambassador/forward"
 	"github.com/ambassador-mesh/ambassador/gossip"
+	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/upstream"
 )
 
 // Node is one ambassador. Create it with New, run it with Run.

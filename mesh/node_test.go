@@ -6,17 +6,17 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync/atomic"
-
-	"github.com/ambassador-mesh/ambassador/upstream"
-	"github.com/miekg/dns"
 	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/upstream"
+	"github.com/miekg/dns"
 )
 
 // freePort finds a port that was free a moment ago. Nodes need fixed ports
