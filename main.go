@@ -506,7 +506,7 @@ func servicesCmd(c *cli.Context) error {
 		return printJSON(c.App.Writer, s)
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tPORT\tNODES\tLISTEN\tSTATE")
+	fmt.Fprintln(tw, "SERVICE\tPORT\tLISTEN\tSTATE\tINSTANCES")
 	for _, v := range s.Services {
 		state := v.State
 		if v.Error != "" {
@@ -516,7 +516,21 @@ func servicesCmd(c *cli.Context) error {
 		if listen == "" {
 			listen = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", v.Name, v.Port, strings.Join(v.Nodes, ","), listen, state)
+		var inst []string
+		for _, in := range v.Instances {
+			d := in.Node + " " + in.Health
+			if in.Active > 0 {
+				d += fmt.Sprintf(" %d active", in.Active)
+			}
+			if in.Ejected {
+				d += " ejected"
+			}
+			inst = append(inst, d)
+		}
+		if len(inst) == 0 {
+			inst = []string{"-"}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", v.Name, v.Port, listen, state, strings.Join(inst, ", "))
 	}
 	return tw.Flush()
 }

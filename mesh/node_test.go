@@ -294,9 +294,10 @@ func TestHealthWithdraws(t *testing.T) {
 	if err := echoOnce(listen); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("b's listener after the withdrawal: got %v, want connection refused", err)
 	}
-	if sv := a.ServicesView(); len(sv.Services) != 0 {
-		t.Fatalf("a still offers echo: %+v", sv)
-	}
+	waitFor(t, 5*time.Second, "a to show its instance failing", func() bool {
+		sv := a.ServicesView()
+		return len(sv.Services) == 1 && len(sv.Services[0].Nodes) == 0 && sv.Services[0].Instances[0].Health == "failing"
+	})
 
 	ln2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {

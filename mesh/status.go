@@ -9,10 +9,10 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/ambassador-mesh/ambassador/forward"
 	"github.com/ambassador-mesh/ambassador/gossip"
 )
 
@@ -33,15 +33,32 @@ type Services struct {
 type ServiceView struct {
 	Name   string   `json:"name"`
 	Port   int      `json:"port"`
-	Nodes  []string `json:"nodes"`            // nodes that host it, sorted
-	Local  string   `json:"local,omitempty"`  // this node's own target, when it hosts the service
+	Nodes  []string `json:"nodes"`            // nodes that offer it now, sorted
+	Local  string   `json:"local,omitempty"`  // this node's own targets, when it hosts the service
 	Listen string   `json:"listen,omitempty"` // this node's listener for it
 	// State of the listener: "listening", "error" (see Error), "local" (the
 	// service itself owns the port on this host) or "none" (not forwarded).
-	State    string `json:"state"`
-	Error    string `json:"error,omitempty"`
-	Accepted uint64 `json:"accepted"`
+	State     string         `json:"state"`
+	Error     string         `json:"error,omitempty"`
+	Balance   string         `json:"balance,omitempty"`
+	Accepted  uint64         `json:"accepted"`
+	Active    uint64         `json:"active"`
+	Instances []InstanceView `json:"instances"`
+}
+
+// InstanceView is one instance of a service: where it is and how it is
+// doing, as far as this node knows.
+type InstanceView struct {
+	Node string `json:"node"`
+	Addr string `json:"addr"` // what this node dials: the service, or the peer's data port
+	// Health is "passing" (an instance in the catalog passes its owner's
+	// check), or, for this node's own instance, "failing" (withdrawn),
+	// "pending" (first check not done) or "unchecked" (--check NAME=none).
+	Health   string `json:"health"`
 	Active   uint64 `json:"active"`
+	Conns    uint64 `json:"conns"`
+	Failures uint64 `json:"failures"`
+	Ejected  bool   `json:"ejected,omitempty"` // skipped after failed dials, for a back-off
 }
 
 // MembersView is this node's view of the cluster. Safe for concurrent use.
@@ -49,42 +66,79 @@ func (n *Node) MembersView() Members {
 	return Members{Node: n.name, Cluster: n.cfg.Cluster, Members: n.cluster.Members()}
 }
 
-// ServicesView is this node's view of the catalog and of its own
-// listeners. Safe for concurrent use.
+// ServicesView is this node's view of the catalog, of its own services'
+// health and of its listeners. Safe for concurrent use.
 func (n *Node) ServicesView() Services {
-	type agg struct {
-		port  int
-		nodes []string
+	v := n.view()
+	byName := map[string]*ServiceView{}
+	get := func(name string, port int) *ServiceView {
+		sv, ok := byName[name]
+		if !ok {
+			sv = &ServiceView{Name: name, Port: port, Nodes: []string{}, State: "none", Instances: []InstanceView{}}
+			byName[name] = sv
+		}
+		return sv
 	}
-	byName := map[string]*agg{}
+	// This node's own announcements show even while failing their check.
+	for _, a := range v.announces {
+		name := strings.ToLower(a.Name)
+		sv := get(name, a.Port)
+		sv.Local = a.Target()
+		health := "pending"
+		switch {
+		case v.check(name).Kind == "none":
+			health = "unchecked"
+		case !v.passing(name):
+			if _, known := v.healthy[name]; known {
+				health = "failing"
+			}
+		default:
+			health = "passing"
+		}
+		sv.Instances = append(sv.Instances, InstanceView{Node: n.name, Addr: a.Target(), Health: health})
+	}
 	for _, e := range n.cluster.Catalog() {
 		for _, s := range e.Services {
-			a, ok := byName[s.Name]
-			if !ok {
-				a = &agg{port: s.Port}
-				byName[s.Name] = a
+			sv := get(s.Name, s.Port)
+			sv.Nodes = append(sv.Nodes, e.Node)
+			if e.Node != n.name {
+				addr := net.JoinHostPort(e.Addr, strconv.Itoa(e.DataPort))
+				sv.Instances = append(sv.Instances, InstanceView{Node: e.Node, Addr: addr, Health: "passing"})
 			}
-			a.nodes = append(a.nodes, e.Node)
 		}
 	}
-	status := map[string]forward.ListenerStatus{}
+	for _, ls := range v.services(n.name) {
+		if sv := byName[ls.Name]; sv != nil && sv.Local == "" { // an upstream
+			var addrs []string
+			for _, b := range ls.Backends {
+				addrs = append(addrs, b.Addr)
+				sv.Instances = append(sv.Instances, InstanceView{Node: n.name, Addr: b.Addr, Health: "passing"})
+			}
+			sv.Local = strings.Join(addrs, ",")
+		}
+	}
 	for _, ls := range n.proxy.Status() {
-		status[ls.Service] = ls
+		sv := byName[ls.Service]
+		if sv == nil {
+			continue
+		}
+		sv.Listen, sv.State, sv.Error, sv.Balance = ls.Listen, ls.State, ls.Err, ls.Balance
+		sv.Accepted, sv.Active = ls.Accepted, ls.Active
+		for _, bs := range ls.BackendStats {
+			for i := range sv.Instances {
+				if in := &sv.Instances[i]; in.Addr == bs.Backend.Addr && in.Node == bs.Backend.Node {
+					in.Active, in.Conns, in.Failures, in.Ejected = bs.Active, bs.Conns, bs.Failures, bs.Ejected
+				}
+			}
+		}
 	}
 	out := Services{Node: n.name, Services: []ServiceView{}}
-	for name, a := range byName {
-		sort.Strings(a.nodes)
-		v := ServiceView{Name: name, Port: a.port, Nodes: a.nodes, State: "none"}
-		if t, ok := n.lookupLocal(name); ok {
-			v.Local = strings.Join(t, ",")
+	for _, sv := range byName {
+		if sv.State == "none" && sv.Local != "" && n.forwarded(sv.Name) && ownsListenAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(sv.Port)), v.services(n.name), sv.Name) {
+			sv.State = "local"
 		}
-		if ls, ok := status[name]; ok {
-			v.Listen, v.State, v.Error = ls.Listen, ls.State, ls.Err
-			v.Accepted, v.Active = ls.Accepted, ls.Active
-		} else if v.Local != "" && n.forwarded(name) {
-			v.State = "local"
-		}
-		out.Services = append(out.Services, v)
+		sort.Strings(sv.Nodes)
+		out.Services = append(out.Services, *sv)
 	}
 	sort.Slice(out.Services, func(i, j int) bool { return out.Services[i].Name < out.Services[j].Name })
 	return out
