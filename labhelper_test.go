@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,10 +10,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/mesh"
 	"github.com/miekg/dns"
 )
 
@@ -27,6 +31,12 @@ import (
 //	download ADDR               read to EOF, print "got=<sha> bytes=<n>"
 //	mdns-legacy NAME            send a PTR query to 224.0.0.251:5353 from a random port, print each
 //	                            answer whose ID and question match, with its source
+//	ping-loop ADDR MS COUNT     every MS milliseconds open a new connection, send a Redis PING and
+//	                            expect +PONG; print "ok=N failed=M" and each failure
+//	wait-nodes SERVICE N SECS   poll the local status API every 20 ms until SERVICE is offered by
+//	                            exactly N nodes; print "after=<ms> at=<unix ms>"
+//	serve-name ADDR NAME        per connection: send NAME, close
+//	count-names ADDR N          N connections one after another; print "NAME=count ..." sorted
 //	dial ADDR                   print "ok", "refused" or "error: ..." for one connect (2 s timeout)
 func labHelper(mode string, args []string) int {
 	var err error
@@ -83,6 +93,17 @@ func labHelper(mode string, args []string) int {
 		}
 	case "mdns-legacy":
 		err = legacyQuery(args[0])
+	case "ping-loop":
+		err = pingLoop(args[0], atoi(args[1]), atoi(args[2]))
+	case "wait-nodes":
+		err = waitNodes(args[0], atoi(args[1]), atoi(args[2]))
+	case "serve-name":
+		err = serve(args[0], func(c *net.TCPConn) error {
+			_, err := io.WriteString(c, args[1])
+			return err
+		})
+	case "count-names":
+		err = countNames(args[0], atoi(args[1]))
 	case "dial":
 		c, derr := net.DialTimeout("tcp", args[0], 2*time.Second)
 		switch {
@@ -172,4 +193,89 @@ func legacyQuery(name string) error {
 			}
 		}
 	}
+}
+
+func pingLoop(addr string, ms, count int) error {
+	ok, failed := 0, 0
+	t := time.NewTicker(time.Duration(ms) * time.Millisecond)
+	defer t.Stop()
+	for i := 0; i < count; i++ {
+		if err := ping(addr); err != nil {
+			failed++
+			fmt.Printf("fail %s %v\n", time.Now().Format("15:04:05.000"), err)
+		} else {
+			ok++
+		}
+		<-t.C
+	}
+	fmt.Printf("ok=%d failed=%d\n", ok, failed)
+	return nil
+}
+
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "PING\r\n"); err != nil {
+		return err
+	}
+	buf := make([]byte, 7)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != "+PONG\r\n" {
+		return fmt.Errorf("got %q", buf)
+	}
+	return nil
+}
+
+func waitNodes(service string, n, secs int) error {
+	start := time.Now()
+	for time.Since(start) < time.Duration(secs)*time.Second {
+		var s mesh.Services
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := mesh.Fetch(ctx, "127.0.0.1:7948", "/v1/services", &s)
+		cancel()
+		if err == nil {
+			got := 0
+			for _, v := range s.Services {
+				if v.Name == service {
+					got = len(v.Nodes)
+				}
+			}
+			if got == n {
+				fmt.Printf("after=%d at=%d\n", time.Since(start).Milliseconds(), time.Now().UnixMilli())
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not on %d nodes after %ds", service, n, secs)
+}
+
+func countNames(addr string, n int) error {
+	counts := map[string]int{}
+	for i := 0; i < n; i++ {
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		if err != nil {
+			return err
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			return err
+		}
+		counts[string(b)]++
+	}
+	var out []string
+	for k, v := range counts {
+		out = append(out, fmt.Sprintf("%s=%d", k, v))
+	}
+	sort.Strings(out)
+	fmt.Println(strings.Join(out, " "))
+	return nil
 }
