@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"slices"
 	"strconv"
@@ -547,11 +548,16 @@ func (c *Cluster) notify() {
 
 // nextVersion returns a version above prev that also beats any version an
 // earlier run of this node could have produced, assuming the clock did
-// not go back.
+// not go back. At math.MaxUint64 it saturates rather than wrap to 0, which
+// would lose to every record peers hold; validateRecord keeps remote
+// versions far below that.
 func nextVersion(prev uint64, now time.Time) uint64 {
 	ns := now.UnixNano()
 	if ns > 0 && uint64(ns) > prev {
 		return uint64(ns)
+	}
+	if prev == math.MaxUint64 {
+		return prev
 	}
 	return prev + 1
 }
