@@ -456,19 +456,16 @@ func (c *Cluster) pushState() []record {
 	return out
 }
 
-// memberUp records a member as alive (join) or updates its address.
-func (c *Cluster) memberUp(name, addr string, port int, join bool) {
-	now := time.Now()
+// memberUp records a member as alive.
+func (c *Cluster) memberUp(name, addr string, port int) {
 	c.mu.Lock()
 	m, ok := c.members[name]
 	if !ok {
 		m = &member{}
 		c.members[name] = m
 	}
-	if join || m.State != stateAlive {
-		m.since = now
-	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
+	m.since = time.Now()
 	c.countLocked()
 	c.mu.Unlock()
 	c.log.Debug("member alive", "peer", name, "addr", net.JoinHostPort(addr, strconv.Itoa(port)))
@@ -476,7 +473,9 @@ func (c *Cluster) memberUp(name, addr string, port int, join bool) {
 }
 
 // memberDown records a member as failed, or left if its last record said
-// so. Its record is kept, hidden, until pruned, so a node wrongly declared
+// so (memberlist does not tell, see delegate.NotifyLeave); merge corrects
+// the state when the left record arrives after memberlist's message. Its
+// record is kept, hidden, until pruned, so a node wrongly declared
 // dead that refutes comes back with its services without waiting for a
 // push/pull.
 func (c *Cluster) memberDown(name string) {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 const waitTimeout = 15 * time.Second
@@ -204,6 +206,60 @@ func TestDeparture(t *testing.T) {
 					}
 					return nil
 				})
+			}
+		})
+	}
+}
+
+// newOffline returns a Cluster that is never started, for driving its
+// delegate directly.
+func newOffline(t *testing.T, name string) (*Cluster, *delegate) {
+	t.Helper()
+	c, err := New(Config{NodeName: name, BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, &delegate{c: c}
+}
+
+func mlNode(name, ip string, state memberlist.NodeStateType) *memberlist.Node {
+	return &memberlist.Node{Name: name, Addr: net.ParseIP(ip), Port: 7946, State: state}
+}
+
+// TestMemberStateOnLeave checks that "left" versus "dead" follows the
+// node's own Left record, whichever of it and memberlist's message comes
+// first, and that memberlist's n.State is not trusted: v0.7.0 never sets it.
+func TestMemberStateOnLeave(t *testing.T) {
+	tests := []struct {
+		name        string
+		recordLeft  bool
+		recordAfter bool // the record arrives after NotifyLeave
+		want        string
+	}{
+		{name: "left", recordLeft: true, want: stateLeft},
+		{name: "left record after leave message", recordLeft: true, recordAfter: true, want: stateLeft},
+		{name: "dead", want: stateDead},
+		{name: "dead, record after", recordAfter: true, want: stateDead},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, d := newOffline(t, "a")
+			d.NotifyJoin(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+			c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1}}})
+			rec := record{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 2}, Left: tc.recordLeft}
+			if !tc.recordAfter {
+				c.merge([]record{rec})
+			}
+			// What memberlist v0.7.0 passes for a left node as well as a dead one.
+			d.NotifyLeave(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+			if tc.recordAfter {
+				c.merge([]record{rec})
+			}
+			if got := memberState(c, "b"); got != tc.want {
+				t.Errorf("member b: got state %q, want %q", got, tc.want)
+			}
+			if got := c.NumMembers(); got != 0 {
+				t.Errorf("NumMembers: got %d, want 0", got)
 			}
 		})
 	}
