@@ -59,6 +59,19 @@ const (
 // maxLeaveWait bounds Leave when its context has no deadline.
 const maxLeaveWait = 10 * time.Second
 
+// maxPending bounds the records kept for nodes memberlist has not reported
+// yet. Such a record legitimately arrives only in the short window before
+// its node's alive message, so a few are plenty; a peer sending records for
+// made-up names must not grow memory without bound.
+const maxPending = 256
+
+// Broadcast queue bound, see queue: per alive node a few records can be in
+// flight, plus room for this node's own and those of dead nodes.
+const (
+	queuePerNode = 4
+	queueExtra   = 64
+)
+
 // Cluster is this node's membership in the gossip cluster and its view of
 // the catalog. All methods are safe for concurrent use. The lifecycle is
 // New → Start → Join (any number of times) → Leave → Shutdown.
@@ -68,6 +81,11 @@ type Cluster struct {
 	changed chan struct{} // 1-buffered, see Changed
 	bcast   *memberlist.TransmitLimitedQueue
 	reap    time.Duration // how long dead members are remembered
+	// maxBcast is the largest encoded record that fits in a gossip packet;
+	// larger ones are not queued and travel only by push/pull.
+	maxBcast int
+
+	warnedSize atomic.Bool // SetServices warned that our record is too big
 
 	numAlive   atomic.Int64 // alive members incl. self, for bcast
 	gossipPort atomic.Int64 // set in Start
@@ -90,7 +108,8 @@ type Cluster struct {
 	// sends or calls into memberlist.
 	mu      sync.Mutex
 	self    record
-	records map[string]*stored // other nodes, by name
+	records map[string]*stored // other nodes memberlist reported, by name
+	pending map[string]*stored // nodes memberlist did not report (yet), at most maxPending
 	members map[string]*member // as reported by memberlist, incl. self
 }
 
@@ -119,6 +138,8 @@ func New(cfg Config) (*Cluster, error) {
 		changed: make(chan struct{}, 1),
 		bcast:   &memberlist.TransmitLimitedQueue{RetransmitMult: cfg.Memberlist.RetransmitMult},
 		reap:    max(cfg.Memberlist.GossipToTheDeadTime, time.Second),
+
+		maxBcast: cfg.maxBroadcast(),
 		self: record{Entry: Entry{
 			Node:     cfg.NodeName,
 			Addr:     cfg.advertiseIP(),
@@ -126,6 +147,7 @@ func New(cfg Config) (*Cluster, error) {
 			Version:  nextVersion(0, time.Now()),
 		}},
 		records: make(map[string]*stored),
+		pending: make(map[string]*stored),
 		members: make(map[string]*member),
 	}
 	c.bcast.NumNodes = func() int { return int(max(c.numAlive.Load(), 1)) }
@@ -205,7 +227,10 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 // and broadcasts it. It may be called at any time, also before Start;
 // setting the same services again does nothing. The slice is copied.
 // Services with an empty or over-long name, a port outside 1-65535, or a
-// name already listed are dropped with a Warn log.
+// name already listed are dropped with a Warn log. A record too large for
+// one gossip packet (memberlist's UDPBufferSize, 1400 bytes by default:
+// roughly 30 services with short names) is not broadcast but still reaches
+// every peer by push/pull; the first time that happens it logs a Warn.
 func (c *Cluster) SetServices(svcs []Service) {
 	clean := make([]Service, 0, len(svcs))
 	seen := make(map[string]bool, len(svcs))
@@ -242,7 +267,10 @@ func (c *Cluster) SetServices(svcs []Service) {
 
 	// Queued even before Start: the queue keeps one record per node and
 	// memberlist drains it once it runs.
-	c.queue(r)
+	if size, ok := c.queue(r); !ok && c.warnedSize.CompareAndSwap(false, true) {
+		c.log.Warn("this node's catalog record is too large for a gossip packet; it spreads only by push/pull, so peers see changes up to a push/pull interval late",
+			"bytes", size, "limit", c.maxBcast, "services", len(r.Services))
+	}
 	c.notify()
 }
 
@@ -333,6 +361,9 @@ func (c *Cluster) Leave(ctx context.Context) error {
 
 	c.mu.Lock()
 	c.self.Left = true
+	// Peers hide a left record's services anyway; without them the record
+	// always fits in a gossip packet.
+	c.self.Services = nil
 	c.self.Version = nextVersion(c.self.Version, time.Now())
 	r := c.self.clone()
 	c.mu.Unlock()
@@ -394,9 +425,12 @@ func (c *Cluster) Shutdown() error {
 }
 
 // merge applies remote records: per node the highest version wins. Newer
-// records are re-broadcast so they spread epidemically; a record for this
-// node that beats ours (an older incarnation of us, or a node with our
-// name) is refuted with a higher version.
+// records of nodes memberlist reported are re-broadcast so they spread
+// epidemically. Records of other nodes are kept aside, at most maxPending,
+// and not passed on: they are either early (the node's alive message is on
+// its way and the node will broadcast its record itself) or made up. A
+// record for this node that beats ours (an older incarnation of us, or a
+// node with our name) is refuted with a higher version.
 func (c *Cluster) merge(rs []record) {
 	now := time.Now()
 	var out []record
@@ -411,12 +445,14 @@ func (c *Cluster) merge(rs []record) {
 			}
 			continue
 		}
+		if _, ok := c.members[r.Node]; !ok {
+			c.addPendingLocked(r, now)
+			continue
+		}
 		if s, ok := c.records[r.Node]; ok && s.rec.Version >= r.Version {
 			continue
 		}
 		c.records[r.Node] = &stored{rec: r, seen: now}
-		// A record can arrive before its node's alive message; it stays
-		// hidden until NotifyJoin and is pruned if that never comes.
 		out = append(out, r)
 		if m, ok := c.members[r.Node]; ok {
 			if m.State == stateAlive {
@@ -456,13 +492,43 @@ func (c *Cluster) pushState() []record {
 	return out
 }
 
-// memberUp records a member as alive.
+// addPendingLocked keeps r, a record of a node memberlist has not
+// reported, until NotifyJoin or pruneLocked. When maxPending are kept it
+// evicts the oldest, so made-up names cannot pin stale entries.
+func (c *Cluster) addPendingLocked(r record, now time.Time) {
+	if p, ok := c.pending[r.Node]; ok {
+		if p.rec.Version < r.Version {
+			*p = stored{rec: r, seen: now}
+		}
+		return
+	}
+	if len(c.pending) >= maxPending {
+		var oldest string
+		var seen time.Time
+		for name, p := range c.pending {
+			if oldest == "" || p.seen.Before(seen) {
+				oldest, seen = name, p.seen
+			}
+		}
+		delete(c.pending, oldest)
+	}
+	c.pending[r.Node] = &stored{rec: r, seen: now}
+}
+
+// memberUp records a member as alive, and makes a record that arrived
+// before memberlist reported the node its current one.
 func (c *Cluster) memberUp(name, addr string, port int) {
 	c.mu.Lock()
 	m, ok := c.members[name]
 	if !ok {
 		m = &member{}
 		c.members[name] = m
+	}
+	if p, ok := c.pending[name]; ok {
+		delete(c.pending, name)
+		if s, ok := c.records[name]; !ok || s.rec.Version < p.rec.Version {
+			c.records[name] = p
+		}
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
@@ -511,9 +577,8 @@ func (c *Cluster) countLocked() {
 }
 
 // pruneLocked forgets members that have been dead or left for longer than
-// c.reap, and records nobody vouches for: those of forgotten members, and
-// those of unknown nodes (a broadcast can beat the node's alive message)
-// that stayed unknown for c.reap.
+// c.reap with their records, and pending records of nodes memberlist did
+// not report within c.reap.
 func (c *Cluster) pruneLocked(now time.Time) {
 	for name, m := range c.members {
 		if m.State != stateAlive && now.Sub(m.since) > c.reap {
@@ -521,20 +586,32 @@ func (c *Cluster) pruneLocked(now time.Time) {
 			delete(c.records, name)
 		}
 	}
-	for name, s := range c.records {
-		if _, ok := c.members[name]; !ok && now.Sub(s.seen) > c.reap {
-			delete(c.records, name)
+	for name, p := range c.pending {
+		if now.Sub(p.seen) > c.reap {
+			delete(c.pending, name)
 		}
 	}
 }
 
-func (c *Cluster) queue(r record) {
+// queue hands r to memberlist's broadcasts. It returns r's encoded size and
+// false if r was not queued because it can never fit in a gossip packet;
+// the queue would keep it forever. The queue holds one record per node
+// (see broadcast), and it is pruned to queuePerNode per alive node plus
+// queueExtra, dropping the most retransmitted first, so records of dead
+// nodes cannot pile up.
+func (c *Cluster) queue(r record) (int, bool) {
 	b, err := encodeRecord(r)
 	if err != nil {
 		c.log.Error("encoding record", "peer", r.Node, "err", err)
-		return
+		return 0, false
+	}
+	if len(b) > c.maxBcast {
+		c.log.Debug("record too large to broadcast", "peer", r.Node, "bytes", len(b), "limit", c.maxBcast)
+		return len(b), false
 	}
 	c.bcast.QueueBroadcast(&broadcast{node: r.Node, msg: b})
+	c.bcast.Prune(queuePerNode*c.bcast.NumNodes() + queueExtra)
+	return len(b), true
 }
 
 // notify signals Changed without blocking.

@@ -200,6 +200,30 @@ func (cfg Config) withDefaults() (Config, error) {
 	return cfg, nil
 }
 
+// Framing memberlist adds around a broadcast in a gossip packet (its
+// unexported compoundHeaderOverhead, compoundOverhead and userMsgOverhead),
+// and the worst-case cost of encryption (version 0: 45 bytes).
+const (
+	packetOverhead  = 2 + 2 + 1
+	encryptOverhead = 45
+)
+
+// maxBroadcast returns the largest encoded record memberlist can send in a
+// gossip packet: UDPBufferSize minus framing, the label (Cluster) and, when
+// keys are configured, encryption. Compression happens after memberlist
+// packs the packet, so it does not help.
+func (cfg Config) maxBroadcast() int {
+	mc := cfg.Memberlist
+	n := mc.UDPBufferSize - packetOverhead
+	if cfg.Cluster != "" {
+		n -= 2 + len(cfg.Cluster)
+	}
+	if mc.Keyring != nil || len(mc.SecretKey) > 0 {
+		n -= encryptOverhead
+	}
+	return n
+}
+
 // advertiseIP is the address this node publishes in its Entry.
 func (cfg Config) advertiseIP() string {
 	if cfg.AdvertiseAddr != "" {
