@@ -35,7 +35,7 @@ type Service struct {
 // Entry is one node's record in the catalog.
 type Entry struct {
 	Node     string    `json:"node"`
-	Addr     string    `json:"addr"` // advertise IP
+	Addr     string    `json:"addr"` // IP memberlist reaches the node at; see Cluster.Catalog
 	DataPort int       `json:"data_port"`
 	Services []Service `json:"services"` // sorted by Name
 	Version  uint64    `json:"version"`
@@ -275,23 +275,36 @@ func (c *Cluster) SetServices(svcs []Service) {
 }
 
 // Catalog returns the records of this node and of every node memberlist
-// currently considers alive, sorted by Node. The result is a deep copy the
-// caller owns. After Leave this node's own record is not included.
+// currently considers alive, sorted by Node. Each Entry's Addr is the
+// address memberlist has for the node, which its probes confirm, not the
+// one the node put in its record; only this node's entry before Start uses
+// the configured advertise address. The result is a deep copy the caller
+// owns. After Leave this node's own record is not included.
 func (c *Cluster) Catalog() []Entry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pruneLocked(time.Now())
 	out := make([]Entry, 0, len(c.records)+1)
 	if !c.self.Left {
-		out = append(out, c.self.clone().Entry)
+		out = append(out, c.entryLocked(c.self))
 	}
 	for name, s := range c.records {
 		if m, ok := c.members[name]; ok && m.State == stateAlive && !s.rec.Left {
-			out = append(out, s.rec.clone().Entry)
+			out = append(out, c.entryLocked(s.rec))
 		}
 	}
 	slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(a.Node, b.Node) })
 	return out
+}
+
+// entryLocked returns a deep copy of r's Entry with the address memberlist
+// has for the node, falling back to r's own when memberlist has none.
+func (c *Cluster) entryLocked(r record) Entry {
+	e := r.clone().Entry
+	if m, ok := c.members[e.Node]; ok && m.Addr != "" {
+		e.Addr = m.Addr
+	}
+	return e
 }
 
 // Members returns every node memberlist has reported, including this one,

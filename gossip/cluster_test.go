@@ -643,3 +643,26 @@ func TestLargestBroadcastIsSent(t *testing.T) {
 		})
 	}
 }
+
+func TestCatalogAddrFromMemberlist(t *testing.T) {
+	c, d := newOffline(t, "a")
+	d.NotifyJoin(mlNode("a", "10.0.0.1", memberlist.StateAlive))
+	d.NotifyJoin(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+	c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.6.6.6", DataPort: 7000, Version: 1}}})
+	addrs := func() []string {
+		var out []string
+		for _, e := range c.Catalog() {
+			out = append(out, e.Node+"="+e.Addr)
+		}
+		return out
+	}
+	if got, want := addrs(), []string{"a=10.0.0.1", "b=10.0.0.2"}; !slices.Equal(got, want) {
+		t.Errorf("Catalog addrs: got %q, want %q", got, want)
+	}
+	// b restarts on a new address; its record is unchanged.
+	d.NotifyLeave(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+	d.NotifyJoin(mlNode("b", "10.0.0.3", memberlist.StateAlive))
+	if got, want := addrs(), []string{"a=10.0.0.1", "b=10.0.0.3"}; !slices.Equal(got, want) {
+		t.Errorf("Catalog addrs after b moved: got %q, want %q", got, want)
+	}
+}
