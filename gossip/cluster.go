@@ -90,9 +90,11 @@ type Cluster struct {
 	numAlive   atomic.Int64 // alive members incl. self, for bcast
 	gossipPort atomic.Int64 // set in Start
 
-	// wg tracks Join and Leave calls into memberlist, so Shutdown never
-	// runs concurrently with them (memberlist panics on Leave after
-	// Shutdown). Add is only called with lifeMu held and closed false.
+	// wg tracks the Leave call into memberlist, so Shutdown never runs
+	// concurrently with it: memberlist panics on Leave after Shutdown. Join
+	// is not tracked: memberlist cannot cancel it, a join to an unresponsive
+	// address blocks for TCPTimeout, and a Join racing or following Shutdown
+	// only fails. Go is only called with lifeMu held and closed false.
 	wg sync.WaitGroup
 
 	// lifeMu guards the lifecycle fields below. It is never held across
@@ -200,6 +202,8 @@ func (c *Cluster) Start() error {
 // returns how many succeeded. It fails only if none did. It blocks for up
 // to the memberlist TCPTimeout per address and may be called any number of
 // times after Start; joining a node already in the cluster is harmless.
+// Shutdown does not wait for a running Join, which then fails. After
+// Shutdown it returns an error matching net.ErrClosed.
 func (c *Cluster) Join(addrs []string) (int, error) {
 	c.lifeMu.Lock()
 	switch {
@@ -211,9 +215,7 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 		return 0, errors.New("gossip: join: not started")
 	}
 	ml := c.ml
-	c.wg.Add(1)
 	c.lifeMu.Unlock()
-	defer c.wg.Done()
 
 	n, err := ml.Join(addrs)
 	if err != nil {
@@ -406,8 +408,8 @@ func (c *Cluster) Leave(ctx context.Context) error {
 	}
 }
 
-// Shutdown stops gossiping and closes the listeners. It waits for running
-// Join and Leave calls to return first. Without a prior Leave, peers see
+// Shutdown stops gossiping and closes the listeners. It waits for a
+// running Leave to return first (at most its timeout), but not for Join. Without a prior Leave, peers see
 // this node fail instead of leave, and Shutdown logs a Warn. It is safe to
 // call more than once and concurrently; calls after the first return an
 // error matching net.ErrClosed. memberlist's own goroutines exit shortly

@@ -666,3 +666,64 @@ func TestCatalogAddrFromMemberlist(t *testing.T) {
 		t.Errorf("Catalog addrs after b moved: got %q, want %q", got, want)
 	}
 }
+
+// TestShutdownDoesNotWaitForJoin joins a peer that accepts the connection
+// and never answers, so memberlist's Join blocks for TCPTimeout, and checks
+// that Shutdown returns meanwhile.
+func TestShutdownDoesNotWaitForJoin(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		// Ends when the cleanup closes ln, if Accept is still waiting.
+		if conn, err := ln.Accept(); err == nil {
+			accepted <- conn
+		}
+	}()
+
+	c := newNodeWith(t, "a", "test", 1, func(cfg *Config) { cfg.Memberlist.TCPTimeout = time.Hour })
+	joined := make(chan error, 1)
+	go func() {
+		_, err := c.Join([]string{ln.Addr().String()})
+		joined <- err
+	}()
+	var conn net.Conn
+	select {
+	case conn = <-accepted:
+		t.Cleanup(func() { conn.Close() })
+	case err := <-joined:
+		t.Fatalf("Join returned before the peer answered: %v", err)
+	case <-time.After(waitTimeout):
+		t.Fatal("Join never connected")
+	}
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Shutdown() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Shutdown blocked on a hanging Join")
+	}
+	select {
+	case err := <-joined:
+		t.Fatalf("Join returned before its peer hung up: %v", err)
+	default:
+	}
+
+	// Hanging up ends the Join, so it leaks no goroutine.
+	conn.Close()
+	select {
+	case err := <-joined:
+		if err == nil {
+			t.Error("Join to a peer that hung up: got nil error")
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Join did not return after its peer hung up")
+	}
+}
