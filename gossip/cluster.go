@@ -86,6 +86,9 @@ type Cluster struct {
 	maxBcast int
 
 	warnedSize atomic.Bool // SetServices warned that our record is too big
+	// logLimit rate-limits Warn and Error lines that network input can
+	// repeat, by key.
+	logLimit *limiter
 
 	numAlive   atomic.Int64 // alive members incl. self, for bcast
 	gossipPort atomic.Int64 // set in Start
@@ -142,6 +145,7 @@ func New(cfg Config) (*Cluster, error) {
 		reap:    max(cfg.Memberlist.GossipToTheDeadTime, time.Second),
 
 		maxBcast: cfg.maxBroadcast(),
+		logLimit: newLimiter(logInterval),
 		self: record{Entry: Entry{
 			Node:     cfg.NodeName,
 			Addr:     cfg.advertiseIP(),
@@ -483,7 +487,12 @@ func (c *Cluster) merge(rs []record) {
 
 	for _, r := range out {
 		if r.Node == c.cfg.NodeName {
-			c.log.Warn("refuting a newer record for this node; duplicate node name or restarted node", "version", r.Version)
+			// Two nodes with one name refute each other for as long as both
+			// run.
+			if ok, suppressed := c.logLimit.allow("refute", now); ok {
+				c.log.Warn("refuting a newer record for this node; duplicate node name or restarted node",
+					"version", r.Version, "suppressed", suppressed)
+			}
 		}
 		c.queue(r)
 	}

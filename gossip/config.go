@@ -56,8 +56,11 @@ type Config struct {
 	// ProbeTimeout must be shorter than ProbeInterval.
 	Memberlist *memberlist.Config
 
-	// Logger receives gossip's logs and memberlist's (re-leveled from their
-	// "[LEVEL]" prefixes), with component=gossip. Nil means slog.Default().
+	// Logger receives gossip's logs and memberlist's, with component=gossip.
+	// memberlist's "[LEVEL]" prefixes become slog levels, except that [ERR]
+	// becomes Warn: memberlist uses it for network trouble that heals on its
+	// own. Repeated Warn lines are logged at most once per 10s per kind,
+	// with a count of the suppressed ones. Nil means slog.Default().
 	Logger *slog.Logger
 }
 

@@ -113,8 +113,8 @@ func TestParseLogLine(t *testing.T) {
 		{"[DEBUG] memberlist: Stream connection from=1.2.3.4\n", slog.LevelDebug, "Stream connection from=1.2.3.4"},
 		{"[INFO] memberlist: Marking b as failed", slog.LevelInfo, "Marking b as failed"},
 		{"[WARN] memberlist: Refuting a suspect message", slog.LevelWarn, "Refuting a suspect message"},
-		{"[ERR] memberlist: Push/Pull failed", slog.LevelError, "Push/Pull failed"},
-		{"[ERROR] something", slog.LevelError, "something"},
+		{"[ERR] memberlist: Push/Pull failed", slog.LevelWarn, "Push/Pull failed"},
+		{"[ERROR] something", slog.LevelWarn, "something"},
 		{"no prefix", slog.LevelInfo, "no prefix"},
 		{"", slog.LevelInfo, ""},
 	}

@@ -1,6 +1,8 @@
 package gossip
 
 import (
+	"time"
+
 	"github.com/hashicorp/memberlist"
 )
 
@@ -46,8 +48,11 @@ func (d *delegate) LocalState(join bool) []byte {
 		return nil
 	}
 	if len(b) > maxStateMsg {
-		d.c.log.Error("push/pull state exceeds the limit peers accept; catalog will not converge",
-			"bytes", len(b), "limit", maxStateMsg)
+		// Every push/pull hits this until the catalog shrinks.
+		if ok, suppressed := d.c.logLimit.allow("state size", time.Now()); ok {
+			d.c.log.Error("push/pull state exceeds the limit peers accept; catalog will not converge",
+				"bytes", len(b), "limit", maxStateMsg, "suppressed", suppressed)
+		}
 	}
 	return b
 }
