@@ -1,10 +1,15 @@
 package gossip
 
 import (
+	"bytes"
 	"log/slog"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 func TestNewValidation(t *testing.T) {
@@ -77,6 +82,50 @@ func TestNewCopiesConfig(t *testing.T) {
 	}
 	if got := c.cfg.Memberlist.ProbeInterval; got == time.Hour {
 		t.Errorf("ProbeInterval: got %v, want the value at New", got)
+	}
+}
+
+func TestNewCopiesMemberlistSlices(t *testing.T) {
+	key := bytes.Repeat([]byte{1}, 16)
+	keyring, err := memberlist.NewKeyring(nil, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cidr, err := net.ParseCIDR("10.0.0.0/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultLocalConfig()
+	cfg.NodeName = "a"
+	cfg.BindAddr = "127.0.0.1"
+	cfg.Memberlist.SecretKey = slices.Clone(key)
+	cfg.Memberlist.Keyring = keyring
+	cfg.Memberlist.CIDRsAllowed = []net.IPNet{*cidr}
+	// Built without naming go-metrics' Label type, which this module does
+	// not import directly.
+	cfg.Memberlist.MetricLabels = slices.Grow(cfg.Memberlist.MetricLabels, 1)[:1]
+	cfg.Memberlist.MetricLabels[0].Name, cfg.Memberlist.MetricLabels[0].Value = "n", "v"
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Memberlist.SecretKey[0] = 9
+	cfg.Memberlist.CIDRsAllowed[0].IP[0] = 192
+	cfg.Memberlist.CIDRsAllowed[0].Mask[0] = 0
+	cfg.Memberlist.MetricLabels[0].Value = "changed"
+	mc := c.cfg.Memberlist
+	if !bytes.Equal(mc.SecretKey, key) {
+		t.Errorf("SecretKey: got %x, want %x", mc.SecretKey, key)
+	}
+	if got := mc.CIDRsAllowed[0].String(); got != "10.0.0.0/8" {
+		t.Errorf("CIDRsAllowed: got %q, want %q", got, "10.0.0.0/8")
+	}
+	if got := mc.MetricLabels[0].Value; got != "v" {
+		t.Errorf("MetricLabels: got %q, want %q", got, "v")
+	}
+	if mc.Keyring != keyring {
+		t.Error("Keyring: got a copy, want the caller's keyring, through which keys are rotated")
 	}
 }
 
