@@ -46,7 +46,7 @@ type Member struct {
 	Name  string `json:"name"`
 	Addr  string `json:"addr"`
 	Port  int    `json:"port"`
-	State string `json:"state"` // "alive", "dead", "left"; see Cluster.Members
+	State string `json:"state"` // "alive", "dead" or "left", never "suspect"; see Cluster.Members
 }
 
 // Member states.
@@ -316,8 +316,11 @@ func (c *Cluster) entryLocked(r record) Entry {
 // Members returns every node memberlist has reported, including this one,
 // sorted by Name. State is "alive", "dead" (failed) or "left" (graceful);
 // dead and left nodes are forgotten after memberlist's GossipToTheDeadTime.
-// memberlist v0.7.0 does not expose its suspect state, so a suspect node is
-// reported "alive" until it is declared dead. Empty before Start.
+// There is no "suspect" state: memberlist v0.7.0 keeps node states in an
+// unexported field and never fills memberlist.Node.State, nor calls any
+// delegate when a node becomes suspect, so a suspect node is reported
+// "alive" (and counted by NumMembers) until it is declared dead. Empty
+// before Start.
 func (c *Cluster) Members() []Member {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -330,8 +333,8 @@ func (c *Cluster) Members() []Member {
 	return out
 }
 
-// NumMembers returns the number of alive members including this node; 0
-// before Start. It does not block.
+// NumMembers returns the number of alive members including this node,
+// suspect ones included (see Members); 0 before Start. It does not block.
 func (c *Cluster) NumMembers() int {
 	return int(c.numAlive.Load())
 }
@@ -341,8 +344,9 @@ func (c *Cluster) LocalNode() string {
 	return c.cfg.NodeName
 }
 
-// GossipPort returns the gossip port this node advertises (the bound port
-// unless AdvertisePort is set); 0 before Start.
+// GossipPort returns the gossip port this node advertises: the bound port,
+// or AdvertisePort when it is set together with a non-zero BindPort; 0
+// before Start.
 func (c *Cluster) GossipPort() int {
 	return int(c.gossipPort.Load())
 }
