@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"slices"
 	"strconv"
@@ -34,7 +35,7 @@ type Service struct {
 // Entry is one node's record in the catalog.
 type Entry struct {
 	Node     string    `json:"node"`
-	Addr     string    `json:"addr"` // advertise IP
+	Addr     string    `json:"addr"` // IP memberlist reaches the node at; see Cluster.Catalog
 	DataPort int       `json:"data_port"`
 	Services []Service `json:"services"` // sorted by Name
 	Version  uint64    `json:"version"`
@@ -45,7 +46,7 @@ type Member struct {
 	Name  string `json:"name"`
 	Addr  string `json:"addr"`
 	Port  int    `json:"port"`
-	State string `json:"state"` // "alive", "dead", "left"; see Cluster.Members
+	State string `json:"state"` // "alive", "dead" or "left", never "suspect"; see Cluster.Members
 }
 
 // Member states.
@@ -58,6 +59,19 @@ const (
 // maxLeaveWait bounds Leave when its context has no deadline.
 const maxLeaveWait = 10 * time.Second
 
+// maxPending bounds the records kept for nodes memberlist has not reported
+// yet. Such a record legitimately arrives only in the short window before
+// its node's alive message, so a few are plenty; a peer sending records for
+// made-up names must not grow memory without bound.
+const maxPending = 256
+
+// Broadcast queue bound, see queue: per alive node a few records can be in
+// flight, plus room for this node's own and those of dead nodes.
+const (
+	queuePerNode = 4
+	queueExtra   = 64
+)
+
 // Cluster is this node's membership in the gossip cluster and its view of
 // the catalog. All methods are safe for concurrent use. The lifecycle is
 // New → Start → Join (any number of times) → Leave → Shutdown.
@@ -67,13 +81,23 @@ type Cluster struct {
 	changed chan struct{} // 1-buffered, see Changed
 	bcast   *memberlist.TransmitLimitedQueue
 	reap    time.Duration // how long dead members are remembered
+	// maxBcast is the largest encoded record that fits in a gossip packet;
+	// larger ones are not queued and travel only by push/pull.
+	maxBcast int
+
+	warnedSize atomic.Bool // SetServices warned that our record is too big
+	// logLimit rate-limits Warn and Error lines that network input can
+	// repeat, by key.
+	logLimit *limiter
 
 	numAlive   atomic.Int64 // alive members incl. self, for bcast
 	gossipPort atomic.Int64 // set in Start
 
-	// wg tracks Join and Leave calls into memberlist, so Shutdown never
-	// runs concurrently with them (memberlist panics on Leave after
-	// Shutdown). Add is only called with lifeMu held and closed false.
+	// wg tracks the Leave call into memberlist, so Shutdown never runs
+	// concurrently with it: memberlist panics on Leave after Shutdown. Join
+	// is not tracked: memberlist cannot cancel it, a join to an unresponsive
+	// address blocks for TCPTimeout, and a Join racing or following Shutdown
+	// only fails. Go is only called with lifeMu held and closed false.
 	wg sync.WaitGroup
 
 	// lifeMu guards the lifecycle fields below. It is never held across
@@ -89,7 +113,8 @@ type Cluster struct {
 	// sends or calls into memberlist.
 	mu      sync.Mutex
 	self    record
-	records map[string]*stored // other nodes, by name
+	records map[string]*stored // other nodes memberlist reported, by name
+	pending map[string]*stored // nodes memberlist did not report (yet), at most maxPending
 	members map[string]*member // as reported by memberlist, incl. self
 }
 
@@ -118,6 +143,9 @@ func New(cfg Config) (*Cluster, error) {
 		changed: make(chan struct{}, 1),
 		bcast:   &memberlist.TransmitLimitedQueue{RetransmitMult: cfg.Memberlist.RetransmitMult},
 		reap:    max(cfg.Memberlist.GossipToTheDeadTime, time.Second),
+
+		maxBcast: cfg.maxBroadcast(),
+		logLimit: newLimiter(logInterval),
 		self: record{Entry: Entry{
 			Node:     cfg.NodeName,
 			Addr:     cfg.advertiseIP(),
@@ -125,6 +153,7 @@ func New(cfg Config) (*Cluster, error) {
 			Version:  nextVersion(0, time.Now()),
 		}},
 		records: make(map[string]*stored),
+		pending: make(map[string]*stored),
 		members: make(map[string]*member),
 	}
 	c.bcast.NumNodes = func() int { return int(max(c.numAlive.Load(), 1)) }
@@ -177,6 +206,8 @@ func (c *Cluster) Start() error {
 // returns how many succeeded. It fails only if none did. It blocks for up
 // to the memberlist TCPTimeout per address and may be called any number of
 // times after Start; joining a node already in the cluster is harmless.
+// Shutdown does not wait for a running Join, which then fails. After
+// Shutdown it returns an error matching net.ErrClosed.
 func (c *Cluster) Join(addrs []string) (int, error) {
 	c.lifeMu.Lock()
 	switch {
@@ -188,9 +219,7 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 		return 0, errors.New("gossip: join: not started")
 	}
 	ml := c.ml
-	c.wg.Add(1)
 	c.lifeMu.Unlock()
-	defer c.wg.Done()
 
 	n, err := ml.Join(addrs)
 	if err != nil {
@@ -204,7 +233,10 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 // and broadcasts it. It may be called at any time, also before Start;
 // setting the same services again does nothing. The slice is copied.
 // Services with an empty or over-long name, a port outside 1-65535, or a
-// name already listed are dropped with a Warn log.
+// name already listed are dropped with a Warn log. A record too large for
+// one gossip packet (memberlist's UDPBufferSize, 1400 bytes by default:
+// roughly 30 services with short names) is not broadcast but still reaches
+// every peer by push/pull; the first time that happens it logs a Warn.
 func (c *Cluster) SetServices(svcs []Service) {
 	clean := make([]Service, 0, len(svcs))
 	seen := make(map[string]bool, len(svcs))
@@ -241,35 +273,54 @@ func (c *Cluster) SetServices(svcs []Service) {
 
 	// Queued even before Start: the queue keeps one record per node and
 	// memberlist drains it once it runs.
-	c.queue(r)
+	if size, ok := c.queue(r); !ok && c.warnedSize.CompareAndSwap(false, true) {
+		c.log.Warn("this node's catalog record is too large for a gossip packet; it spreads only by push/pull, so peers see changes up to a push/pull interval late",
+			"bytes", size, "limit", c.maxBcast, "services", len(r.Services))
+	}
 	c.notify()
 }
 
 // Catalog returns the records of this node and of every node memberlist
-// currently considers alive, sorted by Node. The result is a deep copy the
-// caller owns. After Leave this node's own record is not included.
+// currently considers alive, sorted by Node. Each Entry's Addr is the
+// address memberlist has for the node, which its probes confirm, not the
+// one the node put in its record; only this node's entry before Start uses
+// the configured advertise address. The result is a deep copy the caller
+// owns. After Leave this node's own record is not included.
 func (c *Cluster) Catalog() []Entry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pruneLocked(time.Now())
 	out := make([]Entry, 0, len(c.records)+1)
 	if !c.self.Left {
-		out = append(out, c.self.clone().Entry)
+		out = append(out, c.entryLocked(c.self))
 	}
 	for name, s := range c.records {
 		if m, ok := c.members[name]; ok && m.State == stateAlive && !s.rec.Left {
-			out = append(out, s.rec.clone().Entry)
+			out = append(out, c.entryLocked(s.rec))
 		}
 	}
 	slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(a.Node, b.Node) })
 	return out
 }
 
+// entryLocked returns a deep copy of r's Entry with the address memberlist
+// has for the node, falling back to r's own when memberlist has none.
+func (c *Cluster) entryLocked(r record) Entry {
+	e := r.clone().Entry
+	if m, ok := c.members[e.Node]; ok && m.Addr != "" {
+		e.Addr = m.Addr
+	}
+	return e
+}
+
 // Members returns every node memberlist has reported, including this one,
 // sorted by Name. State is "alive", "dead" (failed) or "left" (graceful);
 // dead and left nodes are forgotten after memberlist's GossipToTheDeadTime.
-// memberlist v0.7.0 does not expose its suspect state, so a suspect node is
-// reported "alive" until it is declared dead. Empty before Start.
+// There is no "suspect" state: memberlist v0.7.0 keeps node states in an
+// unexported field and never fills memberlist.Node.State, nor calls any
+// delegate when a node becomes suspect, so a suspect node is reported
+// "alive" (and counted by NumMembers) until it is declared dead. Empty
+// before Start.
 func (c *Cluster) Members() []Member {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -282,8 +333,8 @@ func (c *Cluster) Members() []Member {
 	return out
 }
 
-// NumMembers returns the number of alive members including this node; 0
-// before Start. It does not block.
+// NumMembers returns the number of alive members including this node,
+// suspect ones included (see Members); 0 before Start. It does not block.
 func (c *Cluster) NumMembers() int {
 	return int(c.numAlive.Load())
 }
@@ -293,8 +344,9 @@ func (c *Cluster) LocalNode() string {
 	return c.cfg.NodeName
 }
 
-// GossipPort returns the gossip port this node advertises (the bound port
-// unless AdvertisePort is set); 0 before Start.
+// GossipPort returns the gossip port this node advertises: the bound port,
+// or AdvertisePort when it is set together with a non-zero BindPort; 0
+// before Start.
 func (c *Cluster) GossipPort() int {
 	return int(c.gossipPort.Load())
 }
@@ -332,6 +384,9 @@ func (c *Cluster) Leave(ctx context.Context) error {
 
 	c.mu.Lock()
 	c.self.Left = true
+	// Peers hide a left record's services anyway; without them the record
+	// always fits in a gossip packet.
+	c.self.Services = nil
 	c.self.Version = nextVersion(c.self.Version, time.Now())
 	r := c.self.clone()
 	c.mu.Unlock()
@@ -361,8 +416,8 @@ func (c *Cluster) Leave(ctx context.Context) error {
 	}
 }
 
-// Shutdown stops gossiping and closes the listeners. It waits for running
-// Join and Leave calls to return first. Without a prior Leave, peers see
+// Shutdown stops gossiping and closes the listeners. It waits for a
+// running Leave to return first (at most its timeout), but not for Join. Without a prior Leave, peers see
 // this node fail instead of leave, and Shutdown logs a Warn. It is safe to
 // call more than once and concurrently; calls after the first return an
 // error matching net.ErrClosed. memberlist's own goroutines exit shortly
@@ -393,9 +448,12 @@ func (c *Cluster) Shutdown() error {
 }
 
 // merge applies remote records: per node the highest version wins. Newer
-// records are re-broadcast so they spread epidemically; a record for this
-// node that beats ours (an older incarnation of us, or a node with our
-// name) is refuted with a higher version.
+// records of nodes memberlist reported are re-broadcast so they spread
+// epidemically. Records of other nodes are kept aside, at most maxPending,
+// and not passed on: they are either early (the node's alive message is on
+// its way and the node will broadcast its record itself) or made up. A
+// record for this node that beats ours (an older incarnation of us, or a
+// node with our name) is refuted with a higher version.
 func (c *Cluster) merge(rs []record) {
 	now := time.Now()
 	var out []record
@@ -410,12 +468,14 @@ func (c *Cluster) merge(rs []record) {
 			}
 			continue
 		}
+		if _, ok := c.members[r.Node]; !ok {
+			c.addPendingLocked(r, now)
+			continue
+		}
 		if s, ok := c.records[r.Node]; ok && s.rec.Version >= r.Version {
 			continue
 		}
 		c.records[r.Node] = &stored{rec: r, seen: now}
-		// A record can arrive before its node's alive message; it stays
-		// hidden until NotifyJoin and is pruned if that never comes.
 		out = append(out, r)
 		if m, ok := c.members[r.Node]; ok {
 			if m.State == stateAlive {
@@ -431,7 +491,12 @@ func (c *Cluster) merge(rs []record) {
 
 	for _, r := range out {
 		if r.Node == c.cfg.NodeName {
-			c.log.Warn("refuting a newer record for this node; duplicate node name or restarted node", "version", r.Version)
+			// Two nodes with one name refute each other for as long as both
+			// run.
+			if ok, suppressed := c.logLimit.allow("refute", now); ok {
+				c.log.Warn("refuting a newer record for this node; duplicate node name or restarted node",
+					"version", r.Version, "suppressed", suppressed)
+			}
 		}
 		c.queue(r)
 	}
@@ -455,19 +520,46 @@ func (c *Cluster) pushState() []record {
 	return out
 }
 
-// memberUp records a member as alive (join) or updates its address.
-func (c *Cluster) memberUp(name, addr string, port int, join bool) {
-	now := time.Now()
+// addPendingLocked keeps r, a record of a node memberlist has not
+// reported, until NotifyJoin or pruneLocked. When maxPending are kept it
+// evicts the oldest, so made-up names cannot pin stale entries.
+func (c *Cluster) addPendingLocked(r record, now time.Time) {
+	if p, ok := c.pending[r.Node]; ok {
+		if p.rec.Version < r.Version {
+			*p = stored{rec: r, seen: now}
+		}
+		return
+	}
+	if len(c.pending) >= maxPending {
+		var oldest string
+		var seen time.Time
+		for name, p := range c.pending {
+			if oldest == "" || p.seen.Before(seen) {
+				oldest, seen = name, p.seen
+			}
+		}
+		delete(c.pending, oldest)
+	}
+	c.pending[r.Node] = &stored{rec: r, seen: now}
+}
+
+// memberUp records a member as alive, and makes a record that arrived
+// before memberlist reported the node its current one.
+func (c *Cluster) memberUp(name, addr string, port int) {
 	c.mu.Lock()
 	m, ok := c.members[name]
 	if !ok {
 		m = &member{}
 		c.members[name] = m
 	}
-	if join || m.State != stateAlive {
-		m.since = now
+	if p, ok := c.pending[name]; ok {
+		delete(c.pending, name)
+		if s, ok := c.records[name]; !ok || s.rec.Version < p.rec.Version {
+			c.records[name] = p
+		}
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
+	m.since = time.Now()
 	c.countLocked()
 	c.mu.Unlock()
 	c.log.Debug("member alive", "peer", name, "addr", net.JoinHostPort(addr, strconv.Itoa(port)))
@@ -475,7 +567,9 @@ func (c *Cluster) memberUp(name, addr string, port int, join bool) {
 }
 
 // memberDown records a member as failed, or left if its last record said
-// so. Its record is kept, hidden, until pruned, so a node wrongly declared
+// so (memberlist does not tell, see delegate.NotifyLeave); merge corrects
+// the state when the left record arrives after memberlist's message. Its
+// record is kept, hidden, until pruned, so a node wrongly declared
 // dead that refutes comes back with its services without waiting for a
 // push/pull.
 func (c *Cluster) memberDown(name string) {
@@ -511,9 +605,8 @@ func (c *Cluster) countLocked() {
 }
 
 // pruneLocked forgets members that have been dead or left for longer than
-// c.reap, and records nobody vouches for: those of forgotten members, and
-// those of unknown nodes (a broadcast can beat the node's alive message)
-// that stayed unknown for c.reap.
+// c.reap with their records, and pending records of nodes memberlist did
+// not report within c.reap.
 func (c *Cluster) pruneLocked(now time.Time) {
 	for name, m := range c.members {
 		if m.State != stateAlive && now.Sub(m.since) > c.reap {
@@ -521,20 +614,32 @@ func (c *Cluster) pruneLocked(now time.Time) {
 			delete(c.records, name)
 		}
 	}
-	for name, s := range c.records {
-		if _, ok := c.members[name]; !ok && now.Sub(s.seen) > c.reap {
-			delete(c.records, name)
+	for name, p := range c.pending {
+		if now.Sub(p.seen) > c.reap {
+			delete(c.pending, name)
 		}
 	}
 }
 
-func (c *Cluster) queue(r record) {
+// queue hands r to memberlist's broadcasts. It returns r's encoded size and
+// false if r was not queued because it can never fit in a gossip packet;
+// the queue would keep it forever. The queue holds one record per node
+// (see broadcast), and it is pruned to queuePerNode per alive node plus
+// queueExtra, dropping the most retransmitted first, so records of dead
+// nodes cannot pile up.
+func (c *Cluster) queue(r record) (int, bool) {
 	b, err := encodeRecord(r)
 	if err != nil {
 		c.log.Error("encoding record", "peer", r.Node, "err", err)
-		return
+		return 0, false
+	}
+	if len(b) > c.maxBcast {
+		c.log.Debug("record too large to broadcast", "peer", r.Node, "bytes", len(b), "limit", c.maxBcast)
+		return len(b), false
 	}
 	c.bcast.QueueBroadcast(&broadcast{node: r.Node, msg: b})
+	c.bcast.Prune(queuePerNode*c.bcast.NumNodes() + queueExtra)
+	return len(b), true
 }
 
 // notify signals Changed without blocking.
@@ -547,11 +652,16 @@ func (c *Cluster) notify() {
 
 // nextVersion returns a version above prev that also beats any version an
 // earlier run of this node could have produced, assuming the clock did
-// not go back.
+// not go back. At math.MaxUint64 it saturates rather than wrap to 0, which
+// would lose to every record peers hold; validateRecord keeps remote
+// versions far below that.
 func nextVersion(prev uint64, now time.Time) uint64 {
 	ns := now.UnixNano()
 	if ns > 0 && uint64(ns) > prev {
 		return uint64(ns)
+	}
+	if prev == math.MaxUint64 {
+		return prev
 	}
 	return prev + 1
 }

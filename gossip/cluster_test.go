@@ -10,11 +10,14 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 const waitTimeout = 15 * time.Second
@@ -32,6 +35,12 @@ func testLogger() *slog.Logger {
 // timers, and shuts it down when the test ends.
 func newNode(t *testing.T, name, cluster string, dataPort int) *Cluster {
 	t.Helper()
+	return newNodeWith(t, name, cluster, dataPort, func(*Config) {})
+}
+
+// newNodeWith is newNode with mod applied to the config before New.
+func newNodeWith(t *testing.T, name, cluster string, dataPort int, mod func(*Config)) *Cluster {
+	t.Helper()
 	cfg := DefaultLocalConfig()
 	cfg.NodeName = name
 	cfg.Cluster = cluster
@@ -39,6 +48,7 @@ func newNode(t *testing.T, name, cluster string, dataPort int) *Cluster {
 	cfg.BindPort = 0
 	cfg.DataPort = dataPort
 	cfg.Logger = testLogger()
+	mod(&cfg)
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New(%q): %v", name, err)
@@ -204,6 +214,60 @@ func TestDeparture(t *testing.T) {
 					}
 					return nil
 				})
+			}
+		})
+	}
+}
+
+// newOffline returns a Cluster that is never started, for driving its
+// delegate directly.
+func newOffline(t *testing.T, name string) (*Cluster, *delegate) {
+	t.Helper()
+	c, err := New(Config{NodeName: name, BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, &delegate{c: c}
+}
+
+func mlNode(name, ip string, state memberlist.NodeStateType) *memberlist.Node {
+	return &memberlist.Node{Name: name, Addr: net.ParseIP(ip), Port: 7946, State: state}
+}
+
+// TestMemberStateOnLeave checks that "left" versus "dead" follows the
+// node's own Left record, whichever of it and memberlist's message comes
+// first, and that memberlist's n.State is not trusted: v0.7.0 never sets it.
+func TestMemberStateOnLeave(t *testing.T) {
+	tests := []struct {
+		name        string
+		recordLeft  bool
+		recordAfter bool // the record arrives after NotifyLeave
+		want        string
+	}{
+		{name: "left", recordLeft: true, want: stateLeft},
+		{name: "left record after leave message", recordLeft: true, recordAfter: true, want: stateLeft},
+		{name: "dead", want: stateDead},
+		{name: "dead, record after", recordAfter: true, want: stateDead},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, d := newOffline(t, "a")
+			d.NotifyJoin(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+			c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1}}})
+			rec := record{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 2}, Left: tc.recordLeft}
+			if !tc.recordAfter {
+				c.merge([]record{rec})
+			}
+			// What memberlist v0.7.0 passes for a left node as well as a dead one.
+			d.NotifyLeave(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+			if tc.recordAfter {
+				c.merge([]record{rec})
+			}
+			if got := memberState(c, "b"); got != tc.want {
+				t.Errorf("member b: got state %q, want %q", got, tc.want)
+			}
+			if got := c.NumMembers(); got != 0 {
+				t.Errorf("NumMembers: got %d, want 0", got)
 			}
 		})
 	}
@@ -424,4 +488,242 @@ func TestNoGoroutineLeak(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestUnknownNodeRecordsCapped(t *testing.T) {
+	c, d := newOffline(t, "a")
+	for i := range maxPending + 50 {
+		c.merge([]record{{Entry: Entry{Node: fmt.Sprintf("n%03d", i), Addr: "10.0.0.9", Version: 1,
+			Services: []Service{{"web", 80}}}}})
+	}
+	c.mu.Lock()
+	pending, records := len(c.pending), len(c.records)
+	c.mu.Unlock()
+	if pending != maxPending || records != 0 {
+		t.Errorf("after %d unknown records: got %d pending and %d records, want %d and 0",
+			maxPending+50, pending, records, maxPending)
+	}
+	if got := c.bcast.NumQueued(); got != 0 {
+		t.Errorf("broadcasts queued for unknown nodes: got %d, want 0", got)
+	}
+	if got := c.Catalog(); len(got) != 1 {
+		t.Errorf("Catalog: got %+v, want only the own entry", got)
+	}
+
+	// The newest survive, and become visible once memberlist reports them.
+	last := fmt.Sprintf("n%03d", maxPending+49)
+	d.NotifyJoin(mlNode(last, "10.0.0.9", memberlist.StateAlive))
+	got := c.Catalog()
+	if len(got) != 2 || got[1].Node != last || len(got[1].Services) != 1 {
+		t.Errorf("Catalog after NotifyJoin(%q): got %+v, want own entry and %q with its service", last, got, last)
+	}
+	c.mu.Lock()
+	pending = len(c.pending)
+	c.mu.Unlock()
+	if pending != maxPending-1 {
+		t.Errorf("pending after NotifyJoin: got %d, want %d", pending, maxPending-1)
+	}
+}
+
+func TestBroadcastQueuePruned(t *testing.T) {
+	c, d := newOffline(t, "a")
+	const n = 200
+	for i := range n {
+		name := fmt.Sprintf("n%03d", i)
+		d.NotifyJoin(mlNode(name, "10.0.0.9", memberlist.StateAlive))
+		d.NotifyLeave(mlNode(name, "10.0.0.9", memberlist.StateAlive))
+		c.merge([]record{{Entry: Entry{Node: name, Addr: "10.0.0.9", Version: 1}}})
+	}
+	// No node is alive, so memberlist's NumNodes is 1.
+	if got, limit := c.bcast.NumQueued(), queuePerNode+queueExtra; got > limit {
+		t.Errorf("queued broadcasts after %d records: got %d, want at most %d", n, got, limit)
+	}
+}
+
+func TestOversizedRecordNotQueued(t *testing.T) {
+	var logs bytes.Buffer
+	cfg := Config{NodeName: "a", BindAddr: "127.0.0.1",
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &delegate{c: c}
+	many := func(prefix string) []Service {
+		var svcs []Service
+		for i := range 100 {
+			svcs = append(svcs, Service{Name: fmt.Sprintf("%s-%03d", prefix, i), Port: 1000 + i})
+		}
+		return svcs
+	}
+
+	c.SetServices(many("svc"))
+	c.SetServices(many("other"))
+	if got := c.bcast.NumQueued(); got != 0 {
+		t.Errorf("own oversized record: got %d queued, want 0", got)
+	}
+	if got := strings.Count(logs.String(), "too large for a gossip packet"); got != 1 {
+		t.Errorf("size warnings after two oversized SetServices: got %d, want 1; logs:\n%s", got, logs.String())
+	}
+	if got := c.Catalog(); len(got) != 1 || len(got[0].Services) != 100 {
+		t.Errorf("Catalog: got %d entries, want own entry with 100 services", len(got))
+	}
+
+	d.NotifyJoin(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+	c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1, Services: many("b")}}})
+	if got := c.bcast.NumQueued(); got != 0 {
+		t.Errorf("remote oversized record: got %d queued, want 0", got)
+	}
+	if got := c.Catalog(); len(got) != 2 {
+		t.Errorf("Catalog: got %d entries, want 2 (the oversized remote record is still kept)", len(got))
+	}
+
+	c.SetServices([]Service{{"web", 80}})
+	if got := c.bcast.NumQueued(); got != 1 {
+		t.Errorf("small record: got %d queued, want 1", got)
+	}
+}
+
+// servicesOfSize returns services whose record for c encodes to exactly
+// size bytes.
+func servicesOfSize(t *testing.T, c *Cluster, size int) []Service {
+	t.Helper()
+	encoded := func(svcs []Service) int {
+		r := c.self.clone()
+		r.Services = svcs
+		return len(mustEncodeRecord(t, r))
+	}
+	var svcs []Service
+	for i := 0; ; i++ {
+		next := append(slices.Clone(svcs), Service{Name: fmt.Sprintf("s%03d", i), Port: 10000 + i})
+		if encoded(next) > size-maxNameLen {
+			break
+		}
+		svcs = next
+	}
+	last := Service{Name: "z", Port: 10000}
+	last.Name = strings.Repeat("z", size-encoded(append(svcs, last))+1)
+	svcs = append(svcs, last)
+	if got := encoded(svcs); got != size {
+		t.Fatalf("record size: got %d, want %d", got, size)
+	}
+	return svcs
+}
+
+// TestLargestBroadcastIsSent checks maxBroadcast against memberlist: a
+// record of exactly that size reaches a peer by broadcast, with periodic
+// push/pull off.
+func TestLargestBroadcastIsSent(t *testing.T) {
+	tests := []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{name: "plain", mod: func(*Config) {}},
+		{name: "encrypted", mod: func(c *Config) { c.Memberlist.SecretKey = bytes.Repeat([]byte{7}, 32) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mod := func(c *Config) {
+				c.Memberlist.PushPullInterval = 0
+				tc.mod(c)
+			}
+			a := newNodeWith(t, "a", "broadcast-size-test", 1, mod)
+			b := newNodeWith(t, "b", "broadcast-size-test", 2, mod)
+			join(t, b, a)
+			svcs := servicesOfSize(t, a, a.maxBcast)
+			a.SetServices(svcs)
+			waitFor(t, "b gets a's record", func() error {
+				for _, e := range b.Catalog() {
+					if e.Node == "a" && len(e.Services) == len(svcs) {
+						return nil
+					}
+				}
+				return fmt.Errorf("b catalog: %d entries, none for a with %d services", len(b.Catalog()), len(svcs))
+			})
+		})
+	}
+}
+
+func TestCatalogAddrFromMemberlist(t *testing.T) {
+	c, d := newOffline(t, "a")
+	d.NotifyJoin(mlNode("a", "10.0.0.1", memberlist.StateAlive))
+	d.NotifyJoin(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+	c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.6.6.6", DataPort: 7000, Version: 1}}})
+	addrs := func() []string {
+		var out []string
+		for _, e := range c.Catalog() {
+			out = append(out, e.Node+"="+e.Addr)
+		}
+		return out
+	}
+	if got, want := addrs(), []string{"a=10.0.0.1", "b=10.0.0.2"}; !slices.Equal(got, want) {
+		t.Errorf("Catalog addrs: got %q, want %q", got, want)
+	}
+	// b restarts on a new address; its record is unchanged.
+	d.NotifyLeave(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+	d.NotifyJoin(mlNode("b", "10.0.0.3", memberlist.StateAlive))
+	if got, want := addrs(), []string{"a=10.0.0.1", "b=10.0.0.3"}; !slices.Equal(got, want) {
+		t.Errorf("Catalog addrs after b moved: got %q, want %q", got, want)
+	}
+}
+
+// TestShutdownDoesNotWaitForJoin joins a peer that accepts the connection
+// and never answers, so memberlist's Join blocks for TCPTimeout, and checks
+// that Shutdown returns meanwhile.
+func TestShutdownDoesNotWaitForJoin(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		// Ends when the cleanup closes ln, if Accept is still waiting.
+		if conn, err := ln.Accept(); err == nil {
+			accepted <- conn
+		}
+	}()
+
+	c := newNodeWith(t, "a", "test", 1, func(cfg *Config) { cfg.Memberlist.TCPTimeout = time.Hour })
+	joined := make(chan error, 1)
+	go func() {
+		_, err := c.Join([]string{ln.Addr().String()})
+		joined <- err
+	}()
+	var conn net.Conn
+	select {
+	case conn = <-accepted:
+		t.Cleanup(func() { conn.Close() })
+	case err := <-joined:
+		t.Fatalf("Join returned before the peer answered: %v", err)
+	case <-time.After(waitTimeout):
+		t.Fatal("Join never connected")
+	}
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Shutdown() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Shutdown blocked on a hanging Join")
+	}
+	select {
+	case err := <-joined:
+		t.Fatalf("Join returned before its peer hung up: %v", err)
+	default:
+	}
+
+	// Hanging up ends the Join, so it leaks no goroutine.
+	conn.Close()
+	select {
+	case err := <-joined:
+		if err == nil {
+			t.Error("Join to a peer that hung up: got nil error")
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Join did not return after its peer hung up")
+	}
 }

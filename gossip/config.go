@@ -3,7 +3,9 @@ package gossip
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -11,7 +13,8 @@ import (
 
 // Config configures a Cluster. Build one with DefaultConfig or
 // DefaultLocalConfig and override fields; New copies it, so later changes
-// to the value (or to the memberlist.Config it points to) have no effect.
+// to the value (or to the memberlist.Config it points to) have no effect,
+// except through the shared Memberlist.Keyring (see Memberlist).
 //
 // Zero values: Cluster, BindAddr, Memberlist and Logger fall back to their
 // defaults when zero; for the ports zero has the meaning given on the field.
@@ -39,7 +42,9 @@ type Config struct {
 	AdvertiseAddr string
 
 	// AdvertisePort is the gossip port peers use to reach this node.
-	// Default 0, meaning the bound port.
+	// Default 0, meaning the bound port. It only takes effect with a
+	// non-zero BindPort: when BindPort is 0, memberlist overwrites it with
+	// the port it picked.
 	AdvertisePort int
 
 	// DataPort is the TCP port where this node's ambassador accepts
@@ -48,7 +53,11 @@ type Config struct {
 
 	// Memberlist is the base memberlist profile: timers, retransmits,
 	// compression, encryption keys. Nil means the DefaultConfig profile.
-	// The value is copied in New.
+	// New copies the struct and its slices (SecretKey, CIDRsAllowed,
+	// MetricLabels). Keyring is shared on purpose: it is how the caller
+	// rotates keys (AddKey, UseKey, RemoveKey) in the running cluster, and
+	// memberlist adds SecretKey to it and makes it the primary key. The
+	// Transport and delegates other than Delegate and Events are shared too.
 	//
 	// gossip always overrides Name, BindAddr, BindPort, AdvertiseAddr,
 	// AdvertisePort, Label, Delegate, Events, Logger, LogOutput and
@@ -56,8 +65,11 @@ type Config struct {
 	// ProbeTimeout must be shorter than ProbeInterval.
 	Memberlist *memberlist.Config
 
-	// Logger receives gossip's logs and memberlist's (re-leveled from their
-	// "[LEVEL]" prefixes), with component=gossip. Nil means slog.Default().
+	// Logger receives gossip's logs and memberlist's, with component=gossip.
+	// memberlist's "[LEVEL]" prefixes become slog levels, except that [ERR]
+	// becomes Warn: memberlist uses it for network trouble that heals on its
+	// own. Repeated Warn lines are logged at most once per 10s per kind,
+	// with a count of the suppressed ones. Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -155,8 +167,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Memberlist == nil {
 		cfg.Memberlist = DefaultConfig().Memberlist
 	} else {
-		mc := *cfg.Memberlist
-		cfg.Memberlist = &mc
+		cfg.Memberlist = copyMemberlist(cfg.Memberlist)
 	}
 
 	if err := checkName("node", cfg.NodeName); err != nil {
@@ -198,6 +209,45 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("gossip: config: Memberlist.ProbeTimeout %v must be > 0 and < ProbeInterval %v", mc.ProbeTimeout, mc.ProbeInterval)
 	}
 	return cfg, nil
+}
+
+// Framing memberlist adds around a broadcast in a gossip packet (its
+// unexported compoundHeaderOverhead, compoundOverhead and userMsgOverhead),
+// and the worst-case cost of encryption (version 0: 45 bytes).
+const (
+	packetOverhead  = 2 + 2 + 1
+	encryptOverhead = 45
+)
+
+// maxBroadcast returns the largest encoded record memberlist can send in a
+// gossip packet: UDPBufferSize minus framing, the label (Cluster) and, when
+// keys are configured, encryption. Compression happens after memberlist
+// packs the packet, so it does not help.
+func (cfg Config) maxBroadcast() int {
+	mc := cfg.Memberlist
+	n := mc.UDPBufferSize - packetOverhead
+	if cfg.Cluster != "" {
+		n -= 2 + len(cfg.Cluster)
+	}
+	if mc.Keyring != nil || len(mc.SecretKey) > 0 {
+		n -= encryptOverhead
+	}
+	return n
+}
+
+// copyMemberlist returns a copy of mc that shares no slice with it. Keyring
+// stays shared, see Config.Memberlist.
+func copyMemberlist(mc *memberlist.Config) *memberlist.Config {
+	c := *mc
+	c.SecretKey = slices.Clone(mc.SecretKey)
+	c.MetricLabels = slices.Clone(mc.MetricLabels)
+	if mc.CIDRsAllowed != nil {
+		c.CIDRsAllowed = make([]net.IPNet, len(mc.CIDRsAllowed))
+		for i, n := range mc.CIDRsAllowed {
+			c.CIDRsAllowed[i] = net.IPNet{IP: slices.Clone(n.IP), Mask: slices.Clone(n.Mask)}
+		}
+	}
+	return &c
 }
 
 // advertiseIP is the address this node publishes in its Entry.

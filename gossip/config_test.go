@@ -1,10 +1,15 @@
 package gossip
 
 import (
+	"bytes"
 	"log/slog"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 func TestNewValidation(t *testing.T) {
@@ -80,6 +85,50 @@ func TestNewCopiesConfig(t *testing.T) {
 	}
 }
 
+func TestNewCopiesMemberlistSlices(t *testing.T) {
+	key := bytes.Repeat([]byte{1}, 16)
+	keyring, err := memberlist.NewKeyring(nil, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cidr, err := net.ParseCIDR("10.0.0.0/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultLocalConfig()
+	cfg.NodeName = "a"
+	cfg.BindAddr = "127.0.0.1"
+	cfg.Memberlist.SecretKey = slices.Clone(key)
+	cfg.Memberlist.Keyring = keyring
+	cfg.Memberlist.CIDRsAllowed = []net.IPNet{*cidr}
+	// Built without naming go-metrics' Label type, which this module does
+	// not import directly.
+	cfg.Memberlist.MetricLabels = slices.Grow(cfg.Memberlist.MetricLabels, 1)[:1]
+	cfg.Memberlist.MetricLabels[0].Name, cfg.Memberlist.MetricLabels[0].Value = "n", "v"
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Memberlist.SecretKey[0] = 9
+	cfg.Memberlist.CIDRsAllowed[0].IP[0] = 192
+	cfg.Memberlist.CIDRsAllowed[0].Mask[0] = 0
+	cfg.Memberlist.MetricLabels[0].Value = "changed"
+	mc := c.cfg.Memberlist
+	if !bytes.Equal(mc.SecretKey, key) {
+		t.Errorf("SecretKey: got %x, want %x", mc.SecretKey, key)
+	}
+	if got := mc.CIDRsAllowed[0].String(); got != "10.0.0.0/8" {
+		t.Errorf("CIDRsAllowed: got %q, want %q", got, "10.0.0.0/8")
+	}
+	if got := mc.MetricLabels[0].Value; got != "v" {
+		t.Errorf("MetricLabels: got %q, want %q", got, "v")
+	}
+	if mc.Keyring != keyring {
+		t.Error("Keyring: got a copy, want the caller's keyring, through which keys are rotated")
+	}
+}
+
 func TestDefaultConfigs(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -113,8 +162,8 @@ func TestParseLogLine(t *testing.T) {
 		{"[DEBUG] memberlist: Stream connection from=1.2.3.4\n", slog.LevelDebug, "Stream connection from=1.2.3.4"},
 		{"[INFO] memberlist: Marking b as failed", slog.LevelInfo, "Marking b as failed"},
 		{"[WARN] memberlist: Refuting a suspect message", slog.LevelWarn, "Refuting a suspect message"},
-		{"[ERR] memberlist: Push/Pull failed", slog.LevelError, "Push/Pull failed"},
-		{"[ERROR] something", slog.LevelError, "something"},
+		{"[ERR] memberlist: Push/Pull failed", slog.LevelWarn, "Push/Pull failed"},
+		{"[ERROR] something", slog.LevelWarn, "something"},
 		{"no prefix", slog.LevelInfo, "no prefix"},
 		{"", slog.LevelInfo, ""},
 	}

@@ -1,6 +1,8 @@
 package gossip
 
 import (
+	"time"
+
 	"github.com/hashicorp/memberlist"
 )
 
@@ -46,8 +48,11 @@ func (d *delegate) LocalState(join bool) []byte {
 		return nil
 	}
 	if len(b) > maxStateMsg {
-		d.c.log.Error("push/pull state exceeds the limit peers accept; catalog will not converge",
-			"bytes", len(b), "limit", maxStateMsg)
+		// Every push/pull hits this until the catalog shrinks.
+		if ok, suppressed := d.c.logLimit.allow("state size", time.Now()); ok {
+			d.c.log.Error("push/pull state exceeds the limit peers accept; catalog will not converge",
+				"bytes", len(b), "limit", maxStateMsg, "suppressed", suppressed)
+		}
 	}
 	return b
 }
@@ -64,19 +69,25 @@ func (d *delegate) MergeRemoteState(b []byte, join bool) {
 	d.c.merge(rs)
 }
 
-// NotifyJoin records n as alive. Called with memberlist's node lock held.
+// NotifyJoin records n as alive. memberlist calls it when a node becomes
+// alive, also when a dead node comes back from a new address. Called with
+// memberlist's node lock held.
 func (d *delegate) NotifyJoin(n *memberlist.Node) {
-	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), true)
+	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port))
 }
 
-// NotifyUpdate records n's new address. Called with memberlist's node lock
-// held.
-func (d *delegate) NotifyUpdate(n *memberlist.Node) {
-	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), false)
-}
+// NotifyUpdate does nothing: memberlist calls it only when an alive node's
+// metadata changes, and NodeMeta is always empty. (It rejects an address
+// change of an alive node as a conflict.)
+func (d *delegate) NotifyUpdate(n *memberlist.Node) {}
 
 // NotifyLeave records n as dead or left. Called with memberlist's node lock
 // held.
+//
+// n.State cannot tell the two apart: memberlist v0.7.0 keeps the state in
+// nodeState.State, which shadows the embedded Node.State, and hands out
+// &nodeState.Node, whose State is never set (always StateAlive). So
+// "left" comes from the record the node broadcast in Leave.
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	d.c.memberDown(n.Name)
 }

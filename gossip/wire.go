@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 )
 
 // Wire format. Every message this package puts on the wire (a broadcast
@@ -39,6 +40,12 @@ const (
 	maxServices = 256
 	// maxNameLen bounds node and service names (a DNS name's length).
 	maxNameLen = 253
+	// maxVersionAhead bounds how far a remote record's version (UnixNano
+	// based, see nextVersion) may lie ahead of this node's clock. Without
+	// it one record with a huge version would make its node's next
+	// versions wrap around or stop growing, wedging the node's entry in
+	// every catalog. A day is far beyond any sane clock skew.
+	maxVersionAhead = 24 * time.Hour
 )
 
 // errDecode is wrapped by every decoding error.
@@ -91,7 +98,7 @@ func decodeRecord(b []byte) (record, error) {
 	if err := decode(b, kindRecord, maxRecordMsg, &r); err != nil {
 		return record{}, err
 	}
-	if err := validateRecord(&r); err != nil {
+	if err := validateRecord(&r, time.Now()); err != nil {
 		return record{}, err
 	}
 	return r, nil
@@ -108,9 +115,10 @@ func decodeState(b []byte) ([]record, error) {
 	if len(s.Records) > maxStateRecords {
 		return nil, fmt.Errorf("%w: state has %d records, limit %d", errDecode, len(s.Records), maxStateRecords)
 	}
+	now := time.Now()
 	seen := make(map[string]bool, len(s.Records))
 	for i := range s.Records {
-		if err := validateRecord(&s.Records[i]); err != nil {
+		if err := validateRecord(&s.Records[i], now); err != nil {
 			return nil, err
 		}
 		if seen[s.Records[i].Node] {
@@ -138,9 +146,9 @@ func decode(b []byte, kind byte, limit int, v any) error {
 	return nil
 }
 
-// validateRecord checks a remote record and puts it in canonical form
-// (services sorted by name, nil when empty).
-func validateRecord(r *record) error {
+// validateRecord checks a remote record received at now and puts it in
+// canonical form (services sorted by name, nil when empty).
+func validateRecord(r *record, now time.Time) error {
 	if err := checkName("node", r.Node); err != nil {
 		return err
 	}
@@ -152,6 +160,10 @@ func validateRecord(r *record) error {
 	}
 	if r.Version == 0 {
 		return fmt.Errorf("%w: node %q: version 0", errDecode, r.Node)
+	}
+	if limit := maxVersion(now); r.Version > limit {
+		return fmt.Errorf("%w: node %q: version %d is more than %v ahead of this node's clock (limit %d)",
+			errDecode, r.Node, r.Version, maxVersionAhead, limit)
 	}
 	if len(r.Services) > maxServices {
 		return fmt.Errorf("%w: node %q: %d services, limit %d", errDecode, r.Node, len(r.Services), maxServices)
@@ -170,6 +182,11 @@ func validateRecord(r *record) error {
 		}
 	}
 	return nil
+}
+
+// maxVersion is the highest version accepted from the network at now.
+func maxVersion(now time.Time) uint64 {
+	return uint64(max(now.UnixNano(), 0)) + uint64(maxVersionAhead)
 }
 
 func checkName(what, name string) error {

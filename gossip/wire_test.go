@@ -2,6 +2,8 @@ package gossip
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -28,7 +30,13 @@ func msg(kind byte, body string) []byte {
 	return append([]byte{wireVersion, kind}, body...)
 }
 
+// versionMsg is a record broadcast for node "a" with the given version.
+func versionMsg(v uint64) []byte {
+	return msg(kindRecord, fmt.Sprintf(`{"node":"a","addr":"1.2.3.4","version":%d}`, v))
+}
+
 func TestDecodeRecord(t *testing.T) {
+	soon := uint64(time.Now().Add(maxVersionAhead - time.Hour).UnixNano())
 	tests := []struct {
 		name    string
 		in      []byte
@@ -55,6 +63,11 @@ func TestDecodeRecord(t *testing.T) {
 		{name: "negative data port", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","data_port":-1,"version":1}`), wantErr: true},
 		{name: "version zero", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4"}`), wantErr: true},
 		{name: "negative version", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":-1}`), wantErr: true},
+		{name: "version within a day ahead", in: versionMsg(soon),
+			want: record{Entry: Entry{Node: "a", Addr: "1.2.3.4", Version: soon}}},
+		{name: "version more than a day ahead", in: versionMsg(uint64(time.Now().Add(maxVersionAhead + time.Hour).UnixNano())), wantErr: true},
+		{name: "max version", in: versionMsg(math.MaxUint64), wantErr: true},
+		{name: "version overflows", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":18446744073709551616}`), wantErr: true},
 		{name: "service port zero", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":0}]}`), wantErr: true},
 		{name: "service no name", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"port":1}]}`), wantErr: true},
 		{name: "duplicate service", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1},{"name":"x","port":2}]}`), wantErr: true},
@@ -131,6 +144,9 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(mustEncodeRecord(f, validRecord()))
 	f.Add(msg(kindRecord, `{"node":"a","addr":"::1","version":1,"left":true}`))
 	f.Add(msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1},{"name":"x","port":2}]}`))
+	f.Add(versionMsg(math.MaxUint64))
+	f.Add(versionMsg(math.MaxUint64 - 1))
+	f.Add(versionMsg(uint64(time.Now().Add(2 * maxVersionAhead).UnixNano())))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeRecord(b)
@@ -158,6 +174,7 @@ func FuzzDecodeState(f *testing.F) {
 		f.Add(buf)
 	}
 	f.Add(msg(kindState, `{"records":[{}]}`))
+	f.Add(msg(kindState, `{"records":[{"node":"a","addr":"::1","version":18446744073709551615}]}`))
 	f.Fuzz(func(t *testing.T, buf []byte) {
 		rs, err := decodeState(buf)
 		if err != nil {
@@ -187,6 +204,9 @@ func TestNextVersion(t *testing.T) {
 		{name: "clock wins", prev: 5, now: 100, want: 100},
 		{name: "prev wins when clock is behind", prev: 200, now: 100, want: 201},
 		{name: "equal", prev: 100, now: 100, want: 101},
+		{name: "clock before 1970", prev: 7, now: -5, want: 8},
+		{name: "saturates instead of wrapping", prev: math.MaxUint64, now: 100, want: math.MaxUint64},
+		{name: "one below max", prev: math.MaxUint64 - 1, now: 100, want: math.MaxUint64},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -194,5 +214,24 @@ func TestNextVersion(t *testing.T) {
 				t.Errorf("got %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestRefuteHighestAcceptedVersion checks that refuting the highest
+// version the network may claim for this node still yields a version that
+// grows, so the node's entry keeps winning.
+func TestRefuteHighestAcceptedVersion(t *testing.T) {
+	c, err := New(Config{NodeName: "a", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := decodeRecord(versionMsg(maxVersion(time.Now()) - 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.merge([]record{r})
+	got := c.Catalog()
+	if len(got) != 1 || got[0].Version <= r.Version {
+		t.Fatalf("own entry after refuting version %d: got %+v, want a higher version", r.Version, got)
 	}
 }
