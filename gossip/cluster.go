@@ -30,6 +30,9 @@ import (
 type Service struct {
 	Name string `json:"name"`
 	Port int    `json:"port"` // client-facing port
+	// Weight is this instance's share of new connections relative to
+	// other instances of the service. 0 (omitted on the wire) means 1.
+	Weight int `json:"weight,omitempty"`
 }
 
 // Entry is one node's record in the catalog.

@@ -133,8 +133,8 @@ func memberState(c *Cluster, name string) string {
 func threeNodes(t *testing.T) ([]*Cluster, []Entry) {
 	t.Helper()
 	want := []Entry{
-		{Node: "a", Addr: "127.0.0.1", DataPort: 7001, Services: []Service{{"db", 5432}, {"web", 80}}},
-		{Node: "b", Addr: "127.0.0.1", DataPort: 7002, Services: []Service{{"cache", 6379}}},
+		{Node: "a", Addr: "127.0.0.1", DataPort: 7001, Services: []Service{{Name: "db", Port: 5432, Weight: 2}, {Name: "web", Port: 80}}},
+		{Node: "b", Addr: "127.0.0.1", DataPort: 7002, Services: []Service{{Name: "cache", Port: 6379}}},
 		{Node: "c", Addr: "127.0.0.1", DataPort: 7003},
 	}
 	var nodes []*Cluster
@@ -144,8 +144,8 @@ func threeNodes(t *testing.T) ([]*Cluster, []Entry) {
 	join(t, nodes[1], nodes[0])
 	join(t, nodes[2], nodes[0])
 	// Unsorted on purpose: SetServices sorts.
-	nodes[0].SetServices([]Service{{"web", 80}, {"db", 5432}})
-	nodes[1].SetServices([]Service{{"cache", 6379}})
+	nodes[0].SetServices([]Service{{Name: "web", Port: 80}, {Name: "db", Port: 5432, Weight: 2}})
+	nodes[1].SetServices([]Service{{Name: "cache", Port: 6379}})
 	waitCatalogs(t, nodes, want)
 	return nodes, want
 }
@@ -163,10 +163,10 @@ func TestCatalogConverges(t *testing.T) {
 	case <-nodes[0].Changed():
 	default:
 	}
-	want[1].Services = []Service{{"api", 8080}, {"cache", 6380}}
-	nodes[1].SetServices([]Service{{"cache", 6380}, {"api", 8080}})
-	want[2].Services = []Service{{"ssh", 22}}
-	nodes[2].SetServices([]Service{{"ssh", 22}, {"", 1}, {"ssh", 23}, {"bad", 0}})
+	want[1].Services = []Service{{Name: "api", Port: 8080}, {Name: "cache", Port: 6380}}
+	nodes[1].SetServices([]Service{{Name: "cache", Port: 6380}, {Name: "api", Port: 8080}})
+	want[2].Services = []Service{{Name: "ssh", Port: 22}}
+	nodes[2].SetServices([]Service{{Name: "ssh", Port: 22}, {Name: "", Port: 1}, {Name: "ssh", Port: 23}, {Name: "bad", Port: 0}})
 	waitCatalogs(t, nodes, want)
 	select {
 	case <-nodes[0].Changed():
@@ -294,10 +294,10 @@ func TestRestartReclaimsName(t *testing.T) {
 	a := newNode(t, "a", "test", 7001)
 	old := newNode(t, "b", "test", 7002)
 	join(t, old, a)
-	old.SetServices([]Service{{"web", 80}})
+	old.SetServices([]Service{{Name: "web", Port: 80}})
 	waitCatalogs(t, []*Cluster{a, old}, []Entry{
 		{Node: "a", Addr: "127.0.0.1", DataPort: 7001},
-		{Node: "b", Addr: "127.0.0.1", DataPort: 7002, Services: []Service{{"web", 80}}},
+		{Node: "b", Addr: "127.0.0.1", DataPort: 7002, Services: []Service{{Name: "web", Port: 80}}},
 	})
 	oldVersion := old.Catalog()[1].Version
 	oldPort := old.GossipPort()
@@ -315,10 +315,10 @@ func TestRestartReclaimsName(t *testing.T) {
 	if b.GossipPort() == oldPort {
 		t.Fatalf("restarted node got the old port %d", oldPort)
 	}
-	b.SetServices([]Service{{"api", 8080}})
+	b.SetServices([]Service{{Name: "api", Port: 8080}})
 	want := []Entry{
 		{Node: "a", Addr: "127.0.0.1", DataPort: 7001},
-		{Node: "b", Addr: "127.0.0.1", DataPort: 7003, Services: []Service{{"api", 8080}}},
+		{Node: "b", Addr: "127.0.0.1", DataPort: 7003, Services: []Service{{Name: "api", Port: 8080}}},
 	}
 	waitFor(t, "restarted b is accepted", func() error {
 		// memberlist accepts the new address only once the old one has been
@@ -343,11 +343,11 @@ func TestRestartReclaimsName(t *testing.T) {
 func TestLateJoinerGetsCatalogOnJoin(t *testing.T) {
 	nodes, want := threeNodes(t)
 	late := newNode(t, "d", "test", 7004)
-	late.SetServices([]Service{{"late", 9000}})
+	late.SetServices([]Service{{Name: "late", Port: 9000}})
 	join(t, late, nodes[1])
 	// Join returns after the push/pull merged, so no waiting here.
 	got := withoutVersions(late.Catalog())
-	want = append(want, Entry{Node: "d", Addr: "127.0.0.1", DataPort: 7004, Services: []Service{{"late", 9000}}})
+	want = append(want, Entry{Node: "d", Addr: "127.0.0.1", DataPort: 7004, Services: []Service{{Name: "late", Port: 9000}}})
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("late joiner catalog right after Join: got %+v, want %+v", got, want)
 	}
@@ -366,7 +366,7 @@ func TestLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.SetServices([]Service{{"web", 80}})
+		c.SetServices([]Service{{Name: "web", Port: 80}})
 		if got := c.Catalog(); len(got) != 1 || len(got[0].Services) != 1 {
 			t.Errorf("Catalog before Start: got %+v, want own entry with one service", got)
 		}
@@ -494,7 +494,7 @@ func TestUnknownNodeRecordsCapped(t *testing.T) {
 	c, d := newOffline(t, "a")
 	for i := range maxPending + 50 {
 		c.merge([]record{{Entry: Entry{Node: fmt.Sprintf("n%03d", i), Addr: "10.0.0.9", Version: 1,
-			Services: []Service{{"web", 80}}}}})
+			Services: []Service{{Name: "web", Port: 80}}}}})
 	}
 	c.mu.Lock()
 	pending, records := len(c.pending), len(c.records)
@@ -578,7 +578,7 @@ func TestOversizedRecordNotQueued(t *testing.T) {
 		t.Errorf("Catalog: got %d entries, want 2 (the oversized remote record is still kept)", len(got))
 	}
 
-	c.SetServices([]Service{{"web", 80}})
+	c.SetServices([]Service{{Name: "web", Port: 80}})
 	if got := c.bcast.NumQueued(); got != 1 {
 		t.Errorf("small record: got %d queued, want 1", got)
 	}

@@ -203,8 +203,15 @@ func checkService(s Service) error {
 	if s.Port < 1 || s.Port > 65535 {
 		return fmt.Errorf("service %q: port %d out of range 1-65535", s.Name, s.Port)
 	}
+	if s.Weight < 0 || s.Weight > maxWeight {
+		return fmt.Errorf("service %q: weight %d out of range 0-%d", s.Name, s.Weight, maxWeight)
+	}
 	return nil
 }
+
+// maxWeight bounds Service.Weight so that balancers' weight sums stay
+// small; the CLI allows up to the same.
+const maxWeight = 1000
 
 func sortServices(s []Service) {
 	slices.SortStableFunc(s, func(a, b Service) int { return cmp.Compare(a.Name, b.Name) })

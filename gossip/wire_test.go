@@ -45,7 +45,7 @@ func TestDecodeRecord(t *testing.T) {
 	}{
 		{name: "valid", in: mustEncodeRecord(t, validRecord()), want: validRecord()},
 		{name: "unsorted services are sorted", in: msg(kindRecord, `{"node":"a","addr":"::1","version":1,"services":[{"name":"z","port":1},{"name":"b","port":2}]}`),
-			want: record{Entry: Entry{Node: "a", Addr: "::1", Version: 1, Services: []Service{{"b", 2}, {"z", 1}}}}},
+			want: record{Entry: Entry{Node: "a", Addr: "::1", Version: 1, Services: []Service{{Name: "b", Port: 2}, {Name: "z", Port: 1}}}}},
 		{name: "empty services become nil", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[]}`),
 			want: record{Entry: Entry{Node: "a", Addr: "1.2.3.4", Version: 1}}},
 		{name: "left flag and unknown field", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"left":true,"future":7}`),
@@ -69,6 +69,8 @@ func TestDecodeRecord(t *testing.T) {
 		{name: "max version", in: versionMsg(math.MaxUint64), wantErr: true},
 		{name: "version overflows", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":18446744073709551616}`), wantErr: true},
 		{name: "service port zero", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":0}]}`), wantErr: true},
+		{name: "service weight negative", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1,"weight":-1}]}`), wantErr: true},
+		{name: "service weight too big", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1,"weight":1001}]}`), wantErr: true},
 		{name: "service no name", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"port":1}]}`), wantErr: true},
 		{name: "duplicate service", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1},{"name":"x","port":2}]}`), wantErr: true},
 		{name: "too large", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"pad":"`+strings.Repeat("x", maxRecordMsg)+`"}`), wantErr: true},

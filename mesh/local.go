@@ -68,6 +68,7 @@ func (v localView) passing(name string) bool {
 type localService struct {
 	Name     string // lower case
 	Port     int
+	Weight   int // advertised to peers; 0 = 1
 	Backends []forward.Backend // direct, in the order to try them
 }
 
@@ -79,7 +80,7 @@ func (v localView) services(self string) []localService {
 		if !v.passing(a.Name) {
 			continue
 		}
-		out = append(out, localService{Name: strings.ToLower(a.Name), Port: a.Port,
+		out = append(out, localService{Name: strings.ToLower(a.Name), Port: a.Port, Weight: a.Weight,
 			Backends: []forward.Backend{{Node: self, Addr: a.Target(), Weight: a.Weight}}})
 	}
 	for _, u := range v.upstreams {
@@ -246,7 +247,7 @@ func (n *Node) lookupLocal(service string) ([]string, bool) {
 func gossipServices(ls []localService) []gossip.Service {
 	var out []gossip.Service
 	for _, l := range ls {
-		out = append(out, gossip.Service{Name: l.Name, Port: l.Port})
+		out = append(out, gossip.Service{Name: l.Name, Port: l.Port, Weight: l.Weight})
 	}
 	return out
 }

@@ -54,7 +54,7 @@ func routes(self string, catalog []gossip.Entry, local []localService, forwards 
 		data := net.JoinHostPort(e.Addr, strconv.Itoa(e.DataPort))
 		for _, gs := range e.Services {
 			s := get(gs.Name, gs.Port)
-			s.backends = append(s.backends, forward.Backend{Node: e.Node, Addr: data, Service: strings.ToLower(gs.Name)})
+			s.backends = append(s.backends, forward.Backend{Node: e.Node, Addr: data, Service: strings.ToLower(gs.Name), Weight: gs.Weight})
 		}
 	}
 

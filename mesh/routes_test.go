@@ -11,11 +11,11 @@ import (
 func TestRoutes(t *testing.T) {
 	catalog := []gossip.Entry{
 		{Node: "c", Addr: "10.0.0.3", DataPort: 7947, Services: []gossip.Service{{Name: "redis", Port: 6379}}},
-		{Node: "a", Addr: "10.0.0.1", DataPort: 7947, Services: []gossip.Service{{Name: "redis", Port: 6379}, {Name: "web", Port: 80}}},
+		{Node: "a", Addr: "10.0.0.1", DataPort: 7947, Services: []gossip.Service{{Name: "redis", Port: 6379, Weight: 3}, {Name: "web", Port: 80}}},
 		{Node: "self", Addr: "10.0.0.9", DataPort: 7947, Services: []gossip.Service{{Name: "pg", Port: 5432}}},
 	}
 	remoteRedis := []forward.Backend{
-		{Node: "a", Addr: "10.0.0.1:7947", Service: "redis"},
+		{Node: "a", Addr: "10.0.0.1:7947", Service: "redis", Weight: 3},
 		{Node: "c", Addr: "10.0.0.3:7947", Service: "redis"},
 	}
 	tests := []struct {
