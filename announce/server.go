@@ -32,6 +32,9 @@ type Server struct {
 	id         identity // read-only
 	log        *slog.Logger
 	listIfaces func() ([]ifaceInfo, error) // read-only; systemInterfaces outside tests
+	// write sends one datagram; read-only. writeUDP outside tests, which
+	// swap it to see what would be sent without a network.
+	write func(conn *net.UDPConn, b []byte, dst netip.AddrPort) error
 
 	queryNow chan struct{} // 1-buffered; non-blocking send, a pending signal is enough
 	changed  chan struct{} // 1-buffered; non-blocking send, run re-reads the state
@@ -44,7 +47,7 @@ type Server struct {
 
 	failed map[string]bool // interfaces whose socket failed to open; owned by run
 
-	mu       sync.Mutex         // guards the fields below and socket.addr
+	mu       sync.Mutex         // guards the fields below and socket.zone
 	started  bool               // Start has begun
 	closed   bool               // Close has begun
 	services []Service          // current, lower-case names, sorted
@@ -54,14 +57,21 @@ type Server struct {
 	disc     *discovery
 }
 
-// socket is the mDNS socket of one interface.
+// socket is the mDNS socket of one interface. A socket is replaced, not
+// changed, when the interface's index or address changes.
 type socket struct {
-	iface string
-	index int
-	conn  *net.UDPConn // multicast, bound to 224.0.0.251:5353
-	local netip.Addr   // the interface's own address
-	ucast *net.UDPConn // bound to local:5353 for direct unicast queries; nil if that failed
-	addr  netip.Addr   // A record address; guarded by Server.mu
+	iface string       // read-only
+	index int          // read-only
+	conn  *net.UDPConn // multicast, bound to 224.0.0.251:5353; read-only
+	local netip.Addr   // the interface's own address; read-only
+	ucast *net.UDPConn // bound to local:5353 for direct unicast queries; nil if that failed; read-only
+	addr  netip.Addr   // A record address; read-only
+
+	// zone holds the records for addr and Server.services, built when the
+	// socket becomes active and rebuilt by SetServices, so answering a
+	// query builds nothing. nil if they cannot be built. Guarded by
+	// Server.mu.
+	zone *zone
 }
 
 // close closes both sockets.
@@ -69,6 +79,33 @@ func (so *socket) close() {
 	so.conn.Close()
 	if so.ucast != nil {
 		so.ucast.Close()
+	}
+}
+
+// writeUDP is Server.write outside tests.
+func writeUDP(conn *net.UDPConn, b []byte, dst netip.AddrPort) error {
+	_, err := conn.WriteToUDPAddrPort(b, dst)
+	return err
+}
+
+// buildZonesLocked rebuilds the zone of every socket in socks from the
+// current services and returns the sockets whose records cannot be built,
+// for the caller to log after unlocking.
+func (s *Server) buildZonesLocked(socks ...*socket) (failed []error) {
+	for _, so := range socks {
+		z, err := newZone(s.id, so.addr, s.services)
+		if err != nil {
+			failed = append(failed, fmt.Errorf("interface %q: %w", so.iface, err))
+		}
+		so.zone = z
+	}
+	return failed
+}
+
+// logZoneErrors logs what buildZonesLocked returned.
+func (s *Server) logZoneErrors(errs []error) {
+	for _, err := range errs {
+		s.log.Warn("records not built; not announcing or answering there", "err", err)
 	}
 }
 
@@ -101,6 +138,7 @@ func New(cfg Config) (*Server, error) {
 		},
 		log:        log.With("component", "announce"),
 		listIfaces: systemInterfaces,
+		write:      writeUDP,
 		queryNow:   make(chan struct{}, 1),
 		changed:    make(chan struct{}, 1),
 		peers:      make(chan Peer, peerBuffer),
@@ -166,17 +204,20 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return fmt.Errorf("announce: start: %w", net.ErrClosed)
 	}
 	s.socks = socks
 	initial := slices.Collect(maps.Values(socks))
+	zoneErrs := s.buildZonesLocked(initial...)
 	for _, so := range initial {
 		s.start(so)
 	}
 	s.wg.Go(s.notify)
 	s.loopWG.Go(func() { s.run(initial) })
+	s.mu.Unlock()
+	s.logZoneErrors(zoneErrs)
 	names := slices.Sorted(maps.Keys(socks))
 	if len(names) == 0 {
 		s.log.Warn("started without a usable interface; rescanning", "every", s.cfg.RescanInterval)
@@ -195,6 +236,7 @@ func (s *Server) SetServices(svcs []Service) {
 	s.mu.Lock()
 	old := s.services
 	s.services = clean
+	zoneErrs := s.buildZonesLocked(slices.Collect(maps.Values(s.socks))...)
 	notify := s.started && !s.closed
 	if notify {
 		for _, n := range clean {
@@ -212,6 +254,7 @@ func (s *Server) SetServices(svcs []Service) {
 		}
 	}
 	s.mu.Unlock()
+	s.logZoneErrors(zoneErrs)
 	if notify {
 		select {
 		case s.changed <- struct{}{}:
@@ -259,22 +302,18 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	socks := slices.Collect(maps.Values(s.socks))
 	svcs := s.services
-	addrs := make([]netip.Addr, len(socks))
-	for i, so := range socks {
-		addrs[i] = so.addr
-	}
 	s.socks = make(map[string]*socket)
 	s.mu.Unlock()
 
 	deadline := time.Now().Add(closeTimeout)
-	for i, so := range socks {
-		z, err := newZone(s.id, addrs[i], svcs)
+	for _, so := range socks {
+		z, err := newZone(s.id, so.addr, svcs)
 		if err != nil {
 			s.log.Warn("goodbye not sent", "iface", so.iface, "err", err)
 			continue
 		}
 		so.conn.SetWriteDeadline(deadline)
-		s.send(so, so.conn, goodbye(z.records(nil, true)), mdnsGroup)
+		s.sendRecords(so, z.records(nil, true), true)
 	}
 	for _, so := range socks {
 		so.close()
@@ -361,13 +400,8 @@ func (s *Server) runJobs(jobs []job, now time.Time) []job {
 			include = func(t string) bool { return j.only[t] }
 		}
 		for _, t := range s.targets(j.sock) {
-			z, err := newZone(s.id, t.addr, t.svcs)
-			if err != nil {
-				s.log.Warn("announcement not sent", "iface", t.sock.iface, "err", err)
-				continue
-			}
-			if rrs := z.records(include, true); len(rrs) > 0 {
-				s.send(t.sock, t.sock.conn, announcement(rrs), mdnsGroup)
+			if t.zone != nil {
+				s.sendRecords(t.sock, t.zone.records(include, true), false)
 			}
 		}
 		if j.left--; j.left > 0 {
@@ -379,11 +413,10 @@ func (s *Server) runJobs(jobs []job, now time.Time) []job {
 	return out
 }
 
-// target is a snapshot of what to announce on one socket.
+// target is a snapshot of an active socket and its records.
 type target struct {
 	sock *socket
-	addr netip.Addr
-	svcs []Service
+	zone *zone // nil: no records
 }
 
 // targets snapshots so (if still active), or every active socket when so
@@ -394,7 +427,7 @@ func (s *Server) targets(so *socket) []target {
 	var out []target
 	for _, cur := range s.socks {
 		if so == nil || cur == so {
-			out = append(out, target{sock: cur, addr: cur.addr, svcs: s.services})
+			out = append(out, target{sock: cur, zone: cur.zone})
 		}
 	}
 	return out
@@ -409,12 +442,12 @@ func (s *Server) sendGoodbyes() map[string]bool {
 	s.mu.Unlock()
 	if len(byes) > 0 {
 		for _, t := range s.targets(nil) {
-			z, err := newZone(s.id, t.addr, byes)
+			z, err := newZone(s.id, t.sock.addr, byes)
 			if err != nil {
 				s.log.Warn("goodbye not sent", "iface", t.sock.iface, "err", err)
 				continue
 			}
-			s.send(t.sock, t.sock.conn, goodbye(z.records(func(t string) bool { return t != peerFQDN }, false)), mdnsGroup)
+			s.sendRecords(t.sock, z.records(func(t string) bool { return t != peerFQDN }, false), true)
 		}
 		for _, b := range byes {
 			s.log.Debug("service withdrawn", "service", b.Name)
@@ -430,6 +463,19 @@ func (s *Server) query(so *socket) {
 	}
 }
 
+// sendRecords multicasts records on so: as an announcement, or with TTL 0
+// as a goodbye when bye is set. Nothing is sent for no records.
+func (s *Server) sendRecords(so *socket, rrs []dns.RR, bye bool) {
+	if len(rrs) == 0 {
+		return
+	}
+	m := announcement(rrs)
+	if bye {
+		m = goodbye(rrs)
+	}
+	s.send(so, so.conn, m, mdnsGroup)
+}
+
 // send writes m to dst through conn, one of so's sockets. Failures are
 // logged at Debug: they come and go with interfaces, and rescans deal with
 // those.
@@ -439,7 +485,7 @@ func (s *Server) send(so *socket, conn *net.UDPConn, m *dns.Msg, dst netip.AddrP
 		s.log.Warn("pack mdns message", "iface", so.iface, "err", err)
 		return
 	}
-	if _, err := conn.WriteToUDPAddrPort(b, dst); err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := s.write(conn, b, dst); err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Debug("send mdns message", "iface", so.iface, "dst", dst, "err", err)
 	}
 }
@@ -485,7 +531,7 @@ func (s *Server) handle(so *socket, conn *net.UDPConn, b []byte, src netip.AddrP
 	}
 	s.handlers.Add(1)
 	defer s.handlers.Done()
-	addr, svcs := so.addr, s.services
+	z := so.zone
 	var peers []Peer
 	if m.Response {
 		peers = s.disc.parse(&m, src, so.iface, time.Now())
@@ -501,11 +547,6 @@ func (s *Server) handle(so *socket, conn *net.UDPConn, b []byte, src netip.AddrP
 				s.log.Debug("peer dropped, OnPeer is slow", "peer", p.Node)
 			}
 		}
-		return
-	}
-	z, err := newZone(s.id, addr, svcs)
-	if err != nil {
-		s.log.Debug("no records to answer with", "iface", so.iface, "err", err)
 		return
 	}
 	if reply, dst := respond(z, &m, src, unicast); reply != nil {
@@ -528,8 +569,8 @@ func (s *Server) notify() {
 }
 
 // rescan opens sockets on new interfaces, closes those of vanished ones
-// and updates changed addresses. It returns the sockets to announce on.
-// Called by run only.
+// and replaces those whose index or address changed. It returns the new
+// sockets, to announce on. Called by run only.
 func (s *Server) rescan() []*socket {
 	infos, err := s.listIfaces()
 	if err != nil {
@@ -540,15 +581,12 @@ func (s *Server) rescan() []*socket {
 	s.mu.Lock()
 	var gone, out []*socket
 	for name, so := range s.socks {
+		// A socket's A record address is either Config.Addr or its local
+		// address, so an address change always takes this path.
 		i := slices.IndexFunc(want, func(w ifaceInfo) bool { return w.name == name })
 		if i < 0 || want[i].index != so.index || want[i].addrs[0] != so.local {
 			gone = append(gone, so)
 			delete(s.socks, name)
-			continue
-		}
-		if want[i].addr != so.addr {
-			so.addr = want[i].addr
-			out = append(out, so)
 		}
 	}
 	var open []ifaceInfo
@@ -575,8 +613,10 @@ func (s *Server) rescan() []*socket {
 		delete(s.failed, w.name)
 		s.mu.Lock()
 		s.socks[w.name] = so
+		zoneErrs := s.buildZonesLocked(so)
 		s.start(so)
 		s.mu.Unlock()
+		s.logZoneErrors(zoneErrs)
 		s.log.Info("interface added", "iface", w.name, "addr", w.addr)
 		out = append(out, so)
 	}
