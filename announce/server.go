@@ -47,7 +47,7 @@ type Server struct {
 
 	failed map[string]bool // interfaces whose socket failed to open; owned by run
 
-	mu       sync.Mutex         // guards the fields below and socket.zone
+	mu       sync.Mutex         // guards the fields below and socket.zone, socket.nets
 	started  bool               // Start has begun
 	closed   bool               // Close has begun
 	services []Service          // current, lower-case names, sorted
@@ -66,6 +66,14 @@ type socket struct {
 	local netip.Addr   // the interface's own address; read-only
 	ucast *net.UDPConn // bound to local:5353 for direct unicast queries; nil if that failed; read-only
 	addr  netip.Addr   // A record address; read-only
+	// loopback: the interface carries only this host's own packets, whose
+	// source may be any local address (multicast on lo leaves with a
+	// non-loopback source, 127/8 being host-scoped), so onLink is moot.
+	loopback bool // read-only
+
+	// nets are the interface's IPv4 prefixes, which a packet's source must
+	// be in (onLink). Updated by rescan; guarded by Server.mu.
+	nets []netip.Prefix
 
 	// zone holds the records for addr and Server.services, built when the
 	// socket becomes active and rebuilt by SetServices, so answering a
@@ -519,11 +527,6 @@ func (s *Server) read(so *socket, conn *net.UDPConn, unicast bool) {
 // handle answers a query received on conn (unicast: the socket for direct
 // unicast queries) or feeds a response to peer discovery.
 func (s *Server) handle(so *socket, conn *net.UDPConn, b []byte, src netip.AddrPort, unicast bool) {
-	var m dns.Msg
-	if err := m.Unpack(b); err != nil {
-		s.log.Debug("malformed mdns packet", "iface", so.iface, "peer", src, "err", err)
-		return
-	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -531,27 +534,72 @@ func (s *Server) handle(so *socket, conn *net.UDPConn, b []byte, src netip.AddrP
 	}
 	s.handlers.Add(1)
 	defer s.handlers.Done()
-	z := so.zone
-	var peers []Peer
-	if m.Response {
-		peers = s.disc.parse(&m, src, so.iface, time.Now())
-	}
+	in, err := s.receiveLocked(so, b, src, unicast, time.Now())
 	s.mu.Unlock()
-
-	if m.Response {
-		for _, p := range peers {
-			select {
-			case s.peers <- p:
-				s.log.Debug("peer seen", "peer", p.Node, "addr", p.Addr, "gossip", p.GossipPort, "iface", p.Iface)
-			default:
-				s.log.Debug("peer dropped, OnPeer is slow", "peer", p.Node)
-			}
-		}
+	if err != nil {
+		s.log.Debug("malformed mdns packet", "iface", so.iface, "peer", src, "err", err)
 		return
 	}
-	if reply, dst := respond(z, &m, src, unicast); reply != nil {
-		s.send(so, conn, reply, dst)
+	for _, p := range in.peers {
+		select {
+		case s.peers <- p:
+			s.log.Debug("peer seen", "peer", p.Node, "addr", p.Addr, "gossip", p.GossipPort, "iface", p.Iface)
+		default:
+			s.log.Debug("peer dropped, OnPeer is slow", "peer", p.Node)
+		}
 	}
+	if in.reply != nil {
+		s.send(so, conn, in.reply, in.dst)
+	}
+}
+
+// received is what receiveLocked makes of a packet.
+type received struct {
+	peers []Peer         // from a response
+	reply *dns.Msg       // to a query; nil: none
+	dst   netip.AddrPort // where reply goes
+}
+
+// receiveLocked decodes packet b received on so from src (unicast: on the
+// socket for direct unicast queries) and returns the peers it reports or
+// the reply it needs. Packets from off the link are dropped silently
+// (RFC 6762 §5.5, §11): nobody beyond the link may query or feed us. A
+// non-nil error means b is not a DNS message.
+func (s *Server) receiveLocked(so *socket, b []byte, src netip.AddrPort, unicast bool, now time.Time) (received, error) {
+	if !so.loopback && !onLink(so.nets, src.Addr()) {
+		return received{}, nil
+	}
+	var m dns.Msg
+	if err := m.Unpack(b); err != nil {
+		return received{}, err
+	}
+	if m.Response {
+		return received{peers: s.disc.parse(&m, src, so.iface, now)}, nil
+	}
+	reply, dst := respond(so.zone, &m, src, unicast)
+	return received{reply: reply, dst: dst}, nil
+}
+
+// linkLocal4 is IPv4 link-local, on-link by definition (RFC 3927).
+var linkLocal4 = netip.MustParsePrefix("169.254.0.0/16")
+
+// onLink reports whether addr is inside one of nets or an IPv4 link-local
+// address: the RFC 6762 §11 test for a packet that came from the local
+// link.
+func onLink(nets []netip.Prefix, addr netip.Addr) bool {
+	addr = addr.Unmap()
+	if !addr.Is4() {
+		return false
+	}
+	if linkLocal4.Contains(addr) {
+		return true
+	}
+	for _, n := range nets {
+		if n.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // notify calls OnPeer for each discovered peer, one at a time.
@@ -587,7 +635,10 @@ func (s *Server) rescan() []*socket {
 		if i < 0 || want[i].index != so.index || want[i].addrs[0] != so.local {
 			gone = append(gone, so)
 			delete(s.socks, name)
+			continue
 		}
+		so.nets = want[i].nets // a secondary address may have come or gone
+
 	}
 	var open []ifaceInfo
 	for _, w := range want {
@@ -629,7 +680,8 @@ func (s *Server) open(w ifaceInfo) (*socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("announce: open mdns socket on interface %q: %w", w.name, err)
 	}
-	so := &socket{iface: w.name, index: w.index, conn: conn, local: w.addrs[0], addr: w.addr}
+	so := &socket{iface: w.name, index: w.index, conn: conn, local: w.addrs[0], addr: w.addr, nets: w.nets,
+		loopback: w.flags&net.FlagLoopback != 0}
 	if so.ucast, err = openUnicastSocket(so.local); err != nil {
 		// Multicast still works; only direct queries to port 5353 do not.
 		s.log.Warn("no socket for direct unicast queries", "iface", w.name, "listen", netip.AddrPortFrom(so.local, mdnsPort), "err", err)
@@ -671,8 +723,9 @@ type ifaceInfo struct {
 	name  string
 	index int
 	flags net.Flags
-	addrs []netip.Addr // IPv4 only
-	addr  netip.Addr   // A record address, set by selectInterfaces
+	addrs []netip.Addr   // IPv4 only
+	nets  []netip.Prefix // the prefixes of addrs (RFC 6762 §11 on-link test)
+	addr  netip.Addr     // A record address, set by selectInterfaces
 }
 
 // systemInterfaces lists the host's interfaces.
@@ -689,11 +742,23 @@ func systemInterfaces() ([]ifaceInfo, error) {
 			continue // vanished meanwhile
 		}
 		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().Is4() {
-					info.addrs = append(info.addrs, ip.Unmap())
-				}
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
 			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok || !ip.Unmap().Is4() {
+				continue
+			}
+			ones, bits := ipn.Mask.Size()
+			if bits == 8*net.IPv6len {
+				ones -= 8 * (net.IPv6len - net.IPv4len) // a v4 mask in v6 form
+			}
+			if bits == 0 || ones < 0 {
+				ones = 32 // non-canonical mask: trust only the address itself
+			}
+			info.addrs = append(info.addrs, ip.Unmap())
+			info.nets = append(info.nets, netip.PrefixFrom(ip.Unmap(), ones))
 		}
 		out = append(out, info)
 	}

@@ -1,0 +1,165 @@
+package announce
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// These tests drive a Server without the network: one socket whose
+// datagrams go to Server.write, which the harness swaps for a recorder.
+
+var (
+	fakeLocal = netip.MustParseAddr("192.0.2.10")
+	fakeNet   = netip.MustParsePrefix("192.0.2.10/24")
+	onLinkSrc = netip.MustParseAddrPort("192.0.2.5:5353")
+	offLink   = netip.MustParseAddrPort("198.51.100.5:5353")
+)
+
+// sentMsg is one datagram the Server would have sent.
+type sentMsg struct {
+	m   *dns.Msg
+	dst netip.AddrPort
+}
+
+// harness is a Server with one socket, fake, that is not started.
+type harness struct {
+	t    *testing.T
+	s    *Server
+	so   *socket
+	sent chan sentMsg
+}
+
+// newHarness returns a Server publishing svcs on one socket "eth0" with
+// address fakeLocal in fakeNet. The socket's conns are real but unused
+// (Close closes them); whatever the Server sends arrives on h.sent.
+func newHarness(t *testing.T, svcs ...Service) *harness {
+	t.Helper()
+	c := validConfig()
+	c.Logger = testLogger(t)
+	s, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, s: s, sent: make(chan sentMsg, 64)}
+	s.write = func(_ *net.UDPConn, b []byte, dst netip.AddrPort) error {
+		var m dns.Msg
+		if err := m.Unpack(b); err != nil {
+			t.Errorf("sent a malformed packet: %v", err)
+			return nil
+		}
+		select {
+		case h.sent <- sentMsg{&m, dst}:
+		default:
+			t.Errorf("more than %d packets sent", cap(h.sent))
+		}
+		return nil
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.so = &socket{iface: "eth0", index: 2, conn: conn, local: fakeLocal, addr: fakeLocal,
+		nets: []netip.Prefix{fakeNet}}
+	s.SetServices(svcs)
+	s.mu.Lock()
+	s.socks[h.so.iface] = h.so
+	s.logZoneErrors(s.buildZonesLocked(h.so))
+	s.mu.Unlock()
+	t.Cleanup(func() { s.Close() })
+	return h
+}
+
+// receive hands packet m to the socket as if it came from src.
+func (h *harness) receive(m *dns.Msg, src netip.AddrPort, unicast bool) {
+	h.t.Helper()
+	b, err := m.Pack()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.s.handle(h.so, h.so.conn, b, src, unicast)
+}
+
+// none fails if anything was sent. Only for paths that send at once.
+func (h *harness) none(what string) {
+	h.t.Helper()
+	select {
+	case got := <-h.sent:
+		h.t.Errorf("%s: sent to %v:\n%v", what, got.dst, got.m)
+	default:
+	}
+}
+
+// next returns the next datagram sent, waiting for delayed ones.
+func (h *harness) next(what string) sentMsg {
+	h.t.Helper()
+	select {
+	case got := <-h.sent:
+		return got
+	case <-time.After(waitFor):
+		h.t.Fatalf("%s: nothing sent", what)
+		return sentMsg{}
+	}
+}
+
+func TestOffLinkSourceDropped(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379})
+	srvQuery := query(0, "node-a.local.", dns.TypeA, dns.ClassINET)
+	announce := announceOf(t, peerB, peerBAddr)
+
+	tests := []struct {
+		name    string
+		msg     *dns.Msg
+		src     netip.AddrPort
+		unicast bool
+		want    bool // a reply or a peer
+	}{
+		{"direct query on link", srvQuery, onLinkSrc, true, true},
+		{"direct query off link", srvQuery, offLink, true, false},
+		{"legacy query off link", srvQuery, netip.AddrPortFrom(offLink.Addr(), 40000), true, false},
+		{"multicast query off link", srvQuery, offLink, false, false},
+		{"link-local source", srvQuery, netip.MustParseAddrPort("169.254.7.7:5353"), true, true},
+		{"IPv6 source", srvQuery, netip.MustParseAddrPort("[2001:db8::1]:5353"), true, false},
+		{"response on link", announce, onLinkSrc, false, true},
+		{"response off link", announce, offLink, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := tt.msg.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.s.disc.reset()
+			h.s.mu.Lock()
+			in, err := h.s.receiveLocked(h.so, b, tt.src, tt.unicast, t0)
+			h.s.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := in.reply != nil || len(in.peers) > 0; got != tt.want {
+				t.Errorf("reply %v, peers %v; want any: %v", in.reply, in.peers, tt.want)
+			}
+		})
+	}
+
+	// lo carries only this host's packets, from any of its addresses.
+	h.so.loopback = true
+	h.s.mu.Lock()
+	b, _ := srvQuery.Pack()
+	if in, _ := h.s.receiveLocked(h.so, b, offLink, true, t0); in.reply == nil {
+		t.Error("loopback: no reply to a local source outside lo's prefix")
+	}
+	h.so.loopback = false
+	h.s.mu.Unlock()
+
+	// Through the socket handler: the off-link query gets no datagram.
+	h.receive(srvQuery, offLink, true)
+	h.none("off-link direct query")
+	h.receive(srvQuery, onLinkSrc, true)
+	if got := h.next("on-link direct query"); got.dst != onLinkSrc {
+		t.Errorf("reply to %v, want %v", got.dst, onLinkSrc)
+	}
+}
