@@ -163,3 +163,79 @@ func TestOffLinkSourceDropped(t *testing.T) {
 		t.Errorf("reply to %v, want %v", got.dst, onLinkSrc)
 	}
 }
+
+// started marks h's Server started, as Start would, without run: pending
+// work is driven by hand.
+func (h *harness) started() {
+	h.s.mu.Lock()
+	h.s.started = true
+	h.s.mu.Unlock()
+}
+
+// rec names one record for checkGoodbye.
+type rec struct {
+	name string
+	typ  uint16
+}
+
+// checkGoodbye fails unless m withdraws (TTL 0) the records in want and
+// nothing named in notWant, and carries no service enumeration record.
+func checkGoodbye(t *testing.T, m *dns.Msg, want []rec, notWant ...string) {
+	t.Helper()
+	for _, r := range want {
+		if !hasRR(m, r.name, r.typ, 0) {
+			t.Errorf("goodbye lacks %s %s with TTL 0:\n%v", r.name, dns.TypeToString[r.typ], m)
+		}
+	}
+	for _, name := range append(notWant, enumFQDN) {
+		for _, rr := range m.Answer {
+			if equalName(rr.Header().Name, name) {
+				t.Errorf("goodbye carries %v", rr)
+			}
+		}
+	}
+	for _, rr := range m.Answer {
+		if rr.Header().Ttl != 0 {
+			t.Errorf("goodbye record %v has TTL %d", rr, rr.Header().Ttl)
+		}
+	}
+}
+
+func TestWithdrawalGoodbyeOwnRecordsOnly(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379}, Service{Name: "web", Port: 80})
+	h.started()
+	h.s.SetServices([]Service{{Name: "web", Port: 80}})
+	h.s.sendGoodbyes()
+	got := h.next("goodbye")
+	if got.dst != mdnsGroup {
+		t.Errorf("goodbye to %v, want %v", got.dst, mdnsGroup)
+	}
+	checkGoodbye(t, got.m, []rec{
+		{"_redis._tcp.local.", dns.TypePTR},
+		{`Node\ A._redis._tcp.local.`, dns.TypeSRV},
+		{`Node\ A._redis._tcp.local.`, dns.TypeTXT},
+	}, "_web._tcp.local.", `Node\ A._web._tcp.local.`, "node-a.local.", peerFQDN, `Node\ A._ambassador._tcp.local.`)
+	h.none("one goodbye only")
+}
+
+func TestCloseSendsPendingGoodbyes(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379}, Service{Name: "web", Port: 80})
+	h.started()
+	// No run goroutine: the withdrawal's goodbye is still pending at Close.
+	h.s.SetServices([]Service{{Name: "web", Port: 80}})
+	h.s.SetServices(nil)
+	if err := h.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := h.next("goodbye")
+	checkGoodbye(t, got.m, []rec{
+		{"_redis._tcp.local.", dns.TypePTR},
+		{`Node\ A._redis._tcp.local.`, dns.TypeSRV},
+		{"_web._tcp.local.", dns.TypePTR},
+		{`Node\ A._web._tcp.local.`, dns.TypeTXT},
+		{peerFQDN, dns.TypePTR},
+		{`Node\ A._ambassador._tcp.local.`, dns.TypeSRV},
+		{"node-a.local.", dns.TypeA},
+	})
+	h.none("one goodbye only")
+}

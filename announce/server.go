@@ -288,8 +288,9 @@ func (s *Server) Interfaces() []string {
 	return slices.Sorted(maps.Keys(s.socks))
 }
 
-// Close sends goodbyes for every record, closes the sockets and waits for
-// the goroutines to exit. Later calls return an error matching
+// Close sends goodbyes for this node's records, including those of
+// services withdrawn by a SetServices whose goodbyes are still pending,
+// closes the sockets and waits for the goroutines to exit. Later calls return an error matching
 // net.ErrClosed.
 func (s *Server) Close() error {
 	s.mu.Lock()
@@ -309,7 +310,10 @@ func (s *Server) Close() error {
 
 	s.mu.Lock()
 	socks := slices.Collect(maps.Values(s.socks))
-	svcs := s.services
+	// Withdrawn services whose goodbye run had no time to send are
+	// withdrawn now, with the rest.
+	svcs := append(slices.Clone(s.services), s.goodbyes...)
+	s.goodbyes = nil
 	s.socks = make(map[string]*socket)
 	s.mu.Unlock()
 
@@ -481,7 +485,9 @@ func (s *Server) sendRecords(so *socket, rrs []dns.RR, bye bool) {
 	if bye {
 		m = goodbye(rrs)
 	}
-	s.send(so, so.conn, m, mdnsGroup)
+	if len(m.Answer) > 0 {
+		s.send(so, so.conn, m, mdnsGroup)
+	}
 }
 
 // send writes m to dst through conn, one of so's sockets. Failures are
