@@ -3,6 +3,7 @@ package announce
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ var (
 // sentMsg is one datagram the Server would have sent.
 type sentMsg struct {
 	m   *dns.Msg
+	b   []byte
 	dst netip.AddrPort
 }
 
@@ -52,7 +54,7 @@ func newHarness(t *testing.T, svcs ...Service) *harness {
 			return nil
 		}
 		select {
-		case h.sent <- sentMsg{&m, dst}:
+		case h.sent <- sentMsg{&m, slices.Clone(b), dst}:
 		default:
 			t.Errorf("more than %d packets sent", cap(h.sent))
 		}
@@ -238,4 +240,39 @@ func TestCloseSendsPendingGoodbyes(t *testing.T) {
 		{"node-a.local.", dns.TypeA},
 	})
 	h.none("one goodbye only")
+}
+
+func TestOwnQueryIgnored(t *testing.T) {
+	h := newHarness(t)
+	h.s.query(h.so)
+	q := h.next("peer query")
+	self := netip.AddrPortFrom(fakeLocal, mdnsPort)
+
+	answer := func() bool {
+		t.Helper()
+		h.s.mu.Lock()
+		defer h.s.mu.Unlock()
+		in, err := h.s.receiveLocked(h.so, q.b, self, false, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in.reply != nil
+	}
+	if answer() {
+		t.Error("answered our own looped-back query")
+	}
+	// The same bytes again are someone else's query (another responder on
+	// this host asks the very same question from the same address).
+	if !answer() {
+		t.Error("did not answer an identical query from another querier")
+	}
+	// A query we sent long ago is no longer expected back.
+	h.s.query(h.so)
+	h.next("second peer query")
+	h.s.mu.Lock()
+	in, _ := h.s.receiveLocked(h.so, q.b, self, false, time.Now().Add(ownQueryWindow))
+	h.s.mu.Unlock()
+	if in.reply == nil {
+		t.Error("ignored a query matching one we sent long ago")
+	}
 }

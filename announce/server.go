@@ -74,6 +74,9 @@ type socket struct {
 	// nets are the interface's IPv4 prefixes, which a packet's source must
 	// be in (onLink). Updated by rescan; guarded by Server.mu.
 	nets []netip.Prefix
+	// ownQueries are the queries we sent whose looped-back copy has not
+	// been seen yet, by packet. Guarded by Server.mu.
+	ownQueries map[string]ownQuery
 
 	// zone holds the records for addr and Server.services, built when the
 	// socket becomes active and rebuilt by SetServices, so answering a
@@ -470,9 +473,67 @@ func (s *Server) sendGoodbyes() map[string]bool {
 
 // query sends the peer query on so, or on every socket when so is nil.
 func (s *Server) query(so *socket) {
-	for _, t := range s.targets(so) {
-		s.send(t.sock, t.sock.conn, peerQuery(), mdnsGroup)
+	b, err := peerQuery().Pack()
+	if err != nil {
+		s.log.Warn("pack mdns query", "err", err)
+		return
 	}
+	for _, t := range s.targets(so) {
+		// Noted before the write: the looped-back copy may be read
+		// before the write returns.
+		s.mu.Lock()
+		noteQueryLocked(t.sock, b, time.Now())
+		s.mu.Unlock()
+		s.sendBytes(t.sock, t.sock.conn, b, mdnsGroup)
+	}
+}
+
+// ownQueryWindow is how long a query we sent is expected back through
+// IP_MULTICAST_LOOP. The copy is delivered during the send, so this only
+// bounds how long a lost copy is remembered.
+const ownQueryWindow = 2 * time.Second
+
+// ownQuery counts copies of one query we sent that have not come back.
+type ownQuery struct {
+	n    int
+	sent time.Time // last sent
+}
+
+// noteQueryLocked remembers that query b is being sent on so, so that
+// ownQueryLocked recognises the copy IP_MULTICAST_LOOP hands back.
+func noteQueryLocked(so *socket, b []byte, now time.Time) {
+	for k, q := range so.ownQueries {
+		if now.Sub(q.sent) >= ownQueryWindow {
+			delete(so.ownQueries, k)
+		}
+	}
+	if so.ownQueries == nil {
+		so.ownQueries = make(map[string]ownQuery)
+	}
+	q := so.ownQueries[string(b)]
+	so.ownQueries[string(b)] = ownQuery{n: q.n + 1, sent: now}
+}
+
+// ownQueryLocked reports whether query b from src is the looped-back copy
+// of one we sent on so, and if so consumes it. Our queries carry ID 0 like
+// everyone's and the source address and port are shared with every mDNS
+// stack on this host, so only the exact bytes, counted, tell ours apart:
+// another host's (or local daemon's) identical query is still answered
+// once our own copy has come back.
+func ownQueryLocked(so *socket, b []byte, src netip.AddrPort, now time.Time) bool {
+	if src.Port() != mdnsPort {
+		return false
+	}
+	q, ok := so.ownQueries[string(b)]
+	if !ok || now.Sub(q.sent) >= ownQueryWindow {
+		return false
+	}
+	if q.n--; q.n == 0 {
+		delete(so.ownQueries, string(b))
+	} else {
+		so.ownQueries[string(b)] = q
+	}
+	return true
 }
 
 // sendRecords multicasts records on so: as an announcement, or with TTL 0
@@ -499,6 +560,11 @@ func (s *Server) send(so *socket, conn *net.UDPConn, m *dns.Msg, dst netip.AddrP
 		s.log.Warn("pack mdns message", "iface", so.iface, "err", err)
 		return
 	}
+	s.sendBytes(so, conn, b, dst)
+}
+
+// sendBytes is send for a packed message.
+func (s *Server) sendBytes(so *socket, conn *net.UDPConn, b []byte, dst netip.AddrPort) {
 	if err := s.write(conn, b, dst); err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Debug("send mdns message", "iface", so.iface, "dst", dst, "err", err)
 	}
@@ -581,6 +647,9 @@ func (s *Server) receiveLocked(so *socket, b []byte, src netip.AddrPort, unicast
 	}
 	if m.Response {
 		return received{peers: s.disc.parse(&m, src, so.iface, now)}, nil
+	}
+	if !unicast && ownQueryLocked(so, b, src, now) {
+		return received{}, nil // don't answer ourselves
 	}
 	reply, dst := respond(so.zone, &m, src, unicast)
 	return received{reply: reply, dst: dst}, nil
