@@ -276,3 +276,69 @@ func TestOwnQueryIgnored(t *testing.T) {
 		t.Error("ignored a query matching one we sent long ago")
 	}
 }
+
+func TestMulticastRateLimit(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379})
+	clock := t0
+	h.s.now = func() time.Time { return clock }
+	aQuery := query(0, "node-a.local.", dns.TypeA, dns.ClassINET)
+
+	h.receive(aQuery, onLinkSrc, false)
+	if got := h.next("first answer"); got.dst != mdnsGroup || !hasRR(got.m, "node-a.local.", dns.TypeA, -1) {
+		t.Fatalf("first answer to %v:\n%v", got.dst, got.m)
+	}
+	clock = t0.Add(multicastGap - time.Millisecond)
+	h.receive(aQuery, onLinkSrc, false)
+	h.none("same record within 1s")
+	clock = t0.Add(multicastGap)
+	h.receive(aQuery, onLinkSrc, false)
+	h.next("answer after 1s")
+
+	// A first announcement counts too, and holds back a multicast answer;
+	// a unicast answer is never held back.
+	clock = t0.Add(10 * time.Second)
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
+	if got := h.next("announcement"); !hasRR(got.m, "node-a.local.", dns.TypeA, 120) {
+		t.Fatalf("announcement lacks the A record:\n%v", got.m)
+	}
+	clock = clock.Add(500 * time.Millisecond)
+	h.receive(aQuery, onLinkSrc, false)
+	h.none("answer right after the announcement")
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
+	h.none("first announcement of records just sent")
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceRepeat)
+	h.next("second announcement")
+	h.receive(aQuery, onLinkSrc, true)
+	if got := h.next("direct unicast answer"); got.dst != onLinkSrc {
+		t.Errorf("direct answer to %v, want %v", got.dst, onLinkSrc)
+	}
+
+	// A goodbye is never held back, and a record re-added after it is
+	// announced at once.
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendGoodbye)
+	h.next("goodbye")
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
+	h.next("announcement after goodbye")
+}
+
+func TestSharedAnswerDelayed(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379})
+	start := time.Now()
+	h.receive(query(0, "_redis._tcp.local.", dns.TypePTR, dns.ClassINET), onLinkSrc, false)
+	h.receive(query(0, "_ambassador._tcp.local.", dns.TypePTR, dns.ClassINET), onLinkSrc, false)
+	got := h.next("PTR answer")
+	if waited := time.Since(start); waited < sharedDelay {
+		t.Errorf("PTR answer after %v, want at least %v", waited, sharedDelay)
+	}
+	if got.dst != mdnsGroup || !hasRR(got.m, "_redis._tcp.local.", dns.TypePTR, -1) {
+		t.Errorf("answer to %v:\n%v", got.dst, got.m)
+	}
+	// The second answer joins the first unless the first left before the
+	// second query came in (a slow machine).
+	if !hasRR(got.m, peerFQDN, dns.TypePTR, -1) {
+		if got := h.next("second PTR answer"); !hasRR(got.m, peerFQDN, dns.TypePTR, -1) {
+			t.Errorf("second answer:\n%v", got.m)
+		}
+	}
+	h.none("one aggregated answer")
+}

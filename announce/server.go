@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -23,6 +24,11 @@ const (
 	readBackoff   = 5 * time.Millisecond
 	maxBackoff    = time.Second
 	closeTimeout  = 2 * time.Second // bound on writing goodbyes in Close
+	// RFC 6762 §6: a record is multicast on an interface at most once a
+	// second, and a multicast answer with shared records waits 20-120ms.
+	multicastGap = time.Second
+	sharedDelay  = 20 * time.Millisecond
+	sharedJitter = 100 * time.Millisecond
 )
 
 // Server announces this node and its services on every selected interface
@@ -35,6 +41,9 @@ type Server struct {
 	// write sends one datagram; read-only. writeUDP outside tests, which
 	// swap it to see what would be sent without a network.
 	write func(conn *net.UDPConn, b []byte, dst netip.AddrPort) error
+	// now is the clock of the rate limit; read-only. time.Now outside
+	// tests.
+	now func() time.Time
 
 	queryNow chan struct{} // 1-buffered; non-blocking send, a pending signal is enough
 	changed  chan struct{} // 1-buffered; non-blocking send, run re-reads the state
@@ -77,6 +86,12 @@ type socket struct {
 	// ownQueries are the queries we sent whose looped-back copy has not
 	// been seen yet, by packet. Guarded by Server.mu.
 	ownQueries map[string]ownQuery
+	// multicast is when each record (recordKey) was last multicast here,
+	// for the RFC 6762 §6 one-second rule. Guarded by Server.mu.
+	multicast map[string]time.Time
+	// pending is the multicast answer waiting out its shared-record
+	// delay; later answers join it. Guarded by Server.mu.
+	pending *dns.Msg
 
 	// zone holds the records for addr and Server.services, built when the
 	// socket becomes active and rebuilt by SetServices, so answering a
@@ -150,6 +165,7 @@ func New(cfg Config) (*Server, error) {
 		log:        log.With("component", "announce"),
 		listIfaces: systemInterfaces,
 		write:      writeUDP,
+		now:        time.Now,
 		queryNow:   make(chan struct{}, 1),
 		changed:    make(chan struct{}, 1),
 		peers:      make(chan Peer, peerBuffer),
@@ -306,6 +322,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	close(s.stop)
 	if !started {
+		s.handlers.Wait() // tests drive handle without Start
 		return nil
 	}
 	s.loopWG.Wait()   // no more announcements or socket changes
@@ -328,7 +345,7 @@ func (s *Server) Close() error {
 			continue
 		}
 		so.conn.SetWriteDeadline(deadline)
-		s.sendRecords(so, z.records(nil, true), true)
+		s.sendRecords(so, z.records(nil, true), sendGoodbye)
 	}
 	for _, so := range socks {
 		so.close()
@@ -416,7 +433,11 @@ func (s *Server) runJobs(jobs []job, now time.Time) []job {
 		}
 		for _, t := range s.targets(j.sock) {
 			if t.zone != nil {
-				s.sendRecords(t.sock, t.zone.records(include, true), false)
+				kind := announceRepeat // announceGap after the first already
+				if j.left == announceCount {
+					kind = announceFirst
+				}
+				s.sendRecords(t.sock, t.zone.records(include, true), kind)
 			}
 		}
 		if j.left--; j.left > 0 {
@@ -462,7 +483,7 @@ func (s *Server) sendGoodbyes() map[string]bool {
 				s.log.Warn("goodbye not sent", "iface", t.sock.iface, "err", err)
 				continue
 			}
-			s.sendRecords(t.sock, z.records(func(t string) bool { return t != peerFQDN }, false), true)
+			s.sendRecords(t.sock, z.records(func(t string) bool { return t != peerFQDN }, false), sendGoodbye)
 		}
 		for _, b := range byes {
 			s.log.Debug("service withdrawn", "service", b.Name)
@@ -536,19 +557,125 @@ func ownQueryLocked(so *socket, b []byte, src netip.AddrPort, now time.Time) boo
 	return true
 }
 
-// sendRecords multicasts records on so: as an announcement, or with TTL 0
-// as a goodbye when bye is set. Nothing is sent for no records.
-func (s *Server) sendRecords(so *socket, rrs []dns.RR, bye bool) {
-	if len(rrs) == 0 {
-		return
-	}
-	m := announcement(rrs)
-	if bye {
+// sendKind says how sendRecords treats the RFC 6762 §6 rate limit.
+type sendKind int
+
+const (
+	// announceFirst leaves out records multicast within multicastGap.
+	announceFirst sendKind = iota
+	// announceRepeat sends every record: repeats are announceGap apart
+	// already, and a record left out of the first must not be missed.
+	announceRepeat
+	// sendGoodbye withdraws records (TTL 0), unlimited, and forgets when
+	// they were multicast so a re-added record is announced at once.
+	sendGoodbye
+)
+
+// sendRecords multicasts records on so as an announcement or, for
+// sendGoodbye, a goodbye. Nothing is sent when no record is left.
+func (s *Server) sendRecords(so *socket, rrs []dns.RR, kind sendKind) {
+	var m *dns.Msg
+	s.mu.Lock()
+	switch kind {
+	case sendGoodbye:
 		m = goodbye(rrs)
+		for _, rr := range m.Answer {
+			delete(so.multicast, recordKey(rr))
+		}
+	default:
+		m = announcement(limitLocked(so, rrs, s.now(), kind == announceFirst))
 	}
+	s.mu.Unlock()
 	if len(m.Answer) > 0 {
 		s.send(so, so.conn, m, mdnsGroup)
 	}
+}
+
+// recordKey identifies a record for the rate limit: name, type, class
+// and data, without TTL and cache-flush bit. A changed record (a new port
+// in the SRV) is another record and is not held back.
+func recordKey(rr dns.RR) string {
+	c := dns.Copy(rr)
+	c.Header().Ttl = 0
+	c.Header().Class &^= cacheFlush
+	return strings.ToLower(c.String())
+}
+
+// limitLocked notes that rrs are being multicast on so at now and returns
+// them; with filter, those multicast there less than multicastGap ago are
+// left out (RFC 6762 §6).
+func limitLocked(so *socket, rrs []dns.RR, now time.Time, filter bool) []dns.RR {
+	for k, t := range so.multicast { // our own records only: a few dozen
+		if now.Sub(t) >= multicastGap {
+			delete(so.multicast, k)
+		}
+	}
+	if so.multicast == nil {
+		so.multicast = make(map[string]time.Time)
+	}
+	out := rrs[:0:0]
+	for _, rr := range rrs {
+		k := recordKey(rr)
+		if _, recent := so.multicast[k]; recent && filter {
+			continue
+		}
+		so.multicast[k] = now
+		out = append(out, rr)
+	}
+	return out
+}
+
+// multicastAnswer sends reply, a multicast answer, to the group on so,
+// leaving out the records multicast there within multicastGap.
+func (s *Server) multicastAnswer(so *socket, reply *dns.Msg) {
+	s.mu.Lock()
+	now := s.now()
+	reply.Answer = limitLocked(so, reply.Answer, now, true)
+	if len(reply.Answer) > 0 {
+		reply.Extra = limitLocked(so, reply.Extra, now, true)
+	}
+	s.mu.Unlock()
+	if len(reply.Answer) > 0 {
+		s.send(so, so.conn, reply, mdnsGroup)
+	}
+}
+
+// deferAnswer sends reply, a multicast answer with shared records, after
+// a random 20-120ms (RFC 6762 §6), so that answers from many responders
+// do not collide. Answers arriving meanwhile join it, so each socket has
+// at most one waiting. Dropped on Close.
+func (s *Server) deferAnswer(so *socket, reply *dns.Msg) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if p := so.pending; p != nil {
+		p.Answer = dedupe(append(p.Answer, reply.Answer...), nil)
+		p.Extra = dedupe(append(p.Extra, reply.Extra...), p.Answer)
+		return
+	}
+	so.pending = reply
+	delay := sharedDelay + rand.N(sharedJitter)
+	s.handlers.Go(func() {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-s.stop:
+			return
+		}
+		s.mu.Lock()
+		m := so.pending
+		so.pending = nil
+		s.mu.Unlock()
+		s.multicastAnswer(so, m)
+	})
+}
+
+// shared reports whether m answers with a shared record (a PTR).
+func shared(m *dns.Msg) bool {
+	return slices.ContainsFunc(m.Answer, func(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypePTR })
 }
 
 // send writes m to dst through conn, one of so's sockets. Failures are
@@ -606,7 +733,7 @@ func (s *Server) handle(so *socket, conn *net.UDPConn, b []byte, src netip.AddrP
 	}
 	s.handlers.Add(1)
 	defer s.handlers.Done()
-	in, err := s.receiveLocked(so, b, src, unicast, time.Now())
+	in, err := s.receiveLocked(so, b, src, unicast, s.now())
 	s.mu.Unlock()
 	if err != nil {
 		s.log.Debug("malformed mdns packet", "iface", so.iface, "peer", src, "err", err)
@@ -620,8 +747,14 @@ func (s *Server) handle(so *socket, conn *net.UDPConn, b []byte, src netip.AddrP
 			s.log.Debug("peer dropped, OnPeer is slow", "peer", p.Node)
 		}
 	}
-	if in.reply != nil {
-		s.send(so, conn, in.reply, in.dst)
+	switch {
+	case in.reply == nil:
+	case in.dst != mdnsGroup:
+		s.send(so, conn, in.reply, in.dst) // unicast and legacy: at once
+	case shared(in.reply):
+		s.deferAnswer(so, in.reply)
+	default:
+		s.multicastAnswer(so, in.reply)
 	}
 }
 
