@@ -55,10 +55,15 @@ func newDiscovery(node, cluster string) *discovery {
 	}
 }
 
-// reset forgets what was reported, so every peer is reported again.
+// reset forgets what was reported and that a peer was seen.
 func (d *discovery) reset() {
-	clear(d.reported)
+	d.forget()
 	d.seen = false
+}
+
+// forget forgets what was reported, so every peer is reported again.
+func (d *discovery) forget() {
+	clear(d.reported)
 }
 
 // parse reads a response received from src on iface and returns the peers

@@ -342,3 +342,52 @@ func TestSharedAnswerDelayed(t *testing.T) {
 	}
 	h.none("one aggregated answer")
 }
+
+func TestQueryNowKeepsBackoff(t *testing.T) {
+	a, b := &socket{iface: "a"}, &socket{iface: "b"}
+	socks := []*socket{a, b}
+	q := newQueries(time.Second, 30*time.Second, t0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	step := func(now time.Time, wantSend int, wantWake time.Time) {
+		t.Helper()
+		send, wake := q.due(now, socks, false)
+		if len(send) != wantSend || !wake.Equal(wantWake) {
+			t.Errorf("at %v: sent on %d sockets, wake at %v; want %d, %v",
+				now.Sub(t0), len(send), wake.Sub(t0), wantSend, wantWake.Sub(t0))
+		}
+	}
+	step(at(0), 2, at(time.Second))             // first query; next after QueryMin
+	step(at(time.Second), 2, at(3*time.Second)) // back-off doubles: 2s
+	// QueryNow 0.5s after a query waits for the second to be up.
+	q.ask(socks)
+	step(at(1500*time.Millisecond), 0, at(2*time.Second))
+	step(at(2*time.Second), 2, at(3*time.Second))
+	// Asking again and again within the second sends nothing more.
+	for range 10 {
+		q.ask(socks)
+		step(at(2500*time.Millisecond), 0, at(3*time.Second))
+	}
+	// The periodic query covers the pending ask, and the back-off goes on
+	// from 4s instead of starting over at QueryMin.
+	step(at(3*time.Second), 2, at(7*time.Second))
+	q.ask([]*socket{a})
+	step(at(5*time.Second), 1, at(7*time.Second))
+	step(at(7*time.Second), 2, at(15*time.Second))
+
+	// A lone node whose mesh calls QueryNow every 5s: at most one query
+	// per second per socket, and the periodic back-off still grows.
+	q = newQueries(time.Second, 30*time.Second, t0)
+	sent := 0
+	for now := t0; now.Before(t0.Add(time.Minute)); now = now.Add(100 * time.Millisecond) {
+		if now.Sub(t0)%(5*time.Second) == 0 {
+			q.ask(socks)
+		}
+		send, _ := q.due(now, socks, false)
+		sent += len(send)
+	}
+	// Periodic at 0,1,3,7,15,31 (6) plus at most one QueryNow per 5s (12),
+	// on each of 2 sockets.
+	if sent > 2*(6+12) {
+		t.Errorf("%d queries in a minute, want at most %d", sent, 2*(6+12))
+	}
+}

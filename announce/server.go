@@ -290,8 +290,13 @@ func (s *Server) SetServices(svcs []Service) {
 	}
 }
 
-// QueryNow queries for peers at once, restarts the query back-off at
-// Config.QueryMin and makes every peer be reported again.
+// QueryNow sends one peer query on each interface at once, or, where one
+// went out less than a second ago, once that second is up (RFC 6762
+// §5.2), and makes every peer be reported again. It leaves the query
+// back-off alone, so calling it often does not flood the link. A peer
+// that multicast its records less than a second before the query does
+// not answer it (RFC 6762 §6), so a caller that needs a fresh report
+// calls QueryNow again later. Safe for concurrent use; does not block.
 func (s *Server) QueryNow() {
 	select {
 	case s.queryNow <- struct{}{}:
@@ -370,7 +375,7 @@ func (s *Server) run(initial []*socket) {
 	for _, so := range initial {
 		jobs = append(jobs, job{sock: so, due: now, left: announceCount})
 	}
-	interval, nextQuery := s.cfg.QueryMin, now
+	q := newQueries(s.cfg.QueryMin, s.cfg.QueryMax, now)
 	rescan := time.NewTicker(s.cfg.RescanInterval)
 	defer rescan.Stop()
 	wake := time.NewTimer(time.Hour)
@@ -378,19 +383,13 @@ func (s *Server) run(initial []*socket) {
 	for {
 		now = time.Now()
 		jobs = s.runJobs(jobs, now)
-		if !now.Before(nextQuery) {
-			s.query(nil)
-			s.mu.Lock()
-			seen := s.disc.seen
-			s.mu.Unlock()
-			if seen {
-				nextQuery = now.Add(s.cfg.QueryMax)
-			} else {
-				nextQuery = now.Add(interval)
-				interval = min(2*interval, s.cfg.QueryMax)
-			}
+		s.mu.Lock()
+		seen := s.disc.seen
+		s.mu.Unlock()
+		send, next := q.due(now, s.sockets(), seen)
+		for _, so := range send {
+			s.query(so)
 		}
-		next := nextQuery
 		for _, j := range jobs {
 			if j.due.Before(next) {
 				next = j.due
@@ -403,20 +402,103 @@ func (s *Server) run(initial []*socket) {
 		case <-wake.C:
 		case <-s.queryNow:
 			s.mu.Lock()
-			s.disc.reset()
+			s.disc.forget()
 			s.mu.Unlock()
-			interval, nextQuery = s.cfg.QueryMin, time.Now()
+			q.ask(s.sockets())
 		case <-s.changed:
 			if only := s.sendGoodbyes(); len(only) > 0 {
 				jobs = append(jobs, job{only: only, due: time.Now(), left: announceCount})
 			}
 		case <-rescan.C:
 			for _, so := range s.rescan() {
-				jobs = append(jobs, job{sock: so, due: time.Now(), left: announceCount})
+				now := time.Now()
+				jobs = append(jobs, job{sock: so, due: now, left: announceCount})
 				s.query(so)
+				q.sent(so, now)
 			}
 		}
 	}
+}
+
+// sockets returns the active sockets.
+func (s *Server) sockets() []*socket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Values(s.socks))
+}
+
+// queryNowGap is the least time between two peer queries on a socket
+// when QueryNow asks for one (RFC 6762 §5.2).
+const queryNowGap = time.Second
+
+// queries is run's peer query timing. Periodic queries go out on every
+// socket, QueryMin after the first and doubling up to QueryMax, or every
+// QueryMax once a peer has been seen. QueryNow asks for one extra query on
+// each socket, sent at once unless that socket sent one less than
+// queryNowGap ago, and then when the gap is up; it leaves the back-off
+// alone, so calling it often (the mesh does while a node is alone) costs
+// at most one query per second per socket. Owned by run.
+type queries struct {
+	max      time.Duration
+	interval time.Duration         // gap after the next periodic query while no peer is seen
+	next     time.Time             // next periodic query
+	last     map[*socket]time.Time // last query sent on each socket
+	asked    map[*socket]bool      // sockets with a QueryNow query to send
+}
+
+func newQueries(queryMin, queryMax time.Duration, now time.Time) *queries {
+	return &queries{max: queryMax, interval: queryMin, next: now,
+		last: make(map[*socket]time.Time), asked: make(map[*socket]bool)}
+}
+
+// ask notes a QueryNow for socks.
+func (q *queries) ask(socks []*socket) {
+	for _, so := range socks {
+		q.asked[so] = true
+	}
+}
+
+// sent notes a query sent on so at now.
+func (q *queries) sent(so *socket, now time.Time) {
+	q.last[so] = now
+	delete(q.asked, so)
+}
+
+// due returns which of socks to query at now, noting them as sent, and
+// when to call again. seen says whether a peer has been seen.
+func (q *queries) due(now time.Time, socks []*socket, seen bool) (send []*socket, wake time.Time) {
+	for so := range q.last {
+		if !slices.Contains(socks, so) {
+			delete(q.last, so)
+			delete(q.asked, so)
+		}
+	}
+	if !now.Before(q.next) {
+		send = socks
+		if seen {
+			q.next = now.Add(q.max)
+		} else {
+			q.next = now.Add(q.interval)
+			q.interval = min(2*q.interval, q.max)
+		}
+	}
+	wake = q.next
+	for _, so := range socks {
+		if !q.asked[so] || slices.Contains(send, so) {
+			continue
+		}
+		if at := q.last[so].Add(queryNowGap); now.Before(at) {
+			if at.Before(wake) {
+				wake = at
+			}
+			continue
+		}
+		send = append(send, so)
+	}
+	for _, so := range send {
+		q.sent(so, now)
+	}
+	return send, wake
 }
 
 // runJobs sends the announcements that are due and returns those left.
