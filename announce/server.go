@@ -52,7 +52,7 @@ type Server struct {
 
 	loopWG   sync.WaitGroup // run
 	wg       sync.WaitGroup // readers and notify
-	handlers sync.WaitGroup // packets being handled; Add only under mu while !closed
+	handlers sync.WaitGroup // packets being handled and delayed answers; Add only under mu while !closed
 
 	failed map[string]bool // interfaces whose socket failed to open; owned by run
 
