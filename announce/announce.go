@@ -76,8 +76,9 @@ type Config struct {
 	// default, otherwise at least 1s.
 	TTL time.Duration
 	// QueryMin is the first interval between peer queries while no peer
-	// has been seen; it doubles up to QueryMax. Default 500ms; zero means
-	// the default.
+	// has been seen; it doubles up to QueryMax. Default 1s, the least RFC
+	// 6762 §5.2 allows between the first two queries (shorter values are
+	// for tests); zero means the default.
 	QueryMin time.Duration
 	// QueryMax is the longest interval between peer queries, used once a
 	// peer has been seen. Default 30s; zero means the default; must be
@@ -88,7 +89,8 @@ type Config struct {
 	RescanInterval time.Duration
 	// OnPeer is called with each discovered peer, from one announce
 	// goroutine (calls never overlap). The same (node, address, port) is
-	// reported again at most every few seconds, and again after QueryNow.
+	// reported again at most every few seconds, and again after QueryNow
+	// (once its query is answered).
 	// It must not block for long: peers arriving meanwhile are buffered
 	// (64) and dropped when the buffer is full. Zero (nil): peers are
 	// ignored.
@@ -101,7 +103,7 @@ type Config struct {
 // Defaults, see Config.
 const (
 	defaultTTL            = 120 * time.Second // RFC 6762 §10: host and SRV records
-	defaultQueryMin       = 500 * time.Millisecond
+	defaultQueryMin       = time.Second       // RFC 6762 §5.2
 	defaultQueryMax       = 30 * time.Second
 	defaultRescanInterval = 5 * time.Second
 	maxNodeLen            = 63  // one DNS label

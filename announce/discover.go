@@ -14,6 +14,12 @@ const (
 	reportEvery = 3 * time.Second
 	// maxHosts bounds the A record cache.
 	maxHosts = 1024
+	// maxHostTTL caps how long a cached address is trusted, whatever TTL
+	// its record claims.
+	maxHostTTL = 2 * time.Minute
+	// sweepEvery is how often parse drops stale cache entries; lookups
+	// check expiry themselves, so this only bounds memory.
+	sweepEvery = 10 * time.Second
 )
 
 // discovery turns mDNS responses into peers. Not safe for concurrent use;
@@ -21,13 +27,18 @@ const (
 type discovery struct {
 	node, cluster string
 
-	hosts    map[string]hostAddr   // lower-case host name → address, from A records
+	// hosts holds the SRV targets of _ambassador._tcp instances, by
+	// lower-case name, and their addresses once an A record gave one.
+	// Only those targets are cached: the link's other A records are of
+	// no use to us.
+	hosts    map[string]hostAddr
 	reported map[peerKey]time.Time // last report of each peer
 	seen     bool                  // a peer was seen since the last reset
+	swept    time.Time             // last expire
 }
 
 type hostAddr struct {
-	addr    netip.Addr
+	addr    netip.Addr // invalid until an A record arrives
 	expires time.Time
 }
 
@@ -55,10 +66,15 @@ func newDiscovery(node, cluster string) *discovery {
 	}
 }
 
-// reset forgets what was reported, so every peer is reported again.
+// reset forgets what was reported and that a peer was seen.
 func (d *discovery) reset() {
-	clear(d.reported)
+	d.forget()
 	d.seen = false
+}
+
+// forget forgets what was reported, so every peer is reported again.
+func (d *discovery) forget() {
+	clear(d.reported)
 }
 
 // parse reads a response received from src on iface and returns the peers
@@ -69,7 +85,19 @@ func (d *discovery) parse(m *dns.Msg, src netip.AddrPort, iface string, now time
 	if !m.Response || m.Opcode != dns.OpcodeQuery {
 		return nil
 	}
-	d.expire(now)
+	if now.Sub(d.swept) >= sweepEvery {
+		d.expire(now)
+	}
+	// SRV targets first, so that the A records of the same packet, in
+	// whatever section or order, are kept.
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range sec {
+			if srv, ok := rr.(*dns.SRV); ok && srv.Hdr.Class&^cacheFlush == dns.ClassINET &&
+				srv.Hdr.Ttl > 0 && isPeerInstance(srv.Hdr.Name) {
+				d.want(srv.Target, srv.Hdr.Ttl, now)
+			}
+		}
+	}
 	var insts []*instance
 	get := func(name string) *instance {
 		for _, in := range insts {
@@ -146,7 +174,7 @@ func (d *discovery) peer(in *instance, src netip.AddrPort, iface string, now tim
 	}
 	var addr netip.Addr
 	if in.srv != nil {
-		if h, ok := d.hosts[strings.ToLower(in.srv.Target)]; ok && now.Before(h.expires) {
+		if h, ok := d.hosts[strings.ToLower(in.srv.Target)]; ok && h.addr.IsValid() && now.Before(h.expires) {
 			addr = h.addr
 		}
 	}
@@ -159,26 +187,49 @@ func (d *discovery) peer(in *instance, src netip.AddrPort, iface string, now tim
 	return Peer{Node: node, Cluster: cluster, Addr: addr, GossipPort: gossip, Iface: iface}, true
 }
 
-// learn remembers (or, with TTL 0, forgets) the address of a host.
+// capTTL turns a record TTL into an expiry time, at most maxHostTTL away.
+func capTTL(ttl uint32, now time.Time) time.Time {
+	return now.Add(min(time.Duration(ttl)*time.Second, maxHostTTL))
+}
+
+// want notes target, the SRV target of a peer instance, as a host whose
+// A record to keep, for ttl seconds (capped).
+func (d *discovery) want(target string, ttl uint32, now time.Time) {
+	key := strings.ToLower(target)
+	h, ok := d.hosts[key]
+	if !ok && len(d.hosts) >= maxHosts {
+		return
+	}
+	if exp := capTTL(ttl, now); exp.After(h.expires) {
+		h.expires = exp
+	}
+	d.hosts[key] = h
+}
+
+// learn remembers (or, with TTL 0, forgets) the address of a host that is
+// the SRV target of a peer instance; other hosts are ignored.
 func (d *discovery) learn(name string, ip []byte, ttl uint32, now time.Time) {
 	addr, ok := netip.AddrFromSlice(ip)
 	if !ok {
 		return
 	}
-	addr = addr.Unmap()
 	key := strings.ToLower(name)
+	h, ok := d.hosts[key]
+	if !ok || !now.Before(h.expires) {
+		return
+	}
 	if ttl == 0 {
-		delete(d.hosts, key)
-		return
+		h.addr = netip.Addr{}
+	} else {
+		h.addr = addr.Unmap()
+		h.expires = capTTL(ttl, now)
 	}
-	if _, ok := d.hosts[key]; !ok && len(d.hosts) >= maxHosts {
-		return
-	}
-	d.hosts[key] = hostAddr{addr: addr, expires: now.Add(time.Duration(ttl) * time.Second)}
+	d.hosts[key] = h
 }
 
-// expire drops stale cache entries.
+// expire drops stale cache entries. parse calls it every sweepEvery.
 func (d *discovery) expire(now time.Time) {
+	d.swept = now
 	for k, h := range d.hosts {
 		if !now.Before(h.expires) {
 			delete(d.hosts, k)

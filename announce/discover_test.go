@@ -1,6 +1,7 @@
 package announce
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -88,23 +89,63 @@ func TestParseReply(t *testing.T) {
 func TestParseACachedAcrossPackets(t *testing.T) {
 	d := newTestDiscovery()
 	full := announceOf(t, peerB, peerBAddr)
-	if got := d.parse(only(full, dns.TypeA), peerSrc, "eth0", t0); len(got) != 0 {
-		t.Fatalf("A alone gave %+v", got)
-	}
-	got := d.parse(without(full, dns.TypeA), peerSrc, "eth0", t0.Add(time.Second))
-	wantPeers(t, got, Peer{Node: "b", Cluster: "lab", Addr: peerBAddr, GossipPort: 8000, Iface: "eth0"})
+	want := Peer{Node: "b", Cluster: "lab", Addr: peerBAddr, GossipPort: 8000, Iface: "eth0"}
+	wantPeers(t, d.parse(full, peerSrc, "eth0", t0), want)
+	// A later packet without the A record uses the cached address.
+	d.reset()
+	wantPeers(t, d.parse(without(full, dns.TypeA), peerSrc, "eth0", t0.Add(time.Second)), want)
 
 	// Once the A record expired, the source address is used.
 	d.reset()
-	got = d.parse(without(full, dns.TypeA), peerSrc, "eth0", t0.Add(121*time.Second))
+	got := d.parse(without(full, dns.TypeA), peerSrc, "eth0", t0.Add(121*time.Second))
 	wantPeers(t, got, Peer{Node: "b", Cluster: "lab", Addr: peerSrc.Addr(), GossipPort: 8000, Iface: "eth0"})
 
 	// A goodbye for the A record forgets it.
 	d = newTestDiscovery()
-	d.parse(only(full, dns.TypeA), peerSrc, "eth0", t0)
+	d.parse(full, peerSrc, "eth0", t0)
 	d.parse(goodbye(only(full, dns.TypeA).Answer), peerSrc, "eth0", t0)
+	d.reset()
 	got = d.parse(without(full, dns.TypeA), peerSrc, "eth0", t0)
 	wantPeers(t, got, Peer{Node: "b", Cluster: "lab", Addr: peerSrc.Addr(), GossipPort: 8000, Iface: "eth0"})
+}
+
+func TestParseACacheOnlyPeerTargets(t *testing.T) {
+	full := announceOf(t, peerB, peerBAddr)
+	srcPeer := Peer{Node: "b", Cluster: "lab", Addr: peerSrc.Addr(), GossipPort: 8000, Iface: "eth0"}
+
+	// An A record alone, before any SRV names its host, is not cached.
+	d := newTestDiscovery()
+	d.parse(only(full, dns.TypeA), peerSrc, "eth0", t0)
+	if len(d.hosts) != 0 {
+		t.Errorf("hosts %v after a lone A record, want none", d.hosts)
+	}
+	wantPeers(t, d.parse(without(full, dns.TypeA), peerSrc, "eth0", t0), srcPeer)
+
+	// Hosts of other services are not cached either.
+	other := announceOf(t, identity{node: "x", cluster: "lab", host: "x.local.", gossipPort: 1, ttl: 120}, peerBAddr)
+	var keep []dns.RR
+	for _, rr := range other.Answer {
+		if !isPeerInstance(rr.Header().Name) && !equalName(rr.Header().Name, peerFQDN) {
+			keep = append(keep, rr)
+		}
+	}
+	other.Answer = keep
+	d = newTestDiscovery()
+	d.parse(other, peerSrc, "eth0", t0)
+	if _, ok := d.hosts["x.local."]; ok {
+		t.Error("cached the host of a non-peer service")
+	}
+
+	// A TTL beyond maxHostTTL is capped.
+	long := full.Copy()
+	for _, rr := range long.Answer {
+		rr.Header().Ttl = 3600
+	}
+	d = newTestDiscovery()
+	d.parse(long, peerSrc, "eth0", t0)
+	d.reset()
+	got := d.parse(without(full, dns.TypeA), peerSrc, "eth0", t0.Add(maxHostTTL))
+	wantPeers(t, got, srcPeer)
 }
 
 func TestParseSourceFallback(t *testing.T) {
@@ -197,12 +238,22 @@ func TestParseEscapedNode(t *testing.T) {
 func TestHostCacheBounded(t *testing.T) {
 	d := newTestDiscovery()
 	for i := range maxHosts + 10 {
-		d.learn(dns.Fqdn(string(rune('a'+i%26))+string(rune('0'+i/26%10))+string(rune('0'+i/260))), []byte{10, 0, 0, 1}, 120, t0)
+		name := fmt.Sprintf("h%d.local.", i)
+		d.want(name, 120, t0)
+		d.learn(name, []byte{10, 0, 0, 1}, 120, t0)
 	}
 	if len(d.hosts) > maxHosts {
 		t.Errorf("%d hosts cached, limit %d", len(d.hosts), maxHosts)
 	}
-	d.expire(t0.Add(121 * time.Second))
+	// Stale entries go at the next sweep, not on every packet.
+	m := &dns.Msg{MsgHdr: dns.MsgHdr{Response: true}}
+	swept := t0.Add(maxHostTTL - time.Second)
+	d.parse(m, peerSrc, "eth0", swept) // the first parse sweeps
+	d.parse(m, peerSrc, "eth0", t0.Add(maxHostTTL))
+	if len(d.hosts) != maxHosts {
+		t.Errorf("%d hosts right after a sweep, want %d kept until the next", len(d.hosts), maxHosts)
+	}
+	d.parse(m, peerSrc, "eth0", swept.Add(sweepEvery))
 	if len(d.hosts) != 0 {
 		t.Errorf("%d hosts after expiry", len(d.hosts))
 	}

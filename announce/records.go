@@ -219,9 +219,16 @@ func announcement(records []dns.RR) *dns.Msg {
 }
 
 // goodbye returns a response that withdraws records (RFC 6762 §10.1): the
-// same records with TTL 0.
+// same records with TTL 0, except the service enumeration PTRs
+// (_services._dns-sd._udp.local. PTR _x._tcp.local.). Every node offering
+// a service type publishes the very same enumeration record, so a goodbye
+// for it would make caches drop it for all of them; only this node's own
+// instance records are withdrawn.
 func goodbye(records []dns.RR) *dns.Msg {
-	m := announcement(records)
+	own := slices.DeleteFunc(slices.Clone(records), func(rr dns.RR) bool {
+		return equalName(rr.Header().Name, enumFQDN)
+	})
+	m := announcement(own)
 	for _, rr := range m.Answer {
 		rr.Header().Ttl = 0
 	}

@@ -222,8 +222,8 @@ func TestAnnouncementAndGoodbye(t *testing.T) {
 
 	only := func(t string) bool { return t == "_redis._tcp.local." }
 	bye := goodbye(z.records(only, false))
-	if len(bye.Answer) != 4 {
-		t.Errorf("goodbye of one service has %v, want PTR PTR SRV TXT", types(bye.Answer))
+	if len(bye.Answer) != 3 {
+		t.Errorf("goodbye of one service has %v, want PTR SRV TXT", types(bye.Answer))
 	}
 	for _, rr := range bye.Answer {
 		if rr.Header().Ttl != 0 {
@@ -232,9 +232,13 @@ func TestAnnouncementAndGoodbye(t *testing.T) {
 		if rr.Header().Rrtype == dns.TypeA || rr.Header().Name == "Node-A._ambassador._tcp.local." {
 			t.Errorf("goodbye of redis carries %v", rr)
 		}
+		if equalName(rr.Header().Name, enumFQDN) {
+			t.Errorf("goodbye carries the shared enumeration record %v", rr)
+		}
 	}
-	if all := goodbye(z.records(nil, true)); len(all.Answer) != len(m.Answer) {
-		t.Errorf("goodbye of everything has %d records, want %d", len(all.Answer), len(m.Answer))
+	// Everything but the 3 enumeration PTRs.
+	if all := goodbye(z.records(nil, true)); len(all.Answer) != len(m.Answer)-3 {
+		t.Errorf("goodbye of everything has %d records, want %d", len(all.Answer), len(m.Answer)-3)
 	}
 }
 

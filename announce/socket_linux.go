@@ -16,7 +16,9 @@ import (
 // openSocket returns a UDP socket for mDNS on one interface:
 //
 //   - bound to 224.0.0.251:5353 (not the wildcard, as net.ListenMulticastUDP
-//     does), so unicast datagrams for port 5353 still go to avahi-daemon;
+//     does), so it receives only datagrams sent to the group; unicast
+//     datagrams for port 5353 are not delivered to it (see
+//     openUnicastSocket for where they go);
 //   - SO_REUSEADDR, so avahi-daemon (and other Servers) can bind 5353 too,
 //     before or after us;
 //   - IP_MULTICAST_ALL off and the group joined on this interface only, so
@@ -24,7 +26,8 @@ import (
 //   - IP_MULTICAST_IF on this interface, so multicast leaves on it;
 //   - IP_MULTICAST_LOOP on (net.ListenMulticastUDP turns it off), so an
 //     avahi-daemon on the same host sees our announcements;
-//   - IP_MULTICAST_TTL 255 (RFC 6762 §11).
+//   - IP_MULTICAST_TTL 255 and IP_TTL 255 (RFC 6762 §11), the latter for
+//     the unicast replies it sends to legacy and QU queriers.
 func openSocket(ifindex int) (conn *net.UDPConn, err error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
 	if err != nil {
@@ -43,6 +46,7 @@ func openSocket(ifindex int) (conn *net.UDPConn, err error) {
 		{unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0, "IP_MULTICAST_ALL"},
 		{unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 1, "IP_MULTICAST_LOOP"},
 		{unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 255, "IP_MULTICAST_TTL"},
+		{unix.IPPROTO_IP, unix.IP_TTL, 255, "IP_TTL"},
 	}
 	for _, o := range ints {
 		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.val); err != nil {
@@ -77,18 +81,30 @@ func openSocket(ifindex int) (conn *net.UDPConn, err error) {
 }
 
 // openUnicastSocket returns a UDP socket bound to addr:5353 with
-// SO_REUSEADDR, for queries sent directly to this host (dig -p 5353
-// @addr). Being bound to a specific address, it wins such datagrams over
-// an avahi-daemon bound to 0.0.0.0:5353.
+// SO_REUSEADDR and IP_TTL 255 (RFC 6762 §11), for queries sent directly to
+// this host (dig -p 5353 @addr).
+//
+// Coexistence with avahi-daemon: Linux delivers a unicast datagram to the
+// one socket whose bound address matches it most specifically, and addr
+// beats avahi-daemon's 0.0.0.0:5353. So every unicast datagram to
+// addr:5353 (direct queries, and unicast responses to avahi's own QU
+// queries alike) goes to this socket and not to avahi-daemon's while we
+// run. Multicast is unaffected: both daemons receive every group datagram.
 func openUnicastSocket(addr netip.Addr) (*net.UDPConn, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+				serr = os.NewSyscallError("setsockopt SO_REUSEADDR", serr)
+				return
+			}
+			if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, 255); serr != nil {
+				serr = os.NewSyscallError("setsockopt IP_TTL", serr)
+			}
 		}); err != nil {
 			return err
 		}
-		return os.NewSyscallError("setsockopt SO_REUSEADDR", serr)
+		return serr
 	}}
 	pc, err := lc.ListenPacket(context.Background(), "udp4", netip.AddrPortFrom(addr, mdnsPort).String())
 	if err != nil {

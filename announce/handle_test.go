@@ -1,0 +1,393 @@
+package announce
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// These tests drive a Server without the network: one socket whose
+// datagrams go to Server.write, which the harness swaps for a recorder.
+
+var (
+	fakeLocal = netip.MustParseAddr("192.0.2.10")
+	fakeNet   = netip.MustParsePrefix("192.0.2.10/24")
+	onLinkSrc = netip.MustParseAddrPort("192.0.2.5:5353")
+	offLink   = netip.MustParseAddrPort("198.51.100.5:5353")
+)
+
+// sentMsg is one datagram the Server would have sent.
+type sentMsg struct {
+	m   *dns.Msg
+	b   []byte
+	dst netip.AddrPort
+}
+
+// harness is a Server with one socket, fake, that is not started.
+type harness struct {
+	t    *testing.T
+	s    *Server
+	so   *socket
+	sent chan sentMsg
+}
+
+// newHarness returns a Server publishing svcs on one socket "eth0" with
+// address fakeLocal in fakeNet. The socket's conns are real but unused
+// (Close closes them); whatever the Server sends arrives on h.sent.
+func newHarness(t *testing.T, svcs ...Service) *harness {
+	t.Helper()
+	c := validConfig()
+	c.Logger = testLogger(t)
+	s, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, s: s, sent: make(chan sentMsg, 64)}
+	s.write = func(_ *net.UDPConn, b []byte, dst netip.AddrPort) error {
+		var m dns.Msg
+		if err := m.Unpack(b); err != nil {
+			t.Errorf("sent a malformed packet: %v", err)
+			return nil
+		}
+		select {
+		case h.sent <- sentMsg{&m, slices.Clone(b), dst}:
+		default:
+			t.Errorf("more than %d packets sent", cap(h.sent))
+		}
+		return nil
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.so = &socket{iface: "eth0", index: 2, conn: conn, local: fakeLocal, addr: fakeLocal,
+		nets: []netip.Prefix{fakeNet}}
+	s.SetServices(svcs)
+	s.mu.Lock()
+	s.socks[h.so.iface] = h.so
+	s.logZoneErrors(s.buildZonesLocked(h.so))
+	s.mu.Unlock()
+	t.Cleanup(func() { s.Close() })
+	return h
+}
+
+// receive hands packet m to the socket as if it came from src.
+func (h *harness) receive(m *dns.Msg, src netip.AddrPort, unicast bool) {
+	h.t.Helper()
+	b, err := m.Pack()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.s.handle(h.so, h.so.conn, b, src, unicast)
+}
+
+// none fails if anything was sent. Only for paths that send at once.
+func (h *harness) none(what string) {
+	h.t.Helper()
+	select {
+	case got := <-h.sent:
+		h.t.Errorf("%s: sent to %v:\n%v", what, got.dst, got.m)
+	default:
+	}
+}
+
+// next returns the next datagram sent, waiting for delayed ones.
+func (h *harness) next(what string) sentMsg {
+	h.t.Helper()
+	select {
+	case got := <-h.sent:
+		return got
+	case <-time.After(waitFor):
+		h.t.Fatalf("%s: nothing sent", what)
+		return sentMsg{}
+	}
+}
+
+func TestOffLinkSourceDropped(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379})
+	srvQuery := query(0, "node-a.local.", dns.TypeA, dns.ClassINET)
+	announce := announceOf(t, peerB, peerBAddr)
+
+	tests := []struct {
+		name    string
+		msg     *dns.Msg
+		src     netip.AddrPort
+		unicast bool
+		want    bool // a reply or a peer
+	}{
+		{"direct query on link", srvQuery, onLinkSrc, true, true},
+		{"direct query off link", srvQuery, offLink, true, false},
+		{"legacy query off link", srvQuery, netip.AddrPortFrom(offLink.Addr(), 40000), true, false},
+		{"multicast query off link", srvQuery, offLink, false, false},
+		{"link-local source", srvQuery, netip.MustParseAddrPort("169.254.7.7:5353"), true, true},
+		{"IPv6 source", srvQuery, netip.MustParseAddrPort("[2001:db8::1]:5353"), true, false},
+		{"response on link", announce, onLinkSrc, false, true},
+		{"response off link", announce, offLink, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := tt.msg.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.s.disc.reset()
+			h.s.mu.Lock()
+			in, err := h.s.receiveLocked(h.so, b, tt.src, tt.unicast, t0)
+			h.s.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := in.reply != nil || len(in.peers) > 0; got != tt.want {
+				t.Errorf("reply %v, peers %v; want any: %v", in.reply, in.peers, tt.want)
+			}
+		})
+	}
+
+	// lo carries only this host's packets, from any of its addresses.
+	h.so.loopback = true
+	h.s.mu.Lock()
+	b, _ := srvQuery.Pack()
+	if in, _ := h.s.receiveLocked(h.so, b, offLink, true, t0); in.reply == nil {
+		t.Error("loopback: no reply to a local source outside lo's prefix")
+	}
+	h.so.loopback = false
+	h.s.mu.Unlock()
+
+	// Through the socket handler: the off-link query gets no datagram.
+	h.receive(srvQuery, offLink, true)
+	h.none("off-link direct query")
+	h.receive(srvQuery, onLinkSrc, true)
+	if got := h.next("on-link direct query"); got.dst != onLinkSrc {
+		t.Errorf("reply to %v, want %v", got.dst, onLinkSrc)
+	}
+}
+
+// started marks h's Server started, as Start would, without run: pending
+// work is driven by hand.
+func (h *harness) started() {
+	h.s.mu.Lock()
+	h.s.started = true
+	h.s.mu.Unlock()
+}
+
+// rec names one record for checkGoodbye.
+type rec struct {
+	name string
+	typ  uint16
+}
+
+// checkGoodbye fails unless m withdraws (TTL 0) the records in want and
+// nothing named in notWant, and carries no service enumeration record.
+func checkGoodbye(t *testing.T, m *dns.Msg, want []rec, notWant ...string) {
+	t.Helper()
+	for _, r := range want {
+		if !hasRR(m, r.name, r.typ, 0) {
+			t.Errorf("goodbye lacks %s %s with TTL 0:\n%v", r.name, dns.TypeToString[r.typ], m)
+		}
+	}
+	for _, name := range append(notWant, enumFQDN) {
+		for _, rr := range m.Answer {
+			if equalName(rr.Header().Name, name) {
+				t.Errorf("goodbye carries %v", rr)
+			}
+		}
+	}
+	for _, rr := range m.Answer {
+		if rr.Header().Ttl != 0 {
+			t.Errorf("goodbye record %v has TTL %d", rr, rr.Header().Ttl)
+		}
+	}
+}
+
+func TestWithdrawalGoodbyeOwnRecordsOnly(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379}, Service{Name: "web", Port: 80})
+	h.started()
+	h.s.SetServices([]Service{{Name: "web", Port: 80}})
+	h.s.sendGoodbyes()
+	got := h.next("goodbye")
+	if got.dst != mdnsGroup {
+		t.Errorf("goodbye to %v, want %v", got.dst, mdnsGroup)
+	}
+	checkGoodbye(t, got.m, []rec{
+		{"_redis._tcp.local.", dns.TypePTR},
+		{`Node\ A._redis._tcp.local.`, dns.TypeSRV},
+		{`Node\ A._redis._tcp.local.`, dns.TypeTXT},
+	}, "_web._tcp.local.", `Node\ A._web._tcp.local.`, "node-a.local.", peerFQDN, `Node\ A._ambassador._tcp.local.`)
+	h.none("one goodbye only")
+}
+
+func TestCloseSendsPendingGoodbyes(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379}, Service{Name: "web", Port: 80})
+	h.started()
+	// No run goroutine: the withdrawal's goodbye is still pending at Close.
+	h.s.SetServices([]Service{{Name: "web", Port: 80}})
+	h.s.SetServices(nil)
+	if err := h.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := h.next("goodbye")
+	checkGoodbye(t, got.m, []rec{
+		{"_redis._tcp.local.", dns.TypePTR},
+		{`Node\ A._redis._tcp.local.`, dns.TypeSRV},
+		{"_web._tcp.local.", dns.TypePTR},
+		{`Node\ A._web._tcp.local.`, dns.TypeTXT},
+		{peerFQDN, dns.TypePTR},
+		{`Node\ A._ambassador._tcp.local.`, dns.TypeSRV},
+		{"node-a.local.", dns.TypeA},
+	})
+	h.none("one goodbye only")
+}
+
+func TestOwnQueryIgnored(t *testing.T) {
+	h := newHarness(t)
+	h.s.query(h.so)
+	q := h.next("peer query")
+	self := netip.AddrPortFrom(fakeLocal, mdnsPort)
+
+	answer := func() bool {
+		t.Helper()
+		h.s.mu.Lock()
+		defer h.s.mu.Unlock()
+		in, err := h.s.receiveLocked(h.so, q.b, self, false, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in.reply != nil
+	}
+	if answer() {
+		t.Error("answered our own looped-back query")
+	}
+	// The same bytes again are someone else's query (another responder on
+	// this host asks the very same question from the same address).
+	if !answer() {
+		t.Error("did not answer an identical query from another querier")
+	}
+	// A query we sent long ago is no longer expected back.
+	h.s.query(h.so)
+	h.next("second peer query")
+	h.s.mu.Lock()
+	in, _ := h.s.receiveLocked(h.so, q.b, self, false, time.Now().Add(ownQueryWindow))
+	h.s.mu.Unlock()
+	if in.reply == nil {
+		t.Error("ignored a query matching one we sent long ago")
+	}
+}
+
+func TestMulticastRateLimit(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379})
+	clock := t0
+	h.s.now = func() time.Time { return clock }
+	aQuery := query(0, "node-a.local.", dns.TypeA, dns.ClassINET)
+
+	h.receive(aQuery, onLinkSrc, false)
+	if got := h.next("first answer"); got.dst != mdnsGroup || !hasRR(got.m, "node-a.local.", dns.TypeA, -1) {
+		t.Fatalf("first answer to %v:\n%v", got.dst, got.m)
+	}
+	clock = t0.Add(multicastGap - time.Millisecond)
+	h.receive(aQuery, onLinkSrc, false)
+	h.none("same record within 1s")
+	clock = t0.Add(multicastGap)
+	h.receive(aQuery, onLinkSrc, false)
+	h.next("answer after 1s")
+
+	// A first announcement counts too, and holds back a multicast answer;
+	// a unicast answer is never held back.
+	clock = t0.Add(10 * time.Second)
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
+	if got := h.next("announcement"); !hasRR(got.m, "node-a.local.", dns.TypeA, 120) {
+		t.Fatalf("announcement lacks the A record:\n%v", got.m)
+	}
+	clock = clock.Add(500 * time.Millisecond)
+	h.receive(aQuery, onLinkSrc, false)
+	h.none("answer right after the announcement")
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
+	h.none("first announcement of records just sent")
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceRepeat)
+	h.next("second announcement")
+	h.receive(aQuery, onLinkSrc, true)
+	if got := h.next("direct unicast answer"); got.dst != onLinkSrc {
+		t.Errorf("direct answer to %v, want %v", got.dst, onLinkSrc)
+	}
+
+	// A goodbye is never held back, and a record re-added after it is
+	// announced at once.
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendGoodbye)
+	h.next("goodbye")
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
+	h.next("announcement after goodbye")
+}
+
+func TestSharedAnswerDelayed(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379})
+	start := time.Now()
+	h.receive(query(0, "_redis._tcp.local.", dns.TypePTR, dns.ClassINET), onLinkSrc, false)
+	h.receive(query(0, "_ambassador._tcp.local.", dns.TypePTR, dns.ClassINET), onLinkSrc, false)
+	got := h.next("PTR answer")
+	if waited := time.Since(start); waited < sharedDelay {
+		t.Errorf("PTR answer after %v, want at least %v", waited, sharedDelay)
+	}
+	if got.dst != mdnsGroup || !hasRR(got.m, "_redis._tcp.local.", dns.TypePTR, -1) {
+		t.Errorf("answer to %v:\n%v", got.dst, got.m)
+	}
+	// The second answer joins the first unless the first left before the
+	// second query came in (a slow machine).
+	if !hasRR(got.m, peerFQDN, dns.TypePTR, -1) {
+		if got := h.next("second PTR answer"); !hasRR(got.m, peerFQDN, dns.TypePTR, -1) {
+			t.Errorf("second answer:\n%v", got.m)
+		}
+	}
+	h.none("one aggregated answer")
+}
+
+func TestQueryNowKeepsBackoff(t *testing.T) {
+	a, b := &socket{iface: "a"}, &socket{iface: "b"}
+	socks := []*socket{a, b}
+	q := newQueries(time.Second, 30*time.Second, t0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	step := func(now time.Time, wantSend int, wantWake time.Time) {
+		t.Helper()
+		send, wake := q.due(now, socks, false)
+		if len(send) != wantSend || !wake.Equal(wantWake) {
+			t.Errorf("at %v: sent on %d sockets, wake at %v; want %d, %v",
+				now.Sub(t0), len(send), wake.Sub(t0), wantSend, wantWake.Sub(t0))
+		}
+	}
+	step(at(0), 2, at(time.Second))             // first query; next after QueryMin
+	step(at(time.Second), 2, at(3*time.Second)) // back-off doubles: 2s
+	// QueryNow 0.5s after a query waits for the second to be up.
+	q.ask(socks)
+	step(at(1500*time.Millisecond), 0, at(2*time.Second))
+	step(at(2*time.Second), 2, at(3*time.Second))
+	// Asking again and again within the second sends nothing more.
+	for range 10 {
+		q.ask(socks)
+		step(at(2500*time.Millisecond), 0, at(3*time.Second))
+	}
+	// The periodic query covers the pending ask, and the back-off goes on
+	// from 4s instead of starting over at QueryMin.
+	step(at(3*time.Second), 2, at(7*time.Second))
+	q.ask([]*socket{a})
+	step(at(5*time.Second), 1, at(7*time.Second))
+	step(at(7*time.Second), 2, at(15*time.Second))
+
+	// A lone node whose mesh calls QueryNow every 5s: at most one query
+	// per second per socket, and the periodic back-off still grows.
+	q = newQueries(time.Second, 30*time.Second, t0)
+	sent := 0
+	for now := t0; now.Before(t0.Add(time.Minute)); now = now.Add(100 * time.Millisecond) {
+		if now.Sub(t0)%(5*time.Second) == 0 {
+			q.ask(socks)
+		}
+		send, _ := q.due(now, socks, false)
+		sent += len(send)
+	}
+	// Periodic at 0,1,3,7,15,31 (6) plus at most one QueryNow per 5s (12),
+	// on each of 2 sockets.
+	if sent > 2*(6+12) {
+		t.Errorf("%d queries in a minute, want at most %d", sent, 2*(6+12))
+	}
+}
