@@ -269,6 +269,7 @@ func TestLabClustersStayApart(t *testing.T) {
 	l := lab.New(t)
 	r1, r2, b1, b2 := l.AddHost("r1"), l.AddHost("r2"), l.AddHost("b1"), l.AddHost("b2")
 	startHelper(t, r1, "sha-service", "serve-sha", "127.0.0.1:12400")
+	startHelper(t, b1, "sha-service", "serve-sha", "127.0.0.1:12400")
 	startNode(r1, "--cluster", "red", "--announce", "red-svc:7000=12400")
 	startNode(r2, "--cluster", "red")
 	startNode(b1, "--cluster", "blue", "--announce", "blue-svc:7001=12400")
