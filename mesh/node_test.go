@@ -403,3 +403,65 @@ func fakeSRV(t *testing.T, name string, port int) (addr string, setPort func(int
 	t.Cleanup(func() { _ = srv.Shutdown() })
 	return pc.LocalAddr().String(), func(p int) { cur.Store(int64(p)) }
 }
+
+// TestDrainOnStop stops a node while a connection through it is open: new
+// connections are refused at once, the open one keeps working, and Run
+// returns once it ends.
+func TestDrainOnStop(t *testing.T) {
+	echo := echoServer(t)
+	a := startTestNode(t, "a", func(c *Config) {
+		c.Announce = []Announce{{Name: "echo", Port: 9, Host: "127.0.0.1", TargetPort: echo}}
+	})
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+		c.Forward = []Forward{{Name: "echo", Listen: listen}}
+		c.DrainTimeout = 20 * time.Second
+	})
+	waitFor(t, 10*time.Second, "echo through b", func() bool { return echoOnce(listen) == nil })
+	conn, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	roundTrip := func(msg string) error {
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(conn, msg); err != nil {
+			return err
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			return err
+		}
+		if string(buf) != msg {
+			return errors.New("echo: got " + strconv.Quote(string(buf)))
+		}
+		return nil
+	}
+	if err := roundTrip("before"); err != nil {
+		t.Fatal(err)
+	}
+
+	b.cancel() // what SIGTERM does
+	waitFor(t, 10*time.Second, "b's listener to refuse new connections", func() bool {
+		return errors.Is(echoOnce(listen), syscall.ECONNREFUSED)
+	})
+	if err := roundTrip("during the drain"); err != nil {
+		t.Fatalf("open connection during the drain: %v", err)
+	}
+	select {
+	case err := <-b.done:
+		t.Fatalf("Run returned (%v) while a connection was still open", err)
+	default:
+	}
+	conn.Close()
+	select {
+	case err := <-b.done:
+		b.done <- err // for the cleanup's stop
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the last connection closed")
+	}
+}
