@@ -14,18 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/testutil"
 	"github.com/ambassador-mesh/ambassador/mesh"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+var freePort = testutil.FreePort
 
 // TestSIGHUPReload runs the binary with a --config file, changes the file's
 // announcements, sends SIGHUP and checks that the node follows without a
@@ -76,13 +69,13 @@ func TestSIGHUPReload(t *testing.T) {
 		}
 		return out
 	}
-	waitUntil(t, 20*time.Second, "service one", func() bool { n := names(); return len(n) == 1 && n[0] == "one" })
+	testutil.WaitFor(t, 20*time.Second, "service one", func() bool { n := names(); return len(n) == 1 && n[0] == "one" })
 
 	write("announce = two:" + strconv.Itoa(freePort(t)) + "=" + tp + "\nannounce = three:" + strconv.Itoa(freePort(t)) + "=" + tp + "\n")
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "services three and two after SIGHUP", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "services three and two after SIGHUP", func() bool {
 		n := names()
 		return len(n) == 2 && n[0] == "three" && n[1] == "two"
 	})
@@ -94,7 +87,7 @@ func TestSIGHUPReload(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "the failed reload to be logged", func() bool { return strings.Contains(logs.String(), "reload failed") })
+	testutil.WaitFor(t, 10*time.Second, "the failed reload to be logged", func() bool { return strings.Contains(logs.String(), "reload failed") })
 	if n := names(); len(n) != 2 {
 		t.Fatalf("after a failed reload: services %q, want the two running ones", n)
 	}
@@ -109,17 +102,6 @@ func TestSIGHUPReload(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("node did not exit after SIGTERM")
-	}
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

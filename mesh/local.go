@@ -68,7 +68,7 @@ func (v localView) passing(name string) bool {
 type localService struct {
 	Name     string // lower case
 	Port     int
-	Weight   int // advertised to peers; 0 = 1
+	Weight   int               // advertised to peers; 0 = 1
 	Backends []forward.Backend // direct, in the order to try them
 }
 

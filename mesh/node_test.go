@@ -15,32 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/testutil"
 	"github.com/ambassador-mesh/ambassador/upstream"
 	"github.com/miekg/dns"
 )
 
-// freePort finds a port that was free a moment ago. Nodes need fixed ports
-// to tell each other about, so this is the one place a test picks a port.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+var (
+	freePort = testutil.FreePort
+	waitFor  = testutil.WaitFor
+)
 
 // echoServer answers every connection with what it read, until EOF.
 func echoServer(t *testing.T) int {

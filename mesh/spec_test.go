@@ -64,11 +64,7 @@ func TestParseAnnounce(t *testing.T) {
 }
 
 func TestParseForward(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    Forward
-		wantErr string
-	}{
+	tests := []parseCase[Forward]{
 		{in: "redis", want: Forward{Name: "redis"}},
 		{in: "redis=6380", want: Forward{Name: "redis", Listen: "127.0.0.1:6380"}},
 		{in: "redis=0.0.0.0:6380", want: Forward{Name: "redis", Listen: "0.0.0.0:6380"}},
@@ -77,40 +73,36 @@ func TestParseForward(t *testing.T) {
 		{in: "redis=abc", wantErr: "port \"abc\""},
 		{in: "re dis", wantErr: "not allowed"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.in, func(t *testing.T) {
-			got, err := ParseForward(tc.in)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("got err %v, want one containing %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
-			}
-		})
-	}
+	runParseTable(t, tests, ParseForward)
 }
 
 func TestParseStatic(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    Static
-		wantErr string
-	}{
+	tests := []parseCase[Static]{
 		{in: "6380=6379", want: Static{Listen: "127.0.0.1:6380", Target: "127.0.0.1:6379"}},
 		{in: "0.0.0.0:80=10.1.2.3:8080", want: Static{Listen: "0.0.0.0:80", Target: "10.1.2.3:8080"}},
 		{in: "6380", wantErr: "want LISTEN=TARGET"},
 		{in: "6380=", wantErr: "target"},
 		{in: "x=1", wantErr: "listen"},
 	}
+	runParseTable(t, tests, ParseStatic)
+}
+
+// parseCase is one row of a parser's table test.
+type parseCase[T comparable] = struct {
+	in      string
+	want    T
+	wantErr string
+}
+
+// runParseTable checks each row: an error containing wantErr, or want.
+func runParseTable[T comparable](t *testing.T, tests []parseCase[T], parse func(string) (T, error)) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
-			got, err := ParseStatic(tc.in)
+			got, err := parse(tc.in)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("got err %v, want one containing %q", err, tc.wantErr)
+					t.Fatalf("got %+v, %v; want an error containing %q", got, err, tc.wantErr)
 				}
 				return
 			}

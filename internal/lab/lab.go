@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/testutil"
 )
 
 // Subnet is the private /24 the lab hosts live in. It exists only inside the
@@ -262,14 +264,5 @@ func (p *Proc) stop() {
 	}
 }
 
-// WaitFor polls cond every 50 ms until it returns true or timeout passes.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// WaitFor polls cond until it returns true or timeout passes.
+var WaitFor = testutil.WaitFor
