@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -37,6 +38,9 @@ import (
 //	                            exactly N nodes; print "after=<ms> at=<unix ms>"
 //	serve-name ADDR NAME        per connection: send NAME, close
 //	count-names ADDR N          N connections one after another; print "NAME=count ..." sorted
+//	raw-handoff ADDR SERVICE    speak the plaintext handoff to a data port as a stranger would;
+//	                            print "got N bytes: <quoted>" of what came back within 3 s
+//	serve-bearer ADDR TOKEN     HTTP: 200 "welcome" with "Authorization: Bearer TOKEN", else 401
 //	dial ADDR                   print "ok", "refused" or "error: ..." for one connect (2 s timeout)
 func labHelper(mode string, args []string) int {
 	var err error
@@ -104,6 +108,10 @@ func labHelper(mode string, args []string) int {
 		})
 	case "count-names":
 		err = countNames(args[0], atoi(args[1]))
+	case "raw-handoff":
+		err = rawHandoff(args[0], args[1])
+	case "serve-bearer":
+		err = serveBearer(args[0], args[1])
 	case "dial":
 		c, derr := net.DialTimeout("tcp", args[0], 2*time.Second)
 		switch {
@@ -278,4 +286,33 @@ func countNames(addr string, n int) error {
 	sort.Strings(out)
 	fmt.Println(strings.Join(out, " "))
 	return nil
+}
+
+func rawHandoff(addr, service string) error {
+	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		fmt.Printf("dial: %v\n", err)
+		return nil
+	}
+	defer c.Close()
+	hdr := append([]byte("AMB\x01"), byte(len(service)))
+	hdr = append(hdr, service...)
+	if _, err := c.Write(append(hdr, "PING\r\n"...)); err != nil {
+		fmt.Printf("write: %v\n", err)
+		return nil
+	}
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	b, _ := io.ReadAll(io.LimitReader(c, 1<<16))
+	fmt.Printf("got %d bytes: %q\n", len(b), b)
+	return nil
+}
+
+func serveBearer(addr, token string) error {
+	return http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			http.Error(w, "no token", http.StatusUnauthorized)
+			return
+		}
+		_, _ = io.WriteString(w, "welcome")
+	}))
 }

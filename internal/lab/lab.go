@@ -107,6 +107,10 @@ func (l *Lab) AddHost(name string) *Host {
 	return h
 }
 
+// BridgeNS is the namespace of the lab's bridge br0, where a capture sees
+// every packet between hosts.
+func (l *Lab) BridgeNS() string { return l.br }
+
 // Hosts returns the hosts in the order they were added.
 func (l *Lab) Hosts() []*Host {
 	l.mu.Lock()

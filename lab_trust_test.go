@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/lab"
+)
+
+// labKey is the cluster key of the trust lab: 32 bytes, base64.
+const labKey = "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI="
+
+// TestLabKey runs three hosts with one key and one without: the keyless
+// host sees no members and no services, and its own raw connection to a
+// member's data port gets nothing; a capture on the bridge while Redis
+// traffic crosses shows none of the payload.
+func TestLabKey(t *testing.T) {
+	l := lab.New(t)
+	needBinaries(t, "redis-server", "redis-cli", "tcpdump")
+	a, b, c, x := l.AddHost("a"), l.AddHost("b"), l.AddHost("c"), l.AddHost("x")
+	startRedis(t, a, 12345, false)
+	startHelper(t, a, "name-service", "serve-name", "127.0.0.1:12400", "the-secret-service")
+	for _, h := range []*lab.Host{a, b, c} {
+		args := []string{"--key", labKey}
+		if h == a {
+			args = append(args, "--announce", "redis:6379=12345", "--announce", "named:7000=12400")
+		}
+		startNode(h, args...)
+	}
+	nodeX := startNode(x)
+	for _, h := range []*lab.Host{b, c} {
+		waitNodesOn(t, h, "redis", 1)
+	}
+	if !strings.Contains(nodeX.Log(), "not encrypted") {
+		t.Errorf("x runs without a key but did not say that nothing is encrypted")
+	}
+
+	t.Run("keyless host sees no members and no services", func(t *testing.T) {
+		// Several discovery and gossip rounds: x hears a, b and c over
+		// mDNS and tries to join them.
+		deadline := time.Now().Add(6 * time.Second)
+		for time.Now().Before(deadline) {
+			if n := aliveMembers(t, x); len(n) > 1 {
+				t.Fatalf("x sees members %v, want only itself", n)
+			}
+			if n := aliveMembers(t, b); len(n) != 3 {
+				t.Fatalf("b sees members %v, want a, b and c", n)
+			}
+			if s := services(t, x).Services; len(s) != 0 {
+				t.Fatalf("x sees services %+v, want none", s)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	})
+
+	t.Run("a stranger's raw connection to the data port gets nothing", func(t *testing.T) {
+		got := helper(t, x, 10*time.Second, "raw-handoff", a.Addr+":7947", "named")
+		if strings.Contains(got, "the-secret-service") || strings.Contains(got, "PONG") {
+			t.Fatalf("raw handoff from x: %s", got)
+		}
+		var n int
+		if _, err := fmt.Sscanf(got, "got %d bytes", &n); err == nil && n > 7 {
+			t.Fatalf("raw handoff from x: got more than a TLS alert back: %s", got)
+		}
+	})
+
+	t.Run("no payload in a capture of the bridge", func(t *testing.T) {
+		pcap := filepath.Join(t.TempDir(), "bridge.pcap")
+		cap := exec.Command("ip", "netns", "exec", l.BridgeNS(), "tcpdump", "-i", "br0", "-U", "-w", pcap, "tcp")
+		var capErr bytes.Buffer
+		cap.Stderr = &capErr
+		if err := cap.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lab.WaitFor(t, 10*time.Second, "tcpdump to listen", func() bool { return strings.Contains(capErr.String(), "listening on") })
+		const marker = "plaintext-marker-8d41c0"
+		if got := redisCLI(t, b, 6379, "set", "k", marker); got != "OK" {
+			t.Fatalf("set through b: %q", got)
+		}
+		if got := redisCLI(t, c, 6379, "get", "k"); got != marker {
+			t.Fatalf("get through c: %q, want %q", got, marker)
+		}
+		_ = cap.Process.Signal(os.Interrupt)
+		_ = cap.Wait()
+		raw, err := os.ReadFile(pcap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(raw) < 1000 {
+			t.Fatalf("capture is %d bytes: did the traffic cross the bridge?", len(raw))
+		}
+		if bytes.Contains(raw, []byte(marker)) {
+			t.Fatalf("the capture of the bridge contains the payload in plaintext")
+		}
+		t.Logf("FIGURE capture of %d bytes on the bridge while Redis traffic crossed with a key: payload not found", len(raw))
+	})
+}
+
+// TestLabCredentials: Redis with requirepass, PostgreSQL with scram-sha-256,
+// and an HTTP service that wants a bearer token are reached from a client
+// host that has no password, because its ambassador holds the credentials;
+// with wrong credentials the client gets a clear error.
+func TestLabCredentials(t *testing.T) {
+	l := lab.New(t)
+	needBinaries(t, "redis-server", "redis-cli", "psql", "curl", "runuser")
+	pgBin := postgresBin(t)
+	srv, good, bad := l.AddHost("srv"), l.AddHost("good"), l.AddHost("bad")
+
+	// Redis that wants a password.
+	srv.Start("redis-auth", "redis-server", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1",
+		"--port", "12345", "--requirepass", "redis-pass")
+	lab.WaitFor(t, 10*time.Second, "redis on srv", func() bool {
+		out, _ := srv.Run(5*time.Second, "redis-cli", "-p", "12345", "-a", "redis-pass", "--no-auth-warning", "ping")
+		return strings.TrimSpace(out) == "PONG"
+	})
+	// PostgreSQL with scram-sha-256 for TCP clients.
+	startPostgres(t, srv, pgBin, 15432, "pg-pass")
+	// HTTP with a bearer token.
+	startHelper(t, srv, "bearer", "serve-bearer", "127.0.0.1:18080", "tok-123")
+
+	startNode(srv, "--key", labKey, "--announce", "redis:6379=12345", "--announce", "pg:5432=15432",
+		"--announce", "web:8080=18080")
+	write := func(h *lab.Host, name, content string) string {
+		p := filepath.Join(h.Dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	startNode(good, "--key", labKey,
+		"--credentials", "redis=redis:"+write(good, "redis.cred", "redis-pass\n"),
+		"--credentials", "pg=postgres:"+write(good, "pg.cred", "postgres:pg-pass\n"),
+		"--credentials", "web=http-bearer:"+write(good, "web.cred", "tok-123\n"))
+	startNode(bad, "--key", labKey,
+		"--credentials", "redis=redis:"+write(bad, "redis.cred", "wrong\n"),
+		"--credentials", "pg=postgres:"+write(bad, "pg.cred", "postgres:wrong\n"))
+	for _, h := range []*lab.Host{good, bad} {
+		waitNodesOn(t, h, "redis", 1)
+		waitNodesOn(t, h, "pg", 1)
+		waitNodesOn(t, h, "web", 1)
+	}
+
+	t.Run("redis", func(t *testing.T) {
+		if got := redisCLI(t, good, 6379, "set", "k", "v"); got != "OK" {
+			t.Fatalf("redis-cli with no password on good: %q", got)
+		}
+		out, _ := bad.Run(10*time.Second, "redis-cli", "-p", "6379", "ping")
+		if !strings.Contains(out, "ambassador") || !strings.Contains(strings.ToLower(out), "auth") {
+			t.Fatalf("redis-cli on bad: got %q, want the ambassador's authentication error", out)
+		}
+	})
+	t.Run("postgres", func(t *testing.T) {
+		out, err := good.Run(15*time.Second, "psql", "-w", "-h", "127.0.0.1", "-p", "5432", "-U", "app", "-d", "postgres", "-Atc", "select 40+2")
+		if err != nil || strings.TrimSpace(out) != "42" {
+			t.Fatalf("psql with no password on good: %v: %q", err, out)
+		}
+		out, err = bad.Run(15*time.Second, "psql", "-w", "-h", "127.0.0.1", "-p", "5432", "-U", "app", "-d", "postgres", "-Atc", "select 1")
+		if err == nil || !strings.Contains(out, "ambassador: authentication to postgres failed") {
+			t.Fatalf("psql on bad: %v: got %q, want the ambassador's authentication error", err, out)
+		}
+	})
+	t.Run("http bearer", func(t *testing.T) {
+		out, err := good.Run(10*time.Second, "curl", "-sS", "http://127.0.0.1:8080/")
+		if err != nil || out != "welcome" {
+			t.Fatalf("curl on good: %v: %q", err, out)
+		}
+		out, _ = bad.Run(10*time.Second, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:8080/")
+		if out != "401" {
+			t.Fatalf("curl on bad (no credentials for web): got %q, want 401", out)
+		}
+	})
+}
+
+// postgresBin finds Debian's PostgreSQL server binaries.
+func postgresBin(t *testing.T) string {
+	t.Helper()
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d
+		}
+	}
+	t.Skip("lab needs PostgreSQL's server (Debian package postgresql)")
+	return ""
+}
+
+// startPostgres makes a cluster in a folder of its own owned by the
+// postgres user, with password for the superuser postgres, scram-sha-256
+// for TCP and trust on the socket, and runs it in h on 127.0.0.1:port.
+func startPostgres(t *testing.T, h *lab.Host, bin string, port int, password string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ambassador-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	if out, err := exec.Command("chown", "-R", "postgres:postgres", dir).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v: %s", err, out)
+	}
+	if out, err := exec.Command("runuser", "-u", "postgres", "--", filepath.Join(bin, "initdb"), "-D", data,
+		"-U", "postgres", "--pwfile", pw, "--auth-host=scram-sha-256", "--auth-local=trust").CombinedOutput(); err != nil {
+		t.Fatalf("initdb: %v: %s", err, out)
+	}
+	h.Start("postgres", "runuser", "-u", "postgres", "--", filepath.Join(bin, "postgres"), "-D", data,
+		"-k", dir, "-h", "127.0.0.1", "-p", fmt.Sprint(port))
+	lab.WaitFor(t, 20*time.Second, "postgres on "+h.Name, func() bool {
+		_, err := h.Run(5*time.Second, "runuser", "-u", "postgres", "--", "psql", "-h", dir, "-p", fmt.Sprint(port), "-Atc", "select 1")
+		return err == nil
+	})
+}
