@@ -2,6 +2,8 @@ package forward
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -43,6 +45,29 @@ type Config struct {
 	// nil = slog.Default().
 	Logger *slog.Logger
 
+	// ClientTLS, when non-nil, makes every dial to a peer's data port
+	// (Backend.Service != "") TLS: the connection is wrapped in tls.Client
+	// with the config ClientTLS returns for b, and the handshake completes
+	// within the dial's DialTimeout, before the handoff header is sent. An
+	// error from ClientTLS (for example, no fingerprint known for b.Node)
+	// or from the handshake counts as a failed dial, so the next backend is
+	// tried. ClientTLS is called from connection goroutines, concurrently,
+	// and must not block; the returned config must not be modified
+	// afterwards. Dials to a service itself (Service == "") stay plain.
+	// nil = plain TCP, spliced. The data plane depends on ServerTLS on the
+	// peer matching: a TLS client and a plain server do not talk.
+	ClientTLS func(b Backend) (*tls.Config, error)
+	// ServerTLS, when non-nil, makes a Server accept only TLS: each
+	// accepted conn is wrapped in tls.Server with this config, and the
+	// handshake must complete within HandoffTimeout (the same deadline
+	// also covers the header, the local dial and the reply) before the
+	// header is read. A failed handshake closes the conn without a byte of
+	// plaintext; it is logged at Debug, at most once per 10s per peer IP.
+	// The config needs a certificate; client authentication is up to it
+	// (set ClientAuth). NewServer clones it. Ignored by a Proxy. nil =
+	// plain TCP, spliced.
+	ServerTLS *tls.Config
+
 	// ListenFunc opens listeners. nil = a net.ListenConfig with KeepAlive
 	// applied to accepted conns; UserTimeout is set on each accepted conn
 	// whatever ListenFunc is. A seam for tests.
@@ -83,6 +108,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("forward: config: UserTimeout %v is too large", c.UserTimeout)
 	case c.MaxConns <= 0:
 		return fmt.Errorf("forward: config: MaxConns %d must be > 0", c.MaxConns)
+	case c.ServerTLS != nil && len(c.ServerTLS.Certificates) == 0 && c.ServerTLS.GetCertificate == nil && c.ServerTLS.GetConfigForClient == nil:
+		return errors.New("forward: config: ServerTLS has no certificate")
 	}
 	return nil
 }
@@ -96,6 +123,7 @@ func (c *Config) prepare() error {
 		c.Logger = slog.Default()
 	}
 	c.Logger = c.Logger.With("component", "forward")
+	c.ServerTLS = c.ServerTLS.Clone() // nil stays nil
 	ka := net.KeepAliveConfig{Enable: c.KeepAlive > 0, Idle: c.KeepAlive, Interval: c.KeepAlive}
 	kaPeriod := c.KeepAlive // negative disables keepalive in net
 	if c.ListenFunc == nil {

@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,8 +22,11 @@ var testHookCopy func(dst, src net.Conn)
 // backend (in) and backend → client (out).
 //
 // It is a named function, not a closure, so stack dumps say what a goroutine
-// is doing. The conns are passed as they came from Accept and Dial, with no
-// wrapper, so io.Copy sees *net.TCPConn on both sides and Linux splices.
+// is doing. Without TLS or a Route.Handshake the conns are passed as they
+// came from Accept and Dial, with no wrapper, so io.Copy sees *net.TCPConn
+// on both sides and Linux splices. A *tls.Conn (a keyed peer leg) or a
+// Handshake's wrapper is copied through a buffer instead, and half-closed
+// through its own CloseWrite when it has one.
 func proxyCopy(client, backend net.Conn) (in, out int64) {
 	if h := testHookCopy; h != nil {
 		h(backend, client)
@@ -43,6 +47,10 @@ type closeReader interface{ CloseRead() error }
 // copyHalf copies src to dst until src ends, then passes the end on: it
 // half-closes dst for writing (the peer reads EOF) and src for reading, and
 // leaves the reverse direction running, which half-closing protocols need.
+// Both are found by interface checks, so wrappers work: a *tls.Conn has
+// CloseWrite (a TLS 1.3 close_notify; the reverse direction keeps working)
+// but no CloseRead, which is then skipped; a conn without CloseWrite is
+// closed both ways.
 // It does the same after an error rather than closing both conns, so bytes
 // the reverse copy has yet to deliver are not cut off; a dead peer still
 // ends the reverse copy by EOF, reset, keepalive or TCP_USER_TIMEOUT.
@@ -240,39 +248,71 @@ func (d *dialLimiter) allow(key string) bool {
 
 const dialLogInterval = 10 * time.Second
 
+// rawConn returns the socket under c for force-close: Close on a *tls.Conn
+// first sends close_notify, which can block for seconds on a stuck peer.
+func rawConn(c net.Conn) net.Conn {
+	if tc, ok := c.(*tls.Conn); ok {
+		return tc.NetConn()
+	}
+	return c
+}
+
 // dialBackend connects to b within cfg.DialTimeout. For a peer's data port
-// (b.Service != "") it also sends the handoff header and waits for the
-// reply, so a refused handoff counts as a failed dial. The conn is
-// returned exactly as DialFunc made it, with deadlines cleared.
+// (b.Service != "") it also, with cfg.ClientTLS, completes a TLS
+// handshake, then sends the handoff header and waits for the reply, so a
+// refused handoff or a failed handshake counts as a failed dial. The conn
+// is returned as DialFunc made it, or as the *tls.Conn over it, with
+// deadlines cleared.
 func dialBackend(ctx context.Context, cfg *Config, b Backend) (_ net.Conn, err error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	var hdr []byte
+	var (
+		hdr     []byte
+		tlsConf *tls.Config
+	)
 	if b.Service != "" {
 		if hdr, err = appendHandoff(nil, b.Service); err != nil {
 			return nil, err
 		}
+		if cfg.ClientTLS != nil {
+			// Before dialing: a peer we cannot authenticate is not worth a
+			// connection.
+			if tlsConf, err = cfg.ClientTLS(b); err != nil {
+				return nil, fmt.Errorf("tls to %s: %w", b.Addr, err)
+			}
+			if tlsConf == nil {
+				return nil, fmt.Errorf("tls to %s: ClientTLS returned no config", b.Addr)
+			}
+		}
 	}
-	c, err := cfg.DialFunc(ctx, "tcp", b.Addr)
+	raw, err := cfg.DialFunc(ctx, "tcp", b.Addr)
 	if err != nil {
 		return nil, err
 	}
 	if hdr == nil {
-		return c, nil
+		return raw, nil
 	}
 	defer func() {
 		if err != nil {
-			_ = c.Close()
+			_ = raw.Close() // not through TLS: no close_notify to a failed peer
 		}
 	}()
-	// The handoff shares the dial's deadline; a canceled ctx (force-close)
-	// unblocks it too.
+	// The handshake and the handoff share the dial's deadline; a canceled
+	// ctx (force-close) unblocks them too.
 	dl, _ := ctx.Deadline()
-	if err := c.SetDeadline(dl); err != nil {
+	if err := raw.SetDeadline(dl); err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	c := raw
+	if tlsConf != nil {
+		tc := tls.Client(raw, tlsConf)
+		if err := tc.Handshake(); err != nil {
+			return nil, fmt.Errorf("tls handshake with %s: %w", b.Addr, err)
+		}
+		c = tc
+	}
 	if _, err := c.Write(hdr); err != nil {
 		return nil, fmt.Errorf("handoff to %s: %w", b.Addr, err)
 	}
@@ -286,7 +326,7 @@ func dialBackend(ctx context.Context, cfg *Config, b Backend) (_ net.Conn, err e
 	if handoffStatus(st[0]) != statusOK {
 		return nil, fmt.Errorf("handoff to %s: %w", b.Addr, &handoffError{status: handoffStatus(st[0])})
 	}
-	if err := c.SetDeadline(time.Time{}); err != nil {
+	if err := raw.SetDeadline(time.Time{}); err != nil {
 		return nil, err
 	}
 	return c, nil

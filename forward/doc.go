@@ -7,6 +7,12 @@
 // header. Bytes are copied between raw *net.TCPConn values so Linux splices
 // them, with half-close passed through in both directions.
 //
+// With Config.ClientTLS and Config.ServerTLS set (a cluster key), the leg
+// between two ambassadors is TLS, authenticated as those configs say; that
+// leg is copied through a buffer, and half-close travels as TLS 1.3
+// close_notify. A Route.Handshake hook can talk to both ends before the
+// copy starts.
+//
 // The package knows nothing about nodes, gossip or discovery: it gets routes
 // as plain values through Proxy.Update.
 package forward

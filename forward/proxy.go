@@ -51,6 +51,25 @@ type Route struct {
 	// of the Balance constants, checked by ValidBalance. "" = least-conn;
 	// Update treats an unknown value as "" and logs a Warn.
 	Balance string
+	// Handshake, when non-nil, runs once per connection after the backend
+	// connection is up (dial, TLS and handoff done) and before any byte is
+	// copied. It may read from and write to either conn, for example to
+	// inject credentials, and returns the conns to copy between: the same
+	// ones, or wrappers around them. ctx ends after DialTimeout +
+	// HandoffTimeout, or when Shutdown force-closes, and the same deadline
+	// is set on both conns for the duration of the call, then cleared.
+	//
+	// An error (or ctx ending first) closes both conns: it counts as a
+	// failed connection (ListenerStatus.HandshakeErrors), not a failed
+	// dial, so there is no failover and no ejection, since the backend
+	// answered. Handshake is called concurrently from connection
+	// goroutines. It owns neither conn: it must not close them, nor keep
+	// them after returning. A returned wrapper must close the conn it wraps
+	// in Close, and should pass half-close on through CloseWrite() error
+	// (and CloseRead() error, when it has one); without CloseWrite, the end
+	// of one direction closes the connection both ways. Wrappers are
+	// copied through a buffer, not spliced. nil = none.
+	Handshake func(ctx context.Context, client, backend net.Conn) (net.Conn, net.Conn, error)
 }
 
 // StaticRoute returns a Route that forwards every connection on listen
@@ -79,6 +98,9 @@ type ListenerStatus struct {
 	DialErrors uint64 // failed backend dials, including refused handoffs
 	BytesIn    uint64 // client → backend
 	BytesOut   uint64 // backend → client
+	// HandshakeErrors counts connections closed because Route.Handshake
+	// failed.
+	HandshakeErrors uint64
 }
 
 // BackendStatus is a snapshot of one backend of a listener, part of
@@ -126,6 +148,7 @@ type routeState struct {
 
 	accepted, active, dialErrors atomic.Uint64
 	bytesIn, bytesOut            atomic.Uint64
+	handshakeErrors              atomic.Uint64
 
 	// Guarded by Proxy.mu.
 	ln  *listener // nil while listening fails
@@ -310,13 +333,31 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 			continue
 		}
 		rs.connected(a.bs)
-		if !p.g.track(bc) {
-			_ = bc.Close()
+		// Tracked by its socket: force-close must not wait on TLS.
+		braw := rawConn(bc)
+		if !p.g.track(braw) {
+			_ = braw.Close()
 			rs.release(a.bs)
 			return
 		}
-		in, out := proxyCopy(c, bc)
-		p.g.untrack(bc)
+		client, backend := net.Conn(c), bc
+		if r.Handshake != nil {
+			client, backend, err = p.handshake(r.Handshake, c, bc)
+			if err != nil {
+				_ = braw.Close()
+				p.g.untrack(braw)
+				rs.release(a.bs)
+				rs.handshakeErrors.Add(1)
+				if p.g.ctx.Err() == nil && p.dialLog.allow("handshake\x00"+a.b.Node+"\x00"+a.b.Addr+"\x00"+a.b.Service) {
+					p.log.Warn("connection handshake failed", "service", r.Service, "listen", rs.listen, "peer", a.b.Node, "backend", a.b.Addr,
+						"err", fmt.Errorf("forward: handshake for service %q on node %s: %w", r.Service, a.b.Node, err))
+				}
+				return
+			}
+		}
+		in, out := proxyCopy(client, backend)
+		_ = braw.Close() // in case a Handshake wrapper did not close it
+		p.g.untrack(braw)
 		rs.release(a.bs)
 		rs.bytesIn.Add(uint64(in))
 		rs.bytesOut.Add(uint64(out))
@@ -330,6 +371,37 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 		p.log.Debug("connection closed, no backend available", "service", r.Service, "listen", rs.listen,
 			"backends", len(order), "duration", time.Since(start))
 	}
+}
+
+// handshake runs h on client and backend with the deadline Route.Handshake
+// describes and returns the conns to copy between.
+func (p *Proxy) handshake(h func(ctx context.Context, client, backend net.Conn) (net.Conn, net.Conn, error),
+	client, backend net.Conn) (net.Conn, net.Conn, error) {
+	ctx, cancel := context.WithTimeout(p.g.ctx, p.cfg.DialTimeout+p.cfg.HandoffTimeout)
+	defer cancel()
+	dl, _ := ctx.Deadline()
+	_ = client.SetDeadline(dl)
+	_ = backend.SetDeadline(dl)
+	// Cancellation (force-close) unblocks I/O in h at once.
+	stop := context.AfterFunc(ctx, func() {
+		_ = client.SetDeadline(time.Unix(1, 0))
+		_ = backend.SetDeadline(time.Unix(1, 0))
+	})
+	cc, bc, err := h(ctx, client, backend)
+	if !stop() && err == nil {
+		// ctx ended while h ran: the deadlines are (being) set in the past,
+		// so the conns cannot be used as they are.
+		err = context.Cause(ctx)
+	}
+	if err == nil && (cc == nil || bc == nil) {
+		err = errors.New("handshake returned a nil conn")
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = client.SetDeadline(time.Time{})
+	_ = backend.SetDeadline(time.Time{})
+	return cc, bc, nil
 }
 
 // Status returns a snapshot of every listener, sorted by Listen. Routes
@@ -353,6 +425,8 @@ func (p *Proxy) Status() []ListenerStatus {
 			DialErrors:   rs.dialErrors.Load(),
 			BytesIn:      rs.bytesIn.Load(),
 			BytesOut:     rs.bytesOut.Load(),
+
+			HandshakeErrors: rs.handshakeErrors.Load(),
 		}
 		if rs.ln == nil {
 			st.State = StateError

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,8 +17,9 @@ import (
 	"time"
 )
 
-// topologies are the two ways a client reaches a backend: one Proxy hop, or
-// Proxy → Server (data port) → backend.
+// topologies are the ways a client reaches a backend: one Proxy hop, or
+// Proxy → Server (data port) → backend, in plain TCP or, with a cluster
+// key, in mutually authenticated TLS between the two ambassadors.
 var topologies = []struct {
 	name  string
 	chain func(t *testing.T, backend string) (clientAddr string)
@@ -30,6 +32,18 @@ var topologies = []struct {
 	{"handoff", func(t *testing.T, backend string) string {
 		s := newServer(t, testConfig(t), map[string]string{"svc": backend})
 		p, al := newProxy(t, testConfig(t))
+		p.Update([]Route{{Service: "svc", Listen: "auto:svc",
+			Backends: []Backend{{Node: "b", Addr: s.Addr().String(), Service: "svc"}}}})
+		return al.addr(t, "auto:svc")
+	}},
+	{"handoff-tls", func(t *testing.T, backend string) string {
+		tp := newTLSPair(t)
+		scfg := testConfig(t)
+		scfg.ServerTLS = tp.server
+		s := newServer(t, scfg, map[string]string{"svc": backend})
+		pcfg := testConfig(t)
+		pcfg.ClientTLS = tp.client
+		p, al := newProxy(t, pcfg)
 		p.Update([]Route{{Service: "svc", Listen: "auto:svc",
 			Backends: []Backend{{Node: "b", Addr: s.Addr().String(), Service: "svc"}}}})
 		return al.addr(t, "auto:svc")
@@ -158,13 +172,22 @@ func TestCopySeesTCPConns(t *testing.T) {
 				t.Fatalf("got %q, want %q", got, "x")
 			}
 			want := 2 // per hop: one call per direction
-			if topo.name == "handoff" {
+			if topo.name != "direct" {
 				want = 4
 			}
 			mu.Lock()
 			defer mu.Unlock()
 			if len(calls) != want {
 				t.Fatalf("got %d copies %q, want %d", len(calls), calls, want)
+			}
+			if topo.name == "handoff-tls" {
+				// The peer leg is TLS on both ambassadors, in both
+				// directions; the local legs stay raw TCP.
+				slices.Sort(calls)
+				if want := []string{"*net.TCPConn→*tls.Conn", "*net.TCPConn→*tls.Conn", "*tls.Conn→*net.TCPConn", "*tls.Conn→*net.TCPConn"}; !slices.Equal(calls, want) {
+					t.Errorf("copies: got %q, want %q", calls, want)
+				}
+				return
 			}
 			for _, c := range calls {
 				if c != "*net.TCPConn→*net.TCPConn" {

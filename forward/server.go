@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -102,14 +103,29 @@ func (s *Server) Addr() net.Addr {
 }
 
 // serveConn runs one handoff and then copies until both directions end. It
-// owns c.
-func (s *Server) serveConn(c net.Conn) {
+// owns raw, the accepted conn, which is tracked in s.g.
+func (s *Server) serveConn(raw net.Conn) {
 	start := time.Now()
-	defer s.g.untrack(c)
-	defer c.Close()
+	defer s.g.untrack(raw)
+	defer raw.Close()
 
-	// One deadline covers reading the header, dialing and writing the reply.
-	_ = c.SetDeadline(start.Add(s.cfg.HandoffTimeout))
+	// One deadline covers the TLS handshake, reading the header, dialing
+	// and writing the reply. Deadlines are set on raw, under any TLS.
+	_ = raw.SetDeadline(start.Add(s.cfg.HandoffTimeout))
+	c := raw // what the handoff and the copy use: raw, or TLS over it
+	if s.cfg.ServerTLS != nil {
+		tc := tls.Server(raw, s.cfg.ServerTLS)
+		if err := tc.Handshake(); err != nil {
+			// Not one byte in plaintext: Go's TLS stack sends nothing to a
+			// client that does not speak TLS, and alerts to one that does.
+			s.logHandshakeFailed(raw, err)
+			return
+		}
+		c = tc
+		// Closed before raw (deferred above): a close_notify if the copy
+		// did not send one, bounded by tls's own 5s write deadline.
+		defer c.Close()
+	}
 	service, err := readHandoff(c)
 	if err != nil {
 		st := "none"
@@ -142,7 +158,7 @@ func (s *Server) serveConn(c net.Conn) {
 		s.logRefused(c, service, statusOK.String(), err)
 		return
 	}
-	_ = c.SetDeadline(time.Time{})
+	_ = raw.SetDeadline(time.Time{})
 	in, out := proxyCopy(c, bc)
 	s.g.untrack(bc)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -176,6 +192,27 @@ func (s *Server) dialTargets(service string, targets []string) (net.Conn, string
 		}
 	}
 	return nil, ""
+}
+
+// logHandshakeFailed logs, at Debug and at most once per dialLogInterval
+// per peer IP, a TLS handshake that failed: scanners and hosts without the
+// cluster key can repeat it at will.
+func (s *Server) logHandshakeFailed(c net.Conn, err error) {
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	peer := c.RemoteAddr().String()
+	host, _, splitErr := net.SplitHostPort(peer)
+	if splitErr != nil {
+		host = peer
+	}
+	if !s.dialLog.allow("tls\x00" + host) {
+		return
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("no TLS handshake within %v: %w", s.cfg.HandoffTimeout, err)
+	}
+	s.log.Debug("tls handshake failed", "peer", peer, "err", err)
 }
 
 // logRefused logs, at Debug, a handoff that ended before copying.

@@ -42,6 +42,9 @@ type Entry struct {
 	DataPort int       `json:"data_port"`
 	Services []Service `json:"services"` // sorted by Name
 	Version  uint64    `json:"version"`
+	// Fingerprint is the node's data-plane TLS fingerprint (see
+	// Config.Fingerprint): empty or 64 lowercase hex digits.
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // Member is a node as memberlist sees it.
@@ -150,10 +153,11 @@ func New(cfg Config) (*Cluster, error) {
 		maxBcast: cfg.maxBroadcast(),
 		logLimit: newLimiter(logInterval),
 		self: record{Entry: Entry{
-			Node:     cfg.NodeName,
-			Addr:     cfg.advertiseIP(),
-			DataPort: cfg.DataPort,
-			Version:  nextVersion(0, time.Now()),
+			Node:        cfg.NodeName,
+			Addr:        cfg.advertiseIP(),
+			DataPort:    cfg.DataPort,
+			Fingerprint: cfg.Fingerprint,
+			Version:     nextVersion(0, time.Now()),
 		}},
 		records: make(map[string]*stored),
 		pending: make(map[string]*stored),

@@ -620,6 +620,7 @@ func TestLargestBroadcastIsSent(t *testing.T) {
 	}{
 		{name: "plain", mod: func(*Config) {}},
 		{name: "encrypted", mod: func(c *Config) { c.Memberlist.SecretKey = bytes.Repeat([]byte{7}, 32) }},
+		{name: "keys", mod: func(c *Config) { c.Keys = [][]byte{bytes.Repeat([]byte{7}, 16), bytes.Repeat([]byte{8}, 32)} }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

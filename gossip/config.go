@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -51,6 +52,23 @@ type Config struct {
 	// forwarded connections; published in this node's Entry. 0 means none.
 	DataPort int
 
+	// Fingerprint is this node's data-plane TLS identity (the lowercase hex
+	// SHA-256 of its certificate's public key, 64 characters), published in
+	// this node's Entry so peers can pin it. Empty means none (no key).
+	// It travels in gossip as-is, so it is only as trustworthy as the
+	// gossip: set Keys when peers rely on it.
+	Fingerprint string
+
+	// Keys are the cluster keys, each 16, 24 or 32 bytes (AES-128, -192,
+	// -256). When non-empty, gossip is encrypted and authenticated with
+	// memberlist's Keyring: Keys[0] encrypts, every key decrypts (for
+	// rotation), and unencrypted or undecryptable packets and streams are
+	// dropped (GossipVerifyIncoming and GossipVerifyOutgoing), so nodes
+	// without a shared key never merge. Empty means plain gossip, unless
+	// Memberlist carries its own SecretKey or Keyring; setting both is an
+	// error. New copies the keys; errors name the index, never a key.
+	Keys [][]byte
+
 	// Memberlist is the base memberlist profile: timers, retransmits,
 	// compression, encryption keys. Nil means the DefaultConfig profile.
 	// New copies the struct and its slices (SecretKey, CIDRsAllowed,
@@ -61,7 +79,9 @@ type Config struct {
 	//
 	// gossip always overrides Name, BindAddr, BindPort, AdvertiseAddr,
 	// AdvertisePort, Label, Delegate, Events, Logger, LogOutput and
-	// DeadNodeReclaimTime (set to ProbeInterval, see DefaultConfig).
+	// DeadNodeReclaimTime (set to ProbeInterval, see DefaultConfig); and,
+	// when Keys is set, Keyring, GossipVerifyIncoming and
+	// GossipVerifyOutgoing.
 	// ProbeTimeout must be shorter than ProbeInterval.
 	Memberlist *memberlist.Config
 
@@ -201,7 +221,32 @@ func (cfg Config) withDefaults() (Config, error) {
 			return cfg, fmt.Errorf("gossip: config: %s %d is out of range 0-65535", p.name, p.val)
 		}
 	}
+	if cfg.Fingerprint != "" && !validFingerprint(cfg.Fingerprint) {
+		return cfg, fmt.Errorf("gossip: config: Fingerprint %q is not 64 lowercase hex digits", cfg.Fingerprint)
+	}
 	mc := cfg.Memberlist
+	if len(cfg.Keys) > 0 {
+		if mc.Keyring != nil || len(mc.SecretKey) > 0 {
+			return cfg, errors.New("gossip: config: Keys and Memberlist.SecretKey or Memberlist.Keyring are both set; use one")
+		}
+		keys := make([][]byte, len(cfg.Keys))
+		for i, k := range cfg.Keys {
+			if n := len(k); n != 16 && n != 24 && n != 32 {
+				return cfg, fmt.Errorf("gossip: config: Keys[%d] is %d bytes, want 16, 24 or 32", i, n)
+			}
+			keys[i] = slices.Clone(k)
+		}
+		cfg.Keys = keys
+		// A keyring of our own, not shared with the caller: Keys is the
+		// whole key configuration.
+		kr, err := memberlist.NewKeyring(keys, keys[0])
+		if err != nil {
+			return cfg, fmt.Errorf("gossip: config: Keys: %w", err)
+		}
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
 	if mc.ProbeInterval <= 0 {
 		return cfg, fmt.Errorf("gossip: config: Memberlist.ProbeInterval %v must be > 0", mc.ProbeInterval)
 	}

@@ -41,6 +41,19 @@ func TestNewValidation(t *testing.T) {
 		{name: "advertise port", mod: func(c *Config) { c.AdvertisePort = -1 }, wantErr: "AdvertisePort -1"},
 		{name: "data port", mod: func(c *Config) { c.DataPort = 70000 }, wantErr: "DataPort 70000"},
 		{name: "probe timeout equals interval", mod: func(c *Config) { c.Memberlist.ProbeTimeout = c.Memberlist.ProbeInterval }, wantErr: "ProbeTimeout"},
+		{name: "keys", mod: func(c *Config) {
+			c.Keys = [][]byte{bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 16), bytes.Repeat([]byte{3}, 24)}
+		}},
+		{name: "key too short", mod: func(c *Config) { c.Keys = [][]byte{bytes.Repeat([]byte{1}, 32), []byte("short-secret")} }, wantErr: "Keys[1] is 12 bytes, want 16, 24 or 32"},
+		{name: "key empty", mod: func(c *Config) { c.Keys = [][]byte{{}} }, wantErr: "Keys[0] is 0 bytes"},
+		{name: "key too long", mod: func(c *Config) { c.Keys = [][]byte{bytes.Repeat([]byte{1}, 33)} }, wantErr: "Keys[0] is 33 bytes"},
+		{name: "keys and secret key", mod: func(c *Config) {
+			c.Keys = [][]byte{bytes.Repeat([]byte{1}, 32)}
+			c.Memberlist.SecretKey = bytes.Repeat([]byte{2}, 32)
+		}, wantErr: "both set"},
+		{name: "fingerprint", mod: func(c *Config) { c.Fingerprint = strings.Repeat("0123456789abcdef", 4) }},
+		{name: "fingerprint upper case", mod: func(c *Config) { c.Fingerprint = strings.Repeat("0123456789ABCDEF", 4) }, wantErr: "Fingerprint"},
+		{name: "fingerprint short", mod: func(c *Config) { c.Fingerprint = "abc" }, wantErr: `Fingerprint "abc"`},
 		{name: "probe interval zero", mod: func(c *Config) { c.Memberlist.ProbeInterval = 0 }, wantErr: "ProbeInterval"},
 	}
 	for _, tc := range tests {
@@ -62,6 +75,9 @@ func TestNewValidation(t *testing.T) {
 			}
 			if !strings.HasPrefix(err.Error(), "gossip: config: ") || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("got error %q, want one containing %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), "short-secret") {
+				t.Errorf("error %q reveals a key", err)
 			}
 		})
 	}

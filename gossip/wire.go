@@ -71,7 +71,7 @@ func (r record) clone() record {
 
 // equal reports whether r and o carry the same content.
 func (r record) equal(o record) bool {
-	return r.Node == o.Node && r.Addr == o.Addr && r.DataPort == o.DataPort &&
+	return r.Node == o.Node && r.Addr == o.Addr && r.DataPort == o.DataPort && r.Fingerprint == o.Fingerprint &&
 		r.Version == o.Version && r.Left == o.Left && slices.Equal(r.Services, o.Services)
 }
 
@@ -158,6 +158,9 @@ func validateRecord(r *record, now time.Time) error {
 	if r.DataPort < 0 || r.DataPort > 65535 {
 		return fmt.Errorf("%w: node %q: data port %d out of range", errDecode, r.Node, r.DataPort)
 	}
+	if r.Fingerprint != "" && !validFingerprint(r.Fingerprint) {
+		return fmt.Errorf("%w: node %q: fingerprint %q is not 64 lowercase hex digits", errDecode, r.Node, r.Fingerprint)
+	}
 	if r.Version == 0 {
 		return fmt.Errorf("%w: node %q: version 0", errDecode, r.Node)
 	}
@@ -187,6 +190,20 @@ func validateRecord(r *record, now time.Time) error {
 // maxVersion is the highest version accepted from the network at now.
 func maxVersion(now time.Time) uint64 {
 	return uint64(max(now.UnixNano(), 0)) + uint64(maxVersionAhead)
+}
+
+// validFingerprint reports whether s is 64 lowercase hex digits, the form of
+// a SHA-256 fingerprint.
+func validFingerprint(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func checkName(what, name string) error {

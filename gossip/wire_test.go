@@ -50,6 +50,11 @@ func TestDecodeRecord(t *testing.T) {
 			want: record{Entry: Entry{Node: "a", Addr: "1.2.3.4", Version: 1}}},
 		{name: "left flag and unknown field", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"left":true,"future":7}`),
 			want: record{Entry: Entry{Node: "a", Addr: "1.2.3.4", Version: 1}, Left: true}},
+		{name: "fingerprint", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"fingerprint":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`),
+			want: record{Entry: Entry{Node: "a", Addr: "1.2.3.4", Version: 1, Fingerprint: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}}},
+		{name: "fingerprint upper case", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"fingerprint":"0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF"}`), wantErr: true},
+		{name: "fingerprint short", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"fingerprint":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde"}`), wantErr: true},
+		{name: "fingerprint not hex", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"fingerprint":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeg"}`), wantErr: true},
 		{name: "empty", in: nil, wantErr: true},
 		{name: "one byte", in: []byte{wireVersion}, wantErr: true},
 		{name: "bad version", in: append([]byte{9}, mustEncodeRecord(t, validRecord())[1:]...), wantErr: true},
@@ -149,6 +154,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(versionMsg(math.MaxUint64))
 	f.Add(versionMsg(math.MaxUint64 - 1))
 	f.Add(versionMsg(uint64(time.Now().Add(2 * maxVersionAhead).UnixNano())))
+	f.Add(msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"fingerprint":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeRecord(b)
