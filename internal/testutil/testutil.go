@@ -4,6 +4,7 @@ package testutil
 
 import (
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -12,15 +13,34 @@ import (
 // Tests use it only where a port must be known before the listener opens
 // (a node's gossip or data port that peers are told about); everything
 // else listens on port 0.
+//
+// The kernel may hand the same port out again once its listener closes, so
+// FreePort never returns a port twice in one test binary.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		handedOut.Lock()
+		seen := handedOut.ports[port]
+		handedOut.ports[port] = true
+		handedOut.Unlock()
+		if !seen {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("testutil: no fresh free port after 100 tries")
+	return 0
 }
+
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 // WaitFor polls cond every 20 ms until it returns true, and fails the test
 // when timeout passes first.
