@@ -22,6 +22,7 @@ import (
 
 	"github.com/ambassador-mesh/ambassador/health"
 	"github.com/ambassador-mesh/ambassador/mesh"
+	"github.com/ambassador-mesh/ambassador/trust"
 	"github.com/urfave/cli/v2"
 )
 
@@ -110,6 +111,10 @@ func nodeFlags() []cli.Flag {
 			Usage: "offer a service outside the mesh; `SPEC` is NAME[:PORT]=srv:_SVC._tcp.DOMAIN, NAME[:PORT]=dns:HOST:PORT or NAME[:PORT]=HOST:PORT, re-resolved at the record's TTL; srv needs NAME:PORT (repeatable)"},
 		&cli.StringSliceFlag{Name: "resolver", EnvVars: []string{"AMBASSADOR_RESOLVER"},
 			Usage: "DNS server `IP[:PORT]` for --upstream (repeatable; default: the nameservers in /etc/resolv.conf)"},
+		&cli.StringSliceFlag{Name: "key", EnvVars: []string{"AMBASSADOR_KEY"},
+			Usage: "cluster `KEY` (base64 of 16, 24 or 32 bytes, from ambassador keygen): encrypts gossip and makes connections between ambassadors mutually authenticated TLS 1.3; repeat to rotate (the first encrypts, all decrypt)"},
+		&cli.StringFlag{Name: "key-file", EnvVars: []string{"AMBASSADOR_KEY_FILE"},
+			Usage: "read cluster keys from `FILE`, one per line, first one primary (instead of --key, which shows in ps)"},
 		&cli.StringFlag{Name: "node", EnvVars: []string{"AMBASSADOR_NODE"},
 			Usage: "node `NAME` in the cluster (default: host name plus a suffix unique to this address)"},
 		&cli.StringFlag{Name: "cluster", Value: d.Cluster, EnvVars: []string{"AMBASSADOR_CLUSTER"},
@@ -234,6 +239,19 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				OnUsageError: onUsageError,
 			},
 			{
+				Name:      "keygen",
+				Usage:     "print a new random cluster key for --key",
+				UsageText: "ambassador keygen\n\nExample: ambassador keygen > /etc/ambassador.key; chmod 600 /etc/ambassador.key",
+				Action: func(c *cli.Context) error {
+					if c.Args().Present() {
+						return usagef("keygen: unexpected argument %q", c.Args().First())
+					}
+					fmt.Fprintln(c.App.Writer, trust.GenerateKey())
+					return nil
+				},
+				OnUsageError: onUsageError,
+			},
+			{
 				Name:   "version",
 				Usage:  "print the version",
 				Action: func(c *cli.Context) error { fmt.Fprintln(stdout, "ambassador", buildVersion()); return nil },
@@ -318,6 +336,20 @@ func nodeConfig(c source) (mesh.Config, error) {
 		cfg.Upstream = append(cfg.Upstream, u)
 	}
 	cfg.Resolvers = c.StringSlice("resolver")
+	cfg.Keys = c.StringSlice("key")
+	if path := c.String("key-file"); path != "" {
+		if len(cfg.Keys) > 0 {
+			return cfg, usagef("--key-file: use either --key or --key-file, not both")
+		}
+		keys, err := trust.ReadKeyFile(path)
+		if err != nil {
+			return cfg, usagef("--key-file %v", err)
+		}
+		if err := trust.CheckPrivate(path); err != nil {
+			slog.Warn("key file is readable by others than its owner", "file", path, "err", err)
+		}
+		cfg.Keys = keys
+	}
 	cfg.CheckInterval = c.Duration("check-interval")
 	cfg.CheckTimeout = c.Duration("check-timeout")
 	cfg.Node = c.String("node")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ambassador-mesh/ambassador/gossip"
 	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/trust"
 )
 
 // Config describes one node. The zero value of a field means "use the
@@ -64,6 +65,12 @@ type Config struct {
 	// Resolvers are the DNS servers (IP[:PORT]) for upstreams; empty =
 	// the nameservers of /etc/resolv.conf.
 	Resolvers []string
+	// Keys are cluster keys, base64 of 16, 24 or 32 bytes. The first
+	// encrypts gossip, all decrypt it (for rotation); with any key,
+	// connections between ambassadors are TLS 1.3 with mutual
+	// authentication pinned to the fingerprints members gossip. Empty =
+	// nothing is encrypted.
+	Keys []string
 	// Profile picks the gossip timers: "lan" (default: a dead node leaves
 	// the catalogs in about 3s), "wan" (memberlist's WAN timers) or
 	// "local" (fast timers for one machine or a netns lab).
@@ -178,6 +185,11 @@ func (c Config) Validate() error {
 	}
 	if c.CheckTimeout <= 0 || c.CheckTimeout > c.CheckInterval {
 		return fmt.Errorf("check-timeout: %s must be positive and at most the check interval %s", c.CheckTimeout, c.CheckInterval)
+	}
+	for i, k := range c.Keys {
+		if _, err := trust.ParseKey(k); err != nil {
+			return fmt.Errorf("key: key %d: %w", i+1, err)
+		}
 	}
 	for _, r := range c.Resolvers {
 		if _, err := resolverAddr(r); err != nil {

@@ -165,6 +165,7 @@ func (n *Node) Reload(cfg Config) error {
 		{"upstream", !slices.Equal(cfg.Upstream, old.Upstream)},
 		{"resolver", !slices.Equal(cfg.Resolvers, old.Resolvers)},
 		{"check-interval", cfg.CheckInterval != old.CheckInterval || cfg.CheckTimeout != old.CheckTimeout},
+		{"key", !slices.Equal(cfg.Keys, old.Keys)},
 		{"profile", cfg.Profile != old.Profile || cfg.ProbeInterval != old.ProbeInterval || cfg.ProbeTimeout != old.ProbeTimeout || cfg.SuspicionMult != old.SuspicionMult},
 	} {
 		if d.changed {

@@ -6,6 +6,7 @@ package mesh
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -25,6 +26,7 @@ import (
 	"github.com/ambassador-mesh/ambassador/forward"
 	"github.com/ambassador-mesh/ambassador/gossip"
 	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/trust"
 	"github.com/ambassador-mesh/ambassador/upstream"
 )
 
@@ -101,6 +103,13 @@ func New(cfg Config) (*Node, error) {
 		n.name = defaultNodeName(n.addr, cfg.GossipPort)
 	}
 
+	var id *trust.Identity
+	if len(cfg.Keys) > 0 {
+		if id, err = trust.NewIdentity(n.name); err != nil {
+			return nil, fmt.Errorf("mesh: %w", err)
+		}
+	}
+
 	gc := cfg.gossipConfig()
 	gc.NodeName = n.name
 	gc.Cluster = cfg.Cluster
@@ -110,6 +119,13 @@ func New(cfg Config) (*Node, error) {
 	gc.AdvertisePort = cfg.GossipPort
 	gc.DataPort = cfg.DataPort
 	gc.Logger = log
+	if id != nil {
+		gc.Fingerprint = id.Fingerprint()
+		for _, k := range cfg.Keys {
+			b, _ := trust.ParseKey(k) // validated in Config.Validate
+			gc.Keys = append(gc.Keys, b)
+		}
+	}
 	if n.cluster, err = gossip.New(gc); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
@@ -117,10 +133,24 @@ func New(cfg Config) (*Node, error) {
 	fc := forward.DefaultConfig()
 	fc.DrainTimeout = cfg.DrainTimeout
 	fc.Logger = log
+	dc := fc
+	if id != nil {
+		// Peers pin each other's certificate by the fingerprint that
+		// travels in the key-authenticated gossip: no CA to set up, and a
+		// host without the key cannot talk to a data port at all.
+		fc.ClientTLS = func(b forward.Backend) (*tls.Config, error) {
+			fp := n.fingerprint(b.Node)
+			if fp == "" {
+				return nil, fmt.Errorf("mesh: no certificate fingerprint known for node %q", b.Node)
+			}
+			return trust.ClientConfig(id, fp), nil
+		}
+		dc.ServerTLS = trust.ServerConfig(id, n.memberFingerprint)
+	}
 	if n.proxy, err = forward.New(fc); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
-	if n.data, err = forward.NewServer(fc, n.lookupLocal); err != nil {
+	if n.data, err = forward.NewServer(dc, n.lookupLocal); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
 
@@ -222,6 +252,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 		st.disc = true
 	}
+	if len(n.cfg.Keys) == 0 {
+		n.log.Warn("no --key: gossip and forwarded connections are not encrypted or authenticated; any host on this network can join and reach announced services")
+	}
 	n.log.Info("node started", "node", n.name, "addr", n.addr.String(), "cluster", n.cfg.Cluster,
 		"gossip_port", n.cluster.GossipPort(), "data_port", n.cfg.DataPort, "interfaces", strings.Join(n.ifaces, ","),
 		"mdns", n.disc != nil, "http", n.cfg.HTTP)
@@ -302,6 +335,27 @@ func (n *Node) stop(ctx context.Context, st started) error {
 	}
 	n.log.Info("stopped", "node", n.name)
 	return errors.Join(errs...)
+}
+
+// fingerprint is the certificate fingerprint that node gossips, or "".
+func (n *Node) fingerprint(node string) string {
+	for _, e := range n.cluster.Catalog() {
+		if e.Node == node {
+			return e.Fingerprint
+		}
+	}
+	return ""
+}
+
+// memberFingerprint reports whether fp belongs to a live member: only
+// members may open a connection to this node's data port.
+func (n *Node) memberFingerprint(fp string) bool {
+	for _, e := range n.cluster.Catalog() {
+		if e.Fingerprint != "" && e.Fingerprint == fp {
+			return true
+		}
+	}
+	return false
 }
 
 // onPeer is called by announce for every peer it sees; it must not block.

@@ -448,3 +448,49 @@ func TestDrainOnStop(t *testing.T) {
 		t.Fatal("Run did not return after the last connection closed")
 	}
 }
+
+// TestKeyedNodes runs two nodes with one key: b reaches a's service over
+// TLS between the ambassadors; a node without the key cannot join, and a
+// node with another key neither.
+func TestKeyedNodes(t *testing.T) {
+	const key = "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI="
+	echo := echoServer(t)
+	a := startTestNode(t, "a", func(c *Config) {
+		c.Keys = []string{key}
+		c.Announce = []Announce{{Name: "echo", Port: 9, Host: "127.0.0.1", TargetPort: echo}}
+	})
+	seed := []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Keys = []string{key}
+		c.Join = seed
+		c.Forward = []Forward{{Name: "echo", Listen: listen}}
+	})
+	waitFor(t, 10*time.Second, "echo through b over TLS", func() bool { return echoOnce(listen) == nil })
+	sv := b.ServicesView()
+	if len(sv.Services) != 1 || sv.Services[0].Instances[0].Conns == 0 {
+		t.Fatalf("b's view: %+v, want a used instance of echo", sv)
+	}
+	for _, tc := range []struct {
+		name string
+		keys []string
+	}{
+		{"no key", nil},
+		{"another key", []string{"nurHepAYiImKWoiiOzd/bTsZSGMPc67c9aK7Y1dgITc="}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := startTestNode(t, "x", func(c *Config) { c.Keys = tc.keys; c.Join = seed })
+			deadline := time.Now().Add(2 * time.Second)
+			for time.Now().Before(deadline) {
+				if m := x.MembersView().Members; len(m) != 1 {
+					t.Fatalf("x sees %+v, want only itself", m)
+				}
+				if s := x.ServicesView().Services; len(s) != 0 {
+					t.Fatalf("x sees services %+v", s)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			x.stop(t)
+		})
+	}
+}
