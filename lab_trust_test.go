@@ -26,6 +26,7 @@ func TestLabKey(t *testing.T) {
 	a, b, c, x := l.AddHost("a"), l.AddHost("b"), l.AddHost("c"), l.AddHost("x")
 	startRedis(t, a, 12345, false)
 	startHelper(t, a, "name-service", "serve-name", "127.0.0.1:12400", "the-secret-service")
+	startHelper(t, a, "plain-service", "serve-sha", a.Addr+":12500") // the capture's control, outside the mesh
 	for _, h := range []*lab.Host{a, b, c} {
 		args := []string{"--key", labKey}
 		if h == a {
@@ -72,8 +73,8 @@ func TestLabKey(t *testing.T) {
 
 	t.Run("no payload in a capture of the bridge", func(t *testing.T) {
 		pcap := filepath.Join(t.TempDir(), "bridge.pcap")
-		cap := exec.Command("ip", "netns", "exec", l.BridgeNS(), "tcpdump", "-i", "br0", "-U", "-w", pcap, "tcp")
-		var capErr bytes.Buffer
+		cap := exec.Command("ip", "netns", "exec", l.BridgeNS(), "tcpdump", "-Z", "root", "-i", "any", "--immediate-mode", "-U", "-w", pcap, "tcp")
+		var capErr syncBuffer
 		cap.Stderr = &capErr
 		if err := cap.Start(); err != nil {
 			t.Fatal(err)
@@ -86,6 +87,15 @@ func TestLabKey(t *testing.T) {
 		if got := redisCLI(t, c, 6379, "get", "k"); got != marker {
 			t.Fatalf("get through c: %q, want %q", got, marker)
 		}
+		// The control: the same kind of text sent around the mesh must
+		// show up, or the capture proves nothing.
+		const control = "plaintext-control-77e2a9"
+		helper(t, b, 10*time.Second, "send", a.Addr+":12500", control)
+		// Let tcpdump write what it has seen before it stops.
+		lab.WaitFor(t, 5*time.Second, "the capture to grow", func() bool {
+			st, err := os.Stat(pcap)
+			return err == nil && st.Size() > 1000
+		})
 		_ = cap.Process.Signal(os.Interrupt)
 		_ = cap.Wait()
 		raw, err := os.ReadFile(pcap)
@@ -93,7 +103,10 @@ func TestLabKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(raw) < 1000 {
-			t.Fatalf("capture is %d bytes: did the traffic cross the bridge?", len(raw))
+			t.Fatalf("capture is %d bytes: did the traffic cross the bridge? tcpdump said: %s", len(raw), capErr.String())
+		}
+		if !bytes.Contains(raw, []byte(control)) {
+			t.Fatalf("the capture does not contain the control text sent outside the mesh: it sees nothing")
 		}
 		if bytes.Contains(raw, []byte(marker)) {
 			t.Fatalf("the capture of the bridge contains the payload in plaintext")

@@ -41,6 +41,7 @@ import (
 //	raw-handoff ADDR SERVICE    speak the plaintext handoff to a data port as a stranger would;
 //	                            print "got N bytes: <quoted>" of what came back within 3 s
 //	serve-bearer ADDR TOKEN     HTTP: 200 "welcome" with "Authorization: Bearer TOKEN", else 401
+//	send ADDR TEXT              send TEXT, half-close, read to EOF
 //	dial ADDR                   print "ok", "refused" or "error: ..." for one connect (2 s timeout)
 func labHelper(mode string, args []string) int {
 	var err error
@@ -112,6 +113,15 @@ func labHelper(mode string, args []string) int {
 		err = rawHandoff(args[0], args[1])
 	case "serve-bearer":
 		err = serveBearer(args[0], args[1])
+	case "send":
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp", args[0], 5*time.Second); err == nil {
+			if _, err = io.WriteString(c, args[1]); err == nil {
+				_ = c.(*net.TCPConn).CloseWrite()
+				_, err = io.Copy(io.Discard, c)
+			}
+			c.Close()
+		}
 	case "dial":
 		c, derr := net.DialTimeout("tcp", args[0], 2*time.Second)
 		switch {
