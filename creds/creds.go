@@ -237,6 +237,8 @@ func New(proto string, s Secret) (func(ctx context.Context, client, backend net.
 		return nil, fmt.Errorf("creds: new %s: %w", proto, err)
 	}
 	switch proto {
+	case protoRedis:
+		return redisHandshake(s), nil
 	default:
 		return nil, fmt.Errorf("creds: new: protocol %q is not implemented yet", proto)
 	}

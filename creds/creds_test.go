@@ -201,6 +201,7 @@ func TestNewValidates(t *testing.T) {
 		s           Secret
 		wantErr     bool
 	}{
+		{"redis ok", "redis", Secret{Password: secretText}, false},
 		{"redis empty", "redis", Secret{}, true},
 		{"redis colon without user", "redis", Secret{Password: "a:" + secretText}, true},
 		{"redis newline", "redis", Secret{Password: secretText + "\r\n"}, true},
