@@ -239,6 +239,8 @@ func New(proto string, s Secret) (func(ctx context.Context, client, backend net.
 	switch proto {
 	case protoRedis:
 		return redisHandshake(s), nil
+	case protoPostgres:
+		return postgresHandshake(s), nil
 	default:
 		return nil, fmt.Errorf("creds: new: protocol %q is not implemented yet", proto)
 	}

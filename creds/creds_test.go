@@ -205,6 +205,8 @@ func TestNewValidates(t *testing.T) {
 		{"redis empty", "redis", Secret{}, true},
 		{"redis colon without user", "redis", Secret{Password: "a:" + secretText}, true},
 		{"redis newline", "redis", Secret{Password: secretText + "\r\n"}, true},
+		{"postgres ok", "postgres", Secret{User: "u", Password: secretText}, false},
+		{"postgres no user", "postgres", Secret{Password: secretText}, true},
 		{"unknown", "ftp", Secret{Password: secretText}, true},
 	}
 	for _, tc := range tests {
