@@ -241,8 +241,10 @@ func New(proto string, s Secret) (func(ctx context.Context, client, backend net.
 		return redisHandshake(s), nil
 	case protoPostgres:
 		return postgresHandshake(s), nil
+	case protoHTTPBasic:
+		return httpHandshake("Basic " + basicAuth(s.User, s.Password)), nil
 	default:
-		return nil, fmt.Errorf("creds: new: protocol %q is not implemented yet", proto)
+		return httpHandshake("Bearer " + s.Token), nil
 	}
 }
 

@@ -207,6 +207,10 @@ func TestNewValidates(t *testing.T) {
 		{"redis newline", "redis", Secret{Password: secretText + "\r\n"}, true},
 		{"postgres ok", "postgres", Secret{User: "u", Password: secretText}, false},
 		{"postgres no user", "postgres", Secret{Password: secretText}, true},
+		{"basic ok", "http-basic", Secret{User: "u", Password: secretText}, false},
+		{"basic colon in user", "http-basic", Secret{User: "u:v", Password: secretText}, true},
+		{"bearer ok", "http-bearer", Secret{Token: secretText}, false},
+		{"bearer header injection", "http-bearer", Secret{Token: secretText + "\r\nX-Evil: 1"}, true},
 		{"unknown", "ftp", Secret{Password: secretText}, true},
 	}
 	for _, tc := range tests {

@@ -62,8 +62,6 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-type closeWriter interface{ CloseWrite() error }
-
 // copyBoth does what forward's copy loop does: io.Copy each way, CloseWrite
 // the destination when a direction ends, close both when both are done. It
 // returns after both copies have finished; t.Cleanup waits for it too.
