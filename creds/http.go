@@ -1,0 +1,237 @@
+package creds
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// maxHeaderBytes bounds one request's header, as http.Server's default
+// MaxHeaderBytes does (plus bufio's slack). http.ReadRequest has no bound
+// of its own.
+const maxHeaderBytes = 1<<20 + 4096
+
+var (
+	errHeaderTooLarge = errors.New("request header too large")
+	errHTTP2          = errors.New("HTTP/2 prior knowledge is not supported")
+)
+
+func basicAuth(user, password string) string {
+	return base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+}
+
+// httpHandshake does no I/O: it wraps the client conn so that every request
+// read from it carries authz in its Authorization header. The backend conn
+// and the backend→client direction stay raw.
+func httpHandshake(authz string) handshake {
+	return func(_ context.Context, client, backend net.Conn) (net.Conn, net.Conn, error) {
+		return newHTTPConn(client, authz), backend, nil
+	}
+}
+
+// closeWriter and closeReader are how the copy loop half-closes a conn.
+type (
+	closeWriter interface{ CloseWrite() error }
+	closeReader interface{ CloseRead() error }
+)
+
+// httpConn is the client conn as the copy loop sees it. Read returns the
+// client's requests rewritten by a goroutine (run) that parses them with
+// http.ReadRequest, sets Authorization and writes them with Request.Write
+// into a pipe. Write, ReadFrom, CloseWrite, addresses and deadlines go
+// straight to the client conn; deadlines therefore bound the goroutine's
+// reads from the client, not Read on the pipe.
+//
+// The goroutine is owned by httpConn and ends when the client's stream
+// ends (EOF: Read then returns io.EOF, so the copy toward the backend ends
+// and passes the half-close on), when the client conn fails, or when Close
+// or CloseRead is called. Close waits for it.
+//
+// After a request with "Connection: Upgrade", or a CONNECT, the rest of
+// the client's stream passes through unchanged: it is no longer HTTP, even
+// if the server refuses the upgrade.
+//
+// Request.Write normalises what it writes: the request line says
+// HTTP/1.1, header order and case may change, and a chunked body is
+// re-chunked. No header is added except Authorization (an absent
+// User-Agent stays absent).
+type httpConn struct {
+	net.Conn // the client conn
+	authz    string
+	pr       *io.PipeReader
+
+	wg     sync.WaitGroup // the run goroutine
+	closed atomic.Bool
+}
+
+// httpConnCR is an httpConn whose client conn can half-close its read side.
+type httpConnCR struct{ *httpConn }
+
+// Interface guards: the copy loop half-closes through these.
+var (
+	_ closeWriter   = (*httpConn)(nil)
+	_ io.ReaderFrom = (*httpConn)(nil)
+	_ closeReader   = httpConnCR{}
+)
+
+// newHTTPConn starts the rewriting goroutine. The result implements
+// CloseRead only if client does.
+func newHTTPConn(client net.Conn, authz string) net.Conn {
+	pr, pw := io.Pipe()
+	c := &httpConn{Conn: client, authz: authz, pr: pr}
+	c.wg.Go(func() { pw.CloseWithError(c.run(pw)) })
+	if _, ok := client.(closeReader); ok {
+		return httpConnCR{c}
+	}
+	return c
+}
+
+// Read returns the rewritten request stream. After Close or CloseRead it
+// returns an error matching net.ErrClosed.
+func (c *httpConn) Read(p []byte) (int, error) {
+	n, err := c.pr.Read(p)
+	if errors.Is(err, io.ErrClosedPipe) {
+		err = net.ErrClosed
+	}
+	return n, err
+}
+
+// ReadFrom lets io.Copy(c, backend) reach the client's own ReadFrom, so the
+// backend→client direction keeps splice(2).
+func (c *httpConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
+// CloseWrite half-closes the client conn: the server has nothing more.
+func (c *httpConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("creds: http: close write: %T cannot half-close: %w", c.Conn, errors.ErrUnsupported)
+}
+
+// CloseRead stops reading from the client: the rewriting goroutine's next
+// write to the pipe fails and its next read returns EOF.
+func (c httpConnCR) CloseRead() error {
+	c.pr.CloseWithError(net.ErrClosed)
+	return c.Conn.(closeReader).CloseRead()
+}
+
+// Close closes the client conn and waits for the rewriting goroutine. It is
+// safe to call more than once and concurrently; later calls return an error
+// matching net.ErrClosed.
+func (c *httpConn) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return fmt.Errorf("creds: http: close: %w", net.ErrClosed)
+	}
+	c.pr.CloseWithError(net.ErrClosed) // unblocks run's writes
+	err := c.Conn.Close()              // unblocks run's reads
+	c.wg.Wait()
+	return err
+}
+
+// run rewrites requests from the client into pw until the client's stream
+// ends. It returns nil on a clean EOF between requests.
+func (c *httpConn) run(pw *io.PipeWriter) error {
+	lr := &headerLimit{r: c.Conn}
+	br := bufio.NewReader(lr)
+	// Request.Write uses a *bufio.Writer as is and flushes the header before
+	// a body, so a client waiting for "100 Continue" is not stuck.
+	bw := bufio.NewWriter(pw)
+	for {
+		lr.n = maxHeaderBytes
+		if _, err := br.Peek(1); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil // the client is done: hand the EOF on
+			}
+			return fmt.Errorf("creds: http: read request: %w", err)
+		}
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return fmt.Errorf("creds: http: read request: %w", err)
+		}
+		lr.n = math.MaxInt64 // bodies are not bounded
+		if req.ProtoMajor != 1 {
+			return fmt.Errorf("creds: http: %w", errHTTP2)
+		}
+		passThrough := req.Method == http.MethodConnect || hasToken(req.Header["Connection"], "upgrade")
+		req.Header.Set("Authorization", c.authz)
+		if _, ok := req.Header["User-Agent"]; !ok {
+			req.Header["User-Agent"] = []string{""} // Write would add Go's
+		}
+		if req.Body != nil && req.Body != http.NoBody {
+			req.Body = &flushBody{ReadCloser: req.Body, bw: bw}
+		}
+		if err := req.Write(bw); err != nil {
+			return fmt.Errorf("creds: http: forward %s request: %w", req.Method, err)
+		}
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("creds: http: forward %s request: %w", req.Method, err)
+		}
+		if passThrough {
+			if _, err := br.WriteTo(pw); err != nil {
+				return fmt.Errorf("creds: http: pass through after %s: %w", req.Method, err)
+			}
+			return nil
+		}
+	}
+}
+
+// hasToken reports whether a comma-separated header such as Connection
+// holds token, case-insensitively.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// flushBody flushes what is already written of a request before each read
+// of its body, so nothing sits in our buffer while we wait for the client
+// (a slow or streaming upload).
+type flushBody struct {
+	io.ReadCloser
+	bw *bufio.Writer
+}
+
+func (b *flushBody) Read(p []byte) (int, error) {
+	if b.bw.Buffered() > 0 {
+		if err := b.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return b.ReadCloser.Read(p)
+}
+
+// headerLimit is an io.Reader that fails once n bytes were read; run sets n
+// before each request header and lifts it for the body.
+type headerLimit struct {
+	r io.Reader
+	n int64
+}
+
+func (l *headerLimit) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	p = p[:min(int64(len(p)), l.n)]
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}

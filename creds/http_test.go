@@ -1,0 +1,262 @@
+package creds
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// seenRequest is what the fake HTTP server records per request.
+type seenRequest struct {
+	method, path string
+	authz        []string
+	userAgent    []string
+	body         string
+}
+
+// serveHTTP answers every request on conn with "ok" until the client's
+// stream ends (io.EOF between requests), then half-closes. It records the
+// requests; err is non-nil if the stream did not end cleanly.
+func serveHTTP(conn *net.TCPConn) ([]seenRequest, error) {
+	br := bufio.NewReader(conn)
+	var seen []seenRequest
+	for {
+		req, err := http.ReadRequest(br)
+		if errors.Is(err, io.EOF) {
+			return seen, conn.CloseWrite()
+		}
+		if err != nil {
+			return seen, err
+		}
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return seen, err
+		}
+		seen = append(seen, seenRequest{req.Method, req.URL.Path, req.Header.Values("Authorization"), req.Header.Values("User-Agent"), string(body)})
+		if _, err := io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+			return seen, err
+		}
+	}
+}
+
+func TestHTTPKeepAlive(t *testing.T) {
+	tests := []struct {
+		name, proto string
+		secret      Secret
+		want        string
+	}{
+		{"basic", "http-basic", Secret{User: "app", Password: secretText}, "Basic " + basicAuth("app", secretText)},
+		{"bearer", "http-bearer", Secret{Token: secretText}, "Bearer " + secretText},
+	}
+	// Pipelined: all three requests at once, so the rewriter must cope with
+	// requests that are already buffered behind the one it is reading.
+	requests := "POST /a HTTP/1.1\r\nHost: svc\r\nAuthorization: Basic b2xkOm9sZA==\r\nauthorization: Bearer old\r\nContent-Length: 5\r\n\r\nhello" +
+		"POST /b HTTP/1.1\r\nHost: svc\r\nUser-Agent: curl/8\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n" +
+		"GET /c HTTP/1.1\r\nHost: svc\r\n\r\n"
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newSetup(t)
+			h, err := New(tc.proto, tc.secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			type result struct {
+				seen []seenRequest
+				err  error
+			}
+			served := make(chan result, 1)
+			go func() {
+				seen, err := serveHTTP(st.server)
+				served <- result{seen, err}
+			}()
+			c, b, err := h(testCtx(t), st.client, st.backend)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b != st.backend {
+				t.Error("backend conn was wrapped; it must stay raw")
+			}
+			if _, ok := c.(closeWriter); !ok {
+				t.Errorf("wrapped client %T has no CloseWrite", c)
+			}
+			if _, ok := c.(closeReader); !ok {
+				t.Errorf("wrapped client %T has no CloseRead although *net.TCPConn does", c)
+			}
+			copyBoth(t, c, b)
+			if _, err := io.WriteString(st.app, requests); err != nil {
+				t.Fatal(err)
+			}
+			st.app.CloseWrite() // after its last request: must reach the server as EOF
+			got := string(readAllTimeout(t, st.app))
+			if want := strings.Repeat("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 3); got != want {
+				t.Errorf("app got %q, want %q", got, want)
+			}
+			r := <-served
+			if r.err != nil {
+				t.Fatalf("fake server: %v", r.err)
+			}
+			want := []seenRequest{
+				{"POST", "/a", []string{tc.want}, nil, "hello"},
+				{"POST", "/b", []string{tc.want}, []string{"curl/8"}, "abcdefg"},
+				{"GET", "/c", []string{tc.want}, nil, ""},
+			}
+			if fmt.Sprint(r.seen) != fmt.Sprint(want) {
+				t.Errorf("server saw %q, want %q", r.seen, want)
+			}
+		})
+	}
+}
+
+func TestHTTPPassThrough(t *testing.T) {
+	tests := []struct{ name, request string }{
+		{"upgrade", "GET /ws HTTP/1.1\r\nHost: svc\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n"},
+		{"connect", "CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n"},
+	}
+	const raw = "\x00\x01RAW bytes\r\nGET /not-parsed HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newSetup(t)
+			h, err := New("http-bearer", Secret{Token: "tok"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan error, 1)
+			go func() {
+				served <- func() error {
+					br := bufio.NewReader(st.server)
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return err
+					}
+					if got := req.Header.Values("Authorization"); len(got) != 1 || got[0] != "Bearer tok" {
+						return fmt.Errorf("authorization = %q, want [Bearer tok]", got)
+					}
+					if _, err := io.WriteString(st.server, "HTTP/1.1 101 Switching Protocols\r\n\r\n"); err != nil {
+						return err
+					}
+					rest, err := io.ReadAll(br)
+					if err != nil {
+						return err
+					}
+					if string(rest) != raw {
+						return fmt.Errorf("after %s the server got %q, want %q unchanged", req.Method, rest, raw)
+					}
+					return st.server.CloseWrite()
+				}()
+			}()
+			c, b, err := h(testCtx(t), st.client, st.backend)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copyBoth(t, c, b)
+			if _, err := io.WriteString(st.app, tc.request+raw); err != nil {
+				t.Fatal(err)
+			}
+			st.app.CloseWrite()
+			if got := string(readAllTimeout(t, st.app)); got != "HTTP/1.1 101 Switching Protocols\r\n\r\n" {
+				t.Errorf("app got %q", got)
+			}
+			if err := <-served; err != nil {
+				t.Errorf("fake server: %v", err)
+			}
+		})
+	}
+}
+
+// TestHTTPClose checks the stop path: Close on an idle connection ends the
+// rewriting goroutine (Close waits for it) and a second Close reports
+// net.ErrClosed.
+func TestHTTPClose(t *testing.T) {
+	st := newSetup(t)
+	h, err := New("http-bearer", Secret{Token: "tok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := h(testCtx(t), st.client, st.backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		readErr <- err
+	}()
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("first Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return: the rewriting goroutine did not stop")
+	}
+	if err := <-readErr; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read during Close = %v, want net.ErrClosed", err)
+	}
+	if err := c.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close = %v, want net.ErrClosed", err)
+	}
+}
+
+func TestHTTPBadRequests(t *testing.T) {
+	tests := []struct {
+		name, in string
+		is       error
+	}{
+		{"header too large", "GET / HTTP/1.1\r\nX-Big: " + strings.Repeat("a", 2*maxHeaderBytes), errHeaderTooLarge},
+		{"http2 prior knowledge", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", errHTTP2},
+		{"garbage", "\x16\x03\x01 not http\r\n\r\n", nil},
+		{"truncated body", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client, app := net.Pipe()
+			t.Cleanup(func() { app.Close() })
+			c := newHTTPConn(client, "Bearer tok")
+			t.Cleanup(func() { c.Close() })
+			if _, ok := c.(closeReader); ok {
+				t.Error("wrapper has CloseRead although net.Pipe does not")
+			}
+			go func() {
+				_, _ = io.WriteString(app, tc.in)
+				app.Close()
+			}()
+			_, err := io.Copy(io.Discard, c)
+			if err == nil {
+				t.Fatal("rewritten stream ended cleanly, want an error")
+			}
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Errorf("error = %v, want %v", err, tc.is)
+			}
+		})
+	}
+}
+
+// FuzzHTTPRewrite feeds arbitrary client bytes through the rewriter: it
+// must neither panic nor hang, and Close must stop it.
+func FuzzHTTPRewrite(f *testing.F) {
+	f.Add("POST /a HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n")
+	f.Add("POST /b HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n")
+	f.Add("GET /ws HTTP/1.1\r\nConnection: Upgrade\r\n\r\nraw")
+	f.Add("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		client, app := net.Pipe()
+		defer app.Close()
+		c := newHTTPConn(client, "Bearer tok")
+		go func() {
+			_, _ = io.WriteString(app, in)
+			app.Close()
+		}()
+		_, _ = io.Copy(io.Discard, c)
+		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Close: %v", err)
+		}
+	})
+}

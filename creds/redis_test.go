@@ -1,0 +1,188 @@
+package creds
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestRedis(t *testing.T) {
+	tests := []struct {
+		name      string
+		secret    Secret
+		reply     string // what the fake server answers to AUTH; "" closes instead
+		wantCmd   string
+		wantErr   bool
+		wantReply string // what the app reads first
+	}{
+		{
+			name: "ok", secret: Secret{Password: "pw"}, reply: "+OK\r\n",
+			wantCmd: "*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n", wantReply: "+PONG\r\n",
+		},
+		{
+			name: "user and password", secret: Secret{User: "app", Password: "p w:*$"}, reply: "+OK\r\n",
+			wantCmd: "*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$6\r\np w:*$\r\n", wantReply: "+PONG\r\n",
+		},
+		{
+			name: "wrongpass", secret: Secret{User: "app", Password: "bad"},
+			reply:   "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+			wantCmd: "*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$3\r\nbad\r\n", wantErr: true,
+			wantReply: "-ERR ambassador: authentication to redis failed: WRONGPASS invalid username-password pair or user is disabled.\r\n",
+		},
+		{
+			name: "oversize reply line", secret: Secret{Password: "pw"}, reply: "+" + strings.Repeat("O", 2*maxRedisLine) + "\r\n",
+			wantCmd: "*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n", wantErr: true,
+			wantReply: "-ERR ambassador: authentication to redis failed: malformed reply to AUTH\r\n",
+		},
+		{
+			name: "server closes", secret: Secret{Password: "pw"}, reply: "",
+			wantCmd: "*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n", wantErr: true,
+			wantReply: "-ERR ambassador: authentication to redis failed: no reply to AUTH\r\n",
+		},
+		{
+			name: "unexpected reply", secret: Secret{Password: "pw"}, reply: ":1\r\n",
+			wantCmd: "*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n", wantErr: true,
+			wantReply: "-ERR ambassador: authentication to redis failed: unexpected reply to AUTH\r\n",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newSetup(t)
+			h, err := New("redis", tc.secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The fake server reads the AUTH command, answers, then serves
+			// one PING through the raw copy.
+			serverErr := make(chan error, 1)
+			go func() {
+				serverErr <- func() error {
+					buf := make([]byte, len(tc.wantCmd))
+					if _, err := io.ReadFull(st.server, buf); err != nil {
+						return err
+					}
+					if string(buf) != tc.wantCmd {
+						return errors.New("got AUTH " + strings.ReplaceAll(string(buf), "\r\n", "|"))
+					}
+					if tc.reply == "" {
+						return st.server.Close()
+					}
+					if _, err := io.WriteString(st.server, tc.reply); err != nil {
+						return err
+					}
+					if tc.wantErr {
+						return nil
+					}
+					line, err := bufio.NewReader(st.server).ReadString('\n')
+					if err != nil {
+						return err
+					}
+					if line != "PING\r\n" {
+						return errors.New("got " + line + ", want PING")
+					}
+					_, err = io.WriteString(st.server, "+PONG\r\n")
+					return err
+				}()
+			}()
+
+			gotC, gotB, err := h(testCtx(t), st.client, st.backend)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("handshake error = %v, want error %v", err, tc.wantErr)
+			}
+			if err != nil {
+				if strings.Contains(err.Error(), tc.secret.Password) {
+					t.Errorf("error %q contains the password", err)
+				}
+				st.client.Close() // as forward does on error
+				st.backend.Close()
+			} else {
+				if gotC != st.client || gotB != st.backend {
+					t.Fatal("handshake did not return the raw conns (splice would be lost)")
+				}
+				copyBoth(t, gotC, gotB)
+				if _, err := io.WriteString(st.app, "PING\r\n"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := make([]byte, len(tc.wantReply))
+			if _, err := io.ReadFull(st.app, got); err != nil {
+				t.Fatalf("app read: %v (got %q)", err, got)
+			}
+			if string(got) != tc.wantReply {
+				t.Errorf("app got %q, want %q", got, tc.wantReply)
+			}
+			if err := <-serverErr; err != nil {
+				t.Errorf("fake server: %v", err)
+			}
+		})
+	}
+}
+
+func TestRedisContextCanceled(t *testing.T) {
+	st := newSetup(t)
+	h, err := New("redis", Secret{Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	// The server never answers; cancel once the AUTH arrived.
+	go func() {
+		buf := make([]byte, 1)
+		_, _ = st.server.Read(buf)
+		cancel()
+	}()
+	_, _, err = h(ctx, st.client, st.backend)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("handshake error = %v, want context.Canceled", err)
+	}
+}
+
+var redisReplyCases = []string{
+	"+OK\r\n", "+OK\r\nextra", "-WRONGPASS nope\r\n", "", "+OK", "+OK\n", "\r\n",
+	strings.Repeat("x", maxRedisLine+10) + "\r\n", ":1\r\n",
+}
+
+func TestReadLine(t *testing.T) {
+	for _, in := range redisReplyCases {
+		checkReadLine(t, []byte(in))
+	}
+}
+
+func FuzzRedisReply(f *testing.F) {
+	for _, in := range redisReplyCases {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) { checkReadLine(t, in) })
+}
+
+// checkReadLine checks that readLine consumes exactly through the first
+// '\n' (never beyond, never more than maxRedisLine) and returns the line.
+func checkReadLine(t *testing.T, in []byte) {
+	t.Helper()
+	r := bytes.NewReader(in)
+	line, err := readLine(r, maxRedisLine)
+	consumed := len(in) - r.Len()
+	if consumed > maxRedisLine {
+		t.Fatalf("readLine(%q) consumed %d bytes, limit %d", in, consumed, maxRedisLine)
+	}
+	i := bytes.IndexByte(in, '\n')
+	switch {
+	case i >= 0 && i < maxRedisLine:
+		if consumed != i+1 {
+			t.Fatalf("readLine(%q) consumed %d bytes, want %d", in, consumed, i+1)
+		}
+		if i > 0 && in[i-1] == '\r' {
+			if err != nil || !bytes.Equal(line, in[:i-1]) {
+				t.Fatalf("readLine(%q) = %q, %v; want %q", in, line, err, in[:i-1])
+			}
+		} else if !errors.Is(err, errNoCRLF) {
+			t.Fatalf("readLine(%q) error = %v, want errNoCRLF", in, err)
+		}
+	case err == nil:
+		t.Fatalf("readLine(%q) = %q, want an error (no newline within limit)", in, line)
+	}
+}
