@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/creds"
 	"github.com/ambassador-mesh/ambassador/health"
 	"github.com/ambassador-mesh/ambassador/mesh"
 	"github.com/ambassador-mesh/ambassador/trust"
@@ -111,6 +112,8 @@ func nodeFlags() []cli.Flag {
 			Usage: "offer a service outside the mesh; `SPEC` is NAME[:PORT]=srv:_SVC._tcp.DOMAIN, NAME[:PORT]=dns:HOST:PORT or NAME[:PORT]=HOST:PORT, re-resolved at the record's TTL; srv needs NAME:PORT (repeatable)"},
 		&cli.StringSliceFlag{Name: "resolver", EnvVars: []string{"AMBASSADOR_RESOLVER"},
 			Usage: "DNS server `IP[:PORT]` for --upstream (repeatable; default: the nameservers in /etc/resolv.conf)"},
+		&cli.StringSliceFlag{Name: "credentials", EnvVars: []string{"AMBASSADOR_CREDENTIALS"},
+			Usage: "log in for the application: `NAME=PROTO:FILE` with PROTO redis (FILE: password or user:password), postgres (user:password), http-basic (user:password) or http-bearer (token); read at start and on SIGHUP (repeatable)"},
 		&cli.StringSliceFlag{Name: "key", EnvVars: []string{"AMBASSADOR_KEY"},
 			Usage: "cluster `KEY` (base64 of 16, 24 or 32 bytes, from ambassador keygen): encrypts gossip and makes connections between ambassadors mutually authenticated TLS 1.3; repeat to rotate (the first encrypts, all decrypt)"},
 		&cli.StringFlag{Name: "key-file", EnvVars: []string{"AMBASSADOR_KEY_FILE"},
@@ -144,7 +147,7 @@ func nodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "drain-timeout", Value: d.DrainTimeout, EnvVars: []string{"AMBASSADOR_DRAIN_TIMEOUT"},
 			Usage: "`DURATION` open connections may keep running once shutdown starts"},
 		&cli.StringFlag{Name: "config", EnvVars: []string{"AMBASSADOR_CONFIG"},
-			Usage: "read settings from `FILE` of key = value lines (keys are these flag names); SIGHUP re-reads it and applies announce, forward, balance and check without a restart"},
+			Usage: "read settings from `FILE` of key = value lines (keys are these flag names); SIGHUP re-reads it and applies announce, forward, balance, check and credentials without a restart"},
 		logLevelFlag(),
 	}
 }
@@ -334,6 +337,13 @@ func nodeConfig(c source) (mesh.Config, error) {
 			return cfg, usagef("--upstream %v", err)
 		}
 		cfg.Upstream = append(cfg.Upstream, u)
+	}
+	for _, s := range c.StringSlice("credentials") {
+		sp, err := creds.Parse(s)
+		if err != nil {
+			return cfg, usagef("--credentials %v", err)
+		}
+		cfg.Credentials = append(cfg.Credentials, sp)
 	}
 	cfg.Resolvers = c.StringSlice("resolver")
 	cfg.Keys = c.StringSlice("key")

@@ -41,6 +41,8 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "announce bad spec", args: []string{"announce", "x"}, wantCode: 2, wantStderr: `announce: "x"`},
 		{name: "drain without name", args: []string{"drain"}, wantCode: 2, wantStderr: "want a service NAME"},
 		{name: "drain without node", args: []string{"drain", "--http", "127.0.0.1:1", "redis"}, wantCode: 1, wantStderr: "is a node running"},
+		{name: "bad credentials proto", args: []string{"--credentials", "redis=mysql:/tmp/x"}, wantCode: 2, wantStderr: "--credentials"},
+		{name: "missing credentials file", args: []string{"--no-mdns", "--http", "", "--credentials", "redis=redis:/nonexistent/cred"}, wantCode: 1, wantStderr: "/nonexistent/cred"},
 		{name: "keygen", args: []string{"keygen"}, wantCode: 0, wantStdout: "="},
 		{name: "bad key", args: []string{"--key", "c2hvcnQ="}, wantCode: 2, wantStderr: "--key: key 1:"},
 		{name: "key file missing", args: []string{"--key-file", "/nonexistent/key"}, wantCode: 2, wantStderr: "--key-file"},

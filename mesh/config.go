@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/creds"
 	"github.com/ambassador-mesh/ambassador/gossip"
 	"github.com/ambassador-mesh/ambassador/health"
 	"github.com/ambassador-mesh/ambassador/trust"
@@ -65,6 +66,10 @@ type Config struct {
 	// Resolvers are the DNS servers (IP[:PORT]) for upstreams; empty =
 	// the nameservers of /etc/resolv.conf.
 	Resolvers []string
+	// Credentials log in to a service on the application's behalf
+	// before its connection is passed on (redis AUTH, postgres SCRAM or
+	// md5, HTTP Authorization). Files are read at New and on Reload.
+	Credentials []creds.Spec
 	// Keys are cluster keys, base64 of 16, 24 or 32 bytes. The first
 	// encrypts gossip, all decrypt it (for rotation); with any key,
 	// connections between ambassadors are TLS 1.3 with mutual
@@ -185,6 +190,17 @@ func (c Config) Validate() error {
 	}
 	if c.CheckTimeout <= 0 || c.CheckTimeout > c.CheckInterval {
 		return fmt.Errorf("check-timeout: %s must be positive and at most the check interval %s", c.CheckTimeout, c.CheckInterval)
+	}
+	seenC := map[string]bool{}
+	for _, cr := range c.Credentials {
+		if _, err := creds.Parse(cr.Name + "=" + cr.Proto + ":" + cr.Path); err != nil {
+			return fmt.Errorf("credentials: %w", err)
+		}
+		k := strings.ToLower(cr.Name)
+		if seenC[k] {
+			return fmt.Errorf("credentials: service %q is named twice", cr.Name)
+		}
+		seenC[k] = true
 	}
 	for i, k := range c.Keys {
 		if _, err := trust.ParseKey(k); err != nil {

@@ -28,6 +28,7 @@ type localView struct {
 	upTargets map[string][]upstream.Target // resolved targets by lower-case name
 	checks    map[string]health.Check
 	healthy   map[string]bool // last check result; missing = not checked yet
+	logins    map[string]handshakeFunc
 }
 
 func (n *Node) view() localView {
@@ -41,6 +42,7 @@ func (n *Node) view() localView {
 		upTargets: maps.Clone(n.upTargets),
 		checks:    maps.Clone(n.checks),
 		healthy:   maps.Clone(n.healthy),
+		logins:    maps.Clone(n.logins),
 	}
 }
 
@@ -140,7 +142,14 @@ func (n *Node) Reload(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	// Credentials files are read again even when the flags did not
+	// change: rotating a password is the point of a reload.
+	logins, err := n.loadCredentials(cfg.Credentials)
+	if err != nil {
+		return err
+	}
 	n.mu.Lock()
+	n.logins = logins
 	n.announces = slices.Clone(cfg.Announce)
 	n.forwards = slices.Clone(cfg.Forward)
 	n.balance = maps.Clone(cfg.Balance)

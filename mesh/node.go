@@ -56,6 +56,7 @@ type Node struct {
 	checks    map[string]health.Check      // guarded by mu; by service name
 	healthy   map[string]bool              // guarded by mu; last check result by service name
 	upTargets map[string][]upstream.Target // guarded by mu; resolved upstreams by name
+	logins    map[string]handshakeFunc     // guarded by mu; credentials handshakes by name
 
 	ready chan struct{} // closed once Run has started everything
 
@@ -152,6 +153,10 @@ func New(cfg Config) (*Node, error) {
 	}
 	if n.data, err = forward.NewServer(dc, n.lookupLocal); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
+	}
+
+	if n.logins, err = n.loadCredentials(cfg.Credentials); err != nil {
+		return nil, err
 	}
 
 	hc := health.DefaultConfig()
@@ -375,7 +380,7 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	lastMembers := 0
 	for {
 		v := n.view()
-		n.proxy.Update(routes(n.name, n.cluster.Catalog(), v.services(n.name), v.forwards, v.balance))
+		n.proxy.Update(routes(n.name, n.cluster.Catalog(), v.services(n.name), v.forwards, v.balance, v.logins))
 		if m := n.cluster.NumMembers(); m != lastMembers {
 			n.log.Info("members changed", "members", m)
 			lastMembers = m

@@ -22,7 +22,7 @@ import (
 // connections over all of them.
 // A service whose only local instance already sits on the listen address is
 // skipped: the service itself owns that port.
-func routes(self string, catalog []gossip.Entry, local []localService, forwards []Forward, balance map[string]string) []forward.Route {
+func routes(self string, catalog []gossip.Entry, local []localService, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) []forward.Route {
 	type svc struct {
 		port     int
 		backends []forward.Backend
@@ -75,7 +75,7 @@ func routes(self string, catalog []gossip.Entry, local []localService, forwards 
 		if ownsListenAddr(addr, local, name) {
 			continue
 		}
-		out = append(out, forward.Route{Service: name, Listen: addr, Backends: s.backends, Balance: balance[name]})
+		out = append(out, forward.Route{Service: name, Listen: addr, Backends: s.backends, Balance: balance[name], Handshake: logins[name]})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Listen < out[j].Listen })
 	return out

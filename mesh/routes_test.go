@@ -90,7 +90,7 @@ func TestRoutes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := routes("self", tc.catalog, tc.local, tc.forwards, tc.balance)
+			got := routes("self", tc.catalog, tc.local, tc.forwards, tc.balance, nil)
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v\nwant %+v", got, tc.want)
 			}
