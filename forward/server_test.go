@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -133,4 +134,55 @@ func TestServerLifecycle(t *testing.T) {
 	if _, err := NewServer(DefaultConfig(), nil); err == nil {
 		t.Error("NewServer with nil lookup: got nil error")
 	}
+}
+
+// TestServerManyHalfOpen holds a thousand connections to the data port
+// that never finish their header (half a header, or nothing at all): a
+// real handoff still goes through while they wait, and every one of them
+// is closed by the handoff deadline, goroutines included.
+func TestServerManyHalfOpen(t *testing.T) {
+	backend := startBackend(t, reply("hi"))
+	cfg := testConfig(t)
+	cfg.HandoffTimeout = 500 * time.Millisecond
+	s := newServer(t, cfg, map[string]string{"web": backend})
+	addr := s.Addr().String()
+	before := runtime.NumGoroutine()
+
+	const n = 1000
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		if i%2 == 0 {
+			_, _ = io.WriteString(c, "AMB\x01") // half a header
+		}
+		conns = append(conns, c)
+	}
+	c := dial(t, addr)
+	if _, err := io.WriteString(c, "AMB\x01\x03web"); err != nil {
+		t.Fatal(err)
+	}
+	if st := readStatus(t, c); st != statusOK {
+		t.Fatalf("handoff among %d half-open connections: status %v", n, st)
+	}
+	if b, _ := io.ReadAll(c); string(b) != "hi" {
+		t.Fatalf("handoff among %d half-open connections: got %q", n, b)
+	}
+	c.Close()
+	for i, hc := range conns {
+		_ = hc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadAll(hc); err != nil {
+			t.Fatalf("half-open connection %d was not closed by the server: %v", i, err)
+		}
+	}
+	waitFor(t, "the server's goroutines for the half-open connections to end", func() bool {
+		return runtime.NumGoroutine() <= before+5
+	})
 }
