@@ -232,3 +232,31 @@ func startPostgres(t *testing.T, h *lab.Host, bin string, port int, password str
 		return err == nil
 	})
 }
+
+// TestLabProdStaging runs the same application command on two hosts, one
+// in a production cluster and one in staging, each with its own
+// credentials file: each reaches its own Redis with its own password.
+func TestLabProdStaging(t *testing.T) {
+	l := lab.New(t)
+	needBinaries(t, "redis-server", "redis-cli")
+	for _, env := range []string{"prod", "staging"} {
+		srv, app := l.AddHost(env[:4]+"db"), l.AddHost(env[:4]+"app")
+		pass := env + "-password"
+		srv.Start("redis-auth", "redis-server", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1",
+			"--port", "12345", "--requirepass", pass)
+		lab.WaitFor(t, 10*time.Second, "redis on "+srv.Name, func() bool {
+			out, _ := srv.Run(5*time.Second, "redis-cli", "-p", "12345", "-a", pass, "--no-auth-warning", "set", "env", env)
+			return strings.TrimSpace(out) == "OK"
+		})
+		cred := filepath.Join(app.Dir, "redis.cred")
+		if err := os.WriteFile(cred, []byte(pass+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		startNode(srv, "--cluster", env, "--announce", "redis:6379=12345")
+		startNode(app, "--cluster", env, "--credentials", "redis=redis:"+cred)
+		waitNodesOn(t, app, "redis", 1)
+		if got := redisCLI(t, app, 6379, "get", "env"); got != env {
+			t.Fatalf("the same command on %s: got %q, want %q", app.Name, got, env)
+		}
+	}
+}
