@@ -144,6 +144,8 @@ func nodeFlags() []cli.Flag {
 			Usage: "failure detection: a probe fails after `DURATION` without an answer"},
 		&cli.IntFlag{Name: "suspicion-mult", EnvVars: []string{"AMBASSADOR_SUSPICION_MULT"}, DefaultText: "the profile's, lan 2",
 			Usage: "failure detection: a suspect is declared dead after about `N` probe intervals"},
+		&cli.DurationFlag{Name: "dial-timeout", Value: d.DialTimeout, EnvVars: []string{"AMBASSADOR_DIAL_TIMEOUT"},
+			Usage: "an instance that does not accept a connection within `DURATION` counts as failed, and the next one is tried"},
 		&cli.DurationFlag{Name: "drain-timeout", Value: d.DrainTimeout, EnvVars: []string{"AMBASSADOR_DRAIN_TIMEOUT"},
 			Usage: "`DURATION` open connections may keep running once shutdown starts"},
 		&cli.StringFlag{Name: "config", EnvVars: []string{"AMBASSADOR_CONFIG"},
@@ -376,6 +378,7 @@ func nodeConfig(c source) (mesh.Config, error) {
 	cfg.ProbeTimeout = c.Duration("probe-timeout")
 	cfg.SuspicionMult = c.Int("suspicion-mult")
 	cfg.DrainTimeout = c.Duration("drain-timeout")
+	cfg.DialTimeout = c.Duration("dial-timeout")
 	if err := cfg.Validate(); err != nil {
 		return cfg, usagef("--%v", err)
 	}

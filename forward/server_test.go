@@ -136,7 +136,7 @@ func TestServerLifecycle(t *testing.T) {
 	}
 }
 
-// TestServerManyHalfOpen holds a thousand connections to the data port
+// TestServerManyHalfOpen holds two thousand connections to the data port
 // that never finish their header (half a header, or nothing at all): a
 // real handoff still goes through while they wait, and every one of them
 // is closed by the handoff deadline, goroutines included.
@@ -148,7 +148,7 @@ func TestServerManyHalfOpen(t *testing.T) {
 	addr := s.Addr().String()
 	before := runtime.NumGoroutine()
 
-	const n = 1000
+	const n = 2000
 	conns := make([]net.Conn, 0, n)
 	defer func() {
 		for _, c := range conns {

@@ -88,6 +88,10 @@ type Config struct {
 	ProbeInterval time.Duration
 	ProbeTimeout  time.Duration
 	SuspicionMult int
+	// DialTimeout bounds connecting to one instance (including the
+	// hand-off through a peer); a slower instance counts as failed and the
+	// next one is tried. Default 1s.
+	DialTimeout time.Duration
 	// DrainTimeout bounds how long open connections may run once shutdown
 	// starts. Default 30s.
 	DrainTimeout time.Duration
@@ -104,6 +108,7 @@ func DefaultConfig() Config {
 		HTTP:          "127.0.0.1:7948",
 		Profile:       "lan",
 		DrainTimeout:  30 * time.Second,
+		DialTimeout:   time.Second,
 		CheckInterval: 2 * time.Second,
 		CheckTimeout:  time.Second,
 	}
@@ -161,6 +166,9 @@ func (c Config) Validate() error {
 	}
 	if pi, pt := c.gossipConfig().Memberlist.ProbeInterval, c.gossipConfig().Memberlist.ProbeTimeout; pt >= pi {
 		return fmt.Errorf("probe-timeout: %s must be shorter than the probe interval %s", pt, pi)
+	}
+	if c.DialTimeout <= 0 {
+		return fmt.Errorf("dial-timeout: %s must be positive", c.DialTimeout)
 	}
 	if c.DrainTimeout < 0 {
 		return fmt.Errorf("drain-timeout: %s is negative", c.DrainTimeout)

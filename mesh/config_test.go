@@ -31,6 +31,7 @@ func TestConfigValidate(t *testing.T) {
 		}},
 		{name: "probe timeout too long", mod: func(c *Config) { c.ProbeTimeout = time.Second }, wantErr: "probe-timeout: 1s must be shorter than the probe interval 500ms"},
 		{name: "negative knob", mod: func(c *Config) { c.SuspicionMult = -1 }, wantErr: "must not be negative"},
+		{name: "dial timeout", mod: func(c *Config) { c.DialTimeout = 0 }, wantErr: "dial-timeout: 0s must be positive"},
 		{name: "drain", mod: func(c *Config) { c.DrainTimeout = -time.Second }, wantErr: "drain-timeout"},
 		{name: "announce twice", mod: func(c *Config) {
 			c.Announce = []Announce{{Name: "a", Port: 1, Host: "127.0.0.1", TargetPort: 1}, {Name: "A", Port: 2, Host: "127.0.0.1", TargetPort: 2}}

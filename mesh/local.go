@@ -175,6 +175,8 @@ func (n *Node) Reload(cfg Config) error {
 		{"resolver", !slices.Equal(cfg.Resolvers, old.Resolvers)},
 		{"check-interval", cfg.CheckInterval != old.CheckInterval || cfg.CheckTimeout != old.CheckTimeout},
 		{"key", !slices.Equal(cfg.Keys, old.Keys)},
+		{"dial-timeout", cfg.DialTimeout != old.DialTimeout},
+		{"drain-timeout", cfg.DrainTimeout != old.DrainTimeout},
 		{"profile", cfg.Profile != old.Profile || cfg.ProbeInterval != old.ProbeInterval || cfg.ProbeTimeout != old.ProbeTimeout || cfg.SuspicionMult != old.SuspicionMult},
 	} {
 		if d.changed {

@@ -133,6 +133,7 @@ func New(cfg Config) (*Node, error) {
 
 	fc := forward.DefaultConfig()
 	fc.DrainTimeout = cfg.DrainTimeout
+	fc.DialTimeout = cfg.DialTimeout
 	fc.Logger = log
 	dc := fc
 	if id != nil {
