@@ -178,6 +178,7 @@ func (p *pgSession) readStartup() (*pgproto3.StartupMessage, error) {
 // client, which gets them ahead of AuthenticationOk, in the server's order.
 func (p *pgSession) authenticate() error {
 	var sc *scramClient
+	verified := false // the server proved it knows the password (SCRAM)
 	for {
 		msg, err := p.backend.Receive()
 		if err != nil {
@@ -185,13 +186,19 @@ func (p *pgSession) authenticate() error {
 		}
 		switch m := msg.(type) {
 		case *pgproto3.AuthenticationOk:
-			if sc != nil && sc.authMessage == "" {
+			// Once SCRAM started, only a server that proved it knows the
+			// password (SASLFinal) may let us in: a server that skips to
+			// AuthenticationOk is not the one the password belongs to.
+			if sc != nil && !verified {
 				return errors.New("server skipped the SCRAM exchange")
 			}
 			p.client.Send(m)
 			return nil
 		case *pgproto3.AuthenticationCleartextPassword:
-			p.backend.Send(&pgproto3.PasswordMessage{Password: p.secret.Password})
+			// Refused: it would hand the password in clear to whatever
+			// answers on the service's address, as libpq's require_auth
+			// lets clients refuse. pg_hba.conf should say scram-sha-256.
+			return errors.New("server asked for the password in cleartext; refused (configure scram-sha-256 or md5)")
 		case *pgproto3.AuthenticationMD5Password:
 			p.backend.Send(&pgproto3.PasswordMessage{Password: md5Password(p.secret.User, p.secret.Password, m.Salt)})
 		case *pgproto3.AuthenticationSASL:
@@ -223,6 +230,7 @@ func (p *pgSession) authenticate() error {
 			if err := sc.verify(m.Data); err != nil {
 				return fmt.Errorf("scram: %w", err)
 			}
+			verified = true
 			continue // AuthenticationOk follows; nothing to send
 		case *pgproto3.ErrorResponse:
 			return &authError{msg: sanitizeLine(m.Message)}

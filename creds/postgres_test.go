@@ -23,7 +23,7 @@ import (
 // fakePG is a Postgres server good enough for authentication: it checks
 // the startup parameters, runs one auth method, and then answers one Query.
 type fakePG struct {
-	method   string // "scram", "md5", "cleartext", "reject", "badsig"
+	method   string // "scram", "md5", "cleartext", "reject", "badsig", "skipfinal"
 	user     string
 	password string
 	wantDB   string
@@ -51,19 +51,25 @@ func (f fakePG) serve(conn net.Conn) error {
 
 	authOK := true
 	switch f.method {
-	case "scram", "badsig":
+	case "scram", "badsig", "skipfinal":
 		authOK, err = f.scram(be)
-	case "md5":
+	case "md5", "reject":
 		salt := [4]byte{1, 2, 3, 4}
 		be.Send(&pgproto3.AuthenticationMD5Password{Salt: salt})
 		pm, err2 := f.receivePassword(be, pgproto3.AuthTypeMD5Password)
 		err = err2
-		authOK = pm == md5Password(f.user, f.password, salt)
-	case "cleartext", "reject":
+		authOK = pm == md5Password(f.user, f.password, salt) && f.method != "reject"
+	case "cleartext":
+		// The handshake must refuse to send the password in clear: it
+		// hangs up instead, and no password ever arrives.
 		be.Send(&pgproto3.AuthenticationCleartextPassword{})
-		pm, err2 := f.receivePassword(be, pgproto3.AuthTypeCleartextPassword)
-		err = err2
-		authOK = pm == f.password && f.method != "reject"
+		if err := be.Flush(); err != nil {
+			return err
+		}
+		if msg, err := be.Receive(); err == nil {
+			return fmt.Errorf("got %T after asking for a cleartext password, want the connection closed", msg)
+		}
+		return nil
 	}
 	if err != nil {
 		return err
@@ -83,6 +89,9 @@ func (f fakePG) serve(conn net.Conn) error {
 	be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	if err := be.Flush(); err != nil {
 		return err
+	}
+	if f.method == "skipfinal" {
+		return nil // the handshake hangs up: it does not trust this server
 	}
 	msg, err = be.Receive()
 	if err != nil {
@@ -192,6 +201,9 @@ func (f fakePG) scram(be *pgproto3.Backend) (bool, error) {
 	if f.method == "badsig" {
 		serverSig[0] ^= 0xff
 	}
+	if f.method == "skipfinal" {
+		return true, nil // straight to AuthenticationOk: no proof it knows the password
+	}
 	be.Send(&pgproto3.AuthenticationSASLFinal{Data: []byte("v=" + base64.StdEncoding.EncodeToString(serverSig))})
 	return true, be.Flush()
 }
@@ -213,8 +225,9 @@ func TestPostgres(t *testing.T) {
 			secret: Secret{User: "svc", Password: pw}},
 		{name: "md5", server: fakePG{method: "md5", user: "svc", password: pw, wantDB: "appdb"},
 			secret: Secret{User: "svc", Password: pw}, database: "appdb"},
-		{name: "cleartext", server: fakePG{method: "cleartext", user: "svc", password: pw, wantDB: "appdb"},
-			secret: Secret{User: "svc", Password: pw}, sslRequest: true, database: "appdb"},
+		{name: "cleartext refused", server: fakePG{method: "cleartext", user: "svc", password: pw, wantDB: "appdb"},
+			secret: Secret{User: "svc", Password: pw}, sslRequest: true, database: "appdb",
+			wantErr: "cleartext; refused", wantCode: "08006"},
 		{name: "scram wrong password", server: fakePG{method: "scram", user: "svc", password: pw, wantDB: "appdb"},
 			secret: Secret{User: "svc", Password: "wrong-" + pw}, database: "appdb",
 			wantErr: `ambassador: authentication to postgres failed: password authentication failed for user "svc"`, wantCode: "28P01"},
@@ -224,6 +237,9 @@ func TestPostgres(t *testing.T) {
 		{name: "error response", server: fakePG{method: "reject", user: "svc", password: pw, wantDB: "appdb"},
 			secret: Secret{User: "svc", Password: pw}, sslRequest: true, database: "appdb",
 			wantErr: `ambassador: authentication to postgres failed: password authentication failed`, wantCode: "28P01"},
+		{name: "scram without the server's proof", server: fakePG{method: "skipfinal", user: "svc", password: pw, wantDB: "appdb"},
+			secret: Secret{User: "svc", Password: pw}, database: "appdb",
+			wantErr: "server skipped the SCRAM exchange", wantCode: "08006"},
 		{name: "scram bad server signature", server: fakePG{method: "badsig", user: "svc", password: pw, wantDB: "appdb"},
 			secret: Secret{User: "svc", Password: pw}, database: "appdb",
 			wantErr: "server signature does not match", wantCode: "08006"},
