@@ -100,3 +100,63 @@ func TestSettingsLayering(t *testing.T) {
 		t.Errorf("data-port: got %d, want the default 7947", got.data)
 	}
 }
+
+func TestSplitList(t *testing.T) {
+	tests := []struct {
+		name   string
+		vals   []string
+		starts func(string) bool
+		want   []string
+	}{
+		{"one per flag", []string{"redis=6379", "web=8080"}, startsAnnounce, []string{"redis=6379", "web=8080"}},
+		{"weight stays with its announcement", []string{"api=8080,weight=3"}, startsAnnounce, []string{"api=8080,weight=3"}},
+		{"env list with weights", []string{"api:80=8080,weight=3,redis=6379,web=1,weight=2"}, startsAnnounce,
+			[]string{"api:80=8080,weight=3", "redis=6379", "web=1,weight=2"}},
+		{"comma inside an exec check", []string{"x=exec:test a,b,y=tcp"}, startsNamed, []string{"x=exec:test a,b", "y=tcp"}},
+		{"plain list", []string{"eth0,eth1", "wlan0"}, nil, []string{"eth0", "eth1", "wlan0"}},
+		{"forwards without listen addresses", []string{"redis,web=8081"}, nil, []string{"redis", "web=8081"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := splitList(tc.vals, tc.starts)
+			if strings.Join(got, "|") != strings.Join(tc.want, "|") {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestWeightFromFlagAndEnv checks the whole path: --announce with a weight
+// on the command line and in the environment gives one weighted service.
+func TestWeightFromFlagAndEnv(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  string
+	}{
+		{"flag", []string{"--announce", "api=8080,weight=3", "--announce", "db=5432"}, ""},
+		{"env", nil, "api=8080,weight=3,db=5432"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("AMBASSADOR_ANNOUNCE", tc.env)
+			}
+			var got []string
+			app := newApp(os.Stdout, os.Stderr)
+			app.Action = func(c *cli.Context) error {
+				cfg, err := settings(c)
+				for _, a := range cfg.Announce {
+					got = append(got, a.String())
+				}
+				return err
+			}
+			if err := app.Run(append([]string{"ambassador"}, tc.args...)); err != nil {
+				t.Fatal(err)
+			}
+			want := "api:8080=127.0.0.1:8080,weight=3|db:5432=127.0.0.1:5432"
+			if strings.Join(got, "|") != want {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+		})
+	}
+}

@@ -193,6 +193,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Action:          runNode,
 		OnUsageError:    onUsageError,
 		ExitErrHandler:  func(*cli.Context, error) {}, // run decides the exit code, once
+		// urfave would split every value on commas, which cuts
+		// "api=8080,weight=3" in two; splitList splits with the syntax in
+		// mind instead.
+		DisableSliceFlagSeparator: true,
 		HideHelpCommand: false,
 		Commands: []*cli.Command{
 			runCmd,
@@ -295,21 +299,21 @@ func newLogger(c *cli.Context) (*slog.Logger, error) {
 // that names the flag and the bad value.
 func nodeConfig(c source) (mesh.Config, error) {
 	cfg := mesh.DefaultConfig()
-	for _, s := range c.StringSlice("announce") {
+	for _, s := range splitList(c.StringSlice("announce"), startsAnnounce) {
 		a, err := mesh.ParseAnnounce(s)
 		if err != nil {
 			return cfg, usagef("--announce %v", err)
 		}
 		cfg.Announce = append(cfg.Announce, a)
 	}
-	for _, s := range c.StringSlice("forward") {
+	for _, s := range splitList(c.StringSlice("forward"), nil) {
 		f, err := mesh.ParseForward(s)
 		if err != nil {
 			return cfg, usagef("--forward %v", err)
 		}
 		cfg.Forward = append(cfg.Forward, f)
 	}
-	for _, s := range c.StringSlice("balance") {
+	for _, s := range splitList(c.StringSlice("balance"), nil) {
 		name, policy, err := mesh.ParseBalance(s)
 		if err != nil {
 			return cfg, usagef("--balance %v", err)
@@ -319,7 +323,7 @@ func nodeConfig(c source) (mesh.Config, error) {
 		}
 		cfg.Balance[name] = policy
 	}
-	for _, s := range c.StringSlice("check") {
+	for _, s := range splitList(c.StringSlice("check"), startsNamed) {
 		name, spec, ok := strings.Cut(s, "=")
 		if !ok {
 			return cfg, usagef("--check %q: want NAME=CHECK", s)
@@ -333,22 +337,22 @@ func nodeConfig(c source) (mesh.Config, error) {
 		}
 		cfg.Checks[strings.ToLower(name)] = chk
 	}
-	for _, s := range c.StringSlice("upstream") {
+	for _, s := range splitList(c.StringSlice("upstream"), nil) {
 		u, err := mesh.ParseUpstream(s)
 		if err != nil {
 			return cfg, usagef("--upstream %v", err)
 		}
 		cfg.Upstream = append(cfg.Upstream, u)
 	}
-	for _, s := range c.StringSlice("credentials") {
+	for _, s := range splitList(c.StringSlice("credentials"), startsNamed) {
 		sp, err := creds.Parse(s)
 		if err != nil {
 			return cfg, usagef("--credentials %v", err)
 		}
 		cfg.Credentials = append(cfg.Credentials, sp)
 	}
-	cfg.Resolvers = c.StringSlice("resolver")
-	cfg.Keys = c.StringSlice("key")
+	cfg.Resolvers = splitList(c.StringSlice("resolver"), nil)
+	cfg.Keys = splitList(c.StringSlice("key"), nil)
 	if path := c.String("key-file"); path != "" {
 		if len(cfg.Keys) > 0 {
 			return cfg, usagef("--key-file: use either --key or --key-file, not both")
@@ -366,12 +370,12 @@ func nodeConfig(c source) (mesh.Config, error) {
 	cfg.CheckTimeout = c.Duration("check-timeout")
 	cfg.Node = c.String("node")
 	cfg.Cluster = c.String("cluster")
-	cfg.Interfaces = c.StringSlice("iface")
+	cfg.Interfaces = splitList(c.StringSlice("iface"), nil)
 	cfg.Bind = c.String("bind")
 	cfg.GossipPort = c.Int("gossip-port")
 	cfg.DataPort = c.Int("data-port")
 	cfg.HTTP = c.String("http")
-	cfg.Join = c.StringSlice("join")
+	cfg.Join = splitList(c.StringSlice("join"), nil)
 	cfg.NoMDNS = c.Bool("no-mdns")
 	cfg.Profile = c.String("profile")
 	cfg.ProbeInterval = c.Duration("probe-interval")
@@ -578,4 +582,44 @@ func servicesCmd(c *cli.Context) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", v.Name, v.Port, listen, state, strings.Join(inst, ", "))
 	}
 	return tw.Flush()
+}
+
+// splitList turns the values of a repeatable flag into items: each value
+// may hold several, separated by commas (the form the environment variable
+// takes, AMBASSADOR_ANNOUNCE=redis=6379,web=8080). A piece that does not
+// start an item by starts (an announcement's ",weight=N", a comma inside a
+// check's command) is joined back to the piece before it. A nil starts
+// splits at every comma.
+func splitList(vals []string, starts func(piece string) bool) []string {
+	var out []string
+	for _, v := range vals {
+		for i, piece := range strings.Split(v, ",") {
+			if i > 0 && starts != nil && !starts(piece) {
+				out[len(out)-1] += "," + piece
+				continue
+			}
+			out = append(out, piece)
+		}
+	}
+	return out
+}
+
+// startsAnnounce: NAME[:PORT]=..., but not the weight=N option.
+func startsAnnounce(piece string) bool {
+	return startsNamed(piece) && !strings.HasPrefix(piece, "weight=")
+}
+
+// startsNamed: a piece that begins with a service name and "=" or ":"
+// (NAME=..., NAME:PORT=...).
+func startsNamed(piece string) bool {
+	i := strings.IndexAny(piece, "=:")
+	if i <= 0 {
+		return false
+	}
+	for _, r := range piece[:i] {
+		if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
