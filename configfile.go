@@ -111,7 +111,8 @@ func loadConfigFile(path string, flags []cli.Flag) (map[string][]string, error) 
 		fl, known := kinds[key]
 		switch {
 		case !ok:
-			return nil, fmt.Errorf("--config %s:%d: want key = value, got %q", path, line, text)
+			// The line itself is not echoed: it may be a pasted secret.
+			return nil, fmt.Errorf("--config %s:%d: want key = value", path, line)
 		case !known || key == "config":
 			return nil, fmt.Errorf("--config %s:%d: unknown key %q (keys are the flag names, e.g. announce)", path, line, key)
 		}

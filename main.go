@@ -38,6 +38,9 @@ const (
 // build info is used.
 var version = ""
 
+// hupKey carries the SIGHUP channel from run to runNode.
+type hupKey struct{}
+
 // usageError marks an error as bad usage (exit 2).
 type usageError struct{ err error }
 
@@ -51,7 +54,13 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// SIGHUP's default action ends the process: catch it from the start,
+	// so a reload sent while the node starts up is not fatal. runNode
+	// reads this channel once the node exists.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	ctx, stop := signal.NotifyContext(context.WithValue(context.Background(), hupKey{}, hup), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	done := make(chan struct{})
 	defer close(done)
@@ -186,18 +195,18 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			"On the host that runs Redis on 127.0.0.1:12345:  ambassador --announce redis:6379=12345\n" +
 			"On every other host:                             ambassador\n" +
 			"Then on any host: redis-cli -p 6379",
-		Version:         buildVersion(),
-		Writer:          stdout,
-		ErrWriter:       stderr,
-		Flags:           nodeFlags(),
-		Action:          runNode,
-		OnUsageError:    onUsageError,
-		ExitErrHandler:  func(*cli.Context, error) {}, // run decides the exit code, once
+		Version:        buildVersion(),
+		Writer:         stdout,
+		ErrWriter:      stderr,
+		Flags:          nodeFlags(),
+		Action:         runNode,
+		OnUsageError:   onUsageError,
+		ExitErrHandler: func(*cli.Context, error) {}, // run decides the exit code, once
 		// urfave would split every value on commas, which cuts
 		// "api=8080,weight=3" in two; splitList splits with the syntax in
 		// mind instead.
 		DisableSliceFlagSeparator: true,
-		HideHelpCommand: false,
+		HideHelpCommand:           false,
 		Commands: []*cli.Command{
 			runCmd,
 			{
@@ -261,9 +270,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				OnUsageError: onUsageError,
 			},
 			{
-				Name:   "version",
-				Usage:  "print the version",
-				Action: func(c *cli.Context) error { fmt.Fprintln(stdout, "ambassador", buildVersion()); return nil },
+				Name:         "version",
+				Usage:        "print the version",
+				Action:       func(c *cli.Context) error { fmt.Fprintln(stdout, "ambassador", buildVersion()); return nil },
+				OnUsageError: onUsageError,
 			},
 		},
 	}
@@ -286,9 +296,15 @@ func buildVersion() string {
 }
 
 func newLogger(c *cli.Context) (*slog.Logger, error) {
+	return newLoggerFrom(c, c)
+}
+
+// newLoggerFrom reads --log-level from src (the command line, or the
+// command line over the --config file) and logs to c's stderr.
+func newLoggerFrom(c *cli.Context, src source) (*slog.Logger, error) {
 	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		return nil, usagef("--log-level: %q is not one of debug, info, warn, error", c.String("log-level"))
+	if err := lvl.UnmarshalText([]byte(src.String("log-level"))); err != nil {
+		return nil, usagef("--log-level: %q is not one of debug, info, warn, error", src.String("log-level"))
 	}
 	l := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: lvl}))
 	slog.SetDefault(l)
@@ -392,26 +408,39 @@ func nodeConfig(c source) (mesh.Config, error) {
 // settings reads the node's settings: the command line, over the --config
 // file when there is one.
 func settings(c *cli.Context) (mesh.Config, error) {
-	var src source = c
-	if path := c.String("config"); path != "" {
-		vals, err := loadConfigFile(path, nodeFlags())
-		if err != nil {
-			return mesh.Config{}, usageError{err}
-		}
-		src = fileSource{Context: c, vals: vals}
+	src, err := layered(c)
+	if err != nil {
+		return mesh.Config{}, err
 	}
 	return nodeConfig(src)
+}
+
+// layered is the command line, over the --config file when there is one.
+func layered(c *cli.Context) (source, error) {
+	path := c.String("config")
+	if path == "" {
+		return c, nil
+	}
+	vals, err := loadConfigFile(path, nodeFlags())
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return fileSource{Context: c, vals: vals}, nil
 }
 
 func runNode(c *cli.Context) error {
 	if c.Args().Present() {
 		return usagef("unexpected argument %q (flags only; see --help)", c.Args().First())
 	}
-	log, err := newLogger(c)
+	src, err := layered(c)
 	if err != nil {
 		return err
 	}
-	cfg, err := settings(c)
+	log, err := newLoggerFrom(c, src)
+	if err != nil {
+		return err
+	}
+	cfg, err := nodeConfig(src)
 	if err != nil {
 		return err
 	}
@@ -422,9 +451,7 @@ func runNode(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "ambassador: node %s\n", n.Name())
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	hup, _ := c.Context.Value(hupKey{}).(chan os.Signal) // nil in tests: never fires
 	reloadDone := make(chan struct{})
 	defer func() { <-reloadDone }()
 	ctx, cancel := context.WithCancel(c.Context)

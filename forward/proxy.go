@@ -390,8 +390,14 @@ func (p *Proxy) handshake(h func(ctx context.Context, client, backend net.Conn) 
 	cc, bc, err := h(ctx, client, backend)
 	if !stop() && err == nil {
 		// ctx ended while h ran: the deadlines are (being) set in the past,
-		// so the conns cannot be used as they are.
+		// so the conns cannot be used as they are. Wrappers h returned may
+		// own goroutines: close them so those end too.
 		err = context.Cause(ctx)
+		for _, w := range []net.Conn{cc, bc} {
+			if w != nil && w != client && w != backend {
+				_ = w.Close()
+			}
+		}
 	}
 	if err == nil && (cc == nil || bc == nil) {
 		err = errors.New("handshake returned a nil conn")

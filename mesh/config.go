@@ -161,8 +161,13 @@ func (c Config) Validate() error {
 	if c.Profile != "lan" && c.Profile != "wan" && c.Profile != "local" {
 		return fmt.Errorf("profile: %q is not one of lan, wan, local", c.Profile)
 	}
-	if c.ProbeInterval < 0 || c.ProbeTimeout < 0 || c.SuspicionMult < 0 {
-		return fmt.Errorf("probe-interval, probe-timeout, suspicion-mult: must not be negative")
+	switch {
+	case c.ProbeInterval < 0:
+		return fmt.Errorf("probe-interval: %s is negative", c.ProbeInterval)
+	case c.ProbeTimeout < 0:
+		return fmt.Errorf("probe-timeout: %s is negative", c.ProbeTimeout)
+	case c.SuspicionMult < 0:
+		return fmt.Errorf("suspicion-mult: %d is negative", c.SuspicionMult)
 	}
 	if pi, pt := c.gossipConfig().Memberlist.ProbeInterval, c.gossipConfig().Memberlist.ProbeTimeout; pt >= pi {
 		return fmt.Errorf("probe-timeout: %s must be shorter than the probe interval %s", pt, pi)

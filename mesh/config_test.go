@@ -30,7 +30,7 @@ func TestConfigValidate(t *testing.T) {
 			c.SuspicionMult = 3
 		}},
 		{name: "probe timeout too long", mod: func(c *Config) { c.ProbeTimeout = time.Second }, wantErr: "probe-timeout: 1s must be shorter than the probe interval 500ms"},
-		{name: "negative knob", mod: func(c *Config) { c.SuspicionMult = -1 }, wantErr: "must not be negative"},
+		{name: "negative knob", mod: func(c *Config) { c.SuspicionMult = -1 }, wantErr: "suspicion-mult: -1 is negative"},
 		{name: "dial timeout", mod: func(c *Config) { c.DialTimeout = 0 }, wantErr: "dial-timeout: 0s must be positive"},
 		{name: "drain", mod: func(c *Config) { c.DrainTimeout = -time.Second }, wantErr: "drain-timeout"},
 		{name: "announce twice", mod: func(c *Config) {

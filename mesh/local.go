@@ -104,6 +104,11 @@ func (n *Node) Announce(a Announce) error {
 	n.mu.Lock()
 	i := slices.IndexFunc(n.announces, func(x Announce) bool { return strings.EqualFold(x.Name, a.Name) })
 	if i >= 0 {
+		if n.announces[i].Target() != a.Target() {
+			// The old result says nothing about the new target: hold the
+			// service back until its first check.
+			delete(n.healthy, strings.ToLower(a.Name))
+		}
 		n.announces[i] = a
 	} else {
 		n.announces = append(n.announces, a)
@@ -150,6 +155,17 @@ func (n *Node) Reload(cfg Config) error {
 	}
 	n.mu.Lock()
 	n.logins = logins
+	// Keep a check result only where the service, its target and its
+	// check stay the same.
+	kept := map[string]bool{}
+	for _, a := range cfg.Announce {
+		name := strings.ToLower(a.Name)
+		i := slices.IndexFunc(n.announces, func(x Announce) bool { return strings.EqualFold(x.Name, name) })
+		if h, ok := n.healthy[name]; ok && i >= 0 && n.announces[i].Target() == a.Target() && n.checks[name] == cfg.Checks[name] {
+			kept[name] = h
+		}
+	}
+	n.healthy = kept
 	n.announces = slices.Clone(cfg.Announce)
 	n.forwards = slices.Clone(cfg.Forward)
 	n.balance = maps.Clone(cfg.Balance)
@@ -217,6 +233,11 @@ func (n *Node) onHealth(name string, healthy bool, err error) {
 // publish tells gossip and mDNS what this node hosts now and wakes the
 // reconcile loop. It holds no lock while it calls them.
 func (n *Node) publish() {
+	// One publish at a time: health callbacks, upstream updates and API
+	// calls publish concurrently, and an older view must not overwrite a
+	// newer one. Nothing here blocks: the calls only hand over state.
+	n.pubMu.Lock()
+	defer n.pubMu.Unlock()
 	n.syncChecks()
 	ls := n.view().services(n.name)
 	n.cluster.SetServices(gossipServices(ls))

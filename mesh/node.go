@@ -49,6 +49,8 @@ type Node struct {
 
 	peers chan string // join candidates from discovery; buffered, sends never block
 
+	pubMu sync.Mutex // serializes publish
+
 	mu        sync.Mutex
 	announces []Announce                   // guarded by mu; what this node hosts now
 	forwards  []Forward                    // guarded by mu; what it forwards (empty: all)
@@ -159,6 +161,12 @@ func New(cfg Config) (*Node, error) {
 	if n.logins, err = n.loadCredentials(cfg.Credentials); err != nil {
 		return nil, err
 	}
+	for _, f := range cfg.Forward {
+		host, _, _ := net.SplitHostPort(f.Listen)
+		if ip := net.ParseIP(host); f.Listen != "" && n.logins[strings.ToLower(f.Name)] != nil && (ip == nil || !ip.IsLoopback()) {
+			n.log.Warn("a service with credentials listens beyond this host: anyone who reaches it is logged in", "service", f.Name, "listen", f.Listen)
+		}
+	}
 
 	hc := health.DefaultConfig()
 	hc.Interval, hc.Timeout, hc.Logger = cfg.CheckInterval, cfg.CheckTimeout, log
@@ -260,6 +268,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	if len(n.cfg.Keys) == 0 {
 		n.log.Warn("no --key: gossip and forwarded connections are not encrypted or authenticated; any host on this network can join and reach announced services")
+		if len(n.cfg.Credentials) > 0 {
+			n.log.Warn("no --key with --credentials: the credentials go to whichever node announces the service, and without a key any host on this network can announce it")
+		}
 	}
 	n.log.Info("node started", "node", n.name, "addr", n.addr.String(), "cluster", n.cfg.Cluster,
 		"gossip_port", n.cluster.GossipPort(), "data_port", n.cfg.DataPort, "interfaces", strings.Join(n.ifaces, ","),
@@ -401,9 +412,10 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 // query again, so a lost query does not cost a minute.
 func (n *Node) joinLoop(ctx context.Context) {
 	type cand struct {
-		next    time.Time
-		backoff time.Duration
-		seed    bool
+		next     time.Time
+		backoff  time.Duration
+		failures int
+		seed     bool
 	}
 	cands := map[string]*cand{}
 	for _, j := range n.cfg.Join {
@@ -418,13 +430,11 @@ func (n *Node) joinLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case a := <-n.peers:
-			c, ok := cands[a]
-			if !ok {
-				c = &cand{backoff: time.Second}
-				cands[a] = c
-			}
-			if c.next.After(time.Now().Add(time.Second)) {
-				c.next = time.Now()
+			// A new peer is tried at once; a known one keeps its back-off,
+			// so a host that answers mDNS but cannot join (another key,
+			// say) is not retried at every report.
+			if _, ok := cands[a]; !ok {
+				cands[a] = &cand{backoff: time.Second}
 			}
 		case <-t.C:
 		}
@@ -436,20 +446,30 @@ func (n *Node) joinLoop(ctx context.Context) {
 		}
 		members := map[string]bool{}
 		for _, m := range n.cluster.Members() {
-			if m.State == "alive" || m.State == "suspect" {
+			if m.State == "alive" {
 				members[net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))] = true
 			}
 		}
 		for a, c := range cands {
+			if ctx.Err() != nil {
+				return // a join can take seconds; do not hold up shutdown
+			}
 			if members[a] {
-				c.backoff = time.Second
+				c.backoff, c.failures = time.Second, 0
 				continue
 			}
 			if a == net.JoinHostPort(n.addr.String(), strconv.Itoa(n.cluster.GossipPort())) || now.Before(c.next) {
 				continue
 			}
 			if _, err := n.cluster.Join([]string{a}); err != nil {
-				c.next = now.Add(c.backoff)
+				c.failures++
+				if !c.seed && c.failures >= 5 {
+					// Discovery adds it again if it is still around.
+					n.log.Debug("join failed, giving up on peer", "peer", a, "err", err)
+					delete(cands, a)
+					continue
+				}
+				c.next = time.Now().Add(c.backoff)
 				n.log.Debug("join failed, will retry", "peer", a, "retry_in", c.backoff, "err", err)
 				c.backoff = min(c.backoff*2, 30*time.Second)
 				continue

@@ -494,3 +494,31 @@ func TestKeyedNodes(t *testing.T) {
 		})
 	}
 }
+
+func TestControlAllowed(t *testing.T) {
+	tests := []struct {
+		name, remote, method, ctype, origin string
+		ok                                  bool
+	}{
+		{"local json post", "127.0.0.1:5000", "POST", "application/json", "", true},
+		{"local delete", "[::1]:5000", "DELETE", "", "", true},
+		{"remote", "10.0.0.9:5000", "POST", "application/json", "", false},
+		{"web page", "127.0.0.1:5000", "POST", "application/json", "http://evil.example", false},
+		{"form post", "127.0.0.1:5000", "POST", "text/plain", "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := http.NewRequest(tc.method, "http://127.0.0.1:7948/v1/announce", nil)
+			r.RemoteAddr = tc.remote
+			if tc.ctype != "" {
+				r.Header.Set("Content-Type", tc.ctype)
+			}
+			if tc.origin != "" {
+				r.Header.Set("Origin", tc.origin)
+			}
+			if err := controlAllowed(r); (err == nil) != tc.ok {
+				t.Fatalf("got %v, want allowed=%v", err, tc.ok)
+			}
+		})
+	}
+}

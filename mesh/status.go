@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/gossip"
+	"github.com/ambassador-mesh/ambassador/health"
 )
 
 // Members is the body of GET /v1/members.
@@ -84,18 +85,18 @@ func (n *Node) ServicesView() Services {
 		name := strings.ToLower(a.Name)
 		sv := get(name, a.Port)
 		sv.Local = a.Target()
-		health := "pending"
+		state := "pending"
 		switch {
-		case v.check(name).Kind == "none":
-			health = "unchecked"
+		case v.check(name).Kind == health.KindNone:
+			state = "unchecked"
 		case !v.passing(name):
 			if _, known := v.healthy[name]; known {
-				health = "failing"
+				state = "failing"
 			}
 		default:
-			health = "passing"
+			state = "passing"
 		}
-		sv.Instances = append(sv.Instances, InstanceView{Node: n.name, Addr: a.Target(), Health: health})
+		sv.Instances = append(sv.Instances, InstanceView{Node: n.name, Addr: a.Target(), Health: state})
 	}
 	for _, e := range n.cluster.Catalog() {
 		for _, s := range e.Services {
@@ -167,6 +168,10 @@ func (n *Node) startHTTP() error {
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.MembersView()) })
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.ServicesView()) })
 	mux.HandleFunc("POST /v1/announce", func(w http.ResponseWriter, r *http.Request) {
+		if err := controlAllowed(r); err != nil {
+			writeError(w, http.StatusForbidden, err)
+			return
+		}
 		var req AnnounceRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
@@ -184,6 +189,10 @@ func (n *Node) startHTTP() error {
 		writeJSON(w, AnnounceRequest{Announce: a.String()})
 	})
 	mux.HandleFunc("DELETE /v1/announce/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if err := controlAllowed(r); err != nil {
+			writeError(w, http.StatusForbidden, err)
+			return
+		}
 		name := r.PathValue("name")
 		if err := n.Withdraw(name); err != nil {
 			writeError(w, http.StatusNotFound, err)
@@ -202,6 +211,25 @@ func (n *Node) startHTTP() error {
 			n.log.Error("status api stopped", "listen", addr, "err", err)
 		}
 	})
+	return nil
+}
+
+// controlAllowed guards the endpoints that change what a node announces:
+// only a local process may call them (an announcement names an address the
+// node will connect peers to, and peers may log in there with their
+// credentials), and never a web page (no Origin header; JSON only, which a
+// form cannot send without a CORS preflight).
+func controlAllowed(r *http.Request) error {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("the control API answers local clients only, not %s", r.RemoteAddr)
+	}
+	if r.Header.Get("Origin") != "" {
+		return fmt.Errorf("the control API does not answer web pages (Origin %q)", r.Header.Get("Origin"))
+	}
+	if r.Method == http.MethodPost && r.Header.Get("Content-Type") != "application/json" {
+		return fmt.Errorf("the control API wants Content-Type application/json")
+	}
 	return nil
 }
 
@@ -253,6 +281,9 @@ func Call(ctx context.Context, addr, method, path string, body, v any) error {
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+hp+path, rd)
 	if err != nil {
 		return fmt.Errorf("mesh: status api: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
