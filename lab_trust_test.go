@@ -62,6 +62,7 @@ func TestLabKey(t *testing.T) {
 
 	t.Run("a stranger's raw connection to the data port gets nothing", func(t *testing.T) {
 		got := helper(t, x, 10*time.Second, "raw-handoff", a.Addr+":7947", "named")
+		t.Logf("FIGURE a stranger's plaintext handoff to a keyed data port: %s", got)
 		if strings.Contains(got, "the-secret-service") || strings.Contains(got, "PONG") {
 			t.Fatalf("raw handoff from x: %s", got)
 		}
