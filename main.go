@@ -127,6 +127,12 @@ func nodeFlags() []cli.Flag {
 			Usage: "cluster `KEY` (base64 of 16, 24 or 32 bytes, from ambassador keygen): encrypts gossip and makes connections between ambassadors mutually authenticated TLS 1.3; repeat to rotate (the first encrypts, all decrypt)"},
 		&cli.StringFlag{Name: "key-file", EnvVars: []string{"AMBASSADOR_KEY_FILE"},
 			Usage: "read cluster keys from `FILE`, one per line, first one primary (instead of --key, which shows in ps)"},
+		&cli.StringFlag{Name: "tls-ca", EnvVars: []string{"AMBASSADOR_TLS_CA"},
+			Usage: "PEM `FILE` of the operator's CA certificates: connections between ambassadors are TLS 1.3 trusting any peer whose certificate chains to them, instead of pinned fingerprints (with --tls-cert and --tls-key; --key still encrypts gossip)"},
+		&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"AMBASSADOR_TLS_CERT"},
+			Usage: "PEM `FILE` of this node's certificate, signed by the --tls-ca CA (intermediates may follow); read at start"},
+		&cli.StringFlag{Name: "tls-key", EnvVars: []string{"AMBASSADOR_TLS_KEY"},
+			Usage: "PEM `FILE` of the --tls-cert certificate's private key; read at start"},
 		&cli.StringFlag{Name: "node", EnvVars: []string{"AMBASSADOR_NODE"},
 			Usage: "node `NAME` in the cluster (default: host name plus a suffix unique to this address)"},
 		&cli.StringFlag{Name: "cluster", Value: d.Cluster, EnvVars: []string{"AMBASSADOR_CLUSTER"},
@@ -381,6 +387,15 @@ func nodeConfig(c source) (mesh.Config, error) {
 			slog.Warn("key file is readable by others than its owner", "file", path, "err", err)
 		}
 		cfg.Keys = keys
+	}
+	cfg.TLSCA = c.String("tls-ca")
+	cfg.TLSCert = c.String("tls-cert")
+	cfg.TLSKey = c.String("tls-key")
+	if cfg.TLSKey != "" {
+		// A missing file is mesh.New's to report, naming it.
+		if err := trust.CheckPrivate(cfg.TLSKey); err != nil && !errors.Is(err, os.ErrNotExist) {
+			slog.Warn("TLS key file is readable by others than its owner", "file", cfg.TLSKey, "err", err)
+		}
 	}
 	cfg.CheckInterval = c.Duration("check-interval")
 	cfg.CheckTimeout = c.Duration("check-timeout")

@@ -46,6 +46,10 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "keygen", args: []string{"keygen"}, wantCode: 0, wantStdout: "="},
 		{name: "bad key", args: []string{"--key", "c2hvcnQ="}, wantCode: 2, wantStderr: "--key: key 1:"},
 		{name: "key file missing", args: []string{"--key-file", "/nonexistent/key"}, wantCode: 2, wantStderr: "--key-file"},
+		{name: "tls ca alone", args: []string{"--tls-ca", "/nonexistent/ca.pem"}, wantCode: 2, wantStderr: "--tls-ca: given without tls-cert and tls-key"},
+		{name: "tls key missing", args: []string{"--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem"}, wantCode: 2, wantStderr: "--tls-ca: given without tls-key"},
+		{name: "tls cert alone", args: []string{"--tls-cert", "/nonexistent/node.pem"}, wantCode: 2, wantStderr: "--tls-cert: given without tls-ca and tls-key"},
+		{name: "tls ca file missing", args: []string{"--no-mdns", "--http", "", "--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem", "--tls-key", "/nonexistent/node.key"}, wantCode: 1, wantStderr: "/nonexistent/ca.pem"},
 		{name: "members without node", args: []string{"members", "--http", "127.0.0.1:1"}, wantCode: 1, wantStderr: "is a node running"},
 	}
 	for _, tc := range tests {

@@ -73,9 +73,18 @@ type Config struct {
 	// Keys are cluster keys, base64 of 16, 24 or 32 bytes. The first
 	// encrypts gossip, all decrypt it (for rotation); with any key,
 	// connections between ambassadors are TLS 1.3 with mutual
-	// authentication pinned to the fingerprints members gossip. Empty =
-	// nothing is encrypted.
+	// authentication pinned to the fingerprints members gossip (with
+	// TLSCA, authenticated by the operator's CA instead). Empty = gossip
+	// is not encrypted, nor is the data plane without TLSCA.
 	Keys []string
+	// TLSCA, TLSCert and TLSKey are PEM files of an operator's CA (one or
+	// more CA certificates), this node's certificate signed by it, and
+	// the certificate's key: all three or none. With them, connections
+	// between ambassadors are TLS 1.3 with mutual authentication against
+	// the CA instead of pinned fingerprints; Keys, if any, still protect
+	// gossip. The files are read in New; changing them takes a restart.
+	// "" = no operator CA.
+	TLSCA, TLSCert, TLSKey string
 	// Profile picks the gossip timers: "lan" (default: a dead node leaves
 	// the catalogs in about 3s), "wan" (memberlist's WAN timers) or
 	// "local" (fast timers for one machine or a netns lab).
@@ -220,6 +229,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("key: key %d: %w", i+1, err)
 		}
 	}
+	if err := c.validTLS(); err != nil {
+		return err
+	}
 	for _, r := range c.Resolvers {
 		if _, err := resolverAddr(r); err != nil {
 			return fmt.Errorf("resolver: %w", err)
@@ -235,6 +247,29 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// validTLS checks that the operator-CA files come all three or not at all.
+// The error names the first one given and those missing.
+func (c Config) validTLS() error {
+	files := []struct{ name, v string }{{"tls-ca", c.TLSCA}, {"tls-cert", c.TLSCert}, {"tls-key", c.TLSKey}}
+	var given string
+	var missing []string
+	for _, f := range files {
+		switch {
+		case f.v == "":
+			missing = append(missing, f.name)
+		case given == "":
+			given = f.name
+		}
+	}
+	if given != "" && len(missing) > 0 {
+		return fmt.Errorf("%s: given without %s; tls-ca, tls-cert and tls-key go together", given, strings.Join(missing, " and "))
+	}
+	return nil
+}
+
+// operatorCA reports whether the data plane uses an operator's CA.
+func (c Config) operatorCA() bool { return c.TLSCA != "" }
 
 // validNodeName keeps names usable as mDNS instance names and DNS labels.
 func validNodeName(s string) error {

@@ -36,6 +36,10 @@ func TestConfigValidate(t *testing.T) {
 		{name: "announce twice", mod: func(c *Config) {
 			c.Announce = []Announce{{Name: "a", Port: 1, Host: "127.0.0.1", TargetPort: 1}, {Name: "A", Port: 2, Host: "127.0.0.1", TargetPort: 2}}
 		}, wantErr: "announced twice"},
+		{name: "tls all three", mod: func(c *Config) { c.TLSCA, c.TLSCert, c.TLSKey = "ca.pem", "node.pem", "node.key" }},
+		{name: "tls ca alone", mod: func(c *Config) { c.TLSCA = "ca.pem" }, wantErr: "tls-ca: given without tls-cert and tls-key"},
+		{name: "tls cert alone", mod: func(c *Config) { c.TLSCert = "node.pem" }, wantErr: "tls-cert: given without tls-ca and tls-key"},
+		{name: "tls key missing", mod: func(c *Config) { c.TLSCA, c.TLSCert = "ca.pem", "node.pem" }, wantErr: "tls-ca: given without tls-key"},
 		{name: "forward twice", mod: func(c *Config) { c.Forward = []Forward{{Name: "a"}, {Name: "a"}} }, wantErr: "named twice"},
 	}
 	for _, tc := range tests {

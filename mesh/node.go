@@ -106,8 +106,16 @@ func New(cfg Config) (*Node, error) {
 		n.name = defaultNodeName(n.addr, cfg.GossipPort)
 	}
 
+	// The data plane trusts either an operator's CA or, with a cluster
+	// key and no CA, the fingerprints that members gossip.
+	var ca *trust.CA
 	var id *trust.Identity
-	if len(cfg.Keys) > 0 {
+	switch {
+	case cfg.operatorCA():
+		if ca, err = trust.LoadCA(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey); err != nil {
+			return nil, fmt.Errorf("mesh: %w", err)
+		}
+	case len(cfg.Keys) > 0:
 		if id, err = trust.NewIdentity(n.name); err != nil {
 			return nil, fmt.Errorf("mesh: %w", err)
 		}
@@ -124,10 +132,10 @@ func New(cfg Config) (*Node, error) {
 	gc.Logger = log
 	if id != nil {
 		gc.Fingerprint = id.Fingerprint()
-		for _, k := range cfg.Keys {
-			b, _ := trust.ParseKey(k) // validated in Config.Validate
-			gc.Keys = append(gc.Keys, b)
-		}
+	}
+	for _, k := range cfg.Keys {
+		b, _ := trust.ParseKey(k) // validated in Config.Validate
+		gc.Keys = append(gc.Keys, b)
 	}
 	if n.cluster, err = gossip.New(gc); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
@@ -138,7 +146,13 @@ func New(cfg Config) (*Node, error) {
 	fc.DialTimeout = cfg.DialTimeout
 	fc.Logger = log
 	dc := fc
-	if id != nil {
+	switch {
+	case ca != nil:
+		// Any peer with a certificate from the operator's CA is trusted,
+		// whatever its name or address: no fingerprint is needed.
+		fc.ClientTLS = func(forward.Backend) (*tls.Config, error) { return ca.ClientConfig(), nil }
+		dc.ServerTLS = ca.ServerConfig()
+	case id != nil:
 		// Peers pin each other's certificate by the fingerprint that
 		// travels in the key-authenticated gossip: no CA to set up, and a
 		// host without the key cannot talk to a data port at all.
@@ -266,7 +280,10 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 		st.disc = true
 	}
-	if len(n.cfg.Keys) == 0 {
+	switch {
+	case len(n.cfg.Keys) == 0 && n.cfg.operatorCA():
+		n.log.Warn("no --key: gossip is not encrypted or authenticated; any host on this network can join and see the catalog, but forwarded connections are TLS 1.3 with the operator CA")
+	case len(n.cfg.Keys) == 0:
 		n.log.Warn("no --key: gossip and forwarded connections are not encrypted or authenticated; any host on this network can join and reach announced services")
 		if len(n.cfg.Credentials) > 0 {
 			n.log.Warn("no --key with --credentials: the credentials go to whichever node announces the service, and without a key any host on this network can announce it")

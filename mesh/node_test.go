@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -491,6 +492,95 @@ func TestKeyedNodes(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			x.stop(t)
+		})
+	}
+}
+
+// TestOperatorCANodes runs two nodes with certificates from one operator
+// CA, with and without a cluster key: b reaches a's service over TLS. A
+// node whose certificate comes from another CA joins the (keyless) gossip
+// and sees the service, but gets nothing through a's data port.
+func TestOperatorCANodes(t *testing.T) {
+	const key = "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI="
+	ours, theirs := testutil.NewCA(t, "ours"), testutil.NewCA(t, "theirs")
+	for _, tc := range []struct {
+		name string
+		keys []string
+	}{
+		{"no key", nil},
+		{"with key", []string{key}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			echo := echoServer(t)
+			a := startTestNode(t, "a", func(c *Config) {
+				c.Keys = tc.keys
+				c.TLSCA, c.TLSCert, c.TLSKey = ours.WriteFiles(t, "a")
+				c.Announce = []Announce{{Name: "echo", Port: 9, Host: "127.0.0.1", TargetPort: echo}}
+			})
+			seed := []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+			listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+			b := startTestNode(t, "b", func(c *Config) {
+				c.Keys = tc.keys
+				c.TLSCA, c.TLSCert, c.TLSKey = ours.WriteFiles(t, "b")
+				c.Join = seed
+				c.Forward = []Forward{{Name: "echo", Listen: listen}}
+			})
+			waitFor(t, 10*time.Second, "echo through b over TLS with the operator CA", func() bool { return echoOnce(listen) == nil })
+			if sv := b.ServicesView(); len(sv.Services) != 1 || sv.Services[0].Instances[0].Conns == 0 {
+				t.Fatalf("b's view: %+v, want a used instance of echo", sv)
+			}
+			if tc.keys != nil {
+				return // a stranger without the key cannot even join: TestKeyedNodes
+			}
+
+			xListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+			startTestNode(t, "x", func(c *Config) {
+				c.TLSCA, c.TLSCert, c.TLSKey = theirs.WriteFiles(t, "x")
+				c.Join = seed
+				c.Forward = []Forward{{Name: "echo", Listen: xListen}}
+			})
+			// x's listener opens once it has the catalog; every connection
+			// through it fails the TLS handshake with a, both ways.
+			waitFor(t, 10*time.Second, "x to open its echo listener", func() bool {
+				c, err := net.DialTimeout("tcp", xListen, time.Second)
+				if err == nil {
+					c.Close()
+				}
+				return err == nil
+			})
+			for range 3 {
+				if err := echoOnce(xListen); err == nil {
+					t.Fatal("echo through x, whose certificate is from another CA: got an answer, want none")
+				}
+			}
+			if err := echoOnce(listen); err != nil {
+				t.Fatalf("echo through b while x is refused: %v", err)
+			}
+		})
+	}
+}
+
+// TestOperatorCABadFiles checks that New fails, naming the file, when the
+// operator-CA files cannot be used.
+func TestOperatorCABadFiles(t *testing.T) {
+	caFile, certFile, keyFile := testutil.NewCA(t, "ours").WriteFiles(t, "a")
+	_, otherCert, otherKey := testutil.NewCA(t, "theirs").WriteFiles(t, "a")
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	for _, tc := range []struct {
+		name          string
+		ca, cert, key string
+		wantErr       string
+	}{
+		{"missing CA file", missing, certFile, keyFile, missing},
+		{"cert from another CA", caFile, otherCert, otherKey, otherCert},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Bind, cfg.NoMDNS = "127.0.0.1", true
+			cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = tc.ca, tc.cert, tc.key
+			if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("got %v, want an error naming %q", err, tc.wantErr)
+			}
 		})
 	}
 }

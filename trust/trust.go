@@ -1,8 +1,9 @@
-// Package trust holds what ambassador nodes need to trust each other with a
+// Package trust holds what ambassador nodes need to trust each other. With a
 // shared cluster key and no CA: the cluster key itself (parsing, generating,
 // reading from a file), a per-process Identity (a fresh key pair and a
 // self-signed certificate), and TLS 1.3 configs that authenticate a peer by
-// its pinned certificate fingerprint.
+// its pinned certificate fingerprint. With an operator's CA: a CA and its
+// TLS 1.3 configs.
 //
 // The cluster key encrypts and authenticates gossip; each node puts its
 // Fingerprint in its gossiped record, so only a node holding the key can
@@ -10,6 +11,11 @@
 // client dials a peer expecting the fingerprint the peer gossiped
 // (ClientConfig), and a server accepts only clients whose fingerprint is a
 // current member's (ServerConfig).
+//
+// An operator who runs a CA can use it instead (LoadCA): each node presents
+// a certificate the CA signed, and a peer is trusted when its certificate
+// chains to the CA, whatever its names (peers dial each other by IP). The
+// cluster key, when there is one, still protects gossip.
 //
 // The package uses only the standard library and knows nothing about gossip
 // or forwarding.
@@ -190,13 +196,6 @@ func leafFingerprint(certs []*x509.Certificate) (string, error) {
 	}
 	return "", fmt.Errorf("%d certificates, want exactly 1", len(certs))
 }
-
-// TODO(trust): an operator CA mode (CAConfig(caFile, certFile, keyFile)),
-// verifying peers against a CA with mutual authentication instead of
-// pinning gossiped fingerprints. Left out for now: peers dial each other by
-// IP, so it needs a decision on what name or SAN to verify (IP SANs, the
-// node name, or none beyond the CA) and on how it combines with the
-// cluster key, which still has to protect gossip.
 
 // Key sizes memberlist accepts: AES-128, AES-192 and AES-256.
 var keySizes = [...]int{16, 24, 32}
