@@ -34,15 +34,7 @@ func echoServer(t *testing.T) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
+	serveEcho(ln)
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
