@@ -3,10 +3,12 @@ package mesh
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/creds"
 	"github.com/ambassador-mesh/ambassador/internal/testutil"
 	"github.com/ambassador-mesh/ambassador/upstream"
 	"github.com/miekg/dns"
@@ -603,4 +606,62 @@ func TestControlAllowed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCredentialsReload logs in to a password-protected service for the
+// client, and picks up a rotated password from its file on Reload.
+func TestCredentialsReload(t *testing.T) {
+	var want atomic.Value
+	want.Store("pw-1")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() { // a Redis-like server: AUTH first, then echo
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				pw := want.Load().(string)
+				auth := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(pw), pw)
+				buf := make([]byte, len(auth))
+				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != auth {
+					_, _ = io.WriteString(c, "-WRONGPASS invalid password\r\n")
+					return
+				}
+				_, _ = io.WriteString(c, "+OK\r\n")
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	a := startTestNode(t, "a", func(c *Config) {
+		c.Announce = []Announce{{Name: "kv", Port: 9, Host: "127.0.0.1", TargetPort: ln.Addr().(*net.TCPAddr).Port}}
+	})
+	cred := filepath.Join(t.TempDir(), "kv.cred")
+	if err := os.WriteFile(cred, []byte("pw-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+		c.Forward = []Forward{{Name: "kv", Listen: listen}}
+		c.Credentials = []creds.Spec{{Name: "kv", Proto: "redis", Path: cred}}
+	})
+	waitFor(t, 10*time.Second, "kv through b, logged in with pw-1", func() bool { return echoOnce(listen) == nil })
+
+	want.Store("pw-2") // the password was rotated on the server...
+	if err := echoOnce(listen); err == nil {
+		t.Fatal("kv through b still works with the old password")
+	}
+	if err := os.WriteFile(cred, []byte("pw-2\n"), 0o600); err != nil { // ...and in the file
+		t.Fatal(err)
+	}
+	if err := b.Reload(b.cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "kv through b, logged in with pw-2 after the reload", func() bool { return echoOnce(listen) == nil })
 }
