@@ -116,11 +116,7 @@ func hostsOf(t *testing.T, h *lab.Host, service string) []string {
 
 func needBinaries(t *testing.T, bins ...string) {
 	t.Helper()
-	for _, b := range bins {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("lab needs %s (see .ci/run for the Debian packages)", b)
-		}
-	}
+	lab.Need(t, "see .ci/run for the Debian packages", bins...)
 }
 
 // TestLabMesh is the mesh issue end to end on four hosts: Redis on A's

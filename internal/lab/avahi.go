@@ -26,11 +26,7 @@ type Avahi struct {
 func (h *Host) StartAvahi() *Avahi {
 	l := h.lab
 	l.t.Helper()
-	for _, bin := range []string{"avahi-daemon", "avahi-browse", "dbus-daemon", "unshare", "nsenter"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			l.t.Skipf("avahi lab needs %s (Debian packages avahi-daemon avahi-utils dbus util-linux)", bin)
-		}
-	}
+	Need(l.t, "Debian packages avahi-daemon avahi-utils dbus util-linux", "avahi-daemon", "avahi-browse", "dbus-daemon", "unshare", "nsenter")
 	dir := filepath.Join(h.Dir, "avahi")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		l.t.Fatalf("lab: %v", err)

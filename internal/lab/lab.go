@@ -63,6 +63,22 @@ func skipUnlessCapable(t testing.TB) {
 	}
 }
 
+// Need skips the test when one of the commands is missing, with a one-line
+// reason; under CI (CI set in the environment, as .ci/run runs) it fails
+// instead, because there .ci/run installs everything and a skip would hide
+// a missing install step.
+func Need(t testing.TB, hint string, bins ...string) {
+	t.Helper()
+	for _, b := range bins {
+		if _, err := exec.LookPath(b); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("lab needs %s (%s), and under CI .ci/run should have installed it", b, hint)
+			}
+			t.Skipf("lab needs %s (%s)", b, hint)
+		}
+	}
+}
+
 // New makes an empty lab (just the bridge) or skips the test when the
 // process cannot make namespaces.
 func New(t testing.TB) *Lab {
