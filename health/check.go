@@ -255,11 +255,19 @@ func probeExec(ctx context.Context, addr, command string) error {
 	out := &headBuffer{max: 200}
 	cmd.Stdout, cmd.Stderr = out, out
 	err := cmd.Run()
+	// Whatever the shell left running in its group ends with the check:
+	// checks run every interval, and leftover children would pile up.
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+		err = nil // the shell passed; only a child it left behind held the output open
+	}
 	if err == nil {
 		return nil
 	}
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		err = ctxErr // "signal: killed" would hide why
+	if ctxErr := ctx.Err(); ctxErr != nil && cmd.ProcessState != nil && !cmd.ProcessState.Exited() {
+		err = ctxErr // killed for the timeout: "signal: killed" would hide why
 	}
 	if o := strings.TrimSpace(string(out.b)); o != "" {
 		return fmt.Errorf("health: exec check of %s: %q: %w (output %q)", addr, command, err, o)

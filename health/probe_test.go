@@ -372,3 +372,31 @@ func TestProbeOtherKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeExecLeftoverChild runs a check whose shell passes but leaves a
+// child running that holds the output open: the check passes, and the
+// child does not outlive it.
+func TestProbeExecLeftoverChild(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	cmd := "sleep 30 & echo $! > " + pidFile + "; true"
+	if err := probe(t, "10.1.2.3:6379", Check{Kind: KindExec, Command: cmd}); err != nil {
+		t.Fatalf("got %v, want nil: the shell exited 0", err)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := strings.TrimSpace(string(b))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		// Gone, or a zombie waiting for init to reap it: not running.
+		if err != nil || strings.Contains(string(stat), ") Z ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the check's leftover child %s still runs: %s", pid, stat)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

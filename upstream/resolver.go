@@ -262,6 +262,9 @@ func (r *Resolver) resolveSRV(ctx context.Context, name string) ([]Target, time.
 		if host == "." {
 			continue // "." next to real targets: ignore it
 		}
+		if rec.Port == 0 {
+			continue // no service there; dialing :0 would only fail
+		}
 		ips, done := hosts[host]
 		if !done {
 			if rrs := extra[host]; len(rrs) > 0 {
@@ -300,8 +303,13 @@ func (r *Resolver) resolveSRV(ctx context.Context, name string) ([]Target, time.
 		}
 		return nil, 0, joinErrs(errs)
 	}
-	// Hosts that failed to resolve are left out; the TTL bound makes the
-	// watch try them again soon.
+	// Hosts that failed to resolve are left out, and the answer is kept
+	// only briefly, so the watch tries them again soon: one lost packet
+	// must not drop a healthy target for a whole record TTL.
+	if len(errs) > 0 {
+		ttl = min(ttl, r.cfg.MinTTL)
+		r.log.Debug("some SRV targets did not resolve; retrying soon", "service", name, "err", joinErrs(errs))
+	}
 	return Order(targets), ttl, nil
 }
 

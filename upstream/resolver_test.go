@@ -79,6 +79,19 @@ func TestResolve(t *testing.T) {
 				srvName + " 60 IN SRV 0 5 6379 gone.example.lab.",
 				"a.example.lab. 60 IN A 10.0.0.1",
 			},
+			spec: Spec{Kind: KindSRV, Name: srvName},
+			want: []Target{{Addr: "10.0.0.1:6379", Weight: 5}},
+			// Kept only for MinTTL, so the missing host is asked again soon.
+			wantTTL: 50 * time.Millisecond,
+		},
+		{
+			name: "srv record with port 0 is skipped",
+			answers: []string{
+				srvName + " 60 IN SRV 0 5 6379 a.example.lab.",
+				srvName + " 60 IN SRV 0 5 0 b.example.lab.",
+				"a.example.lab. 60 IN A 10.0.0.1",
+				"b.example.lab. 60 IN A 10.0.0.2",
+			},
 			spec:    Spec{Kind: KindSRV, Name: srvName},
 			want:    []Target{{Addr: "10.0.0.1:6379", Weight: 5}},
 			wantTTL: 60 * time.Second,
