@@ -46,13 +46,7 @@ func TestCAMutualTLS(t *testing.T) {
 	noCert := cli.ClientConfig()
 	noCert.Certificates = nil
 
-	for _, tc := range []struct {
-		name       string
-		client     *tls.Config
-		server     *tls.Config
-		wantClient bool // the client's handshake and exchange succeed
-		wantServer bool
-	}{
+	for _, tc := range []handshakeCase{
 		{"same CA", cli.ClientConfig(), srv.ServerConfig(), true, true},
 		{"client from another CA", stranger.ClientConfig(), srv.ServerConfig(), false, false},
 		{"server from another CA", cli.ClientConfig(), stranger.ServerConfig(), false, false},
@@ -65,18 +59,7 @@ func TestCAMutualTLS(t *testing.T) {
 			return c
 		}(), srv.ServerConfig(), false, false},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cerr, serr, version := handshake(t, tc.client, tc.server)
-			if (cerr == nil) != tc.wantClient {
-				t.Errorf("client: got %v, want success=%v", cerr, tc.wantClient)
-			}
-			if (serr == nil) != tc.wantServer {
-				t.Errorf("server: got %v, want success=%v", serr, tc.wantServer)
-			}
-			if cerr == nil && version != tls.VersionTLS13 {
-				t.Errorf("version: got %#x, want TLS 1.3 (%#x)", version, tls.VersionTLS13)
-			}
-		})
+		runHandshake(t, tc)
 	}
 }
 

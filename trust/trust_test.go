@@ -259,13 +259,7 @@ func TestMutualTLS(t *testing.T) {
 	noCert := ClientConfig(cli, srv.Fingerprint())
 	noCert.Certificates = nil
 
-	for _, tc := range []struct {
-		name       string
-		client     *tls.Config
-		server     *tls.Config
-		wantClient bool // the client's handshake and exchange succeed
-		wantServer bool
-	}{
+	for _, tc := range []handshakeCase{
 		{"members", ClientConfig(cli, srv.Fingerprint()), ServerConfig(srv, isMember), true, true},
 		{"client pins another fingerprint", ClientConfig(cli, stranger.Fingerprint()), ServerConfig(srv, isMember), false, false},
 		{"client pins nothing", ClientConfig(cli, ""), ServerConfig(srv, isMember), false, false},
@@ -279,18 +273,7 @@ func TestMutualTLS(t *testing.T) {
 			return c
 		}(), ServerConfig(srv, isMember), false, false},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cerr, serr, version := handshake(t, tc.client, tc.server)
-			if (cerr == nil) != tc.wantClient {
-				t.Errorf("client: got %v, want success=%v", cerr, tc.wantClient)
-			}
-			if (serr == nil) != tc.wantServer {
-				t.Errorf("server: got %v, want success=%v", serr, tc.wantServer)
-			}
-			if cerr == nil && version != tls.VersionTLS13 {
-				t.Errorf("version: got %#x, want TLS 1.3 (%#x)", version, tls.VersionTLS13)
-			}
-		})
+		runHandshake(t, tc)
 	}
 }
 
@@ -307,4 +290,31 @@ func TestConfigsAreTLS13(t *testing.T) {
 	if c := ServerConfig(id, nil); c.ClientAuth != tls.RequireAnyClientCert || !c.SessionTicketsDisabled {
 		t.Errorf("server: ClientAuth %v, SessionTicketsDisabled %v; want RequireAnyClientCert, true", c.ClientAuth, c.SessionTicketsDisabled)
 	}
+}
+
+// handshakeCase is one row of a mutual-TLS table test.
+type handshakeCase struct {
+	name       string
+	client     *tls.Config
+	server     *tls.Config
+	wantClient bool // the client's handshake and exchange succeed
+	wantServer bool
+}
+
+// runHandshake runs one row: each side succeeds or fails as the row says,
+// and a successful handshake is TLS 1.3.
+func runHandshake(t *testing.T, tc handshakeCase) {
+	t.Helper()
+	t.Run(tc.name, func(t *testing.T) {
+		cerr, serr, version := handshake(t, tc.client, tc.server)
+		if (cerr == nil) != tc.wantClient {
+			t.Errorf("client: got %v, want success=%v", cerr, tc.wantClient)
+		}
+		if (serr == nil) != tc.wantServer {
+			t.Errorf("server: got %v, want success=%v", serr, tc.wantServer)
+		}
+		if cerr == nil && version != tls.VersionTLS13 {
+			t.Errorf("version: got %#x, want TLS 1.3 (%#x)", version, tls.VersionTLS13)
+		}
+	})
 }
