@@ -162,6 +162,20 @@ func startBackend(t testing.TB, handle func(c *net.TCPConn)) string {
 }
 
 // echo copies everything back and then half-closes.
+// bannerBackend sends "banner", half-closes, and then hands on everything
+// the client still sends, up to its EOF: the backend side of a half-close
+// test. It serves one connection at a time through received.
+func bannerBackend(t testing.TB) (addr string, received <-chan string) {
+	ch := make(chan string, 1)
+	addr = startBackend(t, func(c *net.TCPConn) {
+		_, _ = io.WriteString(c, "banner")
+		_ = c.CloseWrite()
+		b, _ := io.ReadAll(c)
+		ch <- string(b)
+	})
+	return addr, ch
+}
+
 func echo(c *net.TCPConn) {
 	_, _ = io.Copy(c, c)
 	_ = c.CloseWrite()

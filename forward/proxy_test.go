@@ -64,13 +64,7 @@ func TestEndToEnd(t *testing.T) {
 			})
 
 			t.Run("backend half-close, client keeps sending", func(t *testing.T) {
-				received := make(chan string, 1)
-				backend := startBackend(t, func(c *net.TCPConn) {
-					_, _ = io.WriteString(c, "banner")
-					_ = c.CloseWrite()
-					b, _ := io.ReadAll(c)
-					received <- string(b)
-				})
+				backend, received := bannerBackend(t)
 				c := dial(t, topo.chain(t, backend))
 				b, err := io.ReadAll(c) // EOF proves the backend's FIN came through
 				if err != nil || string(b) != "banner" {

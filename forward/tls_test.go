@@ -257,13 +257,7 @@ func TestRouteHandshake(t *testing.T) {
 	})
 
 	t.Run("wrappers keep half-close", func(t *testing.T) {
-		received := make(chan string, 1)
-		backend := startBackend(t, func(c *net.TCPConn) {
-			_, _ = io.WriteString(c, "banner")
-			_ = c.CloseWrite()
-			b, _ := io.ReadAll(c)
-			received <- string(b)
-		})
+		backend, received := bannerBackend(t)
 		var wrapped sync.Map // "client"/"backend" → *halfCloser
 		_, addr := newRoute(t, testConfig(t), func(_ context.Context, client, backend net.Conn) (net.Conn, net.Conn, error) {
 			cw, bw := &halfCloser{Conn: client}, &halfCloser{Conn: backend}
