@@ -119,6 +119,16 @@ func (r *recorder) of(name string) []event {
 }
 
 // newChecker returns a started Checker that is closed at cleanup.
+// fakeSetup is the usual start of a Checker test: a fake prober that
+// passes until told otherwise, a recorder of state changes, and the test
+// config probing through the fake.
+func fakeSetup(t *testing.T) (Config, *fakeProber, *recorder) {
+	fp := newFakeProber()
+	cfg := testConfig(t)
+	cfg.ProbeFunc = fp.probe
+	return cfg, fp, newRecorder(t, fp)
+}
+
 func newChecker(t *testing.T, cfg Config, onChange func(string, bool, error), targets ...Target) *Checker {
 	t.Helper()
 	c, err := New(cfg, onChange)
@@ -190,11 +200,8 @@ func TestDefaultConfig(t *testing.T) {
 
 func TestCheckerFirstResult(t *testing.T) {
 	checkGoroutines(t)
-	fp := newFakeProber()
+	cfg, fp, rec := fakeSetup(t)
 	fp.set("down:1", errDown)
-	rec := newRecorder(t, fp)
-	cfg := testConfig(t)
-	cfg.ProbeFunc = fp.probe
 	cfg.Rise, cfg.Fall = 3, 3 // the first result is reported whatever Rise and Fall say
 	c := newChecker(t, cfg, rec.onChange, tcpTarget("up:1"), tcpTarget("down:1"))
 
@@ -247,11 +254,8 @@ func TestCheckerRiseFall(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			checkGoroutines(t)
-			fp := newFakeProber()
+			cfg, fp, rec := fakeSetup(t)
 			fp.set("s:1", tc.script...)
-			rec := newRecorder(t, fp)
-			cfg := testConfig(t)
-			cfg.ProbeFunc = fp.probe
 			cfg.Rise, cfg.Fall = tc.rise, tc.fall
 			newChecker(t, cfg, rec.onChange, tcpTarget("s:1"))
 			// The last result repeats, so nothing flips after the script.
@@ -273,10 +277,7 @@ func TestCheckerRiseFall(t *testing.T) {
 
 func TestCheckerFlipsAndLogs(t *testing.T) {
 	checkGoroutines(t)
-	fp := newFakeProber()
-	rec := newRecorder(t, fp)
-	cfg := testConfig(t)
-	cfg.ProbeFunc = fp.probe
+	cfg, fp, rec := fakeSetup(t)
 	logger, logs := testLogger(t, slog.LevelInfo)
 	cfg.Logger = logger
 	newChecker(t, cfg, rec.onChange, Target{Name: "web", Addr: "web", Check: Check{Kind: KindHTTP, Path: "/h"}})
@@ -313,11 +314,8 @@ func TestCheckerFlipsAndLogs(t *testing.T) {
 
 func TestCheckerSet(t *testing.T) {
 	checkGoroutines(t)
-	fp := newFakeProber()
+	cfg, fp, rec := fakeSetup(t)
 	fp.set("b:2", errDown)
-	rec := newRecorder(t, fp)
-	cfg := testConfig(t)
-	cfg.ProbeFunc = fp.probe
 	c := newChecker(t, cfg, rec.onChange, tcpTarget("a:1"), tcpTarget("b:1"))
 	waitFor(t, "first results", func() bool { return len(rec.of("a:1")) == 1 && len(rec.of("b:1")) == 1 })
 
@@ -397,10 +395,7 @@ func names(rs []Result) string {
 
 func TestCheckerSetBeforeStart(t *testing.T) {
 	checkGoroutines(t)
-	fp := newFakeProber()
-	rec := newRecorder(t, fp)
-	cfg := testConfig(t)
-	cfg.ProbeFunc = fp.probe
+	cfg, fp, rec := fakeSetup(t)
 	c, err := New(cfg, rec.onChange)
 	if err != nil {
 		t.Fatal(err)
@@ -511,10 +506,7 @@ func TestCheckerProbe(t *testing.T) {
 
 func TestCheckerClose(t *testing.T) {
 	checkGoroutines(t)
-	fp := newFakeProber()
-	rec := newRecorder(t, fp)
-	cfg := testConfig(t)
-	cfg.ProbeFunc = fp.probe
+	cfg, fp, rec := fakeSetup(t)
 	c, err := New(cfg, rec.onChange)
 	if err != nil {
 		t.Fatal(err)
@@ -580,10 +572,7 @@ func TestCheckerClose(t *testing.T) {
 
 func TestCheckerContextCancel(t *testing.T) {
 	checkGoroutines(t)
-	fp := newFakeProber()
-	rec := newRecorder(t, fp)
-	cfg := testConfig(t)
-	cfg.ProbeFunc = fp.probe
+	cfg, _, rec := fakeSetup(t)
 	c, err := New(cfg, rec.onChange)
 	if err != nil {
 		t.Fatal(err)
