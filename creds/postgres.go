@@ -256,16 +256,16 @@ func (p *pgSession) relayUntilReady() error {
 		if err != nil {
 			return fmt.Errorf("read from server: %w", err)
 		}
-		switch msg.(type) {
+		switch m := msg.(type) {
 		case *pgproto3.ParameterStatus, *pgproto3.BackendKeyData, *pgproto3.NoticeResponse, *pgproto3.ReadyForQuery:
 			p.client.Send(msg)
 		case *pgproto3.ErrorResponse:
-			p.client.Send(msg)
+			p.client.Send(m)
 			p.startupDone = false // the client already has the server's error
 			if err := p.client.Flush(); err != nil {
 				return fmt.Errorf("send to client: %w", err)
 			}
-			return fmt.Errorf("server error after authentication: %q", sanitizeLine(msg.(*pgproto3.ErrorResponse).Message))
+			return fmt.Errorf("server error after authentication: %q", sanitizeLine(m.Message))
 		default:
 			return fmt.Errorf("unexpected %T from server before ReadyForQuery", msg)
 		}

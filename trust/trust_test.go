@@ -156,7 +156,7 @@ func TestCheckPrivate(t *testing.T) {
 
 func TestFingerprint(t *testing.T) {
 	a, b := newIdentity(t, "a"), newIdentity(t, "a")
-	if a.Fingerprint() != a.Fingerprint() {
+	if first, again := a.Fingerprint(), a.Fingerprint(); first != again {
 		t.Error("fingerprint changes between calls")
 	}
 	if !ValidFingerprint(a.Fingerprint()) {
