@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -26,14 +27,6 @@ var freePort = testutil.FreePort
 func TestSIGHUPReload(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "ambassador.conf")
-	httpAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	base := "no-mdns = true\nbind = 127.0.0.1\nprofile = local\nhttp = " + httpAddr +
-		"\ngossip-port = " + strconv.Itoa(freePort(t)) + "\ndata-port = " + strconv.Itoa(freePort(t)) + "\n"
-	write := func(extra string) {
-		if err := os.WriteFile(conf, []byte(base+extra), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// The services need a live target: a failing health check would keep
 	// them out of the catalog.
 	target, err := net.Listen("tcp", "127.0.0.1:0")
@@ -42,18 +35,43 @@ func TestSIGHUPReload(t *testing.T) {
 	}
 	defer target.Close()
 	tp := strconv.Itoa(target.Addr().(*net.TCPAddr).Port)
-	write("announce = one:" + strconv.Itoa(freePort(t)) + "=" + tp + "\n")
-	cmd := exec.Command(binary, "--config", conf)
-	var logs syncBuffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+
+	var (
+		base, httpAddr string
+		cmd            *exec.Cmd
+		logs           *syncBuffer
+		exited         chan error
+	)
+	write := func(extra string) {
+		if err := os.WriteFile(conf, []byte(base+extra), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// The ports come from freePort, free a moment before the node binds
+	// them; another process may take one in between. Such a start is
+	// retried with fresh ports; any other failure to start fails the test
+	// with the node's output.
+	for attempt := 1; ; attempt++ {
+		httpAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
+		base = "no-mdns = true\nbind = 127.0.0.1\nprofile = local\nhttp = " + httpAddr +
+			"\ngossip-port = " + strconv.Itoa(freePort(t)) + "\ndata-port = " + strconv.Itoa(freePort(t)) + "\n"
+		write("announce = one:" + strconv.Itoa(freePort(t)) + "=" + tp + "\n")
+		var err error
+		cmd, logs, exited, err = startLocalNode(conf, httpAddr)
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("start %s --config %s: %v", binary, conf, err)
+		}
+		t.Logf("attempt %d: %v; again with other ports", attempt, err)
+	}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-exited
+		if t.Failed() {
+			t.Logf("ambassador's output:\n%s", logs.String())
+		}
 	})
 
 	names := func() []string {
@@ -102,6 +120,38 @@ func TestSIGHUPReload(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("node did not exit after SIGTERM")
+	}
+}
+
+// startLocalNode runs the binary with --config conf and waits until its status
+// API at httpAddr answers. When the node exits first, or does not answer
+// within 20 s, it returns an error that holds the node's output.
+func startLocalNode(conf, httpAddr string) (*exec.Cmd, *syncBuffer, chan error, error) {
+	cmd := exec.Command(binary, "--config", conf)
+	logs := new(syncBuffer)
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		return nil, nil, nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := mesh.Fetch(ctx, httpAddr, "/v1/health", new(map[string]string))
+		cancel()
+		if err == nil {
+			return cmd, logs, exited, nil
+		}
+		select {
+		case werr := <-exited:
+			return nil, nil, nil, fmt.Errorf("node exited before its status API answered (%v):\n%s", werr, logs.String())
+		case <-deadline:
+			_ = cmd.Process.Kill()
+			<-exited
+			return nil, nil, nil, fmt.Errorf("status API at %s did not answer within 20 s (last: %v):\n%s", httpAddr, err, logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
