@@ -10,6 +10,7 @@
 package gossip
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -105,6 +106,9 @@ type Cluster struct {
 	// address blocks for TCPTimeout, and a Join racing or following Shutdown
 	// only fails. Go is only called with lifeMu held and closed false.
 	wg sync.WaitGroup
+
+	// keyMu makes SetKeys calls one at a time; the keyring locks itself.
+	keyMu sync.Mutex
 
 	// lifeMu guards the lifecycle fields below. It is never held across
 	// network I/O. Lock order: lifeMu before mu.
@@ -338,6 +342,47 @@ func (c *Cluster) Members() []Member {
 	}
 	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
 	return out
+}
+
+// SetKeys replaces the cluster keys of a running, encrypted cluster
+// without a restart: keys[0] becomes the key that encrypts, every key in
+// keys decrypts, and keys not in the list are dropped. This is memberlist's
+// keyring rotation (AddKey, UseKey, RemoveKey), done in that order so that
+// no moment holds fewer keys than both the old and the new list agree on.
+// A cluster started without Keys cannot start encrypting, nor an
+// encrypted one stop: both change what every peer must send, and take a
+// restart. Errors name the index of a bad key, never the key.
+func (c *Cluster) SetKeys(keys [][]byte) error {
+	kr := c.cfg.Memberlist.Keyring
+	if kr == nil || len(c.cfg.Keys) == 0 {
+		return errors.New("gossip: set keys: this cluster runs without keys; encrypting takes a restart")
+	}
+	if len(keys) == 0 {
+		return errors.New("gossip: set keys: no keys; running without encryption takes a restart")
+	}
+	for i, k := range keys {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			return fmt.Errorf("gossip: set keys: key %d is %d bytes, want 16, 24 or 32", i, n)
+		}
+	}
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	for i, k := range keys {
+		if err := kr.AddKey(slices.Clone(k)); err != nil {
+			return fmt.Errorf("gossip: set keys: add key %d: %w", i, err)
+		}
+	}
+	if err := kr.UseKey(keys[0]); err != nil {
+		return fmt.Errorf("gossip: set keys: use key 0: %w", err)
+	}
+	for _, old := range slices.Clone(kr.GetKeys()) { // RemoveKey shifts the ring's own slice
+		if !slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, old) }) {
+			if err := kr.RemoveKey(old); err != nil {
+				return fmt.Errorf("gossip: set keys: remove an old key: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // NumMembers returns the number of alive members including this node,

@@ -150,3 +150,94 @@ func TestKeysConfigureMemberlist(t *testing.T) {
 		t.Error("caller's change to Keys reached the Cluster")
 	}
 }
+
+// TestKeysRotateRunning rotates the key of a running two-node cluster in
+// the three steps the README gives, with SetKeys and no restart. After
+// each step a catalog change still crosses in both directions; at the end
+// a node with only the old key cannot join and one with the new key can.
+func TestKeysRotateRunning(t *testing.T) {
+	a := newKeyedNode(t, "a", key1)
+	b := newKeyedNode(t, "b", key1)
+	join(t, b, a)
+	port := 1
+	crosses := func(step string) {
+		t.Helper()
+		for _, pair := range [][2]*Cluster{{a, b}, {b, a}} {
+			from, to := pair[0], pair[1]
+			port++
+			want := port
+			from.SetServices([]Service{{Name: "svc", Port: want}})
+			waitFor(t, step+": "+to.LocalNode()+" sees "+from.LocalNode()+"'s new port", func() error {
+				for _, e := range to.Catalog() {
+					if e.Node == from.LocalNode() && len(e.Services) == 1 && e.Services[0].Port == want {
+						return nil
+					}
+				}
+				return fmt.Errorf("%s's catalog: %+v", to.LocalNode(), to.Catalog())
+			})
+		}
+	}
+	crosses("before")
+	for _, step := range []struct {
+		name         string
+		aKeys, bKeys [][]byte
+	}{
+		{"new key installed everywhere", [][]byte{key1, key2}, [][]byte{key1, key2}},
+		{"new key primary everywhere", [][]byte{key2, key1}, [][]byte{key2, key1}},
+		{"old key dropped everywhere", [][]byte{key2}, [][]byte{key2}},
+	} {
+		for _, n := range []struct {
+			c    *Cluster
+			keys [][]byte
+		}{{a, step.aKeys}, {b, step.bKeys}} {
+			if err := n.c.SetKeys(n.keys); err != nil {
+				t.Fatalf("%s: %s.SetKeys: %v", step.name, n.c.LocalNode(), err)
+			}
+			kr := n.c.cfg.Memberlist.Keyring
+			if got := kr.GetPrimaryKey(); !bytes.Equal(got, n.keys[0]) {
+				t.Fatalf("%s: %s primary key: got %x, want %x", step.name, n.c.LocalNode(), got, n.keys[0])
+			}
+			if got := len(kr.GetKeys()); got != len(n.keys) {
+				t.Fatalf("%s: %s holds %d keys, want %d", step.name, n.c.LocalNode(), got, len(n.keys))
+			}
+		}
+		crosses(step.name)
+		if got := a.NumMembers() + b.NumMembers(); got != 4 {
+			t.Fatalf("%s: members %d and %d, want 2 and 2", step.name, a.NumMembers(), b.NumMembers())
+		}
+	}
+
+	stale := newKeyedNode(t, "stale", key1)
+	if n, err := stale.Join([]string{gossipAddr(a)}); err == nil || n != 0 {
+		t.Errorf("a node with only the old key joined: %d, %v", n, err)
+	}
+	fresh := newKeyedNode(t, "fresh", key2)
+	join(t, fresh, a)
+	waitFor(t, "b sees the node with the new key", func() error { return seesFingerprints(b, "a", "b", "fresh") })
+}
+
+func TestSetKeysRefuses(t *testing.T) {
+	keyed := newKeyedNode(t, "keyed", key1)
+	plain := newKeyedNode(t, "plain")
+	for _, tc := range []struct {
+		name string
+		c    *Cluster
+		keys [][]byte
+		want string
+	}{
+		{"start encrypting", plain, [][]byte{key1}, "runs without keys"},
+		{"stop encrypting", keyed, nil, "no keys"},
+		{"short key", keyed, [][]byte{key1, []byte("short")}, "key 1 is 5 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.c.SetKeys(tc.keys)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("SetKeys: got %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+	// A refused call changed nothing.
+	if got := keyed.cfg.Memberlist.Keyring.GetKeys(); len(got) != 1 || !bytes.Equal(got[0], key1) {
+		t.Errorf("after refused calls the keyring holds %d keys", len(got))
+	}
+}
