@@ -126,7 +126,7 @@ func nodeFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "key", EnvVars: []string{"AMBASSADOR_KEY"},
 			Usage: "cluster `KEY` (base64 of 16, 24 or 32 bytes, from ambassador keygen): encrypts gossip and makes connections between ambassadors mutually authenticated TLS 1.3; repeat to rotate (the first encrypts, all decrypt)"},
 		&cli.StringFlag{Name: "key-file", EnvVars: []string{"AMBASSADOR_KEY_FILE"},
-			Usage: "read cluster keys from `FILE`, one per line, first one primary (instead of --key, which shows in ps)"},
+			Usage: "read cluster keys from `FILE`, one per line, first one primary (instead of --key, which shows in ps); SIGHUP re-reads it, to rotate keys without a restart"},
 		&cli.StringFlag{Name: "tls-ca", EnvVars: []string{"AMBASSADOR_TLS_CA"},
 			Usage: "PEM `FILE` of the operator's CA certificates: connections between ambassadors are TLS 1.3 trusting any peer whose certificate chains to them, instead of pinned fingerprints (with --tls-cert and --tls-key; --key still encrypts gossip)"},
 		&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"AMBASSADOR_TLS_CERT"},
@@ -164,7 +164,7 @@ func nodeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "drain-timeout", Value: d.DrainTimeout, EnvVars: []string{"AMBASSADOR_DRAIN_TIMEOUT"},
 			Usage: "`DURATION` open connections may keep running once shutdown starts"},
 		&cli.StringFlag{Name: "config", EnvVars: []string{"AMBASSADOR_CONFIG"},
-			Usage: "read settings from `FILE` of key = value lines (keys are these flag names); SIGHUP re-reads it and applies announce, forward, balance, check and credentials without a restart"},
+			Usage: "read settings from `FILE` of key = value lines (keys are these flag names); SIGHUP re-reads it and applies announce, forward, balance, check, credentials and key without a restart"},
 		logLevelFlag(),
 	}
 }

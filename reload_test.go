@@ -22,11 +22,17 @@ import (
 var freePort = testutil.FreePort
 
 // TestSIGHUPReload runs the binary with a --config file, changes the file's
-// announcements, sends SIGHUP and checks that the node follows without a
-// restart; then SIGTERM ends it with status 0.
+// announcements and its key file, sends SIGHUP and checks that the node
+// follows (services replaced, keys rotated) without a restart; then
+// SIGTERM ends it with status 0.
 func TestSIGHUPReload(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "ambassador.conf")
+	keyFile := filepath.Join(dir, "keys")
+	const oldKey, newKey = "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI=", "nurHepAYiImKWoiiOzd/bTsZSGMPc67c9aK7Y1dgITc="
+	if err := os.WriteFile(keyFile, []byte(oldKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// The services need a live target: a failing health check would keep
 	// them out of the catalog.
 	target, err := net.Listen("tcp", "127.0.0.1:0")
@@ -54,7 +60,8 @@ func TestSIGHUPReload(t *testing.T) {
 	for attempt := 1; ; attempt++ {
 		httpAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
 		base = "no-mdns = true\nbind = 127.0.0.1\nprofile = local\nhttp = " + httpAddr +
-			"\ngossip-port = " + strconv.Itoa(freePort(t)) + "\ndata-port = " + strconv.Itoa(freePort(t)) + "\n"
+			"\ngossip-port = " + strconv.Itoa(freePort(t)) + "\ndata-port = " + strconv.Itoa(freePort(t)) +
+			"\nkey-file = " + keyFile + "\n"
 		write("announce = one:" + strconv.Itoa(freePort(t)) + "=" + tp + "\n")
 		var err error
 		cmd, logs, exited, err = startLocalNode(conf, httpAddr)
@@ -90,12 +97,19 @@ func TestSIGHUPReload(t *testing.T) {
 	testutil.WaitFor(t, 20*time.Second, "service one", func() bool { n := names(); return len(n) == 1 && n[0] == "one" })
 
 	write("announce = two:" + strconv.Itoa(freePort(t)) + "=" + tp + "\nannounce = three:" + strconv.Itoa(freePort(t)) + "=" + tp + "\n")
+	// The same SIGHUP re-reads the key file: the new key, first, rotates in.
+	if err := os.WriteFile(keyFile, []byte(newKey+"\n"+oldKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 10*time.Second, "services three and two after SIGHUP", func() bool {
 		n := names()
 		return len(n) == 2 && n[0] == "three" && n[1] == "two"
+	})
+	testutil.WaitFor(t, 10*time.Second, "the key rotation to be logged", func() bool {
+		return strings.Contains(logs.String(), `"cluster keys replaced"`) && strings.Contains(logs.String(), "keys=2")
 	})
 
 	// A broken file on reload keeps the running settings.

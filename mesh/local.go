@@ -11,6 +11,7 @@ import (
 	"github.com/ambassador-mesh/ambassador/forward"
 	"github.com/ambassador-mesh/ambassador/gossip"
 	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/trust"
 	"github.com/ambassador-mesh/ambassador/upstream"
 )
 
@@ -140,9 +141,10 @@ func (n *Node) Withdraw(name string) error {
 }
 
 // Reload replaces what can change at run time (announcements, forwards,
-// balance policies and health checks) with cfg's, as SIGHUP does. Settings that need a restart
-// (ports, names, interfaces, profile) are compared and reported in the
-// returned error, and otherwise ignored.
+// balance policies, health checks, credentials and the cluster keys) with
+// cfg's, as SIGHUP does. Settings that need a restart (ports, names,
+// interfaces, profile, turning encryption on or off) are compared and
+// reported in the returned error, and otherwise ignored.
 func (n *Node) Reload(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -175,6 +177,12 @@ func (n *Node) Reload(cfg Config) error {
 	n.publish()
 	var static []string
 	old := n.cfg
+	switch rotated, err := n.rotateKeys(cfg.Keys); {
+	case err != nil:
+		return err
+	case !rotated:
+		static = append(static, "key")
+	}
 	for _, d := range []struct {
 		name    string
 		changed bool
@@ -190,7 +198,6 @@ func (n *Node) Reload(cfg Config) error {
 		{"upstream", !slices.Equal(cfg.Upstream, old.Upstream)},
 		{"resolver", !slices.Equal(cfg.Resolvers, old.Resolvers)},
 		{"check-interval", cfg.CheckInterval != old.CheckInterval || cfg.CheckTimeout != old.CheckTimeout},
-		{"key", !slices.Equal(cfg.Keys, old.Keys)},
 		{"tls-ca", cfg.TLSCA != old.TLSCA},
 		{"tls-cert", cfg.TLSCert != old.TLSCert},
 		{"tls-key", cfg.TLSKey != old.TLSKey},
@@ -206,6 +213,34 @@ func (n *Node) Reload(cfg Config) error {
 		return fmt.Errorf("mesh: reload: %s changed; that takes a restart, the old value stays", strings.Join(static, ", "))
 	}
 	return nil
+}
+
+// rotateKeys makes keys the cluster keys of the running node: the first
+// encrypts, all decrypt (see gossip.Cluster.SetKeys). It reports false,
+// changing nothing, when the change would turn encryption on or off, which
+// every peer must do at once and so takes a restart.
+func (n *Node) rotateKeys(keys []string) (bool, error) {
+	n.mu.Lock()
+	cur := n.keys
+	n.mu.Unlock()
+	switch {
+	case slices.Equal(keys, cur):
+		return true, nil
+	case len(keys) == 0 || len(cur) == 0:
+		return false, nil
+	}
+	bs := make([][]byte, len(keys))
+	for i, k := range keys {
+		bs[i], _ = trust.ParseKey(k) // validated in Config.Validate
+	}
+	if err := n.cluster.SetKeys(bs); err != nil {
+		return false, fmt.Errorf("mesh: reload: key: %w", err)
+	}
+	n.mu.Lock()
+	n.keys = slices.Clone(keys)
+	n.mu.Unlock()
+	n.log.Info("cluster keys replaced", "keys", len(keys))
+	return true, nil
 }
 
 // syncChecks makes the health checker follow the announcements.

@@ -59,6 +59,7 @@ type Node struct {
 	healthy   map[string]bool              // guarded by mu; last check result by service name
 	upTargets map[string][]upstream.Target // guarded by mu; resolved upstreams by name
 	logins    map[string]handshakeFunc     // guarded by mu; credentials handshakes by name
+	keys      []string                     // guarded by mu; the cluster keys in use (Reload rotates them)
 
 	ready chan struct{} // closed once Run has started everything
 
@@ -84,7 +85,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log.With("component", "mesh"), peers: make(chan string, 64), kick: make(chan struct{}, 1), ready: make(chan struct{}),
 		announces: slices.Clone(cfg.Announce), forwards: slices.Clone(cfg.Forward), balance: maps.Clone(cfg.Balance),
-		checks: maps.Clone(cfg.Checks), healthy: map[string]bool{}, upTargets: map[string][]upstream.Target{}}
+		checks: maps.Clone(cfg.Checks), keys: slices.Clone(cfg.Keys), healthy: map[string]bool{}, upTargets: map[string][]upstream.Target{}}
 
 	ifaces, err := usableInterfaces(cfg.Interfaces)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -664,4 +665,66 @@ func TestCredentialsReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "kv through b, logged in with pw-2 after the reload", func() bool { return echoOnce(listen) == nil })
+}
+
+// TestKeyRotationReload rotates the cluster key of two running nodes with
+// Reload, in the README's three steps: the service stays reachable and a
+// service announced after the last step reaches the other node; a node
+// with the old key alone is then kept out. Turning the key off on reload
+// is refused as a restart-only change and keeps the running keys.
+func TestKeyRotationReload(t *testing.T) {
+	const oldKey, newKey = "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI=", "nurHepAYiImKWoiiOzd/bTsZSGMPc67c9aK7Y1dgITc="
+	echo := echoServer(t)
+	a := startTestNode(t, "a", func(c *Config) {
+		c.Keys = []string{oldKey}
+		c.Announce = []Announce{{Name: "echo", Port: 9, Host: "127.0.0.1", TargetPort: echo}}
+	})
+	seed := []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Keys = []string{oldKey}
+		c.Join = seed
+		c.Forward = []Forward{{Name: "echo", Listen: listen}, {Name: "late"}}
+	})
+	waitFor(t, 10*time.Second, "echo through b", func() bool { return echoOnce(listen) == nil })
+
+	for _, keys := range [][]string{{oldKey, newKey}, {newKey, oldKey}, {newKey}} {
+		for _, n := range []*testNode{a, b} {
+			cfg := n.cfg
+			cfg.Keys = keys
+			if err := n.Reload(cfg); err != nil {
+				t.Fatalf("%s: Reload with %d keys: %v", n.name, len(keys), err)
+			}
+		}
+		if err := echoOnce(listen); err != nil {
+			t.Fatalf("after the reload to %d keys: echo through b: %v", len(keys), err)
+		}
+	}
+	late := freePort(t)
+	cfg := a.cfg
+	cfg.Keys = []string{newKey}
+	cfg.Announce = append(slices.Clone(cfg.Announce), Announce{Name: "late", Port: late, Host: "127.0.0.1", TargetPort: echo})
+	if err := a.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a service announced under the new key, through b", func() bool {
+		return echoOnce(net.JoinHostPort("127.0.0.1", strconv.Itoa(late))) == nil
+	})
+
+	stale := startTestNode(t, "stale", func(c *Config) { c.Keys = []string{oldKey}; c.Join = seed })
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := stale.MembersView().Members; len(m) != 1 {
+			t.Fatalf("a node with the old key sees %+v, want only itself", m)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	cfg.Keys = nil
+	if err := a.Reload(cfg); err == nil || !strings.Contains(err.Error(), "key changed") {
+		t.Fatalf("Reload without keys: got %v, want key named as taking a restart", err)
+	}
+	if err := echoOnce(net.JoinHostPort("127.0.0.1", strconv.Itoa(late))); err != nil {
+		t.Fatalf("after the refused key change: %v", err)
+	}
 }
