@@ -2,6 +2,7 @@ package creds
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -174,7 +175,14 @@ func (c *httpConn) run(pw *io.PipeWriter) error {
 		if req.Body != nil && req.Body != http.NoBody {
 			req.Body = &flushBody{ReadCloser: req.Body, bw: bw}
 		}
-		if err := req.Write(bw); err != nil {
+		// Request.Write always says HTTP/1.1; an HTTP/1.0 client's request
+		// must stay 1.0, or the server may answer with chunked encoding,
+		// which such a client cannot read.
+		var w io.Writer = bw
+		if req.ProtoMinor == 0 {
+			w = &http10Writer{bw: bw}
+		}
+		if err := req.Write(w); err != nil {
 			return fmt.Errorf("creds: http: forward %s request: %w", req.Method, err)
 		}
 		if err := bw.Flush(); err != nil {
@@ -187,6 +195,49 @@ func (c *httpConn) run(pw *io.PipeWriter) error {
 			return nil
 		}
 	}
+}
+
+// http10Writer passes a request written by Request.Write on to bw with
+// "HTTP/1.1" at the end of its first line turned into "HTTP/1.0". It is an
+// io.ByteWriter, so Request.Write writes to it directly, without a buffer
+// of its own that would hold back a streamed body (flushBody flushes bw).
+type http10Writer struct {
+	bw   *bufio.Writer
+	line []byte // the request line so far, until its CRLF
+	done bool   // the request line went out
+}
+
+func (w *http10Writer) Write(p []byte) (int, error) {
+	if w.done {
+		return w.bw.Write(p)
+	}
+	for i, b := range p {
+		if err := w.WriteByte(b); err != nil {
+			return i, err
+		}
+		if w.done {
+			n, err := w.bw.Write(p[i+1:])
+			return i + 1 + n, err
+		}
+	}
+	return len(p), nil
+}
+
+func (w *http10Writer) WriteByte(b byte) error {
+	if w.done {
+		return w.bw.WriteByte(b)
+	}
+	w.line = append(w.line, b)
+	if !bytes.HasSuffix(w.line, []byte("\r\n")) {
+		return nil
+	}
+	w.done = true
+	line, ok := bytes.CutSuffix(w.line, []byte(" HTTP/1.1\r\n"))
+	if !ok {
+		return errors.New("creds: http: request line does not end in HTTP/1.1")
+	}
+	_, err := fmt.Fprintf(w.bw, "%s HTTP/1.0\r\n", line)
+	return err
 }
 
 // hasToken reports whether a comma-separated header such as Connection

@@ -15,6 +15,7 @@ import (
 // seenRequest is what the fake HTTP server records per request.
 type seenRequest struct {
 	method, path string
+	proto        string
 	authz        []string
 	userAgent    []string
 	body         string
@@ -38,7 +39,7 @@ func serveHTTP(conn *net.TCPConn) ([]seenRequest, error) {
 		if err != nil {
 			return seen, err
 		}
-		seen = append(seen, seenRequest{req.Method, req.URL.Path, req.Header.Values("Authorization"), req.Header.Values("User-Agent"), string(body)})
+		seen = append(seen, seenRequest{req.Method, req.URL.Path, req.Proto, req.Header.Values("Authorization"), req.Header.Values("User-Agent"), string(body)})
 		if _, err := io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
 			return seen, err
 		}
@@ -58,7 +59,11 @@ func TestHTTPKeepAlive(t *testing.T) {
 	// requests that are already buffered behind the one it is reading.
 	requests := "POST /a HTTP/1.1\r\nHost: svc\r\nAuthorization: Basic b2xkOm9sZA==\r\nauthorization: Bearer old\r\nContent-Length: 5\r\n\r\nhello" +
 		"POST /b HTTP/1.1\r\nHost: svc\r\nUser-Agent: curl/8\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n" +
-		"GET /c HTTP/1.1\r\nHost: svc\r\n\r\n"
+		"GET /c HTTP/1.1\r\nHost: svc\r\n\r\n" +
+		// An HTTP/1.0 client's requests stay 1.0, or the server could
+		// answer in chunked encoding, which the client cannot read.
+		"POST /d HTTP/1.0\r\nHost: svc\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nxyz" +
+		"GET /e HTTP/1.0\r\n\r\n"
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newSetup(t)
@@ -94,7 +99,7 @@ func TestHTTPKeepAlive(t *testing.T) {
 			}
 			st.app.CloseWrite() // after its last request: must reach the server as EOF
 			got := string(readAllTimeout(t, st.app))
-			if want := strings.Repeat("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 3); got != want {
+			if want := strings.Repeat("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 5); got != want {
 				t.Errorf("app got %q, want %q", got, want)
 			}
 			r := <-served
@@ -102,9 +107,11 @@ func TestHTTPKeepAlive(t *testing.T) {
 				t.Fatalf("fake server: %v", r.err)
 			}
 			want := []seenRequest{
-				{"POST", "/a", []string{tc.want}, nil, "hello"},
-				{"POST", "/b", []string{tc.want}, []string{"curl/8"}, "abcdefg"},
-				{"GET", "/c", []string{tc.want}, nil, ""},
+				{"POST", "/a", "HTTP/1.1", []string{tc.want}, nil, "hello"},
+				{"POST", "/b", "HTTP/1.1", []string{tc.want}, []string{"curl/8"}, "abcdefg"},
+				{"GET", "/c", "HTTP/1.1", []string{tc.want}, nil, ""},
+				{"POST", "/d", "HTTP/1.0", []string{tc.want}, nil, "xyz"},
+				{"GET", "/e", "HTTP/1.0", []string{tc.want}, nil, ""},
 			}
 			if fmt.Sprint(r.seen) != fmt.Sprint(want) {
 				t.Errorf("server saw %q, want %q", r.seen, want)
@@ -245,6 +252,7 @@ func FuzzHTTPRewrite(f *testing.F) {
 	f.Add("POST /a HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n")
 	f.Add("POST /b HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n")
 	f.Add("GET /ws HTTP/1.1\r\nConnection: Upgrade\r\n\r\nraw")
+	f.Add("POST /old HTTP/1.0\r\nContent-Length: 2\r\n\r\nhiGET / HTTP/1.0\r\n\r\n")
 	f.Add("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		client, app := net.Pipe()
