@@ -7,19 +7,27 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/internal/lab"
 )
 
-// labKey is the cluster key of the trust lab: 32 bytes, base64.
-const labKey = "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI="
+// labKey is the cluster key of the trust lab: 32 bytes, base64; labKey2
+// is the key TestLabKey rotates to.
+const (
+	labKey  = "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI="
+	labKey2 = "nurHepAYiImKWoiiOzd/bTsZSGMPc67c9aK7Y1dgITc="
+)
 
 // TestLabKey runs three hosts with one key and one without: the keyless
 // host sees no members and no services, and its own raw connection to a
 // member's data port gets nothing; a capture on the bridge while Redis
-// traffic crosses shows none of the payload.
+// traffic crosses shows none of the payload. Then the key is rotated on
+// the running nodes (key file and SIGHUP, three steps) while a client
+// opens a connection every 100 ms: none fails, the members stay together,
+// and a host with only the old key is kept out.
 func TestLabKey(t *testing.T) {
 	l := lab.New(t)
 	needBinaries(t, "redis-server", "redis-cli", "tcpdump")
@@ -27,12 +35,22 @@ func TestLabKey(t *testing.T) {
 	startRedis(t, a, 12345, false)
 	startHelper(t, a, "name-service", "serve-name", "127.0.0.1:12400", "the-secret-service")
 	startHelper(t, a, "plain-service", "serve-sha", a.Addr+":12500") // the capture's control, outside the mesh
+	keyFiles := map[*lab.Host]string{}
+	writeKeys := func(h *lab.Host, keys ...string) {
+		t.Helper()
+		if err := os.WriteFile(keyFiles[h], []byte(strings.Join(keys, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keyed := map[*lab.Host]*lab.Proc{}
 	for _, h := range []*lab.Host{a, b, c} {
-		args := []string{"--key", labKey}
+		keyFiles[h] = filepath.Join(t.TempDir(), h.Name+".key")
+		writeKeys(h, labKey)
+		args := []string{"--key-file", keyFiles[h]}
 		if h == a {
 			args = append(args, "--announce", "redis:6379=12345", "--announce", "named:7000=12400")
 		}
-		startNode(h, args...)
+		keyed[h] = startNode(h, args...)
 	}
 	nodeX := startNode(x)
 	for _, h := range []*lab.Host{b, c} {
@@ -113,6 +131,54 @@ func TestLabKey(t *testing.T) {
 			t.Fatalf("the capture of the bridge contains the payload in plaintext")
 		}
 		t.Logf("FIGURE capture of %d bytes on the bridge while Redis traffic crossed with a key: payload not found", len(raw))
+	})
+
+	t.Run("key rotation with SIGHUP costs no connection", func(t *testing.T) {
+		loop := startHelper(t, c, "ping-loop-rotation", "ping-loop", "127.0.0.1:6379", "100", "100")
+		time.Sleep(time.Second)
+		start := time.Now()
+		for step, keys := range [][]string{{labKey, labKey2}, {labKey2, labKey}, {labKey2}} {
+			for _, h := range []*lab.Host{a, b, c} {
+				writeKeys(h, keys...)
+				if err := keyed[h].Signal(syscall.SIGHUP); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, h := range []*lab.Host{a, b, c} {
+				lab.WaitFor(t, 10*time.Second, fmt.Sprintf("step %d of the rotation on %s", step+1, h.Name), func() bool {
+					return strings.Count(keyed[h].Log(), "cluster keys replaced") == step+1
+				})
+			}
+			time.Sleep(300 * time.Millisecond) // a few gossip rounds on this step
+		}
+		t.Logf("FIGURE key rotation in three SIGHUP steps on 3 nodes took %s", time.Since(start).Round(time.Millisecond))
+		if _, err := loop.Wait(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		ok, failed := parseOK(t, loop.Log())
+		t.Logf("FIGURE key rotation, a new connection every 100ms from c during and after it: %d ok, %d failed", ok, failed)
+		if failed != 0 || ok != 100 {
+			t.Fatalf("ping loop: %d ok, %d failed, want 100 ok and 0 failed:\n%s", ok, failed, loop.Log())
+		}
+		// The loop ran on for seconds after the last step, longer than
+		// failure detection takes: the members still gossip.
+		for _, h := range []*lab.Host{a, b, c} {
+			if n := aliveMembers(t, h); len(n) != 3 {
+				t.Fatalf("after the rotation %s sees members %v, want a, b and c", h.Name, n)
+			}
+		}
+		y := l.AddHost("y")
+		startNode(y, "--key", labKey)
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if n := aliveMembers(t, y); len(n) > 1 {
+				t.Fatalf("a host with only the old key sees members %v, want only itself", n)
+			}
+			if n := aliveMembers(t, b); len(n) != 3 {
+				t.Fatalf("b sees members %v, want a, b and c", n)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
 	})
 }
 
