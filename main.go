@@ -257,7 +257,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:  "drain",
 				Usage: "withdraw an announced service from the cluster without stopping the node",
 				UsageText: "ambassador drain NAME [...]\n\n" +
-					"Peers stop sending new connections at once; open connections run on.",
+					"Peers stop sending new connections at once; open connections run on.\n" +
+					"The service stays drained through SIGHUP unless the --config file changes it; a restart announces it again.",
 				Flags:        []cli.Flag{httpFlag()},
 				Action:       drainCmd,
 				OnUsageError: onUsageError,

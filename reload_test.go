@@ -23,8 +23,9 @@ var freePort = testutil.FreePort
 
 // TestSIGHUPReload runs the binary with a --config file, changes the file's
 // announcements and its key file, sends SIGHUP and checks that the node
-// follows (services replaced, keys rotated) without a restart; then
-// SIGTERM ends it with status 0.
+// follows (services replaced, keys rotated) without a restart, and that a
+// service drained at run time stays drained through a SIGHUP for an
+// unrelated edit; then SIGTERM ends it with status 0.
 func TestSIGHUPReload(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "ambassador.conf")
@@ -96,7 +97,8 @@ func TestSIGHUPReload(t *testing.T) {
 	}
 	testutil.WaitFor(t, 20*time.Second, "service one", func() bool { n := names(); return len(n) == 1 && n[0] == "one" })
 
-	write("announce = two:" + strconv.Itoa(freePort(t)) + "=" + tp + "\nannounce = three:" + strconv.Itoa(freePort(t)) + "=" + tp + "\n")
+	two, three := "announce = two:"+strconv.Itoa(freePort(t))+"="+tp+"\n", "announce = three:"+strconv.Itoa(freePort(t))+"="+tp+"\n"
+	write(two + three)
 	// The same SIGHUP re-reads the key file: the new key, first, rotates in.
 	if err := os.WriteFile(keyFile, []byte(newKey+"\n"+oldKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -110,6 +112,21 @@ func TestSIGHUPReload(t *testing.T) {
 	})
 	testutil.WaitFor(t, 10*time.Second, "the key rotation to be logged", func() bool {
 		return strings.Contains(logs.String(), `"cluster keys replaced"`) && strings.Contains(logs.String(), "keys=2")
+	})
+
+	// A service drained at run time (a migration) stays drained when a
+	// SIGHUP comes for an unrelated edit of the file.
+	var drained map[string]string
+	if err := mesh.Call(t.Context(), httpAddr, "DELETE", "/v1/announce/two", nil, &drained); err != nil {
+		t.Fatal(err)
+	}
+	write(two + three + "announce = four:" + strconv.Itoa(freePort(t)) + "=" + tp + "\n")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "services four and three (two still drained) after SIGHUP", func() bool {
+		n := names()
+		return len(n) == 2 && n[0] == "four" && n[1] == "three"
 	})
 
 	// A broken file on reload keeps the running settings.

@@ -140,9 +140,10 @@ func (n *Node) Withdraw(name string) error {
 	return nil
 }
 
-// Reload replaces what can change at run time (announcements, forwards,
-// balance policies, health checks, credentials and the cluster keys) with
-// cfg's, as SIGHUP does. Settings that need a restart (ports, names,
+// Reload replaces what can change at run time (forwards, balance
+// policies, health checks, credentials and the cluster keys) with cfg's, as
+// SIGHUP does, and applies the change in cfg's announcements since the
+// last start or reload (see mergeAnnounces). Settings that need a restart (ports, names,
 // interfaces, profile, turning encryption on or off) are compared and
 // reported in the returned error, and otherwise ignored.
 func (n *Node) Reload(cfg Config) error {
@@ -157,10 +158,12 @@ func (n *Node) Reload(cfg Config) error {
 	}
 	n.mu.Lock()
 	n.logins = logins
+	announces := mergeAnnounces(n.announces, n.fileAnnounces, cfg.Announce)
+	n.fileAnnounces = slices.Clone(cfg.Announce)
 	// Keep a check result only where the service, its target and its
 	// check stay the same.
 	kept := map[string]bool{}
-	for _, a := range cfg.Announce {
+	for _, a := range announces {
 		name := strings.ToLower(a.Name)
 		i := slices.IndexFunc(n.announces, func(x Announce) bool { return strings.EqualFold(x.Name, name) })
 		if h, ok := n.healthy[name]; ok && i >= 0 && n.announces[i].Target() == a.Target() && n.checks[name] == cfg.Checks[name] {
@@ -168,12 +171,12 @@ func (n *Node) Reload(cfg Config) error {
 		}
 	}
 	n.healthy = kept
-	n.announces = slices.Clone(cfg.Announce)
+	n.announces = announces
 	n.forwards = slices.Clone(cfg.Forward)
 	n.balance = maps.Clone(cfg.Balance)
 	n.checks = maps.Clone(cfg.Checks)
 	n.mu.Unlock()
-	n.log.Info("reloaded", "announce", len(cfg.Announce), "forward", len(cfg.Forward))
+	n.log.Info("reloaded", "announce", len(announces), "forward", len(cfg.Forward))
 	n.publish()
 	var static []string
 	old := n.cfg
@@ -213,6 +216,43 @@ func (n *Node) Reload(cfg Config) error {
 		return fmt.Errorf("mesh: reload: %s changed; that takes a restart, the old value stays", strings.Join(static, ", "))
 	}
 	return nil
+}
+
+// mergeAnnounces applies what changed between two versions of the
+// configured announcements (prev, next: flags and --config file) to what
+// the node announces now (cur), which run-time announce and drain calls may
+// have changed. A service the configuration dropped is withdrawn; one it
+// added or changed is announced as configured; one it left as it was keeps
+// its run-time state, so a SIGHUP for an unrelated edit does not bring back
+// a service drained for a migration. Services announced only at run time
+// stay. Names compare case-insensitively.
+func mergeAnnounces(cur, prev, next []Announce) []Announce {
+	find := func(list []Announce, name string) (Announce, bool) {
+		i := slices.IndexFunc(list, func(x Announce) bool { return strings.EqualFold(x.Name, name) })
+		if i < 0 {
+			return Announce{}, false
+		}
+		return list[i], true
+	}
+	same := func(a, b Announce) bool {
+		return strings.EqualFold(a.Name, b.Name) && a.Port == b.Port && a.Host == b.Host && a.TargetPort == b.TargetPort && max(a.Weight, 1) == max(b.Weight, 1)
+	}
+	out := slices.DeleteFunc(slices.Clone(cur), func(a Announce) bool {
+		_, wasConfigured := find(prev, a.Name)
+		_, isConfigured := find(next, a.Name)
+		return wasConfigured && !isConfigured
+	})
+	for _, a := range next {
+		if p, ok := find(prev, a.Name); ok && same(p, a) {
+			continue // unchanged in the configuration: keep the run-time state
+		}
+		if i := slices.IndexFunc(out, func(x Announce) bool { return strings.EqualFold(x.Name, a.Name) }); i >= 0 {
+			out[i] = a
+		} else {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // rotateKeys makes keys the cluster keys of the running node: the first

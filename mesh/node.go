@@ -51,15 +51,16 @@ type Node struct {
 
 	pubMu sync.Mutex // serializes publish
 
-	mu        sync.Mutex
-	announces []Announce                   // guarded by mu; what this node hosts now
-	forwards  []Forward                    // guarded by mu; what it forwards (empty: all)
-	balance   map[string]string            // guarded by mu; policy by service name
-	checks    map[string]health.Check      // guarded by mu; by service name
-	healthy   map[string]bool              // guarded by mu; last check result by service name
-	upTargets map[string][]upstream.Target // guarded by mu; resolved upstreams by name
-	logins    map[string]handshakeFunc     // guarded by mu; credentials handshakes by name
-	keys      []string                     // guarded by mu; the cluster keys in use (Reload rotates them)
+	mu            sync.Mutex
+	announces     []Announce                   // guarded by mu; what this node hosts now
+	fileAnnounces []Announce                   // guarded by mu; the configured announcements (flags and file) of the last start or reload
+	forwards      []Forward                    // guarded by mu; what it forwards (empty: all)
+	balance       map[string]string            // guarded by mu; policy by service name
+	checks        map[string]health.Check      // guarded by mu; by service name
+	healthy       map[string]bool              // guarded by mu; last check result by service name
+	upTargets     map[string][]upstream.Target // guarded by mu; resolved upstreams by name
+	logins        map[string]handshakeFunc     // guarded by mu; credentials handshakes by name
+	keys          []string                     // guarded by mu; the cluster keys in use (Reload rotates them)
 
 	ready chan struct{} // closed once Run has started everything
 
@@ -84,7 +85,7 @@ func New(cfg Config) (*Node, error) {
 		log = slog.Default()
 	}
 	n := &Node{cfg: cfg, log: log.With("component", "mesh"), peers: make(chan string, 64), kick: make(chan struct{}, 1), ready: make(chan struct{}),
-		announces: slices.Clone(cfg.Announce), forwards: slices.Clone(cfg.Forward), balance: maps.Clone(cfg.Balance),
+		announces: slices.Clone(cfg.Announce), fileAnnounces: slices.Clone(cfg.Announce), forwards: slices.Clone(cfg.Forward), balance: maps.Clone(cfg.Balance),
 		checks: maps.Clone(cfg.Checks), keys: slices.Clone(cfg.Keys), healthy: map[string]bool{}, upTargets: map[string][]upstream.Target{}}
 
 	ifaces, err := usableInterfaces(cfg.Interfaces)
