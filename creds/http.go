@@ -61,10 +61,12 @@ type (
 // the client's stream passes through unchanged: it is no longer HTTP, even
 // if the server refuses the upgrade.
 //
-// Request.Write normalises what it writes: the request line says
-// HTTP/1.1, header order and case may change, and a chunked body is
-// re-chunked. No header is added except Authorization (an absent
-// User-Agent stays absent).
+// Request.Write normalises what it writes: the request line keeps the
+// client's HTTP/1.0 or 1.1 (see http10Writer), header order and case may
+// change, and a chunked body is re-chunked. No header is added except
+// Authorization (an absent User-Agent stays absent), and, on an HTTP/1.0
+// request without keep-alive, "Connection: close", which says what 1.0
+// means anyway.
 type httpConn struct {
 	net.Conn // the client conn
 	authz    string
@@ -180,7 +182,7 @@ func (c *httpConn) run(pw *io.PipeWriter) error {
 		// which such a client cannot read.
 		var w io.Writer = bw
 		if req.ProtoMinor == 0 {
-			w = &http10Writer{bw: bw}
+			w = &http10Writer{bw: bw, dropHost: req.Host == ""}
 		}
 		if err := req.Write(w); err != nil {
 			return fmt.Errorf("creds: http: forward %s request: %w", req.Method, err)
@@ -198,26 +200,28 @@ func (c *httpConn) run(pw *io.PipeWriter) error {
 }
 
 // http10Writer passes a request written by Request.Write on to bw with
-// "HTTP/1.1" at the end of its first line turned into "HTTP/1.0". It is an
-// io.ByteWriter, so Request.Write writes to it directly, without a buffer
-// of its own that would hold back a streamed body (flushBody flushes bw).
+// "HTTP/1.1" at the end of its first line turned into "HTTP/1.0", and, with
+// dropHost, without the empty "Host:" line that Request.Write adds when an
+// HTTP/1.0 client sent none (some servers refuse an empty Host, none
+// refuses a missing one on 1.0). It is an io.ByteWriter, so Request.Write
+// writes to it directly, without a buffer of its own that would hold back a
+// streamed body (flushBody flushes bw).
 type http10Writer struct {
-	bw   *bufio.Writer
-	line []byte // the request line so far, until its CRLF
-	done bool   // the request line went out
+	bw       *bufio.Writer
+	dropHost bool
+	line     []byte // the header line so far, until its CRLF
+	first    bool   // the request line went out
+	done     bool   // the header went out: pass bytes through
 }
 
 func (w *http10Writer) Write(p []byte) (int, error) {
-	if w.done {
-		return w.bw.Write(p)
-	}
 	for i, b := range p {
+		if w.done {
+			n, err := w.bw.Write(p[i:])
+			return i + n, err
+		}
 		if err := w.WriteByte(b); err != nil {
 			return i, err
-		}
-		if w.done {
-			n, err := w.bw.Write(p[i+1:])
-			return i + 1 + n, err
 		}
 	}
 	return len(p), nil
@@ -231,12 +235,23 @@ func (w *http10Writer) WriteByte(b byte) error {
 	if !bytes.HasSuffix(w.line, []byte("\r\n")) {
 		return nil
 	}
-	w.done = true
-	line, ok := bytes.CutSuffix(w.line, []byte(" HTTP/1.1\r\n"))
-	if !ok {
-		return errors.New("creds: http: request line does not end in HTTP/1.1")
+	line := w.line
+	w.line = w.line[:0]
+	switch {
+	case !w.first:
+		w.first = true
+		rest, ok := bytes.CutSuffix(line, []byte(" HTTP/1.1\r\n"))
+		if !ok {
+			return errors.New("creds: http: request line does not end in HTTP/1.1")
+		}
+		_, err := fmt.Fprintf(w.bw, "%s HTTP/1.0\r\n", rest)
+		return err
+	case string(line) == "\r\n":
+		w.done = true
+	case w.dropHost && string(line) == "Host: \r\n":
+		return nil
 	}
-	_, err := fmt.Fprintf(w.bw, "%s HTTP/1.0\r\n", line)
+	_, err := w.bw.Write(line)
 	return err
 }
 

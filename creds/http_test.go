@@ -268,3 +268,37 @@ func FuzzHTTPRewrite(f *testing.F) {
 		}
 	})
 }
+
+// TestHTTP10Raw checks the bytes an HTTP/1.0 request reaches the server
+// as: still 1.0, with the Authorization header, and without the empty Host
+// line Request.Write would add for a client that sent none.
+func TestHTTP10Raw(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"no host", "GET /e HTTP/1.0\r\n\r\n", "GET /e HTTP/1.0\r\nConnection: close\r\nAuthorization: Bearer " + secretText + "\r\n\r\n"},
+		{"host", "GET /e HTTP/1.0\r\nHost: svc\r\n\r\n", "GET /e HTTP/1.0\r\nHost: svc\r\nConnection: close\r\nAuthorization: Bearer " + secretText + "\r\n\r\n"},
+		{"keep-alive with a body", "POST /d HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nxyz",
+			"POST /d HTTP/1.0\r\nContent-Length: 3\r\nAuthorization: Bearer " + secretText + "\r\nConnection: keep-alive\r\n\r\nxyz"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newSetup(t)
+			h, err := New("http-bearer", Secret{Token: secretText})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, b, err := h(testCtx(t), st.client, st.backend)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copyBoth(t, c, b)
+			if _, err := io.WriteString(st.app, tc.in); err != nil {
+				t.Fatal(err)
+			}
+			st.app.CloseWrite()
+			if got := string(readAllTimeout(t, st.server)); got != tc.want {
+				t.Errorf("server got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
