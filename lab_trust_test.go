@@ -152,6 +152,11 @@ func TestLabKey(t *testing.T) {
 			time.Sleep(300 * time.Millisecond) // a few gossip rounds on this step
 		}
 		t.Logf("FIGURE key rotation in three SIGHUP steps on 3 nodes took %s", time.Since(start).Round(time.Millisecond))
+		// The loop runs 10 s, one second of it before the rotation: the
+		// rotation must fit well inside it to have run under traffic.
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("the rotation took %s, longer than the traffic around it", took)
+		}
 		if _, err := loop.Wait(30 * time.Second); err != nil {
 			t.Fatal(err)
 		}

@@ -352,6 +352,13 @@ func (c *Cluster) Members() []Member {
 // A cluster started without Keys cannot start encrypting, nor an
 // encrypted one stop: both change what every peer must send, and take a
 // restart. Errors name the index of a bad key, never the key.
+//
+// memberlist v0.7.0's RemoveKey shifts the ring's slice in place when the
+// key it removes is not the last one, while packet decryption reads that
+// slice without the ring's lock: a packet arriving at that moment may be
+// tried against a shifted list and miss the key being removed, which by
+// the last step of a rotation nobody encrypts with any more. (The README's
+// rotation only ever removes the last key, which writes nothing.)
 func (c *Cluster) SetKeys(keys [][]byte) error {
 	kr := c.cfg.Memberlist.Keyring
 	if kr == nil || len(c.cfg.Keys) == 0 {
@@ -372,7 +379,7 @@ func (c *Cluster) SetKeys(keys [][]byte) error {
 			return fmt.Errorf("gossip: set keys: add key %d: %w", i, err)
 		}
 	}
-	if err := kr.UseKey(keys[0]); err != nil {
+	if err := kr.UseKey(slices.Clone(keys[0])); err != nil { // the ring keeps the slice it is given
 		return fmt.Errorf("gossip: set keys: use key 0: %w", err)
 	}
 	for _, old := range slices.Clone(kr.GetKeys()) { // RemoveKey shifts the ring's own slice

@@ -147,6 +147,10 @@ func (n *Node) Withdraw(name string) error {
 // interfaces, profile, turning encryption on or off) are compared and
 // reported in the returned error, and otherwise ignored.
 func (n *Node) Reload(cfg Config) error {
+	// One reload at a time: each compares with and then replaces what the
+	// last one left (the configured announcements, the keys).
+	n.reloadMu.Lock()
+	defer n.reloadMu.Unlock()
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -180,10 +184,8 @@ func (n *Node) Reload(cfg Config) error {
 	n.publish()
 	var static []string
 	old := n.cfg
-	switch rotated, err := n.rotateKeys(cfg.Keys); {
-	case err != nil:
-		return err
-	case !rotated:
+	rotated, keyErr := n.rotateKeys(cfg.Keys)
+	if !rotated && keyErr == nil {
 		static = append(static, "key")
 	}
 	for _, d := range []struct {
@@ -212,10 +214,11 @@ func (n *Node) Reload(cfg Config) error {
 			static = append(static, d.name)
 		}
 	}
+	var restart error
 	if len(static) > 0 {
-		return fmt.Errorf("mesh: reload: %s changed; that takes a restart, the old value stays", strings.Join(static, ", "))
+		restart = fmt.Errorf("mesh: reload: %s changed; that takes a restart, the old value stays", strings.Join(static, ", "))
 	}
-	return nil
+	return errors.Join(keyErr, restart)
 }
 
 // mergeAnnounces applies what changed between two versions of the

@@ -49,7 +49,8 @@ type Node struct {
 
 	peers chan string // join candidates from discovery; buffered, sends never block
 
-	pubMu sync.Mutex // serializes publish
+	pubMu    sync.Mutex // serializes publish
+	reloadMu sync.Mutex // held by Reload throughout; taken before pubMu and mu
 
 	mu            sync.Mutex
 	announces     []Announce                   // guarded by mu; what this node hosts now

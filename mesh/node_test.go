@@ -688,6 +688,7 @@ func TestKeyRotationReload(t *testing.T) {
 	})
 	waitFor(t, 10*time.Second, "echo through b", func() bool { return echoOnce(listen) == nil })
 
+	step := 0
 	for _, keys := range [][]string{{oldKey, newKey}, {newKey, oldKey}, {newKey}} {
 		for _, n := range []*testNode{a, b} {
 			cfg := n.cfg
@@ -699,6 +700,16 @@ func TestKeyRotationReload(t *testing.T) {
 		if err := echoOnce(listen); err != nil {
 			t.Fatalf("after the reload to %d keys: echo through b: %v", len(keys), err)
 		}
+		// The data plane does not use the key; gossip does: a new
+		// announcement must still reach b after each step.
+		step++
+		name := "step" + strconv.Itoa(step)
+		if err := a.Announce(Announce{Name: name, Port: freePort(t), Host: "127.0.0.1", TargetPort: echo}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, name+" in b's catalog", func() bool {
+			return slices.ContainsFunc(b.ServicesView().Services, func(s ServiceView) bool { return s.Name == name && len(s.Nodes) == 1 })
+		})
 	}
 	late := freePort(t)
 	cfg := a.cfg
