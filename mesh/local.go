@@ -103,7 +103,7 @@ func (n *Node) Announce(a Announce) error {
 		return fmt.Errorf("mesh: announce: %w", err)
 	}
 	n.mu.Lock()
-	i := slices.IndexFunc(n.announces, func(x Announce) bool { return strings.EqualFold(x.Name, a.Name) })
+	i := indexByName(n.announces, a.Name)
 	if i >= 0 {
 		if n.announces[i].Target() != a.Target() {
 			// The old result says nothing about the new target: hold the
@@ -126,7 +126,7 @@ func (n *Node) Announce(a Announce) error {
 // Connections already open run on. Safe for concurrent use.
 func (n *Node) Withdraw(name string) error {
 	n.mu.Lock()
-	i := slices.IndexFunc(n.announces, func(x Announce) bool { return strings.EqualFold(x.Name, name) })
+	i := indexByName(n.announces, name)
 	if i >= 0 {
 		n.announces = slices.Delete(n.announces, i, i+1)
 		delete(n.healthy, strings.ToLower(name))
@@ -169,7 +169,7 @@ func (n *Node) Reload(cfg Config) error {
 	kept := map[string]bool{}
 	for _, a := range announces {
 		name := strings.ToLower(a.Name)
-		i := slices.IndexFunc(n.announces, func(x Announce) bool { return strings.EqualFold(x.Name, name) })
+		i := indexByName(n.announces, name)
 		if h, ok := n.healthy[name]; ok && i >= 0 && n.announces[i].Target() == a.Target() && n.checks[name] == cfg.Checks[name] {
 			kept[name] = h
 		}
@@ -230,32 +230,29 @@ func (n *Node) Reload(cfg Config) error {
 // a service drained for a migration. Services announced only at run time
 // stay. Names compare case-insensitively.
 func mergeAnnounces(cur, prev, next []Announce) []Announce {
-	find := func(list []Announce, name string) (Announce, bool) {
-		i := slices.IndexFunc(list, func(x Announce) bool { return strings.EqualFold(x.Name, name) })
-		if i < 0 {
-			return Announce{}, false
-		}
-		return list[i], true
-	}
 	same := func(a, b Announce) bool {
-		return strings.EqualFold(a.Name, b.Name) && a.Port == b.Port && a.Host == b.Host && a.TargetPort == b.TargetPort && max(a.Weight, 1) == max(b.Weight, 1)
+		return a.Port == b.Port && a.Host == b.Host && a.TargetPort == b.TargetPort && max(a.Weight, 1) == max(b.Weight, 1)
 	}
 	out := slices.DeleteFunc(slices.Clone(cur), func(a Announce) bool {
-		_, wasConfigured := find(prev, a.Name)
-		_, isConfigured := find(next, a.Name)
-		return wasConfigured && !isConfigured
+		return indexByName(prev, a.Name) >= 0 && indexByName(next, a.Name) < 0
 	})
 	for _, a := range next {
-		if p, ok := find(prev, a.Name); ok && same(p, a) {
+		if i := indexByName(prev, a.Name); i >= 0 && same(prev[i], a) {
 			continue // unchanged in the configuration: keep the run-time state
 		}
-		if i := slices.IndexFunc(out, func(x Announce) bool { return strings.EqualFold(x.Name, a.Name) }); i >= 0 {
+		if i := indexByName(out, a.Name); i >= 0 {
 			out[i] = a
 		} else {
 			out = append(out, a)
 		}
 	}
 	return out
+}
+
+// indexByName returns the index of the announcement of service name in
+// list (names compare case-insensitively, as service names do), or -1.
+func indexByName(list []Announce, name string) int {
+	return slices.IndexFunc(list, func(x Announce) bool { return strings.EqualFold(x.Name, name) })
 }
 
 // rotateKeys makes keys the cluster keys of the running node: the first
@@ -302,7 +299,7 @@ func (n *Node) syncChecks() {
 // its first result).
 func (n *Node) onHealth(name string, healthy bool, err error) {
 	n.mu.Lock()
-	if !slices.ContainsFunc(n.announces, func(a Announce) bool { return strings.EqualFold(a.Name, name) }) {
+	if indexByName(n.announces, name) < 0 {
 		n.mu.Unlock()
 		return // withdrawn meanwhile
 	}
