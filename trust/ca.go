@@ -154,20 +154,12 @@ func verifyChain(pool *x509.CertPool, chain []*x509.Certificate) error {
 // connection is verified afresh. Each call returns a new Config that the
 // caller owns. Safe for concurrent use.
 func (ca *CA) ClientConfig() *tls.Config {
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		MaxVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{ca.cert},
-		// crypto/tls would check the server name and ServerAuth usage;
-		// VerifyConnection checks the chain alone instead.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if err := verifyChain(ca.pool, cs.PeerCertificates); err != nil {
-				return fmt.Errorf("trust: server certificate: %w", err)
-			}
-			return nil
-		},
-	}
+	return clientTLS(ca.cert, func(cs tls.ConnectionState) error {
+		if err := verifyChain(ca.pool, cs.PeerCertificates); err != nil {
+			return fmt.Errorf("trust: server certificate: %w", err)
+		}
+		return nil
+	})
 }
 
 // ServerConfig returns a TLS 1.3 server config that presents the
@@ -176,19 +168,12 @@ func (ca *CA) ClientConfig() *tls.Config {
 // tickets are off, so every connection is verified afresh. Each call
 // returns a new Config that the caller owns. Safe for concurrent use.
 func (ca *CA) ServerConfig() *tls.Config {
-	return &tls.Config{
-		MinVersion:             tls.VersionTLS13,
-		MaxVersion:             tls.VersionTLS13,
-		Certificates:           []tls.Certificate{ca.cert},
-		ClientAuth:             tls.RequireAnyClientCert,
-		SessionTicketsDisabled: true,
-		// RequireAndVerifyClientCert would insist on the ClientAuth key
-		// usage; VerifyConnection accepts any, like the client side.
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if err := verifyChain(ca.pool, cs.PeerCertificates); err != nil {
-				return fmt.Errorf("trust: client certificate: %w", err)
-			}
-			return nil
-		},
-	}
+	// RequireAndVerifyClientCert would insist on the ClientAuth key usage;
+	// verifyChain accepts any, like the client side.
+	return serverTLS(ca.cert, func(cs tls.ConnectionState) error {
+		if err := verifyChain(ca.pool, cs.PeerCertificates); err != nil {
+			return fmt.Errorf("trust: client certificate: %w", err)
+		}
+		return nil
+	})
 }

@@ -137,23 +137,16 @@ func spkiFingerprint(c *x509.Certificate) string {
 // (no ClientSessionCache), so every connection is checked afresh. Each call
 // returns a new Config that the caller owns.
 func ClientConfig(id *Identity, wantFingerprint string) *tls.Config {
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		MaxVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{id.cert},
-		// The peer is authenticated by VerifyConnection, not by a CA.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			fp, err := leafFingerprint(cs.PeerCertificates)
-			if err != nil {
-				return fmt.Errorf("trust: server: %w", err)
-			}
-			if wantFingerprint == "" || subtle.ConstantTimeCompare([]byte(fp), []byte(wantFingerprint)) != 1 {
-				return fmt.Errorf("trust: server fingerprint %s is not the expected %s", fp, wantFingerprint)
-			}
-			return nil
-		},
-	}
+	return clientTLS(id.cert, func(cs tls.ConnectionState) error {
+		fp, err := leafFingerprint(cs.PeerCertificates)
+		if err != nil {
+			return fmt.Errorf("trust: server: %w", err)
+		}
+		if wantFingerprint == "" || subtle.ConstantTimeCompare([]byte(fp), []byte(wantFingerprint)) != 1 {
+			return fmt.Errorf("trust: server fingerprint %s is not the expected %s", fp, wantFingerprint)
+		}
+		return nil
+	})
 }
 
 // ServerConfig returns a TLS 1.3 server config that presents id's
@@ -165,24 +158,44 @@ func ClientConfig(id *Identity, wantFingerprint string) *tls.Config {
 // once cannot resume after allowed starts refusing it. Each call returns a
 // new Config that the caller owns.
 func ServerConfig(id *Identity, allowed func(fingerprint string) bool) *tls.Config {
+	return serverTLS(id.cert, func(cs tls.ConnectionState) error {
+		fp, err := leafFingerprint(cs.PeerCertificates)
+		if err != nil {
+			return fmt.Errorf("trust: client: %w", err)
+		}
+		if allowed == nil || !allowed(fp) {
+			return fmt.Errorf("trust: client fingerprint %s is not a member's", fp)
+		}
+		return nil
+	})
+}
+
+// clientTLS and serverTLS hold what every data-plane TLS config shares:
+// TLS 1.3 only, this node's certificate, no session resumption (every
+// connection is verified afresh), and the peer judged by verify alone.
+// crypto/tls's own checks of the server name, the chain and the key usage
+// are off (InsecureSkipVerify, RequireAnyClientCert): peers are dialed by
+// IP and verify knows what to trust. verify goes in VerifyConnection, not
+// VerifyPeerCertificate, as that also runs on resumed sessions, should
+// resumption ever be turned on.
+func clientTLS(cert tls.Certificate, verify func(tls.ConnectionState) error) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		MaxVersion:         tls.VersionTLS13,
+		Certificates:       []tls.Certificate{cert},
+		InsecureSkipVerify: true,
+		VerifyConnection:   verify,
+	}
+}
+
+func serverTLS(cert tls.Certificate, verify func(tls.ConnectionState) error) *tls.Config {
 	return &tls.Config{
 		MinVersion:             tls.VersionTLS13,
 		MaxVersion:             tls.VersionTLS13,
-		Certificates:           []tls.Certificate{id.cert},
+		Certificates:           []tls.Certificate{cert},
 		ClientAuth:             tls.RequireAnyClientCert,
 		SessionTicketsDisabled: true,
-		// VerifyConnection rather than VerifyPeerCertificate: it also runs
-		// on resumed sessions, should resumption ever be turned on.
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			fp, err := leafFingerprint(cs.PeerCertificates)
-			if err != nil {
-				return fmt.Errorf("trust: client: %w", err)
-			}
-			if allowed == nil || !allowed(fp) {
-				return fmt.Errorf("trust: client fingerprint %s is not a member's", fp)
-			}
-			return nil
-		},
+		VerifyConnection:       verify,
 	}
 }
 
