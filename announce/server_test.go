@@ -222,25 +222,12 @@ func TestServersOnLoopback(t *testing.T) {
 			t.Fatal(err)
 		}
 		q := query(4242, "_"+svc+"._tcp.local.", dns.TypePTR, dns.ClassINET)
-		wire, _ := q.Pack()
-		if _, err := conn.WriteToUDPAddrPort(wire, mdnsGroup); err != nil {
-			t.Fatal(err)
-		}
-		conn.SetReadDeadline(time.Now().Add(waitFor))
-		buf := make([]byte, maxPacket)
-		n, src, err := conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m dns.Msg
-		if err := m.Unpack(buf[:n]); err != nil {
-			t.Fatal(err)
-		}
+		m, src := exchange(t, conn, q, mdnsGroup)
 		if src.Port() != mdnsPort || m.Id != 4242 || len(m.Question) != 1 || m.Question[0] != q.Question[0] {
 			t.Errorf("reply from %v, ID %d, question %v", src, m.Id, m.Question)
 		}
-		if !hasRR(&m, "_"+svc+"._tcp.local.", dns.TypePTR, legacyTTL) || !hasRR(&m, nodeA+"._"+svc+"._tcp.local.", dns.TypeSRV, legacyTTL) {
-			t.Errorf("reply lacks PTR/SRV with TTL %d:\n%v", legacyTTL, &m)
+		if !hasRR(m, "_"+svc+"._tcp.local.", dns.TypePTR, legacyTTL) || !hasRR(m, nodeA+"._"+svc+"._tcp.local.", dns.TypeSRV, legacyTTL) {
+			t.Errorf("reply lacks PTR/SRV with TTL %d:\n%v", legacyTTL, m)
 		}
 	})
 
@@ -272,24 +259,10 @@ func TestServersOnLoopback(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		q := query(777, "a-"+id+".local.", dns.TypeA, dns.ClassINET)
-		wire, _ := q.Pack()
 		dst := netip.AddrPortFrom(loAddr, mdnsPort)
-		if _, err := conn.WriteToUDPAddrPort(wire, dst); err != nil {
-			t.Fatal(err)
-		}
-		conn.SetReadDeadline(time.Now().Add(waitFor))
-		buf := make([]byte, maxPacket)
-		n, src, err := conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m dns.Msg
-		if err := m.Unpack(buf[:n]); err != nil {
-			t.Fatal(err)
-		}
-		if src != dst || m.Id != 777 || len(m.Question) != 1 || !hasRR(&m, "a-"+id+".local.", dns.TypeA, legacyTTL) {
-			t.Errorf("reply from %v:\n%v", src, &m)
+		m, src := exchange(t, conn, query(777, "a-"+id+".local.", dns.TypeA, dns.ClassINET), dst)
+		if src != dst || m.Id != 777 || len(m.Question) != 1 || !hasRR(m, "a-"+id+".local.", dns.TypeA, legacyTTL) {
+			t.Errorf("reply from %v:\n%v", src, m)
 		}
 	})
 
@@ -330,4 +303,28 @@ func TestRescanDropsAndAddsInterfaces(t *testing.T) {
 	if got := s.rescan(); len(got) != 1 || len(s.Interfaces()) != 1 {
 		t.Errorf("returning interface: rescan returned %v, interfaces %v", got, s.Interfaces())
 	}
+}
+
+// exchange sends q from conn to dst, as a legacy (one-shot) querier does,
+// and returns the first reply and where it came from, within waitFor.
+func exchange(t *testing.T, conn *net.UDPConn, q *dns.Msg, dst netip.AddrPort) (*dns.Msg, netip.AddrPort) {
+	t.Helper()
+	wire, err := q.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.WriteToUDPAddrPort(wire, dst); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(waitFor))
+	buf := make([]byte, maxPacket)
+	n, src, err := conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	return m, src
 }
