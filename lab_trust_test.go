@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/internal/lab"
+	"github.com/ambassador-mesh/ambassador/internal/testutil"
 )
 
 // labKey is the cluster key of the trust lab: 32 bytes, base64; labKey2
@@ -93,7 +94,7 @@ func TestLabKey(t *testing.T) {
 	t.Run("no payload in a capture of the bridge", func(t *testing.T) {
 		pcap := filepath.Join(t.TempDir(), "bridge.pcap")
 		cap := exec.Command("ip", "netns", "exec", l.BridgeNS(), "tcpdump", "-Z", "root", "-i", "any", "--immediate-mode", "-U", "-w", pcap, "tcp")
-		var capErr syncBuffer
+		var capErr testutil.Buffer
 		cap.Stderr = &capErr
 		if err := cap.Start(); err != nil {
 			t.Fatal(err)

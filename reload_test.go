@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,7 +44,7 @@ func TestSIGHUPReload(t *testing.T) {
 	var (
 		base, httpAddr string
 		cmd            *exec.Cmd
-		logs           *syncBuffer
+		logs           *testutil.Buffer
 		exited         chan error
 	)
 	write := func(extra string) {
@@ -165,9 +163,9 @@ func TestSIGHUPReload(t *testing.T) {
 // startLocalNode runs the binary with --config conf and waits until its status
 // API at httpAddr answers. When the node exits first, or does not answer
 // within 20 s, it returns an error that holds the node's output.
-func startLocalNode(conf, httpAddr string) (*exec.Cmd, *syncBuffer, chan error, error) {
+func startLocalNode(conf, httpAddr string) (*exec.Cmd, *testutil.Buffer, chan error, error) {
 	cmd := exec.Command(binary, "--config", conf)
-	logs := new(syncBuffer)
+	logs := new(testutil.Buffer)
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		return nil, nil, nil, err
@@ -192,23 +190,4 @@ func startLocalNode(conf, httpAddr string) (*exec.Cmd, *syncBuffer, chan error, 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a process's output and the test may use
-// at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

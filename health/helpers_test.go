@@ -1,15 +1,15 @@
 package health
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/testutil"
 )
 
 // waitFor polls cond until it holds or 10s pass.
@@ -49,23 +49,12 @@ func checkGoroutines(t *testing.T) {
 }
 
 // logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type logBuffer struct{ testutil.Buffer }
 
 // lines returns the logged lines that contain every one of subs.
 func (l *logBuffer) lines(subs ...string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []string
-	for line := range strings.Lines(l.b.String()) {
+	for line := range strings.Lines(l.String()) {
 		ok := true
 		for _, s := range subs {
 			ok = ok && strings.Contains(line, s)

@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"bytes"
 	"net"
 	"sync"
 	"testing"
@@ -53,4 +54,25 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Buffer is a bytes.Buffer that several goroutines may use at once: a
+// child process's output or a logger writing while the test reads.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer // guarded by mu
+}
+
+// Write appends p. Safe for concurrent use.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns everything written so far. Safe for concurrent use.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
