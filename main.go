@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -147,6 +148,8 @@ func nodeFlags() []cli.Flag {
 			Usage: "TCP `PORT` where peers hand connections to this node's services"},
 		&cli.StringFlag{Name: "http", Value: d.HTTP, EnvVars: []string{"AMBASSADOR_HTTP"},
 			Usage: "`ADDR` of the local status API (empty: off)"},
+		&cli.StringFlag{Name: "socket", EnvVars: []string{"AMBASSADOR_SOCKET"}, DefaultText: socketDefaultText,
+			Usage: "`PATH` of the control socket, the only way to announce or drain at run time, for root and the node's own user (empty: none)"},
 		&cli.StringSliceFlag{Name: "join", EnvVars: []string{"AMBASSADOR_JOIN"},
 			Usage: "static seed `HOST[:PORT]` for networks that multicast does not reach (repeatable)"},
 		&cli.BoolFlag{Name: "no-mdns", EnvVars: []string{"AMBASSADOR_NO_MDNS"},
@@ -174,9 +177,22 @@ func logLevelFlag() cli.Flag {
 		Usage: "log `LEVEL`: debug, info, warn or error (logs go to stderr)"}
 }
 
-func httpFlag() cli.Flag {
-	return &cli.StringFlag{Name: "http", Value: mesh.DefaultConfig().HTTP, EnvVars: []string{"AMBASSADOR_HTTP"},
-		Usage: "`ADDR` of the node's status API"}
+// socketDefaultText is where a node puts its control socket, and where a
+// command looks for it, unless --socket says otherwise.
+const socketDefaultText = "/run/ambassador/ambassador.sock as root, else $XDG_RUNTIME_DIR/ambassador/ambassador.sock"
+
+// socketFlag picks the node a command talks to through its control socket.
+func socketFlag() cli.Flag {
+	return &cli.StringFlag{Name: "socket", EnvVars: []string{"AMBASSADOR_SOCKET"},
+		DefaultText: "$XDG_RUNTIME_DIR/ambassador/ambassador.sock if it exists and not root, else /run/ambassador/ambassador.sock",
+		Usage:       "`PATH` of the node's control socket"}
+}
+
+// readHTTPFlag is --http for the commands that only read: given, they read
+// the TCP status address instead of the control socket.
+func readHTTPFlag() cli.Flag {
+	return &cli.StringFlag{Name: "http", EnvVars: []string{"AMBASSADOR_HTTP"}, DefaultText: "the control socket",
+		Usage: "read from the node's status address `ADDR` (e.g. 127.0.0.1:7948) instead of its control socket"}
 }
 
 func jsonFlag() cli.Flag {
@@ -218,16 +234,16 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			{
 				Name:         "members",
 				Usage:        "list the nodes this node knows",
-				UsageText:    "ambassador members [--json] [--http ADDR]",
-				Flags:        []cli.Flag{httpFlag(), jsonFlag()},
+				UsageText:    "ambassador members [--json] [--socket PATH | --http ADDR]",
+				Flags:        []cli.Flag{socketFlag(), readHTTPFlag(), jsonFlag()},
 				Action:       membersCmd,
 				OnUsageError: onUsageError,
 			},
 			{
 				Name:         "services",
 				Usage:        "list the services in the catalog and this node's listeners",
-				UsageText:    "ambassador services [--json] [--http ADDR]",
-				Flags:        []cli.Flag{httpFlag(), jsonFlag()},
+				UsageText:    "ambassador services [--json] [--socket PATH | --http ADDR]",
+				Flags:        []cli.Flag{socketFlag(), readHTTPFlag(), jsonFlag()},
 				Action:       servicesCmd,
 				OnUsageError: onUsageError,
 			},
@@ -247,19 +263,21 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			{
 				Name:  "announce",
 				Usage: "announce a service on the running node, without a restart",
-				UsageText: "ambassador announce NAME[:PORT]=[HOST:]TARGET_PORT [...]\n\n" +
-					"Example: ambassador announce redis:6379=12345",
-				Flags:        []cli.Flag{httpFlag()},
+				UsageText: "ambassador announce [--socket PATH] NAME[:PORT]=[HOST:]TARGET_PORT [...]\n\n" +
+					"Example: ambassador announce redis:6379=12345\n" +
+					"Only root and the user the node runs as may announce (the node checks the caller's uid on its control socket).",
+				Flags:        []cli.Flag{socketFlag()},
 				Action:       announceCmd,
 				OnUsageError: onUsageError,
 			},
 			{
 				Name:  "drain",
 				Usage: "withdraw an announced service from the cluster without stopping the node",
-				UsageText: "ambassador drain NAME [...]\n\n" +
+				UsageText: "ambassador drain [--socket PATH] NAME [...]\n\n" +
 					"Peers stop sending new connections at once; open connections run on.\n" +
-					"The service stays drained through SIGHUP unless the --config file changes it; a restart announces it again.",
-				Flags:        []cli.Flag{httpFlag()},
+					"The service stays drained through SIGHUP unless the --config file changes it; a restart announces it again.\n" +
+					"Only root and the user the node runs as may drain.",
+				Flags:        []cli.Flag{socketFlag()},
 				Action:       drainCmd,
 				OnUsageError: onUsageError,
 			},
@@ -407,6 +425,14 @@ func nodeConfig(c source) (mesh.Config, error) {
 	cfg.GossipPort = c.Int("gossip-port")
 	cfg.DataPort = c.Int("data-port")
 	cfg.HTTP = c.String("http")
+	cfg.Socket = c.String("socket")
+	if !c.IsSet("socket") {
+		sock, err := mesh.DefaultSocket(os.Geteuid(), os.Getenv("XDG_RUNTIME_DIR"))
+		if err != nil {
+			return cfg, usagef("--socket: %v", err)
+		}
+		cfg.Socket = sock
+	}
 	cfg.Join = splitList(c.StringSlice("join"), nil)
 	cfg.NoMDNS = c.Bool("no-mdns")
 	cfg.Profile = c.String("profile")
@@ -524,10 +550,14 @@ func announceCmd(c *cli.Context) error {
 		}
 		as = append(as, a)
 	}
+	sock, err := clientSocket(c)
+	if err != nil {
+		return err
+	}
 	for _, a := range as {
 		ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
 		var resp mesh.AnnounceRequest
-		err := mesh.Call(ctx, c.String("http"), "POST", "/v1/announce", mesh.AnnounceRequest{Announce: a.String()}, &resp)
+		err := mesh.CallSocket(ctx, sock, "POST", "/v1/announce", mesh.AnnounceRequest{Announce: a.String()}, &resp)
 		cancel()
 		if err != nil {
 			return err
@@ -541,10 +571,14 @@ func drainCmd(c *cli.Context) error {
 	if !c.Args().Present() {
 		return usagef("drain: want a service NAME")
 	}
+	sock, err := clientSocket(c)
+	if err != nil {
+		return err
+	}
 	for _, name := range c.Args().Slice() {
 		ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
 		var resp map[string]string
-		err := mesh.Call(ctx, c.String("http"), "DELETE", "/v1/announce/"+url.PathEscape(name), nil, &resp)
+		err := mesh.CallSocket(ctx, sock, "DELETE", "/v1/announce/"+url.PathEscape(name), nil, &resp)
 		cancel()
 		if err != nil {
 			return err
@@ -560,7 +594,32 @@ func fetch(c *cli.Context, path string, v any) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
 	defer cancel()
-	return mesh.Fetch(ctx, c.String("http"), path, v)
+	if c.IsSet("http") {
+		return mesh.Fetch(ctx, c.String("http"), path, v)
+	}
+	sock, err := clientSocket(c)
+	if err != nil {
+		return err
+	}
+	return mesh.CallSocket(ctx, sock, "GET", path, nil, v)
+}
+
+// clientSocket is the control socket a command talks to: --socket, or the
+// first default that exists (this user's own node, then the system's).
+func clientSocket(c *cli.Context) (string, error) {
+	if c.IsSet("socket") {
+		if c.String("socket") == "" {
+			return "", usagef("--socket: empty path")
+		}
+		return c.String("socket"), nil
+	}
+	cands := mesh.SocketCandidates(os.Geteuid(), os.Getenv("XDG_RUNTIME_DIR"))
+	for _, p := range cands {
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&fs.ModeSocket != 0 {
+			return p, nil
+		}
+	}
+	return cands[0], nil
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -3,9 +3,35 @@ package main
 import (
 	"bytes"
 	"net"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 )
+
+// refusingNode serves a control socket that answers reads and refuses
+// every change the way a node refuses another user, so the CLI's handling
+// of a refusal is tested without a second user.
+func refusingNode(t *testing.T) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "refusing.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == http.MethodGet {
+			_, _ = w.Write([]byte(`{"node":"n","services":[]}`))
+			return
+		}
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"error":"only root may change this node's announcements, not uid 65534"}`))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
 
 func TestCLIExitCodes(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -13,6 +39,7 @@ func TestCLIExitCodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
+	refusing := refusingNode(t)
 	tests := []struct {
 		name       string
 		args       []string
@@ -40,7 +67,13 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "announce without spec", args: []string{"announce"}, wantCode: 2, wantStderr: "want at least one"},
 		{name: "announce bad spec", args: []string{"announce", "x"}, wantCode: 2, wantStderr: `announce: "x"`},
 		{name: "drain without name", args: []string{"drain"}, wantCode: 2, wantStderr: "want a service NAME"},
-		{name: "drain without node", args: []string{"drain", "--http", "127.0.0.1:1", "redis"}, wantCode: 1, wantStderr: "is a node running"},
+		{name: "drain without node", args: []string{"drain", "--socket", "/nonexistent/amb.sock", "redis"}, wantCode: 1, wantStderr: "is a node running"},
+		{name: "announce without node", args: []string{"announce", "--socket", "/nonexistent/amb.sock", "redis:6379=12345"}, wantCode: 1, wantStderr: "is a node running"},
+		{name: "drain empty socket", args: []string{"drain", "--socket", "", "redis"}, wantCode: 2, wantStderr: "--socket: empty path"},
+		{name: "announce refused", args: []string{"announce", "--socket", refusing, "redis:6379=12345"}, wantCode: 1, wantStderr: "ambassador: node refused the request: only root may change this node's announcements, not uid 65534\n"},
+		{name: "drain refused", args: []string{"drain", "--socket", refusing, "redis"}, wantCode: 1, wantStderr: "ambassador: node refused the request: only root"},
+		{name: "services through socket", args: []string{"services", "--socket", refusing}, wantCode: 0, wantStdout: "SERVICE"},
+		{name: "node socket too long", args: []string{"--socket", "/" + strings.Repeat("s", 120)}, wantCode: 2, wantStderr: "--socket: "},
 		{name: "bad credentials proto", args: []string{"--credentials", "redis=mysql:/tmp/x"}, wantCode: 2, wantStderr: "--credentials"},
 		{name: "missing credentials file", args: []string{"--no-mdns", "--http", "", "--credentials", "redis=redis:/nonexistent/cred"}, wantCode: 1, wantStderr: "/nonexistent/cred"},
 		{name: "keygen", args: []string{"keygen"}, wantCode: 0, wantStdout: "="},

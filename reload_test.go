@@ -28,6 +28,7 @@ func TestSIGHUPReload(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "ambassador.conf")
 	keyFile := filepath.Join(dir, "keys")
+	sock := filepath.Join(dir, "ambassador.sock")
 	const oldKey, newKey = "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI=", "nurHepAYiImKWoiiOzd/bTsZSGMPc67c9aK7Y1dgITc="
 	if err := os.WriteFile(keyFile, []byte(oldKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -60,7 +61,7 @@ func TestSIGHUPReload(t *testing.T) {
 		httpAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
 		base = "no-mdns = true\nbind = 127.0.0.1\nprofile = local\nhttp = " + httpAddr +
 			"\ngossip-port = " + strconv.Itoa(freePort(t)) + "\ndata-port = " + strconv.Itoa(freePort(t)) +
-			"\nkey-file = " + keyFile + "\n"
+			"\nkey-file = " + keyFile + "\nsocket = " + sock + "\n"
 		write("announce = one:" + strconv.Itoa(freePort(t)) + "=" + tp + "\n")
 		var err error
 		cmd, logs, exited, err = startLocalNode(conf, httpAddr)
@@ -115,7 +116,7 @@ func TestSIGHUPReload(t *testing.T) {
 	// A service drained at run time (a migration) stays drained when a
 	// SIGHUP comes for an unrelated edit of the file.
 	var drained map[string]string
-	if err := mesh.Call(t.Context(), httpAddr, "DELETE", "/v1/announce/two", nil, &drained); err != nil {
+	if err := mesh.CallSocket(t.Context(), sock, "DELETE", "/v1/announce/two", nil, &drained); err != nil {
 		t.Fatal(err)
 	}
 	write(two + three + "announce = four:" + strconv.Itoa(freePort(t)) + "=" + tp + "\n")

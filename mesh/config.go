@@ -3,6 +3,7 @@ package mesh
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -38,6 +39,12 @@ type Config struct {
 	// HTTP is the local status API's listen address. Default
 	// 127.0.0.1:7948; "" = off.
 	HTTP string
+	// Socket is the path of the control socket, a Unix socket that serves
+	// the status documents and the only endpoints that change the node
+	// (announce, drain), to root and the node's own user only (checked
+	// with SO_PEERCRED, Linux only). The folder is made if missing. "" =
+	// no control socket; the CLI's default is DefaultSocket.
+	Socket string
 	// Join lists static seeds (HOST[:PORT], port defaulting to GossipPort)
 	// for networks that multicast does not reach.
 	Join []string
@@ -106,6 +113,10 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Logger; nil = slog.Default().
 	Logger *slog.Logger
+
+	// peerUID, when set, replaces SO_PEERCRED on the control socket: a
+	// seam for tests that play another user.
+	peerUID func(net.Conn) (uint32, error)
 }
 
 // DefaultConfig returns the defaults. It does no I/O and cannot fail.
@@ -156,6 +167,9 @@ func (c Config) Validate() error {
 		if _, err := ParseAddr(c.HTTP, "127.0.0.1"); err != nil {
 			return fmt.Errorf("http: %w", err)
 		}
+	}
+	if len(c.Socket) > 107 { // sun_path is 108 bytes with the NUL
+		return fmt.Errorf("socket: %q is longer than the 107 bytes a Unix socket path may have", c.Socket)
 	}
 	for _, j := range c.Join {
 		if _, err := joinAddr(j, c.GossipPort); err != nil {

@@ -199,6 +199,7 @@ func (n *Node) Reload(cfg Config) error {
 		{"gossip-port", cfg.GossipPort != old.GossipPort},
 		{"data-port", cfg.DataPort != old.DataPort},
 		{"http", cfg.HTTP != old.HTTP},
+		{"socket", cfg.Socket != old.Socket},
 		{"no-mdns", cfg.NoMDNS != old.NoMDNS},
 		{"upstream", !slices.Equal(cfg.Upstream, old.Upstream)},
 		{"resolver", !slices.Equal(cfg.Resolvers, old.Resolvers)},

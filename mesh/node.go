@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -44,8 +43,7 @@ type Node struct {
 	data     *forward.Server
 	checker  *health.Checker
 	resolver *upstream.Resolver // nil without upstreams
-	httpSrv  *http.Server
-	httpWG   sync.WaitGroup // the status API's Serve goroutine
+	api      localAPI           // the status address and the control socket
 
 	peers chan string // join candidates from discovery; buffered, sends never block
 
@@ -254,12 +252,10 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	st.cluster = true
 
-	if n.cfg.HTTP != "" {
-		if err := n.startHTTP(); err != nil {
-			return err
-		}
-		st.http = true
+	if err := n.startAPI(); err != nil {
+		return err
 	}
+	st.http = true
 
 	loopCtx, cancelLoops := context.WithCancel(ctx)
 	st.cancelLoops = cancelLoops
@@ -360,10 +356,9 @@ func (n *Node) stop(ctx context.Context, st started) error {
 		}
 	}
 	if st.http {
-		if err := n.httpSrv.Shutdown(sctx); err != nil {
-			errs = append(errs, fmt.Errorf("mesh: stop status api: %w", err))
+		if err := n.stopAPI(sctx); err != nil {
+			errs = append(errs, fmt.Errorf("mesh: stop local api: %w", err))
 		}
-		n.httpWG.Wait()
 	}
 	if st.cluster {
 		if err := n.cluster.Shutdown(); err != nil && !errors.Is(err, net.ErrClosed) {

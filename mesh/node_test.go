@@ -59,6 +59,7 @@ func startTestNode(t *testing.T, name string, mod func(*Config)) *testNode {
 	cfg.GossipPort = freePort(t)
 	cfg.DataPort = freePort(t)
 	cfg.HTTP = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	cfg.Socket = shortSocketPath(t)
 	cfg.DrainTimeout = time.Second
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	mod(&cfg)
@@ -218,20 +219,20 @@ func TestAnnounceAtRunTime(t *testing.T) {
 	})
 	spec := "echo:9=127.0.0.1:" + strconv.Itoa(echo)
 	var resp AnnounceRequest
-	if err := Call(t.Context(), a.cfg.HTTP, "POST", "/v1/announce", AnnounceRequest{Announce: spec}, &resp); err != nil {
+	if err := CallSocket(t.Context(), a.cfg.Socket, "POST", "/v1/announce", AnnounceRequest{Announce: spec}, &resp); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "echo through b after the API announce", func() bool { return echoOnce(listen) == nil })
 
 	var out map[string]string
-	if err := Call(t.Context(), a.cfg.HTTP, "DELETE", "/v1/announce/echo", nil, &out); err != nil {
+	if err := CallSocket(t.Context(), a.cfg.Socket, "DELETE", "/v1/announce/echo", nil, &out); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "b to refuse after the drain", func() bool { return errors.Is(echoOnce(listen), syscall.ECONNREFUSED) })
-	if err := Call(t.Context(), a.cfg.HTTP, "DELETE", "/v1/announce/echo", nil, &out); err == nil || !strings.Contains(err.Error(), "not announced") {
+	if err := CallSocket(t.Context(), a.cfg.Socket, "DELETE", "/v1/announce/echo", nil, &out); err == nil || !strings.Contains(err.Error(), "not announced") {
 		t.Fatalf("second drain: got %v, want a not-announced error", err)
 	}
-	if err := Call(t.Context(), a.cfg.HTTP, "POST", "/v1/announce", AnnounceRequest{Announce: "bad"}, &resp); err == nil || !strings.Contains(err.Error(), "NAME[:PORT]") {
+	if err := CallSocket(t.Context(), a.cfg.Socket, "POST", "/v1/announce", AnnounceRequest{Announce: "bad"}, &resp); err == nil || !strings.Contains(err.Error(), "NAME[:PORT]") {
 		t.Fatalf("bad announce: got %v, want a parse error", err)
 	}
 
@@ -576,34 +577,6 @@ func TestOperatorCABadFiles(t *testing.T) {
 			cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = tc.ca, tc.cert, tc.key
 			if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("got %v, want an error naming %q", err, tc.wantErr)
-			}
-		})
-	}
-}
-
-func TestControlAllowed(t *testing.T) {
-	tests := []struct {
-		name, remote, method, ctype, origin string
-		ok                                  bool
-	}{
-		{"local json post", "127.0.0.1:5000", "POST", "application/json", "", true},
-		{"local delete", "[::1]:5000", "DELETE", "", "", true},
-		{"remote", "10.0.0.9:5000", "POST", "application/json", "", false},
-		{"web page", "127.0.0.1:5000", "POST", "application/json", "http://evil.example", false},
-		{"form post", "127.0.0.1:5000", "POST", "text/plain", "", false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			r, _ := http.NewRequest(tc.method, "http://127.0.0.1:7948/v1/announce", nil)
-			r.RemoteAddr = tc.remote
-			if tc.ctype != "" {
-				r.Header.Set("Content-Type", tc.ctype)
-			}
-			if tc.origin != "" {
-				r.Header.Set("Origin", tc.origin)
-			}
-			if err := controlAllowed(r); (err == nil) != tc.ok {
-				t.Fatalf("got %v, want allowed=%v", err, tc.ok)
 			}
 		})
 	}

@@ -1,17 +1,12 @@
 package mesh
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/ambassador-mesh/ambassador/gossip"
 	"github.com/ambassador-mesh/ambassador/health"
@@ -158,79 +153,17 @@ func (n *Node) forwarded(name string) bool {
 	return false
 }
 
-func (n *Node) startHTTP() error {
-	addr, _ := ParseAddr(n.cfg.HTTP, "127.0.0.1") // validated in Config.Validate
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("mesh: status api: %w", err)
-	}
-	mux := http.NewServeMux()
+// readOnlyRoutes registers the documents that change nothing. They are
+// served on both doors of the local API (see api.go): the TCP status
+// address, to anyone who reaches it under a Host name DNS rebinding cannot
+// forge, and the control socket. A new read-only route is one line here;
+// anything that changes the node goes in controlRoutes instead.
+func (n *Node) readOnlyRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.MembersView()) })
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.ServicesView()) })
-	mux.HandleFunc("POST /v1/announce", func(w http.ResponseWriter, r *http.Request) {
-		if err := controlAllowed(r); err != nil {
-			writeError(w, http.StatusForbidden, err)
-			return
-		}
-		var req AnnounceRequest
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
-			return
-		}
-		a, err := ParseAnnounce(req.Announce)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		if err := n.Announce(a); err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		writeJSON(w, AnnounceRequest{Announce: a.String()})
-	})
-	mux.HandleFunc("DELETE /v1/announce/{name}", func(w http.ResponseWriter, r *http.Request) {
-		if err := controlAllowed(r); err != nil {
-			writeError(w, http.StatusForbidden, err)
-			return
-		}
-		name := r.PathValue("name")
-		if err := n.Withdraw(name); err != nil {
-			writeError(w, http.StatusNotFound, err)
-			return
-		}
-		writeJSON(w, map[string]string{"withdrawn": name})
-	})
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]string{"node": n.name, "status": "ok"})
 	})
-	n.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	// Not in n.wg: that group is the loops', which stop before the status
-	// API does; this goroutine ends when httpSrv.Shutdown closes ln.
-	n.httpWG.Go(func() {
-		if err := n.httpSrv.Serve(ln); err != nil && err != http.ErrServerClosed {
-			n.log.Error("status api stopped", "listen", addr, "err", err)
-		}
-	})
-	return nil
-}
-
-// controlAllowed guards the endpoints that change what a node announces:
-// only a local process may call them (an announcement names an address the
-// node will connect peers to, and peers may log in there with their
-// credentials), and never a web page (no Origin header; JSON only, which a
-// form cannot send without a CORS preflight).
-func controlAllowed(r *http.Request) error {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("the control API answers local clients only, not %s", r.RemoteAddr)
-	}
-	if r.Header.Get("Origin") != "" {
-		return fmt.Errorf("the control API does not answer web pages (Origin %q)", r.Header.Get("Origin"))
-	}
-	if r.Method == http.MethodPost && r.Header.Get("Content-Type") != "application/json" {
-		return fmt.Errorf("the control API wants Content-Type application/json")
-	}
-	return nil
 }
 
 // AnnounceRequest is the body of POST /v1/announce and of its answer.
@@ -254,51 +187,4 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v) // the client went away; nothing to do
-}
-
-// Fetch reads one of the status API's documents (path "/v1/members" or
-// "/v1/services") from a running node at addr into v.
-func Fetch(ctx context.Context, addr, path string, v any) error {
-	return Call(ctx, addr, http.MethodGet, path, nil, v)
-}
-
-// Call sends one request to the control API of a running node at addr,
-// with body (if not nil) as JSON, and decodes the answer into v. An error
-// answer comes back as an error carrying the node's message.
-func Call(ctx context.Context, addr, method, path string, body, v any) error {
-	hp, err := ParseAddr(addr, "127.0.0.1")
-	if err != nil {
-		return fmt.Errorf("mesh: status api address: %w", err)
-	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return fmt.Errorf("mesh: status api: %w", err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+hp+path, rd)
-	if err != nil {
-		return fmt.Errorf("mesh: status api: %w", err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("mesh: is a node running? status api: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e apiError
-		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
-			return fmt.Errorf("node at %s: %s", hp, e.Error)
-		}
-		return fmt.Errorf("mesh: status api %s%s: %s", hp, path, resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		return fmt.Errorf("mesh: status api %s%s: decode: %w", hp, path, err)
-	}
-	return nil
 }

@@ -1,0 +1,434 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The node's local API has two doors:
+//
+//   - The TCP status address (Config.HTTP) serves read-only documents
+//     (readOnlyRoutes) to anyone who can reach it, but only under a Host
+//     name that DNS rebinding cannot forge (hostAllowed), so a web page
+//     that rebinds its own name to 127.0.0.1 cannot read it.
+//   - The control socket (Config.Socket), a Unix socket, serves the same
+//     documents and the endpoints that change the node (controlRoutes).
+//     Those answer only root and the user the node runs as, by the
+//     kernel's word on who is calling (SO_PEERCRED), not by anything the
+//     caller sends. The socket file is mode 0666 on purpose: the
+//     credential check is what authorises, and other users must be able
+//     to connect to hear a clear refusal rather than "permission denied".
+//
+// An announcement names an address that peers will connect to with their
+// credentials (a Redis password, a bearer token); so only the node's
+// operator may change what the node announces.
+
+// SystemSocket is the control socket of a node run by root.
+const SystemSocket = "/run/ambassador/ambassador.sock"
+
+// DefaultSocket is where a node run by euid keeps its control socket:
+// SystemSocket for root, else ambassador/ambassador.sock under xdgRuntime
+// ($XDG_RUNTIME_DIR, a folder private to the user). Without either it
+// returns an error that says what to do.
+func DefaultSocket(euid int, xdgRuntime string) (string, error) {
+	if euid == 0 {
+		return SystemSocket, nil
+	}
+	if xdgRuntime == "" || !filepath.IsAbs(xdgRuntime) {
+		return "", fmt.Errorf("no place for the control socket: not root, and XDG_RUNTIME_DIR is not set; give --socket PATH (or --socket \"\" for no control socket)")
+	}
+	return filepath.Join(xdgRuntime, "ambassador", "ambassador.sock"), nil
+}
+
+// SocketCandidates lists where a client run by euid looks for a node's
+// control socket, in order: its own user's default, then the system's.
+func SocketCandidates(euid int, xdgRuntime string) []string {
+	var out []string
+	if p, err := DefaultSocket(euid, xdgRuntime); err == nil && p != SystemSocket {
+		out = append(out, p)
+	}
+	return append(out, SystemSocket)
+}
+
+// localAPI is the node's two HTTP servers and what they need to decide who
+// may do what.
+type localAPI struct {
+	log  *slog.Logger
+	uid  uint32                         // the node's effective uid: root and it may change the node
+	peer func(net.Conn) (uint32, error) // who is at the other end of a socket connection; a seam for tests
+	wg   sync.WaitGroup                 // the Serve goroutines
+
+	srvs     []*http.Server
+	sockPath string      // "" = no control socket
+	sockFile os.FileInfo // the socket file we made, so that we remove only that one
+}
+
+// startAPI opens the status address and the control socket, whichever are
+// configured, and serves them until stopAPI. On error nothing is left open.
+func (n *Node) startAPI() (err error) {
+	a := &n.api
+	a.log = n.log
+	a.uid = uint32(os.Geteuid())
+	a.peer = n.cfg.peerUID
+	if a.peer == nil {
+		a.peer = socketPeerUID
+	}
+	defer func() {
+		if err != nil {
+			_ = n.stopAPI(context.Background())
+		}
+	}()
+	if n.cfg.HTTP != "" {
+		addr, _ := ParseAddr(n.cfg.HTTP, "127.0.0.1") // validated in Config.Validate
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("mesh: status api: %w", err)
+		}
+		mux := http.NewServeMux()
+		n.readOnlyRoutes(mux)
+		// Say where changes went, rather than a bare 404 or 405.
+		mux.HandleFunc("POST /v1/announce", a.moved)
+		mux.HandleFunc("DELETE /v1/announce/{name}", a.moved)
+		a.serve(ln, hostGuard([]string{addr, ln.Addr().String(), n.cfg.HTTP}, mux), nil)
+	}
+	if n.cfg.Socket != "" {
+		ln, fi, err := listenSocket(n.cfg.Socket)
+		if err != nil {
+			return fmt.Errorf("mesh: control socket: %w", err)
+		}
+		a.sockPath, a.sockFile = n.cfg.Socket, fi
+		mux := http.NewServeMux()
+		n.readOnlyRoutes(mux)
+		n.controlRoutes(mux, a.operatorOnly)
+		a.serve(ln, mux, func(ctx context.Context, c net.Conn) context.Context {
+			uid, err := a.peer(c)
+			return context.WithValue(ctx, peerKey{}, peerCred{uid: uid, err: err})
+		})
+	}
+	return nil
+}
+
+func (a *localAPI) serve(ln net.Listener, h http.Handler, connCtx func(context.Context, net.Conn) context.Context) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ConnContext: connCtx}
+	a.srvs = append(a.srvs, srv)
+	// Not in n.wg: that group is the loops', which stop before the local
+	// API does; this goroutine ends when Shutdown closes ln.
+	a.wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+			a.log.Error("local api stopped", "listen", ln.Addr().String(), "err", err)
+		}
+	})
+}
+
+// stopAPI stops both servers, waits for their goroutines and removes the
+// control socket, if it is still the file this node made.
+func (n *Node) stopAPI(ctx context.Context) error {
+	a := &n.api
+	var errs []error
+	for _, srv := range a.srvs {
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	a.wg.Wait()
+	a.srvs = nil
+	if a.sockPath != "" {
+		// Another node may have replaced a file we thought stale; only
+		// ours goes.
+		if fi, err := os.Lstat(a.sockPath); err == nil && os.SameFile(fi, a.sockFile) {
+			if err := os.Remove(a.sockPath); err != nil {
+				errs = append(errs, fmt.Errorf("remove control socket: %w", err))
+			}
+		}
+		a.sockPath = ""
+	}
+	return errors.Join(errs...)
+}
+
+// listenSocket listens on a Unix socket at path, making its folder (0755)
+// if needed. A socket file left behind by a node that died is removed, but
+// only when nothing answers on it: a second node on the same path fails
+// here instead of taking the first one's socket away.
+func listenSocket(path string) (net.Listener, os.FileInfo, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		if err := removeStaleSocket(path); err != nil {
+			return nil, nil, err
+		}
+		ln, err = net.Listen("unix", path)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	// The listener would unlink path on Close even if another node's
+	// socket has replaced ours by then; stopAPI removes only our own.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	fi, err := os.Lstat(path)
+	if err == nil {
+		// 0666: the peer-credential check decides, and everyone else
+		// should hear why they are refused.
+		err = os.Chmod(path, 0o666)
+	}
+	if err != nil {
+		ln.Close()
+		_ = os.Remove(path)
+		return nil, nil, err
+	}
+	return ln, fi, nil
+}
+
+// removeStaleSocket removes the socket file at path if no process answers
+// on it, and refuses otherwise.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket; not touching it", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%s: another process answers on it (is a node already running? give this one its own --socket)", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%s is in use and cannot be checked: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove stale %s: %w", path, err)
+	}
+	return nil
+}
+
+// controlRoutes registers the endpoints that change the node. They are
+// served on the control socket only, each behind guard.
+func (n *Node) controlRoutes(mux *http.ServeMux, guard func(http.HandlerFunc) http.HandlerFunc) {
+	mux.HandleFunc("POST /v1/announce", guard(func(w http.ResponseWriter, r *http.Request) {
+		var req AnnounceRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+			return
+		}
+		a, err := ParseAnnounce(req.Announce)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		if err := n.Announce(a); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, AnnounceRequest{Announce: a.String()})
+	}))
+	mux.HandleFunc("DELETE /v1/announce/{name}", guard(func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		if err := n.Withdraw(name); err != nil {
+			writeError(w, http.StatusNotFound, err)
+			return
+		}
+		writeJSON(w, map[string]string{"withdrawn": name})
+	}))
+}
+
+// peerKey is the context key of a socket connection's peerCred.
+type peerKey struct{}
+
+// peerCred is who the kernel says is at the other end of a connection.
+type peerCred struct {
+	uid uint32
+	err error // the look-up failed: nobody is trusted
+}
+
+// operatorOnly lets a request through only from root or the node's own
+// user (callerAllowed) that also passes controlRequest.
+func (a *localAPI) operatorOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, ok := r.Context().Value(peerKey{}).(peerCred)
+		if !ok {
+			p.err = errors.New("not a control socket connection")
+		}
+		if err := callerAllowed(p.uid, p.err, a.uid); err != nil {
+			writeError(w, http.StatusForbidden, err)
+			return
+		}
+		if err := controlRequest(r); err != nil {
+			writeError(w, http.StatusForbidden, err)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// callerAllowed decides who may change a node running as uid self: root
+// and self. lookupErr is the failure to learn the caller's uid, which
+// refuses everyone.
+func callerAllowed(uid uint32, lookupErr error, self uint32) error {
+	switch {
+	case lookupErr != nil:
+		return fmt.Errorf("cannot tell who is calling, so no change is allowed: %w", lookupErr)
+	case uid == 0 || uid == self:
+		return nil
+	case self == 0:
+		return fmt.Errorf("only root may change this node's announcements, not uid %d", uid)
+	default:
+		return fmt.Errorf("only root or uid %d may change this node's announcements, not uid %d", self, uid)
+	}
+}
+
+// controlRequest keeps the checks that still apply on the socket, where no
+// browser can reach: no Origin header, and a POST body that says it is
+// JSON (which a form cannot send without a CORS preflight).
+func controlRequest(r *http.Request) error {
+	if r.Header.Get("Origin") != "" {
+		return fmt.Errorf("the control API does not answer web pages (Origin %q)", r.Header.Get("Origin"))
+	}
+	if r.Method == http.MethodPost && r.Header.Get("Content-Type") != "application/json" {
+		return fmt.Errorf("the control API wants Content-Type application/json")
+	}
+	return nil
+}
+
+// moved answers a change sent to the TCP status address.
+func (a *localAPI) moved(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusForbidden, fmt.Errorf("the status address is read-only; changes go through the node's control socket (ambassador announce and drain use it)"))
+}
+
+// hostGuard serves h only to requests whose Host header passes
+// hostAllowed for one of the listen addresses; others get 403.
+func hostGuard(listen []string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := hostAllowed(r.Host, listen); err != nil {
+			writeError(w, http.StatusForbidden, err)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// hostAllowed is the DNS-rebinding defence of the TCP status address. A
+// web page whose name an attacker points at 127.0.0.1 can send requests
+// there, but the browser sends the page's own name as Host. So only names
+// no attacker controls pass: one of the listen addresses as given,
+// localhost (any port: an ssh tunnel may change it), or an IP literal.
+func hostAllowed(host string, listen []string) error {
+	if host == "" {
+		return errors.New("a request without a Host header is refused")
+	}
+	for _, l := range listen {
+		if l != "" && strings.EqualFold(host, l) {
+			return nil
+		}
+	}
+	h := host
+	if hh, port, err := net.SplitHostPort(host); err == nil {
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return fmt.Errorf("host %q has a bad port", host)
+		}
+		h = hh
+	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		h = h[1 : len(h)-1]
+	}
+	if strings.EqualFold(h, "localhost") {
+		return nil
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return nil
+	}
+	return fmt.Errorf("host %q is not this address, localhost or an IP literal (a DNS-rebinding defence)", host)
+}
+
+// Fetch reads one of the status API's documents (path "/v1/members" or
+// "/v1/services") from a running node's TCP status address addr into v.
+func Fetch(ctx context.Context, addr, path string, v any) error {
+	return Call(ctx, addr, http.MethodGet, path, nil, v)
+}
+
+// Call sends one request to the TCP status address of a running node at
+// addr, with body (if not nil) as JSON, and decodes the answer into v. An
+// error answer comes back as an error carrying the node's message. The
+// status address serves read-only documents; changes go through
+// CallSocket.
+func Call(ctx context.Context, addr, method, path string, body, v any) error {
+	hp, err := ParseAddr(addr, "127.0.0.1")
+	if err != nil {
+		return fmt.Errorf("mesh: status api address: %w", err)
+	}
+	return call(ctx, http.DefaultClient, "http://"+hp, hp, method, path, body, v)
+}
+
+// CallSocket is Call through a node's control socket at sock: the way to
+// change what the node announces.
+func CallSocket(ctx context.Context, sock, method, path string, body, v any) error {
+	if sock == "" {
+		return errors.New("mesh: no control socket path given")
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	return call(ctx, &http.Client{Transport: tr}, "http://localhost", sock, method, path, body, v)
+}
+
+func call(ctx context.Context, client *http.Client, base, where, method, path string, body, v any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("mesh: local api: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+	if err != nil {
+		return fmt.Errorf("mesh: local api: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := client.Do(req)
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("mesh: cannot open the node's control socket %s: %w", where, err)
+	case err != nil:
+		return fmt.Errorf("mesh: is a node running? local api at %s: %w", where, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e apiError
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+			if resp.StatusCode == http.StatusForbidden {
+				return fmt.Errorf("node refused the request: %s", e.Error)
+			}
+			return fmt.Errorf("node at %s: %s", where, e.Error)
+		}
+		return fmt.Errorf("mesh: local api %s%s: %s", where, path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("mesh: local api %s%s: decode: %w", where, path, err)
+	}
+	return nil
+}
