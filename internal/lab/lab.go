@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -149,8 +150,42 @@ func (l *Lab) teardown() {
 	procs := append([]*Proc(nil), l.procs...)
 	hosts := append([]*Host(nil), l.hosts...)
 	l.mu.Unlock()
+	// Judge the checked processes before stopping anything: one that has
+	// already ended, unasked, crashed.
 	for _, p := range procs {
-		p.stop()
+		if p.checked && p.Exited() && !p.expectedEnd() {
+			l.t.Errorf("lab: %s on %s ended on its own before the end of the test (%s); a node must run until it is stopped", p.name, p.host.Name, p.exitText())
+		}
+	}
+	// SIGTERM to all at once, then one shared deadline: a node that leaves
+	// gracefully takes seconds, and one after another would add up.
+	for _, p := range procs {
+		if !p.Exited() {
+			p.termSent.Store(true)
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	deadline := time.After(stopGrace)
+	for _, p := range procs {
+		select {
+		case <-p.done:
+		case <-deadline:
+		}
+	}
+	for _, p := range procs {
+		if !p.Exited() {
+			if p.checked {
+				l.t.Errorf("lab: %s on %s did not exit within %s of SIGTERM; killed", p.name, p.host.Name, stopGrace)
+			}
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			continue
+		}
+		if p.checked && p.termSent.Load() && !p.observed.Load() {
+			if code, ok := p.exitCode(); !ok || code != 0 {
+				l.t.Errorf("lab: %s on %s exited with %s after SIGTERM, want status 0", p.name, p.host.Name, p.exitText())
+			}
+		}
 	}
 	if l.t.Failed() {
 		for _, p := range procs {
@@ -162,6 +197,10 @@ func (l *Lab) teardown() {
 	}
 	_ = exec.Command("ip", "netns", "del", l.br).Run()
 }
+
+// stopGrace is how long teardown waits for every process to exit after
+// SIGTERM: a node's graceful leave (up to 5 s) plus its drain.
+const stopGrace = 15 * time.Second
 
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
@@ -201,6 +240,45 @@ type Proc struct {
 	log  string
 	done chan struct{}
 	err  error // set before done is closed
+
+	checked  bool        // teardown checks how it ended (CheckExit)
+	killed   atomic.Bool // the test sent SIGKILL: its end is the test's business
+	observed atomic.Bool // the test saw it end through Wait and judged the status itself
+	termSent atomic.Bool // teardown (or the test) sent SIGTERM
+}
+
+// CheckExit makes teardown fail the test when p ends on its own before the
+// test is over (a crash), or exits with a status other than 0 on SIGTERM,
+// or does not exit in time. A process the test kills with SIGKILL
+// (Signal), or whose end it waits for (Wait), is the test's to judge.
+// Call it right after Start, from the test goroutine.
+func (p *Proc) CheckExit() *Proc {
+	p.checked = true
+	return p
+}
+
+// expectedEnd reports whether the test itself ended p or judged its end.
+func (p *Proc) expectedEnd() bool { return p.killed.Load() || p.observed.Load() }
+
+// exitCode is p's exit status once it has ended; ok is false when a
+// signal ended it or it could not be waited for.
+func (p *Proc) exitCode() (code int, ok bool) {
+	var ee *exec.ExitError
+	switch {
+	case p.err == nil:
+		return 0, true
+	case errors.As(p.err, &ee) && ee.ExitCode() >= 0:
+		return ee.ExitCode(), true
+	}
+	return -1, false
+}
+
+// exitText says how p ended, for a failure message.
+func (p *Proc) exitText() string {
+	if code, ok := p.exitCode(); ok {
+		return fmt.Sprintf("exit status %d", code)
+	}
+	return p.err.Error()
 }
 
 // Start runs a long-lived process in the host; its output goes to a log file.
@@ -240,8 +318,17 @@ func (p *Proc) Log() string {
 // Pid is the process id.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
-// Signal sends sig to the process.
-func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+// Signal sends sig to the process. After SIGKILL teardown does not judge
+// how it ended; after SIGTERM it expects status 0 (see CheckExit).
+func (p *Proc) Signal(sig os.Signal) error {
+	switch sig {
+	case syscall.SIGKILL:
+		p.killed.Store(true)
+	case syscall.SIGTERM:
+		p.termSent.Store(true)
+	}
+	return p.cmd.Process.Signal(sig)
+}
 
 // Wait waits up to timeout for the process to exit and returns its exit
 // code (-1 when killed by a signal).
@@ -251,6 +338,7 @@ func (p *Proc) Wait(timeout time.Duration) (int, error) {
 	case <-time.After(timeout):
 		return 0, fmt.Errorf("lab: %s on %s still running after %s", p.name, p.host.Name, timeout)
 	}
+	p.observed.Store(true)
 	var ee *exec.ExitError
 	if p.err == nil {
 		return 0, nil
@@ -258,6 +346,23 @@ func (p *Proc) Wait(timeout time.Duration) (int, error) {
 		return ee.ExitCode(), nil
 	}
 	return 0, p.err
+}
+
+// WaitUntil polls cond until it holds, and fails the test with the
+// process's log if the process ends first or timeout passes.
+func (p *Proc) WaitUntil(timeout time.Duration, what string, cond func() bool) {
+	t := p.host.lab.t
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if p.Exited() {
+			t.Fatalf("lab: %s on %s ended (%s) before %s:\n%s", p.name, p.host.Name, p.exitText(), what, tail(p.Log(), 40))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lab: timed out after %s waiting for %s of %s on %s:\n%s", timeout, what, p.name, p.host.Name, tail(p.Log(), 40))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Exited reports whether the process has ended.
@@ -275,6 +380,7 @@ func (p *Proc) stop() {
 	if p.Exited() {
 		return
 	}
+	p.termSent.Store(true)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
