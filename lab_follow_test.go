@@ -159,11 +159,11 @@ func TestLabMigration(t *testing.T) {
 
 	loop := startHelper(t, c, "ping-loop", "ping-loop", "127.0.0.1:6379", "50", "120")
 	time.Sleep(time.Second) // a second of traffic to a alone
-	if out, err := b.Run(10*time.Second, binary, "announce", "redis:6379=12345"); err != nil {
+	if out, err := b.Run(10*time.Second, binary, "announce", "--socket", socketOf(b), "redis:6379=12345"); err != nil {
 		t.Fatalf("announce on b: %v: %s", err, out)
 	}
 	waitNodesOn(t, c, "redis", 2)
-	if out, err := a.Run(10*time.Second, binary, "drain", "redis"); err != nil {
+	if out, err := a.Run(10*time.Second, binary, "drain", "--socket", socketOf(a), "redis"); err != nil {
 		t.Fatalf("drain on a: %v: %s", err, out)
 	}
 	moved := waitNodesOn(t, c, "redis", 1)
@@ -187,30 +187,31 @@ func TestLabMigration(t *testing.T) {
 	}
 }
 
-// TestLabBalance spreads 300 connections from one host over three
-// instances, under round-robin (exactly even) and the default least-conn.
+// TestLabBalance spreads connections from one host over three instances:
+// 300 sequential ones under round-robin (exactly even), and under the
+// default least-conn 30 held open at once (exactly ten each), then, once
+// the ten to one instance close, ten more that must all go to it: random
+// or round-robin would not.
 func TestLabBalance(t *testing.T) {
 	l := lab.New(t)
 	hs := []*lab.Host{l.AddHost("w1"), l.AddHost("w2"), l.AddHost("w3")}
 	rr, lc := l.AddHost("rr"), l.AddHost("lc")
 	for _, h := range hs {
 		startHelper(t, h, "web", "serve-name", "127.0.0.1:18080", h.Name)
-		startNode(h, "--announce", "web:8080=18080")
+		startHelper(t, h, "held", "serve-name-hold", "127.0.0.1:18081", h.Name)
+		startNode(h, "--announce", "web:8080=18080", "--announce", "held:8081=18081")
 	}
 	startNode(rr, "--balance", "web=round-robin")
 	startNode(lc)
 	waitNodesOn(t, rr, "web", 3)
-	waitNodesOn(t, lc, "web", 3)
+	waitNodesOn(t, lc, "held", 3)
 	if got := helper(t, rr, time.Minute, "count-names", "127.0.0.1:8080", "300"); got != "w1=100 w2=100 w3=100" {
 		t.Fatalf("round-robin: got %q, want 100 each", got)
 	}
-	got := helper(t, lc, time.Minute, "count-names", "127.0.0.1:8080", "300")
-	t.Logf("FIGURE least-conn (default), 300 sequential connections: %s", got)
-	for _, f := range strings.Fields(got) {
-		_, n, _ := strings.Cut(f, "=")
-		if c, _ := strconv.Atoi(n); c < 60 || c > 140 || len(strings.Fields(got)) != 3 {
-			t.Fatalf("least-conn: got %q, want each of three between 60 and 140", got)
-		}
+	got := helper(t, lc, time.Minute, "hold-names", "127.0.0.1:8081", "held", "30")
+	t.Logf("FIGURE least-conn (default), 30 connections held open, then the 10 to w1 closed and 10 opened: %s", strings.ReplaceAll(got, "\n", "; "))
+	if want := "held: w1=10 w2=10 w3=10\nrefill: w1=10"; got != want {
+		t.Fatalf("least-conn: got %q, want %q", got, want)
 	}
 }
 

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +27,11 @@ func TestMain(m *testing.M) {
 	}
 	dir, err := os.MkdirTemp("", "ambassador-lab-")
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// Other users run the binary in the control-socket lab.
+	if err := os.Chmod(dir, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -65,34 +73,78 @@ func startHelper(t *testing.T, h *lab.Host, name, mode string, args ...string) *
 	return h.Start(name, append([]string{"env", "AMB_LAB_HELPER=" + mode, self(t)}, args...)...)
 }
 
-func startNode(h *lab.Host, args ...string) *lab.Proc {
-	return h.Start("ambassador", append([]string{binary, "--log-level", "debug"}, args...)...)
+// sockets remembers each host's control socket: every lab host shares the
+// machine's /run, so each node gets its own path in its host's folder
+// unless the test gives one.
+var sockets sync.Map // *lab.Host -> string
+
+func socketOf(h *lab.Host) string {
+	if s, ok := sockets.Load(h); ok {
+		return s.(string)
+	}
+	return filepath.Join(h.Dir, "ambassador.sock")
 }
 
+// startNode runs a node in h and waits until it answers on its control
+// socket (so that a helper that fails on any error can ask it at once).
+// The lab's teardown fails the test if the node crashes or does not exit
+// 0 on SIGTERM.
+func startNode(h *lab.Host, args ...string) *lab.Proc {
+	sock := socketOf(h)
+	if i := slices.Index(args, "--socket"); i >= 0 && i+1 < len(args) {
+		sock = args[i+1]
+	} else {
+		args = append([]string{"--socket", sock}, args...)
+	}
+	sockets.Store(h, sock)
+	p := h.Start("ambassador", append([]string{binary, "--log-level", "debug"}, args...)...).CheckExit()
+	p.WaitUntil(20*time.Second, "the node to answer on "+sock, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return mesh.CallSocket(ctx, sock, "GET", "/v1/health", nil, new(map[string]string)) == nil
+	})
+	return p
+}
+
+// services is what `ambassador services --json` says on h. Any error fails
+// the test: an empty list must mean the node answered "none".
 func services(t *testing.T, h *lab.Host) mesh.Services {
 	t.Helper()
-	out, err := h.Run(10*time.Second, binary, "services", "--json")
+	out, err := h.Run(10*time.Second, binary, "services", "--json", "--socket", socketOf(h))
 	if err != nil {
-		return mesh.Services{}
+		t.Fatalf("services --json on %s: %v: %s", h.Name, err, out)
 	}
 	var s mesh.Services
-	if err := json.Unmarshal([]byte(out), &s); err != nil {
+	if err := json.Unmarshal([]byte(out), &s); err != nil || s.Node == "" {
 		t.Fatalf("services --json on %s: %v: %s", h.Name, err, out)
 	}
 	return s
 }
 
+// members is what `ambassador members --json` says on h; any error fails
+// the test.
 func members(t *testing.T, h *lab.Host) mesh.Members {
 	t.Helper()
-	out, err := h.Run(10*time.Second, binary, "members", "--json")
+	out, err := h.Run(10*time.Second, binary, "members", "--json", "--socket", socketOf(h))
 	if err != nil {
-		return mesh.Members{}
+		t.Fatalf("members --json on %s: %v: %s", h.Name, err, out)
 	}
 	var m mesh.Members
-	if err := json.Unmarshal([]byte(out), &m); err != nil {
+	if err := json.Unmarshal([]byte(out), &m); err != nil || m.Node == "" {
 		t.Fatalf("members --json on %s: %v: %s", h.Name, err, out)
 	}
 	return m
+}
+
+// nodeName is the name of h's node.
+func nodeName(t *testing.T, h *lab.Host) string {
+	t.Helper()
+	return members(t, h).Node
+}
+
+// sameNames reports whether got and want hold the same names.
+func sameNames(got, want []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want)))
 }
 
 func aliveMembers(t *testing.T, h *lab.Host) []string {
@@ -274,11 +326,16 @@ func TestLabClustersStayApart(t *testing.T) {
 	lab.WaitFor(t, 20*time.Second, "blue-svc on b2", func() bool { return len(hostsOf(t, b2, "blue-svc")) == 1 })
 	// Give the clusters several discovery and gossip rounds to merge if
 	// they were going to, then check they did not.
+	red, blue := []string{nodeName(t, r1), nodeName(t, r2)}, []string{nodeName(t, b1), nodeName(t, b2)}
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, h := range []*lab.Host{r1, r2, b1, b2} {
-			if n := aliveMembers(t, h); len(n) != 2 {
-				t.Fatalf("%s sees %v, want 2 members of its own cluster", h.Name, n)
+			want := red
+			if h == b1 || h == b2 {
+				want = blue
+			}
+			if n := aliveMembers(t, h); !sameNames(n, want) {
+				t.Fatalf("%s sees %v, want exactly %v, its own cluster", h.Name, n, want)
 			}
 		}
 		if len(hostsOf(t, b2, "red-svc")) != 0 || len(hostsOf(t, r2, "blue-svc")) != 0 {

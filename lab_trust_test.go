@@ -61,16 +61,18 @@ func TestLabKey(t *testing.T) {
 		t.Errorf("x runs without a key but did not say that nothing is encrypted")
 	}
 
-	t.Run("keyless host sees no members and no services", func(t *testing.T) {
+	keyedNames := []string{nodeName(t, a), nodeName(t, b), nodeName(t, c)}
+	t.Run("keyless host sees exactly itself and no services", func(t *testing.T) {
 		// Several discovery and gossip rounds: x hears a, b and c over
 		// mDNS and tries to join them.
+		self := []string{nodeName(t, x)}
 		deadline := time.Now().Add(6 * time.Second)
 		for time.Now().Before(deadline) {
-			if n := aliveMembers(t, x); len(n) > 1 {
-				t.Fatalf("x sees members %v, want only itself", n)
+			if n := aliveMembers(t, x); !sameNames(n, self) {
+				t.Fatalf("x sees members %v, want exactly itself %v", n, self)
 			}
-			if n := aliveMembers(t, b); len(n) != 3 {
-				t.Fatalf("b sees members %v, want a, b and c", n)
+			if n := aliveMembers(t, b); !sameNames(n, keyedNames) {
+				t.Fatalf("b sees members %v, want exactly a, b and c %v", n, keyedNames)
 			}
 			if s := services(t, x).Services; len(s) != 0 {
 				t.Fatalf("x sees services %+v, want none", s)
@@ -86,8 +88,8 @@ func TestLabKey(t *testing.T) {
 			t.Fatalf("raw handoff from x: %s", got)
 		}
 		var n int
-		if _, err := fmt.Sscanf(got, "got %d bytes", &n); err == nil && n > 7 {
-			t.Fatalf("raw handoff from x: got more than a TLS alert back: %s", got)
+		if _, err := fmt.Sscanf(got, "got %d bytes", &n); err != nil || n > 7 {
+			t.Fatalf("raw handoff from x: got %q, want at most a TLS alert (7 bytes) back", got)
 		}
 	})
 
@@ -169,19 +171,20 @@ func TestLabKey(t *testing.T) {
 		// The loop ran on for seconds after the last step, longer than
 		// failure detection takes: the members still gossip.
 		for _, h := range []*lab.Host{a, b, c} {
-			if n := aliveMembers(t, h); len(n) != 3 {
-				t.Fatalf("after the rotation %s sees members %v, want a, b and c", h.Name, n)
+			if n := aliveMembers(t, h); !sameNames(n, keyedNames) {
+				t.Fatalf("after the rotation %s sees members %v, want exactly a, b and c %v", h.Name, n, keyedNames)
 			}
 		}
 		y := l.AddHost("y")
 		startNode(y, "--key", labKey)
+		self := []string{nodeName(t, y)}
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {
-			if n := aliveMembers(t, y); len(n) > 1 {
-				t.Fatalf("a host with only the old key sees members %v, want only itself", n)
+			if n := aliveMembers(t, y); !sameNames(n, self) {
+				t.Fatalf("a host with only the old key sees members %v, want exactly itself %v", n, self)
 			}
-			if n := aliveMembers(t, b); len(n) != 3 {
-				t.Fatalf("b sees members %v, want a, b and c", n)
+			if n := aliveMembers(t, b); !sameNames(n, keyedNames) {
+				t.Fatalf("b sees members %v, want exactly a, b and c %v", n, keyedNames)
 			}
 			time.Sleep(500 * time.Millisecond)
 		}

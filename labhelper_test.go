@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,7 +40,13 @@ import (
 //	serve-name ADDR NAME        per connection: send NAME, close
 //	count-names ADDR N          N connections one after another; print "NAME=count ..." sorted
 //	raw-handoff ADDR SERVICE    speak the plaintext handoff to a data port as a stranger would;
-//	                            print "got N bytes: <quoted>" of what came back within 3 s
+//	                            print "got N bytes: <quoted>" of what came back within 3 s; a
+//	                            data port that does not accept the connection is an error
+//	serve-name-hold ADDR NAME   per connection: send NAME and a newline, keep it open until EOF
+//	hold-names ADDR SERVICE N   open N connections to ADDR one after another, each held open, and
+//	                            print "held: NAME=count ..."; close those of the first name, wait
+//	                            until the local node counts them closed, open as many again and
+//	                            print "refill: NAME=count ..."
 //	serve-bearer ADDR TOKEN     HTTP: 200 "welcome" with "Authorization: Bearer TOKEN", else 401
 //	send ADDR TEXT              send TEXT, half-close, read to EOF
 //	dial ADDR                   print "ok", "refused" or "error: ..." for one connect (2 s timeout)
@@ -109,6 +116,16 @@ func labHelper(mode string, args []string) int {
 		})
 	case "count-names":
 		err = countNames(args[0], atoi(args[1]))
+	case "serve-name-hold":
+		err = serve(args[0], func(c *net.TCPConn) error {
+			if _, err := io.WriteString(c, args[1]+"\n"); err != nil {
+				return err
+			}
+			_, err := io.Copy(io.Discard, c)
+			return err
+		})
+	case "hold-names":
+		err = holdNames(args[0], args[1], atoi(args[2]))
 	case "raw-handoff":
 		err = rawHandoff(args[0], args[1])
 	case "serve-bearer":
@@ -298,22 +315,127 @@ func countNames(addr string, n int) error {
 	return nil
 }
 
+// rawHandoff fails when the data port does not accept the connection: a
+// stranger who gets nothing from a port that is down proves nothing. Once
+// connected, a write or read cut short by the node is the node refusing,
+// and what came back until then is printed.
 func rawHandoff(addr, service string) error {
 	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
 	if err != nil {
-		fmt.Printf("dial: %v\n", err)
-		return nil
+		return fmt.Errorf("raw handoff: the data port does not accept connections: %w", err)
 	}
 	defer c.Close()
 	hdr := append([]byte("AMB\x01"), byte(len(service)))
 	hdr = append(hdr, service...)
+	var note string
 	if _, err := c.Write(append(hdr, "PING\r\n"...)); err != nil {
-		fmt.Printf("write: %v\n", err)
-		return nil
+		note = fmt.Sprintf(" (write: %v)", err)
 	}
 	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
 	b, _ := io.ReadAll(io.LimitReader(c, 1<<16))
-	fmt.Printf("got %d bytes: %q\n", len(b), b)
+	fmt.Printf("got %d bytes: %q%s\n", len(b), b, note)
+	return nil
+}
+
+// holdNames shows least-conn at work: every connection stays open, so
+// each pick sees the others' counts. Three instances get an exact third
+// each; once the first name's connections close, every new one goes to
+// it. random (or round-robin, in the second step) would not do that.
+func holdNames(addr, service string, n int) error {
+	type held struct {
+		c    net.Conn
+		name string
+	}
+	var conns []held
+	defer func() {
+		for _, h := range conns {
+			h.c.Close()
+		}
+	}()
+	open := func() (string, error) {
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		if err != nil {
+			return "", err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var name string
+		if _, err := fmt.Fscanln(c, &name); err != nil {
+			c.Close()
+			return "", fmt.Errorf("read name: %w", err)
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		conns = append(conns, held{c, name})
+		return name, nil
+	}
+	count := func(names []string) string {
+		m := map[string]int{}
+		for _, n := range names {
+			m[n]++
+		}
+		var out []string
+		for k, v := range m {
+			out = append(out, fmt.Sprintf("%s=%d", k, v))
+		}
+		sort.Strings(out)
+		return strings.Join(out, " ")
+	}
+	var names []string
+	for range n {
+		name, err := open()
+		if err != nil {
+			return err
+		}
+		names = append(names, name)
+	}
+	fmt.Println("held:", count(names))
+	first := slices.Min(names)
+	kept := conns[:0]
+	closed := 0
+	for _, h := range conns {
+		if h.name == first {
+			h.c.Close()
+			closed++
+			continue
+		}
+		kept = append(kept, h)
+	}
+	conns = kept
+	// The close reaches the node a moment later: wait until its count of
+	// open connections to the instances says so.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var s mesh.Services
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := mesh.Fetch(ctx, "127.0.0.1:7948", "/v1/services", &s)
+		cancel()
+		active := -1
+		if err == nil {
+			for _, v := range s.Services {
+				if v.Name == service {
+					active = 0
+					for _, in := range v.Instances {
+						active += int(in.Active)
+					}
+				}
+			}
+		}
+		if active == len(conns) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node still counts %d open connections to %s, want %d (last error %v)", active, service, len(conns), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	names = nil
+	for range closed {
+		name, err := open()
+		if err != nil {
+			return err
+		}
+		names = append(names, name)
+	}
+	fmt.Println("refill:", count(names))
 	return nil
 }
 
