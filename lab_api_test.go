@@ -54,19 +54,16 @@ func TestLabControlSocket(t *testing.T) {
 	needBinaries(t, "setpriv")
 	a, b := l.AddHost("a"), l.AddHost("b")
 	// The socket's folders must be open to other users for them to reach
-	// it at all (the lab's own folders are 0700): the refusal must come
-	// from the node, not from file permissions.
-	dir, err := os.MkdirTemp("", "amb-lab-sock-")
-	if err != nil {
-		t.Fatal(err)
+	// it at all (the test's temporary folders are 0700): the refusal must
+	// come from the node, not from file modes.
+	for dir := a.Dir; dir != os.TempDir() && dir != "/"; dir = filepath.Dir(dir) {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "run", "ambassador.sock")
+	sock := socketOf(a)
 	startHelper(t, a, "sha-service", "serve-sha", "127.0.0.1:12400")
-	startNode(a, "--socket", sock, "--announce", "keep:7000=12400")
+	startNode(a, "--announce", "keep:7000=12400")
 	startNode(b)
 	waitNodesOn(t, b, "keep", 1)
 	nameA := nodeName(t, a)

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -73,17 +72,9 @@ func startHelper(t *testing.T, h *lab.Host, name, mode string, args ...string) *
 	return h.Start(name, append([]string{"env", "AMB_LAB_HELPER=" + mode, self(t)}, args...)...)
 }
 
-// sockets remembers each host's control socket: every lab host shares the
-// machine's /run, so each node gets its own path in its host's folder
-// unless the test gives one.
-var sockets sync.Map // *lab.Host -> string
-
-func socketOf(h *lab.Host) string {
-	if s, ok := sockets.Load(h); ok {
-		return s.(string)
-	}
-	return filepath.Join(h.Dir, "ambassador.sock")
-}
+// socketOf is the control socket of h's node: every lab host shares the
+// machine's /run, so each node gets its own in its host's folder.
+func socketOf(h *lab.Host) string { return filepath.Join(h.Dir, "ambassador.sock") }
 
 // startNode runs a node in h and waits until it answers on its control
 // socket (so that a helper that fails on any error can ask it at once).
@@ -91,13 +82,8 @@ func socketOf(h *lab.Host) string {
 // 0 on SIGTERM.
 func startNode(h *lab.Host, args ...string) *lab.Proc {
 	sock := socketOf(h)
-	if i := slices.Index(args, "--socket"); i >= 0 && i+1 < len(args) {
-		sock = args[i+1]
-	} else {
-		args = append([]string{"--socket", sock}, args...)
-	}
-	sockets.Store(h, sock)
-	p := h.Start("ambassador", append([]string{binary, "--log-level", "debug"}, args...)...).CheckExit()
+	args = append([]string{binary, "--log-level", "debug", "--socket", sock}, args...)
+	p := h.Start("ambassador", args...).CheckExit()
 	p.WaitUntil(20*time.Second, "the node to answer on "+sock, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

@@ -36,8 +36,9 @@ type Config struct {
 	// DataPort is where peers hand connections to this node's services.
 	// Default 7947.
 	DataPort int
-	// HTTP is the local status API's listen address. Default
-	// 127.0.0.1:7948; "" = off.
+	// HTTP is the listen address of the status address: read-only
+	// documents, for requests whose Host is this address, localhost or an
+	// IP literal. Default 127.0.0.1:7948; "" = off.
 	HTTP string
 	// Socket is the path of the control socket, a Unix socket that serves
 	// the status documents and the only endpoints that change the node
