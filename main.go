@@ -22,6 +22,7 @@ import (
 
 	"github.com/ambassador-mesh/ambassador/creds"
 	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/ambassador-mesh/ambassador/mesh"
 	"github.com/ambassador-mesh/ambassador/trust"
 	"github.com/urfave/cli/v2"
@@ -350,6 +351,9 @@ func nodeConfig(c source) (mesh.Config, error) {
 		name, spec, ok := strings.Cut(s, "=")
 		if !ok {
 			return cfg, usagef("--check %q: want NAME=CHECK", s)
+		}
+		if err := svcname.Check(name); err != nil {
+			return cfg, usagef("--check %q: %v", s, err)
 		}
 		chk, err := health.ParseCheck(spec)
 		if err != nil {

@@ -41,6 +41,10 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "announce bad spec", args: []string{"announce", "x"}, wantCode: 2, wantStderr: `announce: "x"`},
 		{name: "drain without name", args: []string{"drain"}, wantCode: 2, wantStderr: "want a service NAME"},
 		{name: "drain without node", args: []string{"drain", "--http", "127.0.0.1:1", "redis"}, wantCode: 1, wantStderr: "is a node running"},
+		// Every flag that names a service applies the one rule (svcname).
+		{name: "bad check name", args: []string{"--announce", "redis=6379", "--check", "re_dis=tcp"}, wantCode: 2, wantStderr: `--check "re_dis=tcp": service name "re_dis"`},
+		{name: "bad credentials name", args: []string{"--credentials", "my db=redis:/tmp/x"}, wantCode: 2, wantStderr: `service name "my db"`},
+		{name: "long credentials name", args: []string{"--credentials", "abcdefghijklmnop=redis:/tmp/x"}, wantCode: 2, wantStderr: "--credentials"},
 		{name: "bad credentials proto", args: []string{"--credentials", "redis=mysql:/tmp/x"}, wantCode: 2, wantStderr: "--credentials"},
 		{name: "missing credentials file", args: []string{"--no-mdns", "--http", "", "--credentials", "redis=redis:/nonexistent/cred"}, wantCode: 1, wantStderr: "/nonexistent/cred"},
 		{name: "keygen", args: []string{"keygen"}, wantCode: 0, wantStdout: "="},
