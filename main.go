@@ -141,7 +141,7 @@ func nodeFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "iface", EnvVars: []string{"AMBASSADOR_IFACE"},
 			Usage: "network interface `NAME` for mDNS (repeatable; default every up, multicast-capable, non-loopback interface)"},
 		&cli.StringFlag{Name: "bind", EnvVars: []string{"AMBASSADOR_BIND"},
-			Usage: "`IP` address to advertise to peers (default: the first IPv4 address of the first interface)"},
+			Usage: "`IP` address to advertise to peers and the only one the gossip and data ports listen on (default: advertise the first IPv4 address of the first interface, listen on every interface)"},
 		&cli.IntFlag{Name: "gossip-port", Value: d.GossipPort, EnvVars: []string{"AMBASSADOR_GOSSIP_PORT"},
 			Usage: "TCP and UDP `PORT` for membership gossip"},
 		&cli.IntFlag{Name: "data-port", Value: d.DataPort, EnvVars: []string{"AMBASSADOR_DATA_PORT"},

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 const waitTimeout = 15 * time.Second
@@ -596,18 +598,26 @@ func servicesOfSize(t *testing.T, c *Cluster, size int) []Service {
 	var svcs []Service
 	for i := 0; ; i++ {
 		next := append(slices.Clone(svcs), Service{Name: fmt.Sprintf("s%03d", i), Port: 10000 + i})
-		if encoded(next) > size-maxNameLen {
+		if encoded(next) > size-22 { // room for the smallest last service
 			break
 		}
 		svcs = next
 	}
-	last := Service{Name: "z", Port: 10000}
-	last.Name = strings.Repeat("z", size-encoded(append(svcs, last))+1)
-	svcs = append(svcs, last)
-	if got := encoded(svcs); got != size {
-		t.Fatalf("record size: got %d, want %d", got, size)
+	// The last service fills the rest exactly: a name of 1 to
+	// svcname.MaxLen letters, a port of 1 to 5 digits and an optional
+	// weight cover every gap the loop above can leave.
+	for k := 1; k <= svcname.MaxLen; k++ {
+		for _, port := range []int{1, 10, 100, 1000, 10000} {
+			for _, w := range []int{0, 1, 10, 100, 1000} {
+				last := Service{Name: strings.Repeat("z", k), Port: port, Weight: w}
+				if out := append(slices.Clone(svcs), last); encoded(out) == size {
+					return out
+				}
+			}
+		}
 	}
-	return svcs
+	t.Fatalf("no services encode to exactly %d bytes", size)
+	return nil
 }
 
 // TestLargestBroadcastIsSent checks maxBroadcast against memberlist: a

@@ -27,8 +27,12 @@ type Config struct {
 	// Interfaces for mDNS; empty = every up, multicast-capable,
 	// non-loopback interface with an IPv4 address.
 	Interfaces []string
-	// Bind is the IP this node advertises to its peers. "" = the first
-	// IPv4 address of the first usable interface.
+	// Bind is the IP this node advertises to its peers and the only
+	// address its gossip and data ports listen on. "" = advertise the
+	// first IPv4 address of the first usable interface and listen on
+	// every interface (0.0.0.0), so that a node whose address changes, or
+	// that peers reach on several networks, still answers without a
+	// restart.
 	Bind string
 	// GossipPort is memberlist's TCP and UDP port. Default 7946.
 	GossipPort int
@@ -266,6 +270,15 @@ func (c Config) validTLS() error {
 		return fmt.Errorf("%s: given without %s; tls-ca, tls-cert and tls-key go together", given, strings.Join(missing, " and "))
 	}
 	return nil
+}
+
+// listenIP is the address the gossip and data ports listen on: Bind, or
+// every interface without it (see Bind).
+func (c Config) listenIP() string {
+	if c.Bind != "" {
+		return c.Bind
+	}
+	return "0.0.0.0"
 }
 
 // operatorCA reports whether the data plane uses an operator's CA.

@@ -127,7 +127,7 @@ func New(cfg Config) (*Node, error) {
 	gc := cfg.gossipConfig()
 	gc.NodeName = n.name
 	gc.Cluster = cfg.Cluster
-	gc.BindAddr = "0.0.0.0"
+	gc.BindAddr = cfg.listenIP()
 	gc.BindPort = cfg.GossipPort
 	gc.AdvertiseAddr = n.addr.String()
 	gc.AdvertisePort = cfg.GossipPort
@@ -242,7 +242,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			_ = n.stop(ctx, st)
 		}
 	}()
-	if err := n.data.Start(ctx, net.JoinHostPort("0.0.0.0", strconv.Itoa(n.cfg.DataPort))); err != nil {
+	if err := n.data.Start(ctx, net.JoinHostPort(n.cfg.listenIP(), strconv.Itoa(n.cfg.DataPort))); err != nil {
 		return fmt.Errorf("mesh: data port: %w", err)
 	}
 	st.data = true

@@ -739,3 +739,34 @@ func TestKeyRotationReload(t *testing.T) {
 		t.Fatalf("after the refused key change: %v", err)
 	}
 }
+
+// TestBindListensOnlyThere checks that --bind keeps the gossip and data
+// ports off every other address: a node bound to 127.0.0.2 accepts there
+// and refuses on 127.0.0.1 (all of 127/8 routes to lo, so only the
+// listener's own address decides).
+func TestBindListensOnlyThere(t *testing.T) {
+	probe, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 on this host: %v", err)
+	}
+	probe.Close()
+	n := startTestNode(t, "bound", func(c *Config) { c.Bind = "127.0.0.2" })
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"data", n.cfg.DataPort}, {"gossip", n.cfg.GossipPort}} {
+		on := net.JoinHostPort("127.0.0.2", strconv.Itoa(p.port))
+		c, err := net.DialTimeout("tcp", on, 2*time.Second)
+		if err != nil {
+			t.Fatalf("%s port on the bind address %s: %v, want it to accept", p.name, on, err)
+		}
+		c.Close()
+		off := net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port))
+		if c, err := net.DialTimeout("tcp", off, 2*time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s port on %s, not the bind address: accepted, want refused", p.name, off)
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("%s port on %s: %v, want connection refused", p.name, off, err)
+		}
+	}
+}
