@@ -53,7 +53,10 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "tls ca alone", args: []string{"--tls-ca", "/nonexistent/ca.pem"}, wantCode: 2, wantStderr: "--tls-ca: given without tls-cert and tls-key"},
 		{name: "tls key missing", args: []string{"--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem"}, wantCode: 2, wantStderr: "--tls-ca: given without tls-key"},
 		{name: "tls cert alone", args: []string{"--tls-cert", "/nonexistent/node.pem"}, wantCode: 2, wantStderr: "--tls-cert: given without tls-ca and tls-key"},
-		{name: "tls ca file missing", args: []string{"--no-mdns", "--http", "", "--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem", "--tls-key", "/nonexistent/node.key"}, wantCode: 1, wantStderr: "/nonexistent/ca.pem"},
+		{name: "tls ca file missing", args: []string{"--no-mdns", "--http", "", "--key", "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI=", "--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem", "--tls-key", "/nonexistent/node.key"}, wantCode: 1, wantStderr: "/nonexistent/ca.pem"},
+		// An operator CA without a key would let a stranger join the gossip
+		// and rewrite the catalog: a usage error naming both flags.
+		{name: "tls ca without key", args: []string{"--no-mdns", "--http", "", "--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem", "--tls-key", "/nonexistent/node.key"}, wantCode: 2, wantStderr: "--tls-ca: needs --key"},
 		{name: "members without node", args: []string{"members", "--http", "127.0.0.1:1"}, wantCode: 1, wantStderr: "is a node running"},
 	}
 	for _, tc := range tests {

@@ -83,11 +83,14 @@ type Config struct {
 	Keys []string
 	// TLSCA, TLSCert and TLSKey are PEM files of an operator's CA (one or
 	// more CA certificates), this node's certificate signed by it, and
-	// the certificate's key: all three or none. With them, connections
-	// between ambassadors are TLS 1.3 with mutual authentication against
-	// the CA instead of pinned fingerprints; Keys, if any, still protect
-	// gossip. The files are read in New; changing them takes a restart.
-	// "" = no operator CA.
+	// the certificate's key: all three or none, and only with Keys (which
+	// keep strangers out of the gossip and so off the catalog). With them,
+	// connections between ambassadors are TLS 1.3 with mutual
+	// authentication against the CA instead of pinned fingerprints; every
+	// certificate must name the cluster and its node in a URI SAN
+	// ambassador://CLUSTER/NODE, and Node, if set, must be that NODE
+	// ("" = take it from the certificate). The files are read in New;
+	// changing them takes a restart. "" = no operator CA.
 	TLSCA, TLSCert, TLSKey string
 	// Profile picks the gossip timers: "lan" (default: a dead node leaves
 	// the catalogs in about 3s), "wan" (memberlist's WAN timers) or
@@ -268,6 +271,13 @@ func (c Config) validTLS() error {
 	}
 	if given != "" && len(missing) > 0 {
 		return fmt.Errorf("%s: given without %s; tls-ca, tls-cert and tls-key go together", given, strings.Join(missing, " and "))
+	}
+	if given != "" && len(c.Keys) == 0 {
+		// Without a key anyone who reaches the gossip port can join and
+		// overwrite any member's catalog record (a higher version wins),
+		// sending the data plane to their address: the CA would guard a
+		// door whose address a stranger writes.
+		return fmt.Errorf("tls-ca: needs --key (or --key-file): without a cluster key a stranger can join the gossip and rewrite the catalog")
 	}
 	return nil
 }

@@ -104,21 +104,32 @@ func New(cfg Config) (*Node, error) {
 		n.addr = netip.MustParseAddr("127.0.0.1")
 		n.log.Warn("no usable network interface: advertising 127.0.0.1, peers on other hosts cannot reach this node")
 	}
+	// The data plane trusts either an operator's CA or, with a cluster
+	// key and no CA, the fingerprints that members gossip. A CA
+	// certificate names its node, so it comes before the node's name.
+	var ca *trust.CA
+	var id *trust.Identity
+	if cfg.operatorCA() {
+		if ca, err = trust.LoadCA(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.Cluster); err != nil {
+			return nil, fmt.Errorf("mesh: %w", err)
+		}
+		switch {
+		case cfg.Node == "":
+			cfg.Node = ca.Node()
+			if err := validNodeName(cfg.Node); err != nil {
+				return nil, fmt.Errorf("mesh: node name in the URI SAN of cert file %s: %w", cfg.TLSCert, err)
+			}
+		case cfg.Node != ca.Node():
+			return nil, fmt.Errorf("mesh: node %q, but cert file %s names node %q (%s): peers would refuse this node",
+				cfg.Node, cfg.TLSCert, ca.Node(), trust.NodeURI(cfg.Cluster, ca.Node()))
+		}
+		n.cfg.Node = cfg.Node
+	}
 	n.name = cfg.Node
 	if n.name == "" {
 		n.name = defaultNodeName(n.addr, cfg.GossipPort)
 	}
-
-	// The data plane trusts either an operator's CA or, with a cluster
-	// key and no CA, the fingerprints that members gossip.
-	var ca *trust.CA
-	var id *trust.Identity
-	switch {
-	case cfg.operatorCA():
-		if ca, err = trust.LoadCA(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey); err != nil {
-			return nil, fmt.Errorf("mesh: %w", err)
-		}
-	case len(cfg.Keys) > 0:
+	if ca == nil && len(cfg.Keys) > 0 {
 		if id, err = trust.NewIdentity(n.name); err != nil {
 			return nil, fmt.Errorf("mesh: %w", err)
 		}
@@ -151,9 +162,10 @@ func New(cfg Config) (*Node, error) {
 	dc := fc
 	switch {
 	case ca != nil:
-		// Any peer with a certificate from the operator's CA is trusted,
-		// whatever its name or address: no fingerprint is needed.
-		fc.ClientTLS = func(forward.Backend) (*tls.Config, error) { return ca.ClientConfig(), nil }
+		// A peer with a certificate from the operator's CA that names this
+		// cluster is trusted, whatever its address: no fingerprint is
+		// needed. A server must also be the node the catalog says.
+		fc.ClientTLS = func(b forward.Backend) (*tls.Config, error) { return ca.ClientConfig(b.Node), nil }
 		dc.ServerTLS = ca.ServerConfig()
 	case id != nil:
 		// Peers pin each other's certificate by the fingerprint that
@@ -283,10 +295,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 		st.disc = true
 	}
-	switch {
-	case len(n.cfg.Keys) == 0 && n.cfg.operatorCA():
-		n.log.Warn("no --key: gossip is not encrypted or authenticated; any host on this network can join and see the catalog, but forwarded connections are TLS 1.3 with the operator CA")
-	case len(n.cfg.Keys) == 0:
+	if len(n.cfg.Keys) == 0 { // Validate refuses an operator CA without a key
 		n.log.Warn("no --key: gossip and forwarded connections are not encrypted or authenticated; any host on this network can join and reach announced services")
 		if len(n.cfg.Credentials) > 0 {
 			n.log.Warn("no --key with --credentials: the credentials go to whichever node announces the service, and without a key any host on this network can announce it")

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -492,90 +493,127 @@ func TestKeyedNodes(t *testing.T) {
 	}
 }
 
-// TestOperatorCANodes runs two nodes with certificates from one operator
-// CA, with and without a cluster key: b reaches a's service over TLS. A
-// node whose certificate comes from another CA joins the (keyless) gossip
-// and sees the service, but gets nothing through a's data port.
+// TestOperatorCANodes runs two nodes with the operator's CA and a key: a
+// client of b reaches a's service over TLS. A client that holds a
+// certificate from the same CA, but one that does not name this cluster
+// (issued for something else, or for another cluster), gets nothing from
+// a's data port; the same client with a certificate naming the cluster is
+// served, so the refusal is the certificate's doing.
 func TestOperatorCANodes(t *testing.T) {
 	const key = "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI="
 	ours, theirs := testutil.NewCA(t, "ours"), testutil.NewCA(t, "theirs")
+	echo := echoServer(t)
+	a := startTestNode(t, "a", func(c *Config) {
+		c.Keys = []string{key}
+		c.TLSCA, c.TLSCert, c.TLSKey = ours.WriteFiles(t, "a")
+		c.Announce = []Announce{{Name: "echo", Port: 9, Host: "127.0.0.1", TargetPort: echo}}
+	})
+	seed := []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	b := startTestNode(t, "", func(c *Config) { // the name comes from the certificate
+		c.Keys = []string{key}
+		c.TLSCA, c.TLSCert, c.TLSKey = ours.WriteFiles(t, "b")
+		c.Join = seed
+		c.Forward = []Forward{{Name: "echo", Listen: listen}}
+	})
+	if b.Name() != "b" {
+		t.Fatalf("b's name: got %q, want %q from its certificate", b.Name(), "b")
+	}
+	waitFor(t, 10*time.Second, "echo through b over TLS with the operator CA", func() bool { return echoOnce(listen) == nil })
+	if sv := b.ServicesView(); len(sv.Services) != 1 || sv.Services[0].Instances[0].Conns == 0 {
+		t.Fatalf("b's view: %+v, want a used instance of echo", sv)
+	}
+
+	dataPort := net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.DataPort))
 	for _, tc := range []struct {
-		name string
-		keys []string
+		name   string
+		ca     *testutil.CA
+		uris   []string
+		wantOK bool
 	}{
-		{"no key", nil},
-		{"with key", []string{key}},
+		{"same CA, naming the cluster", ours, []string{testutil.NodeURI("ambassador", "x")}, true},
+		{"same CA, no URI SAN", ours, nil, false},
+		{"same CA, another cluster", ours, []string{testutil.NodeURI("elsewhere", "x")}, false},
+		{"same CA, another scheme", ours, []string{"spiffe://ambassador/x"}, false},
+		{"another CA, naming the cluster", theirs, []string{testutil.NodeURI("ambassador", "x")}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			echo := echoServer(t)
-			a := startTestNode(t, "a", func(c *Config) {
-				c.Keys = tc.keys
-				c.TLSCA, c.TLSCert, c.TLSKey = ours.WriteFiles(t, "a")
-				c.Announce = []Announce{{Name: "echo", Port: 9, Host: "127.0.0.1", TargetPort: echo}}
-			})
-			seed := []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
-			listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-			b := startTestNode(t, "b", func(c *Config) {
-				c.Keys = tc.keys
-				c.TLSCA, c.TLSCert, c.TLSKey = ours.WriteFiles(t, "b")
-				c.Join = seed
-				c.Forward = []Forward{{Name: "echo", Listen: listen}}
-			})
-			waitFor(t, 10*time.Second, "echo through b over TLS with the operator CA", func() bool { return echoOnce(listen) == nil })
-			if sv := b.ServicesView(); len(sv.Services) != 1 || sv.Services[0].Instances[0].Conns == 0 {
-				t.Fatalf("b's view: %+v, want a used instance of echo", sv)
+			_, certFile, keyFile := tc.ca.WriteFilesURI(t, "x", tc.uris...)
+			err := rawHandoff(t, dataPort, certFile, keyFile, "echo")
+			if tc.wantOK && err != nil {
+				t.Fatalf("handoff to a: %v, want it served", err)
 			}
-			if tc.keys != nil {
-				return // a stranger without the key cannot even join: TestKeyedNodes
-			}
-
-			xListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-			startTestNode(t, "x", func(c *Config) {
-				c.TLSCA, c.TLSCert, c.TLSKey = theirs.WriteFiles(t, "x")
-				c.Join = seed
-				c.Forward = []Forward{{Name: "echo", Listen: xListen}}
-			})
-			// x's listener opens once it has the catalog; every connection
-			// through it fails the TLS handshake with a, both ways.
-			waitFor(t, 10*time.Second, "x to open its echo listener", func() bool {
-				c, err := net.DialTimeout("tcp", xListen, time.Second)
-				if err == nil {
-					c.Close()
-				}
-				return err == nil
-			})
-			for range 3 {
-				if err := echoOnce(xListen); err == nil {
-					t.Fatal("echo through x, whose certificate is from another CA: got an answer, want none")
-				}
-			}
-			if err := echoOnce(listen); err != nil {
-				t.Fatalf("echo through b while x is refused: %v", err)
+			if !tc.wantOK && err == nil {
+				t.Fatal("handoff to a: served, want the TLS handshake refused")
 			}
 		})
 	}
 }
 
-// TestOperatorCABadFiles checks that New fails, naming the file, when the
-// operator-CA files cannot be used.
+// rawHandoff opens a TLS connection to a data port with the given client
+// certificate (it does not check the server's), sends a handoff header for
+// service and reads the status byte: nil when the server accepted it.
+func rawHandoff(t *testing.T, addr, certFile, keyFile, service string) error {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{
+		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true,
+	})
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	// TLS 1.3: a refused client certificate shows up at the first read.
+	if _, err := c.Write(append([]byte{'A', 'M', 'B', 1, byte(len(service))}, service...)); err != nil {
+		return fmt.Errorf("write header: %w", err)
+	}
+	var status [1]byte
+	if _, err := io.ReadFull(c, status[:]); err != nil {
+		return fmt.Errorf("read status: %w", err)
+	}
+	if status[0] != 0 {
+		return fmt.Errorf("status %d", status[0])
+	}
+	return nil
+}
+
+// TestOperatorCABadFiles checks that New fails, naming the file or the
+// flags, when the operator-CA setup cannot be used.
 func TestOperatorCABadFiles(t *testing.T) {
-	caFile, certFile, keyFile := testutil.NewCA(t, "ours").WriteFiles(t, "a")
+	const key = "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI="
+	ours := testutil.NewCA(t, "ours")
+	caFile, certFile, keyFile := ours.WriteFiles(t, "a")
 	_, otherCert, otherKey := testutil.NewCA(t, "theirs").WriteFiles(t, "a")
+	_, noSANCert, noSANKey := ours.WriteFilesURI(t, "nosan")
+	_, elsewhereCert, elsewhereKey := ours.WriteFilesURI(t, "elsewhere", testutil.NodeURI("elsewhere", "a"))
 	missing := filepath.Join(t.TempDir(), "missing.pem")
 	for _, tc := range []struct {
 		name          string
 		ca, cert, key string
+		node          string
+		keys          []string
 		wantErr       string
 	}{
-		{"missing CA file", missing, certFile, keyFile, missing},
-		{"cert from another CA", caFile, otherCert, otherKey, otherCert},
+		{"missing CA file", missing, certFile, keyFile, "", []string{key}, missing},
+		{"cert from another CA", caFile, otherCert, otherKey, "", []string{key}, otherCert},
+		{"cert without URI SAN", caFile, noSANCert, noSANKey, "", []string{key}, noSANCert + " has no URI SAN ambassador://ambassador/NODE"},
+		{"cert for another cluster", caFile, elsewhereCert, elsewhereKey, "", []string{key}, elsewhereCert + " has no URI SAN"},
+		{"node other than the cert's", caFile, certFile, keyFile, "b", []string{key}, `node "b", but cert file ` + certFile + ` names node "a"`},
+		// Without a key a stranger could join the gossip and rewrite the
+		// catalog: refused, naming both flags.
+		{"no key", caFile, certFile, keyFile, "", nil, "tls-ca: needs --key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
-			cfg.Bind, cfg.NoMDNS = "127.0.0.1", true
+			cfg.Bind, cfg.NoMDNS, cfg.Node, cfg.Keys = "127.0.0.1", true, tc.node, tc.keys
 			cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = tc.ca, tc.cert, tc.key
 			if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("got %v, want an error naming %q", err, tc.wantErr)
+				t.Fatalf("got %v, want an error containing %q", err, tc.wantErr)
 			}
 		})
 	}
