@@ -78,7 +78,7 @@ type Config struct {
 	// Transport and delegates other than Delegate and Events are shared too.
 	//
 	// gossip always overrides Name, BindAddr, BindPort, AdvertiseAddr,
-	// AdvertisePort, Label, Delegate, Events, Logger, LogOutput and
+	// AdvertisePort, Label, Delegate, Events, Conflict, Logger, LogOutput and
 	// DeadNodeReclaimTime (set to ProbeInterval, see DefaultConfig); and,
 	// when Keys is set, Keyring, GossipVerifyIncoming and
 	// GossipVerifyOutgoing.
@@ -319,6 +319,7 @@ func (cfg Config) memberlistConfig(d *delegate, l *slog.Logger) *memberlist.Conf
 	mc.Label = cfg.Cluster
 	mc.Delegate = d
 	mc.Events = d
+	mc.Conflict = d
 	mc.LogOutput = nil
 	mc.Logger = newStdLogger(l)
 	// A node restarted on a new address (DHCP renewal, port 0 in tests)

@@ -17,9 +17,11 @@ import (
 // default" only where the comment says so; DefaultConfig fills in the rest.
 type Config struct {
 	// Node is this node's name in the cluster and its mDNS instance name.
-	// "" = the host name plus a short suffix derived from the advertise
+	// "" = the host name plus 16 hex digits hashed from the advertise
 	// address and gossip port, so that cloned hosts with one host name
-	// still get distinct names.
+	// still get distinct names (in the operator-CA mode: the NODE of the
+	// certificate's URI SAN). Run fails when, within 30s of starting, the
+	// node finds its name held by a live member at another address.
 	Node string
 	// Cluster separates meshes that share a LAN: it is the memberlist
 	// label and a TXT field in discovery. Default "ambassador".
@@ -113,6 +115,9 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Logger; nil = slog.Default().
 	Logger *slog.Logger
+
+	// conflictWindow overrides nameConflictWindow in tests; 0 = default.
+	conflictWindow time.Duration
 }
 
 // DefaultConfig returns the defaults. It does no I/O and cannot fail.

@@ -6,10 +6,11 @@ package mesh
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"maps"
 	"net"
@@ -241,7 +242,9 @@ func (n *Node) Name() string { return n.name }
 
 // Run starts the node and blocks until ctx is cancelled, then leaves the
 // cluster and shuts down in order. It returns a startup error (a port in
-// use, an interface that cannot join multicast) or the first shutdown error.
+// use, an interface that cannot join multicast, this node's name held by a
+// live member at another address: see awaitStop) or the first shutdown
+// error.
 // Run may be called once.
 func (n *Node) Run(ctx context.Context) (err error) {
 	// Start in the reverse of the stop order: the data port and gossip
@@ -249,8 +252,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	// reach us; then discovery. Whatever started is stopped again if a
 	// later step fails.
 	var st started
+	stopping := false
 	defer func() {
-		if err != nil {
+		if err != nil && !stopping {
 			_ = n.stop(ctx, st)
 		}
 	}()
@@ -309,13 +313,49 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 
 	close(n.ready)
-	<-ctx.Done()
-	return n.stop(ctx, st)
+	werr := n.awaitStop(ctx, time.Now())
+	stopping = true
+	if werr != nil {
+		// Not Leave: the leave message and the left record would carry
+		// our name, and so take down the node that rightly holds it.
+		st.noLeave = true
+	}
+	return errors.Join(werr, n.stop(ctx, st))
+}
+
+// nameConflictWindow is how long after start a node gives up when it
+// finds its name held by a live node at another address: long enough for
+// discovery and the first joins, after which the node counts as
+// established and the newcomer is the one to give up.
+const nameConflictWindow = 30 * time.Second
+
+// awaitStop blocks until ctx is done (nil), or until, within the name
+// conflict window after start, another live node turns out to hold this
+// node's name (an error: the node must not start). A conflict after the
+// window is logged; the newcomer refuses to start.
+func (n *Node) awaitStop(ctx context.Context, start time.Time) error {
+	window := n.cfg.conflictWindow
+	if window == 0 {
+		window = nameConflictWindow
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-n.cluster.Conflicts():
+			peer := net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))
+			if time.Since(start) < window {
+				return fmt.Errorf("mesh: node name %q is already taken by a live member at %s; give this node another --node", n.name, peer)
+			}
+			n.log.Error("a node at another address claims this node's name; it should refuse to start", "node", n.name, "peer", peer)
+		}
+	}
 }
 
 // started records what Run has started, so that stop undoes exactly that.
 type started struct {
 	data, cluster, http, disc bool
+	noLeave                   bool // stop without a gossip Leave (another node holds our name)
 	checker, resolver         bool
 	cancelLoops               context.CancelFunc
 }
@@ -335,7 +375,7 @@ func (n *Node) stop(ctx context.Context, st started) error {
 			errs = append(errs, fmt.Errorf("mesh: stop mdns: %w", err))
 		}
 	}
-	if st.cluster {
+	if st.cluster && !st.noLeave {
 		lctx, lcancel := context.WithTimeout(sctx, 5*time.Second)
 		if err := n.cluster.Leave(lctx); err != nil {
 			n.log.Warn("leave did not complete", "err", err)
@@ -561,9 +601,13 @@ func firstIPv4(ifaces []net.Interface) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// defaultNodeName is the host name plus four hex digits hashed from the
-// advertise address and gossip port: stable across restarts of one node,
-// distinct for cloned hosts (or network namespaces) that share a host name.
+// defaultNodeName is the host name plus 16 hex digits (64 bits of SHA-256)
+// of the advertise address and gossip port. The suffix is long enough that
+// cloned hosts sharing a host name never collide in practice (100 hosts:
+// about 3e-16; 16 bits gave about 7 %), and derived rather than random so
+// that a restarted node takes its own place back instead of leaving a dead
+// twin behind. Two nodes on one address and port cannot both run anyway;
+// a duplicate --node is caught when the node joins (see Run).
 func defaultNodeName(addr netip.Addr, gossipPort int) string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
@@ -576,16 +620,15 @@ func defaultNodeName(addr netip.Addr, gossipPort int) string {
 			b.WriteRune(r)
 		}
 	}
-	h := fnv.New32a()
-	fmt.Fprintf(h, "%s:%d", addr, gossipPort)
+	sum := sha256.Sum256([]byte(netip.AddrPortFrom(addr, uint16(gossipPort)).String()))
 	name := strings.Trim(b.String(), "-")
 	if name == "" {
 		name = "node"
 	}
 	if len(name) > 40 {
-		name = name[:40]
+		name = strings.TrimRight(name[:40], "-")
 	}
-	return fmt.Sprintf("%s-%04x", name, h.Sum32()&0xffff)
+	return name + "-" + hex.EncodeToString(sum[:8])
 }
 
 // joinAddr turns HOST[:PORT] into host:port, defaulting to the gossip port.

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -806,5 +808,77 @@ func TestBindListensOnlyThere(t *testing.T) {
 		} else if !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Errorf("%s port on %s: %v, want connection refused", p.name, off, err)
 		}
+	}
+}
+
+// TestNameTaken starts a second node named like a running one, at another
+// address: instead of fighting over the name it refuses to run, with an
+// error naming the name and the other node's address, and the first node
+// keeps running under its name.
+func TestNameTaken(t *testing.T) {
+	// The first node counts as established at once, so it is not the one
+	// to give up.
+	a := startTestNode(t, "dup", func(c *Config) { c.conflictWindow = time.Nanosecond })
+	aGossip := net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))
+
+	cfg := DefaultConfig()
+	cfg.Node = "dup"
+	cfg.Bind, cfg.NoMDNS, cfg.Profile, cfg.HTTP = "127.0.0.1", true, "local", ""
+	cfg.GossipPort, cfg.DataPort = freePort(t), freePort(t)
+	cfg.DrainTimeout = time.Second
+	cfg.Join = []string{aGossip}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	twin, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- twin.Run(ctx) }()
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), `node name "dup" is already taken by a live member at `+aGossip) {
+			t.Fatalf("twin's Run: got %v, want an error naming the name and %s", err, aGossip)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("twin still running after 15s, want it to refuse its taken name")
+	}
+
+	select {
+	case err := <-a.done:
+		a.done <- err
+		t.Fatalf("first node stopped (%v), want it running", err)
+	default:
+	}
+	ms := a.MembersView().Members
+	if len(ms) != 1 || ms[0].Name != "dup" {
+		t.Errorf("first node's members: %+v, want only itself", ms)
+	}
+}
+
+// TestDefaultNodeName checks the default name: the host name plus 16 hex
+// digits, a valid node name, stable for one address and port, and distinct
+// across many cloned hosts that share a host name (with the old 4 digits,
+// 2000 addresses collide almost surely).
+func TestDefaultNodeName(t *testing.T) {
+	re := regexp.MustCompile(`^[a-z0-9-]+-[0-9a-f]{16}$`)
+	seen := map[string]netip.Addr{}
+	for i := range 2000 {
+		addr := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+		name := defaultNodeName(addr, 7946)
+		if !re.MatchString(name) || validNodeName(name) != nil {
+			t.Fatalf("defaultNodeName(%s): %q, want host name-16 hex digits and a valid node name (%v)", addr, name, validNodeName(name))
+		}
+		if again := defaultNodeName(addr, 7946); again != name {
+			t.Fatalf("defaultNodeName(%s): %q then %q, want it stable", addr, name, again)
+		}
+		if prev, dup := seen[name]; dup {
+			t.Fatalf("defaultNodeName: %s and %s both get %q", prev, addr, name)
+		}
+		seen[name] = addr
+	}
+	if a, b := defaultNodeName(netip.MustParseAddr("10.0.0.1"), 7946), defaultNodeName(netip.MustParseAddr("10.0.0.1"), 7947); a == b {
+		t.Errorf("ports 7946 and 7947 on one address both get %q", a)
 	}
 }
