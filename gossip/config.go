@@ -114,6 +114,8 @@ const (
 //     window, so the cost is a brief flap, not a lost member.
 //   - GossipInterval 100ms (LAN: 200ms), so the suspicion and death spread
 //     in a few rounds; push/pull every 15s (LAN: 30s) heals missed updates.
+//   - TCPTimeout 2s (LAN: 10s): a join or push/pull to a peer that does
+//     not answer gives up after 2s.
 //
 // A dead node's name can be reclaimed from a new address one ProbeInterval
 // after it was declared dead. AdvertiseAddr and NodeName must still be set.
@@ -129,6 +131,11 @@ func DefaultConfig() Config {
 	mc.SuspicionMaxTimeoutMult = 2
 	mc.GossipInterval = 100 * time.Millisecond
 	mc.PushPullInterval = 15 * time.Second
+	// TCPTimeout bounds a join and a push/pull (dial plus the whole
+	// exchange). The LAN's 10s let one firewalled peer hold a join for
+	// 10s; a LAN dial answers in a millisecond and even a 4 MiB state
+	// moves in well under a second.
+	mc.TCPTimeout = 2 * time.Second
 	return Config{
 		Cluster:    defaultCluster,
 		BindAddr:   defaultBindAddr,

@@ -68,7 +68,7 @@ type Node struct {
 
 	kick chan struct{} // 1-buffered: wakes the reconcile loop; dropped sends are fine
 
-	wg sync.WaitGroup // joinLoop and reconcileLoop
+	wg sync.WaitGroup // joinLoop, its joins in flight, and reconcileLoop
 }
 
 // New validates cfg, works out the node's name and address (interface
@@ -476,20 +476,62 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	}
 }
 
+// maxParallelJoins bounds the joins in flight at once.
+const maxParallelJoins = 16
+
 // joinLoop joins peers found by discovery and the static seeds, retrying a
-// failed join with back-off. When the node is alone it asks discovery to
-// query again, so a lost query does not cost a minute.
+// failed join with back-off. Joins run in parallel, one at a time per
+// address, each bounded by memberlist's TCPTimeout (2s in the lan profile):
+// a peer that never answers (firewalled, a black hole) holds up neither the
+// joins to other peers nor, for longer than that bound, shutdown. When the
+// node is alone it asks discovery to query again, so a lost query does not
+// cost a minute.
 func (n *Node) joinLoop(ctx context.Context) {
 	type cand struct {
 		next     time.Time
 		backoff  time.Duration
 		failures int
 		seed     bool
+		joining  bool // a join to it is in flight
 	}
+	type result struct {
+		addr string
+		err  error
+	}
+	// At most maxParallelJoins joins are in flight, so their sends never
+	// block, also after the loop has returned.
+	results := make(chan result, maxParallelJoins)
+	inflight := 0
 	cands := map[string]*cand{}
 	for _, j := range n.cfg.Join {
 		a, _ := joinAddr(j, n.cfg.GossipPort) // validated in Config.Validate
 		cands[a] = &cand{seed: true, backoff: time.Second}
+	}
+	done := func(r result) {
+		inflight--
+		c, ok := cands[r.addr]
+		if !ok {
+			return
+		}
+		c.joining = false
+		if r.err != nil {
+			c.failures++
+			if !c.seed && c.failures >= 5 {
+				// Discovery adds it again if it is still around.
+				n.log.Debug("join failed, giving up on peer", "peer", r.addr, "err", r.err)
+				delete(cands, r.addr)
+				return
+			}
+			c.next = time.Now().Add(c.backoff)
+			n.log.Debug("join failed, will retry", "peer", r.addr, "retry_in", c.backoff, "err", r.err)
+			c.backoff = min(c.backoff*2, 30*time.Second)
+			return
+		}
+		n.log.Info("joined", "peer", r.addr)
+		c.backoff, c.failures = time.Second, 0
+		if !c.seed {
+			delete(cands, r.addr)
+		}
 	}
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
@@ -497,7 +539,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return // joins in flight end within TCPTimeout; stop waits for them
 		case a := <-n.peers:
 			// A new peer is tried at once; a known one keeps its back-off,
 			// so a host that answers mDNS but cannot join (another key,
@@ -505,6 +547,8 @@ func (n *Node) joinLoop(ctx context.Context) {
 			if _, ok := cands[a]; !ok {
 				cands[a] = &cand{backoff: time.Second}
 			}
+		case r := <-results:
+			done(r)
 		case <-t.C:
 		}
 		now := time.Now()
@@ -519,35 +563,21 @@ func (n *Node) joinLoop(ctx context.Context) {
 				members[net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))] = true
 			}
 		}
+		self := net.JoinHostPort(n.addr.String(), strconv.Itoa(n.cluster.GossipPort()))
 		for a, c := range cands {
-			if ctx.Err() != nil {
-				return // a join can take seconds; do not hold up shutdown
-			}
 			if members[a] {
 				c.backoff, c.failures = time.Second, 0
 				continue
 			}
-			if a == net.JoinHostPort(n.addr.String(), strconv.Itoa(n.cluster.GossipPort())) || now.Before(c.next) {
+			if a == self || c.joining || now.Before(c.next) || inflight >= maxParallelJoins {
 				continue
 			}
-			if _, err := n.cluster.Join([]string{a}); err != nil {
-				c.failures++
-				if !c.seed && c.failures >= 5 {
-					// Discovery adds it again if it is still around.
-					n.log.Debug("join failed, giving up on peer", "peer", a, "err", err)
-					delete(cands, a)
-					continue
-				}
-				c.next = time.Now().Add(c.backoff)
-				n.log.Debug("join failed, will retry", "peer", a, "retry_in", c.backoff, "err", err)
-				c.backoff = min(c.backoff*2, 30*time.Second)
-				continue
-			}
-			n.log.Info("joined", "peer", a)
-			c.backoff = time.Second
-			if !c.seed {
-				delete(cands, a)
-			}
+			c.joining = true
+			inflight++
+			n.wg.Go(func() {
+				_, err := n.cluster.Join([]string{a})
+				results <- result{addr: a, err: err}
+			})
 		}
 	}
 }

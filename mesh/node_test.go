@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -880,5 +881,75 @@ func TestDefaultNodeName(t *testing.T) {
 	}
 	if a, b := defaultNodeName(netip.MustParseAddr("10.0.0.1"), 7946), defaultNodeName(netip.MustParseAddr("10.0.0.1"), 7947); a == b {
 		t.Errorf("ports 7946 and 7947 on one address both get %q", a)
+	}
+}
+
+// silentPeer is a gossip peer that accepts connections and never answers,
+// like a host whose firewall lets the handshake through and drops the rest:
+// a join to it lasts until memberlist's TCPTimeout.
+func silentPeer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestJoinNotHeldUpBySilentPeers gives a node four seeds that never answer
+// and one good one, with the lan profile's timers: the good one is joined
+// at once (joined one after another with memberlist's 10s timeout, it
+// waited for every silent seed tried before it), and stopping the node
+// while joins to the silent seeds are in flight returns within the drain
+// timeout plus the 2s join bound, not after the join in progress.
+func TestJoinNotHeldUpBySilentPeers(t *testing.T) {
+	a := startTestNode(t, "a", func(*Config) {})
+	seeds := []string{silentPeer(t), silentPeer(t), silentPeer(t), silentPeer(t),
+		net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+	start := time.Now()
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Profile = "lan"
+		c.Join = seeds
+		c.DrainTimeout = time.Second
+	})
+	waitFor(t, 3*time.Second, "b to join the good seed a", func() bool { return len(b.MembersView().Members) == 2 })
+	t.Logf("b joined a %v after start", time.Since(start).Round(time.Millisecond))
+
+	// The first joins to the silent seeds started with the one to a and
+	// last 2s: stop while they are in flight.
+	stopAt := time.Now()
+	b.cancel()
+	select {
+	case err := <-b.done:
+		b.done <- err // for the cleanup's stop
+		if took := time.Since(stopAt); took > b.cfg.DrainTimeout+3*time.Second {
+			t.Errorf("b stopped %v after cancel, want within the drain timeout %v plus the 2s join bound", took, b.cfg.DrainTimeout)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("b did not stop within 15s")
 	}
 }
