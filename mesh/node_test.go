@@ -936,7 +936,7 @@ func TestJoinNotHeldUpBySilentPeers(t *testing.T) {
 		c.Join = seeds
 		c.DrainTimeout = time.Second
 	})
-	waitFor(t, 3*time.Second, "b to join the good seed a", func() bool { return len(b.MembersView().Members) == 2 })
+	waitFor(t, 5*time.Second, "b to join the good seed a", func() bool { return len(b.MembersView().Members) == 2 })
 	t.Logf("b joined a %v after start", time.Since(start).Round(time.Millisecond))
 
 	// The first joins to the silent seeds started with the one to a and
