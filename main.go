@@ -23,6 +23,7 @@ import (
 
 	"github.com/ambassador-mesh/ambassador/creds"
 	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/ambassador-mesh/ambassador/mesh"
 	"github.com/ambassador-mesh/ambassador/trust"
 	"github.com/urfave/cli/v2"
@@ -129,19 +130,19 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "key-file", EnvVars: []string{"AMBASSADOR_KEY_FILE"},
 			Usage: "read cluster keys from `FILE`, one per line, first one primary (instead of --key, which shows in ps); SIGHUP re-reads it, to rotate keys without a restart"},
 		&cli.StringFlag{Name: "tls-ca", EnvVars: []string{"AMBASSADOR_TLS_CA"},
-			Usage: "PEM `FILE` of the operator's CA certificates: connections between ambassadors are TLS 1.3 trusting any peer whose certificate chains to them, instead of pinned fingerprints (with --tls-cert and --tls-key; --key still encrypts gossip)"},
+			Usage: "PEM `FILE` of the operator's CA certificates: connections between ambassadors are TLS 1.3 trusting a peer whose certificate chains to them and names this cluster, instead of pinned fingerprints (needs --tls-cert, --tls-key and --key)"},
 		&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"AMBASSADOR_TLS_CERT"},
-			Usage: "PEM `FILE` of this node's certificate, signed by the --tls-ca CA (intermediates may follow); read at start"},
+			Usage: "PEM `FILE` of this node's certificate, signed by the --tls-ca CA (intermediates may follow), with a URI SAN ambassador://CLUSTER/NODE; read at start"},
 		&cli.StringFlag{Name: "tls-key", EnvVars: []string{"AMBASSADOR_TLS_KEY"},
 			Usage: "PEM `FILE` of the --tls-cert certificate's private key; read at start"},
 		&cli.StringFlag{Name: "node", EnvVars: []string{"AMBASSADOR_NODE"},
-			Usage: "node `NAME` in the cluster (default: host name plus a suffix unique to this address)"},
+			Usage: "node `NAME` in the cluster (default: host name plus 16 hex digits hashed from the address and gossip port; with --tls-ca the certificate's NODE)"},
 		&cli.StringFlag{Name: "cluster", Value: d.Cluster, EnvVars: []string{"AMBASSADOR_CLUSTER"},
 			Usage: "cluster `NAME`: nodes of different clusters on one LAN never merge"},
 		&cli.StringSliceFlag{Name: "iface", EnvVars: []string{"AMBASSADOR_IFACE"},
 			Usage: "network interface `NAME` for mDNS (repeatable; default every up, multicast-capable, non-loopback interface)"},
 		&cli.StringFlag{Name: "bind", EnvVars: []string{"AMBASSADOR_BIND"},
-			Usage: "`IP` address to advertise to peers (default: the first IPv4 address of the first interface)"},
+			Usage: "`IP` address to advertise to peers and the only one the gossip and data ports listen on (default: advertise the first IPv4 address of the first interface, listen on every interface)"},
 		&cli.IntFlag{Name: "gossip-port", Value: d.GossipPort, EnvVars: []string{"AMBASSADOR_GOSSIP_PORT"},
 			Usage: "TCP and UDP `PORT` for membership gossip"},
 		&cli.IntFlag{Name: "data-port", Value: d.DataPort, EnvVars: []string{"AMBASSADOR_DATA_PORT"},
@@ -368,6 +369,9 @@ func nodeConfig(c source) (mesh.Config, error) {
 		name, spec, ok := strings.Cut(s, "=")
 		if !ok {
 			return cfg, usagef("--check %q: want NAME=CHECK", s)
+		}
+		if err := svcname.Check(name); err != nil {
+			return cfg, usagef("--check %q: %v", s, err)
 		}
 		chk, err := health.ParseCheck(spec)
 		if err != nil {

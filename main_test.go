@@ -74,6 +74,10 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "drain refused", args: []string{"drain", "--socket", refusing, "redis"}, wantCode: 1, wantStderr: "ambassador: node refused the request: only root"},
 		{name: "services through socket", args: []string{"services", "--socket", refusing}, wantCode: 0, wantStdout: "SERVICE"},
 		{name: "node socket too long", args: []string{"--socket", "/" + strings.Repeat("s", 120)}, wantCode: 2, wantStderr: "--socket: "},
+		// Every flag that names a service applies the one rule (svcname).
+		{name: "bad check name", args: []string{"--announce", "redis=6379", "--check", "re_dis=tcp"}, wantCode: 2, wantStderr: `--check "re_dis=tcp": service name "re_dis"`},
+		{name: "bad credentials name", args: []string{"--credentials", "my db=redis:/tmp/x"}, wantCode: 2, wantStderr: `service name "my db"`},
+		{name: "long credentials name", args: []string{"--credentials", "abcdefghijklmnop=redis:/tmp/x"}, wantCode: 2, wantStderr: "--credentials"},
 		{name: "bad credentials proto", args: []string{"--credentials", "redis=mysql:/tmp/x"}, wantCode: 2, wantStderr: "--credentials"},
 		{name: "missing credentials file", args: []string{"--no-mdns", "--http", "", "--credentials", "redis=redis:/nonexistent/cred"}, wantCode: 1, wantStderr: "/nonexistent/cred"},
 		{name: "keygen", args: []string{"keygen"}, wantCode: 0, wantStdout: "="},
@@ -82,7 +86,10 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "tls ca alone", args: []string{"--tls-ca", "/nonexistent/ca.pem"}, wantCode: 2, wantStderr: "--tls-ca: given without tls-cert and tls-key"},
 		{name: "tls key missing", args: []string{"--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem"}, wantCode: 2, wantStderr: "--tls-ca: given without tls-key"},
 		{name: "tls cert alone", args: []string{"--tls-cert", "/nonexistent/node.pem"}, wantCode: 2, wantStderr: "--tls-cert: given without tls-ca and tls-key"},
-		{name: "tls ca file missing", args: []string{"--no-mdns", "--http", "", "--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem", "--tls-key", "/nonexistent/node.key"}, wantCode: 1, wantStderr: "/nonexistent/ca.pem"},
+		{name: "tls ca file missing", args: []string{"--no-mdns", "--http", "", "--key", "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI=", "--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem", "--tls-key", "/nonexistent/node.key"}, wantCode: 1, wantStderr: "/nonexistent/ca.pem"},
+		// An operator CA without a key would let a stranger join the gossip
+		// and rewrite the catalog: a usage error naming both flags.
+		{name: "tls ca without key", args: []string{"--no-mdns", "--http", "", "--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem", "--tls-key", "/nonexistent/node.key"}, wantCode: 2, wantStderr: "--tls-ca: needs --key"},
 		{name: "members without node", args: []string{"members", "--http", "127.0.0.1:1"}, wantCode: 1, wantStderr: "is a node running"},
 	}
 	for _, tc := range tests {

@@ -29,6 +29,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // Service is one DNS-SD service this node hosts.
@@ -108,7 +110,6 @@ const (
 	defaultRescanInterval = 5 * time.Second
 	maxNodeLen            = 63  // one DNS label
 	maxClusterLen         = 200 // fits a TXT string with "cluster="
-	maxServiceNameLen     = 15  // RFC 6335 §5.1
 	peerServiceName       = "ambassador"
 )
 
@@ -261,34 +262,11 @@ func sanitizeHostName(node string) string {
 
 // ValidServiceName reports whether name is a valid RFC 6335 §5.1 service
 // name: 1..15 letters, digits and hyphens, at least one letter, no hyphen
-// at the start or end and no two hyphens in a row.
+// at the start or end and no two hyphens in a row. It is svcname.Check,
+// the one rule every package applies to a service name.
 func ValidServiceName(name string) error {
-	if name == "" {
-		return errors.New("announce: service name is empty")
-	}
-	if len(name) > maxServiceNameLen {
-		return fmt.Errorf("announce: service name %q is longer than %d characters", name, maxServiceNameLen)
-	}
-	letter := false
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case isLetter(c):
-			letter = true
-		case isDigit(c):
-		case c == '-':
-			if i == 0 || i == len(name)-1 {
-				return fmt.Errorf("announce: service name %q starts or ends with a hyphen", name)
-			}
-			if name[i-1] == '-' {
-				return fmt.Errorf("announce: service name %q has two hyphens in a row", name)
-			}
-		default:
-			return fmt.Errorf("announce: service name %q: character %q not allowed (letters, digits, hyphens)", name, c)
-		}
-	}
-	if !letter {
-		return fmt.Errorf("announce: service name %q has no letter", name)
+	if err := svcname.Check(name); err != nil {
+		return fmt.Errorf("announce: %w", err)
 	}
 	return nil
 }

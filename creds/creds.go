@@ -31,6 +31,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // Protocol names accepted by Parse, Load and New.
@@ -79,19 +81,16 @@ func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`
 type Spec struct{ Name, Proto, Path string }
 
 // Parse parses the flag value NAME=PROTO:FILE, where PROTO is one of redis,
-// postgres, http-basic and http-bearer. NAME is a service name: non-empty,
-// without whitespace or control characters. FILE is everything after the
+// postgres, http-basic and http-bearer. NAME is a service name by the
+// rule every package applies (svcname: RFC 6335). FILE is everything after the
 // first colon that follows PROTO, so it may itself contain colons.
 func Parse(s string) (Spec, error) {
 	name, rest, ok := strings.Cut(s, "=")
 	if !ok {
 		return Spec{}, fmt.Errorf("creds: parse %q: want NAME=PROTO:FILE", s)
 	}
-	if name == "" {
-		return Spec{}, fmt.Errorf("creds: parse %q: empty service name", s)
-	}
-	if i := strings.IndexFunc(name, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }); i >= 0 {
-		return Spec{}, fmt.Errorf("creds: parse %q: service name %q contains whitespace or a control character", s, name)
+	if err := svcname.Check(name); err != nil {
+		return Spec{}, fmt.Errorf("creds: parse %q: %w", s, err)
 	}
 	proto, path, ok := strings.Cut(rest, ":")
 	if !ok {

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 var parseCases = []struct {
@@ -27,6 +29,11 @@ var parseCases = []struct {
 	{"no equals", "postgres:pg.txt", Spec{}, true},
 	{"empty name", "=postgres:pg.txt", Spec{}, true},
 	{"space in name", "my db=postgres:pg.txt", Spec{}, true},
+	// The one service-name rule (svcname, RFC 6335), not "no whitespace".
+	{"underscore in name", "my_db=postgres:pg.txt", Spec{}, true},
+	{"dot in name", "db.lab=postgres:pg.txt", Spec{}, true},
+	{"name 16 bytes", "abcdefghijklmnop=redis:pw", Spec{}, true},
+	{"digits only name", "6379=redis:pw", Spec{}, true},
 	{"no colon", "db=postgres", Spec{}, true},
 	{"unknown proto", "db=mysql:pw", Spec{}, true},
 	{"proto case", "db=Postgres:pw", Spec{}, true},
@@ -60,7 +67,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if sp.Name == "" || sp.Path == "" || !knownProto(sp.Proto) {
+		if !svcname.Valid(sp.Name) || sp.Path == "" || !knownProto(sp.Proto) {
 			t.Fatalf("Parse(%q) = %+v: incomplete spec accepted", in, sp)
 		}
 		if again := sp.Name + "=" + sp.Proto + ":" + sp.Path; again != in {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // Handoff wire protocol, spoken on a peer ambassador's data port.
@@ -55,20 +57,10 @@ func (e *handoffError) Error() string { return "handoff refused: " + e.status.St
 // statusBadHeader.
 var errBadHeader = errors.New("bad handoff header")
 
-// validServiceName reports whether s can be sent in a handoff header:
-// 1 to 63 ASCII letters, digits and hyphens.
-func validServiceName(s string) bool {
-	if len(s) == 0 || len(s) > maxServiceName {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+// validServiceName reports whether s can be sent in a handoff header: a
+// service name by the rule every package applies (svcname, RFC 6335), so a
+// name the header carries is one the catalog and the flags accept too.
+func validServiceName(s string) bool { return svcname.Valid(s) }
 
 // appendHandoff appends the handoff header naming service to b.
 func appendHandoff(b []byte, service string) ([]byte, error) {

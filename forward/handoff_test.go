@@ -15,7 +15,7 @@ var handoffCases = []struct {
 	wantErr error  // errBadHeader, io.EOF, io.ErrUnexpectedEOF
 }{
 	{"ok", "AMB\x01\x03web", "web", nil},
-	{"ok max length", "AMB\x01\x3f" + strings.Repeat("a", 63), strings.Repeat("a", 63), nil},
+	{"ok max length", "AMB\x01\x0f" + strings.Repeat("a", 15), strings.Repeat("a", 15), nil},
 	{"ok hyphen digits", "AMB\x01\x07redis-6", "redis-6", nil},
 	{"trailing bytes not consumed", "AMB\x01\x01xGET /", "x", nil},
 	{"empty", "", "", io.EOF},
@@ -25,6 +25,13 @@ var handoffCases = []struct {
 	{"lower-case magic", "amb\x01\x03web", "", errBadHeader},
 	{"bad version", "AMB\x02\x03web", "", errBadHeader},
 	{"zero length", "AMB\x01\x00", "", errBadHeader},
+	// Names follow svcname's RFC 6335 rule, the one the catalog and the
+	// flags apply, not a looser one of the header's own.
+	{"length 16", "AMB\x01\x10" + strings.Repeat("a", 16), "", errBadHeader},
+	{"length 63", "AMB\x01\x3f" + strings.Repeat("a", 63), "", errBadHeader},
+	{"digits only", "AMB\x01\x036379", "", errBadHeader},
+	{"leading hyphen", "AMB\x01\x04-web", "", errBadHeader},
+	{"two hyphens", "AMB\x01\x04w--b", "", errBadHeader},
 	{"length 64", "AMB\x01\x40" + strings.Repeat("a", 64), "", errBadHeader},
 	{"length 255", "AMB\x01\xff", "", errBadHeader},
 	{"dot", "AMB\x01\x03a.b", "", errBadHeader},
@@ -64,6 +71,8 @@ func TestAppendHandoff(t *testing.T) {
 		{"ok", "web", "AMB\x01\x03web", false},
 		{"empty", "", "", true},
 		{"too long", strings.Repeat("a", 64), "", true},
+		{"16 bytes", strings.Repeat("a", 16), "", true},
+		{"digits only", "6379", "", true},
 		{"dot", "a.b", "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

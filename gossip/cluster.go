@@ -83,11 +83,12 @@ const (
 // the catalog. All methods are safe for concurrent use. The lifecycle is
 // New → Start → Join (any number of times) → Leave → Shutdown.
 type Cluster struct {
-	cfg     Config        // set in New, read-only afterwards
-	log     *slog.Logger  // set in New, read-only afterwards
-	changed chan struct{} // 1-buffered, see Changed
-	bcast   *memberlist.TransmitLimitedQueue
-	reap    time.Duration // how long dead members are remembered
+	cfg       Config        // set in New, read-only afterwards
+	log       *slog.Logger  // set in New, read-only afterwards
+	changed   chan struct{} // 1-buffered, see Changed
+	conflicts chan Member   // 1-buffered, see Conflicts
+	bcast     *memberlist.TransmitLimitedQueue
+	reap      time.Duration // how long dead members are remembered
 	// maxBcast is the largest encoded record that fits in a gossip packet;
 	// larger ones are not queued and travel only by push/pull.
 	maxBcast int
@@ -148,11 +149,12 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "gossip"),
-		changed: make(chan struct{}, 1),
-		bcast:   &memberlist.TransmitLimitedQueue{RetransmitMult: cfg.Memberlist.RetransmitMult},
-		reap:    max(cfg.Memberlist.GossipToTheDeadTime, time.Second),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "gossip"),
+		changed:   make(chan struct{}, 1),
+		conflicts: make(chan Member, 1),
+		bcast:     &memberlist.TransmitLimitedQueue{RetransmitMult: cfg.Memberlist.RetransmitMult},
+		reap:      max(cfg.Memberlist.GossipToTheDeadTime, time.Second),
 
 		maxBcast: cfg.maxBroadcast(),
 		logLimit: newLimiter(logInterval),
@@ -417,6 +419,27 @@ func (c *Cluster) GossipPort() int {
 // closed; every call returns the same channel.
 func (c *Cluster) Changed() <-chan struct{} {
 	return c.changed
+}
+
+// Conflicts returns a channel with buffer 1 that receives the other node
+// whenever a live node at another address claims this node's name (or
+// this node, joining, finds its name held by one). memberlist keeps the
+// node it knew first and ignores the other, but both would keep gossiping
+// catalog records for the one name, so a node that finds its name taken
+// while starting should give up (see mesh). Sends never block: while the
+// buffered value is unread, later conflicts are dropped (memberlist logs
+// each). The channel is never closed; every call returns the same one.
+func (c *Cluster) Conflicts() <-chan Member {
+	return c.conflicts
+}
+
+// nameConflict reports other, a node claiming this node's name, on
+// Conflicts without blocking.
+func (c *Cluster) nameConflict(other Member) {
+	select {
+	case c.conflicts <- other:
+	default:
+	}
 }
 
 // Leave gracefully leaves the cluster: it broadcasts this node's record

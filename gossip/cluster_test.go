@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 const waitTimeout = 15 * time.Second
@@ -596,18 +598,26 @@ func servicesOfSize(t *testing.T, c *Cluster, size int) []Service {
 	var svcs []Service
 	for i := 0; ; i++ {
 		next := append(slices.Clone(svcs), Service{Name: fmt.Sprintf("s%03d", i), Port: 10000 + i})
-		if encoded(next) > size-maxNameLen {
+		if encoded(next) > size-22 { // room for the smallest last service
 			break
 		}
 		svcs = next
 	}
-	last := Service{Name: "z", Port: 10000}
-	last.Name = strings.Repeat("z", size-encoded(append(svcs, last))+1)
-	svcs = append(svcs, last)
-	if got := encoded(svcs); got != size {
-		t.Fatalf("record size: got %d, want %d", got, size)
+	// The last service fills the rest exactly: a name of 1 to
+	// svcname.MaxLen letters, a port of 1 to 5 digits and an optional
+	// weight cover every gap the loop above can leave.
+	for k := 1; k <= svcname.MaxLen; k++ {
+		for _, port := range []int{1, 10, 100, 1000, 10000} {
+			for _, w := range []int{0, 1, 10, 100, 1000} {
+				last := Service{Name: strings.Repeat("z", k), Port: port, Weight: w}
+				if out := append(slices.Clone(svcs), last); encoded(out) == size {
+					return out
+				}
+			}
+		}
 	}
-	return svcs
+	t.Fatalf("no services encode to exactly %d bytes", size)
+	return nil
 }
 
 // TestLargestBroadcastIsSent checks maxBroadcast against memberlist: a
@@ -727,4 +737,49 @@ func TestShutdownDoesNotWaitForJoin(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("Join did not return after its peer hung up")
 	}
+}
+
+// TestNameConflict runs a second node named "a" at another port. Joining
+// through a third node c, it learns that a live node holds its name, while
+// c keeps the first "a" it knew and hears of no conflict of its own (c does
+// not pass the twin's alive message on, so the first a need not hear of
+// it). A twin that joins the first a directly is reported on both sides.
+func TestNameConflict(t *testing.T) {
+	a := newNode(t, "a", "conflict-test", 1)
+	c := newNode(t, "c", "conflict-test", 3)
+	join(t, c, a)
+
+	expect := func(who string, got *Cluster, others ...*Cluster) {
+		t.Helper()
+		select {
+		case m := <-got.Conflicts():
+			if m.Name != "a" || m.Addr != "127.0.0.1" || !slices.ContainsFunc(others, func(o *Cluster) bool { return o.GossipPort() == m.Port }) {
+				t.Errorf("%s: conflict with %+v, want a at 127.0.0.1:%d", who, m, others[0].GossipPort())
+			}
+		case <-time.After(waitTimeout):
+			t.Fatalf("%s: no conflict reported within %v", who, waitTimeout)
+		}
+	}
+	// The join itself succeeds (memberlist exchanged state); the twin
+	// finds its name taken in what it received.
+	twin := newNode(t, "a", "conflict-test", 2)
+	join(t, twin, c)
+	expect("twin joining through c", twin, a)
+	select {
+	case m := <-c.Conflicts():
+		t.Errorf("c: conflict %+v reported, want none (its own name is not claimed)", m)
+	default:
+	}
+	for _, m := range c.Members() {
+		if m.Name == "a" && m.Port != a.GossipPort() {
+			t.Errorf("c: a is at port %d, want the first a's %d", m.Port, a.GossipPort())
+		}
+	}
+
+	twin2 := newNode(t, "a", "conflict-test", 4)
+	join(t, twin2, a)
+	expect("twin joining a directly", twin2, a)
+	// Had the first twin reached a directly, a's one buffered report may
+	// name it instead.
+	expect("a, joined by a twin", a, twin2, twin)
 }

@@ -78,7 +78,7 @@ type Config struct {
 	// Transport and delegates other than Delegate and Events are shared too.
 	//
 	// gossip always overrides Name, BindAddr, BindPort, AdvertiseAddr,
-	// AdvertisePort, Label, Delegate, Events, Logger, LogOutput and
+	// AdvertisePort, Label, Delegate, Events, Conflict, Logger, LogOutput and
 	// DeadNodeReclaimTime (set to ProbeInterval, see DefaultConfig); and,
 	// when Keys is set, Keyring, GossipVerifyIncoming and
 	// GossipVerifyOutgoing.
@@ -114,6 +114,8 @@ const (
 //     window, so the cost is a brief flap, not a lost member.
 //   - GossipInterval 100ms (LAN: 200ms), so the suspicion and death spread
 //     in a few rounds; push/pull every 15s (LAN: 30s) heals missed updates.
+//   - TCPTimeout 2s (LAN: 10s): a join or push/pull to a peer that does
+//     not answer gives up after 2s.
 //
 // A dead node's name can be reclaimed from a new address one ProbeInterval
 // after it was declared dead. AdvertiseAddr and NodeName must still be set.
@@ -129,6 +131,11 @@ func DefaultConfig() Config {
 	mc.SuspicionMaxTimeoutMult = 2
 	mc.GossipInterval = 100 * time.Millisecond
 	mc.PushPullInterval = 15 * time.Second
+	// TCPTimeout bounds a join and a push/pull (dial plus the whole
+	// exchange). The LAN's 10s let one firewalled peer hold a join for
+	// 10s; a LAN dial answers in a millisecond and even a 4 MiB state
+	// moves in well under a second.
+	mc.TCPTimeout = 2 * time.Second
 	return Config{
 		Cluster:    defaultCluster,
 		BindAddr:   defaultBindAddr,
@@ -319,6 +326,7 @@ func (cfg Config) memberlistConfig(d *delegate, l *slog.Logger) *memberlist.Conf
 	mc.Label = cfg.Cluster
 	mc.Delegate = d
 	mc.Events = d
+	mc.Conflict = d
 	mc.LogOutput = nil
 	mc.Logger = newStdLogger(l)
 	// A node restarted on a new address (DHCP renewal, port 0 in tests)

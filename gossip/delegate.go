@@ -15,9 +15,10 @@ type delegate struct {
 }
 
 var (
-	_ memberlist.Delegate       = (*delegate)(nil)
-	_ memberlist.EventDelegate  = (*delegate)(nil)
-	_ memberlist.NamedBroadcast = (*broadcast)(nil)
+	_ memberlist.Delegate         = (*delegate)(nil)
+	_ memberlist.EventDelegate    = (*delegate)(nil)
+	_ memberlist.ConflictDelegate = (*delegate)(nil)
+	_ memberlist.NamedBroadcast   = (*broadcast)(nil)
 )
 
 // NodeMeta returns nothing: the catalog travels in broadcasts and push/pull
@@ -90,6 +91,18 @@ func (d *delegate) NotifyUpdate(n *memberlist.Node) {}
 // "left" comes from the record the node broadcast in Leave.
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	d.c.memberDown(n.Name)
+}
+
+// NotifyConflict is called when an alive message names a known node at
+// another address. memberlist then keeps the node it knew and ignores the
+// message. Only a conflict over this node's own name concerns us: another
+// live node claims it (or this node claims a live node's name). Called with
+// memberlist's node lock held.
+func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
+	if existing.Name != d.c.cfg.NodeName {
+		return // two other nodes; memberlist logs it
+	}
+	d.c.nameConflict(Member{Name: other.Name, Addr: other.Addr.String(), Port: int(other.Port), State: stateAlive})
 }
 
 // broadcast is one queued record. Named by node, so a newer record for the

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // Wire format. Every message this package puts on the wire (a broadcast
@@ -38,7 +40,8 @@ const (
 	maxStateRecords = 4096
 	// maxServices bounds the services one node may announce.
 	maxServices = 256
-	// maxNameLen bounds node and service names (a DNS name's length).
+	// maxNameLen bounds node names (a DNS name's length); service names
+	// follow svcname.
 	maxNameLen = 253
 	// maxVersionAhead bounds how far a remote record's version (UnixNano
 	// based, see nextVersion) may lie ahead of this node's clock. Without
@@ -214,8 +217,11 @@ func checkName(what, name string) error {
 }
 
 func checkService(s Service) error {
-	if s.Name == "" || len(s.Name) > maxNameLen {
-		return fmt.Errorf("service name %q must have 1 to %d bytes", s.Name, maxNameLen)
+	// A peer's service name becomes a listener and a handoff header here:
+	// it must follow the one rule every layer applies, or it would be a
+	// listener whose every dial fails.
+	if err := svcname.Check(s.Name); err != nil {
+		return err
 	}
 	if s.Port < 1 || s.Port > 65535 {
 		return fmt.Errorf("service %q: port %d out of range 1-65535", s.Name, s.Port)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 func validRecord() record {
@@ -77,6 +79,13 @@ func TestDecodeRecord(t *testing.T) {
 		{name: "service weight negative", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1,"weight":-1}]}`), wantErr: true},
 		{name: "service weight too big", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1,"weight":1001}]}`), wantErr: true},
 		{name: "service no name", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"port":1}]}`), wantErr: true},
+		// Service names follow the one rule (svcname, RFC 6335) where they
+		// enter from a peer, not 1-253 arbitrary bytes.
+		{name: "service name 16 bytes", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"abcdefghijklmnop","port":1}]}`), wantErr: true},
+		{name: "service name with dot", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"a.b","port":1}]}`), wantErr: true},
+		{name: "service name with space", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"re dis","port":1}]}`), wantErr: true},
+		{name: "service name digits only", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"6379","port":1}]}`), wantErr: true},
+		{name: "service name leading hyphen", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"-web","port":1}]}`), wantErr: true},
 		{name: "duplicate service", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1},{"name":"x","port":2}]}`), wantErr: true},
 		{name: "too large", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"pad":"`+strings.Repeat("x", maxRecordMsg)+`"}`), wantErr: true},
 	}
@@ -124,6 +133,7 @@ func TestDecodeState(t *testing.T) {
 		{name: "null records", in: msg(kindState, `{}`), want: 0},
 		{name: "record kind", in: mustEncodeRecord(t, a), wantErr: true},
 		{name: "duplicate node", in: dup, wantErr: true},
+		{name: "one bad service name", in: msg(kindState, `{"records":[{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"a_b","port":1}]}]}`), wantErr: true},
 		{name: "one bad record", in: msg(kindState, `{"records":[{"node":"a","addr":"x","version":1}]}`), wantErr: true},
 		{name: "too many records", in: msg(kindState, `{"records":[`+strings.Repeat(`{},`, maxStateRecords)+`{}]}`), wantErr: true},
 		{name: "truncated", in: good[:len(good)-1], wantErr: true},
@@ -155,11 +165,17 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(versionMsg(math.MaxUint64 - 1))
 	f.Add(versionMsg(uint64(time.Now().Add(2 * maxVersionAhead).UnixNano())))
 	f.Add(msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"fingerprint":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`))
+	f.Add(msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"a.b","port":1}]}`))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeRecord(b)
 		if err != nil {
 			return
+		}
+		for _, s := range r.Services {
+			if err := svcname.Check(s.Name); err != nil {
+				t.Fatalf("decoded a record with a service name svcname rejects: %v", err)
+			}
 		}
 		again, err := decodeRecord(mustEncodeRecord(t, r))
 		if err != nil {

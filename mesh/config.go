@@ -18,9 +18,11 @@ import (
 // default" only where the comment says so; DefaultConfig fills in the rest.
 type Config struct {
 	// Node is this node's name in the cluster and its mDNS instance name.
-	// "" = the host name plus a short suffix derived from the advertise
+	// "" = the host name plus 16 hex digits hashed from the advertise
 	// address and gossip port, so that cloned hosts with one host name
-	// still get distinct names.
+	// still get distinct names (in the operator-CA mode: the NODE of the
+	// certificate's URI SAN). Run fails when, within 30s of starting, the
+	// node finds its name held by a live member at another address.
 	Node string
 	// Cluster separates meshes that share a LAN: it is the memberlist
 	// label and a TXT field in discovery. Default "ambassador".
@@ -28,8 +30,12 @@ type Config struct {
 	// Interfaces for mDNS; empty = every up, multicast-capable,
 	// non-loopback interface with an IPv4 address.
 	Interfaces []string
-	// Bind is the IP this node advertises to its peers. "" = the first
-	// IPv4 address of the first usable interface.
+	// Bind is the IP this node advertises to its peers and the only
+	// address its gossip and data ports listen on. "" = advertise the
+	// first IPv4 address of the first usable interface and listen on
+	// every interface (0.0.0.0), so that a node whose address changes, or
+	// that peers reach on several networks, still answers without a
+	// restart.
 	Bind string
 	// GossipPort is memberlist's TCP and UDP port. Default 7946.
 	GossipPort int
@@ -87,11 +93,14 @@ type Config struct {
 	Keys []string
 	// TLSCA, TLSCert and TLSKey are PEM files of an operator's CA (one or
 	// more CA certificates), this node's certificate signed by it, and
-	// the certificate's key: all three or none. With them, connections
-	// between ambassadors are TLS 1.3 with mutual authentication against
-	// the CA instead of pinned fingerprints; Keys, if any, still protect
-	// gossip. The files are read in New; changing them takes a restart.
-	// "" = no operator CA.
+	// the certificate's key: all three or none, and only with Keys (which
+	// keep strangers out of the gossip and so off the catalog). With them,
+	// connections between ambassadors are TLS 1.3 with mutual
+	// authentication against the CA instead of pinned fingerprints; every
+	// certificate must name the cluster and its node in a URI SAN
+	// ambassador://CLUSTER/NODE, and Node, if set, must be that NODE
+	// ("" = take it from the certificate). The files are read in New;
+	// changing them takes a restart. "" = no operator CA.
 	TLSCA, TLSCert, TLSKey string
 	// Profile picks the gossip timers: "lan" (default: a dead node leaves
 	// the catalogs in about 3s), "wan" (memberlist's WAN timers) or
@@ -118,6 +127,9 @@ type Config struct {
 	// peerUID, when set, replaces SO_PEERCRED on the control socket: a
 	// seam for tests that play another user.
 	peerUID func(net.Conn) (uint32, error)
+
+	// conflictWindow overrides nameConflictWindow in tests; 0 = default.
+	conflictWindow time.Duration
 }
 
 // DefaultConfig returns the defaults. It does no I/O and cannot fail.
@@ -280,7 +292,23 @@ func (c Config) validTLS() error {
 	if given != "" && len(missing) > 0 {
 		return fmt.Errorf("%s: given without %s; tls-ca, tls-cert and tls-key go together", given, strings.Join(missing, " and "))
 	}
+	if given != "" && len(c.Keys) == 0 {
+		// Without a key anyone who reaches the gossip port can join and
+		// overwrite any member's catalog record (a higher version wins),
+		// sending the data plane to their address: the CA would guard a
+		// door whose address a stranger writes.
+		return fmt.Errorf("tls-ca: needs --key (or --key-file): without a cluster key a stranger can join the gossip and rewrite the catalog")
+	}
 	return nil
+}
+
+// listenIP is the address the gossip and data ports listen on: Bind, or
+// every interface without it (see Bind).
+func (c Config) listenIP() string {
+	if c.Bind != "" {
+		return c.Bind
+	}
+	return "0.0.0.0"
 }
 
 // operatorCA reports whether the data plane uses an operator's CA.

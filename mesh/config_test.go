@@ -36,7 +36,13 @@ func TestConfigValidate(t *testing.T) {
 		{name: "announce twice", mod: func(c *Config) {
 			c.Announce = []Announce{{Name: "a", Port: 1, Host: "127.0.0.1", TargetPort: 1}, {Name: "A", Port: 2, Host: "127.0.0.1", TargetPort: 2}}
 		}, wantErr: "announced twice"},
-		{name: "tls all three", mod: func(c *Config) { c.TLSCA, c.TLSCert, c.TLSKey = "ca.pem", "node.pem", "node.key" }},
+		{name: "tls all three with a key", mod: func(c *Config) {
+			c.TLSCA, c.TLSCert, c.TLSKey = "ca.pem", "node.pem", "node.key"
+			c.Keys = []string{"bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI="}
+		}},
+		// Without a key a stranger could join the gossip and rewrite the
+		// catalog that the CA-checked data plane follows.
+		{name: "tls without a key", mod: func(c *Config) { c.TLSCA, c.TLSCert, c.TLSKey = "ca.pem", "node.pem", "node.key" }, wantErr: "tls-ca: needs --key"},
 		{name: "tls ca alone", mod: func(c *Config) { c.TLSCA = "ca.pem" }, wantErr: "tls-ca: given without tls-cert and tls-key"},
 		{name: "tls cert alone", mod: func(c *Config) { c.TLSCert = "node.pem" }, wantErr: "tls-cert: given without tls-ca and tls-key"},
 		{name: "tls key missing", mod: func(c *Config) { c.TLSCA, c.TLSCert = "ca.pem", "node.pem" }, wantErr: "tls-ca: given without tls-key"},

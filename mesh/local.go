@@ -13,6 +13,8 @@ import (
 	"github.com/ambassador-mesh/ambassador/health"
 	"github.com/ambassador-mesh/ambassador/trust"
 	"github.com/ambassador-mesh/ambassador/upstream"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // ErrNotAnnounced is returned by Withdraw for a service this node does not
@@ -125,6 +127,9 @@ func (n *Node) Announce(a Announce) error {
 // refuses new hand-offs for it (peers then try another instance).
 // Connections already open run on. Safe for concurrent use.
 func (n *Node) Withdraw(name string) error {
+	if err := svcname.Check(name); err != nil {
+		return fmt.Errorf("mesh: withdraw: %w", err)
+	}
 	n.mu.Lock()
 	i := indexByName(n.announces, name)
 	if i >= 0 {

@@ -6,10 +6,11 @@ package mesh
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"maps"
 	"net"
@@ -65,7 +66,7 @@ type Node struct {
 
 	kick chan struct{} // 1-buffered: wakes the reconcile loop; dropped sends are fine
 
-	wg sync.WaitGroup // joinLoop and reconcileLoop
+	wg sync.WaitGroup // joinLoop, its joins in flight, and reconcileLoop
 }
 
 // New validates cfg, works out the node's name and address (interface
@@ -102,21 +103,32 @@ func New(cfg Config) (*Node, error) {
 		n.addr = netip.MustParseAddr("127.0.0.1")
 		n.log.Warn("no usable network interface: advertising 127.0.0.1, peers on other hosts cannot reach this node")
 	}
+	// The data plane trusts either an operator's CA or, with a cluster
+	// key and no CA, the fingerprints that members gossip. A CA
+	// certificate names its node, so it comes before the node's name.
+	var ca *trust.CA
+	var id *trust.Identity
+	if cfg.operatorCA() {
+		if ca, err = trust.LoadCA(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.Cluster); err != nil {
+			return nil, fmt.Errorf("mesh: %w", err)
+		}
+		switch {
+		case cfg.Node == "":
+			cfg.Node = ca.Node()
+			if err := validNodeName(cfg.Node); err != nil {
+				return nil, fmt.Errorf("mesh: node name in the URI SAN of cert file %s: %w", cfg.TLSCert, err)
+			}
+		case cfg.Node != ca.Node():
+			return nil, fmt.Errorf("mesh: node %q, but cert file %s names node %q (%s): peers would refuse this node",
+				cfg.Node, cfg.TLSCert, ca.Node(), trust.NodeURI(cfg.Cluster, ca.Node()))
+		}
+		n.cfg.Node = cfg.Node
+	}
 	n.name = cfg.Node
 	if n.name == "" {
 		n.name = defaultNodeName(n.addr, cfg.GossipPort)
 	}
-
-	// The data plane trusts either an operator's CA or, with a cluster
-	// key and no CA, the fingerprints that members gossip.
-	var ca *trust.CA
-	var id *trust.Identity
-	switch {
-	case cfg.operatorCA():
-		if ca, err = trust.LoadCA(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey); err != nil {
-			return nil, fmt.Errorf("mesh: %w", err)
-		}
-	case len(cfg.Keys) > 0:
+	if ca == nil && len(cfg.Keys) > 0 {
 		if id, err = trust.NewIdentity(n.name); err != nil {
 			return nil, fmt.Errorf("mesh: %w", err)
 		}
@@ -125,7 +137,7 @@ func New(cfg Config) (*Node, error) {
 	gc := cfg.gossipConfig()
 	gc.NodeName = n.name
 	gc.Cluster = cfg.Cluster
-	gc.BindAddr = "0.0.0.0"
+	gc.BindAddr = cfg.listenIP()
 	gc.BindPort = cfg.GossipPort
 	gc.AdvertiseAddr = n.addr.String()
 	gc.AdvertisePort = cfg.GossipPort
@@ -149,9 +161,10 @@ func New(cfg Config) (*Node, error) {
 	dc := fc
 	switch {
 	case ca != nil:
-		// Any peer with a certificate from the operator's CA is trusted,
-		// whatever its name or address: no fingerprint is needed.
-		fc.ClientTLS = func(forward.Backend) (*tls.Config, error) { return ca.ClientConfig(), nil }
+		// A peer with a certificate from the operator's CA that names this
+		// cluster is trusted, whatever its address: no fingerprint is
+		// needed. A server must also be the node the catalog says.
+		fc.ClientTLS = func(b forward.Backend) (*tls.Config, error) { return ca.ClientConfig(b.Node), nil }
 		dc.ServerTLS = ca.ServerConfig()
 	case id != nil:
 		// Peers pin each other's certificate by the fingerprint that
@@ -227,7 +240,9 @@ func (n *Node) Name() string { return n.name }
 
 // Run starts the node and blocks until ctx is cancelled, then leaves the
 // cluster and shuts down in order. It returns a startup error (a port in
-// use, an interface that cannot join multicast) or the first shutdown error.
+// use, an interface that cannot join multicast, this node's name held by a
+// live member at another address: see awaitStop) or the first shutdown
+// error.
 // Run may be called once.
 func (n *Node) Run(ctx context.Context) (err error) {
 	// Start in the reverse of the stop order: the data port and gossip
@@ -235,12 +250,13 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	// reach us; then discovery. Whatever started is stopped again if a
 	// later step fails.
 	var st started
+	stopping := false
 	defer func() {
-		if err != nil {
+		if err != nil && !stopping {
 			_ = n.stop(ctx, st)
 		}
 	}()
-	if err := n.data.Start(ctx, net.JoinHostPort("0.0.0.0", strconv.Itoa(n.cfg.DataPort))); err != nil {
+	if err := n.data.Start(ctx, net.JoinHostPort(n.cfg.listenIP(), strconv.Itoa(n.cfg.DataPort))); err != nil {
 		return fmt.Errorf("mesh: data port: %w", err)
 	}
 	st.data = true
@@ -279,10 +295,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 		st.disc = true
 	}
-	switch {
-	case len(n.cfg.Keys) == 0 && n.cfg.operatorCA():
-		n.log.Warn("no --key: gossip is not encrypted or authenticated; any host on this network can join and see the catalog, but forwarded connections are TLS 1.3 with the operator CA")
-	case len(n.cfg.Keys) == 0:
+	if len(n.cfg.Keys) == 0 { // Validate refuses an operator CA without a key
 		n.log.Warn("no --key: gossip and forwarded connections are not encrypted or authenticated; any host on this network can join and reach announced services")
 		if len(n.cfg.Credentials) > 0 {
 			n.log.Warn("no --key with --credentials: the credentials go to whichever node announces the service, and without a key any host on this network can announce it")
@@ -296,13 +309,49 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 
 	close(n.ready)
-	<-ctx.Done()
-	return n.stop(ctx, st)
+	werr := n.awaitStop(ctx, time.Now())
+	stopping = true
+	if werr != nil {
+		// Not Leave: the leave message and the left record would carry
+		// our name, and so take down the node that rightly holds it.
+		st.noLeave = true
+	}
+	return errors.Join(werr, n.stop(ctx, st))
+}
+
+// nameConflictWindow is how long after start a node gives up when it
+// finds its name held by a live node at another address: long enough for
+// discovery and the first joins, after which the node counts as
+// established and the newcomer is the one to give up.
+const nameConflictWindow = 30 * time.Second
+
+// awaitStop blocks until ctx is done (nil), or until, within the name
+// conflict window after start, another live node turns out to hold this
+// node's name (an error: the node must not start). A conflict after the
+// window is logged; the newcomer refuses to start.
+func (n *Node) awaitStop(ctx context.Context, start time.Time) error {
+	window := n.cfg.conflictWindow
+	if window == 0 {
+		window = nameConflictWindow
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-n.cluster.Conflicts():
+			peer := net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))
+			if time.Since(start) < window {
+				return fmt.Errorf("mesh: node name %q is already taken by a live member at %s; give this node another --node", n.name, peer)
+			}
+			n.log.Error("a node at another address claims this node's name; it should refuse to start", "node", n.name, "peer", peer)
+		}
+	}
 }
 
 // started records what Run has started, so that stop undoes exactly that.
 type started struct {
 	data, cluster, http, disc bool
+	noLeave                   bool // stop without a gossip Leave (another node holds our name)
 	checker, resolver         bool
 	cancelLoops               context.CancelFunc
 }
@@ -322,7 +371,7 @@ func (n *Node) stop(ctx context.Context, st started) error {
 			errs = append(errs, fmt.Errorf("mesh: stop mdns: %w", err))
 		}
 	}
-	if st.cluster {
+	if st.cluster && !st.noLeave {
 		lctx, lcancel := context.WithTimeout(sctx, 5*time.Second)
 		if err := n.cluster.Leave(lctx); err != nil {
 			n.log.Warn("leave did not complete", "err", err)
@@ -422,20 +471,62 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	}
 }
 
+// maxParallelJoins bounds the joins in flight at once.
+const maxParallelJoins = 16
+
 // joinLoop joins peers found by discovery and the static seeds, retrying a
-// failed join with back-off. When the node is alone it asks discovery to
-// query again, so a lost query does not cost a minute.
+// failed join with back-off. Joins run in parallel, one at a time per
+// address, each bounded by memberlist's TCPTimeout (2s in the lan profile):
+// a peer that never answers (firewalled, a black hole) holds up neither the
+// joins to other peers nor, for longer than that bound, shutdown. When the
+// node is alone it asks discovery to query again, so a lost query does not
+// cost a minute.
 func (n *Node) joinLoop(ctx context.Context) {
 	type cand struct {
 		next     time.Time
 		backoff  time.Duration
 		failures int
 		seed     bool
+		joining  bool // a join to it is in flight
 	}
+	type result struct {
+		addr string
+		err  error
+	}
+	// At most maxParallelJoins joins are in flight, so their sends never
+	// block, also after the loop has returned.
+	results := make(chan result, maxParallelJoins)
+	inflight := 0
 	cands := map[string]*cand{}
 	for _, j := range n.cfg.Join {
 		a, _ := joinAddr(j, n.cfg.GossipPort) // validated in Config.Validate
 		cands[a] = &cand{seed: true, backoff: time.Second}
+	}
+	done := func(r result) {
+		inflight--
+		c, ok := cands[r.addr]
+		if !ok {
+			return
+		}
+		c.joining = false
+		if r.err != nil {
+			c.failures++
+			if !c.seed && c.failures >= 5 {
+				// Discovery adds it again if it is still around.
+				n.log.Debug("join failed, giving up on peer", "peer", r.addr, "err", r.err)
+				delete(cands, r.addr)
+				return
+			}
+			c.next = time.Now().Add(c.backoff)
+			n.log.Debug("join failed, will retry", "peer", r.addr, "retry_in", c.backoff, "err", r.err)
+			c.backoff = min(c.backoff*2, 30*time.Second)
+			return
+		}
+		n.log.Info("joined", "peer", r.addr)
+		c.backoff, c.failures = time.Second, 0
+		if !c.seed {
+			delete(cands, r.addr)
+		}
 	}
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
@@ -443,7 +534,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return // joins in flight end within TCPTimeout; stop waits for them
 		case a := <-n.peers:
 			// A new peer is tried at once; a known one keeps its back-off,
 			// so a host that answers mDNS but cannot join (another key,
@@ -451,6 +542,8 @@ func (n *Node) joinLoop(ctx context.Context) {
 			if _, ok := cands[a]; !ok {
 				cands[a] = &cand{backoff: time.Second}
 			}
+		case r := <-results:
+			done(r)
 		case <-t.C:
 		}
 		now := time.Now()
@@ -465,35 +558,21 @@ func (n *Node) joinLoop(ctx context.Context) {
 				members[net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))] = true
 			}
 		}
+		self := net.JoinHostPort(n.addr.String(), strconv.Itoa(n.cluster.GossipPort()))
 		for a, c := range cands {
-			if ctx.Err() != nil {
-				return // a join can take seconds; do not hold up shutdown
-			}
 			if members[a] {
 				c.backoff, c.failures = time.Second, 0
 				continue
 			}
-			if a == net.JoinHostPort(n.addr.String(), strconv.Itoa(n.cluster.GossipPort())) || now.Before(c.next) {
+			if a == self || c.joining || now.Before(c.next) || inflight >= maxParallelJoins {
 				continue
 			}
-			if _, err := n.cluster.Join([]string{a}); err != nil {
-				c.failures++
-				if !c.seed && c.failures >= 5 {
-					// Discovery adds it again if it is still around.
-					n.log.Debug("join failed, giving up on peer", "peer", a, "err", err)
-					delete(cands, a)
-					continue
-				}
-				c.next = time.Now().Add(c.backoff)
-				n.log.Debug("join failed, will retry", "peer", a, "retry_in", c.backoff, "err", err)
-				c.backoff = min(c.backoff*2, 30*time.Second)
-				continue
-			}
-			n.log.Info("joined", "peer", a)
-			c.backoff = time.Second
-			if !c.seed {
-				delete(cands, a)
-			}
+			c.joining = true
+			inflight++
+			n.wg.Go(func() {
+				_, err := n.cluster.Join([]string{a})
+				results <- result{addr: a, err: err}
+			})
 		}
 	}
 }
@@ -547,9 +626,13 @@ func firstIPv4(ifaces []net.Interface) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// defaultNodeName is the host name plus four hex digits hashed from the
-// advertise address and gossip port: stable across restarts of one node,
-// distinct for cloned hosts (or network namespaces) that share a host name.
+// defaultNodeName is the host name plus 16 hex digits (64 bits of SHA-256)
+// of the advertise address and gossip port. The suffix is long enough that
+// cloned hosts sharing a host name never collide in practice (100 hosts:
+// about 3e-16; 16 bits gave about 7 %), and derived rather than random so
+// that a restarted node takes its own place back instead of leaving a dead
+// twin behind. Two nodes on one address and port cannot both run anyway;
+// a duplicate --node is caught when the node joins (see Run).
 func defaultNodeName(addr netip.Addr, gossipPort int) string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
@@ -562,16 +645,15 @@ func defaultNodeName(addr netip.Addr, gossipPort int) string {
 			b.WriteRune(r)
 		}
 	}
-	h := fnv.New32a()
-	fmt.Fprintf(h, "%s:%d", addr, gossipPort)
+	sum := sha256.Sum256([]byte(netip.AddrPortFrom(addr, uint16(gossipPort)).String()))
 	name := strings.Trim(b.String(), "-")
 	if name == "" {
 		name = "node"
 	}
 	if len(name) > 40 {
-		name = name[:40]
+		name = strings.TrimRight(name[:40], "-")
 	}
-	return fmt.Sprintf("%s-%04x", name, h.Sum32()&0xffff)
+	return name + "-" + hex.EncodeToString(sum[:8])
 }
 
 // joinAddr turns HOST[:PORT] into host:port, defaulting to the gossip port.

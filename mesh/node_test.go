@@ -2,18 +2,22 @@ package mesh
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -493,90 +497,127 @@ func TestKeyedNodes(t *testing.T) {
 	}
 }
 
-// TestOperatorCANodes runs two nodes with certificates from one operator
-// CA, with and without a cluster key: b reaches a's service over TLS. A
-// node whose certificate comes from another CA joins the (keyless) gossip
-// and sees the service, but gets nothing through a's data port.
+// TestOperatorCANodes runs two nodes with the operator's CA and a key: a
+// client of b reaches a's service over TLS. A client that holds a
+// certificate from the same CA, but one that does not name this cluster
+// (issued for something else, or for another cluster), gets nothing from
+// a's data port; the same client with a certificate naming the cluster is
+// served, so the refusal is the certificate's doing.
 func TestOperatorCANodes(t *testing.T) {
 	const key = "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI="
 	ours, theirs := testutil.NewCA(t, "ours"), testutil.NewCA(t, "theirs")
+	echo := echoServer(t)
+	a := startTestNode(t, "a", func(c *Config) {
+		c.Keys = []string{key}
+		c.TLSCA, c.TLSCert, c.TLSKey = ours.WriteFiles(t, "a")
+		c.Announce = []Announce{{Name: "echo", Port: 9, Host: "127.0.0.1", TargetPort: echo}}
+	})
+	seed := []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	b := startTestNode(t, "", func(c *Config) { // the name comes from the certificate
+		c.Keys = []string{key}
+		c.TLSCA, c.TLSCert, c.TLSKey = ours.WriteFiles(t, "b")
+		c.Join = seed
+		c.Forward = []Forward{{Name: "echo", Listen: listen}}
+	})
+	if b.Name() != "b" {
+		t.Fatalf("b's name: got %q, want %q from its certificate", b.Name(), "b")
+	}
+	waitFor(t, 10*time.Second, "echo through b over TLS with the operator CA", func() bool { return echoOnce(listen) == nil })
+	if sv := b.ServicesView(); len(sv.Services) != 1 || sv.Services[0].Instances[0].Conns == 0 {
+		t.Fatalf("b's view: %+v, want a used instance of echo", sv)
+	}
+
+	dataPort := net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.DataPort))
 	for _, tc := range []struct {
-		name string
-		keys []string
+		name   string
+		ca     *testutil.CA
+		uris   []string
+		wantOK bool
 	}{
-		{"no key", nil},
-		{"with key", []string{key}},
+		{"same CA, naming the cluster", ours, []string{testutil.NodeURI("ambassador", "x")}, true},
+		{"same CA, no URI SAN", ours, nil, false},
+		{"same CA, another cluster", ours, []string{testutil.NodeURI("elsewhere", "x")}, false},
+		{"same CA, another scheme", ours, []string{"spiffe://ambassador/x"}, false},
+		{"another CA, naming the cluster", theirs, []string{testutil.NodeURI("ambassador", "x")}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			echo := echoServer(t)
-			a := startTestNode(t, "a", func(c *Config) {
-				c.Keys = tc.keys
-				c.TLSCA, c.TLSCert, c.TLSKey = ours.WriteFiles(t, "a")
-				c.Announce = []Announce{{Name: "echo", Port: 9, Host: "127.0.0.1", TargetPort: echo}}
-			})
-			seed := []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
-			listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-			b := startTestNode(t, "b", func(c *Config) {
-				c.Keys = tc.keys
-				c.TLSCA, c.TLSCert, c.TLSKey = ours.WriteFiles(t, "b")
-				c.Join = seed
-				c.Forward = []Forward{{Name: "echo", Listen: listen}}
-			})
-			waitFor(t, 10*time.Second, "echo through b over TLS with the operator CA", func() bool { return echoOnce(listen) == nil })
-			if sv := b.ServicesView(); len(sv.Services) != 1 || sv.Services[0].Instances[0].Conns == 0 {
-				t.Fatalf("b's view: %+v, want a used instance of echo", sv)
+			_, certFile, keyFile := tc.ca.WriteFilesURI(t, "x", tc.uris...)
+			err := rawHandoff(t, dataPort, certFile, keyFile, "echo")
+			if tc.wantOK && err != nil {
+				t.Fatalf("handoff to a: %v, want it served", err)
 			}
-			if tc.keys != nil {
-				return // a stranger without the key cannot even join: TestKeyedNodes
-			}
-
-			xListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-			startTestNode(t, "x", func(c *Config) {
-				c.TLSCA, c.TLSCert, c.TLSKey = theirs.WriteFiles(t, "x")
-				c.Join = seed
-				c.Forward = []Forward{{Name: "echo", Listen: xListen}}
-			})
-			// x's listener opens once it has the catalog; every connection
-			// through it fails the TLS handshake with a, both ways.
-			waitFor(t, 10*time.Second, "x to open its echo listener", func() bool {
-				c, err := net.DialTimeout("tcp", xListen, time.Second)
-				if err == nil {
-					c.Close()
-				}
-				return err == nil
-			})
-			for range 3 {
-				if err := echoOnce(xListen); err == nil {
-					t.Fatal("echo through x, whose certificate is from another CA: got an answer, want none")
-				}
-			}
-			if err := echoOnce(listen); err != nil {
-				t.Fatalf("echo through b while x is refused: %v", err)
+			if !tc.wantOK && err == nil {
+				t.Fatal("handoff to a: served, want the TLS handshake refused")
 			}
 		})
 	}
 }
 
-// TestOperatorCABadFiles checks that New fails, naming the file, when the
-// operator-CA files cannot be used.
+// rawHandoff opens a TLS connection to a data port with the given client
+// certificate (it does not check the server's), sends a handoff header for
+// service and reads the status byte: nil when the server accepted it.
+func rawHandoff(t *testing.T, addr, certFile, keyFile, service string) error {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{
+		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true,
+	})
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	// TLS 1.3: a refused client certificate shows up at the first read.
+	if _, err := c.Write(append([]byte{'A', 'M', 'B', 1, byte(len(service))}, service...)); err != nil {
+		return fmt.Errorf("write header: %w", err)
+	}
+	var status [1]byte
+	if _, err := io.ReadFull(c, status[:]); err != nil {
+		return fmt.Errorf("read status: %w", err)
+	}
+	if status[0] != 0 {
+		return fmt.Errorf("status %d", status[0])
+	}
+	return nil
+}
+
+// TestOperatorCABadFiles checks that New fails, naming the file or the
+// flags, when the operator-CA setup cannot be used.
 func TestOperatorCABadFiles(t *testing.T) {
-	caFile, certFile, keyFile := testutil.NewCA(t, "ours").WriteFiles(t, "a")
+	const key = "bGFiLWtleS1mb3ItYW1iYXNzYWRvci10ZXN0cy0zMmI="
+	ours := testutil.NewCA(t, "ours")
+	caFile, certFile, keyFile := ours.WriteFiles(t, "a")
 	_, otherCert, otherKey := testutil.NewCA(t, "theirs").WriteFiles(t, "a")
+	_, noSANCert, noSANKey := ours.WriteFilesURI(t, "nosan")
+	_, elsewhereCert, elsewhereKey := ours.WriteFilesURI(t, "elsewhere", testutil.NodeURI("elsewhere", "a"))
 	missing := filepath.Join(t.TempDir(), "missing.pem")
 	for _, tc := range []struct {
 		name          string
 		ca, cert, key string
+		node          string
+		keys          []string
 		wantErr       string
 	}{
-		{"missing CA file", missing, certFile, keyFile, missing},
-		{"cert from another CA", caFile, otherCert, otherKey, otherCert},
+		{"missing CA file", missing, certFile, keyFile, "", []string{key}, missing},
+		{"cert from another CA", caFile, otherCert, otherKey, "", []string{key}, otherCert},
+		{"cert without URI SAN", caFile, noSANCert, noSANKey, "", []string{key}, noSANCert + " has no URI SAN ambassador://ambassador/NODE"},
+		{"cert for another cluster", caFile, elsewhereCert, elsewhereKey, "", []string{key}, elsewhereCert + " has no URI SAN"},
+		{"node other than the cert's", caFile, certFile, keyFile, "b", []string{key}, `node "b", but cert file ` + certFile + ` names node "a"`},
+		// Without a key a stranger could join the gossip and rewrite the
+		// catalog: refused, naming both flags.
+		{"no key", caFile, certFile, keyFile, "", nil, "tls-ca: needs --key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
-			cfg.Bind, cfg.NoMDNS = "127.0.0.1", true
+			cfg.Bind, cfg.NoMDNS, cfg.Node, cfg.Keys = "127.0.0.1", true, tc.node, tc.keys
 			cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = tc.ca, tc.cert, tc.key
 			if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("got %v, want an error naming %q", err, tc.wantErr)
+				t.Fatalf("got %v, want an error containing %q", err, tc.wantErr)
 			}
 		})
 	}
@@ -710,5 +751,178 @@ func TestKeyRotationReload(t *testing.T) {
 	}
 	if err := echoOnce(net.JoinHostPort("127.0.0.1", strconv.Itoa(late))); err != nil {
 		t.Fatalf("after the refused key change: %v", err)
+	}
+}
+
+// TestBindListensOnlyThere checks that --bind keeps the gossip and data
+// ports off every other address: a node bound to 127.0.0.2 accepts there
+// and refuses on 127.0.0.1 (all of 127/8 routes to lo, so only the
+// listener's own address decides).
+func TestBindListensOnlyThere(t *testing.T) {
+	probe, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 on this host: %v", err)
+	}
+	probe.Close()
+	n := startTestNode(t, "bound", func(c *Config) { c.Bind = "127.0.0.2" })
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"data", n.cfg.DataPort}, {"gossip", n.cfg.GossipPort}} {
+		on := net.JoinHostPort("127.0.0.2", strconv.Itoa(p.port))
+		c, err := net.DialTimeout("tcp", on, 2*time.Second)
+		if err != nil {
+			t.Fatalf("%s port on the bind address %s: %v, want it to accept", p.name, on, err)
+		}
+		c.Close()
+		off := net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port))
+		if c, err := net.DialTimeout("tcp", off, 2*time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s port on %s, not the bind address: accepted, want refused", p.name, off)
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("%s port on %s: %v, want connection refused", p.name, off, err)
+		}
+	}
+}
+
+// TestNameTaken starts a second node named like a running one, at another
+// address: instead of fighting over the name it refuses to run, with an
+// error naming the name and the other node's address, and the first node
+// keeps running under its name.
+func TestNameTaken(t *testing.T) {
+	// The first node counts as established at once, so it is not the one
+	// to give up.
+	a := startTestNode(t, "dup", func(c *Config) { c.conflictWindow = time.Nanosecond })
+	aGossip := net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))
+
+	cfg := DefaultConfig()
+	cfg.Node = "dup"
+	cfg.Bind, cfg.NoMDNS, cfg.Profile, cfg.HTTP = "127.0.0.1", true, "local", ""
+	cfg.GossipPort, cfg.DataPort = freePort(t), freePort(t)
+	cfg.DrainTimeout = time.Second
+	cfg.Join = []string{aGossip}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	twin, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- twin.Run(ctx) }()
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), `node name "dup" is already taken by a live member at `+aGossip) {
+			t.Fatalf("twin's Run: got %v, want an error naming the name and %s", err, aGossip)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("twin still running after 15s, want it to refuse its taken name")
+	}
+
+	select {
+	case err := <-a.done:
+		a.done <- err
+		t.Fatalf("first node stopped (%v), want it running", err)
+	default:
+	}
+	ms := a.MembersView().Members
+	if len(ms) != 1 || ms[0].Name != "dup" {
+		t.Errorf("first node's members: %+v, want only itself", ms)
+	}
+}
+
+// TestDefaultNodeName checks the default name: the host name plus 16 hex
+// digits, a valid node name, stable for one address and port, and distinct
+// across many cloned hosts that share a host name (with the old 4 digits,
+// 2000 addresses collide almost surely).
+func TestDefaultNodeName(t *testing.T) {
+	re := regexp.MustCompile(`^[a-z0-9-]+-[0-9a-f]{16}$`)
+	seen := map[string]netip.Addr{}
+	for i := range 2000 {
+		addr := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+		name := defaultNodeName(addr, 7946)
+		if !re.MatchString(name) || validNodeName(name) != nil {
+			t.Fatalf("defaultNodeName(%s): %q, want host name-16 hex digits and a valid node name (%v)", addr, name, validNodeName(name))
+		}
+		if again := defaultNodeName(addr, 7946); again != name {
+			t.Fatalf("defaultNodeName(%s): %q then %q, want it stable", addr, name, again)
+		}
+		if prev, dup := seen[name]; dup {
+			t.Fatalf("defaultNodeName: %s and %s both get %q", prev, addr, name)
+		}
+		seen[name] = addr
+	}
+	if a, b := defaultNodeName(netip.MustParseAddr("10.0.0.1"), 7946), defaultNodeName(netip.MustParseAddr("10.0.0.1"), 7947); a == b {
+		t.Errorf("ports 7946 and 7947 on one address both get %q", a)
+	}
+}
+
+// silentPeer is a gossip peer that accepts connections and never answers,
+// like a host whose firewall lets the handshake through and drops the rest:
+// a join to it lasts until memberlist's TCPTimeout.
+func silentPeer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestJoinNotHeldUpBySilentPeers gives a node four seeds that never answer
+// and one good one, with the lan profile's timers: the good one is joined
+// at once (joined one after another with memberlist's 10s timeout, it
+// waited for every silent seed tried before it), and stopping the node
+// while joins to the silent seeds are in flight returns within the drain
+// timeout plus the 2s join bound, not after the join in progress.
+func TestJoinNotHeldUpBySilentPeers(t *testing.T) {
+	a := startTestNode(t, "a", func(*Config) {})
+	seeds := []string{silentPeer(t), silentPeer(t), silentPeer(t), silentPeer(t),
+		net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+	start := time.Now()
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Profile = "lan"
+		c.Join = seeds
+		c.DrainTimeout = time.Second
+	})
+	waitFor(t, 5*time.Second, "b to join the good seed a", func() bool { return len(b.MembersView().Members) == 2 })
+	t.Logf("b joined a %v after start", time.Since(start).Round(time.Millisecond))
+
+	// The first joins to the silent seeds started with the one to a and
+	// last 2s: stop while they are in flight.
+	stopAt := time.Now()
+	b.cancel()
+	select {
+	case err := <-b.done:
+		b.done <- err // for the cleanup's stop
+		if took := time.Since(stopAt); took > b.cfg.DrainTimeout+3*time.Second {
+			t.Errorf("b stopped %v after cancel, want within the drain timeout %v plus the 2s join bound", took, b.cfg.DrainTimeout)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("b did not stop within 15s")
 	}
 }

@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ambassador-mesh/ambassador/announce"
 	"github.com/ambassador-mesh/ambassador/forward"
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // Announce is one service this node hosts: clients reach it on Port, and the
@@ -68,7 +68,7 @@ func ParseAnnounce(s string) (Announce, error) {
 	}
 	var portStr string
 	a.Name, portStr, _ = strings.Cut(name, ":")
-	if err := announce.ValidServiceName(a.Name); err != nil {
+	if err := svcname.Check(a.Name); err != nil {
 		return Announce{}, fmt.Errorf("%q: %w", s, err)
 	}
 	if strings.EqualFold(a.Name, "ambassador") {
@@ -91,7 +91,7 @@ func ParseAnnounce(s string) (Announce, error) {
 // ParseForward parses NAME[=[HOST:]PORT].
 func ParseForward(s string) (Forward, error) {
 	name, listen, hasListen := strings.Cut(s, "=")
-	if err := announce.ValidServiceName(name); err != nil {
+	if err := svcname.Check(name); err != nil {
 		return Forward{}, fmt.Errorf("%q: %w", s, err)
 	}
 	f := Forward{Name: name}
@@ -172,7 +172,7 @@ func ParseBalance(s string) (name, policy string, err error) {
 	if !ok {
 		return "", "", fmt.Errorf("%q: want NAME=POLICY", s)
 	}
-	if err := announce.ValidServiceName(name); err != nil {
+	if err := svcname.Check(name); err != nil {
 		return "", "", fmt.Errorf("%q: %w", s, err)
 	}
 	if policy == "" {

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/ambassador-mesh/ambassador/announce"
 	"github.com/ambassador-mesh/ambassador/forward"
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/ambassador-mesh/ambassador/upstream"
 )
 
@@ -32,7 +32,7 @@ func ParseUpstream(s string) (Upstream, error) {
 	var u Upstream
 	var portStr string
 	u.Name, portStr, _ = strings.Cut(name, ":")
-	if err := announce.ValidServiceName(u.Name); err != nil {
+	if err := svcname.Check(u.Name); err != nil {
 		return Upstream{}, fmt.Errorf("%q: %w", s, err)
 	}
 	var err error

@@ -7,29 +7,76 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
 )
 
 // CA is the operator-CA mode: this node's certificate and key, issued by
 // the operator, and the pool of CA certificates that a peer's certificate
-// must chain to. Membership of the data plane is "holds a certificate
-// signed by this CA": no host name or IP address is checked, because peers
-// dial each other by IP and the CA is the whole trust decision. It is
-// read-only after LoadCA and safe for concurrent use; the files are read
-// once, so a renewed certificate takes a new LoadCA (a restart).
+// must chain to. A chain is not enough: the CA may issue certificates for
+// other purposes too, so a peer's certificate must also name this cluster
+// in a URI SAN ambassador://CLUSTER/NODE (see NodeURI), and a server the
+// node it was dialed as. No host name or IP address is checked, because
+// peers dial each other by IP. It is read-only after LoadCA and safe for
+// concurrent use; the files are read once, so a renewed certificate takes
+// a new LoadCA (a restart).
 type CA struct {
-	pool *x509.CertPool
-	cert tls.Certificate
+	pool    *x509.CertPool
+	cert    tls.Certificate
+	cluster string // the cluster every peer's certificate must name
+	node    string // the node this node's certificate names
+}
+
+// uriScheme is the scheme of the URI SAN that names a node's cluster.
+const uriScheme = "ambassador"
+
+// NodeURI returns the URI SAN a node's certificate carries in the
+// operator-CA mode: ambassador://CLUSTER/NODE.
+func NodeURI(cluster, node string) string {
+	return (&url.URL{Scheme: uriScheme, Host: cluster, Path: "/" + node}).String()
+}
+
+// certNodes returns the nodes of cluster that c names in URI SANs of the
+// form ambassador://CLUSTER/NODE. Other URIs and other clusters are ignored.
+func certNodes(c *x509.Certificate, cluster string) []string {
+	var nodes []string
+	for _, u := range c.URIs {
+		node, ok := strings.CutPrefix(u.Path, "/")
+		if u.Scheme == uriScheme && u.Host == cluster && ok && node != "" && !strings.Contains(node, "/") &&
+			u.User == nil && u.RawQuery == "" && u.Fragment == "" {
+			nodes = append(nodes, node)
+		}
+	}
+	return nodes
+}
+
+// checkPeer checks a peer's certificate chain: it chains to pool, and its
+// leaf names cluster (and node, unless node is "") in a URI SAN.
+func checkPeer(pool *x509.CertPool, chain []*x509.Certificate, cluster, node string) error {
+	if err := verifyChain(pool, chain); err != nil {
+		return err
+	}
+	nodes := certNodes(chain[0], cluster)
+	switch {
+	case len(nodes) == 0:
+		return fmt.Errorf("certificate has no URI SAN %s: issued for something else or another cluster", NodeURI(cluster, "NODE"))
+	case node != "" && !slices.Contains(nodes, node):
+		return fmt.Errorf("certificate names node %q, want %q (%s)", nodes[0], node, NodeURI(cluster, node))
+	}
+	return nil
 }
 
 // LoadCA reads the operator's PEM files: caFile holds one or more CA
 // certificates, certFile this node's certificate (optionally followed by
 // intermediates), keyFile its private key (PKCS #8, PKCS #1 or SEC 1
-// EC). The certificate must match the key and chain to a CA of caFile now,
-// for any key usage; otherwise LoadCA fails. Errors name the file and what
-// is wrong with it, never key material. Safe for concurrent use.
-func LoadCA(caFile, certFile, keyFile string) (*CA, error) {
+// EC). The certificate must match the key, chain to a CA of caFile now,
+// for any key usage, and name exactly one node of cluster in a URI SAN
+// ambassador://CLUSTER/NODE (Node returns it); otherwise LoadCA fails.
+// Errors name the file and what is wrong with it, never key material.
+// Safe for concurrent use.
+func LoadCA(caFile, certFile, keyFile, cluster string) (*CA, error) {
 	roots, err := readCerts(caFile, "CA file")
 	if err != nil {
 		return nil, err
@@ -54,12 +101,23 @@ func LoadCA(caFile, certFile, keyFile string) (*CA, error) {
 	if err := verifyChain(pool, chain); err != nil {
 		return nil, fmt.Errorf("trust: cert file %s is not valid under CA file %s: %w", certFile, caFile, err)
 	}
+	nodes := certNodes(leaf, cluster)
+	switch len(nodes) {
+	case 0:
+		return nil, fmt.Errorf("trust: cert file %s has no URI SAN %s naming this node in cluster %q", certFile, NodeURI(cluster, "NODE"), cluster)
+	case 1:
+	default:
+		return nil, fmt.Errorf("trust: cert file %s names %d nodes of cluster %q (%s), want one", certFile, len(nodes), cluster, strings.Join(nodes, ", "))
+	}
 	ders := make([][]byte, len(chain))
 	for i, c := range chain {
 		ders[i] = c.Raw
 	}
-	return &CA{pool: pool, cert: tls.Certificate{Certificate: ders, PrivateKey: key, Leaf: leaf}}, nil
+	return &CA{pool: pool, cert: tls.Certificate{Certificate: ders, PrivateKey: key, Leaf: leaf}, cluster: cluster, node: nodes[0]}, nil
 }
+
+// Node returns the node name this node's certificate names in its URI SAN.
+func (ca *CA) Node() string { return ca.node }
 
 // readCerts parses every CERTIFICATE block of a PEM file; what names the
 // file's role in errors. Other block types are skipped; a file with no
@@ -150,12 +208,16 @@ func verifyChain(pool *x509.CertPool, chain []*x509.Certificate) error {
 // ClientConfig returns a TLS 1.3 client config that presents the
 // operator's certificate and accepts only a server whose certificate
 // chains to the CA (any key usage, no host name check: peers are dialed
-// by IP). Session resumption is off (no ClientSessionCache), so every
-// connection is verified afresh. Each call returns a new Config that the
-// caller owns. Safe for concurrent use.
-func (ca *CA) ClientConfig() *tls.Config {
+// by IP) and names node of this cluster (ambassador://CLUSTER/NODE).
+// Session resumption is off (no ClientSessionCache), so every connection
+// is verified afresh. Each call returns a new Config that the caller owns.
+// Safe for concurrent use.
+func (ca *CA) ClientConfig(node string) *tls.Config {
 	return clientTLS(ca.cert, func(cs tls.ConnectionState) error {
-		if err := verifyChain(ca.pool, cs.PeerCertificates); err != nil {
+		if node == "" {
+			return errors.New("trust: server certificate: no node to expect")
+		}
+		if err := checkPeer(ca.pool, cs.PeerCertificates, ca.cluster, node); err != nil {
 			return fmt.Errorf("trust: server certificate: %w", err)
 		}
 		return nil
@@ -164,14 +226,15 @@ func (ca *CA) ClientConfig() *tls.Config {
 
 // ServerConfig returns a TLS 1.3 server config that presents the
 // operator's certificate, requires a client certificate, and accepts only
-// one that chains to the CA (any key usage, no name check). Session
-// tickets are off, so every connection is verified afresh. Each call
-// returns a new Config that the caller owns. Safe for concurrent use.
+// one that chains to the CA (any key usage, no host name check) and names
+// a node of this cluster (ambassador://CLUSTER/NODE). Session tickets are
+// off, so every connection is verified afresh. Each call returns a new
+// Config that the caller owns. Safe for concurrent use.
 func (ca *CA) ServerConfig() *tls.Config {
 	// RequireAndVerifyClientCert would insist on the ClientAuth key usage;
 	// verifyChain accepts any, like the client side.
 	return serverTLS(ca.cert, func(cs tls.ConnectionState) error {
-		if err := verifyChain(ca.pool, cs.PeerCertificates); err != nil {
+		if err := checkPeer(ca.pool, cs.PeerCertificates, ca.cluster, ""); err != nil {
 			return fmt.Errorf("trust: client certificate: %w", err)
 		}
 		return nil

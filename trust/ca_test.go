@@ -12,25 +12,30 @@ import (
 	"github.com/ambassador-mesh/ambassador/internal/testutil"
 )
 
-// caWith builds a CA value that trusts trusted and presents a certificate
-// for name that issuer signed, valid from notBefore to notAfter. LoadCA
-// would refuse such a certificate (another CA's, or expired), so the test
+// testCluster is the cluster the test certificates name.
+const testCluster = "lab"
+
+// caWith builds a CA value of cluster testCluster that trusts trusted and
+// presents a certificate for name that issuer signed, valid from notBefore
+// to notAfter, with the given URI SANs. LoadCA would refuse such a
+// certificate (another CA's, expired, not naming the cluster), so the test
 // builds the value directly to see what a peer does with it.
-func caWith(t *testing.T, trusted, issuer *testutil.CA, name string, notBefore, notAfter time.Time) *CA {
+func caWith(t *testing.T, trusted, issuer *testutil.CA, name string, notBefore, notAfter time.Time, uris ...string) *CA {
 	t.Helper()
-	certPEM, keyPEM := issuer.Issue(t, name, notBefore, notAfter)
+	certPEM, keyPEM := issuer.Issue(t, name, notBefore, notAfter, uris...)
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(trusted.Cert)
-	return &CA{pool: pool, cert: cert}
+	return &CA{pool: pool, cert: cert, cluster: testCluster, node: name}
 }
 
 func loadTestCA(t *testing.T, ca *testutil.CA, name string) *CA {
 	t.Helper()
-	c, err := LoadCA(ca.WriteFiles(t, name))
+	caFile, certFile, keyFile := ca.WriteFilesURI(t, name, NodeURI(testCluster, name))
+	c, err := LoadCA(caFile, certFile, keyFile, testCluster)
 	if err != nil {
 		t.Fatalf("LoadCA: %v", err)
 	}
@@ -41,20 +46,38 @@ func TestCAMutualTLS(t *testing.T) {
 	ours, theirs := testutil.NewCA(t, "ours"), testutil.NewCA(t, "theirs")
 	srv, cli := loadTestCA(t, ours, "server"), loadTestCA(t, ours, "client")
 	now := time.Now()
-	stranger := caWith(t, ours, theirs, "stranger", now.Add(-time.Hour), now.Add(time.Hour))
-	expired := caWith(t, ours, ours, "expired", now.Add(-2*time.Hour), now.Add(-time.Hour))
-	noCert := cli.ClientConfig()
+	from, until := now.Add(-time.Hour), now.Add(time.Hour)
+	stranger := caWith(t, ours, theirs, "stranger", from, until, NodeURI(testCluster, "stranger"))
+	expired := caWith(t, ours, ours, "expired", now.Add(-2*time.Hour), now.Add(-time.Hour), NodeURI(testCluster, "expired"))
+	// Certificates the same CA issued for something else: no URI SAN, a
+	// URI of another scheme, or one naming another cluster.
+	noSAN := caWith(t, ours, ours, "server", from, until)
+	otherScheme := caWith(t, ours, ours, "server", from, until, "spiffe://"+testCluster+"/server")
+	otherCluster := caWith(t, ours, ours, "server", from, until, NodeURI("elsewhere", "server"))
+	// One certificate may carry several URIs; the one naming this cluster
+	// counts.
+	several := caWith(t, ours, ours, "server", from, until, NodeURI("elsewhere", "server"), NodeURI(testCluster, "server"))
+	noCert := cli.ClientConfig("server")
 	noCert.Certificates = nil
 
 	for _, tc := range []handshakeCase{
-		{"same CA", cli.ClientConfig(), srv.ServerConfig(), true, true},
-		{"client from another CA", stranger.ClientConfig(), srv.ServerConfig(), false, false},
-		{"server from another CA", cli.ClientConfig(), stranger.ServerConfig(), false, false},
-		{"client expired", expired.ClientConfig(), srv.ServerConfig(), false, false},
-		{"server expired", cli.ClientConfig(), expired.ServerConfig(), false, false},
+		{"same CA", cli.ClientConfig("server"), srv.ServerConfig(), true, true},
+		{"several URIs", cli.ClientConfig("server"), several.ServerConfig(), true, true},
+		{"client from another CA", stranger.ClientConfig("server"), srv.ServerConfig(), false, false},
+		{"server from another CA", cli.ClientConfig("stranger"), stranger.ServerConfig(), false, false},
+		{"client expired", expired.ClientConfig("server"), srv.ServerConfig(), false, false},
+		{"server expired", cli.ClientConfig("expired"), expired.ServerConfig(), false, false},
 		{"client has no certificate", noCert, srv.ServerConfig(), false, false},
+		{"client without URI SAN", noSAN.ClientConfig("server"), srv.ServerConfig(), false, false},
+		{"server without URI SAN", cli.ClientConfig("server"), noSAN.ServerConfig(), false, false},
+		{"client URI of another scheme", otherScheme.ClientConfig("server"), srv.ServerConfig(), false, false},
+		{"server URI of another scheme", cli.ClientConfig("server"), otherScheme.ServerConfig(), false, false},
+		{"client of another cluster", otherCluster.ClientConfig("server"), srv.ServerConfig(), false, false},
+		{"server of another cluster", cli.ClientConfig("server"), otherCluster.ServerConfig(), false, false},
+		{"server is another node than dialed", cli.ClientConfig("someone-else"), srv.ServerConfig(), false, false},
+		{"client expects no node", cli.ClientConfig(""), srv.ServerConfig(), false, false},
 		{"client offers only TLS 1.2", func() *tls.Config {
-			c := cli.ClientConfig()
+			c := cli.ClientConfig("server")
 			c.MinVersion, c.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
 			return c
 		}(), srv.ServerConfig(), false, false},
@@ -63,9 +86,18 @@ func TestCAMutualTLS(t *testing.T) {
 	}
 }
 
+func TestNodeURI(t *testing.T) {
+	if got, want := NodeURI("ambassador", "web-1"), "ambassador://ambassador/web-1"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got, want := NodeURI("lab", "n"), testutil.NodeURI("lab", "n"); got != want {
+		t.Errorf("trust.NodeURI %q and testutil.NodeURI %q differ", got, want)
+	}
+}
+
 func TestCAConfigs(t *testing.T) {
 	ca := loadTestCA(t, testutil.NewCA(t, "ours"), "x")
-	cc, sc := ca.ClientConfig(), ca.ServerConfig()
+	cc, sc := ca.ClientConfig("x"), ca.ServerConfig()
 	for name, c := range map[string]*tls.Config{"client": cc, "server": sc} {
 		if c.MinVersion != tls.VersionTLS13 || c.MaxVersion != tls.VersionTLS13 {
 			t.Errorf("%s: versions %#x-%#x, want TLS 1.3 only", name, c.MinVersion, c.MaxVersion)
@@ -80,16 +112,20 @@ func TestCAConfigs(t *testing.T) {
 	if sc.ClientAuth != tls.RequireAnyClientCert || !sc.SessionTicketsDisabled {
 		t.Errorf("server: ClientAuth %v, SessionTicketsDisabled %v; want RequireAnyClientCert, true", sc.ClientAuth, sc.SessionTicketsDisabled)
 	}
-	if cc == ca.ClientConfig() || sc == ca.ServerConfig() {
+	if cc == ca.ClientConfig("x") || sc == ca.ServerConfig() {
 		t.Error("configs are shared between calls, want a new one each")
 	}
 }
 
 func TestLoadCA(t *testing.T) {
 	ours, theirs := testutil.NewCA(t, "ours"), testutil.NewCA(t, "theirs")
-	caFile, certFile, keyFile := ours.WriteFiles(t, "node")
-	_, otherCert, otherKey := theirs.WriteFiles(t, "node")
-	_, _, ourOtherKey := ours.WriteFiles(t, "node2")
+	uri := NodeURI(testCluster, "node")
+	caFile, certFile, keyFile := ours.WriteFilesURI(t, "node", uri)
+	_, otherCert, otherKey := theirs.WriteFilesURI(t, "node", uri)
+	_, _, ourOtherKey := ours.WriteFilesURI(t, "node2", NodeURI(testCluster, "node2"))
+	_, noSANCert, noSANKey := ours.WriteFilesURI(t, "nosan")
+	_, elsewhereCert, elsewhereKey := ours.WriteFilesURI(t, "elsewhere", NodeURI("elsewhere", "node"))
+	_, twoCert, twoKey := ours.WriteFilesURI(t, "two", NodeURI(testCluster, "a"), NodeURI(testCluster, "b"))
 	dir := t.TempDir()
 	write := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
@@ -102,7 +138,7 @@ func TestLoadCA(t *testing.T) {
 	empty := write("empty.pem", nil)
 	garbage := write("garbage.pem", []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"))
 	now := time.Now()
-	expCert, expKey := ours.Issue(t, "old", now.Add(-2*time.Hour), now.Add(-time.Hour))
+	expCert, expKey := ours.Issue(t, "old", now.Add(-2*time.Hour), now.Add(-time.Hour), uri)
 	expiredCert, expiredKey := write("old.pem", expCert), write("old.key", expKey)
 	keyBytes, err := os.ReadFile(keyFile)
 	if err != nil {
@@ -126,12 +162,18 @@ func TestLoadCA(t *testing.T) {
 		{"cert not from the CA", caFile, otherCert, otherKey, "cert file " + otherCert + " is not valid under CA file " + caFile},
 		{"key not matching the cert", caFile, certFile, ourOtherKey, "key file " + ourOtherKey + " does not match the certificate in cert file " + certFile},
 		{"expired cert", caFile, expiredCert, expiredKey, "cert file " + expiredCert + " is not valid|expired"},
+		{"cert without URI SAN", caFile, noSANCert, noSANKey, "cert file " + noSANCert + " has no URI SAN ambassador://lab/NODE"},
+		{"cert for another cluster", caFile, elsewhereCert, elsewhereKey, "cert file " + elsewhereCert + " has no URI SAN"},
+		{"cert naming two nodes", caFile, twoCert, twoKey, "cert file " + twoCert + " names 2 nodes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ca, err := LoadCA(tc.ca, tc.cert, tc.key)
+			ca, err := LoadCA(tc.ca, tc.cert, tc.key, testCluster)
 			if tc.wantErr == "" {
 				if err != nil || ca == nil {
 					t.Fatalf("got %v, want a CA", err)
+				}
+				if ca.Node() != "node" {
+					t.Errorf("Node: got %q, want %q", ca.Node(), "node")
 				}
 				return
 			}

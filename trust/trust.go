@@ -13,9 +13,11 @@
 // current member's (ServerConfig).
 //
 // An operator who runs a CA can use it instead (LoadCA): each node presents
-// a certificate the CA signed, and a peer is trusted when its certificate
-// chains to the CA, whatever its names (peers dial each other by IP). The
-// cluster key, when there is one, still protects gossip.
+// a certificate the CA signed that names its cluster and node in a URI SAN
+// ambassador://CLUSTER/NODE, and a peer is trusted when its certificate
+// chains to the CA and names the cluster (a server: also the node it was
+// dialed as); host names and IPs are not checked (peers dial each other by
+// IP). The cluster key still protects gossip.
 //
 // The package uses only the standard library and knows nothing about gossip
 // or forwarding.

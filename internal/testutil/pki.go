@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -48,10 +49,12 @@ func NewCA(t testing.TB, name string) *CA {
 }
 
 // Issue signs a leaf certificate for name, valid from notBefore to
-// notAfter, with no host names and no extended key usage (the operator-CA
-// mode accepts any). It returns the certificate and its PKCS #8 key, both
-// PEM-encoded.
-func (ca *CA) Issue(t testing.TB, name string, notBefore, notAfter time.Time) (certPEM, keyPEM []byte) {
+// notAfter, with the given URI SANs (for the operator-CA mode,
+// ambassador://CLUSTER/NODE: see NodeURI), no host names and no extended
+// key usage (the operator-CA mode accepts any). It returns the certificate
+// and its PKCS #8 key, both PEM-encoded. A URI that does not parse fails
+// the test.
+func (ca *CA) Issue(t testing.TB, name string, notBefore, notAfter time.Time, uris ...string) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
@@ -60,6 +63,13 @@ func (ca *CA) Issue(t testing.TB, name string, notBefore, notAfter time.Time) (c
 		NotBefore:    notBefore,
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	for _, s := range uris {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatalf("testutil: issue %q: URI SAN: %v", name, err)
+		}
+		tmpl.URIs = append(tmpl.URIs, u)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
@@ -73,13 +83,26 @@ func (ca *CA) Issue(t testing.TB, name string, notBefore, notAfter time.Time) (c
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k})
 }
 
-// WriteFiles issues a certificate for name valid from an hour ago for a
-// day and writes the CA, the certificate and its key (mode 0600) to a new
-// temporary directory. It returns the three paths.
+// NodeURI is the URI SAN that names node in cluster in the operator-CA
+// mode, ambassador://CLUSTER/NODE. (trust.NodeURI is the real one; this
+// copy keeps testutil free of the packages it helps test.)
+func NodeURI(cluster, node string) string { return "ambassador://" + cluster + "/" + node }
+
+// WriteFiles issues a certificate for node name of the default cluster
+// ("ambassador": URI SAN ambassador://ambassador/NAME), valid from an hour
+// ago for a day, and writes the CA, the certificate and its key (mode
+// 0600) to a new temporary directory. It returns the three paths.
 func (ca *CA) WriteFiles(t testing.TB, name string) (caFile, certFile, keyFile string) {
 	t.Helper()
+	return ca.WriteFilesURI(t, name, NodeURI("ambassador", name))
+}
+
+// WriteFilesURI is WriteFiles with the certificate's URI SANs given:
+// none, another cluster's, several.
+func (ca *CA) WriteFilesURI(t testing.TB, name string, uris ...string) (caFile, certFile, keyFile string) {
+	t.Helper()
 	now := time.Now()
-	certPEM, keyPEM := ca.Issue(t, name, now.Add(-time.Hour), now.Add(24*time.Hour))
+	certPEM, keyPEM := ca.Issue(t, name, now.Add(-time.Hour), now.Add(24*time.Hour), uris...)
 	dir := t.TempDir()
 	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
 	for _, f := range []struct {
