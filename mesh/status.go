@@ -167,6 +167,7 @@ func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.MembersView()) })
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.ServicesView()) })
+	n.observeRoutes(mux) // metrics, events, connections, the page: observe.go
 	mux.HandleFunc("POST /v1/announce", func(w http.ResponseWriter, r *http.Request) {
 		if err := controlAllowed(r); err != nil {
 			writeError(w, http.StatusForbidden, err)
