@@ -81,9 +81,8 @@ func StaticRoute(listen, target string) Route {
 
 // ListenerStatus is a snapshot of one listener, returned by Proxy.Status.
 // Counters are kept per route and start from zero when a route is added
-// again after being removed. BytesIn and BytesOut grow when a connection
-// closes (they come from io.Copy's result); the copy loop that follows
-// makes them grow after each write.
+// again after being removed. BytesIn and BytesOut grow while a connection
+// runs, after each write to the other side.
 type ListenerStatus struct {
 	Service  string
 	Listen   string
@@ -375,16 +374,18 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 		}
 		cs := &connState{service: r.Service, listen: rs.listen, backend: a.b.Addr, client: c.RemoteAddr().String(), since: start}
 		p.conns.add(cs)
-		in, out := proxyCopy(client, backend)
+		in, out, end, err := proxyCopy(client, backend, copyOpts{cfg: &p.cfg, stats: &rs.stream, cs: cs, rawClient: c, rawBackend: braw})
 		p.conns.remove(cs)
 		_ = braw.Close() // in case a Handshake wrapper did not close it
 		p.g.untrack(braw)
 		rs.release(a.bs)
-		rs.stream.bytesIn.Add(uint64(in))
-		rs.stream.bytesOut.Add(uint64(out))
 		if p.log.Enabled(context.Background(), slog.LevelDebug) {
-			p.log.Debug("connection closed", "service", r.Service, "listen", rs.listen, "peer", a.b.Node,
-				"backend", a.b.Addr, "bytes_in", in, "bytes_out", out, "duration", time.Since(start))
+			attrs := []any{"service", r.Service, "listen", rs.listen, "peer", a.b.Node,
+				"backend", a.b.Addr, "bytes_in", in, "bytes_out", out, "duration", time.Since(start), "end", end.String()}
+			if err != nil {
+				attrs = append(attrs, "err", fmt.Errorf("forward: copy for service %q on node %s: %w", r.Service, a.b.Node, err))
+			}
+			p.log.Debug("connection closed", attrs...)
 		}
 		return
 	}

@@ -175,13 +175,15 @@ func (s *Server) serveConn(raw net.Conn) {
 	}
 	s.handoffs[statusOK].Add(1)
 	_ = raw.SetDeadline(time.Time{})
-	in, out := proxyCopy(c, bc)
-	s.stream.bytesIn.Add(uint64(in))
-	s.stream.bytesOut.Add(uint64(out))
+	in, out, end, err := proxyCopy(c, bc, copyOpts{cfg: &s.cfg, stats: &s.stream, rawClient: raw})
 	s.g.untrack(bc)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
-		s.log.Debug("connection closed", "service", service, "peer", c.RemoteAddr().String(),
-			"backend", target, "bytes_in", in, "bytes_out", out, "duration", time.Since(start))
+		attrs := []any{"service", service, "peer", c.RemoteAddr().String(), "backend", target,
+			"bytes_in", in, "bytes_out", out, "duration", time.Since(start), "end", end.String()}
+		if err != nil {
+			attrs = append(attrs, "err", fmt.Errorf("forward: copy for service %q: %w", service, err))
+		}
+		s.log.Debug("connection closed", attrs...)
 	}
 }
 

@@ -10,9 +10,8 @@ import (
 )
 
 // ConnStatus is one open, proxied connection, returned by
-// Proxy.Connections. BytesIn and BytesOut are what has been copied so far;
-// they are meant to grow after each write, but read 0 until the copy loop
-// counts live (the next change: io.Copy reports only at the end).
+// Proxy.Connections. BytesIn and BytesOut are what has been copied so far:
+// they grow while the connection runs, after each write.
 type ConnStatus struct {
 	Service  string // the route's service
 	Listen   string // the route's listener

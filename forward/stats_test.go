@@ -40,7 +40,10 @@ func TestCountersSeam(t *testing.T) {
 	if _, err := io.ReadFull(c2, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "two open connections", func() bool { return len(p.Connections()) == 2 })
+	waitFor(t, "two open connections with live byte counts", func() bool {
+		cs := p.Connections()
+		return len(cs) == 2 && cs[0].BytesIn == 8 && cs[0].BytesOut == 8 && cs[1].BytesIn == 1 && cs[1].BytesOut == 1
+	})
 	cs := p.Connections()[0]
 	if cs.Service != "svc" || cs.Backend != s.Addr().String() || cs.Client != c.LocalAddr().String() || cs.Since.IsZero() {
 		t.Errorf("Connections()[0] = %+v", cs)
@@ -67,6 +70,9 @@ func TestCountersSeam(t *testing.T) {
 	if svc.Retries != 1 || svc.NoBackend != 0 || svc.DialErrors != 1 {
 		t.Errorf("svc: Retries %d NoBackend %d DialErrors %d, want 1 0 1", svc.Retries, svc.NoBackend, svc.DialErrors)
 	}
+	if svc.BytesIn != 9 || svc.BytesOut != 9 {
+		t.Errorf("svc: BytesIn %d BytesOut %d while open, want 9 9", svc.BytesIn, svc.BytesOut)
+	}
 	if none.Retries != 0 {
 		t.Errorf("none: Retries %d, want 0", none.Retries)
 	}
@@ -80,5 +86,8 @@ func TestCountersSeam(t *testing.T) {
 	st := s.Stats()
 	if st.HandoffOK != 2 || st.HandoffUnknown != 1 || st.HandoffBadHeader != 1 || st.Accepted != 4 {
 		t.Errorf("server stats %+v, want 2 ok, 1 unknown, 1 bad header, 4 accepted", st)
+	}
+	if st.BytesIn != 9 || st.BytesOut != 9 {
+		t.Errorf("server bytes %d/%d while open, want 9/9", st.BytesIn, st.BytesOut)
 	}
 }
