@@ -164,7 +164,8 @@ type routeState struct {
 	accepted, active, dialErrors atomic.Uint64
 	handshakeErrors              atomic.Uint64
 	retries, noBackend           atomic.Uint64
-	stream                       streamStats // bytes, stream errors, timeouts
+	stream                       streamStats      // bytes, stream errors, timeouts
+	connect                      connectHistogram // dial plus handoff times (observe.go)
 
 	// Guarded by Proxy.mu.
 	ln  *listener // nil while listening fails
@@ -334,6 +335,7 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 			rs.retries.Add(1)
 			rs.begin(a.bs)
 		}
+		dialStart := time.Now()
 		bc, err := dialBackend(p.g.ctx, &p.cfg, a.b)
 		if err != nil {
 			if p.g.ctx.Err() != nil {
@@ -350,6 +352,7 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 			continue
 		}
 		rs.connected(a.bs)
+		rs.connect.observe(time.Since(dialStart))
 		// Tracked by its socket: force-close must not wait on TLS.
 		braw := rawConn(bc)
 		if !p.g.track(braw) {

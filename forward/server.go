@@ -28,6 +28,7 @@ type Server struct {
 	handoffs                         [4]atomic.Uint64 // by handoffStatus: ok, unknown, unavailable, bad header
 	handoffIncomplete, tlsHandshakes atomic.Uint64    // no status sent; tlsHandshakes counts failed ones
 	stream                           streamStats
+	byService                        handoffsByService // ok and unavailable per service (observe.go)
 
 	mu       sync.Mutex
 	ln       *listener // guarded by mu; nil until Start has listened
@@ -159,6 +160,7 @@ func (s *Server) serveConn(raw net.Conn) {
 	bc, target := s.dialTargets(service, targets)
 	if bc == nil {
 		s.handoffs[statusUnavailable].Add(1)
+		s.byService.add(service, false)
 		_, _ = c.Write([]byte{byte(statusUnavailable)})
 		s.logRefused(c, service, statusUnavailable.String(), nil)
 		return
@@ -174,6 +176,7 @@ func (s *Server) serveConn(raw net.Conn) {
 		return
 	}
 	s.handoffs[statusOK].Add(1)
+	s.byService.add(service, true)
 	_ = raw.SetDeadline(time.Time{})
 	in, out, end, err := proxyCopy(c, bc, copyOpts{cfg: &s.cfg, stats: &s.stream, rawClient: raw})
 	s.g.untrack(bc)

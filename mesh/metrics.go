@@ -28,8 +28,9 @@ var (
 	descConnect = prometheus.NewDesc("ambassador_upstream_connect_seconds",
 		"Time to reach an instance of the service: the dial, plus TLS and the handoff for a peer's instance.", []string{"service"}, nil)
 	descHandoffs = prometheus.NewDesc("ambassador_handoffs_total",
-		"Handoffs on this node's data port, by service and result: ok, unknown (not a service of this node), "+
-			"unavailable (the local service did not answer).", []string{"service", "result"}, nil)
+		"Handoffs on this node's data port, by service and result: ok, unavailable (the local service did not answer); "+
+			"with an empty service: unknown (not a service of this node), bad_header, incomplete (no header in time), "+
+			"tls_failed (the peer failed the TLS handshake).", []string{"service", "result"}, nil)
 	descMembers = prometheus.NewDesc("ambassador_members",
 		"Members this node knows, by state: alive, suspect, dead, left.", []string{"state"}, nil)
 	descInstances = prometheus.NewDesc("ambassador_service_instances",
@@ -38,6 +39,10 @@ var (
 	descChecks = prometheus.NewDesc("ambassador_health_checks_total",
 		"Health checks of this node's own services, by result: pass or fail.", []string{"service", "result"}, nil)
 )
+
+// failureReasons are the reason label values of
+// ambassador_connection_failures_total, always all exported.
+var failureReasons = []string{"dial", "no_instance", "handshake", "stream", "idle_timeout", "half_close_timeout"}
 
 // memberStates are always exported, zeros included, so that a dashboard
 // sees "0 dead" rather than no series.
@@ -84,9 +89,13 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		s.active += ls.Active
 		s.bytesIn += ls.BytesIn
 		s.bytesOut += ls.BytesOut
+		s.retries += ls.Retries
 		s.fail["dial"] += ls.DialErrors
+		s.fail["no_instance"] += ls.NoBackend
 		s.fail["handshake"] += ls.HandshakeErrors
-		listenerExtra(ls, &s.retries, s.fail)
+		s.fail["stream"] += ls.StreamErrors
+		s.fail["idle_timeout"] += ls.IdleTimeouts
+		s.fail["half_close_timeout"] += ls.HalfCloseTimeouts
 	}
 	for _, name := range order {
 		s := byService[name]
@@ -99,12 +108,24 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(descFailures, s.fail[reason], name, reason)
 		}
 	}
-	for _, h := range n.connectHistograms() {
-		ch <- prometheus.MustNewConstHistogram(descConnect, h.Count, h.Sum, h.Buckets, h.Service)
+	seen := map[string]bool{}
+	for _, ct := range n.proxy.ConnectTimes() {
+		if !seen[ct.Service] { // one listener per service; see above
+			seen[ct.Service] = true
+			ch <- prometheus.MustNewConstHistogram(descConnect, ct.Count, ct.Sum, ct.Buckets, ct.Service)
+		}
 	}
-	for _, h := range n.handoffCounts() {
-		counter(descHandoffs, h.count, h.service, h.result)
+	// ok and unavailable by service; the rest never named one of this
+	// node's services (an unknown name is not a label: anyone can send one).
+	for _, h := range n.data.HandoffsByService() {
+		counter(descHandoffs, h.OK, h.Service, "ok")
+		counter(descHandoffs, h.Unavailable, h.Service, "unavailable")
 	}
+	ds := n.data.Stats()
+	counter(descHandoffs, ds.HandoffUnknown, "", "unknown")
+	counter(descHandoffs, ds.HandoffBadHeader, "", "bad_header")
+	counter(descHandoffs, ds.HandoffIncomplete, "", "incomplete")
+	counter(descHandoffs, ds.TLSHandshakeFailed, "", "tls_failed")
 
 	members := map[string]uint64{}
 	for _, m := range n.cluster.Members() {

@@ -1,0 +1,45 @@
+package forward
+
+import (
+	"testing"
+	"time"
+)
+
+// TestConnectHistogram: each time lands in the first bucket whose bound is
+// at least it, counts are cumulative, and the sum adds up.
+func TestConnectHistogram(t *testing.T) {
+	rs := &routeState{listen: "127.0.0.1:1"}
+	rs.setRoute(&Route{Service: "s", Listen: rs.listen, Backends: []Backend{{Addr: "x:1"}}})
+	for _, d := range []time.Duration{50 * time.Microsecond, time.Millisecond, 3 * time.Millisecond, 10 * time.Second} {
+		rs.connect.observe(d)
+	}
+	p := &Proxy{routes: map[string]*routeState{rs.listen: rs}}
+	cts := p.ConnectTimes()
+	if len(cts) != 1 {
+		t.Fatalf("got %d histograms", len(cts))
+	}
+	ct := cts[0]
+	for le, want := range map[float64]uint64{0.0001: 1, 0.0005: 1, 0.001: 2, 0.0025: 2, 0.005: 3, 5: 3} {
+		if got := ct.Buckets[le]; got != want {
+			t.Errorf("bucket le=%v: %d, want %d", le, got, want)
+		}
+	}
+	if ct.Count != 4 || ct.Service != "s" {
+		t.Errorf("count %d service %q, want 4 and s", ct.Count, ct.Service)
+	}
+	if want := (50*time.Microsecond + 4*time.Millisecond + 10*time.Second).Seconds(); ct.Sum < want-1e-9 || ct.Sum > want+1e-9 {
+		t.Errorf("sum %v, want %v", ct.Sum, want)
+	}
+}
+
+func TestHandoffsByService(t *testing.T) {
+	var s Server
+	s.byService.add("b", true)
+	s.byService.add("a", false)
+	s.byService.add("b", true)
+	got := s.HandoffsByService()
+	want := []ServiceHandoffs{{Service: "a", Unavailable: 1}, {Service: "b", OK: 2}}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+}
