@@ -22,7 +22,7 @@ var ConnectBuckets = connectBounds[:]
 // observe per connection.
 type connectHistogram struct {
 	buckets [len(connectBounds) + 1]atomic.Uint64 // per ConnectBuckets entry, not cumulative; the last is +Inf
-	nanos   atomic.Uint64     // sum of the observed times
+	nanos   atomic.Uint64                         // sum of the observed times
 }
 
 func (h *connectHistogram) observe(d time.Duration) {
