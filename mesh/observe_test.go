@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -285,7 +286,7 @@ func TestMetrics(t *testing.T) {
 		c.Forward = []Forward{{Name: "echo", Listen: listen}, {Name: "dead", Listen: deadListen}}
 	})
 	waitFor(t, 15*time.Second, "echo through b", func() bool { return echoOnce(listen) == nil })
-	const conns = 4
+	const conns = 4 // echoes: the one that waited for b, and three more
 	for range conns - 1 {
 		if err := echoOnce(listen); err != nil {
 			t.Fatal(err)
@@ -301,6 +302,24 @@ func TestMetrics(t *testing.T) {
 		v, _ := metricValue(scrape(t, b.cfg.HTTP), "ambassador_connections_active", "service=echo")
 		return v == 1
 	})
+	// It shows in /v1/connections with its instance and its bytes so far.
+	if _, err := open.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(open, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	var cv Connections
+	if err := Fetch(context.Background(), b.cfg.HTTP, "/v1/connections", &cv); err != nil {
+		t.Fatal(err)
+	}
+	if len(cv.Connections) != 1 {
+		t.Fatalf("b: /v1/connections: %+v, want the one open connection", cv)
+	}
+	if c := cv.Connections[0]; c.Service != "echo" || c.Instance != "a" || c.Listen != listen || c.BytesIn != 5 || c.BytesOut != 5 ||
+		c.Client != open.LocalAddr().String() || c.Age < 0 || c.Age > 30 {
+		t.Errorf("b: connection %+v, want echo via a from %s with 5 bytes each way", c, open.LocalAddr())
+	}
 
 	fams := scrape(t, b.cfg.HTTP)
 	for _, c := range []struct {
@@ -310,8 +329,8 @@ func TestMetrics(t *testing.T) {
 	}{
 		{"ambassador_connections_total", []string{"service=echo"}, conns + 1},
 		{"ambassador_connections_active", []string{"service=echo"}, 1},
-		{"ambassador_bytes_total", []string{"direction=in", "service=echo"}, conns * 4},
-		{"ambassador_bytes_total", []string{"direction=out", "service=echo"}, conns * 4},
+		{"ambassador_bytes_total", []string{"direction=in", "service=echo"}, conns*4 + 5},
+		{"ambassador_bytes_total", []string{"direction=out", "service=echo"}, conns*4 + 5},
 		{"ambassador_connection_failures_total", []string{"reason=dial", "service=echo"}, 0},
 		{"ambassador_connection_failures_total", []string{"reason=no_instance", "service=echo"}, 0},
 		{"ambassador_connection_retries_total", []string{"service=echo"}, 0},
