@@ -17,7 +17,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/creds"
@@ -231,6 +230,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action:       servicesCmd,
 				OnUsageError: onUsageError,
 			},
+			watchCommand(), connectionsCommand(), // cmd_observe.go
 			{
 				Name:  "forward",
 				Usage: "forward static ports with no mesh at all",
@@ -577,7 +577,7 @@ func membersCmd(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, m)
 	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	tw := newTable(c.App.Writer) // plain unless a terminal: cmd_observe.go
 	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\t")
 	for _, mb := range m.Members {
 		self := ""
@@ -597,7 +597,7 @@ func servicesCmd(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, s)
 	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	tw := newTable(c.App.Writer) // plain unless a terminal: cmd_observe.go
 	fmt.Fprintln(tw, "SERVICE\tPORT\tLISTEN\tSTATE\tINSTANCES")
 	for _, v := range s.Services {
 		state := v.State

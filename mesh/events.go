@@ -57,6 +57,11 @@ const (
 // than slowing the node or growing its memory.
 const subscriberBuffer = 256
 
+// keepEvents is how many recent events the hub keeps to replay to a client
+// that (re)connects with a Seq (Last-Event-ID, or ?since=N); fewer than
+// subscriberBuffer, so a replay always fits a new subscriber's queue.
+const keepEvents = 128
+
 // eventHub turns snapshots of the node's state into change events and fans
 // them out to subscribers. Its zero value is ready to use; close ends every
 // subscription. Safe for concurrent use.
@@ -66,6 +71,7 @@ type eventHub struct {
 	subs   map[*subscriber]struct{} // guarded by mu
 	closed bool                     // guarded by mu
 	primed bool                     // guarded by mu; last holds a first snapshot
+	recent []Event                  // guarded by mu; the last keepEvents events, for replay
 	last   eventState               // guarded by mu; what the previous observe saw
 	now    func() time.Time         // time.Now when nil; a seam for tests
 }
@@ -85,9 +91,12 @@ type eventState struct {
 	listeners map[string]string // service → "listening addr" or "error msg"
 }
 
-// subscribe adds a subscriber; the caller must unsubscribe it. After close
-// the channel comes back closed.
-func (h *eventHub) subscribe() *subscriber {
+// subscribe adds a subscriber; the caller must unsubscribe it. With
+// replay, the kept recent events numbered after after are queued first
+// (after a "lagged" event if some of those are no longer kept), so a
+// client that reconnects with its last Seq misses nothing. After close the
+// channel comes back closed.
+func (h *eventHub) subscribe(after uint64, replay bool) *subscriber {
 	s := &subscriber{ch: make(chan Event, subscriberBuffer)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -99,6 +108,17 @@ func (h *eventHub) subscribe() *subscriber {
 		h.subs = map[*subscriber]struct{}{}
 	}
 	h.subs[s] = struct{}{}
+	if replay && after < h.seq {
+		if len(h.recent) > 0 && h.recent[0].Seq > after+1 {
+			lost := h.recent[0].Seq - after - 1
+			s.ch <- Event{Seq: h.recent[0].Seq - 1, Time: h.recent[0].Time, Type: EventLagged, Detail: strconv.FormatUint(lost, 10)}
+		}
+		for _, e := range h.recent {
+			if e.Seq > after {
+				s.ch <- e
+			}
+		}
+	}
 	return s
 }
 
@@ -127,15 +147,21 @@ func (h *eventHub) close() {
 // blocking: a full queue skips the event and counts it, and once there is
 // room again the subscriber gets one "lagged" event before the next, in
 // the order the events happened.
+//
+// The lagged event carries the Seq of the last event it stands for, so
+// Seq stays gap-free for every subscriber and a reconnect resumes after it.
 func (h *eventHub) publishLocked(e Event) {
+	if len(h.recent) == keepEvents {
+		h.recent = append(h.recent[:0], h.recent[1:]...)
+	}
+	h.recent = append(h.recent, e)
 	for s := range h.subs {
 		if s.missed > 0 {
 			if len(s.ch) >= cap(s.ch)-1 { // room for the lagged event and e
 				s.missed++
 				continue
 			}
-			h.seq++
-			s.ch <- Event{Seq: h.seq, Time: e.Time, Type: EventLagged, Detail: strconv.FormatUint(s.missed, 10)}
+			s.ch <- Event{Seq: e.Seq - 1, Time: e.Time, Type: EventLagged, Detail: strconv.FormatUint(s.missed, 10)}
 			s.missed = 0
 		}
 		select {
@@ -261,7 +287,9 @@ func (v localView) health(name string) string {
 }
 
 // serveEvents is GET /v1/events: a server-sent event stream, one "data:"
-// line of JSON (an Event) per event, with the Seq as its id. A comment line
+// line of JSON (an Event) per event, with the Seq as its id. It starts
+// with the events that happen from then on, or, with a Last-Event-ID
+// header or ?since=N, with the kept recent events after that Seq. A comment line
 // every 15s keeps proxies from closing an idle stream. The stream ends when
 // the client goes or the node stops.
 func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
@@ -270,7 +298,14 @@ func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, fmt.Errorf("streaming is not supported here"))
 		return
 	}
-	sub := n.events.subscribe()
+	// A browser's EventSource sends Last-Event-ID when it reconnects;
+	// ?since=N asks for the kept events after N on a first connect.
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = r.URL.Query().Get("since")
+	}
+	after, err := strconv.ParseUint(last, 10, 64)
+	sub := n.events.subscribe(after, err == nil)
 	defer n.events.unsubscribe(sub)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")

@@ -35,7 +35,7 @@ func TestEventHubDiff(t *testing.T) {
 		listeners: map[string]string{"redis": "listening 127.0.0.1:6379", "pg": "error port busy"},
 	}
 	var h eventHub
-	sub := h.subscribe()
+	sub := h.subscribe(0, false)
 	defer h.unsubscribe(sub)
 	h.observe(base)
 	h.observe(base)
@@ -70,7 +70,7 @@ func TestEventHubDiff(t *testing.T) {
 // again; close ends its stream.
 func TestEventHubLagged(t *testing.T) {
 	var h eventHub
-	slow := h.subscribe()
+	slow := h.subscribe(0, false)
 	h.observe(eventState{members: map[string]string{}})
 	flip := func(i int) {
 		h.observe(eventState{members: map[string]string{"n" + strconv.Itoa(i): "alive"}})
@@ -92,15 +92,52 @@ func TestEventHubLagged(t *testing.T) {
 	if lag.Type != EventLagged || lag.Detail != strconv.Itoa(extra) {
 		t.Fatalf("got %+v, want a lagged event for %d", lag, extra)
 	}
-	if e := <-slow.ch; e.Type != EventMemberJoined || e.Node != "n-1" {
-		t.Fatalf("after the lag: got %+v", e)
+	if e := <-slow.ch; e.Type != EventMemberJoined || e.Node != "n-1" || e.Seq != lag.Seq+1 {
+		t.Fatalf("after the lag (seq %d): got %+v", lag.Seq, e)
 	}
 	h.close()
 	if _, ok := <-slow.ch; ok {
 		t.Fatal("channel still open after close")
 	}
-	if _, ok := <-h.subscribe().ch; ok {
+	if _, ok := <-h.subscribe(0, false).ch; ok {
 		t.Fatal("subscription after close is open")
+	}
+}
+
+// TestEventHubReplay: a subscriber that names the last Seq it saw gets the
+// kept events after it, and a lagged event for those no longer kept; one
+// that names none gets only new events.
+func TestEventHubReplay(t *testing.T) {
+	var h eventHub
+	h.observe(eventState{members: map[string]string{}})
+	for i := range 200 {
+		h.observe(eventState{members: map[string]string{"n" + strconv.Itoa(i): "alive"}})
+	}
+	for _, c := range []struct {
+		after  uint64
+		replay bool
+		want   []string // type and seq of the first events, and how many in all
+		n      int
+	}{
+		{0, false, nil, 0},
+		{190, true, []string{"member-joined 191"}, 10},
+		{200, true, nil, 0},
+		{50, true, []string{"lagged 72 22", "member-joined 73"}, 1 + keepEvents},
+		{0, true, []string{"lagged 72 72", "member-joined 73"}, 1 + keepEvents},
+	} {
+		s := h.subscribe(c.after, c.replay)
+		got := drain(s.ch)
+		h.unsubscribe(s)
+		if len(got) != c.n {
+			t.Errorf("after %d replay %v: %d events, want %d", c.after, c.replay, len(got), c.n)
+			continue
+		}
+		for i, w := range c.want {
+			g := strings.TrimSpace(fmt.Sprintf("%s %d %s", got[i].Type, got[i].Seq, got[i].Detail))
+			if g != w {
+				t.Errorf("after %d: event %d is %q, want %q", c.after, i, g, w)
+			}
+		}
 	}
 }
 
