@@ -19,12 +19,14 @@ func watchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "watch",
 		Usage: "follow what changes in the mesh, one line per event",
-		UsageText: "ambassador watch [--json] [--http ADDR]\n\n" +
+		UsageText: "ambassador watch [--recent] [--json] [--http ADDR]\n\n" +
 			"Prints TIME WHAT NODE SERVICE DETAIL for every member that joins, leaves, fails or comes back,\n" +
 			"every service instance that appears or is withdrawn, every health change of this node's services\n" +
 			"and every listener that opens, is busy or closes, until interrupted or the node stops.\n" +
 			"With --json, one JSON object per line.",
-		Flags:        []cli.Flag{httpFlag(), jsonFlag()},
+		Flags: []cli.Flag{httpFlag(), jsonFlag(),
+			&cli.BoolFlag{Name: "recent", EnvVars: []string{"AMBASSADOR_RECENT"},
+				Usage: "first print the node's recent events (it keeps the last 128), then follow"}},
 		Action:       watchCmd,
 		OnUsageError: onUsageError,
 	}
@@ -48,7 +50,7 @@ func watchCmd(c *cli.Context) error {
 	w := c.App.Writer
 	asJSON, color := c.Bool("json"), isTerminal(w)
 	enc := json.NewEncoder(w)
-	err := mesh.Watch(c.Context, c.String("http"), func(e mesh.Event) error {
+	err := mesh.Watch(c.Context, c.String("http"), c.Bool("recent"), func(e mesh.Event) error {
 		if asJSON {
 			return enc.Encode(e)
 		}

@@ -354,12 +354,17 @@ func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
 
 // Watch follows the event stream of the node at addr, calling fn for each
 // event until ctx ends, the node stops (nil error), or fn returns an error.
-func Watch(ctx context.Context, addr string, fn func(Event) error) error {
+// With recent, the node's kept recent events (up to 128) come first.
+func Watch(ctx context.Context, addr string, recent bool, fn func(Event) error) error {
 	hp, err := ParseAddr(addr, "127.0.0.1")
 	if err != nil {
 		return fmt.Errorf("mesh: status api address: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+hp+"/v1/events", nil)
+	path := "/v1/events"
+	if recent {
+		path += "?since=0"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+hp+path, nil)
 	if err != nil {
 		return fmt.Errorf("mesh: events: %w", err)
 	}

@@ -148,7 +148,7 @@ func watchEvents(t *testing.T, n *testNode) <-chan Event {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		_ = Watch(ctx, n.cfg.HTTP, func(e Event) error { ch <- e; return nil })
+		_ = Watch(ctx, n.cfg.HTTP, false, func(e Event) error { ch <- e; return nil })
 	})
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	return ch
@@ -227,7 +227,7 @@ func TestEventStream(t *testing.T) {
 
 	// Stopping the node ends the stream (the status API can shut down).
 	done := make(chan error, 1)
-	go func() { done <- Watch(context.Background(), a.cfg.HTTP, func(Event) error { return nil }) }()
+	go func() { done <- Watch(context.Background(), a.cfg.HTTP, false, func(Event) error { return nil }) }()
 	waitFor(t, 5*time.Second, "second subscriber", func() bool { return subscribers(a) == 2 })
 	a.stop(t)
 	select {
