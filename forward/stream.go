@@ -141,10 +141,7 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 	if h := testHookRead; h != nil {
 		h(rc != nil)
 	}
-	bytes, live := &s.stats.bytesOut, (*atomic.Uint64)(nil)
-	if up {
-		bytes = &s.stats.bytesIn
-	}
+	var live *atomic.Uint64
 	if s.cs != nil {
 		live = &s.cs.bytesOut
 		if up {
@@ -161,7 +158,7 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 				return total
 			}
 			total += int64(n)
-			bytes.Add(uint64(n))
+			s.stats.addBytes(up, uint64(n))
 			if live != nil {
 				live.Add(uint64(n))
 			}
@@ -291,14 +288,7 @@ func (s *stream) abort(reason endReason, err error) {
 		return
 	}
 	s.err = err
-	switch reason {
-	case endError:
-		s.stats.streamErrors.Add(1)
-	case endIdle:
-		s.stats.idleTimeouts.Add(1)
-	case endHalfClose:
-		s.stats.halfCloseTimeouts.Add(1)
-	}
+	s.stats.count(reason)
 	resetConn(s.client, s.rawClient)
 	resetConn(s.backend, s.rawBackend)
 }
