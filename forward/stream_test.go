@@ -1,10 +1,12 @@
 package forward
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -290,4 +292,43 @@ func TestFastPathPlainTCP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSpliceBulkOnly checks that bulk data between plain sockets is
+// spliced, that the bytes arrive intact, and that an idle connection,
+// after a bulk transfer and with one still open, holds no pipe.
+func TestSpliceBulkOnly(t *testing.T) {
+	var spliced atomic.Int64
+	testHookSplice = func(n int) { spliced.Add(int64(n)) }
+	t.Cleanup(func() { testHookSplice = nil })
+	const size = 8 << 20
+	data := randBytes(t, size)
+	got := make(chan []byte, 1)
+	backend := startBackend(t, func(c *net.TCPConn) {
+		b, _ := io.ReadAll(c)
+		got <- b
+		_, _ = c.Write([]byte("done"))
+	})
+	h := buildHops(t, "handoff", backend, func(*Config) {})
+	c := dial(t, h.addr)
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.CloseWrite()
+	if b := <-got; !bytes.Equal(b, data) {
+		t.Fatalf("backend got %d bytes, not the %d sent", len(b), size)
+	}
+	if n := spliced.Load(); n == 0 {
+		t.Errorf("no byte of %d MiB was spliced", size>>20)
+	}
+	// A second connection moves a bulk transfer's worth and stays open,
+	// idle: it must hold no pipe.
+	idle := dial(t, h.addr)
+	if _, err := idle.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the idle connection open and every pipe back in the pool", func() bool {
+		cs := h.p.Connections()
+		return len(cs) == 1 && cs[0].BytesIn == size && pipes.out.Load() == 0
+	})
 }
