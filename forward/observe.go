@@ -100,7 +100,7 @@ func (h *handoffsByService) add(service string, ok bool) {
 // use, also before Start and after Shutdown.
 func (s *Server) HandoffsByService() []ServiceHandoffs {
 	var out []ServiceHandoffs
-	s.byService.m.Range(func(k, v any) bool {
+	s.handoffsBy.m.Range(func(k, v any) bool {
 		c := v.(*[2]atomic.Uint64)
 		out = append(out, ServiceHandoffs{Service: k.(string), OK: c[0].Load(), Unavailable: c[1].Load()})
 		return true

@@ -34,9 +34,9 @@ func TestConnectHistogram(t *testing.T) {
 
 func TestHandoffsByService(t *testing.T) {
 	var s Server
-	s.byService.add("b", true)
-	s.byService.add("a", false)
-	s.byService.add("b", true)
+	s.handoffsBy.add("b", true)
+	s.handoffsBy.add("a", false)
+	s.handoffsBy.add("b", true)
 	got := s.HandoffsByService()
 	want := []ServiceHandoffs{{Service: "a", Unavailable: 1}, {Service: "b", OK: 2}}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {

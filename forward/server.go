@@ -25,10 +25,13 @@ type Server struct {
 	dialLog dialLimiter
 
 	accepted, active                 atomic.Uint64
-	handoffs                         [4]atomic.Uint64 // by handoffStatus: ok, unknown, unavailable, bad header
-	handoffIncomplete, tlsHandshakes atomic.Uint64    // no status sent; tlsHandshakes counts failed ones
-	stream                           streamStats
-	byService                        handoffsByService // ok and unavailable per service (observe.go)
+	handoffs                         [4]atomic.Uint64  // by handoffStatus: ok, unknown, unavailable, bad header
+	handoffIncomplete, tlsHandshakes atomic.Uint64     // no status sent; tlsHandshakes counts failed ones
+	stream                           streamStats       // totals over every service
+	handoffsBy                       handoffsByService // ok and unavailable per service (observe.go)
+
+	statsMu   sync.Mutex
+	byService map[string]*streamStats // guarded by statsMu; services that got "ok", parent &stream
 
 	mu       sync.Mutex
 	ln       *listener // guarded by mu; nil until Start has listened
@@ -160,7 +163,7 @@ func (s *Server) serveConn(raw net.Conn) {
 	bc, target := s.dialTargets(service, targets)
 	if bc == nil {
 		s.handoffs[statusUnavailable].Add(1)
-		s.byService.add(service, false)
+		s.handoffsBy.add(service, false)
 		_, _ = c.Write([]byte{byte(statusUnavailable)})
 		s.logRefused(c, service, statusUnavailable.String(), nil)
 		return
@@ -176,9 +179,9 @@ func (s *Server) serveConn(raw net.Conn) {
 		return
 	}
 	s.handoffs[statusOK].Add(1)
-	s.byService.add(service, true)
+	s.handoffsBy.add(service, true)
 	_ = raw.SetDeadline(time.Time{})
-	in, out, end, err := proxyCopy(c, bc, copyOpts{cfg: &s.cfg, stats: &s.stream, rawClient: raw})
+	in, out, end, err := proxyCopy(c, bc, copyOpts{cfg: &s.cfg, stats: s.serviceStats(service), rawClient: raw})
 	s.g.untrack(bc)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		attrs := []any{"service", service, "peer", c.RemoteAddr().String(), "backend", target,
@@ -207,7 +210,33 @@ func (s *Server) Stats() ServerStats {
 		HalfCloseTimeouts:  s.stream.halfCloseTimeouts.Load(),
 		BytesIn:            s.stream.bytesIn.Load(),
 		BytesOut:           s.stream.bytesOut.Load(),
+		ByService:          s.byServiceSnapshot(),
 	}
+}
+
+// serviceStats returns the counters of service, a name lookup knows.
+func (s *Server) serviceStats(service string) *streamStats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	st := s.byService[service]
+	if st == nil {
+		if s.byService == nil {
+			s.byService = make(map[string]*streamStats)
+		}
+		st = &streamStats{parent: &s.stream}
+		s.byService[service] = st
+	}
+	return st
+}
+
+func (s *Server) byServiceSnapshot() map[string]StreamStats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	out := make(map[string]StreamStats, len(s.byService))
+	for name, st := range s.byService {
+		out[name] = st.snapshot()
+	}
+	return out
 }
 
 // dialTargets dials targets in order and returns the first conn that

@@ -48,15 +48,59 @@ type ServerStats struct {
 	HalfCloseTimeouts uint64 // copies ended by Config.HalfCloseTimeout
 	BytesIn           uint64 // peer → local service, after each write
 	BytesOut          uint64 // local service → peer, after each write
+	// ByService splits the stream counters above by the service named in
+	// the handoff, for the connections that got "ok".
+	ByService map[string]StreamStats
 }
 
-// streamStats are the counters one copy updates; a Proxy route and a
-// Server each own one.
+// StreamStats are the copy-phase counters of one service on a Server.
+type StreamStats struct {
+	StreamErrors      uint64
+	IdleTimeouts      uint64
+	HalfCloseTimeouts uint64
+	BytesIn           uint64
+	BytesOut          uint64
+}
+
+// streamStats are the counters one copy updates: a Proxy route's, or a
+// Server's for one service. parent, when set, gets every update too (a
+// Server's totals).
 type streamStats struct {
 	bytesIn, bytesOut atomic.Uint64
 	streamErrors      atomic.Uint64
 	idleTimeouts      atomic.Uint64
 	halfCloseTimeouts atomic.Uint64
+	parent            *streamStats
+}
+
+func (s *streamStats) addBytes(up bool, n uint64) {
+	for ; s != nil; s = s.parent {
+		if up {
+			s.bytesIn.Add(n)
+		} else {
+			s.bytesOut.Add(n)
+		}
+	}
+}
+
+func (s *streamStats) count(reason endReason) {
+	for ; s != nil; s = s.parent {
+		switch reason {
+		case endError:
+			s.streamErrors.Add(1)
+		case endIdle:
+			s.idleTimeouts.Add(1)
+		case endHalfClose:
+			s.halfCloseTimeouts.Add(1)
+		}
+	}
+}
+
+func (s *streamStats) snapshot() StreamStats {
+	return StreamStats{
+		StreamErrors: s.streamErrors.Load(), IdleTimeouts: s.idleTimeouts.Load(), HalfCloseTimeouts: s.halfCloseTimeouts.Load(),
+		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
+	}
 }
 
 // connTable is the set of open connections for Proxy.Connections.

@@ -90,4 +90,7 @@ func TestCountersSeam(t *testing.T) {
 	if st.BytesIn != 9 || st.BytesOut != 9 {
 		t.Errorf("server bytes %d/%d while open, want 9/9", st.BytesIn, st.BytesOut)
 	}
+	if got := st.ByService["svc"]; got.BytesIn != 9 || got.BytesOut != 9 || len(st.ByService) != 1 {
+		t.Errorf("server ByService %+v, want svc with 9/9 bytes", st.ByService)
+	}
 }

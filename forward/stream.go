@@ -32,8 +32,10 @@ import (
 // Plain TCP sources are read straight from the socket through
 // syscall.RawConn, and a buffer is taken from a pool only once bytes have
 // arrived, and given back after they are written: an idle connection holds
-// no buffer and no splice pipe. Wrapped conns (TLS, a Route.Handshake
-// wrapper) are read through their Read with a pooled buffer.
+// no buffer and no splice pipe. Bulk data between two plain sockets is
+// spliced through a pooled pipe, borrowed the same way (splice.go).
+// Wrapped conns (TLS, a Route.Handshake wrapper) are read through their
+// Read with a pooled buffer.
 type stream struct {
 	client, backend net.Conn
 	// rawClient and rawBackend are the sockets under client and backend
@@ -81,8 +83,9 @@ func (e endReason) String() string {
 // that direction reads the raw socket (the fast path for plain TCP). Never
 // set outside tests.
 var (
-	testHookCopy func(dst, src net.Conn)
-	testHookRead func(raw bool)
+	testHookCopy   func(dst, src net.Conn)
+	testHookRead   func(raw bool)
+	testHookSplice func(n int) // bytes moved by one splice pair
 )
 
 // copyBufSize is the size of a pooled copy buffer: large enough that bulk
@@ -131,9 +134,12 @@ func proxyCopy(client, backend net.Conn, o copyOpts) (in, out int64, end endReas
 // copy moves bytes from src to dst until src ends or the stream is
 // aborted. up is true for client → backend.
 func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
-	var rc syscall.RawConn
+	var rc, wc syscall.RawConn // both set: plain TCP both sides, splice possible
 	if tc, ok := src.(*net.TCPConn); ok {
 		rc, _ = tc.SyscallConn()
+		if td, ok := dst.(*net.TCPConn); ok {
+			wc, _ = td.SyscallConn()
+		}
 	}
 	if h := testHookCopy; h != nil {
 		h(dst, src)
@@ -141,35 +147,51 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 	if h := testHookRead; h != nil {
 		h(rc != nil)
 	}
-	bytes, live := &s.stats.bytesOut, (*atomic.Uint64)(nil)
-	if up {
-		bytes = &s.stats.bytesIn
-	}
+	var live *atomic.Uint64
 	if s.cs != nil {
 		live = &s.cs.bytesOut
 		if up {
 			live = &s.cs.bytesIn
 		}
 	}
+	bulk := false // move the next chunk by splice
 	for {
-		bp, n, rerr := readChunk(src, rc)
-		if n > 0 {
-			_, werr := dst.Write((*bp)[:n])
-			bufPool.Put(bp)
-			if werr != nil {
-				s.abort(endError, werr)
-				return total
+		var (
+			n          int
+			rerr, werr error
+		)
+		if bulk {
+			n, rerr, werr = spliceChunk(rc, wc)
+			bulk = n >= spliceMin
+			if rerr == errNoPipe {
+				rerr, wc = nil, nil // no splice for this direction from now on
 			}
+			if h := testHookSplice; h != nil && n > 0 {
+				h(n)
+			}
+		} else {
+			var bp *[]byte
+			bp, n, rerr = readChunk(src, rc)
+			if n > 0 {
+				_, werr = dst.Write((*bp)[:n])
+			}
+			if bp != nil {
+				bufPool.Put(bp)
+			}
+			bulk = wc != nil && n == copyBufSize // a full buffer: more is waiting
+		}
+		if n > 0 {
 			total += int64(n)
-			bytes.Add(uint64(n))
+			s.stats.addBytes(up, uint64(n))
 			if live != nil {
 				live.Add(uint64(n))
 			}
 			s.lastActive.Store(time.Now().UnixNano())
-		} else if bp != nil {
-			bufPool.Put(bp)
 		}
 		switch {
+		case werr != nil:
+			s.abort(endError, werr)
+			return total
 		case rerr == nil:
 		case rerr == io.EOF:
 			s.endDirection(dst, src)
@@ -291,14 +313,7 @@ func (s *stream) abort(reason endReason, err error) {
 		return
 	}
 	s.err = err
-	switch reason {
-	case endError:
-		s.stats.streamErrors.Add(1)
-	case endIdle:
-		s.stats.idleTimeouts.Add(1)
-	case endHalfClose:
-		s.stats.halfCloseTimeouts.Add(1)
-	}
+	s.stats.count(reason)
 	resetConn(s.client, s.rawClient)
 	resetConn(s.backend, s.rawBackend)
 }

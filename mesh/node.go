@@ -149,6 +149,7 @@ func New(cfg Config) (*Node, error) {
 	fc := forward.DefaultConfig()
 	fc.DrainTimeout = cfg.DrainTimeout
 	fc.DialTimeout = cfg.DialTimeout
+	fc.IdleTimeout, fc.HalfCloseTimeout = cfg.IdleTimeout, cfg.HalfCloseTimeout // both hops
 	fc.Logger = log
 	dc := fc
 	switch {
