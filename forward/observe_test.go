@@ -43,3 +43,29 @@ func TestHandoffsByService(t *testing.T) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
 }
+
+// BenchmarkConnectObserve is what the histogram adds to one proxied
+// connection: two clock reads and one observe, from many goroutines.
+func BenchmarkConnectObserve(b *testing.B) {
+	var h connectHistogram
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			start := time.Now()
+			h.observe(time.Since(start))
+		}
+	})
+}
+
+// BenchmarkHandoffsByService is what the per-service count adds to one
+// handoff on the data port, from many goroutines.
+func BenchmarkHandoffsByService(b *testing.B) {
+	var h handoffsByService
+	names := []string{"redis", "postgres", "web", "api"}
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			h.add(names[i%len(names)], true)
+			i++
+		}
+	})
+}
