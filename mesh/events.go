@@ -64,7 +64,10 @@ const keepEvents = 128
 
 // eventHub turns snapshots of the node's state into change events and fans
 // them out to subscribers. Its zero value is ready to use; close ends every
-// subscription. Safe for concurrent use.
+// subscription. Safe for concurrent use. It sends on subscriber channels
+// with mu held, but never blocks there: a send happens only when the
+// buffer has room (a new subscriber's replay always fits), so no reader
+// can stall the reconcile loop that publishes.
 type eventHub struct {
 	mu     sync.Mutex
 	seq    uint64                   // guarded by mu; last Seq handed out
@@ -73,7 +76,6 @@ type eventHub struct {
 	primed bool                     // guarded by mu; last holds a first snapshot
 	recent []Event                  // guarded by mu; the last keepEvents events, for replay
 	last   eventState               // guarded by mu; what the previous observe saw
-	now    func() time.Time         // time.Now when nil; a seam for tests
 }
 
 // subscriber is one /v1/events client.
@@ -84,11 +86,11 @@ type subscriber struct {
 
 // eventState is what the hub compares from one observation to the next.
 type eventState struct {
-	self      string            // this node: the Node of health and listener events
-	members   map[string]string // node → "alive", "dead" or "left"
-	instances map[[2]string]bool
-	health    map[string]string // this node's service → passing, failing, pending, unchecked
-	listeners map[string]string // service → "listening addr" or "error msg"
+	self      string             // this node: the Node of health and listener events
+	members   map[string]string  // node → "alive", "dead" or "left"
+	instances map[[2]string]bool // {service, node} pairs in the catalog
+	health    map[string]string  // this node's service → passing, failing, pending, unchecked
+	listeners map[string]string  // service → "listening addr" or "error msg"
 }
 
 // subscribe adds a subscriber; the caller must unsubscribe it. With
@@ -181,11 +183,7 @@ func (h *eventHub) observe(st eventState) {
 		h.primed, h.last = true, st
 		return
 	}
-	now := time.Now
-	if h.now != nil {
-		now = h.now
-	}
-	t := now().UTC()
+	t := time.Now().UTC()
 	emit := func(typ, node, service, detail string) {
 		h.seq++
 		h.publishLocked(Event{Seq: h.seq, Time: t, Type: typ, Node: node, Service: service, Detail: detail})
@@ -223,8 +221,12 @@ func (h *eventHub) observe(st eventState) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(h.last.listeners)) {
 		if _, ok := st.listeners[name]; !ok {
-			_, addr, _ := strings.Cut(h.last.listeners[name], " ")
-			emit(EventListenerClosed, st.self, name, addr)
+			// Detail is the address it listened on; none if it never could.
+			if state, addr, _ := strings.Cut(h.last.listeners[name], " "); state == forward.StateListening {
+				emit(EventListenerClosed, st.self, name, addr)
+			} else {
+				emit(EventListenerClosed, st.self, name, "")
+			}
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(st.listeners)) {
