@@ -151,6 +151,10 @@ func labHelper(mode string, args []string) int {
 			fmt.Println("error:", derr)
 		}
 	default:
+		if h, ok := streamHelpers[mode]; ok {
+			err = h(args)
+			break
+		}
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
 	if err != nil {

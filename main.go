@@ -18,7 +18,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/creds"
@@ -167,6 +166,8 @@ func nodeFlags() []cli.Flag {
 			Usage: "an instance that does not accept a connection within `DURATION` counts as failed, and the next one is tried"},
 		&cli.DurationFlag{Name: "drain-timeout", Value: d.DrainTimeout, EnvVars: []string{"AMBASSADOR_DRAIN_TIMEOUT"},
 			Usage: "`DURATION` open connections may keep running once shutdown starts"},
+		idleTimeoutFlag(),
+		halfCloseTimeoutFlag(),
 		&cli.StringFlag{Name: "config", EnvVars: []string{"AMBASSADOR_CONFIG"},
 			Usage: "read settings from `FILE` of key = value lines (keys are these flag names); SIGHUP re-reads it and applies announce, forward, balance, check, credentials and key without a restart"},
 		logLevelFlag(),
@@ -248,6 +249,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action:       servicesCmd,
 				OnUsageError: onUsageError,
 			},
+			watchCommand(), connectionsCommand(), // cmd_observe.go
 			{
 				Name:  "forward",
 				Usage: "forward static ports with no mesh at all",
@@ -256,6 +258,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Flags: []cli.Flag{
 					&cli.DurationFlag{Name: "drain-timeout", Value: mesh.DefaultConfig().DrainTimeout, EnvVars: []string{"AMBASSADOR_DRAIN_TIMEOUT"},
 						Usage: "how long open connections may keep running once shutdown starts"},
+					idleTimeoutFlag(),
+					halfCloseTimeoutFlag(),
 					logLevelFlag(),
 				},
 				Action:       forwardCmd,
@@ -445,6 +449,8 @@ func nodeConfig(c source) (mesh.Config, error) {
 	cfg.SuspicionMult = c.Int("suspicion-mult")
 	cfg.DrainTimeout = c.Duration("drain-timeout")
 	cfg.DialTimeout = c.Duration("dial-timeout")
+	cfg.IdleTimeout = c.Duration("idle-timeout")
+	cfg.HalfCloseTimeout = c.Duration("half-close-timeout")
 	if err := cfg.Validate(); err != nil {
 		return cfg, usagef("--%v", err)
 	}
@@ -539,7 +545,27 @@ func forwardCmd(c *cli.Context) error {
 		}
 		pairs = append(pairs, p)
 	}
-	return mesh.RunStatic(c.Context, pairs, c.Duration("drain-timeout"), log)
+	sc := mesh.StaticConfig{DrainTimeout: c.Duration("drain-timeout"),
+		IdleTimeout: c.Duration("idle-timeout"), HalfCloseTimeout: c.Duration("half-close-timeout")}
+	if sc.IdleTimeout < 0 {
+		return usagef("--idle-timeout %s is negative", sc.IdleTimeout)
+	}
+	if sc.HalfCloseTimeout < 0 {
+		return usagef("--half-close-timeout %s is negative", sc.HalfCloseTimeout)
+	}
+	return mesh.RunStaticConfig(c.Context, pairs, sc, log)
+}
+
+// idleTimeoutFlag and halfCloseTimeoutFlag are shared by the node and
+// `ambassador forward`.
+func idleTimeoutFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "idle-timeout", Value: mesh.DefaultConfig().IdleTimeout, EnvVars: []string{"AMBASSADOR_IDLE_TIMEOUT"}, DefaultText: "0, none",
+		Usage: "reset a forwarded connection with no bytes either way for `DURATION`, on both hops (0 = never)"}
+}
+
+func halfCloseTimeoutFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "half-close-timeout", Value: mesh.DefaultConfig().HalfCloseTimeout, EnvVars: []string{"AMBASSADOR_HALF_CLOSE_TIMEOUT"},
+		Usage: "reset a forwarded connection `DURATION` after one direction ended if the other stays silent, on both hops (0 = never)"}
 }
 
 func announceCmd(c *cli.Context) error {
@@ -640,7 +666,7 @@ func membersCmd(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, m)
 	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	tw := newTable(c.App.Writer) // plain unless a terminal: cmd_observe.go
 	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\t")
 	for _, mb := range m.Members {
 		self := ""
@@ -660,8 +686,8 @@ func servicesCmd(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, s)
 	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tPORT\tLISTEN\tSTATE\tINSTANCES")
+	tw := newTable(c.App.Writer) // plain unless a terminal: cmd_observe.go
+	fmt.Fprintln(tw, "SERVICE\tPORT\tLISTEN\tSTATE\tCUT (ERR/IDLE/HALF)\tINSTANCES")
 	for _, v := range s.Services {
 		state := v.State
 		if v.Error != "" {
@@ -685,7 +711,8 @@ func servicesCmd(c *cli.Context) error {
 		if len(inst) == 0 {
 			inst = []string{"-"}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", v.Name, v.Port, listen, state, strings.Join(inst, ", "))
+		cut := fmt.Sprintf("%d/%d/%d", v.StreamErrors, v.IdleTimeouts, v.HalfCloseTimeouts)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", v.Name, v.Port, listen, state, cut, strings.Join(inst, ", "))
 	}
 	return tw.Flush()
 }

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -46,4 +47,71 @@ func BenchmarkThroughput(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkStreamPingPong sends 16 bytes and waits for their echo per op,
+// through one open connection: the cost of a small request/response on
+// the copy path (two reads and two writes per hop), with its allocations.
+func BenchmarkStreamPingPong(b *testing.B) {
+	for _, hop := range []string{"direct", "proxy"} {
+		b.Run(hop, func(b *testing.B) {
+			addr := benchHop(b, hop, startBackend(b, echo))
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			msg, buf := make([]byte, 16), make([]byte, 16)
+			for b.Loop() {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkStreamConnect opens a connection, exchanges one byte and closes
+// it per op: the per-connection cost of accept, dial, socket options and
+// starting and ending a stream.
+func BenchmarkStreamConnect(b *testing.B) {
+	for _, hop := range []string{"direct", "proxy"} {
+		b.Run(hop, func(b *testing.B) {
+			addr := benchHop(b, hop, startBackend(b, echo))
+			buf := make([]byte, 1)
+			for b.Loop() {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
+	}
+}
+
+// benchHop returns where to dial backend: itself, or through a Proxy.
+func benchHop(b *testing.B, hop, backend string) string {
+	if hop == "direct" {
+		return backend
+	}
+	cfg := DefaultConfig()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	p, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	addr := closedAddr(b)
+	p.Update([]Route{StaticRoute(addr, backend)})
+	return addr
 }

@@ -38,6 +38,15 @@ type Config struct {
 	// may stay unacknowledged before the kernel drops the connection. Default
 	// 30s; negative = off (kernel default); 0 is rejected.
 	UserTimeout time.Duration
+	// IdleTimeout closes a connection, by resetting both sides, once no
+	// byte has moved either way for this long. Default 0 = none; must be
+	// >= 0.
+	IdleTimeout time.Duration
+	// HalfCloseTimeout closes a connection, by resetting both sides, once
+	// one direction has ended (a FIN) and the other has moved no byte for
+	// this long, so a peer that vanished after half-closing does not hold
+	// the connection forever. Default 1m; 0 = none; must be >= 0.
+	HalfCloseTimeout time.Duration
 	// MaxConns caps concurrent connections per listener; the accept loop
 	// stops accepting while the cap is reached. Default 10000; must be > 0.
 	MaxConns int
@@ -88,6 +97,8 @@ func DefaultConfig() Config {
 		KeepAlive:      15 * time.Second, // notice dead idle peers within about a minute
 		UserTimeout:    30 * time.Second, // notice dead peers with unacked data
 		MaxConns:       10000,            // well below a typical 64k fd limit
+
+		HalfCloseTimeout: time.Minute, // a half-closed peer answers within seconds, or is gone
 	}
 }
 
@@ -106,6 +117,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("forward: config: UserTimeout %v must be > 0, or negative for off", c.UserTimeout)
 	case c.UserTimeout > 0 && c.UserTimeout.Milliseconds() > int64(^uint32(0)>>1):
 		return fmt.Errorf("forward: config: UserTimeout %v is too large", c.UserTimeout)
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("forward: config: IdleTimeout %v must be >= 0", c.IdleTimeout)
+	case c.HalfCloseTimeout < 0:
+		return fmt.Errorf("forward: config: HalfCloseTimeout %v must be >= 0", c.HalfCloseTimeout)
 	case c.MaxConns <= 0:
 		return fmt.Errorf("forward: config: MaxConns %d must be > 0", c.MaxConns)
 	case c.ServerTLS != nil && len(c.ServerTLS.Certificates) == 0 && c.ServerTLS.GetCertificate == nil && c.ServerTLS.GetConfigForClient == nil:

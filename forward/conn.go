@@ -12,61 +12,6 @@ import (
 	"time"
 )
 
-// testHookCopy, when set by a test before any Proxy or Server starts, is
-// called with both ends of every copy so the test can check that splice(2)
-// stays possible. Never set outside tests.
-var testHookCopy func(dst, src net.Conn)
-
-// proxyCopy moves bytes both ways between client and backend until both
-// directions end, then closes both. It returns the bytes copied client →
-// backend (in) and backend → client (out).
-//
-// It is a named function, not a closure, so stack dumps say what a goroutine
-// is doing. Without TLS or a Route.Handshake the conns are passed as they
-// came from Accept and Dial, with no wrapper, so io.Copy sees *net.TCPConn
-// on both sides and Linux splices. A *tls.Conn (a keyed peer leg) or a
-// Handshake's wrapper is copied through a buffer instead, and half-closed
-// through its own CloseWrite when it has one.
-func proxyCopy(client, backend net.Conn) (in, out int64) {
-	if h := testHookCopy; h != nil {
-		h(backend, client)
-		h(client, backend)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { in = copyHalf(backend, client) })
-	out = copyHalf(client, backend)
-	wg.Wait()
-	_ = client.Close()
-	_ = backend.Close()
-	return in, out
-}
-
-type closeWriter interface{ CloseWrite() error }
-type closeReader interface{ CloseRead() error }
-
-// copyHalf copies src to dst until src ends, then passes the end on: it
-// half-closes dst for writing (the peer reads EOF) and src for reading, and
-// leaves the reverse direction running, which half-closing protocols need.
-// Both are found by interface checks, so wrappers work: a *tls.Conn has
-// CloseWrite (a TLS 1.3 close_notify; the reverse direction keeps working)
-// but no CloseRead, which is then skipped; a conn without CloseWrite is
-// closed both ways.
-// It does the same after an error rather than closing both conns, so bytes
-// the reverse copy has yet to deliver are not cut off; a dead peer still
-// ends the reverse copy by EOF, reset, keepalive or TCP_USER_TIMEOUT.
-func copyHalf(dst, src net.Conn) int64 {
-	n, _ := io.Copy(dst, src) // *net.TCPConn on both sides: splice(2) on Linux
-	if cw, ok := dst.(closeWriter); ok {
-		_ = cw.CloseWrite()
-	} else {
-		_ = dst.Close() // no half-close (a non-TCP conn from a seam): end both ways
-	}
-	if cr, ok := src.(closeReader); ok {
-		_ = cr.CloseRead()
-	}
-	return n
-}
-
 // group owns the goroutines and the open connections of a Proxy or a Server.
 type group struct {
 	wg     sync.WaitGroup     // accept loops and connection handlers

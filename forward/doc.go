@@ -4,14 +4,23 @@
 // when a dial fails and ejecting failed ones for a back-off. A Backend is
 // either the service itself, or a peer ambassador's data port, where a
 // Server hands the connection to the local service named in a short handoff
-// header. Bytes are copied between raw *net.TCPConn values so Linux splices
-// them, with half-close passed through in both directions.
+// header. A connection's copy phase is a stream (stream.go): plain TCP is
+// read straight from the socket into a pooled buffer borrowed only while
+// bytes are in flight, so an idle connection holds no buffer and no pipe.
+// Half-close passes through in both directions, a reset on one side becomes
+// a reset on the other, and IdleTimeout and HalfCloseTimeout bound a
+// connection's silence.
 //
 // With Config.ClientTLS and Config.ServerTLS set (a cluster key), the leg
-// between two ambassadors is TLS, authenticated as those configs say; that
-// leg is copied through a buffer, and half-close travels as TLS 1.3
-// close_notify. A Route.Handshake hook can talk to both ends before the
+// between two ambassadors is TLS, authenticated as those configs say;
+// half-close travels as TLS 1.3 close_notify, and a reset as a reset of the
+// socket under TLS. A Route.Handshake hook can talk to both ends before the
 // copy starts.
+//
+// One connection's life: acceptLoop accepts it; Proxy.serveConn (or
+// Server.serveConn on a data port) dials a backend, with failover, and
+// hands both conns to proxyCopy; stream.copy runs each direction until
+// EOF, an error or a timeout; proxyCopy closes or resets both conns.
 //
 // The package knows nothing about nodes, gossip or discovery: it gets routes
 // as plain values through Proxy.Update.

@@ -81,8 +81,8 @@ func StaticRoute(listen, target string) Route {
 
 // ListenerStatus is a snapshot of one listener, returned by Proxy.Status.
 // Counters are kept per route and start from zero when a route is added
-// again after being removed. BytesIn and BytesOut grow when a connection
-// closes, not while it runs, because they come from io.Copy's result.
+// again after being removed. BytesIn and BytesOut grow while a connection
+// runs, after each write to the other side.
 type ListenerStatus struct {
 	Service  string
 	Listen   string
@@ -101,6 +101,20 @@ type ListenerStatus struct {
 	// HandshakeErrors counts connections closed because Route.Handshake
 	// failed.
 	HandshakeErrors uint64
+	// Retries counts connections moved on to the next backend after a failed
+	// dial or refused handoff (one per move; DialErrors counts every failed
+	// dial, including the last).
+	Retries uint64
+	// NoBackend counts connections closed because no backend could be
+	// reached: every dial failed.
+	NoBackend uint64
+	// StreamErrors counts connections cut by a read or write error in the
+	// middle of the stream (a reset, a TLS error); both ends were reset.
+	StreamErrors uint64
+	// IdleTimeouts counts connections closed by Config.IdleTimeout, and
+	// HalfCloseTimeouts those closed by Config.HalfCloseTimeout.
+	IdleTimeouts      uint64
+	HalfCloseTimeouts uint64
 }
 
 // BackendStatus is a snapshot of one backend of a listener, part of
@@ -132,6 +146,7 @@ type Proxy struct {
 	dialLog dialLimiter
 	now     func() time.Time // time.Now; a seam for ejection tests
 	intN    func(n int) int  // rand.IntN; a seam for balancing tests; must be safe for concurrent use
+	conns   connTable        // open connections, for Connections
 
 	// updateMu serializes Update and Shutdown, which do socket I/O without
 	// holding mu. Lock order: updateMu, then mu, then routeState.mu.
@@ -147,8 +162,10 @@ type routeState struct {
 	listen string // read-only
 
 	accepted, active, dialErrors atomic.Uint64
-	bytesIn, bytesOut            atomic.Uint64
 	handshakeErrors              atomic.Uint64
+	retries, noBackend           atomic.Uint64
+	stream                       streamStats      // bytes, stream errors, timeouts
+	connect                      connectHistogram // dial plus handoff times (observe.go)
 
 	// Guarded by Proxy.mu.
 	ln  *listener // nil while listening fails
@@ -315,8 +332,10 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 	r, order := rs.plan(p.now(), p.intN)
 	for i, a := range order {
 		if i > 0 {
+			rs.retries.Add(1)
 			rs.begin(a.bs)
 		}
+		dialStart := time.Now()
 		bc, err := dialBackend(p.g.ctx, &p.cfg, a.b)
 		if err != nil {
 			if p.g.ctx.Err() != nil {
@@ -333,6 +352,7 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 			continue
 		}
 		rs.connected(a.bs)
+		rs.connect.observe(time.Since(dialStart))
 		// Tracked by its socket: force-close must not wait on TLS.
 		braw := rawConn(bc)
 		if !p.g.track(braw) {
@@ -355,18 +375,24 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 				return
 			}
 		}
-		in, out := proxyCopy(client, backend)
+		cs := &connState{service: r.Service, listen: rs.listen, backend: a.b.Addr, client: c.RemoteAddr().String(), since: start}
+		p.conns.add(cs)
+		in, out, end, err := proxyCopy(client, backend, copyOpts{cfg: &p.cfg, stats: &rs.stream, cs: cs, rawClient: c, rawBackend: braw})
+		p.conns.remove(cs)
 		_ = braw.Close() // in case a Handshake wrapper did not close it
 		p.g.untrack(braw)
 		rs.release(a.bs)
-		rs.bytesIn.Add(uint64(in))
-		rs.bytesOut.Add(uint64(out))
 		if p.log.Enabled(context.Background(), slog.LevelDebug) {
-			p.log.Debug("connection closed", "service", r.Service, "listen", rs.listen, "peer", a.b.Node,
-				"backend", a.b.Addr, "bytes_in", in, "bytes_out", out, "duration", time.Since(start))
+			attrs := []any{"service", r.Service, "listen", rs.listen, "peer", a.b.Node,
+				"backend", a.b.Addr, "bytes_in", in, "bytes_out", out, "duration", time.Since(start), "end", end.String()}
+			if err != nil {
+				attrs = append(attrs, "err", fmt.Errorf("forward: copy for service %q on node %s: %w", r.Service, a.b.Node, err))
+			}
+			p.log.Debug("connection closed", attrs...)
 		}
 		return
 	}
+	rs.noBackend.Add(1)
 	if p.log.Enabled(context.Background(), slog.LevelDebug) {
 		p.log.Debug("connection closed, no backend available", "service", r.Service, "listen", rs.listen,
 			"backends", len(order), "duration", time.Since(start))
@@ -429,10 +455,15 @@ func (p *Proxy) Status() []ListenerStatus {
 			Accepted:     rs.accepted.Load(),
 			Active:       rs.active.Load(),
 			DialErrors:   rs.dialErrors.Load(),
-			BytesIn:      rs.bytesIn.Load(),
-			BytesOut:     rs.bytesOut.Load(),
+			BytesIn:      rs.stream.bytesIn.Load(),
+			BytesOut:     rs.stream.bytesOut.Load(),
 
-			HandshakeErrors: rs.handshakeErrors.Load(),
+			HandshakeErrors:   rs.handshakeErrors.Load(),
+			Retries:           rs.retries.Load(),
+			NoBackend:         rs.noBackend.Load(),
+			StreamErrors:      rs.stream.streamErrors.Load(),
+			IdleTimeouts:      rs.stream.idleTimeouts.Load(),
+			HalfCloseTimeouts: rs.stream.halfCloseTimeouts.Load(),
 		}
 		if rs.ln == nil {
 			st.State = StateError
@@ -446,6 +477,11 @@ func (p *Proxy) Status() []ListenerStatus {
 	slices.SortFunc(out, func(a, b ListenerStatus) int { return cmp.Compare(a.Listen, b.Listen) })
 	return out
 }
+
+// Connections returns the connections open now, through every listener,
+// oldest first: those whose backend is connected and copying (not those
+// still dialing). Safe for concurrent use; the caller owns the result.
+func (p *Proxy) Connections() []ConnStatus { return p.conns.snapshot() }
 
 // Shutdown stops accepting on every listener, waits for open connections to
 // end for up to DrainTimeout or until ctx ends, force-closes the rest, and

@@ -185,7 +185,7 @@ func TestCopySeesTCPConns(t *testing.T) {
 			}
 			for _, c := range calls {
 				if c != "*net.TCPConn→*net.TCPConn" {
-					t.Errorf("copy %s: want *net.TCPConn on both sides (splice)", c)
+					t.Errorf("copy %s: want *net.TCPConn on both sides (the raw-socket fast path)", c)
 				}
 			}
 		})

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,15 @@ type Server struct {
 	lookup  func(service string) (targets []string, ok bool)
 	g       *group
 	dialLog dialLimiter
+
+	accepted, active                 atomic.Uint64
+	handoffs                         [4]atomic.Uint64  // by handoffStatus: ok, unknown, unavailable, bad header
+	handoffIncomplete, tlsHandshakes atomic.Uint64     // no status sent; tlsHandshakes counts failed ones
+	stream                           streamStats       // totals over every service
+	handoffsBy                       handoffsByService // ok and unavailable per service (observe.go)
+
+	statsMu   sync.Mutex
+	byService map[string]*streamStats // guarded by statsMu; services that got "ok", parent &stream
 
 	mu       sync.Mutex
 	ln       *listener // guarded by mu; nil until Start has listened
@@ -106,6 +116,9 @@ func (s *Server) Addr() net.Addr {
 // owns raw, the accepted conn, which is tracked in s.g.
 func (s *Server) serveConn(raw net.Conn) {
 	start := time.Now()
+	s.accepted.Add(1)
+	s.active.Add(1)
+	defer s.active.Add(^uint64(0))
 	defer s.g.untrack(raw)
 	defer raw.Close()
 
@@ -118,6 +131,7 @@ func (s *Server) serveConn(raw net.Conn) {
 		if err := tc.Handshake(); err != nil {
 			// Not one byte in plaintext: Go's TLS stack sends nothing to a
 			// client that does not speak TLS, and alerts to one that does.
+			s.tlsHandshakes.Add(1)
 			s.logHandshakeFailed(raw, err)
 			return
 		}
@@ -130,20 +144,26 @@ func (s *Server) serveConn(raw net.Conn) {
 	if err != nil {
 		st := "none"
 		if errors.Is(err, errBadHeader) {
+			s.handoffs[statusBadHeader].Add(1)
 			_, _ = c.Write([]byte{byte(statusBadHeader)})
 			st = statusBadHeader.String()
+		} else {
+			s.handoffIncomplete.Add(1)
 		}
 		s.logRefused(c, "", st, err)
 		return
 	}
 	targets, ok := s.lookup(service)
 	if !ok {
+		s.handoffs[statusUnknown].Add(1)
 		_, _ = c.Write([]byte{byte(statusUnknown)})
 		s.logRefused(c, service, statusUnknown.String(), nil)
 		return
 	}
 	bc, target := s.dialTargets(service, targets)
 	if bc == nil {
+		s.handoffs[statusUnavailable].Add(1)
+		s.handoffsBy.add(service, false)
 		_, _ = c.Write([]byte{byte(statusUnavailable)})
 		s.logRefused(c, service, statusUnavailable.String(), nil)
 		return
@@ -158,13 +178,65 @@ func (s *Server) serveConn(raw net.Conn) {
 		s.logRefused(c, service, statusOK.String(), err)
 		return
 	}
+	s.handoffs[statusOK].Add(1)
+	s.handoffsBy.add(service, true)
 	_ = raw.SetDeadline(time.Time{})
-	in, out := proxyCopy(c, bc)
+	in, out, end, err := proxyCopy(c, bc, copyOpts{cfg: &s.cfg, stats: s.serviceStats(service), rawClient: raw})
 	s.g.untrack(bc)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
-		s.log.Debug("connection closed", "service", service, "peer", c.RemoteAddr().String(),
-			"backend", target, "bytes_in", in, "bytes_out", out, "duration", time.Since(start))
+		attrs := []any{"service", service, "peer", c.RemoteAddr().String(), "backend", target,
+			"bytes_in", in, "bytes_out", out, "duration", time.Since(start), "end", end.String()}
+		if err != nil {
+			attrs = append(attrs, "err", fmt.Errorf("forward: copy for service %q: %w", service, err))
+		}
+		s.log.Debug("connection closed", attrs...)
 	}
+}
+
+// Stats returns a snapshot of the Server's counters. Safe for concurrent
+// use, also before Start and after Shutdown.
+func (s *Server) Stats() ServerStats {
+	return ServerStats{
+		Accepted:           s.accepted.Load(),
+		Active:             s.active.Load(),
+		HandoffOK:          s.handoffs[statusOK].Load(),
+		HandoffUnknown:     s.handoffs[statusUnknown].Load(),
+		HandoffUnavailable: s.handoffs[statusUnavailable].Load(),
+		HandoffBadHeader:   s.handoffs[statusBadHeader].Load(),
+		HandoffIncomplete:  s.handoffIncomplete.Load(),
+		TLSHandshakeFailed: s.tlsHandshakes.Load(),
+		StreamErrors:       s.stream.streamErrors.Load(),
+		IdleTimeouts:       s.stream.idleTimeouts.Load(),
+		HalfCloseTimeouts:  s.stream.halfCloseTimeouts.Load(),
+		BytesIn:            s.stream.bytesIn.Load(),
+		BytesOut:           s.stream.bytesOut.Load(),
+		ByService:          s.byServiceSnapshot(),
+	}
+}
+
+// serviceStats returns the counters of service, a name lookup knows.
+func (s *Server) serviceStats(service string) *streamStats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	st := s.byService[service]
+	if st == nil {
+		if s.byService == nil {
+			s.byService = make(map[string]*streamStats)
+		}
+		st = &streamStats{parent: &s.stream}
+		s.byService[service] = st
+	}
+	return st
+}
+
+func (s *Server) byServiceSnapshot() map[string]StreamStats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	out := make(map[string]StreamStats, len(s.byService))
+	for name, st := range s.byService {
+		out[name] = st.snapshot()
+	}
+	return out
 }
 
 // dialTargets dials targets in order and returns the first conn that

@@ -121,6 +121,13 @@ type Config struct {
 	// DrainTimeout bounds how long open connections may run once shutdown
 	// starts. Default 30s.
 	DrainTimeout time.Duration
+	// IdleTimeout resets a forwarded connection with no bytes either way
+	// for this long, on both hops. Default 0 = none.
+	IdleTimeout time.Duration
+	// HalfCloseTimeout resets a forwarded connection one direction of which
+	// has ended while the other stays silent this long, on both hops.
+	// Default 1m; 0 = none.
+	HalfCloseTimeout time.Duration
 	// Logger; nil = slog.Default().
 	Logger *slog.Logger
 
@@ -135,15 +142,17 @@ type Config struct {
 // DefaultConfig returns the defaults. It does no I/O and cannot fail.
 func DefaultConfig() Config {
 	return Config{
-		Cluster:       "ambassador",
-		GossipPort:    7946,
-		DataPort:      7947,
-		HTTP:          "127.0.0.1:7948",
-		Profile:       "lan",
-		DrainTimeout:  30 * time.Second,
-		DialTimeout:   time.Second,
-		CheckInterval: 2 * time.Second,
-		CheckTimeout:  time.Second,
+		Cluster:      "ambassador",
+		GossipPort:   7946,
+		DataPort:     7947,
+		HTTP:         "127.0.0.1:7948",
+		Profile:      "lan",
+		DrainTimeout: 30 * time.Second,
+		DialTimeout:  time.Second,
+
+		HalfCloseTimeout: time.Minute,
+		CheckInterval:    2 * time.Second,
+		CheckTimeout:     time.Second,
 	}
 }
 
@@ -213,6 +222,12 @@ func (c Config) Validate() error {
 	}
 	if c.DrainTimeout < 0 {
 		return fmt.Errorf("drain-timeout: %s is negative", c.DrainTimeout)
+	}
+	if c.IdleTimeout < 0 {
+		return fmt.Errorf("idle-timeout: %s is negative", c.IdleTimeout)
+	}
+	if c.HalfCloseTimeout < 0 {
+		return fmt.Errorf("half-close-timeout: %s is negative", c.HalfCloseTimeout)
 	}
 	seen := map[string]bool{}
 	for _, a := range c.Announce {

@@ -214,6 +214,8 @@ func (n *Node) Reload(cfg Config) error {
 		{"tls-key", cfg.TLSKey != old.TLSKey},
 		{"dial-timeout", cfg.DialTimeout != old.DialTimeout},
 		{"drain-timeout", cfg.DrainTimeout != old.DrainTimeout},
+		{"idle-timeout", cfg.IdleTimeout != old.IdleTimeout},
+		{"half-close-timeout", cfg.HalfCloseTimeout != old.HalfCloseTimeout},
 		{"profile", cfg.Profile != old.Profile || cfg.ProbeInterval != old.ProbeInterval || cfg.ProbeTimeout != old.ProbeTimeout || cfg.SuspicionMult != old.SuspicionMult},
 	} {
 		if d.changed {

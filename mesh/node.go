@@ -66,6 +66,8 @@ type Node struct {
 
 	kick chan struct{} // 1-buffered: wakes the reconcile loop; dropped sends are fine
 
+	events eventHub // GET /v1/events; fed by the reconcile loop (events.go)
+
 	wg sync.WaitGroup // joinLoop, its joins in flight, and reconcileLoop
 }
 
@@ -157,6 +159,7 @@ func New(cfg Config) (*Node, error) {
 	fc := forward.DefaultConfig()
 	fc.DrainTimeout = cfg.DrainTimeout
 	fc.DialTimeout = cfg.DialTimeout
+	fc.IdleTimeout, fc.HalfCloseTimeout = cfg.IdleTimeout, cfg.HalfCloseTimeout // both hops
 	fc.Logger = log
 	dc := fc
 	switch {
@@ -454,9 +457,11 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	lastMembers := 0
+	defer n.events.close() // ends the event streams before the status API stops
 	for {
 		v := n.view()
 		n.proxy.Update(routes(n.name, n.cluster.Catalog(), v.services(n.name), v.forwards, v.balance, v.logins))
+		n.noteChanges()
 		if m := n.cluster.NumMembers(); m != lastMembers {
 			n.log.Info("members changed", "members", m)
 			lastMembers = m

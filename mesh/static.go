@@ -40,11 +40,35 @@ func ParseStatic(s string) (Static, error) {
 // a quick fix, and the baseline for benchmarks. A listener that cannot be
 // opened is an error here, unlike in the mesh, where it is retried.
 func RunStatic(ctx context.Context, pairs []Static, drain time.Duration, log *slog.Logger) error {
+	sc := DefaultStaticConfig()
+	sc.DrainTimeout = drain
+	return RunStaticConfig(ctx, pairs, sc, log)
+}
+
+// StaticConfig is what RunStaticConfig takes besides the pairs; the
+// fields mean what Config's fields of the same names mean.
+type StaticConfig struct {
+	DrainTimeout     time.Duration
+	IdleTimeout      time.Duration
+	HalfCloseTimeout time.Duration
+}
+
+// DefaultStaticConfig returns Config's defaults for these fields.
+func DefaultStaticConfig() StaticConfig {
+	d := DefaultConfig()
+	return StaticConfig{DrainTimeout: d.DrainTimeout, IdleTimeout: d.IdleTimeout, HalfCloseTimeout: d.HalfCloseTimeout}
+}
+
+// RunStaticConfig is RunStatic with the connection timeouts.
+func RunStaticConfig(ctx context.Context, pairs []Static, sc StaticConfig, log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	drain := sc.DrainTimeout
 	fc := forward.DefaultConfig()
 	fc.DrainTimeout = drain
+	fc.IdleTimeout = sc.IdleTimeout
+	fc.HalfCloseTimeout = sc.HalfCloseTimeout
 	fc.Logger = log
 	p, err := forward.New(fc)
 	if err != nil {

@@ -34,12 +34,18 @@ type ServiceView struct {
 	Listen string   `json:"listen,omitempty"` // this node's listener for it
 	// State of the listener: "listening", "error" (see Error), "local" (the
 	// service itself owns the port on this host) or "none" (not forwarded).
-	State     string         `json:"state"`
-	Error     string         `json:"error,omitempty"`
-	Balance   string         `json:"balance,omitempty"`
-	Accepted  uint64         `json:"accepted"`
-	Active    uint64         `json:"active"`
-	Instances []InstanceView `json:"instances"`
+	State    string `json:"state"`
+	Error    string `json:"error,omitempty"`
+	Balance  string `json:"balance,omitempty"`
+	Accepted uint64 `json:"accepted"`
+	Active   uint64 `json:"active"`
+	// Connections cut on either hop this node runs (its listener and its
+	// data port): by a mid-stream error (both ends reset), by
+	// --idle-timeout and by --half-close-timeout.
+	StreamErrors      uint64         `json:"stream_errors"`
+	IdleTimeouts      uint64         `json:"idle_timeouts"`
+	HalfCloseTimeouts uint64         `json:"half_close_timeouts"`
+	Instances         []InstanceView `json:"instances"`
 }
 
 // InstanceView is one instance of a service: where it is and how it is
@@ -120,12 +126,22 @@ func (n *Node) ServicesView() Services {
 		}
 		sv.Listen, sv.State, sv.Error, sv.Balance = ls.Listen, ls.State, ls.Err, ls.Balance
 		sv.Accepted, sv.Active = ls.Accepted, ls.Active
+		sv.StreamErrors += ls.StreamErrors
+		sv.IdleTimeouts += ls.IdleTimeouts
+		sv.HalfCloseTimeouts += ls.HalfCloseTimeouts
 		for _, bs := range ls.BackendStats {
 			for i := range sv.Instances {
 				if in := &sv.Instances[i]; in.Addr == bs.Backend.Addr && in.Node == bs.Backend.Node {
 					in.Active, in.Conns, in.Failures, in.Ejected = bs.Active, bs.Conns, bs.Failures, bs.Ejected
 				}
 			}
+		}
+	}
+	for name, st := range n.data.Stats().ByService {
+		if sv := byName[name]; sv != nil {
+			sv.StreamErrors += st.StreamErrors
+			sv.IdleTimeouts += st.IdleTimeouts
+			sv.HalfCloseTimeouts += st.HalfCloseTimeouts
 		}
 	}
 	out := Services{Node: n.name, Services: []ServiceView{}}
@@ -161,6 +177,7 @@ func (n *Node) forwarded(name string) bool {
 func (n *Node) readOnlyRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.MembersView()) })
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.ServicesView()) })
+	n.observeRoutes(mux) // metrics, events, connections, the page: observe.go
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]string{"node": n.name, "status": "ok"})
 	})

@@ -284,6 +284,13 @@ func (p *Proc) exitText() string {
 // Start runs a long-lived process in the host; its output goes to a log file.
 // `ip netns exec` execs the command itself, so the pid is the process's own.
 func (h *Host) Start(name string, args ...string) *Proc {
+	h.lab.t.Helper()
+	return h.startWith(name, nil, args...)
+}
+
+// startWith is Start with extra open files for the process (its fd 3
+// on), which it runs in a process group of its own.
+func (h *Host) startWith(name string, files []*os.File, args ...string) *Proc {
 	l := h.lab
 	l.t.Helper()
 	p := &Proc{host: h, name: name, log: filepath.Join(h.Dir, name+".log"), done: make(chan struct{})}
@@ -294,6 +301,10 @@ func (h *Host) Start(name string, args ...string) *Proc {
 	p.cmd = exec.Command("ip", append([]string{"netns", "exec", h.NS}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if files != nil {
+		p.cmd.ExtraFiles = files
+		p.cmd.SysProcAttr.Setpgid = true
+	}
 	if err := p.cmd.Start(); err != nil {
 		f.Close()
 		l.t.Fatalf("lab: start %s on %s: %v", name, h.Name, err)

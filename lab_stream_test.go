@@ -1,0 +1,276 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/lab"
+	"golang.org/x/sys/unix"
+)
+
+// streamHelpers are the lab helper modes of the stream-ending lab; the
+// labHelper switch falls back to them.
+//
+//	serve-ends ADDR          per connection: read one command byte, then
+//	                         R: send "partial", reset;  W: send "k", read until the end, log it;
+//	                         C: send "bye", close cleanly; E: echo until the end, log it;
+//	                         H: send "banner", half-close, read until the end, log it.
+//	                         "the end" is logged as "end <cmd> reset", "end <cmd> eof" or "end <cmd> <err>"
+//	ends ADDR CMD            connect, send CMD and act as its client: R, C: read to the end;
+//	                         W: read "k", then reset; E: one byte echoed, then wait for the end;
+//	                         H: read the banner to EOF, then wait for the end.
+//	                         Prints "end reset|eof|<err> after=<ms since the last byte> got=<quoted>"
+var streamHelpers = map[string]func(args []string) error{
+	"serve-ends": func(args []string) error { return serve(args[0], serveEnds) },
+	"ends":       func(args []string) error { return clientEnds(args[0], args[1]) },
+}
+
+func endOf(err error) string {
+	switch {
+	case err == nil || errors.Is(err, io.EOF):
+		return "eof"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	}
+	return err.Error()
+}
+
+func serveEnds(c *net.TCPConn) error {
+	var cmd [1]byte
+	if _, err := io.ReadFull(c, cmd[:]); err != nil {
+		return err
+	}
+	logEnd := func(err error) { fmt.Printf("end %c %s\n", cmd[0], endOf(err)) }
+	switch cmd[0] {
+	case 'R':
+		_, _ = io.WriteString(c, "partial")
+		time.Sleep(200 * time.Millisecond) // let "partial" cross both hops before the reset overtakes it
+		return c.SetLinger(0)              // serve closes c: an RST
+	case 'W':
+		_, _ = io.WriteString(c, "k")
+		_, err := io.Copy(io.Discard, c)
+		logEnd(err)
+	case 'C':
+		_, _ = io.WriteString(c, "bye")
+	case 'E':
+		_, err := io.Copy(c, c)
+		logEnd(err)
+	case 'H':
+		_, _ = io.WriteString(c, "banner")
+		_ = c.CloseWrite()
+		_, err := io.Copy(io.Discard, c)
+		logEnd(err)
+	}
+	return nil
+}
+
+func clientEnds(addr, cmd string) error {
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	c := nc.(*net.TCPConn)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, cmd); err != nil {
+		return err
+	}
+	var got []byte
+	last := time.Now()
+	readToEnd := func() error {
+		buf := make([]byte, 64)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				got = append(got, buf[:n]...)
+				last = time.Now()
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	var end error
+	switch cmd {
+	case "R", "C":
+		end = readToEnd()
+	case "W":
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			return err
+		}
+		_ = c.SetLinger(0)
+		fmt.Println("end sent-reset after=0 got=\"\"")
+		return nil
+	case "E":
+		if _, err := io.WriteString(c, "x"); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			return err
+		}
+		last = time.Now()
+		end = readToEnd()
+	case "H":
+		if err := readToEnd(); err != io.EOF {
+			return fmt.Errorf("half-close: want the banner then EOF, got %q, %v", got, err)
+		}
+		// After the FIN reads return EOF whatever comes, and writing would
+		// be traffic: watch the socket's state instead. Only an RST takes a
+		// socket in CLOSE_WAIT to CLOSE; Linux records it as EPIPE.
+		for end == nil {
+			time.Sleep(20 * time.Millisecond) // polling for the reset, not synchronization
+			end = socketReset(c)
+		}
+	default:
+		return fmt.Errorf("ends: unknown command %q", cmd)
+	}
+	fmt.Printf("end %s after=%d got=%q\n", endOf(end), time.Since(last).Milliseconds(), got)
+	return nil
+}
+
+// socketReset reports a reset received on c in CLOSE_WAIT as
+// ECONNRESET, another socket error as itself, and nil while c is open.
+func socketReset(c *net.TCPConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var state uint8
+	var soErr int
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		var info *unix.TCPInfo
+		if info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); serr == nil {
+			state = info.State
+			soErr, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		}
+	}); err != nil {
+		return err
+	}
+	switch {
+	case serr != nil:
+		return serr
+	case state != unix.BPF_TCP_CLOSE:
+		return nil
+	case soErr == int(syscall.EPIPE) || soErr == int(syscall.ECONNRESET):
+		return syscall.ECONNRESET
+	case soErr != 0:
+		return syscall.Errno(soErr)
+	}
+	return errors.New("closed without a reset")
+}
+
+// TestLabStreamEnds proves on real hosts that the two-hop path (b's
+// listener → a's data port → the service on a's loopback) never cuts a
+// stream silently, with and without --key: a reset on either end arrives
+// as a reset at the other, a clean end stays clean, and --idle-timeout and
+// --half-close-timeout reset silent connections, counted in `services`.
+func TestLabStreamEnds(t *testing.T) {
+	for _, keyed := range []bool{false, true} {
+		name := "plain"
+		if keyed {
+			name = "key"
+		}
+		t.Run(name, func(t *testing.T) {
+			l := lab.New(t)
+			a, b := l.AddHost("a"), l.AddHost("b")
+			service := startHelper(t, a, "ends-service", "serve-ends", "127.0.0.1:12600")
+			// Both hops run the same timeouts; idle is long against the
+			// half-close one so each test hits the one it means.
+			args := []string{"--idle-timeout", "3s", "--half-close-timeout", "1s"}
+			if keyed {
+				kf := filepath.Join(t.TempDir(), "key")
+				if err := os.WriteFile(kf, []byte(labKey+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--key-file", kf)
+			}
+			startNode(a, append(args, "--announce", "ends:7000=12600")...)
+			startNode(b, args...)
+			waitNodesOn(t, b, "ends", 1)
+			svc := "127.0.0.1:7000"
+
+			run := func(t *testing.T, cmd string) (end string, after int, got string) {
+				t.Helper()
+				out := helper(t, b, 40*time.Second, "ends", svc, cmd)
+				if _, err := fmt.Sscanf(out, "end %s after=%d got=%q", &end, &after, &got); err != nil {
+					t.Fatalf("ends %s: %q: %v", cmd, out, err)
+				}
+				return end, after, got
+			}
+			t.Run("service resets: the client reads a reset after the bytes sent", func(t *testing.T) {
+				if end, _, got := run(t, "R"); end != "reset" || got != "partial" {
+					t.Errorf("client: end %s, got %q; want reset after %q", end, got, "partial")
+				}
+			})
+			t.Run("client resets: the service reads a reset", func(t *testing.T) {
+				run(t, "W")
+				lab.WaitFor(t, 10*time.Second, "the service to see the end", func() bool { return strings.Contains(service.Log(), "end W ") })
+				if !strings.Contains(service.Log(), "end W reset") {
+					t.Errorf("service log: %s, want end W reset", service.Log())
+				}
+			})
+			t.Run("a clean end stays clean", func(t *testing.T) {
+				if end, _, got := run(t, "C"); end != "eof" || got != "bye" {
+					t.Errorf("client: end %s, got %q; want eof after %q", end, got, "bye")
+				}
+			})
+			t.Run("idle timeout resets both ends", func(t *testing.T) {
+				end, after, _ := run(t, "E")
+				t.Logf("FIGURE idle connection (--idle-timeout 3s) reset after %d ms", after)
+				if end != "reset" || after < 2700 || after > 6000 {
+					t.Errorf("client: end %s after %d ms, want reset after about 3000", end, after)
+				}
+				lab.WaitFor(t, 10*time.Second, "the service to see the end", func() bool { return strings.Contains(service.Log(), "end E ") })
+				if !strings.Contains(service.Log(), "end E reset") {
+					t.Errorf("service log: %s, want end E reset", service.Log())
+				}
+			})
+			t.Run("half-close timeout resets both ends", func(t *testing.T) {
+				end, after, _ := run(t, "H")
+				t.Logf("FIGURE half-closed connection (--half-close-timeout 1s) reset after %d ms", after)
+				if end != "reset" || after < 800 || after > 4000 {
+					t.Errorf("client: end %s after %d ms, want reset after about 1000", end, after)
+				}
+				lab.WaitFor(t, 10*time.Second, "the service to see the end", func() bool { return strings.Contains(service.Log(), "end H ") })
+				if !strings.Contains(service.Log(), "end H reset") {
+					t.Errorf("service log: %s, want end H reset", service.Log())
+				}
+			})
+			t.Run("services counts the cuts on both hops", func(t *testing.T) {
+				// Two resets, each a stream error on both hops (b's listener,
+				// a's data port); each timeout fires on at least one hop, and
+				// the other hop reads the reset it sent, or times out too.
+				var idleAll, halfAll uint64
+				for _, h := range []*lab.Host{a, b} {
+					var errs, idle, half uint64
+					lab.WaitFor(t, 10*time.Second, "the cut counts on "+h.Name, func() bool {
+						for _, s := range services(t, h).Services {
+							if s.Name == "ends" {
+								errs, idle, half = s.StreamErrors, s.IdleTimeouts, s.HalfCloseTimeouts
+							}
+						}
+						return errs+idle+half >= 4
+					})
+					t.Logf("FIGURE %s: services cut counts err/idle/half = %d/%d/%d", h.Name, errs, idle, half)
+					if errs < 2 || errs+idle+half != 4 {
+						t.Errorf("%s: cuts err/idle/half %d/%d/%d, want 4 in all, at least 2 of them errors", h.Name, errs, idle, half)
+					}
+					idleAll += idle
+					halfAll += half
+				}
+				if idleAll == 0 || halfAll == 0 {
+					t.Errorf("idle timeouts %d and half-close timeouts %d over both hops, want at least 1 each", idleAll, halfAll)
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,418 @@
+package mesh
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ambassador-mesh/ambassador/forward"
+	"github.com/ambassador-mesh/ambassador/health"
+)
+
+// Event is one change this node saw, as GET /v1/events sends it.
+type Event struct {
+	// Seq numbers the events of one node run from 1, with no gaps: a
+	// client that sees one missing was sent a "lagged" event instead.
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	Type string    `json:"type"` // one of the Event* constants
+	// Node is the member the event is about: the member that joined or
+	// failed, the node whose instance of Service appeared or went, this
+	// node for health and listener events.
+	Node    string `json:"node,omitempty"`
+	Service string `json:"service,omitempty"`
+	// Detail says more: the listener's address, why it is busy, the new
+	// health, how many events a "lagged" event stands for.
+	Detail string `json:"detail,omitempty"`
+}
+
+// Event types.
+const (
+	EventMemberJoined     = "member-joined"     // a node seen for the first time is alive
+	EventMemberLeft       = "member-left"       // a node left gracefully
+	EventMemberFailed     = "member-failed"     // a node stopped answering: declared dead
+	EventMemberBack       = "member-back"       // a failed or departed node is alive again
+	EventServiceAppeared  = "service-appeared"  // Node offers Service now
+	EventServiceWithdrawn = "service-withdrawn" // Node no longer offers Service
+	EventHealthChanged    = "health-changed"    // this node's own instance of Service: Detail passing, failing or pending
+	EventListenerOpened   = "listener-opened"   // this node listens for Service on Detail
+	EventListenerBusy     = "listener-busy"     // this node cannot listen for Service: Detail is why (port busy)
+	EventListenerClosed   = "listener-closed"   // this node stopped listening for Service on Detail
+	// EventLagged replaces events a slow subscriber could not take: Detail
+	// is how many were skipped. The client should re-read /v1/members and
+	// /v1/services.
+	EventLagged = "lagged"
+)
+
+// subscriberBuffer bounds the events queued for one /v1/events client. A
+// client that falls this far behind skips events (see EventLagged) rather
+// than slowing the node or growing its memory.
+const subscriberBuffer = 256
+
+// keepEvents is how many recent events the hub keeps to replay to a client
+// that (re)connects with a Seq (Last-Event-ID, or ?since=N); fewer than
+// subscriberBuffer, so a replay always fits a new subscriber's queue.
+const keepEvents = 128
+
+// eventHub turns snapshots of the node's state into change events and fans
+// them out to subscribers. Its zero value is ready to use; close ends every
+// subscription. Safe for concurrent use. It sends on subscriber channels
+// with mu held, but never blocks there: a send happens only when the
+// buffer has room (a new subscriber's replay always fits), so no reader
+// can stall the reconcile loop that publishes.
+type eventHub struct {
+	mu     sync.Mutex
+	seq    uint64                   // guarded by mu; last Seq handed out
+	subs   map[*subscriber]struct{} // guarded by mu
+	closed bool                     // guarded by mu
+	primed bool                     // guarded by mu; last holds a first snapshot
+	recent []Event                  // guarded by mu; the last keepEvents events, for replay
+	last   eventState               // guarded by mu; what the previous observe saw
+}
+
+// subscriber is one /v1/events client.
+type subscriber struct {
+	ch     chan Event // buffer subscriberBuffer; closed by unsubscribe or close
+	missed uint64     // guarded by eventHub.mu; events dropped since the last delivered one
+}
+
+// eventState is what the hub compares from one observation to the next.
+type eventState struct {
+	self      string             // this node: the Node of health and listener events
+	members   map[string]string  // node → "alive", "dead" or "left"
+	instances map[[2]string]bool // {service, node} pairs in the catalog
+	health    map[string]string  // this node's service → passing, failing, pending, unchecked
+	listeners map[string]string  // service → "listening addr" or "error msg"
+}
+
+// subscribe adds a subscriber; the caller must unsubscribe it. With
+// replay, the kept recent events numbered after after are queued first
+// (after a "lagged" event if some of those are no longer kept), so a
+// client that reconnects with its last Seq misses nothing. After close the
+// channel comes back closed.
+func (h *eventHub) subscribe(after uint64, replay bool) *subscriber {
+	s := &subscriber{ch: make(chan Event, subscriberBuffer)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		close(s.ch)
+		return s
+	}
+	if h.subs == nil {
+		h.subs = map[*subscriber]struct{}{}
+	}
+	h.subs[s] = struct{}{}
+	if replay && after < h.seq {
+		if len(h.recent) > 0 && h.recent[0].Seq > after+1 {
+			lost := h.recent[0].Seq - after - 1
+			s.ch <- Event{Seq: h.recent[0].Seq - 1, Time: h.recent[0].Time, Type: EventLagged, Detail: strconv.FormatUint(lost, 10)}
+		}
+		for _, e := range h.recent {
+			if e.Seq > after {
+				s.ch <- e
+			}
+		}
+	}
+	return s
+}
+
+func (h *eventHub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.subs[s]; ok {
+		delete(h.subs, s)
+		close(s.ch)
+	}
+}
+
+// close ends every subscription, so the event streams return and the
+// status API can shut down; later subscriptions end at once.
+func (h *eventHub) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for s := range h.subs {
+		close(s.ch)
+	}
+	h.subs = nil
+}
+
+// publishLocked numbers e and queues it for every subscriber without ever
+// blocking: a full queue skips the event and counts it, and once there is
+// room again the subscriber gets one "lagged" event before the next, in
+// the order the events happened.
+//
+// The lagged event carries the Seq of the last event it stands for, so
+// Seq stays gap-free for every subscriber and a reconnect resumes after it.
+func (h *eventHub) publishLocked(e Event) {
+	if len(h.recent) == keepEvents {
+		h.recent = append(h.recent[:0], h.recent[1:]...)
+	}
+	h.recent = append(h.recent, e)
+	for s := range h.subs {
+		if s.missed > 0 {
+			if len(s.ch) >= cap(s.ch)-1 { // room for the lagged event and e
+				s.missed++
+				continue
+			}
+			s.ch <- Event{Seq: e.Seq - 1, Time: e.Time, Type: EventLagged, Detail: strconv.FormatUint(s.missed, 10)}
+			s.missed = 0
+		}
+		select {
+		case s.ch <- e:
+		default:
+			s.missed++
+		}
+	}
+}
+
+// observe compares st with the previous observation and publishes what
+// changed. The first observation only sets the baseline.
+func (h *eventHub) observe(st eventState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.primed {
+		h.primed, h.last = true, st
+		return
+	}
+	t := time.Now().UTC()
+	emit := func(typ, node, service, detail string) {
+		h.seq++
+		h.publishLocked(Event{Seq: h.seq, Time: t, Type: typ, Node: node, Service: service, Detail: detail})
+	}
+	for _, name := range slices.Sorted(maps.Keys(st.members)) {
+		was, ok := h.last.members[name]
+		is := st.members[name]
+		switch {
+		case is == was:
+		case is == "alive" && !ok:
+			emit(EventMemberJoined, name, "", "")
+		case is == "alive":
+			emit(EventMemberBack, name, "", "")
+		case is == "left":
+			emit(EventMemberLeft, name, "", "")
+		case is == "dead" && (was == "alive" || !ok):
+			emit(EventMemberFailed, name, "", "")
+		}
+	}
+	// Instances: withdrawals first, so a move reads as "gone from a, on b".
+	for _, k := range sortedPairs(h.last.instances) {
+		if !st.instances[k] {
+			emit(EventServiceWithdrawn, k[1], k[0], "")
+		}
+	}
+	for _, k := range sortedPairs(st.instances) {
+		if !h.last.instances[k] {
+			emit(EventServiceAppeared, k[1], k[0], "")
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(st.health)) {
+		if was, is := h.last.health[name], st.health[name]; is != was {
+			emit(EventHealthChanged, st.self, name, is)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(h.last.listeners)) {
+		if _, ok := st.listeners[name]; !ok {
+			// Detail is the address it listened on; none if it never could.
+			if state, addr, _ := strings.Cut(h.last.listeners[name], " "); state == forward.StateListening {
+				emit(EventListenerClosed, st.self, name, addr)
+			} else {
+				emit(EventListenerClosed, st.self, name, "")
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(st.listeners)) {
+		was, is := h.last.listeners[name], st.listeners[name]
+		if is == was {
+			continue
+		}
+		state, detail, _ := strings.Cut(is, " ")
+		if state == forward.StateListening {
+			emit(EventListenerOpened, st.self, name, detail)
+		} else {
+			emit(EventListenerBusy, st.self, name, detail)
+		}
+	}
+	h.last = st
+}
+
+// noteChanges takes a snapshot of the members, the catalog, this node's
+// health and its listeners and publishes what changed since the last one.
+// The reconcile loop calls it after every catalog change, health flip and
+// listener update. It does no I/O.
+func (n *Node) noteChanges() {
+	st := eventState{self: n.name, members: map[string]string{}, instances: map[[2]string]bool{}, health: map[string]string{}, listeners: map[string]string{}}
+	for _, m := range n.cluster.Members() {
+		st.members[m.Name] = m.State
+	}
+	for _, e := range n.cluster.Catalog() {
+		for _, s := range e.Services {
+			st.instances[[2]string{s.Name, e.Node}] = true
+		}
+	}
+	v := n.view()
+	for _, a := range v.announces {
+		st.health[strings.ToLower(a.Name)] = v.health(a.Name)
+	}
+	for _, ls := range n.proxy.Status() {
+		if ls.State == forward.StateListening {
+			st.listeners[ls.Service] = ls.State + " " + ls.Listen
+		} else {
+			st.listeners[ls.Service] = ls.State + " " + ls.Err
+		}
+	}
+	n.events.observe(st)
+}
+
+// health is the state of this node's own announcement name, as
+// InstanceView.Health describes it.
+func (v localView) health(name string) string {
+	name = strings.ToLower(name)
+	switch {
+	case v.check(name).Kind == health.KindNone:
+		return "unchecked"
+	case v.passing(name):
+		return "passing"
+	}
+	if _, known := v.healthy[name]; known {
+		return "failing"
+	}
+	return "pending"
+}
+
+// serveEvents is GET /v1/events: a server-sent event stream, one "data:"
+// line of JSON (an Event) per event, with the Seq as its id. It starts
+// with the events that happen from then on, or, with a Last-Event-ID
+// header or ?since=N, with the kept recent events after that Seq. A comment line
+// every 15s keeps proxies from closing an idle stream. The stream ends when
+// the client goes or the node stops.
+func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, fmt.Errorf("streaming is not supported here"))
+		return
+	}
+	// A browser's EventSource sends Last-Event-ID when it reconnects;
+	// ?since=N asks for the kept events after N on a first connect.
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = r.URL.Query().Get("since")
+	}
+	after, err := strconv.ParseUint(last, 10, 64)
+	sub := n.events.subscribe(after, err == nil)
+	defer n.events.unsubscribe(sub)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	// retry: how long a browser's EventSource waits before reconnecting.
+	fmt.Fprintf(w, "retry: 2000\n: node %s\n\n", n.name)
+	fl.Flush()
+	tick := time.NewTicker(15 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+			fl.Flush()
+		case e, ok := <-sub.ch:
+			if !ok {
+				return
+			}
+			b, _ := json.Marshal(e)
+			if _, err := fmt.Fprintf(w, "id: %d\ndata: %s\n\n", e.Seq, b); err != nil {
+				return
+			}
+			// Send what is queued in one write.
+			for more := true; more; {
+				select {
+				case e, ok := <-sub.ch:
+					if !ok {
+						fl.Flush()
+						return
+					}
+					b, _ := json.Marshal(e)
+					fmt.Fprintf(w, "id: %d\ndata: %s\n\n", e.Seq, b)
+				default:
+					more = false
+				}
+			}
+			fl.Flush()
+		}
+	}
+}
+
+// Watch follows the event stream of the node at addr, calling fn for each
+// event until ctx ends, the node stops (nil error), or fn returns an error.
+// With recent, the node's kept recent events (up to 128) come first.
+func Watch(ctx context.Context, addr string, recent bool, fn func(Event) error) error {
+	hp, err := ParseAddr(addr, "127.0.0.1")
+	if err != nil {
+		return fmt.Errorf("mesh: status api address: %w", err)
+	}
+	path := "/v1/events"
+	if recent {
+		path += "?since=0"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+hp+path, nil)
+	if err != nil {
+		return fmt.Errorf("mesh: events: %w", err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("mesh: is a node running? status api: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("mesh: status api %s/v1/events: %s", hp, resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue // id, retry, comments and the blank separators
+		}
+		var e Event
+		if err := json.Unmarshal([]byte(data), &e); err != nil {
+			return fmt.Errorf("mesh: events from %s: %w", hp, err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("mesh: events from %s: %w", hp, err)
+	}
+	return nil
+}
+
+func sortedPairs(m map[[2]string]bool) [][2]string {
+	keys := make([][2]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b [2]string) int {
+		if c := strings.Compare(a[0], b[0]); c != 0 {
+			return c
+		}
+		return strings.Compare(a[1], b[1])
+	})
+	return keys
+}

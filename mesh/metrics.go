@@ -1,0 +1,177 @@
+package mesh
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// The metric names and labels are fixed: dashboards and tests depend on
+// them (README, "Metrics").
+var (
+	descConnections = prometheus.NewDesc("ambassador_connections_total",
+		"Connections accepted by this node's listener for the service.", []string{"service"}, nil)
+	descActive = prometheus.NewDesc("ambassador_connections_active",
+		"Connections open now through this node's listener for the service.", []string{"service"}, nil)
+	descFailures = prometheus.NewDesc("ambassador_connection_failures_total",
+		"Failures on this node's listener for the service, by reason: dial (one instance's dial or handoff failed; "+
+			"the connection moved on if another was left), no_instance (every instance failed: the client's connection was closed), "+
+			"handshake (the credentials login failed), stream (reset mid-stream), idle_timeout, half_close_timeout.",
+		[]string{"service", "reason"}, nil)
+	descRetries = prometheus.NewDesc("ambassador_connection_retries_total",
+		"Connections moved on to the next instance after a failed dial or refused handoff.", []string{"service"}, nil)
+	descBytes = prometheus.NewDesc("ambassador_bytes_total",
+		"Bytes copied through this node's listener for the service: in is client to service, out is service to client.",
+		[]string{"service", "direction"}, nil)
+	descConnect = prometheus.NewDesc("ambassador_upstream_connect_seconds",
+		"Time to reach an instance of the service: the dial, plus TLS and the handoff for a peer's instance.", []string{"service"}, nil)
+	descHandoffs = prometheus.NewDesc("ambassador_handoffs_total",
+		"Handoffs on this node's data port, by service and result: ok, unavailable (the local service did not answer); "+
+			"with an empty service: unknown (not a service of this node), bad_header, incomplete (no header in time), "+
+			"tls_failed (the peer failed the TLS handshake).", []string{"service", "result"}, nil)
+	descMembers = prometheus.NewDesc("ambassador_members",
+		"Members this node knows, by state: alive, suspect, dead, left.", []string{"state"}, nil)
+	descInstances = prometheus.NewDesc("ambassador_service_instances",
+		"Instances of the service this node knows, by health: passing; for this node's own also failing, pending or unchecked.",
+		[]string{"service", "health"}, nil)
+	descChecks = prometheus.NewDesc("ambassador_health_checks_total",
+		"Health checks of this node's own services, by result: pass or fail.", []string{"service", "result"}, nil)
+)
+
+// failureReasons are the reason label values of
+// ambassador_connection_failures_total, always all exported.
+var failureReasons = []string{"dial", "no_instance", "handshake", "stream", "idle_timeout", "half_close_timeout"}
+
+// memberStates are always exported, zeros included, so that a dashboard
+// sees "0 dead" rather than no series.
+var memberStates = []string{"alive", "suspect", "dead", "left"}
+
+// nodeCollector reads the node's snapshots (listener status, data port
+// stats, members, catalog, health) at scrape time and turns them into
+// constant metrics: the data path only bumps the atomic counters it keeps
+// anyway, and no label is looked up per connection.
+type nodeCollector struct{ n *Node }
+
+func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descConnections, descActive, descFailures, descRetries, descBytes,
+		descConnect, descHandoffs, descMembers, descInstances, descChecks} {
+		ch <- d
+	}
+}
+
+func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+
+	// One listener per service and node; summed by service all the same,
+	// since two series with one label set would fail the scrape.
+	type listenerSums struct {
+		accepted, active, retries, bytesIn, bytesOut uint64
+		fail                                         map[string]uint64
+	}
+	byService := map[string]*listenerSums{}
+	var order []string
+	for _, ls := range n.proxy.Status() {
+		s := byService[ls.Service]
+		if s == nil {
+			s = &listenerSums{fail: map[string]uint64{}}
+			byService[ls.Service] = s
+			order = append(order, ls.Service)
+		}
+		s.accepted += ls.Accepted
+		s.active += ls.Active
+		s.bytesIn += ls.BytesIn
+		s.bytesOut += ls.BytesOut
+		s.retries += ls.Retries
+		s.fail["dial"] += ls.DialErrors
+		s.fail["no_instance"] += ls.NoBackend
+		s.fail["handshake"] += ls.HandshakeErrors
+		s.fail["stream"] += ls.StreamErrors
+		s.fail["idle_timeout"] += ls.IdleTimeouts
+		s.fail["half_close_timeout"] += ls.HalfCloseTimeouts
+	}
+	for _, name := range order {
+		s := byService[name]
+		counter(descConnections, s.accepted, name)
+		gauge(descActive, s.active, name)
+		counter(descRetries, s.retries, name)
+		counter(descBytes, s.bytesIn, name, "in")
+		counter(descBytes, s.bytesOut, name, "out")
+		for _, reason := range failureReasons {
+			counter(descFailures, s.fail[reason], name, reason)
+		}
+	}
+	seen := map[string]bool{}
+	for _, ct := range n.proxy.ConnectTimes() {
+		if !seen[ct.Service] { // one listener per service; see above
+			seen[ct.Service] = true
+			ch <- prometheus.MustNewConstHistogram(descConnect, ct.Count, ct.Sum, ct.Buckets, ct.Service)
+		}
+	}
+	// ok and unavailable by service; the rest never named one of this
+	// node's services (an unknown name is not a label: anyone can send one).
+	for _, h := range n.data.HandoffsByService() {
+		counter(descHandoffs, h.OK, h.Service, "ok")
+		counter(descHandoffs, h.Unavailable, h.Service, "unavailable")
+	}
+	ds := n.data.Stats()
+	counter(descHandoffs, ds.HandoffUnknown, "", "unknown")
+	counter(descHandoffs, ds.HandoffBadHeader, "", "bad_header")
+	counter(descHandoffs, ds.HandoffIncomplete, "", "incomplete")
+	counter(descHandoffs, ds.TLSHandshakeFailed, "", "tls_failed")
+
+	members := map[string]uint64{}
+	for _, m := range n.cluster.Members() {
+		members[m.State]++
+	}
+	for _, st := range memberStates {
+		gauge(descMembers, members[st], st)
+	}
+
+	type svcHealth struct{ service, health string }
+	inst := map[svcHealth]uint64{}
+	var keys []svcHealth
+	for _, sv := range n.ServicesView().Services {
+		for _, in := range sv.Instances {
+			k := svcHealth{sv.Name, in.Health}
+			if inst[k] == 0 {
+				keys = append(keys, k)
+			}
+			inst[k]++
+		}
+	}
+	for _, k := range keys {
+		gauge(descInstances, inst[k], k.service, k.health)
+	}
+	checks := map[string][2]uint64{}
+	var names []string
+	for _, r := range n.checker.Status() {
+		c, ok := checks[r.Name]
+		if !ok {
+			names = append(names, r.Name)
+		}
+		c[0] += r.Passes
+		c[1] += r.Failures
+		checks[r.Name] = c
+	}
+	for _, name := range names {
+		counter(descChecks, checks[name][0], name, "pass")
+		counter(descChecks, checks[name][1], name, "fail")
+	}
+}
+
+// metricsHandler serves GET /metrics from a registry of the node's own,
+// not the global one, so that several nodes in one process (tests) do not
+// collide; the Go and process collectors come with it.
+func (n *Node) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), nodeCollector{n})
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,436 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/ambassador-mesh/ambassador/health"
+)
+
+// TestEventHubDiff: each change between two observations gives one event
+// of the right type, in a fixed order, and the first observation none.
+func TestEventHubDiff(t *testing.T) {
+	base := eventState{self: "me",
+		members:   map[string]string{"me": "alive", "a": "alive", "b": "dead", "c": "alive"},
+		instances: map[[2]string]bool{{"redis", "a"}: true, {"web", "c"}: true},
+		health:    map[string]string{"redis": "passing"},
+		listeners: map[string]string{"redis": "listening 127.0.0.1:6379", "web": "listening 127.0.0.1:80"},
+	}
+	next := eventState{self: "me",
+		members:   map[string]string{"me": "alive", "a": "dead", "b": "alive", "c": "left", "d": "alive"},
+		instances: map[[2]string]bool{{"redis", "a"}: true, {"redis", "d"}: true},
+		health:    map[string]string{"redis": "failing"},
+		listeners: map[string]string{"redis": "listening 127.0.0.1:6379", "pg": "error port busy"},
+	}
+	var h eventHub
+	sub := h.subscribe(0, false)
+	defer h.unsubscribe(sub)
+	h.observe(base)
+	h.observe(base)
+	h.observe(next)
+	want := []string{
+		"member-failed a", "member-back b", "member-left c", "member-joined d",
+		"service-withdrawn c web", "service-appeared d redis",
+		"health-changed me redis failing",
+		"listener-closed me web 127.0.0.1:80", "listener-busy me pg port busy",
+	}
+	for i, w := range want {
+		select {
+		case e := <-sub.ch:
+			got := strings.TrimSpace(strings.Join([]string{e.Type, e.Node, e.Service, e.Detail}, " "))
+			got = strings.Join(strings.Fields(got), " ")
+			if got != w || e.Seq != uint64(i+1) {
+				t.Fatalf("event %d: got %q seq %d, want %q seq %d", i, got, e.Seq, w, i+1)
+			}
+		default:
+			t.Fatalf("event %d: none, want %q", i, w)
+		}
+	}
+	select {
+	case e := <-sub.ch:
+		t.Fatalf("extra event %+v", e)
+	default:
+	}
+}
+
+// TestEventHubLagged: a subscriber that does not read skips events instead
+// of blocking the publisher, and is told how many, in order, once it reads
+// again; close ends its stream.
+func TestEventHubLagged(t *testing.T) {
+	var h eventHub
+	slow := h.subscribe(0, false)
+	h.observe(eventState{members: map[string]string{}})
+	flip := func(i int) {
+		h.observe(eventState{members: map[string]string{"n" + strconv.Itoa(i): "alive"}})
+	}
+	extra := 10
+	for i := range subscriberBuffer + extra {
+		flip(i)
+	}
+	// One event per flip: a member that is gone from the next state is
+	// forgotten silently, the new one joins.
+	if got := len(slow.ch); got != subscriberBuffer {
+		t.Fatalf("queued %d, want the buffer's %d", got, subscriberBuffer)
+	}
+	for range subscriberBuffer {
+		<-slow.ch
+	}
+	flip(-1)
+	lag := <-slow.ch
+	if lag.Type != EventLagged || lag.Detail != strconv.Itoa(extra) {
+		t.Fatalf("got %+v, want a lagged event for %d", lag, extra)
+	}
+	if e := <-slow.ch; e.Type != EventMemberJoined || e.Node != "n-1" || e.Seq != lag.Seq+1 {
+		t.Fatalf("after the lag (seq %d): got %+v", lag.Seq, e)
+	}
+	h.close()
+	if _, ok := <-slow.ch; ok {
+		t.Fatal("channel still open after close")
+	}
+	if _, ok := <-h.subscribe(0, false).ch; ok {
+		t.Fatal("subscription after close is open")
+	}
+}
+
+// TestEventHubReplay: a subscriber that names the last Seq it saw gets the
+// kept events after it, and a lagged event for those no longer kept; one
+// that names none gets only new events.
+func TestEventHubReplay(t *testing.T) {
+	var h eventHub
+	h.observe(eventState{members: map[string]string{}})
+	for i := range 200 {
+		h.observe(eventState{members: map[string]string{"n" + strconv.Itoa(i): "alive"}})
+	}
+	for _, c := range []struct {
+		after  uint64
+		replay bool
+		want   []string // type and seq of the first events, and how many in all
+		n      int
+	}{
+		{0, false, nil, 0},
+		{190, true, []string{"member-joined 191"}, 10},
+		{200, true, nil, 0},
+		{50, true, []string{"lagged 72 22", "member-joined 73"}, 1 + keepEvents},
+		{0, true, []string{"lagged 72 72", "member-joined 73"}, 1 + keepEvents},
+	} {
+		s := h.subscribe(c.after, c.replay)
+		got := drain(s.ch)
+		h.unsubscribe(s)
+		if len(got) != c.n {
+			t.Errorf("after %d replay %v: %d events, want %d", c.after, c.replay, len(got), c.n)
+			continue
+		}
+		for i, w := range c.want {
+			g := strings.TrimSpace(fmt.Sprintf("%s %d %s", got[i].Type, got[i].Seq, got[i].Detail))
+			if g != w {
+				t.Errorf("after %d: event %d is %q, want %q", c.after, i, g, w)
+			}
+		}
+	}
+}
+
+// watchEvents follows n's event stream in the background.
+func watchEvents(t *testing.T, n *testNode) <-chan Event {
+	t.Helper()
+	ch := make(chan Event, 1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_ = Watch(ctx, n.cfg.HTTP, false, func(e Event) error { ch <- e; return nil })
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return ch
+}
+
+// expectEvent waits for an event matching typ, node and service ("" for
+// any), skipping others.
+func expectEvent(t *testing.T, ch <-chan Event, timeout time.Duration, typ, node, service string) Event {
+	t.Helper()
+	deadline := time.After(timeout)
+	var seen []string
+	for {
+		select {
+		case e := <-ch:
+			if e.Type == typ && (node == "" || e.Node == node) && (service == "" || e.Service == service) {
+				return e
+			}
+			seen = append(seen, fmt.Sprintf("%s/%s/%s", e.Type, e.Node, e.Service))
+		case <-deadline:
+			t.Fatalf("no %s event for node %q service %q within %v; saw %v", typ, node, service, timeout, seen)
+		}
+	}
+}
+
+// TestEventStream follows node a's /v1/events through a join, a service
+// that appears and a listener that opens, a health failure, and a peer
+// that fails without leaving.
+func TestEventStream(t *testing.T) {
+	echo := echoServer(t)
+	// b's own listener takes the service's port: a listens elsewhere.
+	listenA := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	a := startTestNode(t, "a", func(c *Config) { c.Forward = []Forward{{Name: "echo", Listen: listenA}} })
+	ch := watchEvents(t, a)
+	// Let the stream open before anything happens: the first event must
+	// not be missed by a subscription that came too late.
+	waitFor(t, 5*time.Second, "subscriber", func() bool { return subscribers(a) == 1 })
+
+	svcPort := freePort(t)
+	checkPort := freePort(t) // nothing listens: the check fails
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+		c.Announce = []Announce{{Name: "echo", Port: svcPort, Host: "127.0.0.1", TargetPort: echo},
+			{Name: "gone", Port: freePort(t), Host: "127.0.0.1", TargetPort: checkPort}}
+	})
+	expectEvent(t, ch, 10*time.Second, EventMemberJoined, "b", "")
+	expectEvent(t, ch, 10*time.Second, EventServiceAppeared, "b", "echo")
+	e := expectEvent(t, ch, 10*time.Second, EventListenerOpened, "a", "echo")
+	if e.Detail != listenA {
+		t.Errorf("listener-opened: detail %q, want the listen address", e.Detail)
+	}
+
+	// a's own service, failing its check, is a health event on a.
+	if err := a.Announce(Announce{Name: "down", Port: freePort(t), Host: "127.0.0.1", TargetPort: checkPort}); err != nil {
+		t.Fatal(err)
+	}
+	e = expectEvent(t, ch, 10*time.Second, EventHealthChanged, "a", "down")
+	if e.Detail != "pending" && e.Detail != "failing" {
+		t.Errorf("health of down: %q", e.Detail)
+	}
+	if e.Detail == "pending" {
+		expectEvent(t, ch, 10*time.Second, EventHealthChanged, "a", "down")
+	}
+
+	// b fails: gossip stops without a leave.
+	if err := b.cluster.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	expectEvent(t, ch, 15*time.Second, EventMemberFailed, "b", "")
+	expectEvent(t, ch, 5*time.Second, EventServiceWithdrawn, "b", "echo")
+	expectEvent(t, ch, 5*time.Second, EventListenerClosed, "a", "echo")
+	for _, e := range drain(ch) {
+		if e.Service == "gone" {
+			t.Errorf("event for a service that never passed its check: %+v", e)
+		}
+	}
+
+	// Stopping the node ends the stream (the status API can shut down).
+	done := make(chan error, 1)
+	go func() { done <- Watch(context.Background(), a.cfg.HTTP, false, func(Event) error { return nil }) }()
+	waitFor(t, 5*time.Second, "second subscriber", func() bool { return subscribers(a) == 2 })
+	a.stop(t)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("watch after stop: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("event stream still open after the node stopped")
+	}
+}
+
+func subscribers(n *testNode) int {
+	n.events.mu.Lock()
+	defer n.events.mu.Unlock()
+	return len(n.events.subs)
+}
+
+func drain(ch <-chan Event) []Event {
+	var out []Event
+	for {
+		select {
+		case e := <-ch:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+// scrape fetches and parses the metrics of the node at addr.
+func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return fams
+}
+
+// metricValue returns the value of the sample of family name whose labels
+// are exactly labels ("k=v" pairs), and whether there is one.
+func metricValue(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+	for _, m := range f.GetMetric() {
+		var got []string
+		for _, lp := range m.GetLabel() {
+			got = append(got, lp.GetName()+"="+lp.GetValue())
+		}
+		if strings.Join(got, ",") != strings.Join(labels, ",") {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.GetCounter().GetValue(), true
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.GetHistogram().GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+// TestMetrics scrapes /metrics after real connections through node b to
+// node a's service, and after a failed one, and checks names, labels and
+// values.
+func TestMetrics(t *testing.T) {
+	echo := echoServer(t)
+	svcPort := freePort(t)
+	deadPort := freePort(t) // nothing listens there
+	a := startTestNode(t, "a", func(c *Config) {
+		c.Announce = []Announce{{Name: "echo", Port: svcPort, Host: "127.0.0.1", TargetPort: echo},
+			{Name: "dead", Port: freePort(t), Host: "127.0.0.1", TargetPort: deadPort}}
+		c.Checks = map[string]health.Check{"dead": {Kind: health.KindNone}} // offered although down
+	})
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	deadListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+		c.Forward = []Forward{{Name: "echo", Listen: listen}, {Name: "dead", Listen: deadListen}}
+	})
+	waitFor(t, 15*time.Second, "echo through b", func() bool { return echoOnce(listen) == nil })
+	const conns = 4 // echoes: the one that waited for b, and three more
+	for range conns - 1 {
+		if err := echoOnce(listen); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One connection stays open while we scrape.
+	open, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	waitFor(t, 5*time.Second, "the open connection counted", func() bool {
+		v, _ := metricValue(scrape(t, b.cfg.HTTP), "ambassador_connections_active", "service=echo")
+		return v == 1
+	})
+	// It shows in /v1/connections with its instance and its bytes so far.
+	if _, err := open.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(open, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	var cv Connections
+	if err := Fetch(context.Background(), b.cfg.HTTP, "/v1/connections", &cv); err != nil {
+		t.Fatal(err)
+	}
+	if len(cv.Connections) != 1 {
+		t.Fatalf("b: /v1/connections: %+v, want the one open connection", cv)
+	}
+	if c := cv.Connections[0]; c.Service != "echo" || c.Instance != "a" || c.Listen != listen || c.BytesIn != 5 || c.BytesOut != 5 ||
+		c.Client != open.LocalAddr().String() || c.Age < 0 || c.Age > 30 {
+		t.Errorf("b: connection %+v, want echo via a from %s with 5 bytes each way", c, open.LocalAddr())
+	}
+
+	fams := scrape(t, b.cfg.HTTP)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"ambassador_connections_total", []string{"service=echo"}, conns + 1},
+		{"ambassador_connections_active", []string{"service=echo"}, 1},
+		{"ambassador_bytes_total", []string{"direction=in", "service=echo"}, conns*4 + 5},
+		{"ambassador_bytes_total", []string{"direction=out", "service=echo"}, conns*4 + 5},
+		{"ambassador_connection_failures_total", []string{"reason=dial", "service=echo"}, 0},
+		{"ambassador_connection_failures_total", []string{"reason=no_instance", "service=echo"}, 0},
+		{"ambassador_connection_retries_total", []string{"service=echo"}, 0},
+		{"ambassador_members", []string{"state=alive"}, 2},
+		{"ambassador_members", []string{"state=suspect"}, 0},
+		{"ambassador_members", []string{"state=dead"}, 0},
+		{"ambassador_members", []string{"state=left"}, 0},
+		{"ambassador_service_instances", []string{"health=passing", "service=echo"}, 1},
+		{"ambassador_upstream_connect_seconds", []string{"service=echo"}, conns + 1},
+	} {
+		got, ok := metricValue(fams, c.name, c.labels...)
+		if !ok || got != c.want {
+			t.Errorf("b: %s{%s} = %v (present %v), want %v", c.name, strings.Join(c.labels, ","), got, ok, c.want)
+		}
+	}
+	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total"} {
+		if fams[name] == nil {
+			t.Errorf("b: %s missing: no Go or process collector", name)
+		}
+	}
+
+	// a's data port took the handoffs; a checks its own service.
+	fa := scrape(t, a.cfg.HTTP)
+	if got, _ := metricValue(fa, "ambassador_handoffs_total", "result=ok", "service=echo"); got != conns+1 {
+		t.Errorf("a: ambassador_handoffs_total{service=echo,result=ok} = %v, want %d", got, conns+1)
+	}
+	if got, ok := metricValue(fa, "ambassador_health_checks_total", "result=pass", "service=echo"); !ok || got < 1 {
+		t.Errorf("a: ambassador_health_checks_total{service=echo,result=pass} = %v (present %v), want >= 1", got, ok)
+	}
+
+	// A connection to a service whose only instance is down: a's data port
+	// refuses the handoff, b closes the client's connection.
+	waitFor(t, 10*time.Second, "b listens for dead", func() bool {
+		c, err := net.Dial("tcp", deadListen)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	waitFor(t, 10*time.Second, "the failure counted", func() bool {
+		v, _ := metricValue(scrape(t, b.cfg.HTTP), "ambassador_connection_failures_total", "reason=no_instance", "service=dead")
+		return v >= 1
+	})
+	fb := scrape(t, b.cfg.HTTP)
+	accepted, _ := metricValue(fb, "ambassador_connections_total", "service=dead")
+	for _, c := range []struct {
+		name   string
+		labels []string
+	}{
+		{"ambassador_connection_failures_total", []string{"reason=no_instance", "service=dead"}},
+		{"ambassador_connection_failures_total", []string{"reason=dial", "service=dead"}},
+	} {
+		if got, _ := metricValue(fb, c.name, c.labels...); got != accepted {
+			t.Errorf("b: %s{%s} = %v, want %v (one per connection: one instance, no retry)", c.name, strings.Join(c.labels, ","), got, accepted)
+		}
+	}
+	if got, _ := metricValue(scrape(t, a.cfg.HTTP), "ambassador_handoffs_total", "result=unavailable", "service=dead"); got != accepted {
+		t.Errorf("a: ambassador_handoffs_total{service=dead,result=unavailable} = %v, want %v", got, accepted)
+	}
+	if got, _ := metricValue(fb, "ambassador_service_instances", "health=unchecked", "service=dead"); got != 0 {
+		t.Errorf("b sees a's instance of dead as unchecked: %v", got)
+	}
+	if got, _ := metricValue(scrape(t, a.cfg.HTTP), "ambassador_service_instances", "health=unchecked", "service=dead"); got != 1 {
+		t.Errorf("a: ambassador_service_instances{service=dead,health=unchecked} = %v, want 1", got)
+	}
+}
