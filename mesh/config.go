@@ -104,6 +104,11 @@ type Config struct {
 	// DrainTimeout bounds how long open connections may run once shutdown
 	// starts. Default 30s.
 	DrainTimeout time.Duration
+	// HostsFile is a hosts(5) file (e.g. /etc/hosts) in which the node
+	// keeps a marked block mapping every forwarded service name to the
+	// address of its local listener; the block is removed at exit.
+	// "" = none.
+	HostsFile string
 	// Logger; nil = slog.Default().
 	Logger *slog.Logger
 }

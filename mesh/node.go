@@ -46,6 +46,7 @@ type Node struct {
 	resolver *upstream.Resolver // nil without upstreams
 	httpSrv  *http.Server
 	httpWG   sync.WaitGroup // the status API's Serve goroutine
+	names    *names         // --hosts and --dns
 
 	peers chan string // join candidates from discovery; buffered, sends never block
 
@@ -190,6 +191,9 @@ func New(cfg Config) (*Node, error) {
 	if n.checker, err = health.New(hc, n.onHealth); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
+	if n.names, err = newNames(cfg.HostsFile, n.log); err != nil {
+		return nil, err
+	}
 	if len(cfg.Upstream) > 0 {
 		uc := upstream.DefaultConfig()
 		uc.Logger = log
@@ -265,6 +269,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	st.cancelLoops = cancelLoops
 	n.wg.Go(func() { n.joinLoop(loopCtx) })
 	n.wg.Go(func() { n.reconcileLoop(loopCtx) })
+	n.names.Start(loopCtx)
 
 	n.syncChecks()
 	if err := n.checker.Start(loopCtx); err != nil {
@@ -336,6 +341,9 @@ func (n *Node) stop(ctx context.Context, st started) error {
 	if st.cancelLoops != nil {
 		st.cancelLoops()
 		n.wg.Wait()
+		if err := n.names.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if st.checker {
 		if err := n.checker.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -412,7 +420,9 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	lastMembers := 0
 	for {
 		v := n.view()
-		n.proxy.Update(routes(n.name, n.cluster.Catalog(), v.services(n.name), v.forwards, v.balance, v.logins))
+		rs, hosts := plan(n.name, n.cluster.Catalog(), v.services(n.name), v.forwards, v.balance, v.logins)
+		n.proxy.Update(rs)
+		n.names.Set(hosts)
 		if m := n.cluster.NumMembers(); m != lastMembers {
 			n.log.Info("members changed", "members", m)
 			lastMembers = m
