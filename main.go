@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -166,6 +165,10 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "config", EnvVars: []string{"AMBASSADOR_CONFIG"},
 			Usage: "read settings from `FILE` of key = value lines (keys are these flag names); SIGHUP re-reads it and applies announce, forward, balance, check, credentials and key without a restart"},
 		logLevelFlag(),
+		// Operating it (issue 11): names, logs.
+		&cli.StringFlag{Name: "hosts", EnvVars: []string{"AMBASSADOR_HOSTS"},
+			Usage: "keep a marked block in hosts `FILE` (e.g. /etc/hosts) mapping every forwarded service name to its local listener's address; removed at exit (default: none)"},
+		logFormatFlag(),
 	}
 }
 
@@ -240,6 +243,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.DurationFlag{Name: "drain-timeout", Value: mesh.DefaultConfig().DrainTimeout, EnvVars: []string{"AMBASSADOR_DRAIN_TIMEOUT"},
 						Usage: "how long open connections may keep running once shutdown starts"},
 					logLevelFlag(),
+					logFormatFlag(),
 				},
 				Action:       forwardCmd,
 				OnUsageError: onUsageError,
@@ -278,29 +282,15 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:         "version",
-				Usage:        "print the version",
-				Action:       func(c *cli.Context) error { fmt.Fprintln(stdout, "ambassador", buildVersion()); return nil },
+				Usage:        "print the version, the commit and the Go version it was built from",
+				Action:       versionCmd,
 				OnUsageError: onUsageError,
 			},
 		},
 	}
 }
 
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v := bi.Main.Version
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += " (" + s.Value[:12] + ")"
-			}
-		}
-		return v
-	}
-	return "unknown"
-}
+func buildVersion() string { return currentBuild().String() }
 
 func newLogger(c *cli.Context) (*slog.Logger, error) {
 	return newLoggerFrom(c, c)
@@ -313,7 +303,11 @@ func newLoggerFrom(c *cli.Context, src source) (*slog.Logger, error) {
 	if err := lvl.UnmarshalText([]byte(src.String("log-level"))); err != nil {
 		return nil, usagef("--log-level: %q is not one of debug, info, warn, error", src.String("log-level"))
 	}
-	l := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: lvl}))
+	h, err := logHandler(c.App.ErrWriter, src.String("log-format"), lvl)
+	if err != nil {
+		return nil, err
+	}
+	l := slog.New(h)
 	slog.SetDefault(l)
 	return l, nil
 }
@@ -415,6 +409,7 @@ func nodeConfig(c source) (mesh.Config, error) {
 	cfg.SuspicionMult = c.Int("suspicion-mult")
 	cfg.DrainTimeout = c.Duration("drain-timeout")
 	cfg.DialTimeout = c.Duration("dial-timeout")
+	cfg.HostsFile = c.String("hosts")
 	if err := cfg.Validate(); err != nil {
 		return cfg, usagef("--%v", err)
 	}
