@@ -467,6 +467,7 @@ func runNode(c *cli.Context) error {
 	defer func() { <-reloadDone }()
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
+	defer notifySystemd(ctx, n.Ready(), n.Name(), log)()
 	go func() {
 		defer close(reloadDone)
 		for {

@@ -35,6 +35,7 @@ type File struct {
 	// run just before it (where a concurrent edit is simulated).
 	rename       func(oldpath, newpath string) error
 	beforeRename func()
+	createTemp   func(dir, pattern string) (*os.File, error)
 
 	mu         sync.Mutex // serializes Write
 	warnedBusy bool       // guarded by mu: the in-place fallback was logged
@@ -49,7 +50,7 @@ func New(cfg Config) (*File, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &File{path: cfg.Path, log: log.With("component", "hostsfile"), rename: os.Rename, beforeRename: func() {}}, nil
+	return &File{path: cfg.Path, log: log.With("component", "hostsfile"), rename: os.Rename, beforeRename: func() {}, createTemp: os.CreateTemp}, nil
 }
 
 // Path is the file's path.
@@ -89,6 +90,11 @@ func (f *File) Write(entries []Entry) error {
 			return nil
 		}
 		tmp, err := f.writeTemp(next, st)
+		if st != nil && (errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission)) {
+			// The directory is read-only but the file may not be: systemd's
+			// ReadWritePaths=/etc/hosts under ProtectSystem=strict.
+			return f.inPlace(next, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -106,11 +112,7 @@ func (f *File) Write(entries []Entry) error {
 		err = f.rename(tmp, f.path)
 		if errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EXDEV) {
 			os.Remove(tmp)
-			if !f.warnedBusy {
-				f.warnedBusy = true
-				f.log.Warn("hosts file cannot be replaced (a bind mount?): rewriting it in place, which is not atomic", "file", f.path, "err", err)
-			}
-			return writeInPlace(f.path, next)
+			return f.inPlace(next, err)
 		}
 		if err != nil {
 			os.Remove(tmp)
@@ -120,6 +122,15 @@ func (f *File) Write(entries []Entry) error {
 		return nil
 	}
 	return fmt.Errorf("hostsfile: %s changed %d times while we wrote it; giving up this time", f.path, maxAttempts)
+}
+
+// inPlace rewrites the file in place, after saying once why.
+func (f *File) inPlace(content []byte, why error) error {
+	if !f.warnedBusy {
+		f.warnedBusy = true
+		f.log.Warn("hosts file cannot be replaced (a bind mount, or a read-only directory): rewriting it in place, which is not atomic", "file", f.path, "err", why)
+	}
+	return writeInPlace(f.path, content)
 }
 
 // Remove takes the block out of the file. Safe to call more than once.
@@ -162,7 +173,7 @@ func (f *File) writeTemp(content []byte, st fs.FileInfo) (name string, err error
 	if dir == "" {
 		dir = "."
 	}
-	t, err := os.CreateTemp(dir, "."+base+".ambassador-*")
+	t, err := f.createTemp(dir, "."+base+".ambassador-*")
 	if err != nil {
 		return "", fmt.Errorf("hostsfile: temporary file for %s: %w", f.path, err)
 	}

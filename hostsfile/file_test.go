@@ -202,3 +202,18 @@ func TestWriteCreatesMissingFile(t *testing.T) {
 		t.Fatal("block not written to the new file")
 	}
 }
+
+// TestWriteFallsBackInPlaceInReadOnlyDir: systemd's ReadWritePaths=/etc/hosts
+// leaves /etc read-only, so no temporary file can be made next to it.
+func TestWriteFallsBackInPlaceInReadOnlyDir(t *testing.T) {
+	f, p := newFile(t, others, 0o644)
+	f.createTemp = func(dir, _ string) (*os.File, error) {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: syscall.EROFS}
+	}
+	if err := f.Write(entries); err != nil {
+		t.Fatal(err)
+	}
+	if got := readString(t, p); !strings.HasPrefix(got, others+Begin) {
+		t.Fatalf("block not written in place:\n%s", got)
+	}
+}
