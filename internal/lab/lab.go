@@ -215,7 +215,7 @@ func (h *Host) Start(name string, args ...string) *Proc {
 	}
 	p.cmd = exec.Command("ip", append([]string{"netns", "exec", h.NS}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.cmd.SysProcAttr = dieWithParent()
 	if err := p.cmd.Start(); err != nil {
 		f.Close()
 		l.t.Fatalf("lab: start %s on %s: %v", name, h.Name, err)
