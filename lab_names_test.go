@@ -14,14 +14,15 @@ import (
 
 // TestLabNames: two Redis servers announced under two names on the same
 // port (pg-a:6379 on host a, pg-b:6379 on host b) are both reached by name
-// from host c, through its --hosts block and the system resolver; 6379 on
+// from host c, through its --hosts block and the system resolver, and
+// resolved by its --dns server; 6379 on
 // 127.0.0.1 refuses (which one would it be?). Host d runs its node the way
 // a container does, with /etc/hosts a bind mount: the rename fails with
 // EBUSY and the block is written in place. At exit each block is removed
 // and the files are byte for byte what they were.
 func TestLabNames(t *testing.T) {
 	l := lab.New(t)
-	needBinaries(t, "redis-server", "redis-cli", "unshare", "getent", "mount")
+	needBinaries(t, "redis-server", "redis-cli", "unshare", "getent", "mount", "dig")
 	a, b, c, d := l.AddHost("a"), l.AddHost("b"), l.AddHost("c"), l.AddHost("d")
 	for _, h := range []*lab.Host{a, b} {
 		h.Start("redis", "redis-server", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1", "--port", "12345")
@@ -41,7 +42,7 @@ func TestLabNames(t *testing.T) {
 
 	startNode(a, "--announce", "pg-a:6379=12345")
 	startNode(b, "--announce", "pg-b:6379=12345")
-	nodeC := startNode(c, "--hosts", cHosts)
+	nodeC := startNode(c, "--hosts", cHosts, "--dns", "127.0.0.1:5354")
 	nodeD := d.Start("ambassador", "unshare", "-m", "--propagation", "private", "sh", "-c",
 		`mount --bind "$1" /etc/hosts && exec "$2" --log-level debug --hosts /etc/hosts`, "sh", dHosts, binary)
 
@@ -88,6 +89,16 @@ func TestLabNames(t *testing.T) {
 			out, _ := resolve(c, cHosts, "redis-cli -h "+name+" -p 6379 get who")
 			return strings.TrimSpace(out) == want
 		})
+	}
+	// The same names from --dns.
+	for q, want := range map[string]string{
+		"pg-a.ambassador A":         names["pg-a"],
+		"_pg-b._tcp.ambassador SRV": "0 0 6379 pg-b.ambassador.",
+	} {
+		out, err := c.Run(10*time.Second, append([]string{"dig", "@127.0.0.1", "-p", "5354", "+short", "+time=2", "+tries=2"}, strings.Fields(q)...)...)
+		if err != nil || strings.TrimSpace(out) != want {
+			t.Fatalf("dig %s on c: %q, %v; want %q", q, out, err, want)
+		}
 	}
 	if got := helper(t, c, 10*time.Second, "dial", "127.0.0.1:6379"); got != "refused" {
 		t.Fatalf("127.0.0.1:6379 on c with two services on 6379: %s, want refused", got)

@@ -168,6 +168,8 @@ func nodeFlags() []cli.Flag {
 		// Operating it (issue 11): names, logs.
 		&cli.StringFlag{Name: "hosts", EnvVars: []string{"AMBASSADOR_HOSTS"},
 			Usage: "keep a marked block in hosts `FILE` (e.g. /etc/hosts) mapping every forwarded service name to its local listener's address; removed at exit (default: none)"},
+		&cli.StringFlag{Name: "dns", EnvVars: []string{"AMBASSADOR_DNS"},
+			Usage: "serve A and SRV records of the forwarded services (NAME.ambassador., _NAME._tcp.ambassador.) on UDP and TCP `IP:PORT`, e.g. 127.0.0.1:5354 (default: none)"},
 		logFormatFlag(),
 	}
 }
@@ -410,6 +412,7 @@ func nodeConfig(c source) (mesh.Config, error) {
 	cfg.DrainTimeout = c.Duration("drain-timeout")
 	cfg.DialTimeout = c.Duration("dial-timeout")
 	cfg.HostsFile = c.String("hosts")
+	cfg.DNS = c.String("dns")
 	if err := cfg.Validate(); err != nil {
 		return cfg, usagef("--%v", err)
 	}

@@ -109,6 +109,10 @@ type Config struct {
 	// address of its local listener; the block is removed at exit.
 	// "" = none.
 	HostsFile string
+	// DNS is the UDP and TCP address (HOST:PORT) of a small DNS server
+	// answering A and SRV queries for the same names (NAME.ambassador.,
+	// _NAME._tcp.ambassador.). "" = none.
+	DNS string
 	// Logger; nil = slog.Default().
 	Logger *slog.Logger
 }
@@ -240,6 +244,11 @@ func (c Config) Validate() error {
 	for _, r := range c.Resolvers {
 		if _, err := resolverAddr(r); err != nil {
 			return fmt.Errorf("resolver: %w", err)
+		}
+	}
+	if c.DNS != "" {
+		if _, err := netip.ParseAddrPort(c.DNS); err != nil {
+			return fmt.Errorf("dns: %q is not IP:PORT", c.DNS)
 		}
 	}
 	seenF := map[string]bool{}

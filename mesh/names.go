@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -13,25 +14,33 @@ import (
 	"github.com/ambassador-mesh/ambassador/hostsfile"
 )
 
+// named is one forwarded service and where a local client reaches it.
+type named struct {
+	Name string // lower case
+	At   netip.AddrPort
+}
+
 // names publishes the name of every forwarded service with the address of
 // its local listener: in a block of the --hosts file (and to the --dns
 // server, which reads Lookup). The reconcile loop hands it each new list
 // with Set; a goroutine writes the file once the list has been still for
 // hostsfile.Debounce, so a node joining with ten services costs one write.
 type names struct {
-	file *hostsfile.File // nil without --hosts
-	log  *slog.Logger
+	file    *hostsfile.File // nil without --hosts
+	dnsAddr string          // "" without --dns
+	log     *slog.Logger
+	dns     *dnsServer // set by Start
 
 	mu      sync.Mutex
-	cur     []hostsfile.Entry // guarded by mu; the latest list, sorted by name
-	written bool              // guarded by mu; cur is what the file holds
+	cur     []named // guarded by mu; the latest list, sorted by name
+	written bool    // guarded by mu; cur is what the file holds
 
 	changed chan struct{} // 1-buffered; a dropped send is fine, the writer reads cur
 	wg      sync.WaitGroup
 }
 
-func newNames(path string, log *slog.Logger) (*names, error) {
-	s := &names{log: log, changed: make(chan struct{}, 1)}
+func newNames(path, dnsAddr string, log *slog.Logger) (*names, error) {
+	s := &names{log: log, dnsAddr: dnsAddr, changed: make(chan struct{}, 1)}
 	if path != "" {
 		f, err := hostsfile.New(hostsfile.Config{Path: path, Logger: log})
 		if err != nil {
@@ -43,7 +52,7 @@ func newNames(path string, log *slog.Logger) (*names, error) {
 }
 
 // Set records the current list; it never blocks.
-func (s *names) Set(es []hostsfile.Entry) {
+func (s *names) Set(es []named) {
 	s.mu.Lock()
 	same := slices.Equal(s.cur, es)
 	if !same {
@@ -59,32 +68,34 @@ func (s *names) Set(es []hostsfile.Entry) {
 	}
 }
 
-// Lookup returns the address of a forwarded service by name (case
-// insensitive). Safe for concurrent use.
-func (s *names) Lookup(name string) (netip.Addr, bool) {
+// Lookup returns a forwarded service by name (case insensitive). Safe for
+// concurrent use.
+func (s *names) Lookup(name string) (named, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range s.cur {
 		if strings.EqualFold(e.Name, name) {
-			return e.Addr, true
+			return e, true
 		}
 	}
-	return netip.Addr{}, false
+	return named{}, false
 }
 
-// Entries returns a copy of the current list.
-func (s *names) Entries() []hostsfile.Entry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.cur)
-}
-
-// Start runs the writer until ctx is cancelled; Close waits for it.
-func (s *names) Start(ctx context.Context) {
-	if s.file == nil {
-		return
+// Start opens the --dns server and runs the file writer until ctx is
+// cancelled; Close waits for it and stops the server. A DNS port in use is
+// an error.
+func (s *names) Start(ctx context.Context) error {
+	if s.dnsAddr != "" {
+		d, err := startDNS(s.dnsAddr, s.Lookup, s.log)
+		if err != nil {
+			return err
+		}
+		s.dns = d
 	}
-	s.wg.Go(func() { s.writeLoop(ctx) })
+	if s.file != nil {
+		s.wg.Go(func() { s.writeLoop(ctx) })
+	}
+	return nil
 }
 
 // writeLoop writes the list Debounce after the last change, and retries a
@@ -109,7 +120,7 @@ func (s *names) writeLoop(ctx context.Context) {
 		if done {
 			continue
 		}
-		if err := s.file.Write(es); err != nil {
+		if err := s.file.Write(hostEntries(es)); err != nil {
 			if !failing {
 				s.log.Warn("hosts file not updated, retrying", "file", s.file.Path(), "err", err)
 			}
@@ -130,17 +141,30 @@ func (s *names) writeLoop(ctx context.Context) {
 	}
 }
 
+// hostEntries is the list as the hosts file holds it: names and addresses.
+func hostEntries(es []named) []hostsfile.Entry {
+	out := make([]hostsfile.Entry, 0, len(es))
+	for _, e := range es {
+		out = append(out, hostsfile.Entry{Name: e.Name, Addr: e.At.Addr()})
+	}
+	return out
+}
+
 // Close stops the writer and takes the block out of the file, so that no
 // name keeps pointing at a listener that is going away. Call it once, after
 // the writer's ctx is cancelled.
 func (s *names) Close() error {
-	if s.file == nil {
-		return nil
+	var errs []error
+	if s.dns != nil {
+		errs = append(errs, s.dns.Close())
 	}
-	s.wg.Wait()
-	if err := s.file.Remove(); err != nil {
-		return fmt.Errorf("mesh: remove the block from %s: %w", s.file.Path(), err)
+	if s.file != nil {
+		s.wg.Wait()
+		if err := s.file.Remove(); err != nil {
+			errs = append(errs, fmt.Errorf("mesh: remove the block from %s: %w", s.file.Path(), err))
+		} else {
+			s.log.Info("hosts file block removed", "file", s.file.Path())
+		}
 	}
-	s.log.Info("hosts file block removed", "file", s.file.Path())
-	return nil
+	return errors.Join(errs...)
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/ambassador-mesh/ambassador/forward"
 	"github.com/ambassador-mesh/ambassador/gossip"
-	"github.com/ambassador-mesh/ambassador/hostsfile"
 )
 
 // TestPlanSharedPort: two services on one port each get their own
@@ -36,10 +35,10 @@ func TestPlanSharedPort(t *testing.T) {
 	if pgA == pgB {
 		t.Fatalf("pg-a and pg-b share %s", pgA)
 	}
-	wantHosts := []hostsfile.Entry{
-		{Name: "pg-a", Addr: netip.MustParseAddrPort(pgA).Addr()},
-		{Name: "pg-b", Addr: netip.MustParseAddrPort(pgB).Addr()},
-		{Name: "redis", Addr: netip.MustParseAddr("127.0.0.1")},
+	wantHosts := []named{
+		{Name: "pg-a", At: netip.MustParseAddrPort(pgA)},
+		{Name: "pg-b", At: netip.MustParseAddrPort(pgB)},
+		{Name: "redis", At: netip.MustParseAddrPort("127.0.0.1:6379")},
 	}
 	if len(hosts) != len(wantHosts) {
 		t.Fatalf("hosts %v, want %v", hosts, wantHosts)
@@ -72,7 +71,7 @@ func TestPlanForwardKeepsItsAddress(t *testing.T) {
 	if len(rs) != 2 || rs[0].Service != "pg-a" || rs[0].Listen != "127.0.0.1:5432" || rs[1].Listen == "127.0.0.1:5432" {
 		t.Fatalf("routes %v", rs)
 	}
-	if hosts[1].Addr.String()+":5432" != rs[1].Listen {
+	if hosts[1].At.String() != rs[1].Listen {
 		t.Fatalf("hosts %v do not match routes %v", hosts, rs)
 	}
 }
@@ -82,7 +81,7 @@ func TestPlanForwardKeepsItsAddress(t *testing.T) {
 func TestPlanOwnedPortStillNamed(t *testing.T) {
 	local := []localService{{Name: "pg", Port: 5432, Backends: []forward.Backend{{Node: "self", Addr: "127.0.0.1:5432"}}}}
 	rs, hosts := plan("self", nil, local, nil, nil, nil)
-	if len(rs) != 0 || len(hosts) != 1 || hosts[0] != (hostsfile.Entry{Name: "pg", Addr: netip.MustParseAddr("127.0.0.1")}) {
+	if len(rs) != 0 || len(hosts) != 1 || hosts[0] != (named{Name: "pg", At: netip.MustParseAddrPort("127.0.0.1:5432")}) {
 		t.Fatalf("routes %v hosts %v", rs, hosts)
 	}
 }

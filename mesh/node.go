@@ -191,7 +191,7 @@ func New(cfg Config) (*Node, error) {
 	if n.checker, err = health.New(hc, n.onHealth); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
-	if n.names, err = newNames(cfg.HostsFile, n.log); err != nil {
+	if n.names, err = newNames(cfg.HostsFile, cfg.DNS, n.log); err != nil {
 		return nil, err
 	}
 	if len(cfg.Upstream) > 0 {
@@ -269,7 +269,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	st.cancelLoops = cancelLoops
 	n.wg.Go(func() { n.joinLoop(loopCtx) })
 	n.wg.Go(func() { n.reconcileLoop(loopCtx) })
-	n.names.Start(loopCtx)
+	if err := n.names.Start(loopCtx); err != nil {
+		return err
+	}
 
 	n.syncChecks()
 	if err := n.checker.Start(loopCtx); err != nil {

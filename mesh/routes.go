@@ -11,7 +11,6 @@ import (
 
 	"github.com/ambassador-mesh/ambassador/forward"
 	"github.com/ambassador-mesh/ambassador/gossip"
-	"github.com/ambassador-mesh/ambassador/hostsfile"
 )
 
 // routes turns this node's view of the catalog into the listeners the data
@@ -43,7 +42,7 @@ func routes(self string, catalog []gossip.Entry, local []localService, forwards 
 // loopbackFor(name), and 127.0.0.1:PORT stays unbound: which of them would
 // it mean? A client connecting to localhost:5432 is refused rather than
 // silently reaching the wrong database; it reaches pg-a:5432 by name.
-func plan(self string, catalog []gossip.Entry, local []localService, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) ([]forward.Route, []hostsfile.Entry) {
+func plan(self string, catalog []gossip.Entry, local []localService, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) ([]forward.Route, []named) {
 	type svc struct {
 		port     int
 		backends []forward.Backend
@@ -109,14 +108,14 @@ func plan(self string, catalog []gossip.Entry, local []localService, forwards []
 	// not on the order the catalog listed them in.
 	sort.Slice(wants, func(i, j int) bool { return wants[i].name < wants[j].name })
 	var out []forward.Route
-	var hosts []hostsfile.Entry
+	var hosts []named
 	for _, w := range wants {
 		s := byName[w.name]
 		if !w.explicit && claims[w.addr] > 1 {
 			w.addr = net.JoinHostPort(loopbackFor(w.name, used).String(), strconv.Itoa(s.port))
 		}
 		if a, ok := reachAt(w.addr); ok {
-			hosts = append(hosts, hostsfile.Entry{Name: w.name, Addr: a})
+			hosts = append(hosts, named{Name: w.name, At: a})
 		}
 		if ownsListenAddr(w.addr, local, w.name) {
 			continue
@@ -130,15 +129,15 @@ func plan(self string, catalog []gossip.Entry, local []localService, forwards []
 // reachAt is the address a local client dials for a listener on addr: the
 // listener's IP, or 127.0.0.1 for a wildcard listener. A listener given by
 // host name has no address to publish.
-func reachAt(addr string) (netip.Addr, bool) {
+func reachAt(addr string) (netip.AddrPort, bool) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
-		return netip.Addr{}, false
+		return netip.AddrPort{}, false
 	}
 	if ap.Addr().IsUnspecified() {
-		return netip.MustParseAddr("127.0.0.1"), true
+		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), ap.Port()), true
 	}
-	return ap.Addr().Unmap(), true
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
 // loopbackFor is the loopback address of a service that shares its port:
