@@ -93,3 +93,10 @@ func TestLogFormatJSONAndQuietPerConnection(t *testing.T) {
 		t.Fatalf("%d lines after 50 connections at the default level, want only the shutdown's:\n%s", after, out)
 	}
 }
+
+func TestDNSFlagBadValue(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"ambassador", "--dns", "localhost"}, &stdout, &stderr); code != exitUsage || !strings.Contains(stderr.String(), `--dns: "localhost"`) {
+		t.Fatalf("exit %d, stderr %q; want 2 naming --dns", code, stderr.String())
+	}
+}
