@@ -93,6 +93,12 @@ func (s *names) Start(ctx context.Context) error {
 		s.dns = d
 	}
 	if s.file != nil {
+		// One write even if no service ever comes: a block left behind by
+		// a node that was killed goes at the next start.
+		select {
+		case s.changed <- struct{}{}:
+		default:
+		}
 		s.wg.Go(func() { s.writeLoop(ctx) })
 	}
 	return nil
