@@ -15,7 +15,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -171,6 +170,12 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "config", EnvVars: []string{"AMBASSADOR_CONFIG"},
 			Usage: "read settings from `FILE` of key = value lines (keys are these flag names); SIGHUP re-reads it and applies announce, forward, balance, check, credentials and key without a restart"},
 		logLevelFlag(),
+		// Operating it (issue 11): names, logs.
+		&cli.StringFlag{Name: "hosts", EnvVars: []string{"AMBASSADOR_HOSTS"},
+			Usage: "keep a marked block in hosts `FILE` (e.g. /etc/hosts) mapping every forwarded service name to its local listener's address; removed at exit (default: none)"},
+		&cli.StringFlag{Name: "dns", EnvVars: []string{"AMBASSADOR_DNS"},
+			Usage: "serve A and SRV records of the forwarded services (NAME.ambassador., _NAME._tcp.ambassador.) on UDP and TCP `IP:PORT`, e.g. 127.0.0.1:5354 (default: none)"},
+		logFormatFlag(),
 	}
 }
 
@@ -261,6 +266,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					idleTimeoutFlag(),
 					halfCloseTimeoutFlag(),
 					logLevelFlag(),
+					logFormatFlag(),
 				},
 				Action:       forwardCmd,
 				OnUsageError: onUsageError,
@@ -301,29 +307,15 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:         "version",
-				Usage:        "print the version",
-				Action:       func(c *cli.Context) error { fmt.Fprintln(stdout, "ambassador", buildVersion()); return nil },
+				Usage:        "print the version, the commit and the Go version it was built from",
+				Action:       versionCmd,
 				OnUsageError: onUsageError,
 			},
 		},
 	}
 }
 
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v := bi.Main.Version
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += " (" + s.Value[:12] + ")"
-			}
-		}
-		return v
-	}
-	return "unknown"
-}
+func buildVersion() string { return currentBuild().String() }
 
 func newLogger(c *cli.Context) (*slog.Logger, error) {
 	return newLoggerFrom(c, c)
@@ -336,7 +328,11 @@ func newLoggerFrom(c *cli.Context, src source) (*slog.Logger, error) {
 	if err := lvl.UnmarshalText([]byte(src.String("log-level"))); err != nil {
 		return nil, usagef("--log-level: %q is not one of debug, info, warn, error", src.String("log-level"))
 	}
-	l := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: lvl}))
+	h, err := logHandler(c.App.ErrWriter, src.String("log-format"), lvl)
+	if err != nil {
+		return nil, err
+	}
+	l := slog.New(h)
 	slog.SetDefault(l)
 	return l, nil
 }
@@ -451,6 +447,8 @@ func nodeConfig(c source) (mesh.Config, error) {
 	cfg.DialTimeout = c.Duration("dial-timeout")
 	cfg.IdleTimeout = c.Duration("idle-timeout")
 	cfg.HalfCloseTimeout = c.Duration("half-close-timeout")
+	cfg.HostsFile = c.String("hosts")
+	cfg.DNS = c.String("dns")
 	if err := cfg.Validate(); err != nil {
 		return cfg, usagef("--%v", err)
 	}
@@ -508,6 +506,7 @@ func runNode(c *cli.Context) error {
 	defer func() { <-reloadDone }()
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
+	defer notifySystemd(ctx, n.Ready(), n.Name(), log)()
 	go func() {
 		defer close(reloadDone)
 		for {

@@ -9,8 +9,6 @@ import (
 	"net"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Config configures a Proxy or a Server. Durations are wall-clock time.
@@ -161,7 +159,7 @@ func (c *Config) control(network, _ string, rc syscall.RawConn) error {
 	}
 	var serr error
 	err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(c.UserTimeout.Milliseconds()))
+		serr = setUserTimeoutFD(fd, c.UserTimeout)
 	})
 	if err != nil {
 		return err

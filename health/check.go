@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -247,10 +246,10 @@ func probeHTTP(ctx context.Context, addr, path string) error {
 func probeExec(ctx context.Context, addr, command string) error {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
 	cmd.Env = append(os.Environ(), "AMBASSADOR_SERVICE_ADDR="+addr) // last one wins
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	newProcessGroup(cmd)
 	// Kill the whole group: a shell's children would otherwise outlive the
 	// timeout and keep the output pipe open.
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.Cancel = func() error { return killProcessGroup(cmd) }
 	cmd.WaitDelay = execWaitDelay
 	out := &headBuffer{max: 200}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -258,7 +257,7 @@ func probeExec(ctx context.Context, addr, command string) error {
 	// Whatever the shell left running in its group ends with the check:
 	// checks run every interval, and leftover children would pile up.
 	if cmd.Process != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = killProcessGroup(cmd)
 	}
 	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
 		err = nil // the shell passed; only a child it left behind held the output open

@@ -128,6 +128,15 @@ type Config struct {
 	// has ended while the other stays silent this long, on both hops.
 	// Default 1m; 0 = none.
 	HalfCloseTimeout time.Duration
+	// HostsFile is a hosts(5) file (e.g. /etc/hosts) in which the node
+	// keeps a marked block mapping every forwarded service name to the
+	// address of its local listener; the block is removed at exit.
+	// "" = none.
+	HostsFile string
+	// DNS is the UDP and TCP address (HOST:PORT) of a small DNS server
+	// answering A and SRV queries for the same names (NAME.ambassador.,
+	// _NAME._tcp.ambassador.). "" = none.
+	DNS string
 	// Logger; nil = slog.Default().
 	Logger *slog.Logger
 
@@ -277,6 +286,11 @@ func (c Config) Validate() error {
 	for _, r := range c.Resolvers {
 		if _, err := resolverAddr(r); err != nil {
 			return fmt.Errorf("resolver: %w", err)
+		}
+	}
+	if c.DNS != "" {
+		if _, err := netip.ParseAddrPort(c.DNS); err != nil {
+			return fmt.Errorf("dns: %q is not IP:PORT", c.DNS)
 		}
 	}
 	seenF := map[string]bool{}

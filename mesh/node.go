@@ -45,6 +45,7 @@ type Node struct {
 	checker  *health.Checker
 	resolver *upstream.Resolver // nil without upstreams
 	api      localAPI           // the status address and the control socket
+	names    *names             // --hosts and --dns
 
 	peers chan string // join candidates from discovery; buffered, sends never block
 
@@ -204,6 +205,9 @@ func New(cfg Config) (*Node, error) {
 	if n.checker, err = health.New(hc, n.onHealth); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
+	if n.names, err = newNames(cfg.HostsFile, cfg.DNS, n.log); err != nil {
+		return nil, err
+	}
 	if len(cfg.Upstream) > 0 {
 		uc := upstream.DefaultConfig()
 		uc.Logger = log
@@ -280,6 +284,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	st.cancelLoops = cancelLoops
 	n.wg.Go(func() { n.joinLoop(loopCtx) })
 	n.wg.Go(func() { n.reconcileLoop(loopCtx) })
+	if err := n.names.Start(loopCtx); err != nil {
+		return err
+	}
 
 	n.syncChecks()
 	if err := n.checker.Start(loopCtx); err != nil {
@@ -384,6 +391,9 @@ func (n *Node) stop(ctx context.Context, st started) error {
 	if st.cancelLoops != nil {
 		st.cancelLoops()
 		n.wg.Wait()
+		if err := n.names.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if st.checker {
 		if err := n.checker.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -460,7 +470,9 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	defer n.events.close() // ends the event streams before the status API stops
 	for {
 		v := n.view()
-		n.proxy.Update(routes(n.name, n.cluster.Catalog(), v.services(n.name), v.forwards, v.balance, v.logins))
+		rs, hosts := plan(n.name, n.cluster.Catalog(), v.services(n.name), v.forwards, v.balance, v.logins)
+		n.proxy.Update(rs)
+		n.names.Set(hosts)
 		n.noteChanges()
 		if m := n.cluster.NumMembers(); m != lastMembers {
 			n.log.Info("members changed", "members", m)

@@ -1,7 +1,10 @@
 package mesh
 
 import (
+	"fmt"
+	"hash/fnv"
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,6 +26,23 @@ import (
 // A service whose only local instance already sits on the listen address is
 // skipped: the service itself owns that port.
 func routes(self string, catalog []gossip.Entry, local []localService, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) []forward.Route {
+	rs, _ := plan(self, catalog, local, forwards, balance, logins)
+	return rs
+}
+
+// plan is routes plus the name of every forwarded service mapped to the
+// address an application on this host reaches it at (for --hosts and
+// --dns): its listener's, or 127.0.0.1 for a service that owns its port
+// here.
+//
+// Shared ports: a service gets 127.0.0.1:PORT, as it always did, unless
+// another service wants the same address (two PostgreSQL clusters on 5432,
+// or a --forward that names it). Then each of the clashing services without
+// a --forward address of its own gets a loopback address of its own,
+// loopbackFor(name), and 127.0.0.1:PORT stays unbound: which of them would
+// it mean? A client connecting to localhost:5432 is refused rather than
+// silently reaching the wrong database; it reaches pg-a:5432 by name.
+func plan(self string, catalog []gossip.Entry, local []localService, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) ([]forward.Route, []named) {
 	type svc struct {
 		port     int
 		backends []forward.Backend
@@ -62,23 +82,90 @@ func routes(self string, catalog []gossip.Entry, local []localService, forwards 
 	for _, f := range forwards {
 		listen[strings.ToLower(f.Name)] = f.Listen
 	}
-	var out []forward.Route
+	type want struct {
+		name     string
+		addr     string
+		explicit bool // a --forward address: never moved
+	}
+	var wants []want
+	claims := map[string]int{}    // listen address -> services that want it
+	used := map[netip.Addr]bool{} // addresses loopbackFor must not hand out
 	for _, name := range names {
-		s := byName[name]
 		addr, wanted := listen[name]
 		if len(forwards) > 0 && !wanted {
 			continue
 		}
-		if addr == "" {
-			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+		w := want{name: name, addr: addr, explicit: addr != ""}
+		if !w.explicit {
+			w.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(byName[name].port))
+		} else if ap, err := netip.ParseAddrPort(addr); err == nil {
+			used[ap.Addr()] = true
 		}
-		if ownsListenAddr(addr, local, name) {
+		claims[w.addr]++
+		wants = append(wants, w)
+	}
+	// Name order, so that the outcome depends on the set of services and
+	// not on the order the catalog listed them in.
+	sort.Slice(wants, func(i, j int) bool { return wants[i].name < wants[j].name })
+	var out []forward.Route
+	var hosts []named
+	for _, w := range wants {
+		s := byName[w.name]
+		if !w.explicit && claims[w.addr] > 1 {
+			w.addr = net.JoinHostPort(loopbackFor(w.name, used).String(), strconv.Itoa(s.port))
+		}
+		if a, ok := reachAt(w.addr); ok {
+			hosts = append(hosts, named{Name: w.name, At: a})
+		}
+		if ownsListenAddr(w.addr, local, w.name) {
 			continue
 		}
-		out = append(out, forward.Route{Service: name, Listen: addr, Backends: s.backends, Balance: balance[name], Handshake: logins[name]})
+		out = append(out, forward.Route{Service: w.name, Listen: w.addr, Backends: s.backends, Balance: balance[w.name], Handshake: logins[w.name]})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Listen < out[j].Listen })
-	return out
+	return out, hosts
+}
+
+// reachAt is the address a local client dials for a listener on addr: the
+// listener's IP, or 127.0.0.1 for a wildcard listener. A listener given by
+// host name has no address to publish.
+func reachAt(addr string) (netip.AddrPort, bool) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	if ap.Addr().IsUnspecified() {
+		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), ap.Port()), true
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}
+
+// loopbackFor is the loopback address of a service that shares its port:
+// 127.X.Y.Z from the 32-bit FNV-1a hash of its name (the low 24 bits), so it
+// is the same on every host and across restarts. Addresses in 127.0.0.0/16
+// are skipped (127.0.0.1 itself, 127.0.0.53 of systemd-resolved, 127.0.1.1
+// that Debian gives the host name), as are .0 and .255 last octets; so is
+// an address in used (another service's, or a --forward's). A skipped
+// address is hashed again with "#1", "#2", ... appended to the name. Linux
+// routes all of 127/8 to lo, so binding there needs no setup; other systems
+// need an alias on lo0 first. loopbackFor marks the address it returns as
+// used.
+func loopbackFor(name string, used map[netip.Addr]bool) netip.Addr {
+	for i := 0; ; i++ {
+		h := fnv.New32a()
+		h.Write([]byte(name))
+		if i > 0 {
+			fmt.Fprintf(h, "#%d", i)
+		}
+		v := h.Sum32()
+		b := [4]byte{127, byte(v >> 16), byte(v >> 8), byte(v)}
+		a := netip.AddrFrom4(b)
+		if b[1] == 0 || b[3] == 0 || b[3] == 255 || used[a] {
+			continue
+		}
+		used[a] = true
+		return a
+	}
 }
 
 // ownsListenAddr reports whether a local instance of the service listens on

@@ -300,7 +300,7 @@ func (h *Host) startWith(name string, files []*os.File, args ...string) *Proc {
 	}
 	p.cmd = exec.Command("ip", append([]string{"netns", "exec", h.NS}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.cmd.SysProcAttr = dieWithParent()
 	if files != nil {
 		p.cmd.ExtraFiles = files
 		p.cmd.SysProcAttr.Setpgid = true

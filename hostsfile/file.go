@@ -1,0 +1,240 @@
+package hostsfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Config names the file to keep the block in.
+type Config struct {
+	// Path of the hosts file, e.g. /etc/hosts. Required. A missing file
+	// is created (mode 0644) on the first Write with entries.
+	Path string
+	// Logger; nil = slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with no path; it does no I/O.
+func DefaultConfig() Config { return Config{} }
+
+// File keeps the ambassador block of one hosts file. Its methods are safe
+// for concurrent use (writes are serialized).
+type File struct {
+	path string
+	log  *slog.Logger
+
+	// Seams for tests: the rename that publishes the new file, and a hook
+	// run just before it (where a concurrent edit is simulated).
+	rename       func(oldpath, newpath string) error
+	beforeRename func()
+	createTemp   func(dir, pattern string) (*os.File, error)
+
+	mu         sync.Mutex // serializes Write
+	warnedBusy bool       // guarded by mu: the in-place fallback was logged
+}
+
+// New checks cfg; it does not touch the file.
+func New(cfg Config) (*File, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("hostsfile: config: Path is empty")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &File{path: cfg.Path, log: log.With("component", "hostsfile"), rename: os.Rename, beforeRename: func() {}, createTemp: os.CreateTemp}, nil
+}
+
+// Path is the file's path.
+func (f *File) Path() string { return f.path }
+
+// maxAttempts bounds how often Write starts over because the file changed
+// while it prepared its copy.
+const maxAttempts = 5
+
+// Write makes the file's block list entries (no entries: no block). It
+// reads the file, edits the block, writes a temporary file in the same
+// directory with the original's mode and owner, fsyncs it, and renames it
+// over the original. Just before the rename it reads the file again; if
+// someone else changed it meanwhile, it starts over from their version, so
+// their edit is kept. Where the file cannot be replaced by a rename (a bind
+// mount, as /etc/hosts is in most containers: EBUSY) it falls back to
+// rewriting the file in place, which is not atomic, and says so once.
+// A file that does not need to change is not written.
+func (f *File) Write(entries []Entry) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	lines := Lines(entries)
+	for range maxAttempts {
+		old, st, err := read(f.path)
+		if errors.Is(err, fs.ErrNotExist) {
+			if len(lines) == 0 {
+				return nil
+			}
+		} else if err != nil {
+			return err
+		}
+		next, err := Edit(old, lines)
+		if err != nil {
+			return fmt.Errorf("hostsfile: edit %s: %w", f.path, err)
+		}
+		if st != nil && bytes.Equal(next, old) {
+			return nil
+		}
+		tmp, err := f.writeTemp(next, st)
+		if st != nil && (errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission)) {
+			// The directory is read-only but the file may not be: systemd's
+			// ReadWritePaths=/etc/hosts under ProtectSystem=strict.
+			return f.inPlace(next, err)
+		}
+		if err != nil {
+			return err
+		}
+		f.beforeRename()
+		cur, st2, err := read(f.path)
+		if err != nil && !(st == nil && errors.Is(err, fs.ErrNotExist)) {
+			os.Remove(tmp)
+			return err
+		}
+		if changed(old, st, cur, st2) {
+			os.Remove(tmp)
+			f.log.Debug("hosts file changed while we wrote it, merging again", "file", f.path)
+			continue
+		}
+		err = f.rename(tmp, f.path)
+		if errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EXDEV) {
+			os.Remove(tmp)
+			return f.inPlace(next, err)
+		}
+		if err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("hostsfile: replace %s: %w", f.path, err)
+		}
+		syncDir(filepath.Dir(f.path))
+		return nil
+	}
+	return fmt.Errorf("hostsfile: %s changed %d times while we wrote it; giving up this time", f.path, maxAttempts)
+}
+
+// inPlace rewrites the file in place, after saying once why.
+func (f *File) inPlace(content []byte, why error) error {
+	if !f.warnedBusy {
+		f.warnedBusy = true
+		f.log.Warn("hosts file cannot be replaced (a bind mount, or a read-only directory): rewriting it in place, which is not atomic", "file", f.path, "err", why)
+	}
+	return writeInPlace(f.path, content)
+}
+
+// Remove takes the block out of the file. Safe to call more than once.
+func (f *File) Remove() error { return f.Write(nil) }
+
+// read returns the file's content and its stat; nil stat when it does not
+// exist.
+func read(path string) ([]byte, fs.FileInfo, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, err
+		}
+		return nil, nil, fmt.Errorf("hostsfile: read: %w", err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("hostsfile: stat: %w", err)
+	}
+	return b, st, nil
+}
+
+// changed reports whether the file differs from what Write based its edit
+// on: its content, size or modification time (the time catches an edit that
+// restored the same bytes only in the rare case it matters little).
+func changed(old []byte, st fs.FileInfo, cur []byte, st2 fs.FileInfo) bool {
+	if (st == nil) != (st2 == nil) {
+		return true
+	}
+	if st == nil {
+		return false
+	}
+	return st.Size() != st2.Size() || !st.ModTime().Equal(st2.ModTime()) || !bytes.Equal(old, cur)
+}
+
+// writeTemp writes content to a new file next to the target, with the
+// target's mode and owner (0644 and ours for a new file), fsynced.
+func (f *File) writeTemp(content []byte, st fs.FileInfo) (name string, err error) {
+	dir, base := filepath.Split(f.path)
+	if dir == "" {
+		dir = "."
+	}
+	t, err := f.createTemp(dir, "."+base+".ambassador-*")
+	if err != nil {
+		return "", fmt.Errorf("hostsfile: temporary file for %s: %w", f.path, err)
+	}
+	defer func() {
+		if err != nil {
+			t.Close()
+			os.Remove(t.Name())
+		}
+	}()
+	mode := fs.FileMode(0o644)
+	if st != nil {
+		mode = st.Mode().Perm()
+		if err := chown(t, st); err != nil {
+			return "", fmt.Errorf("hostsfile: keep the owner of %s: %w", f.path, err)
+		}
+	}
+	if err := t.Chmod(mode); err != nil {
+		return "", fmt.Errorf("hostsfile: keep the mode of %s: %w", f.path, err)
+	}
+	if _, err := t.Write(content); err != nil {
+		return "", fmt.Errorf("hostsfile: write %s: %w", t.Name(), err)
+	}
+	if err := t.Sync(); err != nil {
+		return "", fmt.Errorf("hostsfile: fsync %s: %w", t.Name(), err)
+	}
+	if err := t.Close(); err != nil {
+		return "", fmt.Errorf("hostsfile: close %s: %w", t.Name(), err)
+	}
+	return t.Name(), nil
+}
+
+// writeInPlace truncates and rewrites the file: for files that cannot be
+// renamed over. A reader may see it half written for a moment.
+func writeInPlace(path string, content []byte) error {
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return fmt.Errorf("hostsfile: rewrite in place: %w", err)
+	}
+	_, err = fh.Write(content)
+	if err == nil {
+		err = fh.Sync()
+	}
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("hostsfile: rewrite %s in place: %w", path, err)
+	}
+	return nil
+}
+
+// syncDir makes the rename durable; a failure costs durability only, so it
+// is not reported.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+// Debounce is a sensible delay between a change of the service list and
+// the write it causes: bursts (a node joining with ten services) become
+// one write.
+const Debounce = 200 * time.Millisecond

@@ -1,0 +1,145 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// dnsDomain is the zone the --dns server answers for besides bare names:
+// pg-a. and pg-a.ambassador. both resolve.
+const dnsDomain = "ambassador."
+
+// dnsTTL is short: a name's address changes when a second service on its
+// port appears, and a withdrawn service should stop resolving soon.
+const dnsTTL = 5
+
+// dnsServer answers A and SRV queries for the forwarded services, from the
+// same list as the --hosts block, on UDP and TCP:
+//
+//	NAME.  and  NAME.ambassador.                 A    the listener's address
+//	_NAME._tcp.  and  _NAME._tcp.ambassador.     SRV  0 0 PORT NAME.ambassador. (+ A)
+//
+// An unknown name under ambassador. gets NXDOMAIN; an unknown bare name,
+// or a query outside these forms, gets REFUSED, so that a resolver that asks
+// it first moves on to the next server.
+type dnsServer struct {
+	lookup func(name string) (named, bool)
+	log    *slog.Logger
+	udp    *dns.Server
+	tcp    *dns.Server
+	wg     sync.WaitGroup
+}
+
+// startDNS listens on addr (UDP and TCP, the same port) and serves until
+// Close. A port in use is an error here, before the node reports ready.
+func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) (d *dnsServer, err error) {
+	d = &dnsServer{lookup: lookup, log: log}
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: dns: %w", err)
+	}
+	// TCP on the port UDP got, so that addr may say port 0.
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("mesh: dns: %w", err)
+	}
+	started := make(chan struct{}, 2)
+	notify := func() { started <- struct{}{} }
+	d.udp = &dns.Server{PacketConn: pc, Handler: d, NotifyStartedFunc: notify}
+	d.tcp = &dns.Server{Listener: ln, Handler: d, NotifyStartedFunc: notify, ReadTimeout: 2 * time.Second}
+	for _, s := range []*dns.Server{d.udp, d.tcp} {
+		d.wg.Go(func() {
+			if err := s.ActivateAndServe(); err != nil && !errors.Is(err, net.ErrClosed) {
+				d.log.Warn("dns server stopped", "err", err)
+			}
+		})
+	}
+	// Shutdown before the servers run would fail: wait for both.
+	<-started
+	<-started
+	d.log.Info("dns server listening", "listen", pc.LocalAddr().String())
+	return d, nil
+}
+
+// Addr is the UDP (and TCP) address the server listens on.
+func (d *dnsServer) Addr() string { return d.udp.PacketConn.LocalAddr().String() }
+
+// Close stops both servers and waits for them.
+func (d *dnsServer) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := errors.Join(d.udp.ShutdownContext(ctx), d.tcp.ShutdownContext(ctx))
+	d.wg.Wait()
+	if err != nil {
+		return fmt.Errorf("mesh: dns: stop: %w", err)
+	}
+	return nil
+}
+
+// ServeDNS answers one query; miekg/dns calls it concurrently.
+func (d *dnsServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	if len(r.Question) != 1 {
+		m.Rcode = dns.RcodeFormatError
+		_ = w.WriteMsg(m)
+		return
+	}
+	q := r.Question[0]
+	name, srv, inZone, ok := parseQName(q.Name)
+	if !ok || q.Qclass != dns.ClassINET {
+		m.Rcode = dns.RcodeRefused
+		_ = w.WriteMsg(m)
+		return
+	}
+	m.Authoritative = true
+	n, found := d.lookup(name)
+	if !found {
+		m.Rcode = dns.RcodeRefused
+		if inZone {
+			m.Rcode = dns.RcodeNameError
+		}
+		_ = w.WriteMsg(m)
+		return
+	}
+	a := &dns.A{Hdr: dns.RR_Header{Name: n.Name + "." + dnsDomain, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: dnsTTL}, A: n.At.Addr().AsSlice()}
+	switch {
+	case !srv && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY):
+		a.Hdr.Name = q.Name
+		m.Answer = append(m.Answer, a)
+	case srv && (q.Qtype == dns.TypeSRV || q.Qtype == dns.TypeANY):
+		m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: dnsTTL},
+			Port: n.At.Port(), Target: n.Name + "." + dnsDomain})
+		m.Extra = append(m.Extra, a)
+	}
+	// Any other type: NOERROR with no answer (the name exists).
+	_ = w.WriteMsg(m)
+}
+
+// parseQName turns a query name into a service name: "pg-a." or
+// "pg-a.ambassador." (srv false), "_pg-a._tcp." or "_pg-a._tcp.ambassador."
+// (srv true); inZone says the name ended in ambassador. Case does not
+// matter.
+func parseQName(q string) (name string, srv, inZone, ok bool) {
+	q = strings.ToLower(dns.Fqdn(q))
+	if strings.HasSuffix(q, "."+dnsDomain) {
+		q, inZone = strings.TrimSuffix(q, dnsDomain), true
+	}
+	labels := strings.Split(strings.TrimSuffix(q, "."), ".")
+	switch {
+	case len(labels) == 1 && labels[0] != "" && !strings.HasPrefix(labels[0], "_"):
+		return labels[0], false, inZone, true
+	case len(labels) == 2 && labels[1] == "_tcp" && len(labels[0]) > 1 && labels[0][0] == '_':
+		return labels[0][1:], true, inZone, true
+	}
+	return "", false, false, false
+}

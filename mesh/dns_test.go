@@ -1,0 +1,86 @@
+package mesh
+
+import (
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+func TestDNSServer(t *testing.T) {
+	known := map[string]named{
+		"pg-a":  {Name: "pg-a", At: netip.MustParseAddrPort("127.71.38.10:5432")},
+		"redis": {Name: "redis", At: netip.MustParseAddrPort("127.0.0.1:6379")},
+	}
+	lookup := func(name string) (named, bool) { n, ok := known[strings.ToLower(name)]; return n, ok }
+	d, err := startDNS("127.0.0.1:0", lookup, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		qname     string
+		qtype     uint16
+		wantRcode int
+		want      string // the answer section, one RR per line, as miekg prints it
+		wantExtra string
+	}{
+		{"pg-a.ambassador.", dns.TypeA, dns.RcodeSuccess, "pg-a.ambassador.\t5\tIN\tA\t127.71.38.10", ""},
+		{"PG-A.", dns.TypeA, dns.RcodeSuccess, "PG-A.\t5\tIN\tA\t127.71.38.10", ""},
+		{"_pg-a._tcp.ambassador.", dns.TypeSRV, dns.RcodeSuccess, "_pg-a._tcp.ambassador.\t5\tIN\tSRV\t0 0 5432 pg-a.ambassador.", "pg-a.ambassador.\t5\tIN\tA\t127.71.38.10"},
+		{"_redis._tcp.", dns.TypeSRV, dns.RcodeSuccess, "_redis._tcp.\t5\tIN\tSRV\t0 0 6379 redis.ambassador.", "redis.ambassador.\t5\tIN\tA\t127.0.0.1"},
+		{"redis.ambassador.", dns.TypeAAAA, dns.RcodeSuccess, "", ""},
+		{"mysql.ambassador.", dns.TypeA, dns.RcodeNameError, "", ""},
+		{"mysql.", dns.TypeA, dns.RcodeRefused, "", ""},
+		{"www.example.com.", dns.TypeA, dns.RcodeRefused, "", ""},
+		{"_pg-a._udp.ambassador.", dns.TypeSRV, dns.RcodeRefused, "", ""},
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		c := &dns.Client{Net: proto}
+		for _, tt := range tests {
+			m := new(dns.Msg)
+			m.SetQuestion(tt.qname, tt.qtype)
+			r, _, err := c.Exchange(m, d.Addr())
+			if err != nil {
+				t.Fatalf("%s %s %s: %v", proto, tt.qname, dns.TypeToString[tt.qtype], err)
+			}
+			if r.Rcode != tt.wantRcode || rrs(r.Answer) != tt.want || rrs(r.Extra) != tt.wantExtra {
+				t.Errorf("%s %s %s: rcode %s answer %q extra %q; want %s %q %q", proto, tt.qname, dns.TypeToString[tt.qtype],
+					dns.RcodeToString[r.Rcode], rrs(r.Answer), rrs(r.Extra), dns.RcodeToString[tt.wantRcode], tt.want, tt.wantExtra)
+			}
+			if tt.wantRcode != dns.RcodeRefused && !r.Authoritative {
+				t.Errorf("%s %s: not authoritative", proto, tt.qname)
+			}
+		}
+	}
+	addr := d.Addr()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m := new(dns.Msg)
+	m.SetQuestion("redis.ambassador.", dns.TypeA)
+	if _, _, err := (&dns.Client{Net: "tcp"}).Exchange(m, addr); err == nil {
+		t.Fatal("the server still answers after Close")
+	}
+}
+
+func rrs(list []dns.RR) string {
+	var s []string
+	for _, rr := range list {
+		s = append(s, rr.String())
+	}
+	return strings.Join(s, "\n")
+}
+
+func TestDNSPortInUse(t *testing.T) {
+	d, err := startDNS("127.0.0.1:0", func(string) (named, bool) { return named{}, false }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d2, err := startDNS(d.Addr(), nil, slog.New(slog.DiscardHandler)); err == nil {
+		d2.Close()
+		t.Fatalf("second server on %s started", d.Addr())
+	}
+}
