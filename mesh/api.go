@@ -162,19 +162,25 @@ func (n *Node) stopAPI(ctx context.Context) error {
 }
 
 // listenSocket listens on a Unix socket at path, making its folder (0755)
-// if needed. A socket file left behind by a node that died is removed, but
-// only when nothing answers on it: a second node on the same path fails
-// here instead of taking the first one's socket away.
+// if needed. The folder must be one nobody but this node's user and root
+// can change (checkSocketDir): whoever can write it could swap the socket
+// for their own, or for a link. A socket file left behind by a node that
+// died is removed, but only when nothing answers on it: a second node on
+// the same path fails here instead of taking the first one's socket away.
 func listenSocket(path string) (net.Listener, os.FileInfo, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, err
 	}
-	ln, err := net.Listen("unix", path)
+	if err := checkSocketDir(dir, os.Geteuid()); err != nil {
+		return nil, nil, err
+	}
+	ln, err := listenUnix0666(path)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		if err := removeStaleSocket(path); err != nil {
 			return nil, nil, err
 		}
-		ln, err = net.Listen("unix", path)
+		ln, err = listenUnix0666(path)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -183,17 +189,58 @@ func listenSocket(path string) (net.Listener, os.FileInfo, error) {
 	// socket has replaced ours by then; stopAPI removes only our own.
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	fi, err := os.Lstat(path)
-	if err == nil {
-		// 0666: the peer-credential check decides, and everyone else
-		// should hear why they are refused.
-		err = os.Chmod(path, 0o666)
-	}
 	if err != nil {
 		ln.Close()
 		_ = os.Remove(path)
 		return nil, nil, err
 	}
 	return ln, fi, nil
+}
+
+// checkSocketDir refuses a control socket folder that is not a real
+// directory (a symbolic link is refused, not followed), is owned by
+// someone other than euid or root, or that group or others may write.
+func checkSocketDir(dir string, euid int) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("control socket folder %s is not a directory (%s); not using it", dir, fi.Mode().Type())
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("control socket folder %s: cannot tell its owner", dir)
+	}
+	if int(st.Uid) != euid && st.Uid != 0 {
+		return fmt.Errorf("control socket folder %s belongs to uid %d, not to this node's user (uid %d) or root; not using it", dir, st.Uid, euid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("control socket folder %s is writable by others (mode %04o): they could replace the socket; give --socket a path in a folder only this user can write", dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// umaskMu makes socket creation one at a time in this process, so two
+// nodes in one process (tests) do not restore each other's umask.
+var umaskMu sync.Mutex
+
+// listenUnix0666 listens on a Unix socket at path whose file is created
+// with mode 0666 (the peer-credential check decides, and everyone else
+// should hear why they are refused). A socket file takes its mode from the
+// umask at bind time, and that is the only safe way to set it: chmod by
+// path would follow a link put there in between, and fchmod on a socket's
+// descriptor does not change the file. The umask is process-wide: during
+// the bind, a file another goroutine created would be writable by group
+// and others. That is acceptable because a node creates no other files
+// (it makes the socket's folder before this, and only reads its
+// configuration), and it happens once, at startup.
+func listenUnix0666(path string) (net.Listener, error) {
+	umaskMu.Lock()
+	defer umaskMu.Unlock()
+	old := syscall.Umask(0o111)
+	defer syscall.Umask(old)
+	return net.Listen("unix", path)
 }
 
 // removeStaleSocket removes the socket file at path if no process answers
