@@ -150,11 +150,16 @@ func (n *Node) stopAPI(ctx context.Context) error {
 	a.srvs = nil
 	if a.sockPath != "" {
 		// Another node may have replaced a file we thought stale; only
-		// ours goes.
-		if fi, err := os.Lstat(a.sockPath); err == nil && os.SameFile(fi, a.sockFile) {
-			if err := os.Remove(a.sockPath); err != nil {
-				errs = append(errs, fmt.Errorf("remove control socket: %w", err))
+		// ours goes, and the lock keeps it from doing so in between.
+		if unlock, err := lockSocket(a.sockPath); err != nil {
+			errs = append(errs, err)
+		} else {
+			if fi, err := os.Lstat(a.sockPath); err == nil && os.SameFile(fi, a.sockFile) {
+				if err := os.Remove(a.sockPath); err != nil {
+					errs = append(errs, fmt.Errorf("remove control socket: %w", err))
+				}
 			}
+			unlock()
 		}
 		a.sockPath = ""
 	}
@@ -175,6 +180,11 @@ func listenSocket(path string) (net.Listener, os.FileInfo, error) {
 	if err := checkSocketDir(dir, os.Geteuid()); err != nil {
 		return nil, nil, err
 	}
+	unlock, err := lockSocket(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
 	ln, err := listenUnix0666(path)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		if err := removeStaleSocket(path); err != nil {
@@ -195,6 +205,26 @@ func listenSocket(path string) (net.Listener, os.FileInfo, error) {
 		return nil, nil, err
 	}
 	return ln, fi, nil
+}
+
+// lockSocket takes an exclusive flock on path+".lock", so that of two
+// nodes starting at once on one path only one checks for, removes and
+// replaces a stale socket at a time, and a stopping node removes only its
+// own socket. The lock file stays: removing it would let a node lock a
+// new file while another still holds the old one. It is made in the
+// socket's folder, which checkSocketDir vetted, and never followed if it
+// is a link.
+func lockSocket(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("control socket lock: %w", err)
+	}
+	// Held only around a check that waits at most a second for an answer.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("control socket lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil // closing releases the lock
 }
 
 // checkSocketDir refuses a control socket folder that is not a real
@@ -233,8 +263,8 @@ var umaskMu sync.Mutex
 // descriptor does not change the file. The umask is process-wide: during
 // the bind, a file another goroutine created would be writable by group
 // and others. That is acceptable because a node creates no other files
-// (it makes the socket's folder before this, and only reads its
-// configuration), and it happens once, at startup.
+// (it makes the socket's folder and lock file before this, and only reads
+// its configuration), and it happens once, at startup.
 func listenUnix0666(path string) (net.Listener, error) {
 	umaskMu.Lock()
 	defer umaskMu.Unlock()

@@ -411,3 +411,48 @@ func TestSocketDirChecked(t *testing.T) {
 		t.Errorf("socket made in the refused folder: %v", err)
 	}
 }
+
+// TestSocketLock: while another holds the socket's lock (a node checking
+// for, removing and replacing a stale socket), listenSocket waits, so two
+// nodes starting at once cannot both take a stale socket's place.
+func TestSocketLock(t *testing.T) {
+	sock := shortSocketPath(t)
+	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type res struct {
+		ln  net.Listener
+		err error
+	}
+	got := make(chan res, 1)
+	go func() {
+		ln, _, err := listenSocket(sock)
+		got <- res{ln, err}
+	}()
+	select {
+	case r := <-got:
+		if r.ln != nil {
+			r.ln.Close()
+		}
+		unlock()
+		t.Fatalf("listenSocket while another holds the lock: returned (%v), want it to wait", r.err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	unlock()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			t.Fatalf("listenSocket after the lock was released: %v", r.err)
+		}
+		r.ln.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("listenSocket still waiting 10s after the lock was released")
+	}
+	if fi, err := os.Lstat(sock + ".lock"); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("lock file: %v, %v; want it kept", fi, err)
+	}
+}
