@@ -116,7 +116,10 @@ func (n *Node) startAPI() (err error) {
 		mux := http.NewServeMux()
 		n.readOnlyRoutes(mux)
 		n.controlRoutes(mux, a.operatorOnly)
-		a.serve(ln, mux, func(ctx context.Context, c net.Conn) context.Context {
+		a.serve(newLimitListener(ln, maxControlConns), mux, func(ctx context.Context, c net.Conn) context.Context {
+			if lc, ok := c.(*limitConn); ok {
+				c = lc.Conn // SO_PEERCRED wants the *net.UnixConn
+			}
 			uid, err := a.peer(c)
 			return context.WithValue(ctx, peerKey{}, peerCred{uid: uid, err: err})
 		})
@@ -124,8 +127,18 @@ func (n *Node) startAPI() (err error) {
 	return nil
 }
 
+// maxControlConns bounds the connections the control socket serves at
+// once: the socket is open to every local user (mode 0666), and none of
+// them should be able to pile up connections without limit. Further ones
+// wait in the kernel's backlog until a slot frees.
+const maxControlConns = 64
+
+// apiIdleTimeout closes a keep-alive connection to the local API that
+// sends no request for this long.
+const apiIdleTimeout = 30 * time.Second
+
 func (a *localAPI) serve(ln net.Listener, h http.Handler, connCtx func(context.Context, net.Conn) context.Context) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ConnContext: connCtx}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: apiIdleTimeout, ConnContext: connCtx}
 	a.srvs = append(a.srvs, srv)
 	// Not in n.wg: that group is the loops', which stop before the local
 	// API does; this goroutine ends when Shutdown closes ln.
@@ -134,6 +147,53 @@ func (a *localAPI) serve(ln net.Listener, h http.Handler, connCtx func(context.C
 			a.log.Error("local api stopped", "listen", ln.Addr().String(), "err", err)
 		}
 	})
+}
+
+// limitListener accepts at most cap(sem) connections at once: Accept
+// waits for one of them to close (or the listener to close) first.
+type limitListener struct {
+	net.Listener
+	sem    chan struct{}
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newLimitListener(ln net.Listener, n int) *limitListener {
+	return &limitListener{Listener: ln, sem: make(chan struct{}, n), closed: make(chan struct{})}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+// Close also ends an Accept waiting for a free slot, so that Serve
+// returns at Shutdown even with every slot taken.
+func (l *limitListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// limitConn gives its slot back on the first Close.
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 // stopAPI stops both servers, waits for their goroutines and removes the

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -454,5 +455,46 @@ func TestSocketLock(t *testing.T) {
 	}
 	if fi, err := os.Lstat(sock + ".lock"); err != nil || !fi.Mode().IsRegular() {
 		t.Errorf("lock file: %v, %v; want it kept", fi, err)
+	}
+}
+
+// TestControlSocketConnCap: with maxControlConns connections open (each
+// served once and kept alive), the control socket serves no further one
+// until one of them closes.
+func TestControlSocketConnCap(t *testing.T) {
+	n := startTestNode(t, "a", func(*Config) {})
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := range maxControlConns {
+		c, err := net.Dial("unix", n.cfg.Socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		resp.Body.Close()
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	var h map[string]string
+	if err := CallSocket(ctx, n.cfg.Socket, "GET", "/v1/health", nil, &h); err == nil {
+		t.Fatalf("request with %d connections open: served, want it to wait for a free slot", maxControlConns)
+	}
+	held[0].Close()
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel2()
+	if err := CallSocket(ctx2, n.cfg.Socket, "GET", "/v1/health", nil, &h); err != nil {
+		t.Fatalf("request after one connection closed: %v", err)
 	}
 }
