@@ -68,7 +68,8 @@ type Node struct {
 
 	events eventHub // GET /v1/events; fed by the reconcile loop (events.go)
 
-	wg sync.WaitGroup // joinLoop, its joins in flight, and reconcileLoop
+	wg    sync.WaitGroup // joinLoop and reconcileLoop
+	joins sync.WaitGroup // joins in flight (joinLoop's); stop waits for them only up to its deadline
 }
 
 // New validates cfg, works out the node's name and address (interface
@@ -380,9 +381,18 @@ func (n *Node) stop(ctx context.Context, st started) error {
 		}
 		lcancel()
 	}
+	var joinsDone chan struct{}
 	if st.cancelLoops != nil {
 		st.cancelLoops()
 		n.wg.Wait()
+		// A join cannot be cancelled: one to a silent peer lasts
+		// memberlist's TCPTimeout (30s with --profile wan), plus the
+		// resolver's own timeouts for a seed given by host name. Shutdown
+		// does not wait that long (see the end of stop); a join ending
+		// afterwards only fails or joins a cluster that is shut down, and
+		// its result goes into joinLoop's buffered channel unread.
+		joinsDone = make(chan struct{})
+		go func() { n.joins.Wait(); close(joinsDone) }() // ends with the last join
 	}
 	if st.checker {
 		if err := n.checker.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -414,6 +424,13 @@ func (n *Node) stop(ctx context.Context, st started) error {
 	if st.cluster {
 		if err := n.cluster.Shutdown(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, fmt.Errorf("mesh: stop gossip: %w", err))
+		}
+	}
+	if joinsDone != nil {
+		select {
+		case <-joinsDone:
+		case <-sctx.Done():
+			n.log.Warn("stopped with joins still in flight; they end on their own within the gossip TCP timeout", "node", n.name)
 		}
 	}
 	n.log.Info("stopped", "node", n.name)
@@ -482,7 +499,8 @@ const maxParallelJoins = 16
 // failed join with back-off. Joins run in parallel, one at a time per
 // address, each bounded by memberlist's TCPTimeout (2s in the lan profile):
 // a peer that never answers (firewalled, a black hole) holds up neither the
-// joins to other peers nor, for longer than that bound, shutdown. When the
+// joins to other peers nor shutdown, which waits for joins in flight only
+// until its own deadline (see stop). When the
 // node is alone it asks discovery to query again, so a lost query does not
 // cost a minute.
 func (n *Node) joinLoop(ctx context.Context) {
@@ -538,7 +556,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return // joins in flight end within TCPTimeout; stop waits for them
+			return // joins in flight end within TCPTimeout; stop waits for them up to its deadline
 		case a := <-n.peers:
 			// A new peer is tried at once; a known one keeps its back-off,
 			// so a host that answers mDNS but cannot join (another key,
@@ -573,7 +591,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 			}
 			c.joining = true
 			inflight++
-			n.wg.Go(func() {
+			n.joins.Go(func() {
 				_, err := n.cluster.Join([]string{a})
 				results <- result{addr: a, err: err}
 			})

@@ -865,6 +865,14 @@ func TestDefaultNodeName(t *testing.T) {
 // a join to it lasts until memberlist's TCPTimeout.
 func silentPeer(t *testing.T) string {
 	t.Helper()
+	addr, _ := silentPeerSeen(t)
+	return addr
+}
+
+// silentPeerSeen is silentPeer plus a channel closed when it accepts its
+// first connection (a join to it is in flight).
+func silentPeerSeen(t *testing.T) (string, <-chan struct{}) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -872,6 +880,7 @@ func silentPeer(t *testing.T) string {
 	var mu sync.Mutex
 	var conns []net.Conn
 	done := make(chan struct{})
+	seen := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
@@ -880,6 +889,9 @@ func silentPeer(t *testing.T) string {
 				return
 			}
 			mu.Lock()
+			if conns == nil {
+				close(seen)
+			}
 			conns = append(conns, c)
 			mu.Unlock()
 		}
@@ -893,7 +905,35 @@ func silentPeer(t *testing.T) string {
 			c.Close()
 		}
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), seen
+}
+
+// TestStopNotHeldUpByJoin stops a node, with the wan profile (a join lasts
+// up to memberlist's 30s TCPTimeout), while its join to a silent seed is
+// in flight: Run returns within the shutdown bound (drain timeout + 10s),
+// not when the join gives up.
+func TestStopNotHeldUpByJoin(t *testing.T) {
+	seed, seen := silentPeerSeen(t)
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Profile = "wan"
+		c.Join = []string{seed}
+		c.DrainTimeout = time.Second
+	})
+	select {
+	case <-seen:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no join to the silent seed within 10s")
+	}
+	stopAt := time.Now()
+	b.cancel()
+	bound := b.cfg.DrainTimeout + 10*time.Second
+	select {
+	case err := <-b.done:
+		b.done <- err // for the cleanup's stop
+		t.Logf("b stopped %v after cancel", time.Since(stopAt).Round(time.Millisecond))
+	case <-time.After(bound + 5*time.Second):
+		t.Fatalf("b did not stop within %v (the shutdown bound %v plus 5s): it waits for the join (30s)", bound+5*time.Second, bound)
+	}
 }
 
 // TestJoinNotHeldUpBySilentPeers gives a node four seeds that never answer
