@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/creds"
+	"github.com/ambassador-mesh/ambassador/gossip"
 	"github.com/ambassador-mesh/ambassador/internal/testutil"
 	"github.com/ambassador-mesh/ambassador/upstream"
 	"github.com/miekg/dns"
@@ -936,24 +937,43 @@ func TestStopNotHeldUpByJoin(t *testing.T) {
 	}
 }
 
-// TestJoinNotHeldUpBySilentPeers gives a node four seeds that never answer
-// and one good one, with the lan profile's timers: the good one is joined
-// at once (joined one after another with memberlist's 10s timeout, it
-// waited for every silent seed tried before it), and stopping the node
-// while joins to the silent seeds are in flight returns within the drain
-// timeout plus the 2s join bound, not after the join in progress.
+// TestJoinNotHeldUpBySilentPeers gives a node eight seeds that never answer
+// and one good one, with the lan profile's timers (a join lasts up to the
+// 2s TCPTimeout). Structurally, joins are not serialised behind a silent
+// seed: within three join timeouts of start, the good seed is joined AND
+// every silent seed has been dialled. One join after another manages at
+// most one silent seed per timeout (eight need 16s), so neither a lucky
+// order (the good seed first) nor a slow machine makes a sequential loop
+// pass. Stopping the node while joins to the silent seeds are in flight
+// returns within the drain timeout plus the 2s join bound.
 func TestJoinNotHeldUpBySilentPeers(t *testing.T) {
 	a := startTestNode(t, "a", func(*Config) {})
-	seeds := []string{silentPeer(t), silentPeer(t), silentPeer(t), silentPeer(t),
-		net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+	var seeds []string
+	var seen []<-chan struct{}
+	for range 8 {
+		addr, c := silentPeerSeen(t)
+		seeds, seen = append(seeds, addr), append(seen, c)
+	}
+	seeds = append(seeds, net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort)))
+	timeout := gossip.DefaultConfig().Memberlist.TCPTimeout
 	start := time.Now()
 	b := startTestNode(t, "b", func(c *Config) {
 		c.Profile = "lan"
 		c.Join = seeds
 		c.DrainTimeout = time.Second
 	})
-	waitFor(t, 5*time.Second, "b to join the good seed a", func() bool { return len(b.MembersView().Members) == 2 })
-	t.Logf("b joined a %v after start", time.Since(start).Round(time.Millisecond))
+	bound := 3 * timeout
+	waitFor(t, bound-time.Since(start), "b to join the good seed a and dial all 8 silent seeds", func() bool {
+		for _, c := range seen {
+			select {
+			case <-c:
+			default:
+				return false
+			}
+		}
+		return len(b.MembersView().Members) == 2
+	})
+	t.Logf("b joined a and dialled every silent seed %v after start (bound %v)", time.Since(start).Round(time.Millisecond), bound)
 
 	// The first joins to the silent seeds started with the one to a and
 	// last 2s: stop while they are in flight.
