@@ -495,26 +495,22 @@ func hostAllowed(host string, listen []string) error {
 }
 
 // Fetch reads one of the status API's documents (path "/v1/members" or
-// "/v1/services") from a running node's TCP status address addr into v.
-func Fetch(ctx context.Context, addr, path string, v any) error {
-	return Call(ctx, addr, http.MethodGet, path, nil, v)
-}
-
-// Call sends one request to the TCP status address of a running node at
-// addr, with body (if not nil) as JSON, and decodes the answer into v. An
+// "/v1/services") from a running node's TCP status address addr into v. An
 // error answer comes back as an error carrying the node's message. The
 // status address serves read-only documents; changes go through
 // CallSocket.
-func Call(ctx context.Context, addr, method, path string, body, v any) error {
+func Fetch(ctx context.Context, addr, path string, v any) error {
 	hp, err := ParseAddr(addr, "127.0.0.1")
 	if err != nil {
 		return fmt.Errorf("mesh: status api address: %w", err)
 	}
-	return call(ctx, http.DefaultClient, "http://"+hp, hp, method, path, body, v)
+	return call(ctx, http.DefaultClient, "http://"+hp, hp, http.MethodGet, path, nil, v)
 }
 
-// CallSocket is Call through a node's control socket at sock: the way to
-// change what the node announces.
+// CallSocket sends one request (method, path, body as JSON if not nil)
+// through a node's control socket at sock and decodes the answer into v:
+// the way to change what the node announces. An error answer comes back
+// as an error carrying the node's message.
 func CallSocket(ctx context.Context, sock, method, path string, body, v any) error {
 	if sock == "" {
 		return errors.New("mesh: no control socket path given")
