@@ -85,6 +85,7 @@ const (
 type Cluster struct {
 	cfg       Config        // set in New, read-only afterwards
 	log       *slog.Logger  // set in New, read-only afterwards
+	started   time.Time     // set in New, read-only afterwards; gossiped as node metadata
 	changed   chan struct{} // 1-buffered, see Changed
 	conflicts chan Member   // 1-buffered, see Conflicts
 	bcast     *memberlist.TransmitLimitedQueue
@@ -151,6 +152,7 @@ func New(cfg Config) (*Cluster, error) {
 	c := &Cluster{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "gossip"),
+		started:   time.Now(),
 		changed:   make(chan struct{}, 1),
 		conflicts: make(chan Member, 1),
 		bcast:     &memberlist.TransmitLimitedQueue{RetransmitMult: cfg.Memberlist.RetransmitMult},
@@ -422,11 +424,13 @@ func (c *Cluster) Changed() <-chan struct{} {
 }
 
 // Conflicts returns a channel with buffer 1 that receives the other node
-// whenever a live node at another address claims this node's name (or
-// this node, joining, finds its name held by one). memberlist keeps the
-// node it knew first and ignores the other, but both would keep gossiping
-// catalog records for the one name, so a node that finds its name taken
-// while starting should give up (see mesh). Sends never block: while the
+// whenever a live node at another address that started before this one
+// (see holdsName) claims this node's name, typically when this node joins
+// and finds its name held. A node that started later claiming our name is
+// only logged: it hears of the conflict too and is the one to give way.
+// memberlist keeps the node it knew first and ignores the other, but both
+// would keep gossiping catalog records for the one name, so a node that
+// finds its name taken while starting should give up (see mesh). Sends never block: while the
 // buffered value is unread, later conflicts are dropped (memberlist logs
 // each). The channel is never closed; every call returns the same one.
 func (c *Cluster) Conflicts() <-chan Member {

@@ -743,9 +743,14 @@ func TestShutdownDoesNotWaitForJoin(t *testing.T) {
 // through a third node c, it learns that a live node holds its name, while
 // c keeps the first "a" it knew and hears of no conflict of its own (c does
 // not pass the twin's alive message on, so the first a need not hear of
-// it). A twin that joins the first a directly is reported on both sides.
+// it). memberlist reports a twin that joins the first a directly on both
+// sides, but only the twin, which started later, hears that its name is
+// taken: the first a only logs it.
 func TestNameConflict(t *testing.T) {
-	a := newNode(t, "a", "conflict-test", 1)
+	claimed := make(chan struct{}, 1)
+	a := newNodeWith(t, "a", "conflict-test", 1, func(c *Config) {
+		c.Logger = slog.New(&noticeHandler{msg: "claims this node's name", c: claimed})
+	})
 	c := newNode(t, "c", "conflict-test", 3)
 	join(t, c, a)
 
@@ -779,7 +784,76 @@ func TestNameConflict(t *testing.T) {
 	twin2 := newNode(t, "a", "conflict-test", 4)
 	join(t, twin2, a)
 	expect("twin joining a directly", twin2, a)
-	// Had the first twin reached a directly, a's one buffered report may
-	// name it instead.
-	expect("a, joined by a twin", a, twin2, twin)
+	// a has heard of the conflict (it logs it in the callback that would
+	// report it) and keeps its name.
+	select {
+	case <-claimed:
+	case <-time.After(waitTimeout):
+		t.Fatalf("a: no warning about the twin within %v", waitTimeout)
+	}
+	select {
+	case m := <-a.Conflicts():
+		t.Errorf("a: conflict %+v reported, want none (a started first and holds the name)", m)
+	default:
+	}
+}
+
+// noticeHandler discards log records but signals c (without blocking) for
+// each one whose message contains msg.
+type noticeHandler struct {
+	msg string
+	c   chan struct{}
+}
+
+func (h *noticeHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *noticeHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *noticeHandler) WithGroup(string) slog.Handler            { return h }
+func (h *noticeHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.msg) {
+		select {
+		case h.c <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// TestHoldsName checks who keeps a name two nodes claim: the one that
+// started first, at the same nanosecond the lower address, and a peer
+// that sends no start time (an older release).
+func TestHoldsName(t *testing.T) {
+	node := func(ip string, port uint16, meta []byte) *memberlist.Node {
+		return &memberlist.Node{Name: "a", Addr: net.ParseIP(ip), Port: port, Meta: meta}
+	}
+	t0 := time.Unix(1700000000, 5)
+	early, late := encodeMeta(t0), encodeMeta(t0.Add(time.Millisecond))
+	for _, tc := range []struct {
+		name        string
+		self, other *memberlist.Node
+		want        bool
+	}{
+		{"other started earlier", node("10.0.0.2", 7946, late), node("10.0.0.9", 7946, early), true},
+		{"other started later", node("10.0.0.9", 7946, early), node("10.0.0.2", 7946, late), false},
+		{"same start, other's address lower", node("10.0.0.9", 7946, early), node("10.0.0.2", 7946, early), true},
+		{"same start, other's address higher", node("10.0.0.2", 7946, early), node("10.0.0.9", 7946, early), false},
+		{"same start and address, other's port lower", node("10.0.0.2", 7947, early), node("10.0.0.2", 7946, early), true},
+		{"same start, IPv4 in 4 and 16 bytes", &memberlist.Node{Name: "a", Addr: net.ParseIP("10.0.0.9").To4(), Port: 7946, Meta: early}, node("10.0.0.2", 7946, early), true},
+		{"other sends no start time", node("10.0.0.2", 7946, early), node("10.0.0.9", 7946, nil), true},
+		{"other sends a meta of another version", node("10.0.0.2", 7946, early), node("10.0.0.9", 7946, append([]byte{9}, early[1:]...)), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := holdsName(tc.self, tc.other); got != tc.want {
+				t.Errorf("holdsName: got %v, want %v", got, tc.want)
+			}
+			// Exactly one of two twins that both send a start time gives way.
+			if tc.other.Meta != nil && tc.other.Meta[0] == metaVersion {
+				if back := holdsName(tc.other, tc.self); back == tc.want {
+					t.Errorf("holdsName the other way round: got %v too", back)
+				}
+			}
+		})
+	}
+	if got, ok := decodeMeta(encodeMeta(t0)); !ok || got != t0.UnixNano() {
+		t.Errorf("decodeMeta(encodeMeta(%v)): %d, %v", t0, got, ok)
+	}
 }

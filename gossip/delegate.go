@@ -1,6 +1,10 @@
 package gossip
 
 import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -21,9 +25,57 @@ var (
 	_ memberlist.NamedBroadcast   = (*broadcast)(nil)
 )
 
-// NodeMeta returns nothing: the catalog travels in broadcasts and push/pull
-// state, because metadata is capped at memberlist.MetaMaxSize (512 bytes).
-func (d *delegate) NodeMeta(limit int) []byte { return nil }
+// NodeMeta returns this node's start time (see encodeMeta), which decides
+// who keeps a name two nodes claim (see NotifyConflict). It never changes.
+// The catalog does not travel here but in broadcasts and push/pull state,
+// because metadata is capped at memberlist.MetaMaxSize (512 bytes).
+func (d *delegate) NodeMeta(limit int) []byte { return encodeMeta(d.c.started) }
+
+// metaVersion is the first byte of the node metadata; a peer whose meta
+// does not start with it (an older release sends none) has no known start
+// time.
+const metaVersion = 1
+
+// encodeMeta is the node metadata: metaVersion, then the start time in
+// Unix nanoseconds, big-endian (9 bytes).
+func encodeMeta(started time.Time) []byte {
+	return binary.BigEndian.AppendUint64([]byte{metaVersion}, uint64(started.UnixNano()))
+}
+
+// decodeMeta returns the start time in meta; ok is false if meta carries
+// none.
+func decodeMeta(meta []byte) (started int64, ok bool) {
+	if len(meta) != 9 || meta[0] != metaVersion {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(meta[1:])), true
+}
+
+// holdsName reports whether other, claiming the name of self (this node),
+// rightly holds it: it started earlier, or at the same nanosecond from a
+// lower address. Both nodes get the same answer the other way round, so
+// exactly one of two twins gives way, whichever heard of the other first.
+// A peer without a start time (an older release) is taken to hold the
+// name, as before start times were sent. Start times are wall clocks of
+// two hosts: clocks skewed by more than the gap between the two starts
+// pick the wrong twin, but still only one (and mesh keeps a node that has
+// run for a while in any case).
+func holdsName(self, other *memberlist.Node) bool {
+	theirs, ok := decodeMeta(other.Meta)
+	if !ok {
+		return true
+	}
+	mine, ok := decodeMeta(self.Meta)
+	if !ok {
+		return true // cannot happen: NodeMeta always sends one
+	}
+	if theirs != mine {
+		return theirs < mine
+	}
+	sa, _ := netip.AddrFromSlice(self.Addr)
+	oa, _ := netip.AddrFromSlice(other.Addr)
+	return netip.AddrPortFrom(oa.Unmap(), other.Port).Compare(netip.AddrPortFrom(sa.Unmap(), self.Port)) < 0
+}
 
 // NotifyMsg merges one broadcast record. memberlist may reuse b after the
 // call; decodeRecord copies what it keeps.
@@ -78,7 +130,7 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 }
 
 // NotifyUpdate does nothing: memberlist calls it only when an alive node's
-// metadata changes, and NodeMeta is always empty. (It rejects an address
+// metadata changes, and NodeMeta never changes. (It rejects an address
 // change of an alive node as a conflict.)
 func (d *delegate) NotifyUpdate(n *memberlist.Node) {}
 
@@ -95,14 +147,25 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 
 // NotifyConflict is called when an alive message names a known node at
 // another address. memberlist then keeps the node it knew and ignores the
-// message. Only a conflict over this node's own name concerns us: another
-// live node claims it (or this node claims a live node's name). Called with
-// memberlist's node lock held.
+// message. Only a conflict over this node's own name concerns us, and
+// memberlist reports it on both sides: to the node that holds the name and
+// to the newcomer claiming it. Only when the other node rightly holds the
+// name (holdsName) does it go to Conflicts; otherwise this node is the
+// holder, and the newcomer, hearing of the same conflict, gives way.
+// Called with memberlist's node lock held.
 func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
 	if existing.Name != d.c.cfg.NodeName {
 		return // two other nodes; memberlist logs it
 	}
-	d.c.nameConflict(Member{Name: other.Name, Addr: other.Addr.String(), Port: int(other.Port), State: stateAlive})
+	m := Member{Name: other.Name, Addr: other.Addr.String(), Port: int(other.Port), State: stateAlive}
+	if !holdsName(existing, other) {
+		if ok, suppressed := d.c.logLimit.allow("name claimed", time.Now()); ok {
+			d.c.log.Warn("a node that started later claims this node's name; it should give way",
+				"peer", net.JoinHostPort(m.Addr, strconv.Itoa(m.Port)), "suppressed", suppressed)
+		}
+		return
+	}
+	d.c.nameConflict(m)
 }
 
 // broadcast is one queued record. Named by node, so a newer record for the

@@ -116,7 +116,10 @@ func (n *Node) startAPI() (err error) {
 		mux := http.NewServeMux()
 		n.readOnlyRoutes(mux)
 		n.controlRoutes(mux, a.operatorOnly)
-		a.serve(ln, mux, func(ctx context.Context, c net.Conn) context.Context {
+		a.serve(newLimitListener(ln, maxControlConns), mux, func(ctx context.Context, c net.Conn) context.Context {
+			if lc, ok := c.(*limitConn); ok {
+				c = lc.Conn // SO_PEERCRED wants the *net.UnixConn
+			}
 			uid, err := a.peer(c)
 			return context.WithValue(ctx, peerKey{}, peerCred{uid: uid, err: err})
 		})
@@ -124,8 +127,18 @@ func (n *Node) startAPI() (err error) {
 	return nil
 }
 
+// maxControlConns bounds the connections the control socket serves at
+// once: the socket is open to every local user (mode 0666), and none of
+// them should be able to pile up connections without limit. Further ones
+// wait in the kernel's backlog until a slot frees.
+const maxControlConns = 64
+
+// apiIdleTimeout closes a keep-alive connection to the local API that
+// sends no request for this long.
+const apiIdleTimeout = 30 * time.Second
+
 func (a *localAPI) serve(ln net.Listener, h http.Handler, connCtx func(context.Context, net.Conn) context.Context) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ConnContext: connCtx}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: apiIdleTimeout, ConnContext: connCtx}
 	a.srvs = append(a.srvs, srv)
 	// Not in n.wg: that group is the loops', which stop before the local
 	// API does; this goroutine ends when Shutdown closes ln.
@@ -134,6 +147,53 @@ func (a *localAPI) serve(ln net.Listener, h http.Handler, connCtx func(context.C
 			a.log.Error("local api stopped", "listen", ln.Addr().String(), "err", err)
 		}
 	})
+}
+
+// limitListener accepts at most cap(sem) connections at once: Accept
+// waits for one of them to close (or the listener to close) first.
+type limitListener struct {
+	net.Listener
+	sem    chan struct{}
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newLimitListener(ln net.Listener, n int) *limitListener {
+	return &limitListener{Listener: ln, sem: make(chan struct{}, n), closed: make(chan struct{})}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+// Close also ends an Accept waiting for a free slot, so that Serve
+// returns at Shutdown even with every slot taken.
+func (l *limitListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// limitConn gives its slot back on the first Close.
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 // stopAPI stops both servers, waits for their goroutines and removes the
@@ -150,11 +210,16 @@ func (n *Node) stopAPI(ctx context.Context) error {
 	a.srvs = nil
 	if a.sockPath != "" {
 		// Another node may have replaced a file we thought stale; only
-		// ours goes.
-		if fi, err := os.Lstat(a.sockPath); err == nil && os.SameFile(fi, a.sockFile) {
-			if err := os.Remove(a.sockPath); err != nil {
-				errs = append(errs, fmt.Errorf("remove control socket: %w", err))
+		// ours goes, and the lock keeps it from doing so in between.
+		if unlock, err := lockSocket(a.sockPath); err != nil {
+			errs = append(errs, err)
+		} else {
+			if fi, err := os.Lstat(a.sockPath); err == nil && os.SameFile(fi, a.sockFile) {
+				if err := os.Remove(a.sockPath); err != nil {
+					errs = append(errs, fmt.Errorf("remove control socket: %w", err))
+				}
 			}
+			unlock()
 		}
 		a.sockPath = ""
 	}
@@ -162,19 +227,30 @@ func (n *Node) stopAPI(ctx context.Context) error {
 }
 
 // listenSocket listens on a Unix socket at path, making its folder (0755)
-// if needed. A socket file left behind by a node that died is removed, but
-// only when nothing answers on it: a second node on the same path fails
-// here instead of taking the first one's socket away.
+// if needed. The folder must be one nobody but this node's user and root
+// can change (checkSocketDir): whoever can write it could swap the socket
+// for their own, or for a link. A socket file left behind by a node that
+// died is removed, but only when nothing answers on it: a second node on
+// the same path fails here instead of taking the first one's socket away.
 func listenSocket(path string) (net.Listener, os.FileInfo, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, err
 	}
-	ln, err := net.Listen("unix", path)
+	if err := checkSocketDir(dir, os.Geteuid()); err != nil {
+		return nil, nil, err
+	}
+	unlock, err := lockSocket(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
+	ln, err := listenUnix0666(path)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		if err := removeStaleSocket(path); err != nil {
 			return nil, nil, err
 		}
-		ln, err = net.Listen("unix", path)
+		ln, err = listenUnix0666(path)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -183,17 +259,78 @@ func listenSocket(path string) (net.Listener, os.FileInfo, error) {
 	// socket has replaced ours by then; stopAPI removes only our own.
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	fi, err := os.Lstat(path)
-	if err == nil {
-		// 0666: the peer-credential check decides, and everyone else
-		// should hear why they are refused.
-		err = os.Chmod(path, 0o666)
-	}
 	if err != nil {
 		ln.Close()
 		_ = os.Remove(path)
 		return nil, nil, err
 	}
 	return ln, fi, nil
+}
+
+// lockSocket takes an exclusive flock on path+".lock", so that of two
+// nodes starting at once on one path only one checks for, removes and
+// replaces a stale socket at a time, and a stopping node removes only its
+// own socket. The lock file stays: removing it would let a node lock a
+// new file while another still holds the old one. It is made in the
+// socket's folder, which checkSocketDir vetted, and never followed if it
+// is a link.
+func lockSocket(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("control socket lock: %w", err)
+	}
+	// Held only around a check that waits at most a second for an answer.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("control socket lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil // closing releases the lock
+}
+
+// checkSocketDir refuses a control socket folder that is not a real
+// directory (a symbolic link is refused, not followed), is owned by
+// someone other than euid or root, or that group or others may write.
+func checkSocketDir(dir string, euid int) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("control socket folder %s is not a directory (%s); not using it", dir, fi.Mode().Type())
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("control socket folder %s: cannot tell its owner", dir)
+	}
+	if int(st.Uid) != euid && st.Uid != 0 {
+		return fmt.Errorf("control socket folder %s belongs to uid %d, not to this node's user (uid %d) or root; not using it", dir, st.Uid, euid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("control socket folder %s is writable by others (mode %04o): they could replace the socket; give --socket a path in a folder only this user can write", dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// umaskMu makes socket creation one at a time in this process, so two
+// nodes in one process (tests) do not restore each other's umask.
+var umaskMu sync.Mutex
+
+// listenUnix0666 listens on a Unix socket at path whose file is created
+// with mode 0666 (the peer-credential check decides, and everyone else
+// should hear why they are refused). A socket file takes its mode from the
+// umask at bind time, and that is the only safe way to set it: chmod by
+// path would follow a link put there in between, and fchmod on a socket's
+// descriptor does not change the file. The umask is process-wide: during
+// the bind, a file another goroutine created would be writable by group
+// and others. That is acceptable because a node creates no other files
+// (it makes the socket's folder and lock file before this, and only reads
+// its configuration), and it happens once, at startup.
+func listenUnix0666(path string) (net.Listener, error) {
+	umaskMu.Lock()
+	defer umaskMu.Unlock()
+	old := syscall.Umask(0o111)
+	defer syscall.Umask(old)
+	return net.Listen("unix", path)
 }
 
 // removeStaleSocket removes the socket file at path if no process answers
@@ -358,26 +495,22 @@ func hostAllowed(host string, listen []string) error {
 }
 
 // Fetch reads one of the status API's documents (path "/v1/members" or
-// "/v1/services") from a running node's TCP status address addr into v.
-func Fetch(ctx context.Context, addr, path string, v any) error {
-	return Call(ctx, addr, http.MethodGet, path, nil, v)
-}
-
-// Call sends one request to the TCP status address of a running node at
-// addr, with body (if not nil) as JSON, and decodes the answer into v. An
+// "/v1/services") from a running node's TCP status address addr into v. An
 // error answer comes back as an error carrying the node's message. The
 // status address serves read-only documents; changes go through
 // CallSocket.
-func Call(ctx context.Context, addr, method, path string, body, v any) error {
+func Fetch(ctx context.Context, addr, path string, v any) error {
 	hp, err := ParseAddr(addr, "127.0.0.1")
 	if err != nil {
 		return fmt.Errorf("mesh: status api address: %w", err)
 	}
-	return call(ctx, http.DefaultClient, "http://"+hp, hp, method, path, body, v)
+	return call(ctx, http.DefaultClient, "http://"+hp, hp, http.MethodGet, path, nil, v)
 }
 
-// CallSocket is Call through a node's control socket at sock: the way to
-// change what the node announces.
+// CallSocket sends one request (method, path, body as JSON if not nil)
+// through a node's control socket at sock and decodes the answer into v:
+// the way to change what the node announces. An error answer comes back
+// as an error carrying the node's message.
 func CallSocket(ctx context.Context, sock, method, path string, body, v any) error {
 	if sock == "" {
 		return errors.New("mesh: no control socket path given")

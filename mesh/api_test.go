@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -322,5 +323,178 @@ func TestControlSocketFile(t *testing.T) {
 	a.stop(t)
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("after a stopped its socket is still there: %v", err)
+	}
+}
+
+// TestSocketDirChecked: a control socket folder that others could change
+// (writable by group or others, a link, owned by another user) is refused
+// with an error naming it, and a node does not start on it.
+func TestSocketDirChecked(t *testing.T) {
+	base := t.TempDir()
+	mk := func(name string, mode os.FileMode) string {
+		d := filepath.Join(base, name)
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, mode); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	good := mk("good", 0o755)
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(good, link); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(base, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	euid := os.Geteuid()
+	tests := []struct {
+		dir  string
+		euid int
+		want string // "" = accepted
+	}{
+		{good, euid, ""},
+		{mk("private", 0o700), euid, ""},
+		{mk("world", 0o777), euid, "writable by others"},
+		{mk("group", 0o775), euid, "writable by others"},
+		{mk("sticky", 0o1777), euid, "writable by others"},
+		{link, euid, "not a directory"},
+		{file, euid, "not a directory"},
+	}
+	if euid == 0 {
+		other := mk("other", 0o755)
+		if err := os.Chown(other, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		// Owned by uid 65534: refused for uid 1000, but root's own folder
+		// is fine for any user.
+		tests = append(tests, struct {
+			dir  string
+			euid int
+			want string
+		}{other, 1000, "belongs to uid 65534"}, struct {
+			dir  string
+			euid int
+			want string
+		}{good, 1000, ""})
+	}
+	for _, tc := range tests {
+		err := checkSocketDir(tc.dir, tc.euid)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("checkSocketDir(%s, %d): %v, want accepted", tc.dir, tc.euid, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.dir)):
+			t.Errorf("checkSocketDir(%s, %d): %v, want an error naming the folder and %q", tc.dir, tc.euid, err, tc.want)
+		}
+	}
+
+	// A node with its socket in the world-writable folder does not start.
+	cfg := DefaultConfig()
+	cfg.Node = "n"
+	cfg.Bind, cfg.NoMDNS, cfg.Profile, cfg.HTTP = "127.0.0.1", true, "local", ""
+	cfg.GossipPort, cfg.DataPort = freePort(t), freePort(t)
+	cfg.DrainTimeout = time.Second
+	cfg.Socket = filepath.Join(base, "world", "ambassador.sock")
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := n.Run(ctx); err == nil || !strings.Contains(err.Error(), "writable by others") {
+		t.Fatalf("node with its socket in a 0777 folder: Run: %v, want a refusal", err)
+	}
+	if _, err := os.Lstat(cfg.Socket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket made in the refused folder: %v", err)
+	}
+}
+
+// TestSocketLock: while another holds the socket's lock (a node checking
+// for, removing and replacing a stale socket), listenSocket waits, so two
+// nodes starting at once cannot both take a stale socket's place.
+func TestSocketLock(t *testing.T) {
+	sock := shortSocketPath(t)
+	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type res struct {
+		ln  net.Listener
+		err error
+	}
+	got := make(chan res, 1)
+	go func() {
+		ln, _, err := listenSocket(sock)
+		got <- res{ln, err}
+	}()
+	select {
+	case r := <-got:
+		if r.ln != nil {
+			r.ln.Close()
+		}
+		unlock()
+		t.Fatalf("listenSocket while another holds the lock: returned (%v), want it to wait", r.err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	unlock()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			t.Fatalf("listenSocket after the lock was released: %v", r.err)
+		}
+		r.ln.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("listenSocket still waiting 10s after the lock was released")
+	}
+	if fi, err := os.Lstat(sock + ".lock"); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("lock file: %v, %v; want it kept", fi, err)
+	}
+}
+
+// TestControlSocketConnCap: with maxControlConns connections open (each
+// served once and kept alive), the control socket serves no further one
+// until one of them closes.
+func TestControlSocketConnCap(t *testing.T) {
+	n := startTestNode(t, "a", func(*Config) {})
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := range maxControlConns {
+		c, err := net.Dial("unix", n.cfg.Socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		resp.Body.Close()
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	var h map[string]string
+	if err := CallSocket(ctx, n.cfg.Socket, "GET", "/v1/health", nil, &h); err == nil {
+		t.Fatalf("request with %d connections open: served, want it to wait for a free slot", maxControlConns)
+	}
+	held[0].Close()
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel2()
+	if err := CallSocket(ctx2, n.cfg.Socket, "GET", "/v1/health", nil, &h); err != nil {
+		t.Fatalf("request after one connection closed: %v", err)
 	}
 }

@@ -143,9 +143,6 @@ type Config struct {
 	// peerUID, when set, replaces SO_PEERCRED on the control socket: a
 	// seam for tests that play another user.
 	peerUID func(net.Conn) (uint32, error)
-
-	// conflictWindow overrides nameConflictWindow in tests; 0 = default.
-	conflictWindow time.Duration
 }
 
 // DefaultConfig returns the defaults. It does no I/O and cannot fail.

@@ -69,7 +69,8 @@ type Node struct {
 
 	events eventHub // GET /v1/events; fed by the reconcile loop (events.go)
 
-	wg sync.WaitGroup // joinLoop, its joins in flight, and reconcileLoop
+	wg    sync.WaitGroup // joinLoop and reconcileLoop
+	joins sync.WaitGroup // joins in flight (joinLoop's); stop waits for them only up to its deadline
 }
 
 // New validates cfg, works out the node's name and address (interface
@@ -332,25 +333,24 @@ func (n *Node) Run(ctx context.Context) (err error) {
 // nameConflictWindow is how long after start a node gives up when it
 // finds its name held by a live node at another address: long enough for
 // discovery and the first joins, after which the node counts as
-// established and the newcomer is the one to give up.
+// established and keeps running whatever a namesake's clock says.
 const nameConflictWindow = 30 * time.Second
 
 // awaitStop blocks until ctx is done (nil), or until, within the name
 // conflict window after start, another live node turns out to hold this
-// node's name (an error: the node must not start). A conflict after the
-// window is logged; the newcomer refuses to start.
+// node's name (an error: the node must not start). Conflicts reports only
+// a namesake that started before this node (memberlist tells both twins,
+// and the one that started first keeps the name; see gossip's holdsName),
+// so of two twins only the newcomer stops. A conflict after the window
+// (a partition that healed) is logged.
 func (n *Node) awaitStop(ctx context.Context, start time.Time) error {
-	window := n.cfg.conflictWindow
-	if window == 0 {
-		window = nameConflictWindow
-	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case m := <-n.cluster.Conflicts():
 			peer := net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))
-			if time.Since(start) < window {
+			if time.Since(start) < nameConflictWindow {
 				return fmt.Errorf("mesh: node name %q is already taken by a live member at %s; give this node another --node", n.name, peer)
 			}
 			n.log.Error("a node at another address claims this node's name; it should refuse to start", "node", n.name, "peer", peer)
@@ -388,12 +388,21 @@ func (n *Node) stop(ctx context.Context, st started) error {
 		}
 		lcancel()
 	}
+	var joinsDone chan struct{}
 	if st.cancelLoops != nil {
 		st.cancelLoops()
 		n.wg.Wait()
 		if err := n.names.Close(); err != nil {
 			errs = append(errs, err)
 		}
+		// A join cannot be cancelled: one to a silent peer lasts
+		// memberlist's TCPTimeout (30s with --profile wan), plus the
+		// resolver's own timeouts for a seed given by host name. Shutdown
+		// does not wait that long (see the end of stop); a join ending
+		// afterwards only fails or joins a cluster that is shut down, and
+		// its result goes into joinLoop's buffered channel unread.
+		joinsDone = make(chan struct{})
+		go func() { n.joins.Wait(); close(joinsDone) }() // ends with the last join
 	}
 	if st.checker {
 		if err := n.checker.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -425,6 +434,13 @@ func (n *Node) stop(ctx context.Context, st started) error {
 	if st.cluster {
 		if err := n.cluster.Shutdown(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, fmt.Errorf("mesh: stop gossip: %w", err))
+		}
+	}
+	if joinsDone != nil {
+		select {
+		case <-joinsDone:
+		case <-sctx.Done():
+			n.log.Warn("stopped with joins still in flight; they end on their own within the gossip TCP timeout", "node", n.name)
 		}
 	}
 	n.log.Info("stopped", "node", n.name)
@@ -495,7 +511,8 @@ const maxParallelJoins = 16
 // failed join with back-off. Joins run in parallel, one at a time per
 // address, each bounded by memberlist's TCPTimeout (2s in the lan profile):
 // a peer that never answers (firewalled, a black hole) holds up neither the
-// joins to other peers nor, for longer than that bound, shutdown. When the
+// joins to other peers nor shutdown, which waits for joins in flight only
+// until its own deadline (see stop). When the
 // node is alone it asks discovery to query again, so a lost query does not
 // cost a minute.
 func (n *Node) joinLoop(ctx context.Context) {
@@ -551,7 +568,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return // joins in flight end within TCPTimeout; stop waits for them
+			return // joins in flight end within TCPTimeout; stop waits for them up to its deadline
 		case a := <-n.peers:
 			// A new peer is tried at once; a known one keeps its back-off,
 			// so a host that answers mDNS but cannot join (another key,
@@ -586,7 +603,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 			}
 			c.joining = true
 			inflight++
-			n.wg.Go(func() {
+			n.joins.Go(func() {
 				_, err := n.cluster.Join([]string{a})
 				results <- result{addr: a, err: err}
 			})

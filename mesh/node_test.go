@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/creds"
+	"github.com/ambassador-mesh/ambassador/gossip"
 	"github.com/ambassador-mesh/ambassador/internal/testutil"
 	"github.com/ambassador-mesh/ambassador/upstream"
 	"github.com/miekg/dns"
@@ -790,9 +791,9 @@ func TestBindListensOnlyThere(t *testing.T) {
 // error naming the name and the other node's address, and the first node
 // keeps running under its name.
 func TestNameTaken(t *testing.T) {
-	// The first node counts as established at once, so it is not the one
-	// to give up.
-	a := startTestNode(t, "dup", func(c *Config) { c.conflictWindow = time.Nanosecond })
+	// Both nodes are within the name conflict window, and memberlist tells
+	// both of the conflict: the start times decide.
+	a := startTestNode(t, "dup", func(*Config) {})
 	aGossip := net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))
 
 	cfg := DefaultConfig()
@@ -819,11 +820,14 @@ func TestNameTaken(t *testing.T) {
 		t.Fatal("twin still running after 15s, want it to refuse its taken name")
 	}
 
+	// The first node heard of the conflict before the twin did (it merges
+	// the twin's state as the twin joins); had it taken that for its own
+	// name being taken, it would be stopping now.
 	select {
 	case err := <-a.done:
 		a.done <- err
 		t.Fatalf("first node stopped (%v), want it running", err)
-	default:
+	case <-time.After(3 * time.Second):
 	}
 	ms := a.MembersView().Members
 	if len(ms) != 1 || ms[0].Name != "dup" {
@@ -862,6 +866,14 @@ func TestDefaultNodeName(t *testing.T) {
 // a join to it lasts until memberlist's TCPTimeout.
 func silentPeer(t *testing.T) string {
 	t.Helper()
+	addr, _ := silentPeerSeen(t)
+	return addr
+}
+
+// silentPeerSeen is silentPeer plus a channel closed when it accepts its
+// first connection (a join to it is in flight).
+func silentPeerSeen(t *testing.T) (string, <-chan struct{}) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -869,6 +881,7 @@ func silentPeer(t *testing.T) string {
 	var mu sync.Mutex
 	var conns []net.Conn
 	done := make(chan struct{})
+	seen := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
@@ -877,6 +890,9 @@ func silentPeer(t *testing.T) string {
 				return
 			}
 			mu.Lock()
+			if conns == nil {
+				close(seen)
+			}
 			conns = append(conns, c)
 			mu.Unlock()
 		}
@@ -890,27 +906,74 @@ func silentPeer(t *testing.T) string {
 			c.Close()
 		}
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), seen
 }
 
-// TestJoinNotHeldUpBySilentPeers gives a node four seeds that never answer
-// and one good one, with the lan profile's timers: the good one is joined
-// at once (joined one after another with memberlist's 10s timeout, it
-// waited for every silent seed tried before it), and stopping the node
-// while joins to the silent seeds are in flight returns within the drain
-// timeout plus the 2s join bound, not after the join in progress.
+// TestStopNotHeldUpByJoin stops a node, with the wan profile (a join lasts
+// up to memberlist's 30s TCPTimeout), while its join to a silent seed is
+// in flight: Run returns within the shutdown bound (drain timeout + 10s),
+// not when the join gives up.
+func TestStopNotHeldUpByJoin(t *testing.T) {
+	seed, seen := silentPeerSeen(t)
+	b := startTestNode(t, "b", func(c *Config) {
+		c.Profile = "wan"
+		c.Join = []string{seed}
+		c.DrainTimeout = time.Second
+	})
+	select {
+	case <-seen:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no join to the silent seed within 10s")
+	}
+	stopAt := time.Now()
+	b.cancel()
+	bound := b.cfg.DrainTimeout + 10*time.Second
+	select {
+	case err := <-b.done:
+		b.done <- err // for the cleanup's stop
+		t.Logf("b stopped %v after cancel", time.Since(stopAt).Round(time.Millisecond))
+	case <-time.After(bound + 5*time.Second):
+		t.Fatalf("b did not stop within %v (the shutdown bound %v plus 5s): it waits for the join (30s)", bound+5*time.Second, bound)
+	}
+}
+
+// TestJoinNotHeldUpBySilentPeers gives a node eight seeds that never answer
+// and one good one, with the lan profile's timers (a join lasts up to the
+// 2s TCPTimeout). Structurally, joins are not serialised behind a silent
+// seed: within three join timeouts of start, the good seed is joined AND
+// every silent seed has been dialled. One join after another manages at
+// most one silent seed per timeout (eight need 16s), so neither a lucky
+// order (the good seed first) nor a slow machine makes a sequential loop
+// pass. Stopping the node while joins to the silent seeds are in flight
+// returns within the drain timeout plus the 2s join bound.
 func TestJoinNotHeldUpBySilentPeers(t *testing.T) {
 	a := startTestNode(t, "a", func(*Config) {})
-	seeds := []string{silentPeer(t), silentPeer(t), silentPeer(t), silentPeer(t),
-		net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+	var seeds []string
+	var seen []<-chan struct{}
+	for range 8 {
+		addr, c := silentPeerSeen(t)
+		seeds, seen = append(seeds, addr), append(seen, c)
+	}
+	seeds = append(seeds, net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort)))
+	timeout := gossip.DefaultConfig().Memberlist.TCPTimeout
 	start := time.Now()
 	b := startTestNode(t, "b", func(c *Config) {
 		c.Profile = "lan"
 		c.Join = seeds
 		c.DrainTimeout = time.Second
 	})
-	waitFor(t, 5*time.Second, "b to join the good seed a", func() bool { return len(b.MembersView().Members) == 2 })
-	t.Logf("b joined a %v after start", time.Since(start).Round(time.Millisecond))
+	bound := 3 * timeout
+	waitFor(t, bound-time.Since(start), "b to join the good seed a and dial all 8 silent seeds", func() bool {
+		for _, c := range seen {
+			select {
+			case <-c:
+			default:
+				return false
+			}
+		}
+		return len(b.MembersView().Members) == 2
+	})
+	t.Logf("b joined a and dialled every silent seed %v after start (bound %v)", time.Since(start).Round(time.Millisecond), bound)
 
 	// The first joins to the silent seeds started with the one to a and
 	// last 2s: stop while they are in flight.

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"slices"
 	"strings"
 )
 
@@ -38,32 +37,47 @@ func NodeURI(cluster, node string) string {
 	return (&url.URL{Scheme: uriScheme, Host: cluster, Path: "/" + node}).String()
 }
 
-// certNodes returns the nodes of cluster that c names in URI SANs of the
-// form ambassador://CLUSTER/NODE. Other URIs and other clusters are ignored.
-func certNodes(c *x509.Certificate, cluster string) []string {
-	var nodes []string
+// certNode returns the node of cluster that c names in its URI SAN
+// ambassador://CLUSTER/NODE. c must carry exactly one URI of the
+// ambassador scheme: a certificate naming several nodes (or one node in
+// several clusters) would let its holder pass for each of them. URIs of
+// other schemes are ignored.
+func certNode(c *x509.Certificate, cluster string) (string, error) {
+	var ours []string
+	var node string
 	for _, u := range c.URIs {
-		node, ok := strings.CutPrefix(u.Path, "/")
-		if u.Scheme == uriScheme && u.Host == cluster && ok && node != "" && !strings.Contains(node, "/") &&
+		if u.Scheme != uriScheme {
+			continue
+		}
+		ours = append(ours, u.String())
+		n, ok := strings.CutPrefix(u.Path, "/")
+		if u.Host == cluster && ok && n != "" && !strings.Contains(n, "/") &&
 			u.User == nil && u.RawQuery == "" && u.Fragment == "" {
-			nodes = append(nodes, node)
+			node = n
 		}
 	}
-	return nodes
+	switch {
+	case len(ours) > 1:
+		return "", fmt.Errorf("names %d nodes (%s), want one", len(ours), strings.Join(ours, ", "))
+	case node == "":
+		return "", fmt.Errorf("has no URI SAN %s: issued for something else or another cluster", NodeURI(cluster, "NODE"))
+	}
+	return node, nil
 }
 
 // checkPeer checks a peer's certificate chain: it chains to pool, and its
-// leaf names cluster (and node, unless node is "") in a URI SAN.
+// leaf names cluster (and node, unless node is "") in its one ambassador
+// URI SAN (certNode).
 func checkPeer(pool *x509.CertPool, chain []*x509.Certificate, cluster, node string) error {
 	if err := verifyChain(pool, chain); err != nil {
 		return err
 	}
-	nodes := certNodes(chain[0], cluster)
+	got, err := certNode(chain[0], cluster)
 	switch {
-	case len(nodes) == 0:
-		return fmt.Errorf("certificate has no URI SAN %s: issued for something else or another cluster", NodeURI(cluster, "NODE"))
-	case node != "" && !slices.Contains(nodes, node):
-		return fmt.Errorf("certificate names node %q, want %q (%s)", nodes[0], node, NodeURI(cluster, node))
+	case err != nil:
+		return fmt.Errorf("certificate %w", err)
+	case node != "" && got != node:
+		return fmt.Errorf("certificate names node %q, want %q (%s)", got, node, NodeURI(cluster, node))
 	}
 	return nil
 }
@@ -72,8 +86,9 @@ func checkPeer(pool *x509.CertPool, chain []*x509.Certificate, cluster, node str
 // certificates, certFile this node's certificate (optionally followed by
 // intermediates), keyFile its private key (PKCS #8, PKCS #1 or SEC 1
 // EC). The certificate must match the key, chain to a CA of caFile now,
-// for any key usage, and name exactly one node of cluster in a URI SAN
-// ambassador://CLUSTER/NODE (Node returns it); otherwise LoadCA fails.
+// for any key usage, and carry exactly one URI SAN of the ambassador
+// scheme, ambassador://CLUSTER/NODE naming cluster (Node returns NODE), as
+// peers demand (certNode); otherwise LoadCA fails.
 // Errors name the file and what is wrong with it, never key material.
 // Safe for concurrent use.
 func LoadCA(caFile, certFile, keyFile, cluster string) (*CA, error) {
@@ -101,19 +116,15 @@ func LoadCA(caFile, certFile, keyFile, cluster string) (*CA, error) {
 	if err := verifyChain(pool, chain); err != nil {
 		return nil, fmt.Errorf("trust: cert file %s is not valid under CA file %s: %w", certFile, caFile, err)
 	}
-	nodes := certNodes(leaf, cluster)
-	switch len(nodes) {
-	case 0:
-		return nil, fmt.Errorf("trust: cert file %s has no URI SAN %s naming this node in cluster %q", certFile, NodeURI(cluster, "NODE"), cluster)
-	case 1:
-	default:
-		return nil, fmt.Errorf("trust: cert file %s names %d nodes of cluster %q (%s), want one", certFile, len(nodes), cluster, strings.Join(nodes, ", "))
+	node, err := certNode(leaf, cluster)
+	if err != nil {
+		return nil, fmt.Errorf("trust: cert file %s %w (cluster %q)", certFile, err, cluster)
 	}
 	ders := make([][]byte, len(chain))
 	for i, c := range chain {
 		ders[i] = c.Raw
 	}
-	return &CA{pool: pool, cert: tls.Certificate{Certificate: ders, PrivateKey: key, Leaf: leaf}, cluster: cluster, node: nodes[0]}, nil
+	return &CA{pool: pool, cert: tls.Certificate{Certificate: ders, PrivateKey: key, Leaf: leaf}, cluster: cluster, node: node}, nil
 }
 
 // Node returns the node name this node's certificate names in its URI SAN.

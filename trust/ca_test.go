@@ -54,15 +54,22 @@ func TestCAMutualTLS(t *testing.T) {
 	noSAN := caWith(t, ours, ours, "server", from, until)
 	otherScheme := caWith(t, ours, ours, "server", from, until, "spiffe://"+testCluster+"/server")
 	otherCluster := caWith(t, ours, ours, "server", from, until, NodeURI("elsewhere", "server"))
-	// One certificate may carry several URIs; the one naming this cluster
-	// counts.
-	several := caWith(t, ours, ours, "server", from, until, NodeURI("elsewhere", "server"), NodeURI(testCluster, "server"))
+	// URIs of other schemes do not count; but exactly one ambassador URI
+	// is allowed: a certificate naming several nodes, or one node in two
+	// clusters, would pass for each of them.
+	otherURIToo := caWith(t, ours, ours, "server", from, until, "spiffe://"+testCluster+"/x", NodeURI(testCluster, "server"))
+	twoClusters := caWith(t, ours, ours, "server", from, until, NodeURI("elsewhere", "server"), NodeURI(testCluster, "server"))
+	twoNodes := caWith(t, ours, ours, "server", from, until, NodeURI(testCluster, "server"), NodeURI(testCluster, "other"))
 	noCert := cli.ClientConfig("server")
 	noCert.Certificates = nil
 
 	for _, tc := range []handshakeCase{
 		{"same CA", cli.ClientConfig("server"), srv.ServerConfig(), true, true},
-		{"several URIs", cli.ClientConfig("server"), several.ServerConfig(), true, true},
+		{"a URI of another scheme too", cli.ClientConfig("server"), otherURIToo.ServerConfig(), true, true},
+		{"server names two nodes", cli.ClientConfig("server"), twoNodes.ServerConfig(), false, false},
+		{"client names two nodes", twoNodes.ClientConfig("server"), srv.ServerConfig(), false, false},
+		{"server names two clusters", cli.ClientConfig("server"), twoClusters.ServerConfig(), false, false},
+		{"client names two clusters", twoClusters.ClientConfig("server"), srv.ServerConfig(), false, false},
 		{"client from another CA", stranger.ClientConfig("server"), srv.ServerConfig(), false, false},
 		{"server from another CA", cli.ClientConfig("stranger"), stranger.ServerConfig(), false, false},
 		{"client expired", expired.ClientConfig("server"), srv.ServerConfig(), false, false},
@@ -126,6 +133,7 @@ func TestLoadCA(t *testing.T) {
 	_, noSANCert, noSANKey := ours.WriteFilesURI(t, "nosan")
 	_, elsewhereCert, elsewhereKey := ours.WriteFilesURI(t, "elsewhere", NodeURI("elsewhere", "node"))
 	_, twoCert, twoKey := ours.WriteFilesURI(t, "two", NodeURI(testCluster, "a"), NodeURI(testCluster, "b"))
+	_, twoClCert, twoClKey := ours.WriteFilesURI(t, "twocl", NodeURI("elsewhere", "node"), uri)
 	dir := t.TempDir()
 	write := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
@@ -165,6 +173,7 @@ func TestLoadCA(t *testing.T) {
 		{"cert without URI SAN", caFile, noSANCert, noSANKey, "cert file " + noSANCert + " has no URI SAN ambassador://lab/NODE"},
 		{"cert for another cluster", caFile, elsewhereCert, elsewhereKey, "cert file " + elsewhereCert + " has no URI SAN"},
 		{"cert naming two nodes", caFile, twoCert, twoKey, "cert file " + twoCert + " names 2 nodes"},
+		{"cert naming the node in two clusters", caFile, twoClCert, twoClKey, "cert file " + twoClCert + " names 2 nodes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ca, err := LoadCA(tc.ca, tc.cert, tc.key, testCluster)

@@ -257,8 +257,11 @@ func (p *Proc) CheckExit() *Proc {
 	return p
 }
 
-// expectedEnd reports whether the test itself ended p or judged its end.
-func (p *Proc) expectedEnd() bool { return p.killed.Load() || p.observed.Load() }
+// expectedEnd reports whether the test itself ended p (SIGKILL, or
+// SIGTERM, whose exit status teardown still checks) or judged its end.
+func (p *Proc) expectedEnd() bool {
+	return p.killed.Load() || p.termSent.Load() || p.observed.Load()
+}
 
 // exitCode is p's exit status once it has ended; ok is false when a
 // signal ended it or it could not be waited for.

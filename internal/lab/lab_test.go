@@ -33,8 +33,9 @@ func (r *recorder) Failed() bool {
 }
 
 // TestTeardownJudgesExit: teardown fails the test for a checked process
-// that crashed or exited non-zero on SIGTERM, and not for one that exited
-// 0, one the test killed or waited for, or an unchecked one.
+// that crashed or exited non-zero on SIGTERM (its own or the test's), and
+// not for one that exited 0 (also on the test's SIGTERM), one the test
+// killed or waited for, or an unchecked one.
 func TestTeardownJudgesExit(t *testing.T) {
 	const (
 		crash     = "echo ready; exit 3"
@@ -62,6 +63,8 @@ func TestTeardownJudgesExit(t *testing.T) {
 				t.Fatalf("wait: %d, %v", code, err)
 			}
 		}, ""},
+		{"stopped by the test with SIGTERM, exits 0", termClean, true, sigterm, ""},
+		{"stopped by the test with SIGTERM, exits 1", termFails, true, sigterm, "exited with exit status 1 after SIGTERM, want status 0"},
 		{"unchecked crash", crash, false, waitExited, ""},
 	}
 	for _, tc := range tests {
@@ -86,6 +89,14 @@ func TestTeardownJudgesExit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sigterm stops p the way a test does that does not call Wait.
+func sigterm(t *testing.T, p *Proc) {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitExited(t, p)
 }
 
 func waitExited(t *testing.T, p *Proc) {
