@@ -14,22 +14,47 @@ const queryNowGap = time.Second
 
 // queries is run's peer query timing. Periodic queries go out on every
 // socket, QueryMin after the first and doubling up to QueryMax, or every
-// QueryMax once a peer has been seen. QueryNow asks for one extra query on
+// QueryMax once a peer has been seen, or every quietEvery(QueryMax) while
+// the caller says it is quiet (SetQuiet: the node is in a cluster whose
+// membership protocol knows the peers already, RFC 6762 §5.2 "query less
+// once the answers are known"). QueryNow asks for one extra query on
 // each socket, sent at once unless that socket sent one less than
 // queryNowGap ago, and then when the gap is up; it leaves the back-off
 // alone, so calling it often (the mesh does while a node is alone) costs
 // at most one query per second per socket. Owned by run.
 type queries struct {
-	max      time.Duration
+	min, max time.Duration
 	interval time.Duration         // gap after the next periodic query while no peer is seen
 	next     time.Time             // next periodic query
 	last     map[*socket]time.Time // last query sent on each socket
 	asked    map[*socket]bool      // sockets with a QueryNow query to send
+	quiet    bool                  // see setQuiet
 }
 
+// quietEvery is the periodic query interval while quiet: rare enough that
+// a cluster of hundreds costs a few packets a second in all, frequent
+// enough that two groups of nodes that formed separate clusters (a
+// partition at start-up) find each other again within minutes.
+func quietEvery(queryMax time.Duration) time.Duration { return 10 * queryMax }
+
 func newQueries(queryMin, queryMax time.Duration, now time.Time) *queries {
-	return &queries{max: queryMax, interval: queryMin, next: now,
+	return &queries{min: queryMin, max: queryMax, interval: queryMin, next: now,
 		last: make(map[*socket]time.Time), asked: make(map[*socket]bool)}
+}
+
+// setQuiet switches the periodic queries to quietEvery, or back: leaving
+// quiet (the node is alone again) starts the back-off over from QueryMin
+// with a query at once.
+func (q *queries) setQuiet(quiet bool, now time.Time) {
+	if q.quiet == quiet {
+		return
+	}
+	q.quiet = quiet
+	if quiet {
+		q.next = now.Add(quietEvery(q.max))
+	} else {
+		q.interval, q.next = q.min, now
+	}
 }
 
 // ask notes a QueryNow for socks.
@@ -56,9 +81,12 @@ func (q *queries) due(now time.Time, socks []*socket, seen bool) (send []*socket
 	}
 	if !now.Before(q.next) {
 		send = socks
-		if seen {
+		switch {
+		case q.quiet:
+			q.next = now.Add(quietEvery(q.max))
+		case seen:
 			q.next = now.Add(q.max)
-		} else {
+		default:
 			q.next = now.Add(q.interval)
 			q.interval = min(2*q.interval, q.max)
 		}
@@ -83,13 +111,24 @@ func (q *queries) due(now time.Time, socks []*socket, seen bool) (send []*socket
 }
 
 // query sends the peer query on so, or on every socket when so is nil.
+// Where the socket for direct unicast queries is open the question asks
+// for a unicast reply (QU, RFC 6762 §5.4): each peer answers this node
+// alone, at once, even if it multicast its records a moment ago (the §6
+// one-second rule holds back multicast answers only). A multicast (QM)
+// question would make every peer's answer reach every node, N^2 packets
+// for N nodes each querying, for answers only the querier needs; the
+// others learn of a new node through gossip. The known peers go in the
+// answer section (known-answer suppression, §7.1), so they stay silent.
 func (s *Server) query(so *socket) {
-	b, err := peerQuery().Pack()
-	if err != nil {
-		s.log.Warn("pack mdns query", "err", err)
-		return
-	}
 	for _, t := range s.targets(so) {
+		s.mu.Lock()
+		m := peerQuery(t.sock.ucast != nil, s.disc.known(time.Now()))
+		s.mu.Unlock()
+		b, err := m.Pack()
+		if err != nil {
+			s.log.Warn("pack mdns query", "err", err)
+			return
+		}
 		// Noted before the write: the looped-back copy may be read
 		// before the write returns.
 		s.mu.Lock()

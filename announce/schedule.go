@@ -32,8 +32,9 @@ func (s *Server) run(initial []*socket) {
 		now = time.Now()
 		jobs = s.runJobs(jobs, now)
 		s.mu.Lock()
-		seen := s.disc.seen
+		seen, quiet := s.disc.seen, s.quiet
 		s.mu.Unlock()
+		q.setQuiet(quiet, now)
 		send, next := q.due(now, s.sockets(), seen)
 		for _, so := range send {
 			s.query(so)
@@ -48,6 +49,7 @@ func (s *Server) run(initial []*socket) {
 		case <-s.stop:
 			return
 		case <-wake.C:
+		case <-s.quietNow: // setQuiet above picks it up
 		case <-s.queryNow:
 			s.mu.Lock()
 			s.disc.forget()

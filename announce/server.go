@@ -43,6 +43,7 @@ type Server struct {
 	now func() time.Time
 
 	queryNow chan struct{} // 1-buffered; non-blocking send, a pending signal is enough
+	quietNow chan struct{} // 1-buffered; non-blocking send, run re-reads quiet
 	changed  chan struct{} // 1-buffered; non-blocking send, run re-reads the state
 	peers    chan Peer     // buffered peerBuffer; readers drop peers when full
 	stop     chan struct{} // closed by Close
@@ -60,6 +61,7 @@ type Server struct {
 	goodbyes []Service          // withdrawn, goodbye not yet sent
 	changes  map[string]bool    // service types ("_redis._tcp.local.") to announce
 	socks    map[string]*socket // active sockets by interface name
+	quiet    bool               // see SetQuiet
 	disc     *discovery
 }
 
@@ -108,6 +110,7 @@ func New(cfg Config) (*Server, error) {
 		write:      writeUDP,
 		now:        time.Now,
 		queryNow:   make(chan struct{}, 1),
+		quietNow:   make(chan struct{}, 1),
 		changed:    make(chan struct{}, 1),
 		peers:      make(chan Peer, peerBuffer),
 		stop:       make(chan struct{}),
@@ -242,6 +245,27 @@ func (s *Server) QueryNow() {
 	select {
 	case s.queryNow <- struct{}{}:
 	default:
+	}
+}
+
+// SetQuiet says whether the node's peers are known by other means (the
+// mesh: it is in a cluster with other members). While quiet, periodic
+// peer queries go out ten times less often (every 10×QueryMax, 5 minutes
+// by default); leaving quiet starts the query back-off over from QueryMin
+// with a query at once. QueryNow is not affected. RFC 6762 §5.2 asks
+// queriers to query less once they have their answers; the periodic
+// query that remains finds a group of nodes that formed a cluster of
+// their own. Safe for concurrent use; does not block.
+func (s *Server) SetQuiet(quiet bool) {
+	s.mu.Lock()
+	changed := s.quiet != quiet
+	s.quiet = quiet
+	s.mu.Unlock()
+	if changed {
+		select {
+		case s.quietNow <- struct{}{}:
+		default:
+		}
 	}
 }
 
