@@ -397,6 +397,9 @@ func (n *Node) memberFingerprint(fp string) bool {
 
 // onPeer is called by announce for every peer it sees; it must not block.
 func (n *Node) onPeer(p announce.Peer) {
+	if n.cluster.Alive(p.Node) {
+		return // already a member: nothing to join
+	}
 	addr := net.JoinHostPort(p.Addr.String(), strconv.Itoa(p.GossipPort))
 	select {
 	case n.peers <- addr:
@@ -416,7 +419,12 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		if m := n.cluster.NumMembers(); m != lastMembers {
 			n.log.Info("members changed", "members", m)
 			lastMembers = m
+			if n.disc != nil {
+				// Gossip knows the peers: mDNS need not keep asking.
+				n.disc.SetQuiet(m > 1)
+			}
 		}
+		last := time.Now()
 		select {
 		case <-ctx.Done():
 			return
@@ -424,8 +432,25 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		case <-n.kick:
 		case <-t.C:
 		}
+		// A forming cluster reports a change per member and per record;
+		// the first change is applied at once, the ones that follow in a
+		// burst are applied together, at most one reconcile per
+		// reconcileGap.
+		if wait := reconcileGap - time.Since(last); wait > 0 {
+			w := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				w.Stop()
+				return
+			case <-w.C:
+			}
+		}
 	}
 }
+
+// reconcileGap is the least time between two reconciles of the listeners
+// with the catalog.
+const reconcileGap = 50 * time.Millisecond
 
 // joinLoop joins peers found by discovery and the static seeds, retrying a
 // failed join with back-off. When the node is alone it asks discovery to
