@@ -30,6 +30,8 @@ import (
 //	AMB_SCALE_HOSTS   number of hosts (default 0: TestLabScale skips; CI runs 25)
 //	AMB_SCALE_WINDOW  idle window for CPU, RSS and stability (default 20s)
 //	AMB_SCALE_LOSS    percent of packets the bridge drops in TestLabScaleLoss (default 10)
+//	AMB_SCALE_ARGS    extra flags for every node, space-separated (e.g. "--dial-timeout 1s")
+//	AMB_SCALE_LOGS    a folder to copy every node's log into at the end
 //	AMB_SCALE_STRICT  1: fail when a timing target of issue 10 is missed, not only print it
 type scaleSettings struct {
 	hosts  int
@@ -128,8 +130,17 @@ func startScaleCluster(t *testing.T, s scaleSettings, firstOK bool, before func(
 	if firstOK {
 		probe = startHelper(t, c.hosts[s.hosts-1], "first-ok", "first-ok", "127.0.0.1:"+scaleSvcPort, scaleSvcReply, "60")
 	}
+	if dir := os.Getenv("AMB_SCALE_LOGS"); dir != "" {
+		// Registered after lab.New's teardown, so it runs first, while
+		// the logs exist.
+		t.Cleanup(func() {
+			for i, p := range c.nodes {
+				_ = os.WriteFile(filepath.Join(dir, c.hosts[i].Name+".log"), []byte(p.Log()), 0o644)
+			}
+		})
+	}
 	for i, h := range c.hosts {
-		args := []string{c.bin, "--log-level", "info"}
+		args := append([]string{c.bin, "--log-level", "info"}, strings.Fields(os.Getenv("AMB_SCALE_ARGS"))...)
 		if i == 0 {
 			args = append(args, "--announce", "svc:"+scaleSvcPort+"=12345")
 		}
@@ -138,6 +149,13 @@ func startScaleCluster(t *testing.T, s scaleSettings, firstOK bool, before func(
 	}
 	return c, probe
 }
+
+// What memberlist logs when a probe of a node fails (the node becomes
+// suspect) and when a suspect is declared dead.
+var (
+	suspected    = []string{`msg="Suspect `, ` has failed, no acks`}
+	markedFailed = []string{`msg="Marking `, ` as failed`}
+)
 
 // logLine is one slog text line of a node.
 type logLine struct {
@@ -311,8 +329,8 @@ func (c *scaleCluster) idle(window time.Duration) (cpuMax, rssMax float64, marks
 		cpus = append(cpus, 100*float64(u.cpu-before[i].cpu)/float64(to.Sub(from)))
 		rsss = append(rsss, float64(u.rss)/(1<<20))
 	}
-	marks = c.countLines(from, to, "as failed")
-	suspects := c.countLines(from, to, "has failed, no acks")
+	marks = c.countLines(from, to, markedFailed...)
+	suspects := c.countLines(from, to, suspected...)
 	figure(t, "idle_cpu_percent_of_core", "%s (over %s, release build)", spread(cpus, "%.2f"), window)
 	figure(t, "idle_rss_mib", "%s", spread(rsss, "%.1f"))
 	figure(t, "idle_window_failed_marks", "%d (suspicions %d)", marks, suspects)
@@ -418,7 +436,7 @@ func TestLabScale(t *testing.T) {
 			t.Errorf("first connection %s after the last host started, target 300ms", d)
 		}
 	}
-	startupMarks := c.countLines(c.starts[0], time.Now(), "as failed")
+	startupMarks := c.countLines(c.starts[0], time.Now(), markedFailed...)
 	figure(t, "startup_failed_marks", "%d", startupMarks)
 
 	// 2. Every host reaches it.
@@ -479,8 +497,8 @@ func TestLabScale(t *testing.T) {
 			t.Errorf("killed host gone everywhere after %s, target 3s", lastGone.Sub(killAt))
 		}
 	}
-	figure(t, "total_failed_marks", "%d (of which the killed node: %d)", c.countLines(c.starts[0], time.Now(), "as failed"),
-		c.countLines(c.starts[0], time.Now(), "as failed", "Marking "+nodeName(c.nodes[k])+" "))
+	figure(t, "total_failed_marks", "%d (of which the killed node: %d)", c.countLines(c.starts[0], time.Now(), markedFailed...),
+		c.countLines(c.starts[0], time.Now(), `msg="Marking `+nodeName(c.nodes[k])+` as failed`))
 }
 
 // waitAnnouncer returns the stamp of node 0's "node started".
@@ -535,7 +553,7 @@ func TestLabScaleLoss(t *testing.T) {
 	count := int(s.window / (500 * time.Millisecond))
 	okN, failed, errs := c.reach(count, 500)
 	to := time.Now()
-	marks := c.countLines(from, to, "as failed")
+	marks := c.countLines(from, to, markedFailed...)
 	lost := c.countLines(from, to, `msg="members changed"`)
 	figure(t, "loss_percent", "%d (on the bridge, both directions)", s.loss)
 	figure(t, "loss_connections", "ok %d failed %d (%d hosts, a new connection every 500ms for %s)", okN, failed, n, to.Sub(from).Round(time.Second))

@@ -137,8 +137,12 @@ type simNode struct {
 
 func startSimNode(tb testing.TB, sn *simNet, i int) simNode {
 	tb.Helper()
+	return startSimNodeWith(tb, sn, i, DefaultConfig()) // the production LAN profile
+}
+
+func startSimNodeWith(tb testing.TB, sn *simNet, i int, cfg Config) simNode {
+	tb.Helper()
 	tr := sn.newTransport()
-	cfg := DefaultConfig() // the production LAN profile
 	cfg.NodeName = fmt.Sprintf("n%04d", i)
 	cfg.AdvertiseAddr = "127.0.0.1"
 	cfg.BindPort = tr.port
