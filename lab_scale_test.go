@@ -248,8 +248,9 @@ func (c *scaleCluster) waitAllLogged(since time.Time, timeout time.Duration, par
 
 // procUsage is a node's CPU time and resident memory.
 type procUsage struct {
-	cpu time.Duration
-	rss int64 // bytes
+	cpu  time.Duration
+	rss  int64 // bytes, VmRSS: includes the binary's pages, which every node shares
+	anon int64 // bytes, RssAnon: this node's own memory
 }
 
 func readUsage(pid int) (procUsage, error) {
@@ -272,9 +273,14 @@ func readUsage(pid int) (procUsage, error) {
 		return procUsage{}, err
 	}
 	for _, line := range strings.Split(string(st2), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			u.rss = kb << 10
+		for _, f := range []struct {
+			key string
+			dst *int64
+		}{{"VmRSS:", &u.rss}, {"RssAnon:", &u.anon}} {
+			if v, ok := strings.CutPrefix(line, f.key); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				*f.dst = kb << 10
+			}
 		}
 	}
 	return u, nil
@@ -320,7 +326,7 @@ func (c *scaleCluster) idle(window time.Duration) (cpuMax, rssMax float64, marks
 		return
 	}
 	to := time.Now()
-	var cpus, rsss []float64
+	var cpus, rsss, anons []float64
 	for i, p := range c.nodes {
 		u, err := readUsage(p.Pid())
 		if err != nil {
@@ -328,11 +334,12 @@ func (c *scaleCluster) idle(window time.Duration) (cpuMax, rssMax float64, marks
 		}
 		cpus = append(cpus, 100*float64(u.cpu-before[i].cpu)/float64(to.Sub(from)))
 		rsss = append(rsss, float64(u.rss)/(1<<20))
+		anons = append(anons, float64(u.anon)/(1<<20))
 	}
 	marks = c.countLines(from, to, markedFailed...)
 	suspects := c.countLines(from, to, suspected...)
 	figure(t, "idle_cpu_percent_of_core", "%s (over %s, release build)", spread(cpus, "%.2f"), window)
-	figure(t, "idle_rss_mib", "%s", spread(rsss, "%.1f"))
+	figure(t, "idle_rss_mib", "%s (VmRSS; of which the node's own, RssAnon: %s)", spread(rsss, "%.1f"), spread(anons, "%.1f"))
 	figure(t, "idle_window_failed_marks", "%d (suspicions %d)", marks, suspects)
 	figure(t, "load_average", "%s", loadAvg())
 	return slices.Max(cpus), slices.Max(rsss), marks

@@ -100,20 +100,25 @@ const (
 )
 
 // DefaultConfig returns the LAN profile: port 7946 on all interfaces and
-// memberlist.DefaultLANConfig, retuned so that a node that dies without a
-// goodbye leaves every catalog within about 3 seconds on a lab LAN:
+// memberlist.DefaultLANConfig, with failure detection retuned so that a
+// node that dies without a goodbye leaves every catalog within about 3
+// seconds on a lab LAN:
 //
 //   - ProbeInterval 500ms, ProbeTimeout 250ms (LAN: 1s, 500ms). Round trips
 //     on a LAN are well under a millisecond; the timeout leaves room for a
-//     busy host.
+//     busy host, and Lifeguard's awareness (AwarenessMaxMultiplier 8, as in
+//     the LAN profile) stretches both on a node that misses its own acks.
 //   - SuspicionMult 2 and SuspicionMaxTimeoutMult 2 (LAN: 4 and 6). A
 //     suspect is declared dead after 2×ProbeInterval×log10(n) (at least
 //     1s for n < 10), or at most twice that while fewer peers confirm the
 //     suspicion. memberlist's defaults let a small cluster wait up to 24s.
 //     A live node that was only slow refutes the suspicion within that
 //     window, so the cost is a brief flap, not a lost member.
-//   - GossipInterval 100ms (LAN: 200ms), so the suspicion and death spread
-//     in a few rounds; push/pull every 15s (LAN: 30s) heals missed updates.
+//   - GossipInterval 200ms and PushPullInterval 30s, as in the LAN profile.
+//     Every tick wakes the process, and an idle node's CPU is mostly such
+//     wake-ups: 100ms cost twice as many for nothing while no change is
+//     queued. A node's own record change does not wait for gossip: it is
+//     also sent to every member at once (Cluster.SetServices).
 //
 // A dead node's name can be reclaimed from a new address one ProbeInterval
 // after it was declared dead. AdvertiseAddr and NodeName must still be set.
@@ -127,8 +132,6 @@ func DefaultConfig() Config {
 	mc.ProbeTimeout = 250 * time.Millisecond
 	mc.SuspicionMult = 2
 	mc.SuspicionMaxTimeoutMult = 2
-	mc.GossipInterval = 100 * time.Millisecond
-	mc.PushPullInterval = 15 * time.Second
 	return Config{
 		Cluster:    defaultCluster,
 		BindAddr:   defaultBindAddr,
