@@ -24,6 +24,10 @@ func TestPushSelf(t *testing.T) {
 	if _, err := b.c.Join([]string{a.t.addr}); err != nil {
 		t.Fatal(err)
 	}
+	if !b.c.Alive(a.c.LocalNode()) || !b.c.Alive(b.c.LocalNode()) || b.c.Alive("nobody") {
+		t.Errorf("Alive: a %v, self %v, nobody %v; want true, true, false",
+			b.c.Alive(a.c.LocalNode()), b.c.Alive(b.c.LocalNode()), b.c.Alive("nobody"))
+	}
 	has := func(port int) bool {
 		for _, e := range b.c.Catalog() {
 			if e.Node == a.c.LocalNode() && len(e.Services) == 1 && e.Services[0].Port == port {
@@ -34,6 +38,10 @@ func TestPushSelf(t *testing.T) {
 	}
 	if !has(7000) {
 		t.Fatalf("after the join b lacks a's record: %+v", b.c.Catalog())
+	}
+	// b's Join returns once b has a's state; a merges b's a moment later.
+	if _, ok := waitAll([]simNode{a}, 2*time.Second, func(simNode) bool { return a.c.Alive(b.c.LocalNode()) }); !ok {
+		t.Fatal("a does not list b alive after b joined")
 	}
 	a.c.SetServices([]Service{{Name: "fresh", Port: 7100}})
 	if _, ok := waitAll([]simNode{b}, 2*time.Second, func(simNode) bool { return has(7100) }); !ok {
