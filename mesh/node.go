@@ -424,7 +424,11 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 				n.disc.SetQuiet(m > 1)
 			}
 		}
-		last := time.Now()
+		// Changed and kick are 1-buffered: however many changes arrive
+		// while a reconcile runs (a forming cluster reports one per member
+		// and record), they cost one more reconcile, which reads the
+		// latest catalog. No delay on top: a withdrawn service's listener
+		// must close at once.
 		select {
 		case <-ctx.Done():
 			return
@@ -432,25 +436,8 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		case <-n.kick:
 		case <-t.C:
 		}
-		// A forming cluster reports a change per member and per record;
-		// the first change is applied at once, the ones that follow in a
-		// burst are applied together, at most one reconcile per
-		// reconcileGap.
-		if wait := reconcileGap - time.Since(last); wait > 0 {
-			w := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				w.Stop()
-				return
-			case <-w.C:
-			}
-		}
 	}
 }
-
-// reconcileGap is the least time between two reconciles of the listeners
-// with the catalog.
-const reconcileGap = 50 * time.Millisecond
 
 // joinLoop joins peers found by discovery and the static seeds, retrying a
 // failed join with back-off. When the node is alone it asks discovery to
