@@ -35,9 +35,9 @@ type discovery struct {
 	reported map[peerKey]time.Time // last report of each peer
 	// ptrs are the _ambassador._tcp PTR records seen, by lower-case
 	// instance name, for known-answer suppression. At most maxHosts.
-	ptrs map[string]knownPTR
-	seen     bool                  // a peer was seen since the last reset
-	swept    time.Time             // last expire
+	ptrs  map[string]knownPTR
+	seen  bool      // a peer was seen since the last reset
+	swept time.Time // last expire
 }
 
 // knownPTR is one cached PTR record of _ambassador._tcp.local.

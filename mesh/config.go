@@ -85,8 +85,8 @@ type Config struct {
 	// gossip. The files are read in New; changing them takes a restart.
 	// "" = no operator CA.
 	TLSCA, TLSCert, TLSKey string
-	// Profile picks the gossip timers: "lan" (default: a dead node leaves
-	// the catalogs in about 3s), "wan" (memberlist's WAN timers) or
+	// Profile picks the gossip timers: "lan" (default: memberlist's LAN
+	// timers; a dead node leaves the catalogs in about 7s at 25 nodes), "wan" (memberlist's WAN timers) or
 	// "local" (fast timers for one machine or a netns lab).
 	Profile string
 	// ProbeInterval, ProbeTimeout and SuspicionMult override the

@@ -48,6 +48,7 @@ type Node struct {
 	httpWG   sync.WaitGroup // the status API's Serve goroutine
 
 	peers chan string // join candidates from discovery; buffered, sends never block
+	gate  peerGate    // limits the discovered peers sent to peers, see discovery.go
 
 	pubMu    sync.Mutex // serializes publish
 	reloadMu sync.Mutex // held by Reload throughout; taken before pubMu and mu
@@ -397,8 +398,8 @@ func (n *Node) memberFingerprint(fp string) bool {
 
 // onPeer is called by announce for every peer it sees; it must not block.
 func (n *Node) onPeer(p announce.Peer) {
-	if n.cluster.Alive(p.Node) {
-		return // already a member: nothing to join
+	if n.cluster.Alive(p.Node) || !n.gate.allow(time.Now()) {
+		return // already a member, or enough joins for now: see peerGate
 	}
 	addr := net.JoinHostPort(p.Addr.String(), strconv.Itoa(p.GossipPort))
 	select {
