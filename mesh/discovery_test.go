@@ -34,3 +34,26 @@ func TestPeerGate(t *testing.T) {
 		t.Errorf("after an hour: %d passed, want %d", passed, joinBurst)
 	}
 }
+
+// TestPeerGateHolds: peers turned away are joined later if they are still
+// not members, and forgotten if they are.
+func TestPeerGateHolds(t *testing.T) {
+	var g peerGate
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for range joinBurst {
+		g.allow(t0)
+	}
+	g.hold("member", "10.0.0.1:7946")
+	g.hold("stranger", "10.0.0.2:7946")
+	isMember := func(node string) bool { return node == "member" }
+	if got := g.take(t0, isMember); len(got) != 0 {
+		t.Errorf("take with no token: %v, want none", got)
+	}
+	got := g.take(t0.Add(time.Second), isMember)
+	if len(got) != 1 || got[0] != "10.0.0.2:7946" {
+		t.Errorf("take a second later: %v, want the stranger only", got)
+	}
+	if got := g.take(t0.Add(time.Hour), isMember); len(got) != 0 {
+		t.Errorf("take again: %v, want none (both forgotten)", got)
+	}
+}

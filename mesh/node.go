@@ -398,10 +398,19 @@ func (n *Node) memberFingerprint(fp string) bool {
 
 // onPeer is called by announce for every peer it sees; it must not block.
 func (n *Node) onPeer(p announce.Peer) {
-	if n.cluster.Alive(p.Node) || !n.gate.allow(time.Now()) {
-		return // already a member, or enough joins for now: see peerGate
+	if n.cluster.Alive(p.Node) {
+		return // already a member: nothing to join
 	}
 	addr := net.JoinHostPort(p.Addr.String(), strconv.Itoa(p.GossipPort))
+	if !n.gate.allow(time.Now()) {
+		n.gate.hold(p.Node, addr) // enough joins for now: see peerGate
+		return
+	}
+	n.sendPeer(addr)
+}
+
+// sendPeer hands a join candidate to the join loop without blocking.
+func (n *Node) sendPeer(addr string) {
 	select {
 	case n.peers <- addr:
 	default: // the join loop is busy; discovery reports peers again
@@ -417,6 +426,9 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	for {
 		v := n.view()
 		n.proxy.Update(routes(n.name, n.cluster.Catalog(), v.services(n.name), v.forwards, v.balance, v.logins))
+		for _, a := range n.gate.take(time.Now(), n.cluster.Alive) {
+			n.sendPeer(a) // discovered peers held back, still not members
+		}
 		if m := n.cluster.NumMembers(); m != lastMembers {
 			n.log.Info("members changed", "members", m)
 			lastMembers = m
