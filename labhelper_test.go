@@ -150,6 +150,8 @@ func labHelper(mode string, args []string) int {
 		default:
 			fmt.Println("error:", derr)
 		}
+	case "first-ok", "reach": // the scale lab's, lab_scale_test.go
+		err = scaleHelper(mode, args)
 	default:
 		if h, ok := streamHelpers[mode]; ok {
 			err = h(args)

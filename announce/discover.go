@@ -33,8 +33,18 @@ type discovery struct {
 	// no use to us.
 	hosts    map[string]hostAddr
 	reported map[peerKey]time.Time // last report of each peer
-	seen     bool                  // a peer was seen since the last reset
-	swept    time.Time             // last expire
+	// ptrs are the _ambassador._tcp PTR records seen, by lower-case
+	// instance name, for known-answer suppression. At most maxHosts.
+	ptrs  map[string]knownPTR
+	seen  bool      // a peer was seen since the last reset
+	swept time.Time // last expire
+}
+
+// knownPTR is one cached PTR record of _ambassador._tcp.local.
+type knownPTR struct {
+	ptr     string // the instance name as received
+	ttl     uint32 // the TTL it came with, seconds
+	expires time.Time
 }
 
 type hostAddr struct {
@@ -63,6 +73,7 @@ func newDiscovery(node, cluster string) *discovery {
 		cluster:  cluster,
 		hosts:    make(map[string]hostAddr),
 		reported: make(map[peerKey]time.Time),
+		ptrs:     make(map[string]knownPTR),
 	}
 }
 
@@ -72,9 +83,12 @@ func (d *discovery) reset() {
 	d.seen = false
 }
 
-// forget forgets what was reported, so every peer is reported again.
+// forget forgets what was reported, so every peer is reported again, and
+// the PTR records seen, so the next query lists no known answers and every
+// peer answers it.
 func (d *discovery) forget() {
 	clear(d.reported)
+	clear(d.ptrs)
 }
 
 // parse reads a response received from src on iface and returns the peers
@@ -122,6 +136,7 @@ func (d *discovery) parse(m *dns.Msg, src netip.AddrPort, iface string, now time
 				if equalName(h.Name, peerFQDN) {
 					in := get(rr.Ptr)
 					in.bye = in.bye || h.Ttl == 0
+					d.notePTR(rr.Ptr, h.Ttl, now)
 				}
 			case *dns.SRV:
 				if isPeerInstance(h.Name) {
@@ -187,6 +202,47 @@ func (d *discovery) peer(in *instance, src netip.AddrPort, iface string, now tim
 	return Peer{Node: node, Cluster: cluster, Addr: addr, GossipPort: gossip, Iface: iface}, true
 }
 
+// maxKnownAnswers bounds the known answers in one query, so that it
+// stays one unfragmented packet (about 40 bytes each). RFC 6762 §7.2
+// would continue in more packets; with more peers than this, the rest
+// simply answer.
+const maxKnownAnswers = 30
+
+// notePTR caches (or, with TTL 0, forgets) a PTR record of
+// _ambassador._tcp.local pointing at instance.
+func (d *discovery) notePTR(instance string, ttl uint32, now time.Time) {
+	key := strings.ToLower(instance)
+	if ttl == 0 {
+		delete(d.ptrs, key)
+		return
+	}
+	if _, ok := d.ptrs[key]; !ok && len(d.ptrs) >= maxHosts {
+		return
+	}
+	d.ptrs[key] = knownPTR{ptr: instance, ttl: ttl, expires: now.Add(time.Duration(ttl) * time.Second)}
+}
+
+// known returns the cached PTR records whose remaining TTL is more than
+// half the TTL they came with (RFC 6762 §7.1), at most maxKnownAnswers,
+// with their remaining TTL.
+func (d *discovery) known(now time.Time) []dns.RR {
+	var out []dns.RR
+	for _, p := range d.ptrs {
+		left := p.expires.Sub(now)
+		if left <= time.Duration(p.ttl)*time.Second/2 {
+			continue
+		}
+		out = append(out, &dns.PTR{
+			Hdr: dns.RR_Header{Name: peerFQDN, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: uint32(left / time.Second)},
+			Ptr: p.ptr,
+		})
+		if len(out) == maxKnownAnswers {
+			break
+		}
+	}
+	return out
+}
+
 // capTTL turns a record TTL into an expiry time, at most maxHostTTL away.
 func capTTL(ttl uint32, now time.Time) time.Time {
 	return now.Add(min(time.Duration(ttl)*time.Second, maxHostTTL))
@@ -233,6 +289,11 @@ func (d *discovery) expire(now time.Time) {
 	for k, h := range d.hosts {
 		if !now.Before(h.expires) {
 			delete(d.hosts, k)
+		}
+	}
+	for k, p := range d.ptrs {
+		if !now.Before(p.expires) {
+			delete(d.ptrs, k)
 		}
 	}
 	for k, t := range d.reported {

@@ -78,7 +78,7 @@ func TestParseAnnouncement(t *testing.T) {
 func TestParseReply(t *testing.T) {
 	// A multicast reply to our query: PTR in answers, the rest additional.
 	z := testZone(t, peerB)
-	reply, _ := respond(z, peerQuery(), querier, false)
+	reply, _ := respond(z, peerQuery(false, nil), querier, false)
 	if reply == nil {
 		t.Fatal("no reply")
 	}
@@ -262,12 +262,12 @@ func TestHostCacheBounded(t *testing.T) {
 // fuzzSeeds are packets from the table tests.
 func fuzzSeeds(t testing.TB) [][]byte {
 	z := testZone(t, peerB, Service{Name: "redis", Port: 6379})
-	reply, _ := respond(z, peerQuery(), querier, false)
+	reply, _ := respond(z, peerQuery(false, nil), querier, false)
 	msgs := []*dns.Msg{
 		announceOf(t, peerB, peerBAddr),
 		goodbye(z.records(nil, true)),
 		reply,
-		peerQuery(),
+		peerQuery(false, nil),
 		query(0x1234, "_redis._tcp.local.", dns.TypePTR, dns.ClassINET|cacheFlush),
 	}
 	var out [][]byte

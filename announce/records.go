@@ -260,11 +260,26 @@ func dedupe(rrs, skip []dns.RR) []dns.RR {
 	return out
 }
 
-// peerQuery returns the multicast query for _ambassador._tcp.local PTR
-// (QM, ID 0, RFC 6762 §18).
-func peerQuery() *dns.Msg {
-	m := new(dns.Msg)
-	m.Question = []dns.Question{{Name: peerFQDN, Qtype: dns.TypePTR, Qclass: dns.ClassINET}}
+// maxQuerySize bounds a query with known answers: one packet on any
+// Ethernet, unfragmented.
+const maxQuerySize = 1400
+
+// peerQuery returns the query for _ambassador._tcp.local PTR (ID 0, RFC
+// 6762 §18), asking for a unicast reply with qu (§5.4), with as many of
+// known in the answer section as fit in maxQuerySize (known-answer
+// suppression, §7.1; the multi-packet form of §7.2 is not used: peers
+// left out simply answer).
+func peerQuery(qu bool, known []dns.RR) *dns.Msg {
+	m := &dns.Msg{Compress: true}
+	class := uint16(dns.ClassINET)
+	if qu {
+		class |= cacheFlush // in a question the top bit is QU
+	}
+	m.Question = []dns.Question{{Name: peerFQDN, Qtype: dns.TypePTR, Qclass: class}}
+	m.Answer = known
+	for len(m.Answer) > 0 && m.Len() > maxQuerySize {
+		m.Answer = m.Answer[:len(m.Answer)-1]
+	}
 	return m
 }
 

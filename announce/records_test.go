@@ -243,7 +243,7 @@ func TestAnnouncementAndGoodbye(t *testing.T) {
 }
 
 func TestPeerQuery(t *testing.T) {
-	m := peerQuery()
+	m := peerQuery(false, nil)
 	if m.Id != 0 || m.RecursionDesired || m.Response || len(m.Question) != 1 {
 		t.Fatalf("query %v", m)
 	}

@@ -292,6 +292,7 @@ func (c *Cluster) SetServices(svcs []Service) {
 		c.log.Warn("this node's catalog record is too large for a gossip packet; it spreads only by push/pull, so peers see changes up to a push/pull interval late",
 			"bytes", size, "limit", c.maxBcast, "services", len(r.Services))
 	}
+	c.pushSelf(r)
 	c.notify()
 }
 
@@ -346,6 +347,16 @@ func (c *Cluster) Members() []Member {
 	}
 	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
 	return out
+}
+
+// Alive reports whether name is an alive member (this node included).
+// Cheaper than Members for one name: discovery asks for every peer it
+// sees. Safe for concurrent use.
+func (c *Cluster) Alive(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.members[name]
+	return ok && m.State == stateAlive
 }
 
 // SetKeys replaces the cluster keys of a running, encrypted cluster

@@ -29,7 +29,7 @@ func TestConfigValidate(t *testing.T) {
 			c.ProbeTimeout = 300 * time.Millisecond
 			c.SuspicionMult = 3
 		}},
-		{name: "probe timeout too long", mod: func(c *Config) { c.ProbeTimeout = time.Second }, wantErr: "probe-timeout: 1s must be shorter than the probe interval 500ms"},
+		{name: "probe timeout too long", mod: func(c *Config) { c.ProbeTimeout = 2 * time.Second }, wantErr: "probe-timeout: 2s must be shorter than the probe interval 1s"},
 		{name: "negative knob", mod: func(c *Config) { c.SuspicionMult = -1 }, wantErr: "suspicion-mult: -1 is negative"},
 		{name: "dial timeout", mod: func(c *Config) { c.DialTimeout = 0 }, wantErr: "dial-timeout: 0s must be positive"},
 		{name: "drain", mod: func(c *Config) { c.DrainTimeout = -time.Second }, wantErr: "drain-timeout"},

@@ -48,6 +48,7 @@ type Node struct {
 	names    *names             // --hosts and --dns
 
 	peers chan string // join candidates from discovery; buffered, sends never block
+	gate  peerGate    // limits the discovered peers sent to peers, see discovery.go
 
 	pubMu    sync.Mutex // serializes publish
 	reloadMu sync.Mutex // held by Reload throughout; taken before pubMu and mu
@@ -470,7 +471,19 @@ func (n *Node) memberFingerprint(fp string) bool {
 
 // onPeer is called by announce for every peer it sees; it must not block.
 func (n *Node) onPeer(p announce.Peer) {
+	if n.cluster.Alive(p.Node) {
+		return // already a member: nothing to join
+	}
 	addr := net.JoinHostPort(p.Addr.String(), strconv.Itoa(p.GossipPort))
+	if !n.gate.allow(time.Now()) {
+		n.gate.hold(p.Node, addr) // enough joins for now: see peerGate
+		return
+	}
+	n.sendPeer(addr)
+}
+
+// sendPeer hands a join candidate to the join loop without blocking.
+func (n *Node) sendPeer(addr string) {
 	select {
 	case n.peers <- addr:
 	default: // the join loop is busy; discovery reports peers again
@@ -490,10 +503,22 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		n.proxy.Update(rs)
 		n.names.Set(hosts)
 		n.noteChanges()
+		for _, a := range n.gate.take(time.Now(), n.cluster.Alive) {
+			n.sendPeer(a) // discovered peers held back, still not members
+		}
 		if m := n.cluster.NumMembers(); m != lastMembers {
 			n.log.Info("members changed", "members", m)
 			lastMembers = m
+			if n.disc != nil {
+				// Gossip knows the peers: mDNS need not keep asking.
+				n.disc.SetQuiet(m > 1)
+			}
 		}
+		// Changed and kick are 1-buffered: however many changes arrive
+		// while a reconcile runs (a forming cluster reports one per member
+		// and record), they cost one more reconcile, which reads the
+		// latest catalog. No delay on top: a withdrawn service's listener
+		// must close at once.
 		select {
 		case <-ctx.Done():
 			return

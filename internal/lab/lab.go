@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -109,6 +110,9 @@ func (l *Lab) AddHost(name string) *Host {
 	h := &Host{lab: l, Name: name, NS: fmt.Sprintf("amb%s%d", l.id, idx), Addr: fmt.Sprintf("%s.%d", Subnet, idx+1)}
 	l.hosts = append(l.hosts, h)
 	l.mu.Unlock()
+	if idx == bigLab {
+		raiseNeighbourLimits(l.t)
+	}
 	h.Dir = filepath.Join(l.dir, name)
 	if err := os.MkdirAll(h.Dir, 0o755); err != nil {
 		l.t.Fatalf("lab: mkdir %s: %v", h.Dir, err)
@@ -122,6 +126,36 @@ func (l *Lab) AddHost(name string) *Host {
 	l.must("ip", "-n", h.NS, "link", "set", "eth0", "up")
 	l.must("ip", "-n", h.NS, "route", "add", "224.0.0.0/4", "dev", "eth0")
 	return h
+}
+
+// bigLab is the host count past which hosts that all talk to each other
+// overflow the kernel's default neighbour (ARP) table: gc_thresh3 is 1024
+// entries for all namespaces together, and N hosts need about N^2.
+const bigLab = 31
+
+// neighbourLimits are the gc_thresh1/2/3 a big lab needs (LAB.md).
+var neighbourLimits = []int{4096, 16384, 32768}
+
+// raiseNeighbourLimits raises net.ipv4.neigh.default.gc_thresh1..3 to
+// neighbourLimits where they are lower. The table is the machine's, shared
+// by every namespace, so the limits are left raised: lowering them again
+// could break another lab running at the same time, and higher limits only
+// cost memory for entries that exist.
+func raiseNeighbourLimits(t testing.TB) {
+	t.Helper()
+	for i, want := range neighbourLimits {
+		path := fmt.Sprintf("/proc/sys/net/ipv4/neigh/default/gc_thresh%d", i+1)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("lab: read %s: %v", path, err)
+		}
+		if cur, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && cur >= want {
+			continue
+		}
+		if err := os.WriteFile(path, []byte(strconv.Itoa(want)), 0o644); err != nil {
+			t.Fatalf("lab: raise %s to %d: %v", path, want, err)
+		}
+	}
 }
 
 // BridgeNS is the namespace of the lab's bridge br0, where a capture sees
