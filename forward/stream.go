@@ -147,6 +147,10 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 	if h := testHookRead; h != nil {
 		h(rc != nil)
 	}
+	var rr *rawReader
+	if rc != nil {
+		rr = newRawReader(rc)
+	}
 	var live *atomic.Uint64
 	if s.cs != nil {
 		live = &s.cs.bytesOut
@@ -171,7 +175,7 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 			}
 		} else {
 			var bp *[]byte
-			bp, n, rerr = readChunk(src, rc)
+			bp, n, rerr = readChunk(src, rr)
 			if n > 0 {
 				_, werr = dst.Write((*bp)[:n])
 			}
@@ -208,31 +212,56 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 	}
 }
 
+// rawReader reads a plain TCP socket through its RawConn. It lives as
+// long as one direction of a stream, so the callback RawConn.Read takes
+// is made once, not per read.
+type rawReader struct {
+	rc   syscall.RawConn
+	read func(fd uintptr) bool // r.readFD, bound once
+
+	// Results of the last readFD.
+	bp   *[]byte
+	n    int
+	serr error
+}
+
+func newRawReader(rc syscall.RawConn) *rawReader {
+	r := &rawReader{rc: rc}
+	r.read = r.readFD
+	return r
+}
+
+// readFD is the RawConn.Read callback: it takes a buffer only to read
+// into it, and gives it back when the socket has nothing yet.
+func (r *rawReader) readFD(fd uintptr) bool {
+	r.bp = bufPool.Get().(*[]byte)
+	for {
+		r.n, r.serr = unix.Read(int(fd), *r.bp)
+		if r.serr != unix.EINTR {
+			break
+		}
+	}
+	if r.serr == unix.EAGAIN {
+		bufPool.Put(r.bp)
+		r.bp = nil
+		return false // wait until readable, holding nothing
+	}
+	return true
+}
+
 // readChunk reads the next bytes of src into a pooled buffer, which the
-// caller puts back. With rc (a plain TCP socket) the buffer is taken only
+// caller puts back. With r (a plain TCP socket) the buffer is taken only
 // once the socket has bytes, so a connection waiting for data holds none.
-func readChunk(src net.Conn, rc syscall.RawConn) (bp *[]byte, n int, err error) {
-	if rc == nil {
+func readChunk(src net.Conn, r *rawReader) (bp *[]byte, n int, err error) {
+	if r == nil {
 		bp = bufPool.Get().(*[]byte)
 		n, err = src.Read(*bp)
 		return bp, n, err
 	}
-	var serr error
-	err = rc.Read(func(fd uintptr) bool {
-		bp = bufPool.Get().(*[]byte)
-		for {
-			n, serr = unix.Read(int(fd), *bp)
-			if serr != unix.EINTR {
-				break
-			}
-		}
-		if serr == unix.EAGAIN {
-			bufPool.Put(bp)
-			bp = nil
-			return false // wait until readable, holding nothing
-		}
-		return true
-	})
+	r.bp, r.n, r.serr = nil, 0, nil
+	err = r.rc.Read(r.read)
+	bp, n, serr := r.bp, r.n, r.serr
+	r.bp = nil
 	switch {
 	case err != nil: // deadline, or closed
 		if bp != nil {
