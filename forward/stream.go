@@ -46,6 +46,7 @@ type stream struct {
 	idle, halfClose       time.Duration
 
 	lastActive   atomic.Int64 // UnixNano of the last write either way
+	closedBoth   atomic.Bool  // endDirection closed a conn without CloseWrite both ways
 	halfClosedAt atomic.Int64 // UnixNano when one direction ended cleanly; 0 = not yet
 	end          atomic.Int32 // endReason; the first reason to end the stream wins
 	err          error        // the error behind endStreamError; written once, by the winner of end
@@ -286,6 +287,7 @@ func (s *stream) endDirection(dst, src net.Conn) {
 	if cw, ok := dst.(closeWriter); ok {
 		_ = cw.CloseWrite()
 	} else {
+		s.closedBoth.Store(true) // the other direction's error on dst is ours, not a cut
 		_ = dst.Close()
 	}
 	if cr, ok := src.(closeReader); ok {
@@ -336,6 +338,9 @@ func (s *stream) timedOut(src net.Conn) endReason {
 // Shutdown's force-close) is not a stream error.
 func (s *stream) abort(reason endReason, err error) {
 	if reason == endError && errors.Is(err, net.ErrClosed) {
+		if s.closedBoth.Load() {
+			return // endDirection closed it: a clean end, closed both ways
+		}
 		reason = endClosed
 	}
 	if !s.end.CompareAndSwap(int32(endClean), int32(reason)) {
