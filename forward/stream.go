@@ -95,6 +95,13 @@ const copyBufSize = 64 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
+// wrappedBufSize is the buffer for reading a wrapped conn (TLS): its Read
+// blocks holding the buffer, and returns at most one TLS record's
+// plaintext (16 KiB) per call anyway.
+const wrappedBufSize = 16 << 10
+
+var wrappedBufPool = sync.Pool{New: func() any { b := make([]byte, wrappedBufSize); return &b }}
+
 // copyOpts are what proxyCopy needs besides the two conns.
 type copyOpts struct {
 	cfg   *Config
@@ -180,7 +187,9 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 			if n > 0 {
 				_, werr = dst.Write((*bp)[:n])
 			}
-			if bp != nil {
+			if bp != nil && rr == nil {
+				wrappedBufPool.Put(bp)
+			} else if bp != nil {
 				bufPool.Put(bp)
 			}
 			bulk = wc != nil && n == copyBufSize // a full buffer: more is waiting
@@ -251,11 +260,13 @@ func (r *rawReader) readFD(fd uintptr) bool {
 }
 
 // readChunk reads the next bytes of src into a pooled buffer, which the
-// caller puts back. With r (a plain TCP socket) the buffer is taken only
+// caller puts back (to wrappedBufPool when r is nil, else bufPool). With r (a plain TCP socket) the buffer is taken only
 // once the socket has bytes, so a connection waiting for data holds none.
 func readChunk(src net.Conn, r *rawReader) (bp *[]byte, n int, err error) {
 	if r == nil {
-		bp = bufPool.Get().(*[]byte)
+		// A wrapped conn: its Read blocks holding the buffer (TLS may
+		// have plaintext buffered, so the socket cannot tell).
+		bp = wrappedBufPool.Get().(*[]byte)
 		n, err = src.Read(*bp)
 		return bp, n, err
 	}
