@@ -1,13 +1,16 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,9 +31,51 @@ import (
 //	                         W: read "k", then reset; E: one byte echoed, then wait for the end;
 //	                         H: read the banner to EOF, then wait for the end.
 //	                         Prints "end reset|eof|<err> after=<ms since the last byte> got=<quoted>"
+//	hold ADDR N              open N connections to a serve-ends service, 50 at a time, get one
+//	                         echo on each (E), print "READY opened=N failed=M", hold them until killed
 var streamHelpers = map[string]func(args []string) error{
 	"serve-ends": func(args []string) error { return serve(args[0], serveEnds) },
 	"ends":       func(args []string) error { return clientEnds(args[0], args[1]) },
+	"hold":       func(args []string) error { return holdConns(args[0], atoi(args[1])) },
+}
+
+func holdConns(addr string, n int) error {
+	conns := make([]net.Conn, n)
+	var (
+		mu       sync.Mutex
+		failed   int
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	sem := make(chan struct{}, 50)
+	for i := range conns {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err == nil {
+				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+				if _, err = io.WriteString(c, "Ex"); err == nil {
+					_, err = io.ReadFull(c, make([]byte, 1))
+				}
+				_ = c.SetDeadline(time.Time{})
+			}
+			if err != nil {
+				mu.Lock()
+				failed++
+				firstErr = cmp.Or(firstErr, err)
+				mu.Unlock()
+				if c != nil {
+					c.Close()
+				}
+				return
+			}
+			conns[i] = c
+		})
+	}
+	wg.Wait()
+	fmt.Printf("READY opened=%d failed=%d first_err=%v\n", n-failed, failed, firstErr)
+	select {} // held until the lab kills this process
 }
 
 func endOf(err error) string {
@@ -273,4 +318,108 @@ func TestLabStreamEnds(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestLabTenThousand holds 10,000 connections open at once through two
+// hops (b's listener, a's data port) to a service on a, each answered,
+// and reports what they cost: the RSS of both ambassadors and the
+// machine's Slab per connection. Heavy (60,000 sockets): it runs only with
+// AMB_LAB_10K set (a number of connections, or 1 for 10000), under the
+// shared lock:
+//
+//	AMB_LAB_10K=1 flock /tmp/amb-heavy.lock go test -run TestLabTenThousand -v .
+func TestLabTenThousand(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("AMB_LAB_10K"))
+	switch {
+	case n == 0:
+		t.Skip("heavy: set AMB_LAB_10K=1 (10,000 connections) or a number, and hold /tmp/amb-heavy.lock")
+	case n == 1:
+		n = 10000
+	}
+	// Each ambassador holds two sockets per connection; the processes
+	// inherit this test's limit (raising it takes CAP_SYS_RESOURCE).
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && uint64(2*n+500) > lim.Cur {
+		t.Fatalf("%d connections need about %d file descriptors per ambassador; RLIMIT_NOFILE is %d (hard %d)", n, 2*n+500, lim.Cur, lim.Max)
+	}
+	for _, keyed := range []bool{false, true} {
+		name := "plain"
+		if keyed {
+			name = "key"
+		}
+		t.Run(name, func(t *testing.T) {
+			l := lab.New(t)
+			a, b := l.AddHost("a"), l.AddHost("b")
+			a.Start("ends-service", "env", "AMB_LAB_HELPER=serve-ends", self(t), "127.0.0.1:12600")
+			args := []string{"--log-level", "info"}
+			if keyed {
+				kf := filepath.Join(t.TempDir(), "key")
+				if err := os.WriteFile(kf, []byte(labKey+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--key-file", kf)
+			}
+			nodeA := a.Start("ambassador", append([]string{binary}, append(args, "--announce", "ends:7000=12600")...)...)
+			nodeB := b.Start("ambassador", append([]string{binary}, args...)...)
+			waitNodesOn(t, b, "ends", 1)
+			rssA0, rssB0, slab0 := vmRSS(t, nodeA.Pid()), vmRSS(t, nodeB.Pid()), meminfo(t, "Slab")
+			start := time.Now()
+			holder := b.Start("hold", "env", "AMB_LAB_HELPER=hold", self(t), "127.0.0.1:7000", strconv.Itoa(n))
+			lab.WaitFor(t, 5*time.Minute, "the holder to open its connections", func() bool { return strings.Contains(holder.Log(), "READY") })
+			took := time.Since(start)
+			time.Sleep(time.Second) // let lazy allocations settle before reading memory
+			rssA, rssB, slab := vmRSS(t, nodeA.Pid()), vmRSS(t, nodeB.Pid()), meminfo(t, "Slab")
+			var opened, failed int
+			if _, err := fmt.Sscanf(holder.Log(), "READY opened=%d failed=%d", &opened, &failed); err != nil {
+				t.Fatalf("holder: %q", holder.Log())
+			}
+			per := func(after, before int) float64 { return float64(after-before) / float64(n) }
+			t.Logf("FIGURE %s: %d of %d connections open and answered through two hops in %v; per connection: RSS b %.1f KiB, a %.1f KiB; machine Slab %.1f KiB (all six sockets of a connection)",
+				name, opened, n, took.Round(time.Millisecond), per(rssB, rssB0), per(rssA, rssA0), per(slab, slab0))
+			if opened != n || failed != 0 {
+				t.Errorf("%d of %d connections answered: %s", opened, n, holder.Log())
+			}
+			for _, h := range []*lab.Host{a, b} {
+				for _, s := range services(t, h).Services {
+					if s.Name == "ends" && h == b && s.Active != uint64(n) {
+						t.Errorf("b's listener: %d active, want %d", s.Active, n)
+					}
+				}
+			}
+		})
+	}
+}
+
+// vmRSS returns the VmRSS of pid, in KiB.
+func vmRSS(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.Fields(v)[0])
+			return kb
+		}
+	}
+	t.Fatalf("no VmRSS for pid %d", pid)
+	return 0
+}
+
+// meminfo returns a /proc/meminfo field, in KiB.
+func meminfo(t *testing.T, field string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, _ := strconv.Atoi(strings.Fields(v)[0])
+			return kb
+		}
+	}
+	t.Fatalf("no %s in /proc/meminfo", field)
+	return 0
 }

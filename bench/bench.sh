@@ -68,7 +68,10 @@ start() {  # start NAME CMD...: in its own process group; sets LAST
   LAST=$!
   GROUPS_STARTED+=("$LAST")
 }
-wait_port() { for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.1; done; echo "bench: nothing listens on $1" >&2; exit 1; }
+wait_port() {  # wait_port PORT NAME
+  for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.1; done
+  echo "bench: nothing listens on $1 ($2); its log:" >&2; tail -n 20 "$WORK/$2.log" >&2; exit 1
+}
 log() { printf '[%4ds] %s\n' "$SECONDS" "$*" >&2; }
 rec() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$WORK/results.tsv"; }
 cpu() { [ -n "${PID[$1]:-}" ] && awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/${PID[$1]}/stat" || echo 0; }
@@ -80,17 +83,17 @@ pipes() { find "/proc/${PID[$1]}/fd" -lname 'pipe:*' 2>/dev/null | wc -l; }
 ulimit -n "$(ulimit -Hn)"
 start redis redis-server --port $REDIS --bind 127.0.0.1 --save '' --appendonly no --maxclients 20000
 start iperf iperf3 -s -B 127.0.0.1 -p $IPERF
-wait_port $REDIS; wait_port $IPERF
+wait_port $REDIS redis; wait_port $IPERF iperf
 start ambassador "$WORK/ambassador" forward --log-level warn 127.0.0.1:27001=127.0.0.1:$REDIS 127.0.0.1:27002=127.0.0.1:$IPERF
 PID[ambassador]=$LAST
 if [[ " ${PEERS[*]} " == *" haproxy "* ]]; then
   cat >"$WORK/haproxy.cfg" <<CFG
 global
-    maxconn 20000
+    maxconn 8000
     nbthread 2
 defaults
     mode tcp
-    maxconn 20000
+    maxconn 8000
     timeout connect 5s
     timeout client 5m
     timeout server 5m
@@ -108,7 +111,7 @@ CFG
   start haproxy haproxy -db -f "$WORK/haproxy.cfg"
   PID[haproxy]=$LAST
 fi
-for p in "${PEERS[@]}"; do wait_port "${RPORT[$p]}"; wait_port "${IPORT[$p]}"; done
+for p in "${PEERS[@]}"; do [ "$p" = direct ] || { wait_port "${RPORT[$p]}" "$p"; wait_port "${IPORT[$p]}" "$p"; }; done
 : >"$WORK/results.tsv"
 TCK=$(getconf CLK_TCK)
 

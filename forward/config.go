@@ -75,9 +75,10 @@ type Config struct {
 	// plain TCP, spliced.
 	ServerTLS *tls.Config
 
-	// ListenFunc opens listeners. nil = a net.ListenConfig with KeepAlive
-	// applied to accepted conns; UserTimeout is set on each accepted conn
-	// whatever ListenFunc is. A seam for tests.
+	// ListenFunc opens listeners. nil = a net.ListenConfig that sets
+	// KeepAlive on the listening socket, which accepted conns inherit;
+	// UserTimeout is set on each accepted conn whatever ListenFunc is. A
+	// seam for tests.
 	ListenFunc func(ctx context.Context, network, address string) (net.Listener, error)
 	// DialFunc dials backends and local services. nil = a net.Dialer with
 	// KeepAlive and UserTimeout applied. The ctx carries the DialTimeout
@@ -137,24 +138,66 @@ func (c *Config) prepare() error {
 	}
 	c.Logger = c.Logger.With("component", "forward")
 	c.ServerTLS = c.ServerTLS.Clone() // nil stays nil
-	ka := net.KeepAliveConfig{Enable: c.KeepAlive > 0, Idle: c.KeepAlive, Interval: c.KeepAlive}
-	kaPeriod := c.KeepAlive // negative disables keepalive in net
+	// Keepalive is set once on the listening socket, which accepted sockets
+	// inherit on Linux (TCP_USER_TIMEOUT they do not: see setUserTimeout),
+	// and in the dialer's Control together with TCP_USER_TIMEOUT: net's
+	// own KeepAlive handling would spend four setsockopt calls on every
+	// accepted and every dialed conn.
 	if c.ListenFunc == nil {
-		lc := &net.ListenConfig{KeepAlive: kaPeriod, KeepAliveConfig: ka}
+		lc := &net.ListenConfig{KeepAlive: -1, Control: c.controlKeepAlive}
 		c.ListenFunc = lc.Listen
 	}
 	if c.DialFunc == nil {
-		d := &net.Dialer{KeepAlive: kaPeriod, KeepAliveConfig: ka, Control: c.control}
+		d := &net.Dialer{KeepAlive: -1, Control: c.control}
 		c.DialFunc = d.DialContext
 	}
 	return nil
 }
 
-// control sets TCP_USER_TIMEOUT on a socket before it connects. Accepted
-// sockets do not inherit it from the listener (checked on Linux), so
-// acceptLoop sets it on each through setUserTimeout.
-func (c *Config) control(network, _ string, rc syscall.RawConn) error {
-	if c.UserTimeout < 0 || (network != "tcp" && network != "tcp4" && network != "tcp6") {
+func isTCP(network string) bool { return network == "tcp" || network == "tcp4" || network == "tcp6" }
+
+// controlKeepAlive sets the keepalive options on a socket: SO_KEEPALIVE,
+// and KeepAlive as the idle time and the probe interval, 9 probes.
+func (c *Config) controlKeepAlive(network, _ string, rc syscall.RawConn) error {
+	if c.KeepAlive < 0 || !isTCP(network) {
+		return nil
+	}
+	secs := max(int(c.KeepAlive.Seconds()), 1)
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		for _, o := range []struct{ level, opt, v int }{
+			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9},
+		} {
+			if serr = unix.SetsockoptInt(int(fd), o.level, o.opt, o.v); serr != nil {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("forward: set keepalive: %w", serr)
+	}
+	return nil
+}
+
+// control sets the keepalive options and TCP_USER_TIMEOUT on a socket
+// before it connects. Accepted sockets do not inherit TCP_USER_TIMEOUT
+// from the listener (checked on Linux), so acceptLoop sets it on each
+// through setUserTimeout.
+func (c *Config) control(network, addr string, rc syscall.RawConn) error {
+	if err := c.controlKeepAlive(network, addr, rc); err != nil {
+		return err
+	}
+	return c.controlUserTimeout(network, rc)
+}
+
+func (c *Config) controlUserTimeout(network string, rc syscall.RawConn) error {
+	if c.UserTimeout < 0 || !isTCP(network) {
 		return nil
 	}
 	var serr error
@@ -182,5 +225,5 @@ func (c *Config) setUserTimeout(conn net.Conn) error {
 	if err != nil {
 		return err
 	}
-	return c.control("tcp", "", rc)
+	return c.controlUserTimeout("tcp", rc)
 }

@@ -46,6 +46,7 @@ type stream struct {
 	idle, halfClose       time.Duration
 
 	lastActive   atomic.Int64 // UnixNano of the last write either way
+	closedBoth   atomic.Bool  // endDirection closed a conn without CloseWrite both ways
 	halfClosedAt atomic.Int64 // UnixNano when one direction ended cleanly; 0 = not yet
 	end          atomic.Int32 // endReason; the first reason to end the stream wins
 	err          error        // the error behind endStreamError; written once, by the winner of end
@@ -93,6 +94,13 @@ var (
 const copyBufSize = 64 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// wrappedBufSize is the buffer for reading a wrapped conn (TLS): its Read
+// blocks holding the buffer, and returns at most one TLS record's
+// plaintext (16 KiB) per call anyway.
+const wrappedBufSize = 16 << 10
+
+var wrappedBufPool = sync.Pool{New: func() any { b := make([]byte, wrappedBufSize); return &b }}
 
 // copyOpts are what proxyCopy needs besides the two conns.
 type copyOpts struct {
@@ -147,6 +155,10 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 	if h := testHookRead; h != nil {
 		h(rc != nil)
 	}
+	var rr *rawReader
+	if rc != nil {
+		rr = newRawReader(rc)
+	}
 	var live *atomic.Uint64
 	if s.cs != nil {
 		live = &s.cs.bytesOut
@@ -171,11 +183,13 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 			}
 		} else {
 			var bp *[]byte
-			bp, n, rerr = readChunk(src, rc)
+			bp, n, rerr = readChunk(src, rr)
 			if n > 0 {
 				_, werr = dst.Write((*bp)[:n])
 			}
-			if bp != nil {
+			if bp != nil && rr == nil {
+				wrappedBufPool.Put(bp)
+			} else if bp != nil {
 				bufPool.Put(bp)
 			}
 			bulk = wc != nil && n == copyBufSize // a full buffer: more is waiting
@@ -208,31 +222,58 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 	}
 }
 
+// rawReader reads a plain TCP socket through its RawConn. It lives as
+// long as one direction of a stream, so the callback RawConn.Read takes
+// is made once, not per read.
+type rawReader struct {
+	rc   syscall.RawConn
+	read func(fd uintptr) bool // r.readFD, bound once
+
+	// Results of the last readFD.
+	bp   *[]byte
+	n    int
+	serr error
+}
+
+func newRawReader(rc syscall.RawConn) *rawReader {
+	r := &rawReader{rc: rc}
+	r.read = r.readFD
+	return r
+}
+
+// readFD is the RawConn.Read callback: it takes a buffer only to read
+// into it, and gives it back when the socket has nothing yet.
+func (r *rawReader) readFD(fd uintptr) bool {
+	r.bp = bufPool.Get().(*[]byte)
+	for {
+		r.n, r.serr = unix.Read(int(fd), *r.bp)
+		if r.serr != unix.EINTR {
+			break
+		}
+	}
+	if r.serr == unix.EAGAIN {
+		bufPool.Put(r.bp)
+		r.bp = nil
+		return false // wait until readable, holding nothing
+	}
+	return true
+}
+
 // readChunk reads the next bytes of src into a pooled buffer, which the
-// caller puts back. With rc (a plain TCP socket) the buffer is taken only
+// caller puts back (to wrappedBufPool when r is nil, else bufPool). With r (a plain TCP socket) the buffer is taken only
 // once the socket has bytes, so a connection waiting for data holds none.
-func readChunk(src net.Conn, rc syscall.RawConn) (bp *[]byte, n int, err error) {
-	if rc == nil {
-		bp = bufPool.Get().(*[]byte)
+func readChunk(src net.Conn, r *rawReader) (bp *[]byte, n int, err error) {
+	if r == nil {
+		// A wrapped conn: its Read blocks holding the buffer (TLS may
+		// have plaintext buffered, so the socket cannot tell).
+		bp = wrappedBufPool.Get().(*[]byte)
 		n, err = src.Read(*bp)
 		return bp, n, err
 	}
-	var serr error
-	err = rc.Read(func(fd uintptr) bool {
-		bp = bufPool.Get().(*[]byte)
-		for {
-			n, serr = unix.Read(int(fd), *bp)
-			if serr != unix.EINTR {
-				break
-			}
-		}
-		if serr == unix.EAGAIN {
-			bufPool.Put(bp)
-			bp = nil
-			return false // wait until readable, holding nothing
-		}
-		return true
-	})
+	r.bp, r.n, r.serr = nil, 0, nil
+	err = r.rc.Read(r.read)
+	bp, n, serr := r.bp, r.n, r.serr
+	r.bp = nil
 	switch {
 	case err != nil: // deadline, or closed
 		if bp != nil {
@@ -257,6 +298,7 @@ func (s *stream) endDirection(dst, src net.Conn) {
 	if cw, ok := dst.(closeWriter); ok {
 		_ = cw.CloseWrite()
 	} else {
+		s.closedBoth.Store(true) // the other direction's error on dst is ours, not a cut
 		_ = dst.Close()
 	}
 	if cr, ok := src.(closeReader); ok {
@@ -307,6 +349,9 @@ func (s *stream) timedOut(src net.Conn) endReason {
 // Shutdown's force-close) is not a stream error.
 func (s *stream) abort(reason endReason, err error) {
 	if reason == endError && errors.Is(err, net.ErrClosed) {
+		if s.closedBoth.Load() {
+			return // endDirection closed it: a clean end, closed both ways
+		}
 		reason = endClosed
 	}
 	if !s.end.CompareAndSwap(int32(endClean), int32(reason)) {
