@@ -143,58 +143,17 @@ func (c *Config) prepare() error {
 	// and in the dialer's Control together with TCP_USER_TIMEOUT: net's
 	// own KeepAlive handling would spend four setsockopt calls on every
 	// accepted and every dialed conn.
+	// (Elsewhere net sets them on each conn: see sockopt_other.go.)
 	if c.ListenFunc == nil {
-		lc := &net.ListenConfig{KeepAlive: -1, Control: c.controlKeepAlive}
-		c.ListenFunc = lc.Listen
+		c.ListenFunc = c.listenConfig().Listen
 	}
 	if c.DialFunc == nil {
-		d := &net.Dialer{KeepAlive: -1, Control: c.control}
-		c.DialFunc = d.DialContext
+		c.DialFunc = c.dialer().DialContext
 	}
 	return nil
 }
 
 func isTCP(network string) bool { return network == "tcp" || network == "tcp4" || network == "tcp6" }
-
-// controlKeepAlive sets the keepalive options on a socket: SO_KEEPALIVE,
-// and KeepAlive as the idle time and the probe interval, 9 probes.
-func (c *Config) controlKeepAlive(network, _ string, rc syscall.RawConn) error {
-	if c.KeepAlive < 0 || !isTCP(network) {
-		return nil
-	}
-	secs := max(int(c.KeepAlive.Seconds()), 1)
-	var serr error
-	err := rc.Control(func(fd uintptr) {
-		for _, o := range []struct{ level, opt, v int }{
-			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9},
-		} {
-			if serr = unix.SetsockoptInt(int(fd), o.level, o.opt, o.v); serr != nil {
-				return
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("forward: set keepalive: %w", serr)
-	}
-	return nil
-}
-
-// control sets the keepalive options and TCP_USER_TIMEOUT on a socket
-// before it connects. Accepted sockets do not inherit TCP_USER_TIMEOUT
-// from the listener (checked on Linux), so acceptLoop sets it on each
-// through setUserTimeout.
-func (c *Config) control(network, addr string, rc syscall.RawConn) error {
-	if err := c.controlKeepAlive(network, addr, rc); err != nil {
-		return err
-	}
-	return c.controlUserTimeout(network, rc)
-}
 
 func (c *Config) controlUserTimeout(network string, rc syscall.RawConn) error {
 	if c.UserTimeout < 0 || !isTCP(network) {

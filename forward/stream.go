@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // A stream is the copy phase of one connection: two directions, each in
@@ -156,7 +154,7 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 		h(rc != nil)
 	}
 	var rr *rawReader
-	if rc != nil {
+	if rc != nil && rawReads {
 		rr = newRawReader(rc)
 	}
 	var live *atomic.Uint64
@@ -245,13 +243,9 @@ func newRawReader(rc syscall.RawConn) *rawReader {
 // into it, and gives it back when the socket has nothing yet.
 func (r *rawReader) readFD(fd uintptr) bool {
 	r.bp = bufPool.Get().(*[]byte)
-	for {
-		r.n, r.serr = unix.Read(int(fd), *r.bp)
-		if r.serr != unix.EINTR {
-			break
-		}
-	}
-	if r.serr == unix.EAGAIN {
+	var again bool
+	r.n, again, r.serr = readNonblock(fd, *r.bp)
+	if again {
 		bufPool.Put(r.bp)
 		r.bp = nil
 		return false // wait until readable, holding nothing

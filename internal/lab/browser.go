@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -232,7 +231,7 @@ func (b *Browser) close() {
 	case <-b.proc.done:
 	case <-time.After(5 * time.Second):
 	}
-	_ = syscall.Kill(-b.proc.Pid(), syscall.SIGKILL)
+	killGroup(b.proc.Pid())
 	b.toB.Close()
 	select {
 	case <-b.done:

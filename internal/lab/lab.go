@@ -340,7 +340,7 @@ func (h *Host) startWith(name string, files []*os.File, args ...string) *Proc {
 	p.cmd.SysProcAttr = dieWithParent()
 	if files != nil {
 		p.cmd.ExtraFiles = files
-		p.cmd.SysProcAttr.Setpgid = true
+		setpgid(p.cmd.SysProcAttr)
 	}
 	if err := p.cmd.Start(); err != nil {
 		f.Close()
