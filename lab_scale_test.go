@@ -557,7 +557,7 @@ func TestLabScaleLoss(t *testing.T) {
 		t.Fatalf("before the loss: not every host lists all %d nodes alive within 60s", n)
 	}
 	br := c.lab.BridgeNS()
-	rule := fmt.Sprintf("add table bridge lab\nadd chain bridge lab fwd { type filter hook forward priority 0; }\nadd rule bridge lab fwd numgen random mod 100 < %d drop\n", s.loss)
+	rule := fmt.Sprintf("add table bridge lab\nadd chain bridge lab loss { type filter hook forward priority 0; }\nadd rule bridge lab loss numgen random mod 100 < %d drop\n", s.loss)
 	if out, err := nftIn(br, rule); err != nil {
 		t.Fatalf("nft on the bridge: %v: %s", err, out)
 	}
