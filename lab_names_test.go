@@ -44,7 +44,7 @@ func TestLabNames(t *testing.T) {
 	startNode(b, "--announce", "pg-b:6379=12345")
 	nodeC := startNode(c, "--hosts", cHosts, "--dns", "127.0.0.1:5354")
 	nodeD := d.Start("ambassador", "unshare", "-m", "--propagation", "private", "sh", "-c",
-		`mount --bind "$1" /etc/hosts && exec "$2" --log-level debug --hosts /etc/hosts`, "sh", dHosts, binary)
+		`mount --bind "$1" /etc/hosts && exec "$2" --log-level debug --socket "$3" --hosts /etc/hosts`, "sh", dHosts, binary, socketOf(d))
 
 	block := func(path string) map[string]string {
 		b, err := os.ReadFile(path)

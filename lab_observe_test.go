@@ -69,7 +69,7 @@ func TestLabObserve(t *testing.T) {
 		`exec 3<>/dev/tcp/127.0.0.1/8080; for i in $(seq 300); do head -c 4096 /dev/zero >&3 || exit 1; sleep 0.1; done`)
 	var cs mesh.Connections
 	lab.WaitFor(t, 10*time.Second, "the connection in `ambassador connections --json` on b", func() bool {
-		out, err := b.Run(5*time.Second, binary, "connections", "--json")
+		out, err := b.Run(5*time.Second, binary, "connections", "--json", "--socket", socketOf(b))
 		if err != nil || json.Unmarshal([]byte(out), &cs) != nil {
 			return false
 		}
@@ -78,7 +78,7 @@ func TestLabObserve(t *testing.T) {
 	if conn := cs.Connections[0]; conn.Service != "web" || conn.Backend != a.Addr+":7947" {
 		t.Errorf("connection %+v: want web through a's data port %s:7947", conn, a.Addr)
 	}
-	table, err := b.Run(5*time.Second, binary, "connections")
+	table, err := b.Run(5*time.Second, binary, "connections", "--socket", socketOf(b))
 	if err != nil || !strings.HasPrefix(table, "SERVICE  INSTANCE") || !strings.Contains(table, "web") || strings.Contains(table, "\x1b[") {
 		t.Errorf("connections table (not a terminal: plain): %v\n%q", err, table)
 	}

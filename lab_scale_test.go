@@ -141,7 +141,7 @@ func startScaleCluster(t *testing.T, s scaleSettings, firstOK bool, before func(
 		})
 	}
 	for i, h := range c.hosts {
-		args := append([]string{c.bin, "--log-level", "info"}, strings.Fields(os.Getenv("AMB_SCALE_ARGS"))...)
+		args := append([]string{c.bin, "--log-level", "info", "--socket", socketOf(h)}, strings.Fields(os.Getenv("AMB_SCALE_ARGS"))...)
 		if i == 0 {
 			args = append(args, "--announce", "svc:"+scaleSvcPort+"=12345")
 		}
@@ -351,7 +351,7 @@ func (c *scaleCluster) idle(window time.Duration) (cpuMax, rssMax float64, marks
 func (c *scaleCluster) aliveEverywhere() int {
 	ok := 0
 	for _, h := range c.hosts {
-		out, err := h.Run(10*time.Second, c.bin, "members", "--json")
+		out, err := h.Run(10*time.Second, c.bin, "members", "--json", "--socket", socketOf(h))
 		if err != nil {
 			c.t.Logf("members on %s: %v", h.Name, err)
 			continue
@@ -476,7 +476,7 @@ func TestLabScale(t *testing.T) {
 	h := c.hosts[k]
 	startHelper(t, h, "backend2", "serve-name", "127.0.0.1:12346", "two")
 	at := time.Now()
-	if out, err := h.Run(10*time.Second, c.bin, "announce", "two:7001=12346"); err != nil {
+	if out, err := h.Run(10*time.Second, c.bin, "announce", "--socket", socketOf(h), "two:7001=12346"); err != nil {
 		t.Fatalf("announce on %s: %v: %s", h.Name, err, out)
 	}
 	lastTwo, got := c.waitAllLogged(at, 30*time.Second, `msg=listening`, "service=two ")

@@ -329,8 +329,8 @@ func TestLabTenThousand(t *testing.T) {
 				}
 				args = append(args, "--key-file", kf)
 			}
-			nodeA := a.Start("ambassador", append([]string{binary}, append(args, "--announce", "ends:7000=12600")...)...)
-			nodeB := b.Start("ambassador", append([]string{binary}, args...)...)
+			nodeA := a.Start("ambassador", append([]string{binary, "--socket", socketOf(a)}, append(args, "--announce", "ends:7000=12600")...)...)
+			nodeB := b.Start("ambassador", append([]string{binary, "--socket", socketOf(b)}, args...)...)
 			waitNodesOn(t, b, "ends", 1)
 			rssA0, rssB0, slab0 := vmRSS(t, nodeA.Pid()), vmRSS(t, nodeB.Pid()), meminfo(t, "Slab")
 			start := time.Now()

@@ -83,6 +83,12 @@ func TestCountersSeam(t *testing.T) {
 		_, _ = io.WriteString(rc, send)
 		_, _ = io.ReadAll(rc)
 	}
+	// A byte is counted just after its write returns, so the echo can reach
+	// the client a moment before the server's counter moves.
+	waitFor(t, "the server's live byte counts", func() bool {
+		st := s.Stats()
+		return st.BytesIn == 9 && st.BytesOut == 9
+	})
 	st := s.Stats()
 	if st.HandoffOK != 2 || st.HandoffUnknown != 1 || st.HandoffBadHeader != 1 || st.Accepted != 4 {
 		t.Errorf("server stats %+v, want 2 ok, 1 unknown, 1 bad header, 4 accepted", st)

@@ -277,6 +277,17 @@ func TestHealthWithdraws(t *testing.T) {
 
 	ln.Close()
 	waitFor(t, 10*time.Second, "echo withdrawn from b's catalog", func() bool { return len(b.ServicesView().Services) == 0 })
+	// The reconcile loop closes the listener after the catalog change, not
+	// in the same step: wait for that, then a new connection must be
+	// refused, not accepted and reset.
+	waitFor(t, 5*time.Second, "b's echo listener closed", func() bool {
+		for _, ls := range b.proxy.Status() {
+			if ls.Service == "echo" {
+				return false
+			}
+		}
+		return true
+	})
 	if err := echoOnce(listen); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("b's listener after the withdrawal: got %v, want connection refused", err)
 	}

@@ -193,9 +193,11 @@ func (l *Lab) teardown() {
 	}
 	// SIGTERM to all at once, then one shared deadline: a node that leaves
 	// gracefully takes seconds, and one after another would add up.
+	// A process the test already sent SIGTERM may still be leaving: a
+	// second SIGTERM would kill it on the spot (a node exits at once on the
+	// second signal), so it only gets the shared deadline.
 	for _, p := range procs {
-		if !p.Exited() {
-			p.termSent.Store(true)
+		if !p.Exited() && !p.termSent.Swap(true) {
 			_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		}
 	}
