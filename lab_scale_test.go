@@ -22,7 +22,7 @@ import (
 )
 
 // The scale lab starts many hosts together and prints what the control
-// plane costs as FIGURE lines (go tool task lab-scale runs it at 25, 60 and
+// plane costs as FIGURE lines (go tool -modfile=tools/go.mod task lab-scale runs it at 25, 60 and
 // 100 hosts). Its nodes run a binary built WITHOUT the race detector, so
 // the CPU and memory figures are those of a release build. Settings, from
 // the environment:
@@ -410,7 +410,7 @@ func lastLine(s string) string {
 // also when a timing target is missed.
 func TestLabScale(t *testing.T) {
 	// 25 hosts by default: the size CI runs, in about a minute. 60 and
-	// 100 take minutes and most of two cores: go tool task lab-scale.
+	// 100 take minutes and most of two cores: go tool -modfile=tools/go.mod task lab-scale.
 	s := scaleEnv(t, 25)
 	needBinaries(t, "nft")
 	c, probe := startScaleCluster(t, s, true, nil)
@@ -542,7 +542,7 @@ func loggedNodeName(p *lab.Proc) string {
 func TestLabScaleLoss(t *testing.T) {
 	s := scaleEnv(t, 0)
 	if s.hosts == 0 {
-		t.Skip("scale lab: set AMB_SCALE_HOSTS (go tool task lab-scale)")
+		t.Skip("scale lab: set AMB_SCALE_HOSTS (go tool -modfile=tools/go.mod task lab-scale)")
 	}
 	needBinaries(t, "nft")
 	c, _ := startScaleCluster(t, s, false, nil)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/bench.sh: one `ambassador forward` hop side by side with a direct
 # connection and HAProxy (Debian's haproxy, mode tcp, when installed), on
-# loopback only. `go tool task bench` runs it.
+# loopback only. `go tool -modfile=tools/go.mod task bench` runs it.
 #
 # Usage: bench/bench.sh [--quick] [--rounds N] [--idle-conns N] [--out FILE]
 #

@@ -183,7 +183,7 @@ func waitAll(nodes []simNode, timeout time.Duration, ok func(simNode) bool) (tim
 
 // simSizes is the cluster sizes TestSimScale runs: AMB_SIM_SIZES (comma
 // separated), else 10 (CI, under -race; 1,000 takes minutes and most of
-// two cores: go tool task sim runs 10,100,1000).
+// two cores: go tool -modfile=tools/go.mod task sim runs 10,100,1000).
 func simSizes(t *testing.T) []int {
 	v := os.Getenv("AMB_SIM_SIZES")
 	if v == "" {
