@@ -122,7 +122,10 @@ func (q *queries) due(now time.Time, socks []*socket, seen bool) (send []*socket
 func (s *Server) query(so *socket) {
 	for _, t := range s.targets(so) {
 		s.mu.Lock()
-		m := peerQuery(t.sock.ucast != nil, s.disc.known(time.Now()))
+		// On loopback every node shares the address, and a unicast reply
+		// to ADDR:5353 reaches only one of the sockets bound to it, often
+		// not the asker's: ask for multicast answers there.
+		m := peerQuery(t.sock.ucast != nil && !t.sock.loopback, s.disc.known(time.Now()))
 		s.mu.Unlock()
 		b, err := m.Pack()
 		if err != nil {

@@ -87,6 +87,14 @@ func TestQueryUnicastWhenPossible(t *testing.T) {
 	if len(got.Answer) != 1 {
 		t.Errorf("known answers %v, want b's PTR", got.Answer)
 	}
+	// On loopback every node shares the address, and a unicast reply would
+	// reach only one of them: the question stays QM there.
+	h.so.loopback = true
+	h.s.query(h.so)
+	if q := h.next("query on loopback").m.Question[0]; q.Qclass != dns.ClassINET {
+		t.Errorf("loopback: question class %#x, want QM %#x", q.Qclass, dns.ClassINET)
+	}
+	h.so.loopback = false
 	// QU is answered by unicast, at once, even right after a multicast
 	// of the same records.
 	p := newHarness(t, Service{Name: "redis", Port: 6379})
