@@ -346,10 +346,15 @@ func TestMetrics(t *testing.T) {
 	if _, err := io.ReadFull(open, make([]byte, 5)); err != nil {
 		t.Fatal(err)
 	}
+	// A byte is counted just after its write returns, so the echo can be
+	// back before the in direction's count moves: wait for both counts.
 	var cv Connections
-	if err := Fetch(context.Background(), b.cfg.HTTP, "/v1/connections", &cv); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, 5*time.Second, "the open connection's bytes counted both ways", func() bool {
+		if err := Fetch(context.Background(), b.cfg.HTTP, "/v1/connections", &cv); err != nil {
+			t.Fatal(err)
+		}
+		return len(cv.Connections) == 1 && cv.Connections[0].BytesIn == 5 && cv.Connections[0].BytesOut == 5
+	})
 	if len(cv.Connections) != 1 {
 		t.Fatalf("b: /v1/connections: %+v, want the one open connection", cv)
 	}
