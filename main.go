@@ -361,16 +361,17 @@ func nodeConfig(c source) (mesh.Config, error) {
 			return cfg, usagef("--balance %v", err)
 		}
 		if cfg.Balance == nil {
-			cfg.Balance = map[string]string{}
+			cfg.Balance = map[svcname.Name]string{}
 		}
 		cfg.Balance[name] = policy
 	}
 	for _, s := range splitList(c.StringSlice("check"), startsNamed) {
-		name, spec, ok := strings.Cut(s, "=")
+		raw, spec, ok := strings.Cut(s, "=")
 		if !ok {
 			return cfg, usagef("--check %q: want NAME=CHECK", s)
 		}
-		if err := svcname.Check(name); err != nil {
+		name, err := svcname.Parse(raw)
+		if err != nil {
 			return cfg, usagef("--check %q: %v", s, err)
 		}
 		chk, err := health.ParseCheck(spec)
@@ -378,9 +379,9 @@ func nodeConfig(c source) (mesh.Config, error) {
 			return cfg, usagef("--check %q: %v", s, err)
 		}
 		if cfg.Checks == nil {
-			cfg.Checks = map[string]health.Check{}
+			cfg.Checks = map[svcname.Name]health.Check{}
 		}
-		cfg.Checks[strings.ToLower(name)] = chk
+		cfg.Checks[name.Lower()] = chk
 	}
 	for _, s := range splitList(c.StringSlice("upstream"), nil) {
 		u, err := mesh.ParseUpstream(s)
@@ -599,6 +600,11 @@ func announceCmd(c *cli.Context) error {
 func drainCmd(c *cli.Context) error {
 	if !c.Args().Present() {
 		return usagef("drain: want a service NAME")
+	}
+	for _, name := range c.Args().Slice() {
+		if _, err := svcname.Parse(name); err != nil {
+			return usagef("drain: %v", err)
+		}
 	}
 	sock, err := clientSocket(c)
 	if err != nil {

@@ -67,6 +67,7 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "announce without spec", args: []string{"announce"}, wantCode: 2, wantStderr: "want at least one"},
 		{name: "announce bad spec", args: []string{"announce", "x"}, wantCode: 2, wantStderr: `announce: "x"`},
 		{name: "drain without name", args: []string{"drain"}, wantCode: 2, wantStderr: "want a service NAME"},
+		{name: "drain bad name", args: []string{"drain", "--socket", "/nonexistent/amb.sock", "re_dis"}, wantCode: 2, wantStderr: "drain: service name \"re_dis\": character"},
 		{name: "drain without node", args: []string{"drain", "--socket", "/nonexistent/amb.sock", "redis"}, wantCode: 1, wantStderr: "is a node running"},
 		{name: "announce without node", args: []string{"announce", "--socket", "/nonexistent/amb.sock", "redis:6379=12345"}, wantCode: 1, wantStderr: "is a node running"},
 		{name: "drain empty socket", args: []string{"drain", "--socket", "", "redis"}, wantCode: 2, wantStderr: "--socket: empty path"},

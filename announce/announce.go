@@ -37,7 +37,7 @@ import (
 type Service struct {
 	// Name is the RFC 6335 service name, e.g. "redis", published as
 	// _redis._tcp.local. See ValidServiceName.
-	Name string
+	Name svcname.Name
 	// Port is the client-facing TCP port, 1..65535.
 	Port int
 }

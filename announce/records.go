@@ -60,7 +60,7 @@ func newZone(id identity, addr netip.Addr, svcs []Service) (*zone, error) {
 	}
 	z.svcs = append(z.svcs, peer)
 	for _, s := range svcs {
-		m, err := mdns.NewMDNSService(instance, "_"+s.Name+"._tcp", domain, id.host, s.Port, ips,
+		m, err := mdns.NewMDNSService(instance, "_"+s.Name.String()+"._tcp", domain, id.host, s.Port, ips,
 			[]string{"node=" + id.node})
 		if err != nil {
 			return nil, fmt.Errorf("announce: records for service %q: %w", s.Name, err)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 const (
@@ -343,11 +345,11 @@ func (s *Server) notify() {
 func (s *Server) cleanServices(in []Service) []Service {
 	out := make([]Service, 0, len(in))
 	for _, sv := range in {
-		sv.Name = strings.ToLower(sv.Name)
+		sv.Name = sv.Name.Lower()
 		var err error
 		switch {
-		case ValidServiceName(sv.Name) != nil:
-			err = ValidServiceName(sv.Name)
+		case ValidServiceName(sv.Name.String()) != nil:
+			err = ValidServiceName(sv.Name.String())
 		case sv.Name == peerServiceName:
 			err = errors.New("announce: service name \"ambassador\" is reserved")
 		case sv.Port < 1 || sv.Port > 65535:
@@ -361,9 +363,9 @@ func (s *Server) cleanServices(in []Service) []Service {
 		}
 		out = append(out, sv)
 	}
-	slices.SortFunc(out, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Service) int { return strings.Compare(a.Name.String(), b.Name.String()) })
 	return out
 }
 
 // serviceFQDN is the DNS-SD service type of a service name.
-func serviceFQDN(name string) string { return "_" + name + "._tcp." + domain }
+func serviceFQDN(name svcname.Name) string { return "_" + name.String() + "._tcp." + domain }

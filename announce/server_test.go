@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 )
@@ -155,7 +156,7 @@ func TestServersOnLoopback(t *testing.T) {
 	peersA, peersB := make(chan Peer, 16), make(chan Peer, 16)
 	a := startServer(t, lo, nodeA, cluster, 7001, peersA)
 	defer a.Close()
-	a.SetServices([]Service{{Name: svc, Port: 6379}})
+	a.SetServices([]Service{{Name: svcname.Must(svc), Port: 6379}})
 	b := startServer(t, lo, nodeB, cluster, 7002, peersB)
 	defer b.Close()
 	if got := a.Interfaces(); len(got) != 1 || got[0] != lo.Name {
@@ -192,7 +193,7 @@ func TestServersOnLoopback(t *testing.T) {
 
 	t.Run("announcement", func(t *testing.T) {
 		// A new service is announced twice, unasked.
-		a.SetServices([]Service{{Name: svc, Port: 6379}, {Name: "n" + id, Port: 80}})
+		a.SetServices([]Service{{Name: svcname.Must(svc), Port: 6379}, {Name: svcname.Must("n" + id), Port: 80}})
 		for i := range announceCount {
 			obs.await("announcement", func(m *dns.Msg, _ netip.AddrPort) bool {
 				ok := m.Response && hasRR(m, nodeA+"._n"+id+"._tcp.local.", dns.TypeSRV, 120) &&

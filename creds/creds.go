@@ -78,18 +78,22 @@ func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
 func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
 
 // Spec is a parsed --credentials flag value NAME=PROTO:FILE.
-type Spec struct{ Name, Proto, Path string }
+type Spec struct {
+	Name        svcname.Name
+	Proto, Path string
+}
 
 // Parse parses the flag value NAME=PROTO:FILE, where PROTO is one of redis,
 // postgres, http-basic and http-bearer. NAME is a service name by the
 // rule every package applies (svcname: RFC 6335). FILE is everything after the
 // first colon that follows PROTO, so it may itself contain colons.
 func Parse(s string) (Spec, error) {
-	name, rest, ok := strings.Cut(s, "=")
+	raw, rest, ok := strings.Cut(s, "=")
 	if !ok {
 		return Spec{}, fmt.Errorf("creds: parse %q: want NAME=PROTO:FILE", s)
 	}
-	if err := svcname.Check(name); err != nil {
+	name, err := svcname.Parse(raw)
+	if err != nil {
 		return Spec{}, fmt.Errorf("creds: parse %q: %w", s, err)
 	}
 	proto, path, ok := strings.Cut(rest, ":")

@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 var parseCases = []struct {
@@ -67,10 +65,10 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if !svcname.Valid(sp.Name) || sp.Path == "" || !knownProto(sp.Proto) {
+		if !sp.Name.Valid() || sp.Path == "" || !knownProto(sp.Proto) {
 			t.Fatalf("Parse(%q) = %+v: incomplete spec accepted", in, sp)
 		}
-		if again := sp.Name + "=" + sp.Proto + ":" + sp.Path; again != in {
+		if again := sp.Name.String() + "=" + sp.Proto + ":" + sp.Path; again != in {
 			t.Fatalf("Parse(%q) = %+v, which does not round-trip (%q)", in, sp, again)
 		}
 	})

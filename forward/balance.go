@@ -59,7 +59,7 @@ func ejectBackoff(fails int) time.Duration {
 // backendKey identifies a backend across Update calls.
 type backendKey struct{ addr, service string }
 
-func keyOf(b Backend) backendKey { return backendKey{b.Addr, b.Service} }
+func keyOf(b Backend) backendKey { return backendKey{b.Addr, b.Service.String()} }
 
 // weight resolves Backend.Weight: below 1 counts as 1.
 func weight(b Backend) uint64 { return uint64(max(b.Weight, 1)) }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 func TestValidBalance(t *testing.T) {
@@ -451,7 +453,7 @@ func TestServerTargets(t *testing.T) {
 		t.Run(tc.service, func(t *testing.T) {
 			fd.take()
 			c := dial(t, s.Addr().String())
-			hdr, err := appendHandoff(nil, tc.service)
+			hdr, err := appendHandoff(nil, svcname.Name(tc.service))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -57,14 +57,9 @@ func (e *handoffError) Error() string { return "handoff refused: " + e.status.St
 // statusBadHeader.
 var errBadHeader = errors.New("bad handoff header")
 
-// validServiceName reports whether s can be sent in a handoff header: a
-// service name by the rule every package applies (svcname, RFC 6335), so a
-// name the header carries is one the catalog and the flags accept too.
-func validServiceName(s string) bool { return svcname.Valid(s) }
-
 // appendHandoff appends the handoff header naming service to b.
-func appendHandoff(b []byte, service string) ([]byte, error) {
-	if !validServiceName(service) {
+func appendHandoff(b []byte, service svcname.Name) ([]byte, error) {
+	if !service.Valid() {
 		return b, fmt.Errorf("forward: handoff: invalid service name %q", service)
 	}
 	b = append(b, handoffMagic...)
@@ -76,7 +71,7 @@ func appendHandoff(b []byte, service string) ([]byte, error) {
 // service name. A malformed header gives an error wrapping errBadHeader; a
 // short read gives the reader's error (io.EOF, io.ErrUnexpectedEOF, a
 // timeout).
-func readHandoff(r io.Reader) (string, error) {
+func readHandoff(r io.Reader) (svcname.Name, error) {
 	var fixed [handoffFixed]byte
 	if _, err := io.ReadFull(r, fixed[:]); err != nil {
 		return "", err
@@ -95,9 +90,9 @@ func readHandoff(r io.Reader) (string, error) {
 	if _, err := io.ReadFull(r, name[:n]); err != nil {
 		return "", err
 	}
-	s := string(name[:n])
-	if !validServiceName(s) {
-		return "", fmt.Errorf("forward: handoff: service name %q: %w", s, errBadHeader)
+	s, err := svcname.Parse(string(name[:n]))
+	if err != nil {
+		return "", fmt.Errorf("forward: handoff: %w: %w", err, errBadHeader)
 	}
 	return s, nil
 }

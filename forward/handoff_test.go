@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 var handoffCases = []struct {
@@ -48,7 +50,7 @@ func TestReadHandoff(t *testing.T) {
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
 				t.Fatalf("err: got %v, want %v", err, tc.wantErr)
 			}
-			if got != tc.want {
+			if got.String() != tc.want {
 				t.Errorf("service: got %q, want %q", got, tc.want)
 			}
 			if err == nil {
@@ -76,7 +78,7 @@ func TestAppendHandoff(t *testing.T) {
 		{"dot", "a.b", "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := appendHandoff(nil, tc.service)
+			got, err := appendHandoff(nil, svcname.Name(tc.service)) // a conversion, to test the guard
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err: got %v, want error %v", err, tc.wantErr)
 			}
@@ -106,15 +108,15 @@ func FuzzParseHandoff(f *testing.F) {
 		}
 		// Encoding a valid name and parsing it gives the name back.
 		name := string(data)
-		enc, err := appendHandoff(nil, name)
+		enc, err := appendHandoff(nil, svcname.Name(name))
 		if err != nil {
-			if validServiceName(name) {
+			if svcname.Valid(name) {
 				t.Fatalf("valid name %q: %v", name, err)
 			}
 			return
 		}
 		got, err := readHandoff(bytes.NewReader(enc))
-		if err != nil || got != name {
+		if err != nil || got.String() != name {
 			t.Fatalf("round trip: got %q, %v, want %q", got, err, name)
 		}
 	})

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // testConfig returns fast timers and a Debug logger on the test's output, so
@@ -102,8 +104,8 @@ func newServer(t *testing.T, cfg Config, services map[string]string) *Server {
 // newServerTargets is newServer with any number of targets per service.
 func newServerTargets(t *testing.T, cfg Config, services map[string][]string) *Server {
 	t.Helper()
-	s, err := NewServer(cfg, func(name string) ([]string, bool) {
-		targets, ok := services[name]
+	s, err := NewServer(cfg, func(name svcname.Name) ([]string, bool) {
+		targets, ok := services[name.String()]
 		return targets, ok
 	})
 	if err != nil {

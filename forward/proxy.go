@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // Backend is one place a Route can send a connection. It is a plain value.
@@ -21,7 +23,7 @@ type Backend struct {
 	// Service is "" when Addr is the service itself, dialed directly. When
 	// non-empty, Addr is a peer ambassador's data port (a Server): the proxy
 	// sends a handoff header naming Service and waits for the reply.
-	Service string
+	Service svcname.Name
 	// Weight is the backend's share of new connections relative to the
 	// route's other backends, honoured by the round-robin, random and
 	// least-conn policies. 0 (or less) means 1.
@@ -344,7 +346,7 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 			}
 			backoff := rs.failed(a.bs, p.now())
 			rs.dialErrors.Add(1)
-			if p.dialLog.allow(a.b.Node + "\x00" + a.b.Addr + "\x00" + a.b.Service) {
+			if p.dialLog.allow(a.b.Node + "\x00" + a.b.Addr + "\x00" + a.b.Service.String()) {
 				p.log.Warn("backend dial failed, trying the next",
 					"service", r.Service, "listen", rs.listen, "peer", a.b.Node, "backend", a.b.Addr, "ejected_for", backoff,
 					"err", fmt.Errorf("forward: dial backend for service %q on node %s: %w", r.Service, a.b.Node, err))
@@ -368,7 +370,7 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 				p.g.untrack(braw)
 				rs.release(a.bs)
 				rs.handshakeErrors.Add(1)
-				if p.g.ctx.Err() == nil && p.dialLog.allow("handshake\x00"+a.b.Node+"\x00"+a.b.Addr+"\x00"+a.b.Service) {
+				if p.g.ctx.Err() == nil && p.dialLog.allow("handshake\x00"+a.b.Node+"\x00"+a.b.Addr+"\x00"+a.b.Service.String()) {
 					p.log.Warn("connection handshake failed", "service", r.Service, "listen", rs.listen, "peer", a.b.Node, "backend", a.b.Addr,
 						"err", fmt.Errorf("forward: handshake for service %q on node %s: %w", r.Service, a.b.Node, err))
 				}

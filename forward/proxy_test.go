@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // topologies are the ways a client reaches a backend: one Proxy hop, or
@@ -341,7 +343,7 @@ func TestConfigValidation(t *testing.T) {
 			if err == nil || err.Error() != tc.want {
 				t.Errorf("New: got %v, want %q", err, tc.want)
 			}
-			_, err = NewServer(cfg, func(string) ([]string, bool) { return nil, false })
+			_, err = NewServer(cfg, func(svcname.Name) ([]string, bool) { return nil, false })
 			if err == nil || err.Error() != tc.want {
 				t.Errorf("NewServer: got %v, want %q", err, tc.want)
 			}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // Server is the data-port side of a handoff: it accepts connections from
@@ -20,7 +22,7 @@ import (
 type Server struct {
 	cfg     Config // read-only after NewServer
 	log     *slog.Logger
-	lookup  func(service string) (targets []string, ok bool)
+	lookup  func(service svcname.Name) (targets []string, ok bool)
 	g       *group
 	dialLog dialLimiter
 
@@ -49,7 +51,7 @@ type Server struct {
 // named by the caller, so it is not an open relay. lookup is called
 // concurrently from connection goroutines and must not block; the Server
 // does not modify or keep the slice.
-func NewServer(cfg Config, lookup func(service string) (targets []string, ok bool)) (*Server, error) {
+func NewServer(cfg Config, lookup func(service svcname.Name) (targets []string, ok bool)) (*Server, error) {
 	if lookup == nil {
 		return nil, errors.New("forward: server: lookup must not be nil")
 	}
@@ -140,7 +142,7 @@ func (s *Server) serveConn(raw net.Conn) {
 		// did not send one, bounded by tls's own 5s write deadline.
 		defer c.Close()
 	}
-	service, err := readHandoff(c)
+	name, err := readHandoff(c)
 	if err != nil {
 		st := "none"
 		if errors.Is(err, errBadHeader) {
@@ -153,7 +155,8 @@ func (s *Server) serveConn(raw net.Conn) {
 		s.logRefused(c, "", st, err)
 		return
 	}
-	targets, ok := s.lookup(service)
+	service := name.String()
+	targets, ok := s.lookup(name)
 	if !ok {
 		s.handoffs[statusUnknown].Add(1)
 		_, _ = c.Write([]byte{byte(statusUnknown)})

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 func TestServerHandoff(t *testing.T) {
@@ -106,7 +108,7 @@ func TestServerHandoffTimeout(t *testing.T) {
 }
 
 func TestServerLifecycle(t *testing.T) {
-	s, err := NewServer(testConfig(t), func(string) ([]string, bool) { return nil, false })
+	s, err := NewServer(testConfig(t), func(svcname.Name) ([]string, bool) { return nil, false })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/ambassador-mesh/ambassador/trust"
 )
 
@@ -122,7 +123,7 @@ func TestTLSServerRejects(t *testing.T) {
 	cfg.ServerTLS = tp.server
 	cfg.DialFunc = rec.dial
 	var lookups atomic.Int64
-	s, err := NewServer(cfg, func(string) ([]string, bool) {
+	s, err := NewServer(cfg, func(svcname.Name) ([]string, bool) {
 		lookups.Add(1)
 		return []string{startBackend(t, reply("secret"))}, true
 	})
@@ -188,7 +189,7 @@ func TestTLSServerRejects(t *testing.T) {
 func TestTLSServerConfigValidation(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.ServerTLS = &tls.Config{}
-	if _, err := NewServer(cfg, func(string) ([]string, bool) { return nil, false }); err == nil {
+	if _, err := NewServer(cfg, func(svcname.Name) ([]string, bool) { return nil, false }); err == nil {
 		t.Error("NewServer with a ServerTLS without certificate: got nil error")
 	}
 }

@@ -24,13 +24,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/hashicorp/memberlist"
 )
 
 // Service is a service a node announces.
 type Service struct {
-	Name string `json:"name"`
-	Port int    `json:"port"` // client-facing port
+	Name svcname.Name `json:"name"`
+	Port int          `json:"port"` // client-facing port
 	// Weight is this instance's share of new connections relative to
 	// other instances of the service. 0 (omitted on the wire) means 1.
 	Weight int `json:"weight,omitempty"`
@@ -254,7 +255,7 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 // every peer by push/pull; the first time that happens it logs a Warn.
 func (c *Cluster) SetServices(svcs []Service) {
 	clean := make([]Service, 0, len(svcs))
-	seen := make(map[string]bool, len(svcs))
+	seen := make(map[svcname.Name]bool, len(svcs))
 	for _, s := range svcs {
 		if err := checkService(s); err != nil {
 			c.log.Warn("ignoring invalid service", "service", s.Name, "err", err)

@@ -554,7 +554,7 @@ func TestOversizedRecordNotQueued(t *testing.T) {
 	many := func(prefix string) []Service {
 		var svcs []Service
 		for i := range 100 {
-			svcs = append(svcs, Service{Name: fmt.Sprintf("%s-%03d", prefix, i), Port: 1000 + i})
+			svcs = append(svcs, Service{Name: svcname.Must(fmt.Sprintf("%s-%03d", prefix, i)), Port: 1000 + i})
 		}
 		return svcs
 	}
@@ -597,7 +597,7 @@ func servicesOfSize(t *testing.T, c *Cluster, size int) []Service {
 	}
 	var svcs []Service
 	for i := 0; ; i++ {
-		next := append(slices.Clone(svcs), Service{Name: fmt.Sprintf("s%03d", i), Port: 10000 + i})
+		next := append(slices.Clone(svcs), Service{Name: svcname.Must(fmt.Sprintf("s%03d", i)), Port: 10000 + i})
 		if encoded(next) > size-22 { // room for the smallest last service
 			break
 		}
@@ -609,7 +609,7 @@ func servicesOfSize(t *testing.T, c *Cluster, size int) []Service {
 	for k := 1; k <= svcname.MaxLen; k++ {
 		for _, port := range []int{1, 10, 100, 1000, 10000} {
 			for _, w := range []int{0, 1, 10, 100, 1000} {
-				last := Service{Name: strings.Repeat("z", k), Port: port, Weight: w}
+				last := Service{Name: svcname.Must(strings.Repeat("z", k)), Port: port, Weight: w}
 				if out := append(slices.Clone(svcs), last); encoded(out) == size {
 					return out
 				}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // recorder is a slog.Handler that keeps every record.
@@ -136,7 +138,7 @@ func TestLocalStateOversizeLoggedOnce(t *testing.T) {
 	d := &delegate{c: c}
 	var svcs []Service
 	for i := range maxServices {
-		svcs = append(svcs, Service{Name: fmt.Sprintf("%0100d", i), Port: 1 + i})
+		svcs = append(svcs, Service{Name: svcname.Must(fmt.Sprintf("s%014d", i)), Port: 1 + i})
 	}
 	// Enough nodes to exceed maxStateMsg, each record valid on its own.
 	per := len(mustEncodeRecord(t, record{Entry: Entry{Node: "n000", Addr: "10.0.0.9", Version: 1, Services: svcs}}))

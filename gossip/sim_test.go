@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -156,7 +157,7 @@ func startSimNodeWith(tb testing.TB, sn *simNet, i int, cfg Config) simNode {
 	if err := c.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	c.SetServices([]Service{{Name: "svc" + strconv.Itoa(i%10), Port: 7000 + i%10}})
+	c.SetServices([]Service{{Name: svcname.Must("svc" + strconv.Itoa(i%10)), Port: 7000 + i%10}})
 	tb.Cleanup(func() { _ = c.Shutdown() })
 	return simNode{c: c, t: tr}
 }

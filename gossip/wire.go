@@ -220,7 +220,7 @@ func checkService(s Service) error {
 	// A peer's service name becomes a listener and a handoff header here:
 	// it must follow the one rule every layer applies, or it would be a
 	// listener whose every dial fails.
-	if err := svcname.Check(s.Name); err != nil {
+	if err := svcname.Check(string(s.Name)); err != nil {
 		return err
 	}
 	if s.Port < 1 || s.Port > 65535 {

@@ -173,7 +173,7 @@ func FuzzDecodeRecord(f *testing.F) {
 			return
 		}
 		for _, s := range r.Services {
-			if err := svcname.Check(s.Name); err != nil {
+			if err := svcname.Check(string(s.Name)); err != nil {
 				t.Fatalf("decoded a record with a service name svcname rejects: %v", err)
 			}
 		}

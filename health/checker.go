@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // Config configures a Checker. Zero values are not defaults: start from
@@ -67,14 +69,14 @@ func (c *Config) validate() error {
 // Target is one service to check: Check is run against Addr (host:port).
 // Name identifies it in Set, Status and onChange.
 type Target struct {
-	Name  string
+	Name  svcname.Name
 	Addr  string
 	Check Check
 }
 
 // Result is the state of one target, as returned by Status.
 type Result struct {
-	Name  string
+	Name  svcname.Name
 	Addr  string
 	Check string // Check.String()
 	// Healthy is the current state after Rise/Fall; meaningful only when
@@ -99,15 +101,15 @@ type Checker struct {
 	cfg      Config // read-only after New
 	log      *slog.Logger
 	probe    func(ctx context.Context, addr string, c Check) error
-	onChange func(name string, healthy bool, err error)
+	onChange func(name svcname.Name, healthy bool, err error)
 	wg       sync.WaitGroup // one per running target loop
 
 	mu      sync.Mutex
-	targets map[string]*target       // guarded by mu; keyed by Target.Name
-	last    map[string]chan struct{} // guarded by mu; done of the newest loop per name
-	ctx     context.Context          // guarded by mu; nil until Start
-	cancel  context.CancelFunc       // guarded by mu; nil until Start
-	closed  bool                     // guarded by mu
+	targets map[svcname.Name]*target       // guarded by mu; keyed by Target.Name
+	last    map[svcname.Name]chan struct{} // guarded by mu; done of the newest loop per name
+	ctx     context.Context                // guarded by mu; nil until Start
+	cancel  context.CancelFunc             // guarded by mu; nil until Start
+	closed  bool                           // guarded by mu
 }
 
 // target is the runtime state of one Target.
@@ -128,7 +130,7 @@ type target struct {
 // the target) but calls for different names may. onChange must not block for
 // long and must not call Close, which waits for it (Set and Status are fine).
 // nil = no callback (use Status).
-func New(cfg Config, onChange func(name string, healthy bool, err error)) (*Checker, error) {
+func New(cfg Config, onChange func(name svcname.Name, healthy bool, err error)) (*Checker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -141,15 +143,15 @@ func New(cfg Config, onChange func(name string, healthy bool, err error)) (*Chec
 		probe = Probe
 	}
 	if onChange == nil {
-		onChange = func(string, bool, error) {}
+		onChange = func(svcname.Name, bool, error) {}
 	}
 	return &Checker{
 		cfg:      cfg,
 		log:      cfg.Logger,
 		probe:    probe,
 		onChange: onChange,
-		targets:  make(map[string]*target),
-		last:     make(map[string]chan struct{}),
+		targets:  make(map[svcname.Name]*target),
+		last:     make(map[svcname.Name]chan struct{}),
 	}, nil
 }
 
@@ -168,7 +170,7 @@ func New(cfg Config, onChange func(name string, healthy bool, err error)) (*Chec
 // Before Start, Set only records the targets. After Close it does nothing.
 // Set copies targets.
 func (c *Checker) Set(targets []Target) {
-	want := make(map[string]Target, len(targets))
+	want := make(map[svcname.Name]Target, len(targets))
 	for _, t := range targets {
 		if _, dup := want[t.Name]; !dup {
 			want[t.Name] = t

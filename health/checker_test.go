@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 func testConfig(t *testing.T) Config {
@@ -88,7 +90,8 @@ func newRecorder(t *testing.T, fp *fakeProber) *recorder {
 	return &recorder{t: t, fp: fp, inFlight: map[string]int{}}
 }
 
-func (r *recorder) onChange(name string, healthy bool, err error) {
+func (r *recorder) onChange(n svcname.Name, healthy bool, err error) {
+	name := n.String()
 	r.mu.Lock()
 	r.inFlight[name]++
 	if r.inFlight[name] > 1 {
@@ -129,7 +132,7 @@ func fakeSetup(t *testing.T) (Config, *fakeProber, *recorder) {
 	return cfg, fp, newRecorder(t, fp)
 }
 
-func newChecker(t *testing.T, cfg Config, onChange func(string, bool, error), targets ...Target) *Checker {
+func newChecker(t *testing.T, cfg Config, onChange func(svcname.Name, bool, error), targets ...Target) *Checker {
 	t.Helper()
 	c, err := New(cfg, onChange)
 	if err != nil {
@@ -148,7 +151,9 @@ func newChecker(t *testing.T, cfg Config, onChange func(string, bool, error), ta
 }
 
 func tcpTarget(addr string) Target {
-	return Target{Name: addr, Addr: addr, Check: Check{Kind: KindTCP}}
+	// health keys targets by name and never checks it: the address is a
+	// unique key (a conversion, allowed in tests).
+	return Target{Name: svcname.Name(addr), Addr: addr, Check: Check{Kind: KindTCP}}
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -388,7 +393,7 @@ func TestCheckerSet(t *testing.T) {
 func names(rs []Result) string {
 	var out []string
 	for _, r := range rs {
-		out = append(out, r.Name)
+		out = append(out, r.Name.String())
 	}
 	return fmt.Sprint(out)
 }
@@ -434,7 +439,7 @@ func TestCheckerReplaceNoOverlap(t *testing.T) {
 		once     sync.Once
 		inFlight atomic.Int32
 	)
-	onChange := func(name string, healthy bool, err error) {
+	onChange := func(name svcname.Name, healthy bool, err error) {
 		if name == "svc" {
 			if inFlight.Add(1) > 1 {
 				t.Errorf("overlapping onChange calls for svc (healthy=%v)", healthy)
@@ -521,7 +526,7 @@ func TestCheckerClose(t *testing.T) {
 	}
 	waitFor(t, "every first result", func() bool {
 		for _, tg := range targets {
-			if len(rec.of(tg.Name)) == 0 {
+			if len(rec.of(tg.Name.String())) == 0 {
 				return false
 			}
 		}
@@ -550,7 +555,7 @@ func TestCheckerClose(t *testing.T) {
 	// Close has returned, so every loop has exited: counts are final.
 	counts := make(map[string]int)
 	for _, tg := range targets {
-		counts[tg.Name] = fp.count(tg.Name)
+		counts[tg.Name.String()] = fp.count(tg.Name.String())
 	}
 	if err := c.Close(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("second Close: got %v, want net.ErrClosed", err)
@@ -563,8 +568,8 @@ func TestCheckerClose(t *testing.T) {
 		t.Errorf("Status after Close: got %d results, want the last state of %d", len(st), len(targets))
 	}
 	for _, tg := range targets {
-		if n := fp.count(tg.Name); n != counts[tg.Name] {
-			t.Errorf("%s checked after Close: %d -> %d", tg.Name, counts[tg.Name], n)
+		if n := fp.count(tg.Name.String()); n != counts[tg.Name.String()] {
+			t.Errorf("%s checked after Close: %d -> %d", tg.Name, counts[tg.Name.String()], n)
 		}
 	}
 	// checkGoroutines verifies at cleanup that no loop is left.

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // The node's local API has two doors:
@@ -313,7 +315,13 @@ func (n *Node) controlRoutes(mux *http.ServeMux, guard func(http.HandlerFunc) ht
 	}))
 	mux.HandleFunc("DELETE /v1/announce/{name}", guard(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
-		if err := n.Withdraw(name); err != nil {
+		sn, err := svcname.Parse(name)
+		if err != nil {
+			err = fmt.Errorf("mesh: withdraw: %w", err)
+		} else {
+			err = n.Withdraw(sn)
+		}
+		if err != nil {
 			writeError(w, http.StatusNotFound, err)
 			return
 		}

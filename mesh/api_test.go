@@ -176,7 +176,7 @@ func TestControlSocketRefusesOtherUsers(t *testing.T) {
 	announced := func() []string {
 		var names []string
 		for _, an := range a.view().announces {
-			names = append(names, an.Name)
+			names = append(names, an.Name.String())
 		}
 		return names
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/ambassador-mesh/ambassador/creds"
 	"github.com/ambassador-mesh/ambassador/gossip"
 	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/ambassador-mesh/ambassador/trust"
 )
 
@@ -64,11 +65,11 @@ type Config struct {
 	Forward []Forward
 	// Balance picks the load-balancing policy per service name (lower
 	// case): least-conn (the default), round-robin, random or first.
-	Balance map[string]string
+	Balance map[svcname.Name]string
 	// Checks picks the health check per announced service name (lower
 	// case); a service without one gets a TCP connect. Kind "none" turns
 	// checking off for that service.
-	Checks map[string]health.Check
+	Checks map[svcname.Name]health.Check
 	// CheckInterval is the time between two checks of one service.
 	// Default 2s.
 	CheckInterval time.Duration
@@ -209,7 +210,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for name, p := range c.Balance {
-		if _, _, err := ParseBalance(name + "=" + p); err != nil {
+		if _, _, err := ParseBalance(name.String() + "=" + p); err != nil {
 			return fmt.Errorf("balance: %w", err)
 		}
 	}
@@ -241,21 +242,21 @@ func (c Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	for _, a := range c.Announce {
-		k := strings.ToLower(a.Name)
+		k := a.Name.Lower().String()
 		if seen[k] {
 			return fmt.Errorf("announce: service %q is announced twice", a.Name)
 		}
 		seen[k] = true
 	}
 	for _, u := range c.Upstream {
-		k := strings.ToLower(u.Name)
+		k := u.Name.Lower().String()
 		if seen[k] {
 			return fmt.Errorf("upstream: service %q is also announced or named twice", u.Name)
 		}
 		seen[k] = true
 	}
 	for name := range c.Checks {
-		if !seen[name] {
+		if !seen[name.String()] {
 			return fmt.Errorf("check: service %q is not announced by this node", name)
 		}
 	}
@@ -267,10 +268,10 @@ func (c Config) Validate() error {
 	}
 	seenC := map[string]bool{}
 	for _, cr := range c.Credentials {
-		if _, err := creds.Parse(cr.Name + "=" + cr.Proto + ":" + cr.Path); err != nil {
+		if _, err := creds.Parse(cr.Name.String() + "=" + cr.Proto + ":" + cr.Path); err != nil {
 			return fmt.Errorf("credentials: %w", err)
 		}
-		k := strings.ToLower(cr.Name)
+		k := cr.Name.Lower().String()
 		if seenC[k] {
 			return fmt.Errorf("credentials: service %q is named twice", cr.Name)
 		}
@@ -296,7 +297,7 @@ func (c Config) Validate() error {
 	}
 	seenF := map[string]bool{}
 	for _, f := range c.Forward {
-		k := strings.ToLower(f.Name)
+		k := f.Name.Lower().String()
 		if seenF[k] {
 			return fmt.Errorf("forward: service %q is named twice", f.Name)
 		}

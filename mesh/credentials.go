@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strings"
 
 	"github.com/ambassador-mesh/ambassador/creds"
 )
@@ -31,7 +30,7 @@ func (n *Node) loadCredentials(specs []creds.Spec) (map[string]handshakeFunc, er
 		if err != nil {
 			return nil, fmt.Errorf("mesh: credentials for %q: %w", sp.Name, err)
 		}
-		out[strings.ToLower(sp.Name)] = h
+		out[sp.Name.Lower().String()] = h
 	}
 	return out, nil
 }

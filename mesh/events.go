@@ -15,6 +15,7 @@ import (
 
 	"github.com/ambassador-mesh/ambassador/forward"
 	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // Event is one change this node saw, as GET /v1/events sends it.
@@ -255,12 +256,12 @@ func (n *Node) noteChanges() {
 	}
 	for _, e := range n.cluster.Catalog() {
 		for _, s := range e.Services {
-			st.instances[[2]string{s.Name, e.Node}] = true
+			st.instances[[2]string{s.Name.String(), e.Node}] = true
 		}
 	}
 	v := n.view()
 	for _, a := range v.announces {
-		st.health[strings.ToLower(a.Name)] = v.health(a.Name)
+		st.health[a.Name.Lower().String()] = v.health(a.Name)
 	}
 	for _, ls := range n.proxy.Status() {
 		if ls.State == forward.StateListening {
@@ -274,12 +275,12 @@ func (n *Node) noteChanges() {
 
 // health is the state of this node's own announcement name, as
 // InstanceView.Health describes it.
-func (v localView) health(name string) string {
-	name = strings.ToLower(name)
+func (v localView) health(n svcname.Name) string {
+	name := n.Lower().String()
 	switch {
-	case v.check(name).Kind == health.KindNone:
+	case v.check(n).Kind == health.KindNone:
 		return "unchecked"
-	case v.passing(name):
+	case v.passing(n):
 		return "passing"
 	}
 	if _, known := v.healthy[name]; known {

@@ -50,8 +50,8 @@ func (n *Node) view() localView {
 }
 
 // check is the health check of an announced service: TCP unless set.
-func (v localView) check(name string) health.Check {
-	if c, ok := v.checks[strings.ToLower(name)]; ok {
+func (v localView) check(name svcname.Name) health.Check {
+	if c, ok := v.checks[name.Lower().String()]; ok {
 		return c
 	}
 	return health.Check{Kind: health.KindTCP}
@@ -61,17 +61,17 @@ func (v localView) check(name string) health.Check {
 // is off, or its last check passed. A service not checked yet is held back
 // for the first check (immediate at start) so peers never learn of a
 // service that was down all along.
-func (v localView) passing(name string) bool {
+func (v localView) passing(name svcname.Name) bool {
 	if v.check(name).Kind == health.KindNone {
 		return true
 	}
-	return v.healthy[strings.ToLower(name)]
+	return v.healthy[name.Lower().String()]
 }
 
 // localService is one service this node offers to the cluster: an
 // announcement (one target) or a resolved upstream (its DNS targets).
 type localService struct {
-	Name     string // lower case
+	Name     svcname.Name // lower case
 	Port     int
 	Weight   int               // advertised to peers; 0 = 1
 	Backends []forward.Backend // direct, in the order to try them
@@ -85,12 +85,12 @@ func (v localView) services(self string) []localService {
 		if !v.passing(a.Name) {
 			continue
 		}
-		out = append(out, localService{Name: strings.ToLower(a.Name), Port: a.Port, Weight: a.Weight,
+		out = append(out, localService{Name: a.Name.Lower(), Port: a.Port, Weight: a.Weight,
 			Backends: []forward.Backend{{Node: self, Addr: a.Target(), Weight: a.Weight}}})
 	}
 	for _, u := range v.upstreams {
-		name := strings.ToLower(u.Name)
-		if ts := v.upTargets[name]; len(ts) > 0 {
+		name := u.Name.Lower()
+		if ts := v.upTargets[name.String()]; len(ts) > 0 {
 			out = append(out, localService{Name: name, Port: u.Port, Backends: upstreamBackends(self, ts)})
 		}
 	}
@@ -110,7 +110,7 @@ func (n *Node) Announce(a Announce) error {
 		if n.announces[i].Target() != a.Target() {
 			// The old result says nothing about the new target: hold the
 			// service back until its first check.
-			delete(n.healthy, strings.ToLower(a.Name))
+			delete(n.healthy, a.Name.Lower().String())
 		}
 		n.announces[i] = a
 	} else {
@@ -126,15 +126,15 @@ func (n *Node) Announce(a Announce) error {
 // within a gossip round, mDNS sends goodbyes, and this node's data port
 // refuses new hand-offs for it (peers then try another instance).
 // Connections already open run on. Safe for concurrent use.
-func (n *Node) Withdraw(name string) error {
-	if err := svcname.Check(name); err != nil {
+func (n *Node) Withdraw(name svcname.Name) error {
+	if err := svcname.Check(name.String()); err != nil {
 		return fmt.Errorf("mesh: withdraw: %w", err)
 	}
 	n.mu.Lock()
 	i := indexByName(n.announces, name)
 	if i >= 0 {
 		n.announces = slices.Delete(n.announces, i, i+1)
-		delete(n.healthy, strings.ToLower(name))
+		delete(n.healthy, name.Lower().String())
 	}
 	n.mu.Unlock()
 	if i < 0 {
@@ -173,17 +173,17 @@ func (n *Node) Reload(cfg Config) error {
 	// check stay the same.
 	kept := map[string]bool{}
 	for _, a := range announces {
-		name := strings.ToLower(a.Name)
-		i := indexByName(n.announces, name)
-		if h, ok := n.healthy[name]; ok && i >= 0 && n.announces[i].Target() == a.Target() && n.checks[name] == cfg.Checks[name] {
+		name := a.Name.Lower().String()
+		i := indexByName(n.announces, a.Name)
+		if h, ok := n.healthy[name]; ok && i >= 0 && n.announces[i].Target() == a.Target() && n.checks[name] == cfg.Checks[a.Name.Lower()] {
 			kept[name] = h
 		}
 	}
 	n.healthy = kept
 	n.announces = announces
 	n.forwards = slices.Clone(cfg.Forward)
-	n.balance = maps.Clone(cfg.Balance)
-	n.checks = maps.Clone(cfg.Checks)
+	n.balance = byName(cfg.Balance)
+	n.checks = byName(cfg.Checks)
 	n.mu.Unlock()
 	n.log.Info("reloaded", "announce", len(announces), "forward", len(cfg.Forward))
 	n.publish()
@@ -259,8 +259,8 @@ func mergeAnnounces(cur, prev, next []Announce) []Announce {
 
 // indexByName returns the index of the announcement of service name in
 // list (names compare case-insensitively, as service names do), or -1.
-func indexByName(list []Announce, name string) int {
-	return slices.IndexFunc(list, func(x Announce) bool { return strings.EqualFold(x.Name, name) })
+func indexByName(list []Announce, name svcname.Name) int {
+	return slices.IndexFunc(list, func(x Announce) bool { return strings.EqualFold(x.Name.String(), name.String()) })
 }
 
 // rotateKeys makes keys the cluster keys of the running node: the first
@@ -297,7 +297,7 @@ func (n *Node) syncChecks() {
 	var ts []health.Target
 	for _, a := range v.announces {
 		if c := v.check(a.Name); c.Kind != health.KindNone {
-			ts = append(ts, health.Target{Name: strings.ToLower(a.Name), Addr: a.Target(), Check: c})
+			ts = append(ts, health.Target{Name: a.Name.Lower(), Addr: a.Target(), Check: c})
 		}
 	}
 	n.checker.Set(ts)
@@ -305,13 +305,13 @@ func (n *Node) syncChecks() {
 
 // onHealth is the checker's callback: a service's check flipped (or gave
 // its first result).
-func (n *Node) onHealth(name string, healthy bool, err error) {
+func (n *Node) onHealth(name svcname.Name, healthy bool, err error) {
 	n.mu.Lock()
 	if indexByName(n.announces, name) < 0 {
 		n.mu.Unlock()
 		return // withdrawn meanwhile
 	}
-	n.healthy[name] = healthy
+	n.healthy[name.String()] = healthy
 	n.mu.Unlock()
 	n.publish()
 }
@@ -339,11 +339,11 @@ func (n *Node) publish() {
 // lookupLocal tells the data port which targets serve a service that this
 // node offers, in the order to try them. Only announced and upstream
 // services are reachable: no open relay.
-func (n *Node) lookupLocal(service string) ([]string, bool) {
-	service = strings.ToLower(service)
+func (n *Node) lookupLocal(name svcname.Name) ([]string, bool) {
+	service := name.Lower().String()
 	n.mu.Lock()
 	for _, a := range n.announces {
-		if strings.EqualFold(a.Name, service) {
+		if strings.EqualFold(a.Name.String(), service) {
 			n.mu.Unlock()
 			return []string{a.Target()}, true
 		}

@@ -153,13 +153,13 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	checks := map[string][2]uint64{}
 	var names []string
 	for _, r := range n.checker.Status() {
-		c, ok := checks[r.Name]
+		c, ok := checks[r.Name.String()]
 		if !ok {
-			names = append(names, r.Name)
+			names = append(names, r.Name.String())
 		}
 		c[0] += r.Passes
 		c[1] += r.Failures
-		checks[r.Name] = c
+		checks[r.Name.String()] = c
 	}
 	for _, name := range names {
 		counter(descChecks, checks[name][0], name, "pass")

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -90,8 +89,8 @@ func New(cfg Config) (*Node, error) {
 		log = slog.Default()
 	}
 	n := &Node{cfg: cfg, log: log.With("component", "mesh"), peers: make(chan string, 64), kick: make(chan struct{}, 1), ready: make(chan struct{}),
-		announces: slices.Clone(cfg.Announce), fileAnnounces: slices.Clone(cfg.Announce), forwards: slices.Clone(cfg.Forward), balance: maps.Clone(cfg.Balance),
-		checks: maps.Clone(cfg.Checks), keys: slices.Clone(cfg.Keys), healthy: map[string]bool{}, upTargets: map[string][]upstream.Target{}}
+		announces: slices.Clone(cfg.Announce), fileAnnounces: slices.Clone(cfg.Announce), forwards: slices.Clone(cfg.Forward), balance: byName(cfg.Balance),
+		checks: byName(cfg.Checks), keys: slices.Clone(cfg.Keys), healthy: map[string]bool{}, upTargets: map[string][]upstream.Target{}}
 
 	ifaces, err := usableInterfaces(cfg.Interfaces)
 	if err != nil {
@@ -197,7 +196,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	for _, f := range cfg.Forward {
 		host, _, _ := net.SplitHostPort(f.Listen)
-		if ip := net.ParseIP(host); f.Listen != "" && n.logins[strings.ToLower(f.Name)] != nil && (ip == nil || !ip.IsLoopback()) {
+		if ip := net.ParseIP(host); f.Listen != "" && n.logins[f.Name.Lower().String()] != nil && (ip == nil || !ip.IsLoopback()) {
 			n.log.Warn("a service with credentials listens beyond this host: anyone who reaches it is logged in", "service", f.Name, "listen", f.Listen)
 		}
 	}

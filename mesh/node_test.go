@@ -25,6 +25,7 @@ import (
 
 	"github.com/ambassador-mesh/ambassador/creds"
 	"github.com/ambassador-mesh/ambassador/gossip"
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/ambassador-mesh/ambassador/internal/testutil"
 	"github.com/ambassador-mesh/ambassador/upstream"
 	"github.com/miekg/dns"
@@ -730,7 +731,7 @@ func TestKeyRotationReload(t *testing.T) {
 		// announcement must still reach b after each step.
 		step++
 		name := "step" + strconv.Itoa(step)
-		if err := a.Announce(Announce{Name: name, Port: freePort(t), Host: "127.0.0.1", TargetPort: echo}); err != nil {
+		if err := a.Announce(Announce{Name: svcname.Must(name), Port: freePort(t), Host: "127.0.0.1", TargetPort: echo}); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, 10*time.Second, name+" in b's catalog", func() bool {

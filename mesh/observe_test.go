@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -314,7 +315,7 @@ func TestMetrics(t *testing.T) {
 	a := startTestNode(t, "a", func(c *Config) {
 		c.Announce = []Announce{{Name: "echo", Port: svcPort, Host: "127.0.0.1", TargetPort: echo},
 			{Name: "dead", Port: freePort(t), Host: "127.0.0.1", TargetPort: deadPort}}
-		c.Checks = map[string]health.Check{"dead": {Kind: health.KindNone}} // offered although down
+		c.Checks = map[svcname.Name]health.Check{"dead": {Kind: health.KindNone}} // offered although down
 	})
 	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	deadListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))

@@ -62,7 +62,7 @@ func plan(self string, catalog []gossip.Entry, local []localService, forwards []
 	// The local instances come first so that a client on this host stays
 	// on this host; their port also wins over a peer's differing port.
 	for _, l := range local {
-		s := get(l.Name, l.Port)
+		s := get(l.Name.String(), l.Port)
 		s.backends = append(s.backends, l.Backends...)
 	}
 	entries := append([]gossip.Entry(nil), catalog...)
@@ -73,14 +73,14 @@ func plan(self string, catalog []gossip.Entry, local []localService, forwards []
 		}
 		data := net.JoinHostPort(e.Addr, strconv.Itoa(e.DataPort))
 		for _, gs := range e.Services {
-			s := get(gs.Name, gs.Port)
-			s.backends = append(s.backends, forward.Backend{Node: e.Node, Addr: data, Service: strings.ToLower(gs.Name), Weight: gs.Weight})
+			s := get(gs.Name.String(), gs.Port)
+			s.backends = append(s.backends, forward.Backend{Node: e.Node, Addr: data, Service: gs.Name.Lower(), Weight: gs.Weight})
 		}
 	}
 
 	listen := map[string]string{}
 	for _, f := range forwards {
-		listen[strings.ToLower(f.Name)] = f.Listen
+		listen[f.Name.Lower().String()] = f.Listen
 	}
 	type want struct {
 		name     string
@@ -172,7 +172,7 @@ func loopbackFor(name string, used map[netip.Addr]bool) netip.Addr {
 // addr itself, in which case a forwarder there would only collide with it.
 func ownsListenAddr(addr string, local []localService, name string) bool {
 	for _, l := range local {
-		if l.Name != name {
+		if l.Name.String() != name {
 			continue
 		}
 		for _, b := range l.Backends {

@@ -14,11 +14,11 @@ import (
 // Announce is one service this node hosts: clients reach it on Port, and the
 // node's ambassador hands their connections to Host:TargetPort.
 type Announce struct {
-	Name       string // RFC 6335 service name, e.g. "redis"
-	Port       int    // client-facing port, 1..65535
-	Host       string // where the service listens; default 127.0.0.1
-	TargetPort int    // 1..65535
-	Weight     int    // share of new connections relative to other instances; 0 = 1
+	Name       svcname.Name // RFC 6335 service name, e.g. "redis"
+	Port       int          // client-facing port, 1..65535
+	Host       string       // where the service listens; default 127.0.0.1
+	TargetPort int          // 1..65535
+	Weight     int          // share of new connections relative to other instances; 0 = 1
 }
 
 // Target is the address the ambassador dials for this service.
@@ -40,7 +40,7 @@ const maxWeight = 1000
 // Forward limits forwarding to one service, optionally on a listen address
 // of the user's choice.
 type Forward struct {
-	Name   string
+	Name   svcname.Name
 	Listen string // host:port; "" = 127.0.0.1:<the service's port>
 }
 
@@ -66,12 +66,12 @@ func ParseAnnounce(s string) (Announce, error) {
 		}
 		a.Weight = w
 	}
-	var portStr string
-	a.Name, portStr, _ = strings.Cut(name, ":")
-	if err := svcname.Check(a.Name); err != nil {
+	rawName, portStr, _ := strings.Cut(name, ":")
+	var err error
+	if a.Name, err = svcname.Parse(rawName); err != nil {
 		return Announce{}, fmt.Errorf("%q: %w", s, err)
 	}
-	if strings.EqualFold(a.Name, "ambassador") {
+	if strings.EqualFold(a.Name.String(), "ambassador") {
 		return Announce{}, fmt.Errorf("%q: the service name ambassador is reserved for discovery", s)
 	}
 	host, tport, err := splitHostPort(target, "127.0.0.1")
@@ -90,8 +90,9 @@ func ParseAnnounce(s string) (Announce, error) {
 
 // ParseForward parses NAME[=[HOST:]PORT].
 func ParseForward(s string) (Forward, error) {
-	name, listen, hasListen := strings.Cut(s, "=")
-	if err := svcname.Check(name); err != nil {
+	raw, listen, hasListen := strings.Cut(s, "=")
+	name, err := svcname.Parse(raw)
+	if err != nil {
 		return Forward{}, fmt.Errorf("%q: %w", s, err)
 	}
 	f := Forward{Name: name}
@@ -167,12 +168,12 @@ func parsePort(s string) (int, error) {
 }
 
 // ParseBalance parses NAME=POLICY for --balance.
-func ParseBalance(s string) (name, policy string, err error) {
-	name, policy, ok := strings.Cut(s, "=")
+func ParseBalance(s string) (name svcname.Name, policy string, err error) {
+	raw, policy, ok := strings.Cut(s, "=")
 	if !ok {
 		return "", "", fmt.Errorf("%q: want NAME=POLICY", s)
 	}
-	if err := svcname.Check(name); err != nil {
+	if name, err = svcname.Parse(raw); err != nil {
 		return "", "", fmt.Errorf("%q: %w", s, err)
 	}
 	if policy == "" {
@@ -181,5 +182,5 @@ func ParseBalance(s string) (name, policy string, err error) {
 	if err := forward.ValidBalance(policy); err != nil {
 		return "", "", fmt.Errorf("%q: %w", s, err)
 	}
-	return strings.ToLower(name), policy, nil
+	return name.Lower(), policy, nil
 }

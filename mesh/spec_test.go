@@ -133,7 +133,7 @@ func TestParseBalance(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || name != tc.name || policy != tc.policy {
+			if err != nil || name.String() != tc.name || policy != tc.policy {
 				t.Fatalf("got %q %q %v, want %q %q", name, policy, err, tc.name, tc.policy)
 			}
 		})

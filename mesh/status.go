@@ -83,14 +83,14 @@ func (n *Node) ServicesView() Services {
 	}
 	// This node's own announcements show even while failing their check.
 	for _, a := range v.announces {
-		name := strings.ToLower(a.Name)
+		name := a.Name.Lower().String()
 		sv := get(name, a.Port)
 		sv.Local = a.Target()
 		state := "pending"
 		switch {
-		case v.check(name).Kind == health.KindNone:
+		case v.check(a.Name).Kind == health.KindNone:
 			state = "unchecked"
-		case !v.passing(name):
+		case !v.passing(a.Name):
 			if _, known := v.healthy[name]; known {
 				state = "failing"
 			}
@@ -101,7 +101,7 @@ func (n *Node) ServicesView() Services {
 	}
 	for _, e := range n.cluster.Catalog() {
 		for _, s := range e.Services {
-			sv := get(s.Name, s.Port)
+			sv := get(s.Name.String(), s.Port)
 			sv.Nodes = append(sv.Nodes, e.Node)
 			if e.Node != n.name {
 				addr := net.JoinHostPort(e.Addr, strconv.Itoa(e.DataPort))
@@ -110,7 +110,7 @@ func (n *Node) ServicesView() Services {
 		}
 	}
 	for _, ls := range v.services(n.name) {
-		if sv := byName[ls.Name]; sv != nil && sv.Local == "" { // an upstream
+		if sv := byName[ls.Name.String()]; sv != nil && sv.Local == "" { // an upstream
 			var addrs []string
 			for _, b := range ls.Backends {
 				addrs = append(addrs, b.Addr)
@@ -162,7 +162,7 @@ func (n *Node) forwarded(name string) bool {
 		return true
 	}
 	for _, f := range fs {
-		if strings.EqualFold(f.Name, name) {
+		if strings.EqualFold(f.Name.String(), name) {
 			return true
 		}
 	}

@@ -13,7 +13,7 @@ import (
 // Upstream is a service outside the mesh that this node resolves through
 // DNS and offers to the cluster like a service of its own.
 type Upstream struct {
-	Name string        // RFC 6335 service name
+	Name svcname.Name  // RFC 6335 service name
 	Port int           // client-facing port
 	Spec upstream.Spec // where the targets come from
 }
@@ -30,12 +30,11 @@ func ParseUpstream(s string) (Upstream, error) {
 		return Upstream{}, fmt.Errorf("%q: want NAME[:PORT]=SPEC", s)
 	}
 	var u Upstream
-	var portStr string
-	u.Name, portStr, _ = strings.Cut(name, ":")
-	if err := svcname.Check(u.Name); err != nil {
+	rawName, portStr, _ := strings.Cut(name, ":")
+	var err error
+	if u.Name, err = svcname.Parse(rawName); err != nil {
 		return Upstream{}, fmt.Errorf("%q: %w", s, err)
 	}
-	var err error
 	if u.Spec, err = upstream.Parse(spec); err != nil {
 		return Upstream{}, fmt.Errorf("%q: %w", s, err)
 	}
@@ -55,14 +54,14 @@ func ParseUpstream(s string) (Upstream, error) {
 // land in n.upTargets and are published like announcements.
 func (n *Node) watchUpstreams(ctx context.Context) {
 	for _, u := range n.cfg.Upstream {
-		n.resolver.Watch(ctx, strings.ToLower(u.Name), u.Spec, n.onUpstream)
+		n.resolver.Watch(ctx, u.Name.Lower(), u.Spec, n.onUpstream)
 	}
 }
 
 // onUpstream is called by the resolver when an upstream's targets change.
-func (n *Node) onUpstream(name string, targets []upstream.Target) {
+func (n *Node) onUpstream(name svcname.Name, targets []upstream.Target) {
 	n.mu.Lock()
-	n.upTargets[name] = targets
+	n.upTargets[name.String()] = targets
 	n.mu.Unlock()
 	addrs := make([]string, len(targets))
 	for i, t := range targets {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/miekg/dns"
 )
 
@@ -36,8 +37,8 @@ type Resolver struct {
 	wg       sync.WaitGroup // one per watch goroutine
 
 	mu      sync.Mutex
-	closed  bool              // guarded by mu
-	watches map[string]*watch // guarded by mu; by upstream name
+	closed  bool                    // guarded by mu
+	watches map[svcname.Name]*watch // guarded by mu; by upstream name
 }
 
 // New validates cfg and returns a Resolver. When cfg.Servers is empty it
@@ -57,7 +58,7 @@ func New(cfg Config) (*Resolver, error) {
 		cfg:      c,
 		log:      c.Logger.With("component", "upstream"),
 		exchange: c.Exchange,
-		watches:  make(map[string]*watch),
+		watches:  make(map[svcname.Name]*watch),
 	}
 	if r.exchange == nil {
 		r.exchange = r.udpThenTCP

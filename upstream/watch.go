@@ -8,6 +8,8 @@ import (
 	"net"
 	"slices"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // watch is one running Watch.
@@ -34,7 +36,7 @@ type watch struct {
 // called. Watching a name that is already watched replaces the old watch
 // (a callback of the old one already running may still finish). After
 // Close, Watch does nothing.
-func (r *Resolver) Watch(ctx context.Context, name string, s Spec, onChange func(name string, targets []Target)) {
+func (r *Resolver) Watch(ctx context.Context, name svcname.Name, s Spec, onChange func(name svcname.Name, targets []Target)) {
 	wctx, cancel := context.WithCancel(ctx)
 	w := &watch{spec: s, refresh: make(chan struct{}, 1), cancel: cancel}
 
@@ -71,7 +73,7 @@ func (r *Resolver) Watch(ctx context.Context, name string, s Spec, onChange func
 // failed cannot flood the DNS servers. It never blocks; several Refresh
 // calls before the watch gets to them count as one. Unknown names are
 // ignored.
-func (r *Resolver) Refresh(name string) {
+func (r *Resolver) Refresh(name svcname.Name) {
 	r.mu.Lock()
 	w := r.watches[name]
 	r.mu.Unlock()
@@ -103,7 +105,7 @@ func (r *Resolver) Close() error {
 	return nil
 }
 
-func (r *Resolver) run(ctx context.Context, name string, w *watch, onChange func(string, []Target)) {
+func (r *Resolver) run(ctx context.Context, name svcname.Name, w *watch, onChange func(svcname.Name, []Target)) {
 	log := r.log.With("service", name, "upstream", w.spec.String())
 	var (
 		last     []Target // sorted by targetKey; nil until the first success

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/miekg/dns"
 )
 
@@ -24,9 +25,9 @@ type update struct {
 
 // recorder collects onChange calls on a channel big enough that the watch
 // never blocks on it in these tests.
-func recorder() (chan update, func(string, []Target)) {
+func recorder() (chan update, func(svcname.Name, []Target)) {
 	ch := make(chan update, 100)
-	return ch, func(name string, ts []Target) { ch <- update{name, ts} }
+	return ch, func(name svcname.Name, ts []Target) { ch <- update{name.String(), ts} }
 }
 
 func next(t *testing.T, ch <-chan update) update {

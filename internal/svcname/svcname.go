@@ -11,17 +11,23 @@
 // the handoff header. Names compare case-insensitively (RFC 6335 §5.1);
 // Check does not change the case, callers that key by name lower-case it.
 //
-// One validator, not one type: the name fields (mesh.Announce.Name,
-// gossip.Service.Name, the credentials spec, announce's and forward's
-// routes) stay plain strings, and every place a name enters checks it with
-// Check: the flags and the config file (main, mesh), the control API
-// (mesh), a peer's gossip record (gossip's decode drops a record with a
-// bad name whole), discovery (announce) and the handoff header (forward).
-// A Name type would carry the guarantee in the type system, but retyping
-// those fields touches every package and their tests at once, and a value
-// converted from an unchecked string would carry no guarantee anyway; the
-// entry checks are what keep a bad name out. (An unused Name type with
-// Parse was removed for that reason.)
+// One type, one validator: a service name is held as a Name, and Parse
+// (which applies Check) is the only way to make one from outside input: the
+// flags and the config file (main, mesh), the control API (mesh, through
+// JSON, whose decoding calls UnmarshalText), a peer's gossip record (gossip's
+// decode drops a record with a bad name whole), discovery (announce), the
+// handoff header (forward), credentials (creds) and checks and upstreams
+// (mesh). The name fields of every package (mesh.Announce, gossip.Service,
+// forward.Backend, announce.Service, health.Check, upstream.Spec, the
+// credentials spec) are Names, so the compiler refuses a plain string
+// variable there. Constants in code and tests convert implicitly (Go's
+// untyped constants); Must is for names computed in tests. A conversion
+// Name(s) from a variable is the one way around Parse, and
+// TestNoConversions fails on any outside this package.
+//
+// The zero Name ("") is not a valid name: a field that was never set.
+// Functions that take a Name from a struct still reject "" where it
+// matters (Valid).
 //
 // The package uses only the standard library so that forward, which may
 // import nothing of ours with dependencies, can use it too.
@@ -30,6 +36,7 @@ package svcname
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // MaxLen is the longest valid name, in bytes (RFC 6335 §5.1).
@@ -71,3 +78,52 @@ func Check(s string) error {
 
 // Valid reports whether Check accepts s.
 func Valid(s string) bool { return Check(s) == nil }
+
+// Name is a service name that passed Check: the type every package uses for
+// one. Make one with Parse; see the package comment.
+type Name string
+
+// Parse returns s as a Name if Check accepts it, and Check's error if not.
+// It keeps the case of s; see Lower.
+func Parse(s string) (Name, error) {
+	if err := Check(s); err != nil {
+		return "", err
+	}
+	return Name(s), nil
+}
+
+// Must is Parse for names known to be valid, such as those built in tests;
+// it panics on an invalid one.
+func Must(s string) Name {
+	n, err := Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+// String returns the name as a string.
+func (n Name) String() string { return string(n) }
+
+// Valid reports whether n is a valid name: false for the zero Name, or for
+// one made by a conversion around Parse.
+func (n Name) Valid() bool { return Valid(string(n)) }
+
+// Lower returns n in lower case, the form callers key names by (names
+// compare case-insensitively). Lower-casing keeps a valid name valid.
+func (n Name) Lower() Name { return Name(strings.ToLower(string(n))) }
+
+// UnmarshalText parses text with Parse, so that a JSON document (the
+// control API, a gossip record, a config file) cannot carry an invalid
+// name into a Name field.
+func (n *Name) UnmarshalText(text []byte) error {
+	v, err := Parse(string(text))
+	if err != nil {
+		return err
+	}
+	*n = v
+	return nil
+}
+
+// MarshalText returns the name; the pair with UnmarshalText.
+func (n Name) MarshalText() ([]byte, error) { return []byte(n), nil }
