@@ -437,12 +437,14 @@ func (c *Cluster) Changed() <-chan struct{} {
 
 // Conflicts returns a channel with buffer 1 that receives the other node
 // whenever a live node at another address that started before this one
-// (see holdsName) claims this node's name, typically when this node joins
-// and finds its name held. A node that started later claiming our name is
+// (see holdsName) claims this node's name: when this node joins and finds
+// its name held, or at any later time, when two partitions that each had a
+// node of that name heal. A node that started later claiming our name is
 // only logged: it hears of the conflict too and is the one to give way.
 // memberlist keeps the node it knew first and ignores the other, but both
 // would keep gossiping catalog records for the one name, so a node that
-// finds its name taken while starting should give up (see mesh). Sends never block: while the
+// finds its name taken should give up once ConfirmName shows the other
+// alive there (see mesh). Sends never block: while the
 // buffered value is unread, later conflicts are dropped (memberlist logs
 // each). The channel is never closed; every call returns the same one.
 func (c *Cluster) Conflicts() <-chan Member {

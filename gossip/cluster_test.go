@@ -820,13 +820,14 @@ func (h *noticeHandler) Handle(_ context.Context, r slog.Record) error {
 
 // TestHoldsName checks who keeps a name two nodes claim: the one that
 // started first, at the same nanosecond the lower address, and a peer
-// that sends no start time (an older release).
+// that sends no start time (an older release) only while this node is new.
 func TestHoldsName(t *testing.T) {
 	node := func(ip string, port uint16, meta []byte) *memberlist.Node {
 		return &memberlist.Node{Name: "a", Addr: net.ParseIP(ip), Port: port, Meta: meta}
 	}
 	t0 := time.Unix(1700000000, 5)
 	early, late := encodeMeta(t0), encodeMeta(t0.Add(time.Millisecond))
+	young := encodeMeta(time.Now()) // well within legacyNameWindow while the test runs
 	for _, tc := range []struct {
 		name        string
 		self, other *memberlist.Node
@@ -838,8 +839,13 @@ func TestHoldsName(t *testing.T) {
 		{"same start, other's address higher", node("10.0.0.2", 7946, early), node("10.0.0.9", 7946, early), false},
 		{"same start and address, other's port lower", node("10.0.0.2", 7947, early), node("10.0.0.2", 7946, early), true},
 		{"same start, IPv4 in 4 and 16 bytes", &memberlist.Node{Name: "a", Addr: net.ParseIP("10.0.0.9").To4(), Port: 7946, Meta: early}, node("10.0.0.2", 7946, early), true},
-		{"other sends no start time", node("10.0.0.2", 7946, early), node("10.0.0.9", 7946, nil), true},
-		{"other sends a meta of another version", node("10.0.0.2", 7946, early), node("10.0.0.9", 7946, append([]byte{9}, early[1:]...)), true},
+		{"other sends no start time, this node is new", node("10.0.0.2", 7946, young), node("10.0.0.9", 7946, nil), true},
+		{"other sends a meta of another version, this node is new", node("10.0.0.2", 7946, young), node("10.0.0.9", 7946, append([]byte{9}, early[1:]...)), true},
+		// An established node does not give way to a namesake of an older
+		// release: that release gives way itself only in its first 30 s,
+		// so giving way here too could stop both.
+		{"other sends no start time, this node has run for long", node("10.0.0.2", 7946, early), node("10.0.0.9", 7946, nil), false},
+		{"other sends a meta of another version, this node has run for long", node("10.0.0.2", 7946, early), node("10.0.0.9", 7946, append([]byte{9}, early[1:]...)), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := holdsName(tc.self, tc.other); got != tc.want {

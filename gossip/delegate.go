@@ -54,20 +54,21 @@ func decodeMeta(meta []byte) (started int64, ok bool) {
 // holdsName reports whether other, claiming the name of self (this node),
 // rightly holds it: it started earlier, or at the same nanosecond from a
 // lower address. Both nodes get the same answer the other way round, so
-// exactly one of two twins gives way, whichever heard of the other first.
-// A peer without a start time (an older release) is taken to hold the
-// name, as before start times were sent. Start times are wall clocks of
-// two hosts: clocks skewed by more than the gap between the two starts
-// pick the wrong twin, but still only one (and mesh keeps a node that has
-// run for a while in any case).
+// exactly one of two twins gives way, whichever heard of the other first,
+// at any time. A peer without a start time (an older release) is taken to
+// hold the name only while this node is younger than legacyNameWindow:
+// that release gave way only in its own first 30 s, so an established
+// node must not give way to it either, or both would stop. Start times are
+// wall clocks of two hosts: clocks skewed by more than the gap between the
+// two starts pick the wrong twin, but still only one.
 func holdsName(self, other *memberlist.Node) bool {
-	theirs, ok := decodeMeta(other.Meta)
-	if !ok {
-		return true
-	}
 	mine, ok := decodeMeta(self.Meta)
 	if !ok {
 		return true // cannot happen: NodeMeta always sends one
+	}
+	theirs, ok := decodeMeta(other.Meta)
+	if !ok {
+		return time.Since(time.Unix(0, mine)) < legacyNameWindow
 	}
 	if theirs != mine {
 		return theirs < mine

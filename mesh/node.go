@@ -320,7 +320,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 
 	close(n.ready)
-	werr := n.awaitStop(ctx, time.Now())
+	werr := n.awaitStop(ctx)
 	stopping = true
 	if werr != nil {
 		// Not Leave: the leave message and the left record would carry
@@ -330,32 +330,11 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	return errors.Join(werr, n.stop(ctx, st))
 }
 
-// nameConflictWindow is how long after start a node gives up when it
-// finds its name held by a live node at another address: long enough for
-// discovery and the first joins, after which the node counts as
-// established and keeps running whatever a namesake's clock says.
-const nameConflictWindow = 30 * time.Second
-
-// awaitStop blocks until ctx is done (nil), or until, within the name
-// conflict window after start, another live node turns out to hold this
-// node's name (an error: the node must not start). Conflicts reports only
-// a namesake that started before this node (memberlist tells both twins,
-// and the one that started first keeps the name; see gossip's holdsName),
-// so of two twins only the newcomer stops. A conflict after the window
-// (a partition that healed) is logged.
-func (n *Node) awaitStop(ctx context.Context, start time.Time) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case m := <-n.cluster.Conflicts():
-			peer := net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))
-			if time.Since(start) < nameConflictWindow {
-				return fmt.Errorf("mesh: node name %q is already taken by a live member at %s; give this node another --node", n.name, peer)
-			}
-			n.log.Error("a node at another address claims this node's name; it should refuse to start", "node", n.name, "peer", peer)
-		}
-	}
+// awaitStop blocks until ctx is done (nil), or until another live node
+// turns out to hold this node's name (an error: this node must stop); see
+// awaitNameTaken.
+func (n *Node) awaitStop(ctx context.Context) error {
+	return awaitNameTaken(ctx, n.cluster, n.name, n.log)
 }
 
 // started records what Run has started, so that stop undoes exactly that.
