@@ -186,7 +186,7 @@ func logLevelFlag() cli.Flag {
 
 // socketDefaultText is where a node puts its control socket, and where a
 // command looks for it, unless --socket says otherwise.
-const socketDefaultText = "/run/ambassador/ambassador.sock as root, else $XDG_RUNTIME_DIR/ambassador/ambassador.sock"
+const socketDefaultText = "/run/ambassador/ambassador.sock as root, else $XDG_RUNTIME_DIR/ambassador/ambassador.sock; none on Windows"
 
 // socketFlag picks the node a command talks to through its control socket.
 func socketFlag() cli.Flag {
@@ -431,7 +431,7 @@ func nodeConfig(c source) (mesh.Config, error) {
 	cfg.DataPort = c.Int("data-port")
 	cfg.HTTP = c.String("http")
 	cfg.Socket = c.String("socket")
-	if !c.IsSet("socket") {
+	if !c.IsSet("socket") && mesh.SocketSupported() == nil { // none on Windows
 		sock, err := mesh.DefaultSocket(os.Geteuid(), os.Getenv("XDG_RUNTIME_DIR"))
 		if err != nil {
 			return cfg, usagef("--socket: %v", err)
@@ -642,6 +642,9 @@ func fetch(c *cli.Context, path string, v any) error {
 // clientSocket is the control socket a command talks to: --socket, or the
 // first default that exists (this user's own node, then the system's).
 func clientSocket(c *cli.Context) (string, error) {
+	if err := mesh.SocketSupported(); err != nil {
+		return "", err
+	}
 	if c.IsSet("socket") {
 		if c.String("socket") == "" {
 			return "", usagef("--socket: empty path")

@@ -5,6 +5,7 @@ package mesh
 import (
 	"errors"
 	"net"
+	"runtime"
 )
 
 // The control socket relies on Unix: a folder only the node's user can
@@ -13,8 +14,12 @@ import (
 // it would be open to every local user, so on other systems it is not
 // offered: a node given a socket path fails to start with errNoSocket,
 // and runs without one when none is set (the status address still
-// answers, read-only).
-var errNoSocket = errors.New("the control socket needs a Unix system (folder ownership, flock, umask, peer credentials); set no socket path (--socket \"\") here")
+// answers, read-only), which is the CLI's default here (SocketSupported).
+var errNoSocket = errors.New("the control socket needs a Unix system (folder ownership, flock, umask, peer credentials), which " + runtime.GOOS +
+	" is not: a node here runs without one (no --socket); read its documents over --http, and change what it announces with --announce or --config and a restart")
+
+// SocketSupported reports why this system has no control socket.
+func SocketSupported() error { return errNoSocket }
 
 func lockSocket(string) (unlock func(), err error) { return nil, errNoSocket }
 

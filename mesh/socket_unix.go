@@ -75,3 +75,9 @@ func listenUnix0666(path string) (net.Listener, error) {
 	defer syscall.Umask(old)
 	return net.Listen("unix", path)
 }
+
+// SocketSupported reports why this system has no control socket: nil on
+// Unix. (The caller's uid is read on Linux, darwin and FreeBSD; on other
+// Unix systems the socket serves the read-only documents and refuses
+// every change, see socketPeerUID.)
+func SocketSupported() error { return nil }

@@ -1,3 +1,5 @@
+//go:build linux || darwin || freebsd
+
 package mesh
 
 import (
@@ -7,7 +9,8 @@ import (
 	"testing"
 )
 
-// TestSocketPeerUID reads the real SO_PEERCRED of a connection this
+// TestSocketPeerUID reads the real peer credentials (SO_PEERCRED on
+// Linux, LOCAL_PEERCRED on darwin and FreeBSD) of a connection this
 // process makes to itself: the uid must be ours.
 func TestSocketPeerUID(t *testing.T) {
 	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
