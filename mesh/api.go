@@ -32,7 +32,7 @@ import (
 //   - The control socket (Config.Socket), a Unix socket, serves the same
 //     documents and the endpoints that change the node (controlRoutes).
 //     Those answer only root and the user the node runs as, by the
-//     kernel's word on who is calling (SO_PEERCRED), not by anything the
+//     kernel's word on who is calling (socketPeerUID), not by anything the
 //     caller sends. The socket file is mode 0666 on purpose: the
 //     credential check is what authorises, and other users must be able
 //     to connect to hear a clear refusal rather than "permission denied".

@@ -50,8 +50,10 @@ type Config struct {
 	// Socket is the path of the control socket, a Unix socket that serves
 	// the status documents and the only endpoints that change the node
 	// (announce, drain), to root and the node's own user only (checked
-	// with SO_PEERCRED, Linux only). The folder is made if missing. "" =
-	// no control socket; the CLI's default is DefaultSocket.
+	// with SO_PEERCRED on Linux, LOCAL_PEERCRED on darwin and FreeBSD;
+	// other systems refuse every change). The folder is made if missing.
+	// "" = no control socket; the CLI's default is DefaultSocket (none on
+	// Windows, see SocketSupported).
 	Socket string
 	// Join lists static seeds (HOST[:PORT], port defaulting to GossipPort)
 	// for networks that multicast does not reach.
