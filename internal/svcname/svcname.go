@@ -12,18 +12,21 @@
 // Check does not change the case, callers that key by name lower-case it.
 //
 // One type, one validator: a service name is held as a Name, and Parse
-// (which applies Check) is the only way to make one from outside input: the
-// flags and the config file (main, mesh), the control API (mesh, through
-// JSON, whose decoding calls UnmarshalText), a peer's gossip record (gossip's
-// decode drops a record with a bad name whole), discovery (announce), the
-// handoff header (forward), credentials (creds) and checks and upstreams
-// (mesh). The name fields of every package (mesh.Announce, gossip.Service,
-// forward.Backend, announce.Service, health.Check, upstream.Spec, the
-// credentials spec) are Names, so the compiler refuses a plain string
-// variable there. Constants in code and tests convert implicitly (Go's
-// untyped constants); Must is for names computed in tests. A conversion
-// Name(s) from a variable is the one way around Parse, and
-// TestNoConversions fails on any outside this package.
+// (which applies Check) is the only way to make one from outside input:
+// the flags and the config file (main, mesh's Parse* functions, creds), the
+// control API (mesh: the announce body through ParseAnnounce, the drain
+// path through Parse), a peer's gossip record (its JSON decoding calls
+// UnmarshalText, and gossip drops a record with a bad name whole) and the
+// handoff header (forward). The name fields and parameters of every
+// package are Names: mesh.Announce, Forward, Upstream and the keys of
+// Config.Balance and Config.Checks, gossip.Service, forward.Backend and
+// the data port's lookup, announce.Service, creds.Spec, health.Target and
+// its callback, and upstream's watch key. So the compiler refuses a plain
+// string variable there. Constants in code and tests convert implicitly
+// (Go's untyped constants); Must is for names computed in tests. A
+// conversion Name(s) from a variable is the one way around Parse, and
+// TestNoConversions fails on any in non-test code (tests use it to reach
+// the guards that still catch an invalid Name, such as forward's).
 //
 // The zero Name ("") is not a valid name: a field that was never set.
 // Functions that take a Name from a struct still reject "" where it
