@@ -74,19 +74,19 @@ func TestLabMeshBench(t *testing.T) {
 	// The plain cluster finds itself by mDNS on the default ports. The
 	// keyed one shares the two hosts, so it gets ports of its own, no
 	// mDNS and no status API, and joins by address.
-	benchNode(t, s, socketOf(s), "--announce", "redis:6379=12345", "--announce", "iperf:6501=12346")
-	benchNode(t, c, socketOf(c))
+	meshS := benchNode(t, s, socketOf(s), "--announce", "redis:6379=12345", "--announce", "iperf:6501=12346")
+	meshC := benchNode(t, c, socketOf(c))
 	keyed := []string{"--cluster", "meshbench-key", "--key-file", keyFile, "--no-mdns", "--gossip-port", "7956", "--data-port", "7957", "--http", ""}
-	benchNode(t, s, filepath.Join(s.Dir, "keyed.sock"), append(keyed, "--announce", "rediskey:6380=12345", "--announce", "iperfkey:6502=12346")...)
-	benchNode(t, c, filepath.Join(c.Dir, "keyed.sock"), append(keyed, "--join", s.Addr+":7956")...)
+	keyS := benchNode(t, s, filepath.Join(s.Dir, "keyed.sock"), append(keyed, "--announce", "rediskey:6380=12345", "--announce", "iperfkey:6502=12346")...)
+	keyC := benchNode(t, c, filepath.Join(c.Dir, "keyed.sock"), append(keyed, "--join", s.Addr+":7956")...)
 
-	writeHAProxy(t, s, filepath.Join(s.Dir, "haproxy.cfg"), pki, []haproxyRoute{
+	haS := writeHAProxy(t, s, filepath.Join(s.Dir, "haproxy.cfg"), pki, []haproxyRoute{
 		{"redis", s.Addr + ":8101", "127.0.0.1:12345", ""},
 		{"iperf", s.Addr + ":8102", "127.0.0.1:12346", ""},
 		{"redis_tls", s.Addr + ":8111", "127.0.0.1:12345", "bind"},
 		{"iperf_tls", s.Addr + ":8112", "127.0.0.1:12346", "bind"},
 	})
-	writeHAProxy(t, c, filepath.Join(c.Dir, "haproxy.cfg"), pki, []haproxyRoute{
+	haC := writeHAProxy(t, c, filepath.Join(c.Dir, "haproxy.cfg"), pki, []haproxyRoute{
 		{"redis", "127.0.0.1:8001", s.Addr + ":8101", ""},
 		{"iperf", "127.0.0.1:8002", s.Addr + ":8102", ""},
 		{"redis_tls", "127.0.0.1:8011", s.Addr + ":8111", "server"},
@@ -94,11 +94,11 @@ func TestLabMeshBench(t *testing.T) {
 	})
 
 	peers := []benchPeer{
-		{"direct", "direct", s.Addr, "12345", "12346"},
-		{"mesh", "mesh", "127.0.0.1", "6379", "6501"},
-		{"haproxy", "two HAProxies", "127.0.0.1", "8001", "8002"},
-		{"mesh-key", "mesh `--key`", "127.0.0.1", "6380", "6502"},
-		{"haproxy-mtls", "two HAProxies, mutual TLS 1.3", "127.0.0.1", "8011", "8012"},
+		{"direct", "direct", s.Addr, "12345", "12346", nil},
+		{"mesh", "mesh", "127.0.0.1", "6379", "6501", []int{meshC.Pid(), meshS.Pid()}},
+		{"haproxy", "two HAProxies", "127.0.0.1", "8001", "8002", []int{haC.Pid(), haS.Pid()}},
+		{"mesh-key", "mesh `--key`", "127.0.0.1", "6380", "6502", []int{keyC.Pid(), keyS.Pid()}},
+		{"haproxy-mtls", "two HAProxies, mutual TLS 1.3", "127.0.0.1", "8011", "8012", []int{haC.Pid(), haS.Pid()}},
 	}
 	// Every path must carry Redis and iperf3 traffic before anything is
 	// measured: a warm-up that also fails fast on a broken path.
@@ -107,7 +107,7 @@ func TestLabMeshBench(t *testing.T) {
 			out, _ := c.Run(5*time.Second, "redis-cli", "-h", p.host, "-p", p.redis, "ping")
 			return strings.TrimSpace(out) == "PONG"
 		})
-		if _, err := iperf(c, p, 1); err != nil {
+		if _, _, err := iperf(c, p, 1); err != nil {
 			t.Fatalf("warm-up: %v", err)
 		}
 		if _, err := redisBench(c, p, 5000); err != nil {
@@ -130,17 +130,27 @@ func TestLabMeshBench(t *testing.T) {
 			slices.Reverse(order)
 		}
 		for _, p := range order {
-			g, err := iperf(c, p, secs)
+			c0 := cpuTicks(t, p.proxies)
+			g, bytes, err := iperf(c, p, secs)
 			if err != nil {
 				t.Fatalf("round %d: %v", r, err)
 			}
+			cpu := float64(cpuTicks(t, p.proxies)-c0) / clkTck
 			rec(p.name, "iperf", g)
-			t.Logf("round %d iperf3 -t %d via %s: %.2f Gbit/s", r, secs, p.name, g)
+			if p.proxies != nil {
+				rec(p.name, "cpugb", cpu/(bytes/1e9))
+			}
+			t.Logf("round %d iperf3 -t %d via %s: %.2f Gbit/s, proxies' CPU %.2f s", r, secs, p.name, g, cpu)
 		}
 		for _, p := range order {
+			c0 := cpuTicks(t, p.proxies)
 			rb, err := redisBench(c, p, reqs)
 			if err != nil {
 				t.Fatalf("round %d: %v", r, err)
+			}
+			cpu := float64(cpuTicks(t, p.proxies)-c0) / clkTck
+			if p.proxies != nil {
+				rec(p.name, "cpureq", cpu/float64(2*reqs)*1e6)
 			}
 			rec(p.name, "set", rb.set)
 			rec(p.name, "get", rb.get)
@@ -163,12 +173,18 @@ func TestLabMeshBench(t *testing.T) {
 		{"set", fmt.Sprintf("redis SET ops/s (-c 50, -n %d)", reqs), "%.0f"},
 		{"get", fmt.Sprintf("redis GET ops/s (-c 50, -n %d)", reqs), "%.0f"},
 		{"getp99", "redis GET p99 ms", "%.3f"},
+		{"cpugb", "both proxies' CPU s per GB (iperf3)", "%.2f"},
+		{"cpureq", "both proxies' CPU µs per request (SET, GET)", "%.1f"},
 	}
 	for _, f := range figures {
 		fmt.Fprintf(&b, "| %s |", f.name)
 		for _, p := range peers {
+			if len(res[p.name][f.key]) == 0 {
+				b.WriteString(" - |")
+				continue
+			}
 			fmt.Fprintf(&b, " "+f.format, mean(res[p.name][f.key]))
-			if p.name != "direct" {
+			if p.name != "direct" && len(res["direct"][f.key]) > 0 {
 				lo, avg, hi := ratios(res[p.name][f.key], res["direct"][f.key])
 				fmt.Fprintf(&b, " (%.2fx, %.2f-%.2f)", avg, lo, hi)
 			}
@@ -203,7 +219,32 @@ func TestLabMeshBench(t *testing.T) {
 type benchPeer struct {
 	name, title        string
 	host, redis, iperf string
+	proxies            []int // pids of the proxies on the path, whose CPU is counted
 }
+
+// cpuTicks is the user+system CPU of pids so far, in clock ticks.
+func cpuTicks(t *testing.T, pids []int) int {
+	t.Helper()
+	var sum int
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Fields after the command name (which may hold spaces): state is
+		// the first, utime the 12th and stime the 13th.
+		_, rest, _ := strings.Cut(string(b), ") ")
+		f := strings.Fields(rest)
+		u, _ := strconv.Atoi(f[11])
+		s, _ := strconv.Atoi(f[12])
+		sum += u + s
+	}
+	return sum
+}
+
+// clkTck is the kernel's USER_HZ, the unit of /proc/PID/stat's CPU times:
+// 100 on every Linux architecture Go supports.
+const clkTck = 100
 
 // benchNode runs a node in h with its control socket at sock, logging at
 // warn (debug lines on every connection would be part of the figure), and
@@ -263,7 +304,7 @@ type haproxyRoute struct{ name, listen, target, tls string }
 // writeHAProxy writes a mode tcp config with routes and starts HAProxy in
 // h with two threads (the nodes run on the machine's two cores too), then
 // waits until every frontend listens.
-func writeHAProxy(t *testing.T, h *lab.Host, cfg string, pki mtlsFiles, routes []haproxyRoute) {
+func writeHAProxy(t *testing.T, h *lab.Host, cfg string, pki mtlsFiles, routes []haproxyRoute) *lab.Proc {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString(`global
@@ -302,26 +343,28 @@ defaults
 			return strings.TrimSpace(out) != ""
 		})
 	}
+	return p
 }
 
 // iperf runs one iperf3 stream from c for secs seconds and returns the
 // receiver's Gbit/s.
-func iperf(c *lab.Host, p benchPeer, secs int) (float64, error) {
+func iperf(c *lab.Host, p benchPeer, secs int) (gbits, bytes float64, err error) {
 	out, err := c.Run(time.Duration(secs+30)*time.Second, "iperf3", "-c", p.host, "-p", p.iperf, "-t", strconv.Itoa(secs), "-J")
 	if err != nil {
-		return 0, fmt.Errorf("iperf3 via %s: %w: %s", p.name, err, tailText(out))
+		return 0, 0, fmt.Errorf("iperf3 via %s: %w: %s", p.name, err, tailText(out))
 	}
 	var r struct {
 		End struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
+				Bytes         float64 `json:"bytes"`
 			} `json:"sum_received"`
 		} `json:"end"`
 	}
 	if err := json.Unmarshal([]byte(out), &r); err != nil || r.End.SumReceived.BitsPerSecond == 0 {
-		return 0, fmt.Errorf("iperf3 via %s: no receiver figure (%v): %s", p.name, err, tailText(out))
+		return 0, 0, fmt.Errorf("iperf3 via %s: no receiver figure (%v): %s", p.name, err, tailText(out))
 	}
-	return r.End.SumReceived.BitsPerSecond / 1e9, nil
+	return r.End.SumReceived.BitsPerSecond / 1e9, r.End.SumReceived.Bytes, nil
 }
 
 type redisFigures struct{ set, get, getP99 float64 }
