@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -202,13 +203,15 @@ func rawConn(c net.Conn) net.Conn {
 	return c
 }
 
-// dialBackend connects to b within cfg.DialTimeout. For a peer's data port
-// (b.Service != "") it also, with cfg.ClientTLS, completes a TLS
-// handshake, then sends the handoff header and waits for the reply, so a
-// refused handoff or a failed handshake counts as a failed dial. The conn
-// is returned as DialFunc made it, or as the *tls.Conn over it, with
-// deadlines cleared.
-func dialBackend(ctx context.Context, cfg *Config, b Backend) (_ net.Conn, err error) {
+// dialBackend connects to b within cfg.DialTimeout, in attempts bounded
+// by cfg.DialAttempt (see connect), adding each new attempt to retries
+// when it is not nil. For a peer's data port (b.Service != "") it also,
+// with cfg.ClientTLS, completes a TLS handshake, then sends the handoff
+// header and waits for the reply, so a refused handoff or a failed
+// handshake counts as a failed dial; a refused handoff's error wraps a
+// *handoffError. The conn is returned as DialFunc made it, or as the
+// *tls.Conn over it, with deadlines cleared.
+func dialBackend(ctx context.Context, cfg *Config, b Backend, retries *atomic.Uint64) (_ net.Conn, err error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	var (
@@ -230,7 +233,7 @@ func dialBackend(ctx context.Context, cfg *Config, b Backend) (_ net.Conn, err e
 			}
 		}
 	}
-	raw, err := cfg.DialFunc(ctx, "tcp", b.Addr)
+	raw, err := connect(ctx, cfg, b.Addr, retries)
 	if err != nil {
 		return nil, err
 	}
@@ -275,4 +278,36 @@ func dialBackend(ctx context.Context, cfg *Config, b Backend) (_ net.Conn, err e
 		return nil, err
 	}
 	return c, nil
+}
+
+// connect dials addr with cfg.DialFunc within ctx. With cfg.DialAttempt >
+// 0 the first attempt gets that long, and each attempt that runs out is
+// followed at once by a new one with twice the time, the last with what
+// is left of ctx; each new attempt is added to retries when it is not nil.
+// Only an attempt that ran out is retried: a refused or unreachable
+// address fails at once, so the caller moves on to its next backend. A
+// lost SYN costs the kernel's initial retransmission timeout (1s), a new
+// attempt only DialAttempt.
+func connect(ctx context.Context, cfg *Config, addr string, retries *atomic.Uint64) (net.Conn, error) {
+	bound := cfg.DialAttempt
+	if bound <= 0 {
+		return cfg.DialFunc(ctx, "tcp", addr)
+	}
+	for {
+		dl, _ := ctx.Deadline() // dialBackend always sets one
+		if time.Until(dl) <= bound {
+			return cfg.DialFunc(ctx, "tcp", addr) // the last attempt
+		}
+		actx, cancel := context.WithTimeout(ctx, bound)
+		c, err := cfg.DialFunc(actx, "tcp", addr)
+		ran := actx.Err() != nil
+		cancel()
+		if err == nil || !ran || ctx.Err() != nil {
+			return c, err
+		}
+		if retries != nil {
+			retries.Add(1)
+		}
+		bound *= 2
+	}
 }
