@@ -325,8 +325,9 @@ func (n *Node) publish() {
 	n.pubMu.Lock()
 	defer n.pubMu.Unlock()
 	n.syncChecks()
-	ls := n.view().services(n.name)
-	n.cluster.SetServices(gossipServices(ls))
+	v := n.view()
+	ls := v.services(n.name)
+	n.cluster.SetServicesDown(gossipServices(ls), v.down())
 	if n.disc != nil {
 		n.disc.SetServices(announceServices(ls))
 	}
@@ -361,6 +362,19 @@ func (n *Node) lookupLocal(service string) ([]string, bool) {
 		out[i] = t.Addr
 	}
 	return out, true
+}
+
+// down lists the announcements whose check failed (health "failing"), for
+// gossip.Entry.Down: peers then see a health change, not a withdrawal. One
+// still waiting for its first check is in neither list.
+func (v localView) down() []gossip.Service {
+	var out []gossip.Service
+	for _, a := range v.announces {
+		if v.health(a.Name) == "failing" {
+			out = append(out, gossip.Service{Name: strings.ToLower(a.Name), Port: a.Port, Weight: a.Weight})
+		}
+	}
+	return out
 }
 
 func gossipServices(ls []localService) []gossip.Service {

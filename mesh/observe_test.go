@@ -25,13 +25,15 @@ func TestEventHubDiff(t *testing.T) {
 	base := eventState{self: "me",
 		members:   map[string]string{"me": "alive", "a": "alive", "b": "dead", "c": "alive"},
 		instances: map[[2]string]bool{{"redis", "a"}: true, {"web", "c"}: true},
-		health:    map[string]string{"redis": "passing"},
+		health:    map[[2]string]string{{"redis", "me"}: "passing", {"pg", "a"}: "passing", {"db", "a"}: "failing", {"mq", "a"}: "failing"},
 		listeners: map[string]string{"redis": "listening 127.0.0.1:6379", "web": "listening 127.0.0.1:80"},
 	}
 	next := eventState{self: "me",
 		members:   map[string]string{"me": "alive", "a": "dead", "b": "alive", "c": "left", "d": "alive"},
 		instances: map[[2]string]bool{{"redis", "a"}: true, {"redis", "d"}: true},
-		health:    map[string]string{"redis": "failing"},
+		// A peer's instance that is new (d's) is no health change; one
+		// that went (a's mq) neither.
+		health:    map[[2]string]string{{"redis", "me"}: "failing", {"pg", "a"}: "failing", {"db", "a"}: "passing", {"new", "d"}: "failing"},
 		listeners: map[string]string{"redis": "listening 127.0.0.1:6379", "pg": "error port busy"},
 	}
 	var h eventHub
@@ -43,7 +45,7 @@ func TestEventHubDiff(t *testing.T) {
 	want := []string{
 		"member-failed a", "member-back b", "member-left c", "member-joined d",
 		"service-withdrawn c web", "service-appeared d redis",
-		"health-changed me redis failing",
+		"health-changed a db passing", "health-changed a pg failing", "health-changed me redis failing",
 		"listener-closed me web 127.0.0.1:80", "listener-busy me pg port busy",
 	}
 	for i, w := range want {
