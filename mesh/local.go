@@ -204,8 +204,13 @@ func (n *Node) Reload(cfg Config) error {
 		{"gossip-port", cfg.GossipPort != old.GossipPort},
 		{"data-port", cfg.DataPort != old.DataPort},
 		{"http", cfg.HTTP != old.HTTP},
+		// The hosts block and the DNS server follow the forwarded names
+		// after a reload, but their file and address are opened at start.
+		{"hosts", cfg.HostsFile != old.HostsFile},
+		{"dns", cfg.DNS != old.DNS},
 		{"socket", cfg.Socket != old.Socket},
 		{"no-mdns", cfg.NoMDNS != old.NoMDNS},
+		{"join", !slices.Equal(cfg.Join, old.Join)},
 		{"upstream", !slices.Equal(cfg.Upstream, old.Upstream)},
 		{"resolver", !slices.Equal(cfg.Resolvers, old.Resolvers)},
 		{"check-interval", cfg.CheckInterval != old.CheckInterval || cfg.CheckTimeout != old.CheckTimeout},
