@@ -22,16 +22,17 @@ type Config struct {
 	// same config on both sides it answers before the client gives up.
 	// Default 1s; must be > 0.
 	DialTimeout time.Duration
-	// DialAttempt bounds the first attempt to connect to a backend (the TCP
-	// connect alone, not TLS or the handoff). When it runs out, a new
-	// attempt to the same address starts with twice the bound, and so on,
-	// all within DialTimeout; a refused connect is not retried. A SYN or
+	// DialAttempt is how long the first attempt to connect to a backend
+	// (the TCP connect alone, not TLS or the handoff) may go unanswered
+	// before a second one to the same address starts next to it; the gap
+	// doubles for each further attempt, all within DialTimeout, and the
+	// first to connect wins. A refused connect is not retried. A SYN or
 	// SYN-ACK lost on the way costs TCP's 1s initial retransmission
 	// timeout, while a new attempt sends a new SYN much sooner: under 10 %
 	// packet loss 1.3 % of new connections failed with one attempt (issue
-	// 10). Default 250ms, above Linux's 200ms minimum RTO so that a
-	// merely slow connect on a busy host is not cut; 0 = one attempt
-	// bounded by DialTimeout; must be >= 0.
+	// 10). Default 250ms, above Linux's 200ms minimum RTO so that a merely
+	// slow connect on a busy host costs little; 0 = one attempt; must be
+	// >= 0.
 	DialAttempt time.Duration
 	// HandoffTimeout is how long a data-port client may take to send its full
 	// handoff header. Default 5s; must be > 0.
