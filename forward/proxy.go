@@ -109,8 +109,8 @@ type ListenerStatus struct {
 	HandoffRefused uint64
 	// Retries counts connections moved on to the next backend after a failed
 	// dial or refused handoff (one per move; DialErrors counts every failed
-	// dial, including the last), and new connect attempts to the same
-	// backend after one ran out of Config.DialAttempt.
+	// dial, including the last), and the extra connect attempts to a
+	// backend started next to an unanswered one (Config.DialAttempt).
 	Retries uint64
 	// NoBackend counts connections closed because no backend could be
 	// reached: every dial failed.

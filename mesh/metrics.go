@@ -23,8 +23,8 @@ var (
 			"handshake (the credentials login failed), stream (reset mid-stream), idle_timeout, half_close_timeout.",
 		[]string{"service", "reason"}, nil)
 	descRetries = prometheus.NewDesc("ambassador_connection_retries_total",
-		"Connections moved on to the next instance after a failed dial or refused handoff, and new connect attempts "+
-			"to the same instance after a first one got no answer in time (a lost SYN).", []string{"service"}, nil)
+		"Connections moved on to the next instance after a failed dial or refused handoff, and extra connect attempts "+
+			"to the same instance started next to one that had no answer after 250ms (a lost SYN).", []string{"service"}, nil)
 	descBytes = prometheus.NewDesc("ambassador_bytes_total",
 		"Bytes copied through this node's listener for the service: in is client to service, out is service to client.",
 		[]string{"service", "direction"}, nil)
