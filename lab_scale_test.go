@@ -381,7 +381,9 @@ func (c *scaleCluster) aliveEverywhere() int {
 
 // reach opens count connections from every host to the service through
 // its own node, 8 hosts at a time, and returns the failures.
-func (c *scaleCluster) reach(count int, gapMS int) (ok, failed int, errs []string) {
+// reach runs COUNT new connections GAPMS apart from every host, 8 hosts at
+// a time, and sums what the helper reports; slowMS is the slowest ok one.
+func (c *scaleCluster) reach(count int, gapMS int) (ok, failed, slow int, slowMS int64, errs []string) {
 	var mu sync.Mutex
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
@@ -393,20 +395,21 @@ func (c *scaleCluster) reach(count int, gapMS int) (ok, failed int, errs []strin
 				"env", "AMB_LAB_HELPER=reach", self(c.t), "127.0.0.1:"+scaleSvcPort, scaleSvcReply, strconv.Itoa(count), strconv.Itoa(gapMS))
 			mu.Lock()
 			defer mu.Unlock()
-			var o, f int
-			if _, serr := fmt.Sscanf(lastLine(out), "ok=%d failed=%d", &o, &f); err != nil || serr != nil {
+			var o, f, s int
+			var ms int64
+			if _, serr := fmt.Sscanf(lastLine(out), "ok=%d failed=%d slow=%d maxms=%d", &o, &f, &s, &ms); err != nil || serr != nil {
 				failed += count
 				errs = append(errs, fmt.Sprintf("%s: %v: %s", h.Name, err, out))
 				return
 			}
-			ok, failed = ok+o, failed+f
+			ok, failed, slow, slowMS = ok+o, failed+f, slow+s, max(slowMS, ms)
 			if f > 0 {
 				errs = append(errs, h.Name+": "+strings.TrimSpace(out))
 			}
 		})
 	}
 	wg.Wait()
-	return ok, failed, errs
+	return ok, failed, slow, slowMS, errs
 }
 
 func lastLine(s string) string {
@@ -465,7 +468,7 @@ func TestLabScale(t *testing.T) {
 	figure(t, "startup_failed_marks", "%d", startupMarks)
 
 	// 2. Every host reaches it.
-	okN, failed, errs := c.reach(1, 0)
+	okN, failed, _, _, errs := c.reach(1, 0)
 	figure(t, "reach", "%d of %d hosts", okN, n)
 	if failed > 0 {
 		t.Errorf("%d hosts cannot reach svc: %s", failed, strings.Join(errs, "; "))
@@ -583,12 +586,13 @@ func TestLabScaleLoss(t *testing.T) {
 	from := time.Now()
 	// New connections from every host, one every 500ms for the window.
 	count := int(s.window / (500 * time.Millisecond))
-	okN, failed, errs := c.reach(count, 500)
+	okN, failed, slow, slowMS, errs := c.reach(count, 500)
 	to := time.Now()
 	marks := c.countLines(from, to, markedFailed...)
 	lost := c.countLines(from, to, `msg="members changed"`)
 	figure(t, "loss_percent", "%d (on the bridge, both directions)", s.loss)
 	figure(t, "loss_connections", "ok %d failed %d (%d hosts, a new connection every 500ms for %s)", okN, failed, n, to.Sub(from).Round(time.Second))
+	figure(t, "loss_slow_connections", "%d of the ok ones took 1s or more; the slowest %d ms", slow, slowMS)
 	figure(t, "loss_failed_marks", "%d (membership changes logged: %d)", marks, lost)
 	if out, err := nftIn(br, "delete table bridge lab\n"); err != nil {
 		t.Fatalf("nft: %v: %s", err, out)
@@ -632,7 +636,9 @@ func nftIn(ns, script string) (string, error) {
 //
 //	first-ok ADDR WANT SECS      dial ADDR every 5ms until a connection returns WANT; print "at=<unix ms>"
 //	reach ADDR WANT COUNT GAPMS  COUNT new connections GAPMS apart, each must return WANT;
-//	                             print each failure and then "ok=N failed=M"
+//	                             print each failure and then "ok=N failed=M slow=S maxms=X":
+//	                             S of the ok ones took 1s or more (a lost SYN's resend), the
+//	                             slowest ok one took X ms"
 func scaleHelper(mode string, args []string) error {
 	switch mode {
 	case "first-ok":
@@ -647,19 +653,26 @@ func scaleHelper(mode string, args []string) error {
 		return fmt.Errorf("no answer %q from %s within %ss", args[1], args[0], args[2])
 	case "reach":
 		count, gap := atoi(args[2]), time.Duration(atoi(args[3]))*time.Millisecond
-		ok, failed := 0, 0
+		ok, failed, slow := 0, 0, 0
+		var slowest time.Duration
 		next := time.Now().Add(time.Duration(rand.N(max(gap, time.Millisecond)))) // spread hosts
 		for range count {
 			time.Sleep(time.Until(next))
 			next = next.Add(gap)
+			start := time.Now()
 			if got := readName(args[0], 5*time.Second); got == args[1] {
 				ok++
+				d := time.Since(start)
+				slowest = max(slowest, d)
+				if d >= time.Second {
+					slow++
+				}
 			} else {
 				failed++
 				fmt.Printf("fail %s %s\n", time.Now().Format("15:04:05.000"), got)
 			}
 		}
-		fmt.Printf("ok=%d failed=%d\n", ok, failed)
+		fmt.Printf("ok=%d failed=%d slow=%d maxms=%d\n", ok, failed, slow, slowest.Milliseconds())
 		return nil
 	}
 	return fmt.Errorf("unknown helper mode %q", mode)

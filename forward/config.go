@@ -22,6 +22,18 @@ type Config struct {
 	// same config on both sides it answers before the client gives up.
 	// Default 1s; must be > 0.
 	DialTimeout time.Duration
+	// DialAttempt is how long the first attempt to connect to a backend
+	// (the TCP connect alone, not TLS or the handoff) may go unanswered
+	// before a second one to the same address starts next to it; the gap
+	// doubles for each further attempt, all within DialTimeout, and the
+	// first to connect wins. A refused connect is not retried. A SYN or
+	// SYN-ACK lost on the way costs TCP's 1s initial retransmission
+	// timeout, while a new attempt sends a new SYN much sooner: under 10 %
+	// packet loss 1.3 % of new connections failed with one attempt (issue
+	// 10). Default 250ms, above Linux's 200ms minimum RTO so that a merely
+	// slow connect on a busy host costs little; 0 = one attempt; must be
+	// >= 0.
+	DialAttempt time.Duration
 	// HandoffTimeout is how long a data-port client may take to send its full
 	// handoff header. Default 5s; must be > 0.
 	HandoffTimeout time.Duration
@@ -98,6 +110,7 @@ func DefaultConfig() Config {
 		MaxConns:       10000,            // well below a typical 64k fd limit
 
 		HalfCloseTimeout: time.Minute, // a half-closed peer answers within seconds, or is gone
+		DialAttempt:      250 * time.Millisecond,
 	}
 }
 
@@ -106,6 +119,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.DialTimeout <= 0:
 		return fmt.Errorf("forward: config: DialTimeout %v must be > 0", c.DialTimeout)
+	case c.DialAttempt < 0:
+		return fmt.Errorf("forward: config: DialAttempt %v must be >= 0", c.DialAttempt)
 	case c.HandoffTimeout <= 0:
 		return fmt.Errorf("forward: config: HandoffTimeout %v must be > 0", c.HandoffTimeout)
 	case c.DrainTimeout < 0:

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -202,13 +203,15 @@ func rawConn(c net.Conn) net.Conn {
 	return c
 }
 
-// dialBackend connects to b within cfg.DialTimeout. For a peer's data port
-// (b.Service != "") it also, with cfg.ClientTLS, completes a TLS
-// handshake, then sends the handoff header and waits for the reply, so a
-// refused handoff or a failed handshake counts as a failed dial. The conn
-// is returned as DialFunc made it, or as the *tls.Conn over it, with
-// deadlines cleared.
-func dialBackend(ctx context.Context, cfg *Config, b Backend) (_ net.Conn, err error) {
+// dialBackend connects to b within cfg.DialTimeout, in attempts
+// cfg.DialAttempt apart (see connect), adding each attempt after the first
+// to retries when it is not nil. For a peer's data port (b.Service != "") it also,
+// with cfg.ClientTLS, completes a TLS handshake, then sends the handoff
+// header and waits for the reply, so a refused handoff or a failed
+// handshake counts as a failed dial; a refused handoff's error wraps a
+// *handoffError. The conn is returned as DialFunc made it, or as the
+// *tls.Conn over it, with deadlines cleared.
+func dialBackend(ctx context.Context, cfg *Config, b Backend, retries *atomic.Uint64) (_ net.Conn, err error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	var (
@@ -230,7 +233,7 @@ func dialBackend(ctx context.Context, cfg *Config, b Backend) (_ net.Conn, err e
 			}
 		}
 	}
-	raw, err := cfg.DialFunc(ctx, "tcp", b.Addr)
+	raw, err := connect(ctx, cfg, b.Addr, retries)
 	if err != nil {
 		return nil, err
 	}
@@ -275,4 +278,89 @@ func dialBackend(ctx context.Context, cfg *Config, b Backend) (_ net.Conn, err e
 		return nil, err
 	}
 	return c, nil
+}
+
+// connect dials addr with cfg.DialFunc within ctx. With cfg.DialAttempt >
+// 0, while no attempt has connected it starts another one DialAttempt
+// after the first, then after twice that gap, and so on, all within ctx,
+// and returns the first conn that connects; each attempt after the first
+// is added to retries when it is not nil. A lost SYN or SYN-ACK costs TCP
+// its 1s initial retransmission timeout; a new attempt sends a new SYN
+// much sooner. Earlier attempts keep running, with their own resends,
+// rather than being cut: one that connects just as its bound ran out
+// would be thrown away, which on a busy host turned successes into
+// failures. The first error that is not ctx ending (a refused or
+// unreachable address) ends every attempt and is returned at once, so the
+// caller moves on to its next backend. connect returns only once every
+// attempt has returned, closing the conns that lost the race.
+func connect(ctx context.Context, cfg *Config, addr string, retries *atomic.Uint64) (net.Conn, error) {
+	gap := cfg.DialAttempt
+	if gap <= 0 {
+		return cfg.DialFunc(ctx, "tcp", addr)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	// Buffered for every attempt connect may start, so an attempt never
+	// blocks on a send connect no longer reads.
+	maxAttempts := 1
+	if dl, ok := ctx.Deadline(); ok {
+		for d, g := gap, gap; d < time.Until(dl) && maxAttempts < 8; d, g = d+2*g, 2*g {
+			maxAttempts++
+		}
+	}
+	results := make(chan result, maxAttempts)
+	started, done := 0, 0
+	start := func() {
+		started++
+		go func() {
+			c, err := cfg.DialFunc(actx, "tcp", addr)
+			results <- result{c, err}
+		}()
+	}
+	// wait collects the attempts still running after cancel and closes
+	// the conns of any that connected anyway.
+	wait := func() {
+		cancel()
+		for ; done < started; done++ {
+			if r := <-results; r.err == nil {
+				_ = r.c.Close()
+			}
+		}
+	}
+	start()
+	timer := time.NewTimer(gap)
+	defer timer.Stop()
+	var lastErr error
+	for {
+		select {
+		case r := <-results:
+			done++
+			switch {
+			case r.err == nil:
+				wait()
+				return r.c, nil
+			case ctx.Err() == nil:
+				// Not the deadline: the address refused or is unreachable.
+				wait()
+				return nil, r.err
+			}
+			lastErr = r.err
+			if done == started {
+				return nil, lastErr
+			}
+		case <-timer.C:
+			if started < maxAttempts && ctx.Err() == nil {
+				start()
+				if retries != nil {
+					retries.Add(1)
+				}
+				gap *= 2
+				timer.Reset(gap)
+			}
+		}
+	}
 }

@@ -103,9 +103,16 @@ type ListenerStatus struct {
 	// HandshakeErrors counts connections closed because Route.Handshake
 	// failed.
 	HandshakeErrors uint64
+	// HandoffRefused counts the failed dials, part of DialErrors, where a
+	// peer's data port answered the handoff with a refusal (unknown
+	// service, backend unavailable, bad header); the rest of DialErrors
+	// did not get that far: the connect was refused or unreachable, or no
+	// connect, TLS or handoff reply came within DialTimeout.
+	HandoffRefused uint64
 	// Retries counts connections moved on to the next backend after a failed
 	// dial or refused handoff (one per move; DialErrors counts every failed
-	// dial, including the last).
+	// dial, including the last), and the extra connect attempts to a
+	// backend started next to an unanswered one (Config.DialAttempt).
 	Retries uint64
 	// NoBackend counts connections closed because no backend could be
 	// reached: every dial failed.
@@ -163,7 +170,8 @@ type Proxy struct {
 type routeState struct {
 	listen string // read-only
 
-	accepted, active, dialErrors atomic.Uint64
+	accepted, active, dialErrors atomic.Uint64 // dialErrors: refused handoffs not included
+	handoffRefused               atomic.Uint64
 	handshakeErrors              atomic.Uint64
 	retries, noBackend           atomic.Uint64
 	stream                       streamStats      // bytes, stream errors, timeouts
@@ -338,14 +346,18 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 			rs.begin(a.bs)
 		}
 		dialStart := time.Now()
-		bc, err := dialBackend(p.g.ctx, &p.cfg, a.b)
+		bc, err := dialBackend(p.g.ctx, &p.cfg, a.b, &rs.retries)
 		if err != nil {
 			if p.g.ctx.Err() != nil {
 				rs.release(a.bs)
 				return // force-closed by Shutdown
 			}
 			backoff := rs.failed(a.bs, p.now())
-			rs.dialErrors.Add(1)
+			if he := (*handoffError)(nil); errors.As(err, &he) {
+				rs.handoffRefused.Add(1)
+			} else {
+				rs.dialErrors.Add(1)
+			}
 			if p.dialLog.allow(a.b.Node + "\x00" + a.b.Addr + "\x00" + a.b.Service.String()) {
 				p.log.Warn("backend dial failed, trying the next",
 					"service", r.Service, "listen", rs.listen, "peer", a.b.Node, "backend", a.b.Addr, "ejected_for", backoff,
@@ -447,6 +459,7 @@ func (p *Proxy) Status() []ListenerStatus {
 	out := make([]ListenerStatus, 0, len(p.routes))
 	for _, rs := range p.routes {
 		r, stats := rs.snapshot(now)
+		refused := rs.handoffRefused.Load() // read once: DialErrors includes it
 		st := ListenerStatus{
 			Service:      r.Service,
 			Listen:       rs.listen,
@@ -456,11 +469,12 @@ func (p *Proxy) Status() []ListenerStatus {
 			BackendStats: stats,
 			Accepted:     rs.accepted.Load(),
 			Active:       rs.active.Load(),
-			DialErrors:   rs.dialErrors.Load(),
+			DialErrors:   rs.dialErrors.Load() + refused,
 			BytesIn:      rs.stream.bytesIn.Load(),
 			BytesOut:     rs.stream.bytesOut.Load(),
 
 			HandshakeErrors:   rs.handshakeErrors.Load(),
+			HandoffRefused:    refused,
 			Retries:           rs.retries.Load(),
 			NoBackend:         rs.noBackend.Load(),
 			StreamErrors:      rs.stream.streamErrors.Load(),

@@ -206,12 +206,13 @@ func TestFailover(t *testing.T) {
 		backends []Backend
 		want     string // "" = the client's conn is closed with no data
 		dialErrs uint64
+		refused  uint64 // of dialErrs, the handoffs a data port refused
 	}{
-		{"first refused", []Backend{{Addr: dead}, {Addr: good}}, "good", 1},
-		{"handoff unknown service", []Backend{{Addr: refusing, Service: "svc"}, {Addr: good}}, "good", 1},
-		{"handoff backend unavailable", []Backend{{Addr: unavailable, Service: "svc"}, {Addr: hop, Service: "svc"}}, "good", 1},
-		{"handoff to closed port", []Backend{{Addr: dead, Service: "svc"}, {Addr: hop, Service: "svc"}}, "good", 1},
-		{"all fail", []Backend{{Addr: dead}, {Addr: refusing, Service: "svc"}, {Addr: unavailable, Service: "svc"}}, "", 3},
+		{"first refused", []Backend{{Addr: dead}, {Addr: good}}, "good", 1, 0},
+		{"handoff unknown service", []Backend{{Addr: refusing, Service: "svc"}, {Addr: good}}, "good", 1, 1},
+		{"handoff backend unavailable", []Backend{{Addr: unavailable, Service: "svc"}, {Addr: hop, Service: "svc"}}, "good", 1, 1},
+		{"handoff to closed port", []Backend{{Addr: dead, Service: "svc"}, {Addr: hop, Service: "svc"}}, "good", 1, 0},
+		{"all fail", []Backend{{Addr: dead}, {Addr: refusing, Service: "svc"}, {Addr: unavailable, Service: "svc"}}, "", 3, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, al := newProxy(t, testConfig(t))
@@ -222,6 +223,9 @@ func TestFailover(t *testing.T) {
 				t.Fatalf("read: got %q, %v, want %q", b, err, tc.want)
 			}
 			waitFor(t, "dial error count", func() bool { return p.Status()[0].DialErrors == tc.dialErrs })
+			if got := p.Status()[0].HandoffRefused; got != tc.refused {
+				t.Errorf("HandoffRefused: got %d, want %d", got, tc.refused)
+			}
 		})
 	}
 }

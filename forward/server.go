@@ -253,7 +253,7 @@ func (s *Server) dialTargets(service string, targets []string) (net.Conn, string
 	per := s.cfg.DialTimeout / time.Duration(len(targets))
 	for _, target := range targets {
 		ctx, cancel := context.WithTimeout(s.g.ctx, per)
-		bc, err := dialBackend(ctx, &s.cfg, Backend{Addr: target})
+		bc, err := dialBackend(ctx, &s.cfg, Backend{Addr: target}, nil)
 		cancel()
 		if err == nil {
 			return bc, target

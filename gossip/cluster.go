@@ -44,6 +44,12 @@ type Entry struct {
 	DataPort int       `json:"data_port"`
 	Services []Service `json:"services"` // sorted by Name
 	Version  uint64    `json:"version"`
+	// Down are the services the node announces that do not pass their
+	// health check now, sorted by Name and never in Services: nobody
+	// routes to them, but a peer can tell a service whose check failed
+	// (it moves from Services to Down) from one that was withdrawn.
+	// Nodes that predate the field ignore it.
+	Down []Service `json:"down,omitempty"`
 	// Fingerprint is the node's data-plane TLS fingerprint (see
 	// Config.Fingerprint): empty or 64 lowercase hex digits.
 	Fingerprint string `json:"fingerprint,omitempty"`
@@ -253,9 +259,44 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 // one gossip packet (memberlist's UDPBufferSize, 1400 bytes by default:
 // roughly 30 services with short names) is not broadcast but still reaches
 // every peer by push/pull; the first time that happens it logs a Warn.
-func (c *Cluster) SetServices(svcs []Service) {
+func (c *Cluster) SetServices(svcs []Service) { c.SetServicesDown(svcs, nil) }
+
+// SetServicesDown is SetServices that also publishes down, the services
+// this node announces that fail their health check now (Entry.Down). A
+// name in both lists counts as up. Safe for concurrent use.
+func (c *Cluster) SetServicesDown(svcs, down []Service) {
+	clean := c.cleanServices(svcs, nil)
+	cleanDown := c.cleanServices(down, clean)
+
+	c.mu.Lock()
+	if slices.Equal(c.self.Services, clean) && slices.Equal(c.self.Down, cleanDown) {
+		c.mu.Unlock()
+		return
+	}
+	c.self.Services, c.self.Down = clean, cleanDown
+	c.self.Version = nextVersion(c.self.Version, time.Now())
+	r := c.self.clone()
+	c.mu.Unlock()
+
+	// Queued even before Start: the queue keeps one record per node and
+	// memberlist drains it once it runs.
+	if size, ok := c.queue(r); !ok && c.warnedSize.CompareAndSwap(false, true) {
+		c.log.Warn("this node's catalog record is too large for a gossip packet; it spreads only by push/pull, so peers see changes up to a push/pull interval late",
+			"bytes", size, "limit", c.maxBcast, "services", len(r.Services))
+	}
+	c.pushSelf(r)
+	c.notify()
+}
+
+// cleanServices returns svcs valid, without duplicates or names in
+// except, within maxServices, sorted; nil when empty. It logs what it
+// drops.
+func (c *Cluster) cleanServices(svcs, except []Service) []Service {
 	clean := make([]Service, 0, len(svcs))
-	seen := make(map[svcname.Name]bool, len(svcs))
+	seen := make(map[svcname.Name]bool, len(svcs)+len(except))
+	for _, s := range except {
+		seen[s.Name] = true
+	}
 	for _, s := range svcs {
 		if err := checkService(s); err != nil {
 			c.log.Warn("ignoring invalid service", "service", s.Name, "err", err)
@@ -276,25 +317,7 @@ func (c *Cluster) SetServices(svcs []Service) {
 	if len(clean) == 0 {
 		clean = nil
 	}
-
-	c.mu.Lock()
-	if slices.Equal(c.self.Services, clean) {
-		c.mu.Unlock()
-		return
-	}
-	c.self.Services = clean
-	c.self.Version = nextVersion(c.self.Version, time.Now())
-	r := c.self.clone()
-	c.mu.Unlock()
-
-	// Queued even before Start: the queue keeps one record per node and
-	// memberlist drains it once it runs.
-	if size, ok := c.queue(r); !ok && c.warnedSize.CompareAndSwap(false, true) {
-		c.log.Warn("this node's catalog record is too large for a gossip packet; it spreads only by push/pull, so peers see changes up to a push/pull interval late",
-			"bytes", size, "limit", c.maxBcast, "services", len(r.Services))
-	}
-	c.pushSelf(r)
-	c.notify()
+	return clean
 }
 
 // Catalog returns the records of this node and of every node memberlist

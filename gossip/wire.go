@@ -69,13 +69,15 @@ type wireState struct {
 
 func (r record) clone() record {
 	r.Services = slices.Clone(r.Services)
+	r.Down = slices.Clone(r.Down)
 	return r
 }
 
 // equal reports whether r and o carry the same content.
 func (r record) equal(o record) bool {
 	return r.Node == o.Node && r.Addr == o.Addr && r.DataPort == o.DataPort && r.Fingerprint == o.Fingerprint &&
-		r.Version == o.Version && r.Left == o.Left && slices.Equal(r.Services, o.Services)
+		r.Version == o.Version && r.Left == o.Left && slices.Equal(r.Services, o.Services) &&
+		slices.Equal(r.Down, o.Down)
 }
 
 func encodeRecord(r record) ([]byte, error) {
@@ -171,20 +173,40 @@ func validateRecord(r *record, now time.Time) error {
 		return fmt.Errorf("%w: node %q: version %d is more than %v ahead of this node's clock (limit %d)",
 			errDecode, r.Node, r.Version, maxVersionAhead, limit)
 	}
-	if len(r.Services) > maxServices {
-		return fmt.Errorf("%w: node %q: %d services, limit %d", errDecode, r.Node, len(r.Services), maxServices)
+	if err := validateServices(r.Node, "services", &r.Services); err != nil {
+		return err
 	}
-	if len(r.Services) == 0 {
-		r.Services = nil
+	if err := validateServices(r.Node, "down services", &r.Down); err != nil {
+		return err
+	}
+	// A name both up and down would make the instance's health depend on
+	// which list a reader looks at first.
+	for _, d := range r.Down {
+		if _, found := slices.BinarySearchFunc(r.Services, d.Name, func(s Service, name svcname.Name) int { return cmp.Compare(s.Name, name) }); found {
+			return fmt.Errorf("%w: node %q: service %q is both up and down", errDecode, r.Node, d.Name)
+		}
+	}
+	return nil
+}
+
+// validateServices checks one list of a remote record's services and sorts
+// it by name, nil when empty.
+func validateServices(node, what string, list *[]Service) error {
+	svcs := *list
+	if len(svcs) > maxServices {
+		return fmt.Errorf("%w: node %q: %d %s, limit %d", errDecode, node, len(svcs), what, maxServices)
+	}
+	if len(svcs) == 0 {
+		*list = nil
 		return nil
 	}
-	sortServices(r.Services)
-	for i, s := range r.Services {
+	sortServices(svcs)
+	for i, s := range svcs {
 		if err := checkService(s); err != nil {
-			return fmt.Errorf("%w: node %q: %w", errDecode, r.Node, err)
+			return fmt.Errorf("%w: node %q: %w", errDecode, node, err)
 		}
-		if i > 0 && r.Services[i-1].Name == s.Name {
-			return fmt.Errorf("%w: node %q: service %q appears twice", errDecode, r.Node, s.Name)
+		if i > 0 && svcs[i-1].Name == s.Name {
+			return fmt.Errorf("%w: node %q: service %q appears twice", errDecode, node, s.Name)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,6 +88,13 @@ func TestDecodeRecord(t *testing.T) {
 		{name: "service name digits only", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"6379","port":1}]}`), wantErr: true},
 		{name: "service name leading hyphen", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"-web","port":1}]}`), wantErr: true},
 		{name: "duplicate service", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1},{"name":"x","port":2}]}`), wantErr: true},
+		{name: "down services sorted", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"web","port":80}],"down":[{"name":"z","port":1},{"name":"b","port":2}]}`),
+			want: record{Entry: Entry{Node: "a", Addr: "1.2.3.4", Version: 1, Services: []Service{{Name: "web", Port: 80}}, Down: []Service{{Name: "b", Port: 2}, {Name: "z", Port: 1}}}}},
+		{name: "empty down becomes nil", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"down":[]}`),
+			want: record{Entry: Entry{Node: "a", Addr: "1.2.3.4", Version: 1}}},
+		{name: "service both up and down", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1}],"down":[{"name":"x","port":1}]}`), wantErr: true},
+		{name: "duplicate down service", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"down":[{"name":"x","port":1},{"name":"x","port":2}]}`), wantErr: true},
+		{name: "down service port zero", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"down":[{"name":"x","port":0}]}`), wantErr: true},
 		{name: "too large", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"pad":"`+strings.Repeat("x", maxRecordMsg)+`"}`), wantErr: true},
 	}
 	for _, tc := range tests {
@@ -166,13 +174,14 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(versionMsg(uint64(time.Now().Add(2 * maxVersionAhead).UnixNano())))
 	f.Add(msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"fingerprint":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}`))
 	f.Add(msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"a.b","port":1}]}`))
+	f.Add(msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1}],"down":[{"name":"y","port":2}]}`))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeRecord(b)
 		if err != nil {
 			return
 		}
-		for _, s := range r.Services {
+		for _, s := range append(slices.Clone(r.Services), r.Down...) {
 			if err := svcname.Check(string(s.Name)); err != nil {
 				t.Fatalf("decoded a record with a service name svcname rejects: %v", err)
 			}

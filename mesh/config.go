@@ -121,9 +121,11 @@ type Config struct {
 	// hand-off through a peer); a slower instance counts as failed and the
 	// next one is tried. Default 3s: TCP resends a lost SYN after 1s, so a
 	// 1s timeout turned every lost SYN or SYN-ACK into a failed connection
-	// (14 of 54 under 10 % loss, issue 10); 3s allows one resend. A
-	// black-holed instance (link down, no reset) costs up to 3s before the
-	// next is tried; a crashed one refuses at once.
+	// (14 of 54 under 10 % loss, issue 10); 3s allows one resend, and
+	// forward's side-by-side connect attempts (forward.Config.DialAttempt,
+	// 250ms) several more. A black-holed instance (link down, no reset)
+	// costs up to 3s before the next is tried; a crashed one refuses at
+	// once.
 	DialTimeout time.Duration
 	// DrainTimeout bounds how long open connections may run once shutdown
 	// starts. Default 30s.

@@ -26,8 +26,8 @@ type Event struct {
 	Time time.Time `json:"time"`
 	Type string    `json:"type"` // one of the Event* constants
 	// Node is the member the event is about: the member that joined or
-	// failed, the node whose instance of Service appeared or went, this
-	// node for health and listener events.
+	// failed, the node whose instance of Service appeared, went or
+	// changed health, this node for listener events.
 	Node    string `json:"node,omitempty"`
 	Service string `json:"service,omitempty"`
 	// Detail says more: the listener's address, why it is busy, the new
@@ -43,7 +43,7 @@ const (
 	EventMemberBack       = "member-back"       // a failed or departed node is alive again
 	EventServiceAppeared  = "service-appeared"  // Node offers Service now
 	EventServiceWithdrawn = "service-withdrawn" // Node no longer offers Service
-	EventHealthChanged    = "health-changed"    // this node's own instance of Service: Detail passing, failing or pending
+	EventHealthChanged    = "health-changed"    // Node's instance of Service: Detail is its new health (see eventHub.observe)
 	EventListenerOpened   = "listener-opened"   // this node listens for Service on Detail
 	EventListenerBusy     = "listener-busy"     // this node cannot listen for Service: Detail is why (port busy)
 	EventListenerClosed   = "listener-closed"   // this node stopped listening for Service on Detail
@@ -87,11 +87,11 @@ type subscriber struct {
 
 // eventState is what the hub compares from one observation to the next.
 type eventState struct {
-	self      string             // this node: the Node of health and listener events
-	members   map[string]string  // node → "alive", "dead" or "left"
-	instances map[[2]string]bool // {service, node} pairs in the catalog
-	health    map[string]string  // this node's service → passing, failing, pending, unchecked
-	listeners map[string]string  // service → "listening addr" or "error msg"
+	self      string               // this node: the Node of listener events
+	members   map[string]string    // node → "alive", "dead" or "left"
+	instances map[[2]string]bool   // {service, node} pairs in the catalog
+	health    map[[2]string]string // {service, node} → health; see eventHub.observe
+	listeners map[string]string    // service → "listening addr" or "error msg"
 }
 
 // subscribe adds a subscriber; the caller must unsubscribe it. With
@@ -215,9 +215,19 @@ func (h *eventHub) observe(st eventState) {
 			emit(EventServiceAppeared, k[1], k[0], "")
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(st.health)) {
-		if was, is := h.last.health[name], st.health[name]; is != was {
-			emit(EventHealthChanged, st.self, name, is)
+	// Health: this node's own instances are passing, failing,
+	// pending or unchecked, and each change is an event, the first check
+	// too. A peer's are passing (in its catalog entry's Services) or
+	// failing (in Down): an event when an instance the catalog already
+	// listed flips. It also reads as service-withdrawn or -appeared, since
+	// only passing instances are routed to; a peer's service that never
+	// passed its check makes no event.
+	for _, k := range sortedPairs(st.health) {
+		was, is := h.last.health[k], st.health[k]
+		// A peer's instance that is new to the catalog is an appearance,
+		// not a health change.
+		if is != was && (k[1] == st.self || was != "") {
+			emit(EventHealthChanged, k[1], k[0], is)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(h.last.listeners)) {
@@ -250,18 +260,26 @@ func (h *eventHub) observe(st eventState) {
 // The reconcile loop calls it after every catalog change, health flip and
 // listener update. It does no I/O.
 func (n *Node) noteChanges() {
-	st := eventState{self: n.name, members: map[string]string{}, instances: map[[2]string]bool{}, health: map[string]string{}, listeners: map[string]string{}}
+	st := eventState{self: n.name, members: map[string]string{}, instances: map[[2]string]bool{}, health: map[[2]string]string{}, listeners: map[string]string{}}
 	for _, m := range n.cluster.Members() {
 		st.members[m.Name] = m.State
 	}
 	for _, e := range n.cluster.Catalog() {
 		for _, s := range e.Services {
 			st.instances[[2]string{s.Name.String(), e.Node}] = true
+			if e.Node != n.name {
+				st.health[[2]string{s.Name.String(), e.Node}] = "passing"
+			}
+		}
+		if e.Node != n.name {
+			for _, s := range e.Down {
+				st.health[[2]string{s.Name.String(), e.Node}] = "failing"
+			}
 		}
 	}
 	v := n.view()
 	for _, a := range v.announces {
-		st.health[a.Name.Lower().String()] = v.health(a.Name)
+		st.health[[2]string{a.Name.Lower().String(), n.name}] = v.health(a.Name)
 	}
 	for _, ls := range n.proxy.Status() {
 		if ls.State == forward.StateListening {
@@ -404,7 +422,7 @@ func Watch(ctx context.Context, addr string, recent bool, fn func(Event) error) 
 	return nil
 }
 
-func sortedPairs(m map[[2]string]bool) [][2]string {
+func sortedPairs[V any](m map[[2]string]V) [][2]string {
 	keys := make([][2]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

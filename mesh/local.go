@@ -204,8 +204,13 @@ func (n *Node) Reload(cfg Config) error {
 		{"gossip-port", cfg.GossipPort != old.GossipPort},
 		{"data-port", cfg.DataPort != old.DataPort},
 		{"http", cfg.HTTP != old.HTTP},
+		// The hosts block and the DNS server follow the forwarded names
+		// after a reload, but their file and address are opened at start.
+		{"hosts", cfg.HostsFile != old.HostsFile},
+		{"dns", cfg.DNS != old.DNS},
 		{"socket", cfg.Socket != old.Socket},
 		{"no-mdns", cfg.NoMDNS != old.NoMDNS},
+		{"join", !slices.Equal(cfg.Join, old.Join)},
 		{"upstream", !slices.Equal(cfg.Upstream, old.Upstream)},
 		{"resolver", !slices.Equal(cfg.Resolvers, old.Resolvers)},
 		{"check-interval", cfg.CheckInterval != old.CheckInterval || cfg.CheckTimeout != old.CheckTimeout},
@@ -325,8 +330,9 @@ func (n *Node) publish() {
 	n.pubMu.Lock()
 	defer n.pubMu.Unlock()
 	n.syncChecks()
-	ls := n.view().services(n.name)
-	n.cluster.SetServices(gossipServices(ls))
+	v := n.view()
+	ls := v.services(n.name)
+	n.cluster.SetServicesDown(gossipServices(ls), v.down())
 	if n.disc != nil {
 		n.disc.SetServices(announceServices(ls))
 	}
@@ -361,6 +367,19 @@ func (n *Node) lookupLocal(name svcname.Name) ([]string, bool) {
 		out[i] = t.Addr
 	}
 	return out, true
+}
+
+// down lists the announcements whose check failed (health "failing"), for
+// gossip.Entry.Down: peers then see a health change, not a withdrawal. One
+// still waiting for its first check is in neither list.
+func (v localView) down() []gossip.Service {
+	var out []gossip.Service
+	for _, a := range v.announces {
+		if v.health(a.Name) == "failing" {
+			out = append(out, gossip.Service{Name: a.Name.Lower(), Port: a.Port, Weight: a.Weight})
+		}
+	}
+	return out
 }
 
 func gossipServices(ls []localService) []gossip.Service {

@@ -16,12 +16,15 @@ var (
 	descActive = prometheus.NewDesc("ambassador_connections_active",
 		"Connections open now through this node's listener for the service.", []string{"service"}, nil)
 	descFailures = prometheus.NewDesc("ambassador_connection_failures_total",
-		"Failures on this node's listener for the service, by reason: dial (one instance's dial or handoff failed; "+
-			"the connection moved on if another was left), no_instance (every instance failed: the client's connection was closed), "+
+		"Failures on this node's listener for the service, by reason: dial (one instance could not be reached: "+
+			"connect refused or unreachable, or no connect, TLS or handoff reply within --dial-timeout), "+
+			"handoff_refused (a peer's data port answered the handoff with a refusal: unknown service, its instance down); "+
+			"after either the connection moved on if another instance was left; no_instance (every instance failed: the client's connection was closed), "+
 			"handshake (the credentials login failed), stream (reset mid-stream), idle_timeout, half_close_timeout.",
 		[]string{"service", "reason"}, nil)
 	descRetries = prometheus.NewDesc("ambassador_connection_retries_total",
-		"Connections moved on to the next instance after a failed dial or refused handoff.", []string{"service"}, nil)
+		"Connections moved on to the next instance after a failed dial or refused handoff, and extra connect attempts "+
+			"to the same instance started next to one that had no answer after 250ms (a lost SYN).", []string{"service"}, nil)
 	descBytes = prometheus.NewDesc("ambassador_bytes_total",
 		"Bytes copied through this node's listener for the service: in is client to service, out is service to client.",
 		[]string{"service", "direction"}, nil)
@@ -42,7 +45,7 @@ var (
 
 // failureReasons are the reason label values of
 // ambassador_connection_failures_total, always all exported.
-var failureReasons = []string{"dial", "no_instance", "handshake", "stream", "idle_timeout", "half_close_timeout"}
+var failureReasons = []string{"dial", "handoff_refused", "no_instance", "handshake", "stream", "idle_timeout", "half_close_timeout"}
 
 // memberStates are always exported, zeros included, so that a dashboard
 // sees "0 dead" rather than no series.
@@ -90,7 +93,8 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		s.bytesIn += ls.BytesIn
 		s.bytesOut += ls.BytesOut
 		s.retries += ls.Retries
-		s.fail["dial"] += ls.DialErrors
+		s.fail["dial"] += ls.DialErrors - ls.HandoffRefused // DialErrors includes them
+		s.fail["handoff_refused"] += ls.HandoffRefused
 		s.fail["no_instance"] += ls.NoBackend
 		s.fail["handshake"] += ls.HandshakeErrors
 		s.fail["stream"] += ls.StreamErrors

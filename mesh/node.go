@@ -270,7 +270,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	st.data = true
 
 	v := n.view()
-	n.cluster.SetServices(gossipServices(v.services(n.name)))
+	n.cluster.SetServicesDown(gossipServices(v.services(n.name)), v.down())
 	if err := n.cluster.Start(); err != nil {
 		return fmt.Errorf("mesh: gossip on port %d: %w", n.cfg.GossipPort, err)
 	}

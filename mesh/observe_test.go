@@ -26,13 +26,15 @@ func TestEventHubDiff(t *testing.T) {
 	base := eventState{self: "me",
 		members:   map[string]string{"me": "alive", "a": "alive", "b": "dead", "c": "alive"},
 		instances: map[[2]string]bool{{"redis", "a"}: true, {"web", "c"}: true},
-		health:    map[string]string{"redis": "passing"},
+		health:    map[[2]string]string{{"redis", "me"}: "passing", {"pg", "a"}: "passing", {"db", "a"}: "failing", {"mq", "a"}: "failing"},
 		listeners: map[string]string{"redis": "listening 127.0.0.1:6379", "web": "listening 127.0.0.1:80"},
 	}
 	next := eventState{self: "me",
 		members:   map[string]string{"me": "alive", "a": "dead", "b": "alive", "c": "left", "d": "alive"},
 		instances: map[[2]string]bool{{"redis", "a"}: true, {"redis", "d"}: true},
-		health:    map[string]string{"redis": "failing"},
+		// A peer's instance that is new (d's) is no health change; one
+		// that went (a's mq) neither.
+		health:    map[[2]string]string{{"redis", "me"}: "failing", {"pg", "a"}: "failing", {"db", "a"}: "passing", {"new", "d"}: "failing"},
 		listeners: map[string]string{"redis": "listening 127.0.0.1:6379", "pg": "error port busy"},
 	}
 	var h eventHub
@@ -44,7 +46,7 @@ func TestEventHubDiff(t *testing.T) {
 	want := []string{
 		"member-failed a", "member-back b", "member-left c", "member-joined d",
 		"service-withdrawn c web", "service-appeared d redis",
-		"health-changed me redis failing",
+		"health-changed a db passing", "health-changed a pg failing", "health-changed me redis failing",
 		"listener-closed me web 127.0.0.1:80", "listener-busy me pg port busy",
 	}
 	for i, w := range want {
@@ -319,9 +321,13 @@ func TestMetrics(t *testing.T) {
 	})
 	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	deadListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	goneListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	b := startTestNode(t, "b", func(c *Config) {
 		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
-		c.Forward = []Forward{{Name: "echo", Listen: listen}, {Name: "dead", Listen: deadListen}}
+		c.Forward = []Forward{{Name: "echo", Listen: listen}, {Name: "dead", Listen: deadListen}, {Name: "gone", Listen: goneListen}}
+		// b's own instance of gone, dialed directly: its port is closed.
+		c.Announce = []Announce{{Name: "gone", Port: freePort(t), Host: "127.0.0.1", TargetPort: freePort(t)}}
+		c.Checks = map[svcname.Name]health.Check{"gone": {Kind: health.KindNone}}
 	})
 	waitFor(t, 15*time.Second, "echo through b", func() bool { return echoOnce(listen) == nil })
 	const conns = 4 // echoes: the one that waited for b, and three more
@@ -375,6 +381,7 @@ func TestMetrics(t *testing.T) {
 		{"ambassador_bytes_total", []string{"direction=in", "service=echo"}, conns*4 + 5},
 		{"ambassador_bytes_total", []string{"direction=out", "service=echo"}, conns*4 + 5},
 		{"ambassador_connection_failures_total", []string{"reason=dial", "service=echo"}, 0},
+		{"ambassador_connection_failures_total", []string{"reason=handoff_refused", "service=echo"}, 0},
 		{"ambassador_connection_failures_total", []string{"reason=no_instance", "service=echo"}, 0},
 		{"ambassador_connection_retries_total", []string{"service=echo"}, 0},
 		{"ambassador_members", []string{"state=alive"}, 2},
@@ -417,18 +424,42 @@ func TestMetrics(t *testing.T) {
 		v, _ := metricValue(scrape(t, b.cfg.HTTP), "ambassador_connection_failures_total", "reason=no_instance", "service=dead")
 		return v >= 1
 	})
+	// A connection to b's own instance of gone, whose port is closed: the
+	// dial fails, no peer is involved.
+	gc, err := net.Dial("tcp", goneListen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := gc.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("gone: read %d bytes, %v; want the connection closed", n, err)
+	}
+	gc.Close()
+	waitFor(t, 10*time.Second, "the dial failure counted", func() bool {
+		v, _ := metricValue(scrape(t, b.cfg.HTTP), "ambassador_connection_failures_total", "reason=no_instance", "service=gone")
+		return v == 1
+	})
 	fb := scrape(t, b.cfg.HTTP)
 	accepted, _ := metricValue(fb, "ambassador_connections_total", "service=dead")
+	// Each failure under its own reason: a refused handoff is not a failed
+	// dial, and a closed port is not a refused handoff.
 	for _, c := range []struct {
-		name   string
 		labels []string
+		want   float64
 	}{
-		{"ambassador_connection_failures_total", []string{"reason=no_instance", "service=dead"}},
-		{"ambassador_connection_failures_total", []string{"reason=dial", "service=dead"}},
+		{[]string{"reason=no_instance", "service=dead"}, accepted},
+		{[]string{"reason=handoff_refused", "service=dead"}, accepted},
+		{[]string{"reason=dial", "service=dead"}, 0},
+		{[]string{"reason=no_instance", "service=gone"}, 1},
+		{[]string{"reason=dial", "service=gone"}, 1},
+		{[]string{"reason=handoff_refused", "service=gone"}, 0},
 	} {
-		if got, _ := metricValue(fb, c.name, c.labels...); got != accepted {
-			t.Errorf("b: %s{%s} = %v, want %v (one per connection: one instance, no retry)", c.name, strings.Join(c.labels, ","), got, accepted)
+		if got, _ := metricValue(fb, "ambassador_connection_failures_total", c.labels...); got != c.want {
+			t.Errorf("b: ambassador_connection_failures_total{%s} = %v, want %v (one per connection: one instance, no retry)",
+				strings.Join(c.labels, ","), got, c.want)
 		}
+	}
+	if accepted < 1 {
+		t.Errorf("b: ambassador_connections_total{service=dead} = %v, want >= 1", accepted)
 	}
 	if got, _ := metricValue(scrape(t, a.cfg.HTTP), "ambassador_handoffs_total", "result=unavailable", "service=dead"); got != accepted {
 		t.Errorf("a: ambassador_handoffs_total{service=dead,result=unavailable} = %v, want %v", got, accepted)
