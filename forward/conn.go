@@ -17,6 +17,7 @@ type group struct {
 	wg     sync.WaitGroup     // accept loops and connection handlers
 	ctx    context.Context    // canceled by forceClose; aborts dials in progress
 	cancel context.CancelFunc // cancels ctx
+	loops  evLoops            // event loops of the plain TCP streams (evloop_linux.go)
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // guarded by mu; every open client and backend conn
@@ -61,6 +62,7 @@ func (g *group) forceClose() int {
 	for _, c := range conns {
 		_ = c.Close()
 	}
+	g.loops.abortAll() // the streams on event loops no longer have their net.Conns
 	return len(conns)
 }
 
@@ -82,6 +84,7 @@ func (g *group) drain(ctx context.Context, timeout time.Duration, log *slog.Logg
 	select {
 	case <-done:
 		g.cancel()
+		g.loops.stop()
 		return nil
 	case <-timer.C:
 	case <-ctx.Done():
@@ -91,6 +94,7 @@ func (g *group) drain(ctx context.Context, timeout time.Duration, log *slog.Logg
 		log.Info("force-closed connections after drain", "conns", n)
 	}
 	<-done
+	g.loops.stop()
 	return err
 }
 

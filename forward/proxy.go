@@ -377,7 +377,7 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 		}
 		cs := &connState{service: r.Service, listen: rs.listen, backend: a.b.Addr, client: c.RemoteAddr().String(), since: start}
 		p.conns.add(cs)
-		in, out, end, err := proxyCopy(client, backend, copyOpts{cfg: &p.cfg, stats: &rs.stream, cs: cs, rawClient: c, rawBackend: braw})
+		in, out, end, err := proxyCopy(client, backend, copyOpts{cfg: &p.cfg, stats: &rs.stream, cs: cs, rawClient: c, rawBackend: braw, loops: &p.g.loops})
 		p.conns.remove(cs)
 		_ = braw.Close() // in case a Handshake wrapper did not close it
 		p.g.untrack(braw)

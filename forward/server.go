@@ -181,7 +181,7 @@ func (s *Server) serveConn(raw net.Conn) {
 	s.handoffs[statusOK].Add(1)
 	s.handoffsBy.add(service, true)
 	_ = raw.SetDeadline(time.Time{})
-	in, out, end, err := proxyCopy(c, bc, copyOpts{cfg: &s.cfg, stats: s.serviceStats(service), rawClient: raw})
+	in, out, end, err := proxyCopy(c, bc, copyOpts{cfg: &s.cfg, stats: s.serviceStats(service), rawClient: raw, loops: &s.g.loops})
 	s.g.untrack(bc)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		attrs := []any{"service", service, "peer", c.RemoteAddr().String(), "backend", target,
