@@ -121,8 +121,10 @@ func (l *listener) close() {
 
 // acceptLoop accepts until l is closed and runs handle for each conn in a
 // goroutine of g. handle owns the conn, which is already tracked in g: it
-// must close and untrack it.
-func acceptLoop(l *listener, g *group, cfg *Config, handle func(net.Conn)) {
+// must close and untrack it, and call done once when the connection is
+// over, which is after handle returns when an event loop took the stream
+// over (evLoops.start).
+func acceptLoop(l *listener, g *group, cfg *Config, handle func(c net.Conn, done func())) {
 	log := cfg.Logger
 	const minBackoff, maxBackoff = 5 * time.Millisecond, time.Second
 	var backoff time.Duration
@@ -158,9 +160,10 @@ func acceptLoop(l *listener, g *group, cfg *Config, handle func(net.Conn)) {
 			<-l.sem
 			continue
 		}
-		g.wg.Go(func() {
-			defer func() { <-l.sem }()
-			handle(c)
+		g.wg.Add(1) // done by done: the connection, not the goroutine, holds the slot
+		go handle(c, func() {
+			<-l.sem
+			g.wg.Done()
 		})
 	}
 }

@@ -9,7 +9,9 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,9 +43,11 @@ import (
 //   - idle and half-close timeouts are kept in one heap per loop, checked
 //     lazily: traffic only stamps the stream, and a due entry is pushed
 //     back when the stream was active since;
-//   - at the end the loop reports in, out, how it ended and the error to
-//     the goroutine waiting in run, which then does the caller's
-//     accounting as for the goroutine copy (stream.go).
+//   - at the end the loop calls the caller's then with in, out, how it
+//     ended and the error, which does the accounting the caller does after
+//     the goroutine copy (stream.go) and ends the connection. No goroutine
+//     waits for a stream in a loop: an idle connection costs its two
+//     sockets, an econn and the caller's bookkeeping.
 
 // loopMode selects the copy path for plain TCP streams: the event loop
 // unless AMBASSADOR_FORWARD_LOOP=0 in the environment, which keeps the
@@ -60,30 +64,33 @@ type evLoops struct {
 	wg     sync.WaitGroup // the loops' goroutines
 }
 
-// run copies between client and backend on an event loop when both are
-// plain TCP, and reports ok false otherwise, or when no loop can take the
-// stream, leaving both conns untouched for the goroutine copy.
-func (ls *evLoops) run(client, backend net.Conn, o copyOpts) (in, out int64, end endReason, err error, ok bool) {
-	if ls == nil || !loopMode {
-		return 0, 0, endClean, nil, false
+// start hands the stream between client and backend to an event loop
+// when both are plain TCP, and reports whether it did. Then the caller's
+// goroutine may end: the loop calls then with the bytes copied client →
+// backend (in) and backend → client (out), how the stream ended and, for
+// endError, the error, from its own goroutine, so then must not block.
+// On false both conns are untouched, for the goroutine copy (proxyCopy).
+func (ls *evLoops) start(client, backend net.Conn, o copyOpts, then func(in, out int64, end endReason, err error)) bool {
+	if !loopMode {
+		return false
 	}
 	cc, ok1 := client.(*net.TCPConn)
 	bc, ok2 := backend.(*net.TCPConn)
 	if !ok1 || !ok2 || (o.rawClient != nil && o.rawClient != client) || (o.rawBackend != nil && o.rawBackend != backend) {
-		return 0, 0, endClean, nil, false
+		return false
 	}
 	l := ls.pick()
 	if l == nil {
-		return 0, 0, endClean, nil, false
+		return false
 	}
 	cfd, err := dupSocket(cc)
 	if err != nil {
-		return 0, 0, endClean, nil, false // closed under us: the goroutine copy ends it
+		return false // closed under us: the goroutine copy ends it
 	}
 	bfd, err := dupSocket(bc)
 	if err != nil {
 		_ = unix.Close(cfd)
-		return 0, 0, endClean, nil, false
+		return false
 	}
 	if h := testHookCopy; h != nil {
 		h(backend, client)
@@ -97,16 +104,15 @@ func (ls *evLoops) run(client, backend net.Conn, o copyOpts) (in, out int64, end
 	// of Go's poller, so only our loop is woken for them.
 	_ = cc.Close()
 	_ = bc.Close()
-	e := &econn{fd: [2]int{cfd, bfd}, stats: o.stats, cs: o.cs,
-		idle: int64(o.cfg.IdleTimeout), halfClose: int64(o.cfg.HalfCloseTimeout), tidx: -1, done: make(chan struct{})}
+	e := &econn{fd: [2]int{cfd, bfd}, stats: o.stats, cs: o.cs, then: then,
+		idle: int64(o.cfg.IdleTimeout), halfClose: int64(o.cfg.HalfCloseTimeout), tidx: -1}
 	e.last = time.Now().UnixNano()
 	if !l.add(e) {
 		resetFD(cfd)
 		resetFD(bfd)
-		return 0, 0, endClosed, nil, true
+		then(0, 0, endClosed, nil)
 	}
-	<-e.done
-	return e.n[0], e.n[1], e.end, e.err, true
+	return true
 }
 
 // pick returns a loop for a new stream, starting the loops on first use,
@@ -191,7 +197,7 @@ func resetFD(fd int) {
 
 // econn is one stream in a loop. Direction 0 is client → backend (fd[0]
 // to fd[1]), direction 1 backend → client. Only the loop touches it after
-// add, until done is closed; then run reads n, end and err.
+// add.
 type econn struct {
 	fd    [2]int
 	dir   [2]edir
@@ -207,9 +213,7 @@ type econn struct {
 	tidx int   // index in the loop's timerHeap; -1 = not in it
 
 	closed bool
-	end    endReason
-	err    error
-	done   chan struct{}
+	then   func(in, out int64, end endReason, err error) // start's; called once, at the end
 }
 
 // edir is one direction of a stream: its source's state and the bytes
@@ -234,6 +238,11 @@ func (d *edir) pending() bool { return d.buf != nil || d.pipe != nil }
 // evLoop is one epoll instance and the goroutine that waits on it.
 type evLoop struct {
 	epfd, wakefd int
+	// ep is epfd as a pollable file: the loop waits for its streams in Go's
+	// own poller (an epoll fd is readable when it has events), so no
+	// thread blocks in epoll_wait and timers are a read deadline.
+	ep   *os.File
+	eprc syscall.RawConn
 
 	mu     sync.Mutex
 	conns  map[int32]*econn // guarded by mu; both descriptors of every stream
@@ -249,6 +258,9 @@ type evLoop struct {
 	again  []*econn // streams with a direction to read on without a new edge
 	timers timerHeap
 	now    int64
+	dl     int64 // the read deadline set on ep (UnixNano); 0 = none
+	n      int   // events from the last epoll_wait
+	waitFn func(fd uintptr) bool
 }
 
 func newEvLoop() (*evLoop, error) {
@@ -266,8 +278,68 @@ func newEvLoop() (*evLoop, error) {
 		_ = unix.Close(wfd)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
-	return &evLoop{epfd: epfd, wakefd: wfd, conns: make(map[int32]*econn),
-		buf: make([]byte, copyBufSize), events: make([]unix.EpollEvent, 256), batch: make([]*econn, 256)}, nil
+	// Non-blocking, so that os.NewFile puts it in Go's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wfd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	l := &evLoop{epfd: epfd, wakefd: wfd, ep: os.NewFile(uintptr(epfd), "epoll"), conns: make(map[int32]*econn),
+		buf: make([]byte, copyBufSize), events: make([]unix.EpollEvent, 256), batch: make([]*econn, 256)}
+	var rcErr error
+	if l.eprc, rcErr = l.ep.SyscallConn(); rcErr == nil {
+		rcErr = l.ep.SetReadDeadline(time.Time{}) // fails when the file is not in Go's poller
+	}
+	if rcErr != nil {
+		_ = l.ep.Close()
+		_ = unix.Close(wfd)
+		return nil, rcErr
+	}
+	l.waitFn = func(uintptr) bool {
+		l.n = epollWaitNow(l.epfd, l.events)
+		return l.n != 0
+	}
+	return l, nil
+}
+
+// epollWaitNow returns the events epfd has now, without blocking: a raw
+// syscall, since it cannot block.
+func epollWaitNow(epfd int, events []unix.EpollEvent) int {
+	for {
+		n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+		if errno != unix.EINTR {
+			if errno != 0 {
+				return 0
+			}
+			return int(n)
+		}
+	}
+}
+
+// wait fills l.events with the next events, waiting in Go's poller until
+// there are some or the next timer is due.
+func (l *evLoop) wait() int {
+	if len(l.again) > 0 {
+		return epollWaitNow(l.epfd, l.events)
+	}
+	var dl int64
+	if len(l.timers) > 0 {
+		dl = l.timers[0].at
+	}
+	if dl != l.dl {
+		t := time.Time{}
+		if dl != 0 {
+			t = time.Unix(0, dl)
+		}
+		_ = l.ep.SetReadDeadline(t)
+		l.dl = dl
+	}
+	l.n = 0
+	if err := l.eprc.Read(l.waitFn); err != nil {
+		l.dl = -1 // a deadline passed (or the file closed): set it anew
+		return 0
+	}
+	return l.n
 }
 
 // wake interrupts the loop's epoll_wait.
@@ -322,15 +394,11 @@ func (l *evLoop) add(e *econn) bool {
 // run waits for events and handles them until stop.
 func (l *evLoop) run() {
 	defer func() {
-		_ = unix.Close(l.epfd)
+		_ = l.ep.Close()
 		_ = unix.Close(l.wakefd)
 	}()
 	for {
-		n, err := unix.EpollWait(l.epfd, l.events, l.waitMsec())
-		if err != nil && err != unix.EINTR {
-			// Not expected with valid arguments; do not spin.
-			time.Sleep(10 * time.Millisecond)
-		}
+		n := l.wait()
 		l.now = time.Now().UnixNano()
 		woken := false
 		l.mu.Lock()
@@ -380,22 +448,6 @@ func (l *evLoop) run() {
 			return
 		}
 	}
-}
-
-// waitMsec is epoll_wait's timeout: until the next timer is due, 0 when a
-// stream has bytes to read without a new edge, -1 for none.
-func (l *evLoop) waitMsec() int {
-	if len(l.again) > 0 {
-		return 0
-	}
-	if len(l.timers) == 0 {
-		return -1
-	}
-	d := l.timers[0].at - time.Now().UnixNano()
-	if d <= 0 {
-		return 0
-	}
-	return int((d + int64(time.Millisecond) - 1) / int64(time.Millisecond))
 }
 
 // handle acts on events ev of socket fd of stream e.
@@ -686,10 +738,9 @@ func (l *evLoop) abortStream(e *econn, reason endReason, err error) {
 }
 
 // closeStream takes e out of the loop, closes its sockets (reset unless
-// the end is clean), gives back what it borrowed and tells run.
+// the end is clean), gives back what it borrowed and calls e.then.
 func (l *evLoop) closeStream(e *econn, reason endReason, err error) {
 	e.closed = true
-	e.end, e.err = reason, err
 	if e.tidx >= 0 {
 		heap.Remove(&l.timers, e.tidx)
 	}
@@ -717,14 +768,20 @@ func (l *evLoop) closeStream(e *econn, reason endReason, err error) {
 			dir.pipe = nil
 		}
 	}
-	close(e.done)
+	e.then(e.n[0], e.n[1], reason, err)
 }
 
+// readFD reads a non-blocking socket: a raw syscall, since it cannot
+// block.
 func readFD(fd int, b []byte) (int, error) {
 	for {
-		n, err := unix.Read(fd, b)
-		if err != unix.EINTR {
-			return n, err
+		n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch errno {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+		default:
+			return 0, errno
 		}
 	}
 }
@@ -734,13 +791,13 @@ func readFD(fd int, b []byte) (int, error) {
 func writeFD(fd int, b []byte) (int, error) {
 	w := 0
 	for w < len(b) {
-		n, err := unix.Write(fd, b[w:])
-		switch err {
-		case nil:
-			w += n
+		n, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[w])), uintptr(len(b)-w))
+		switch errno {
+		case 0:
+			w += int(n)
 		case unix.EINTR:
 		default:
-			return w, err
+			return w, errno
 		}
 	}
 	return w, nil

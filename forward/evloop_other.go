@@ -8,8 +8,8 @@ import "net"
 // (stream.go). The event loop is evloop_linux.go.
 type evLoops struct{}
 
-func (*evLoops) run(net.Conn, net.Conn, copyOpts) (in, out int64, end endReason, err error, ok bool) {
-	return 0, 0, endClean, nil, false
+func (*evLoops) start(net.Conn, net.Conn, copyOpts, func(in, out int64, end endReason, err error)) bool {
+	return false
 }
 
 func (*evLoops) abortAll() {}

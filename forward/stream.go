@@ -109,7 +109,6 @@ type copyOpts struct {
 	// Route.Handshake wrapped them; nil = the conns themselves (or, for a
 	// *tls.Conn, its NetConn).
 	rawClient, rawBackend net.Conn
-	loops                 *evLoops // the owner's event loops; nil = goroutines only
 }
 
 // proxyCopy runs the stream between client and backend until both
@@ -117,9 +116,6 @@ type copyOpts struct {
 // returns the bytes copied client → backend (in) and backend → client
 // (out), how the stream ended and, for endError, the error.
 func proxyCopy(client, backend net.Conn, o copyOpts) (in, out int64, end endReason, err error) {
-	if in, out, end, err, ok := o.loops.run(client, backend, o); ok {
-		return in, out, end, err
-	}
 	s := &stream{client: client, backend: backend, stats: o.stats, cs: o.cs,
 		rawClient: cmp.Or(o.rawClient, rawConn(client)), rawBackend: cmp.Or(o.rawBackend, rawConn(backend)),
 		idle: o.cfg.IdleTimeout, halfClose: o.cfg.HalfCloseTimeout}
