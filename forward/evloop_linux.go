@@ -402,14 +402,6 @@ func (l *evLoop) run() {
 		l.now = time.Now().UnixNano()
 		woken := false
 		l.mu.Lock()
-		abort, stop := l.abort, l.stop
-		for _, e := range l.timed {
-			if !e.closed {
-				l.schedule(e)
-			}
-		}
-		clear(l.timed)
-		l.timed = l.timed[:0]
 		for i := range max(n, 0) {
 			fd := l.events[i].Fd
 			if int(fd) == l.wakefd {
@@ -419,10 +411,22 @@ func (l *evLoop) run() {
 		}
 		l.mu.Unlock()
 		if woken {
+			// Cleared before the read, so a wake from now on writes again
+			// and is not lost; its flags are read below.
+			l.waking.Store(false)
 			var b [8]byte
 			_, _ = unix.Read(l.wakefd, b[:])
-			l.waking.Store(false)
 		}
+		l.mu.Lock()
+		abort, stop := l.abort, l.stop
+		for _, e := range l.timed {
+			if !e.closed {
+				l.schedule(e)
+			}
+		}
+		clear(l.timed)
+		l.timed = l.timed[:0]
+		l.mu.Unlock()
 		for i := range max(n, 0) {
 			if e := l.batch[i]; e != nil && !e.closed {
 				l.handle(e, int(l.events[i].Fd), l.events[i].Events)
