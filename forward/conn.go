@@ -18,6 +18,7 @@ type group struct {
 	wg     sync.WaitGroup     // accept loops and connection handlers
 	ctx    context.Context    // canceled by forceClose; aborts dials in progress
 	cancel context.CancelFunc // cancels ctx
+	loops  evLoops            // event loops of the plain TCP streams (evloop_linux.go)
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // guarded by mu; every open client and backend conn
@@ -62,6 +63,7 @@ func (g *group) forceClose() int {
 	for _, c := range conns {
 		_ = c.Close()
 	}
+	g.loops.abortAll() // the streams on event loops no longer have their net.Conns
 	return len(conns)
 }
 
@@ -83,6 +85,7 @@ func (g *group) drain(ctx context.Context, timeout time.Duration, log *slog.Logg
 	select {
 	case <-done:
 		g.cancel()
+		g.loops.stop()
 		return nil
 	case <-timer.C:
 	case <-ctx.Done():
@@ -92,6 +95,7 @@ func (g *group) drain(ctx context.Context, timeout time.Duration, log *slog.Logg
 		log.Info("force-closed connections after drain", "conns", n)
 	}
 	<-done
+	g.loops.stop()
 	return err
 }
 
@@ -118,8 +122,10 @@ func (l *listener) close() {
 
 // acceptLoop accepts until l is closed and runs handle for each conn in a
 // goroutine of g. handle owns the conn, which is already tracked in g: it
-// must close and untrack it.
-func acceptLoop(l *listener, g *group, cfg *Config, handle func(net.Conn)) {
+// must close and untrack it, and call done once when the connection is
+// over, which is after handle returns when an event loop took the stream
+// over (evLoops.start).
+func acceptLoop(l *listener, g *group, cfg *Config, handle func(c net.Conn, done func())) {
 	log := cfg.Logger
 	const minBackoff, maxBackoff = 5 * time.Millisecond, time.Second
 	var backoff time.Duration
@@ -155,9 +161,10 @@ func acceptLoop(l *listener, g *group, cfg *Config, handle func(net.Conn)) {
 			<-l.sem
 			continue
 		}
-		g.wg.Go(func() {
-			defer func() { <-l.sem }()
-			handle(c)
+		g.wg.Add(1) // done by done: the connection, not the goroutine, holds the slot
+		go handle(c, func() {
+			<-l.sem
+			g.wg.Done()
 		})
 	}
 }

@@ -18,9 +18,16 @@
 // copy starts.
 //
 // One connection's life: acceptLoop accepts it; Proxy.serveConn (or
-// Server.serveConn on a data port) dials a backend, with failover, and
-// hands both conns to proxyCopy; stream.copy runs each direction until
-// EOF, an error or a timeout; proxyCopy closes or resets both conns.
+// Server.serveConn on a data port) dials a backend, with failover. On
+// Linux, when both conns are plain TCP, it hands their sockets to one of
+// the owner's event loops (evLoops.start, evloop_linux.go) and its
+// goroutine ends: the loop moves each message with one read and one write
+// over epoll, and at the end calls back to close and account the
+// connection. Otherwise (TLS, a Handshake wrapper, other systems, or
+// AMBASSADOR_FORWARD_LOOP=0) it calls proxyCopy, where stream.copy runs
+// each direction in a goroutine until EOF, an error or a timeout, and
+// proxyCopy closes or resets both conns. Both paths end a stream the same
+// way.
 //
 // The package knows nothing about nodes, gossip or discovery: it gets routes
 // as plain values through Proxy.Update.

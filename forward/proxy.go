@@ -325,19 +325,31 @@ func (p *Proxy) listen(rs *routeState) {
 	p.mu.Unlock()
 	p.log.Info("listening", "service", service, "listen", ln.Addr().String())
 	p.g.wg.Go(func() {
-		acceptLoop(l, p.g, &p.cfg, func(c net.Conn) { p.serveConn(rs, c) })
+		acceptLoop(l, p.g, &p.cfg, func(c net.Conn, done func()) { p.serveConn(rs, c, done) })
 	})
 }
 
 // serveConn connects client c to a backend, failing over as Route
-// describes, and copies until both directions end. It owns c.
-func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
+// describes, and copies until both directions end. It owns c, and calls
+// done when the connection is over.
+func (p *Proxy) serveConn(rs *routeState, c net.Conn, done func()) {
 	start := time.Now()
 	rs.accepted.Add(1)
 	rs.active.Add(1)
-	defer rs.active.Add(^uint64(0))
-	defer p.g.untrack(c)
-	defer c.Close()
+	// closeClient ends the connection: when serveConn returns or, when an
+	// event loop took the stream over, when the stream ends.
+	closeClient := func() {
+		_ = c.Close()
+		p.g.untrack(c)
+		rs.active.Add(^uint64(0))
+		done()
+	}
+	detached := false
+	defer func() {
+		if !detached {
+			closeClient()
+		}
+	}()
 
 	r, order := rs.plan(p.now(), p.intN)
 	for i, a := range order {
@@ -391,19 +403,29 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn) {
 		}
 		cs := &connState{service: r.Service, listen: rs.listen, backend: a.b.Addr, client: c.RemoteAddr().String(), since: start}
 		p.conns.add(cs)
-		in, out, end, err := proxyCopy(client, backend, copyOpts{cfg: &p.cfg, stats: &rs.stream, cs: cs, rawClient: c, rawBackend: braw})
-		p.conns.remove(cs)
-		_ = braw.Close() // in case a Handshake wrapper did not close it
-		p.g.untrack(braw)
-		rs.release(a.bs)
-		if p.log.Enabled(context.Background(), slog.LevelDebug) {
-			attrs := []any{"service", r.Service, "listen", rs.listen, "peer", a.b.Node,
-				"backend", a.b.Addr, "bytes_in", in, "bytes_out", out, "duration", time.Since(start), "end", end.String()}
-			if err != nil {
-				attrs = append(attrs, "err", fmt.Errorf("forward: copy for service %q on node %s: %w", r.Service, a.b.Node, err))
+		finish := func(in, out int64, end endReason, err error) {
+			p.conns.remove(cs)
+			_ = braw.Close() // in case a Handshake wrapper did not close it
+			p.g.untrack(braw)
+			rs.release(a.bs)
+			if p.log.Enabled(context.Background(), slog.LevelDebug) {
+				attrs := []any{"service", r.Service, "listen", rs.listen, "peer", a.b.Node,
+					"backend", a.b.Addr, "bytes_in", in, "bytes_out", out, "duration", time.Since(start), "end", end.String()}
+				if err != nil {
+					attrs = append(attrs, "err", fmt.Errorf("forward: copy for service %q on node %s: %w", r.Service, a.b.Node, err))
+				}
+				p.log.Debug("connection closed", attrs...)
 			}
-			p.log.Debug("connection closed", attrs...)
 		}
+		o := copyOpts{cfg: &p.cfg, stats: &rs.stream, cs: cs, rawClient: c, rawBackend: braw}
+		if p.g.loops.start(client, backend, o, func(in, out int64, end endReason, err error) {
+			finish(in, out, end, err)
+			closeClient()
+		}) {
+			detached = true // this goroutine ends; the loop runs the stream
+			return
+		}
+		finish(proxyCopy(client, backend, o))
 		return
 	}
 	rs.noBackend.Add(1)

@@ -115,14 +115,26 @@ func (s *Server) Addr() net.Addr {
 }
 
 // serveConn runs one handoff and then copies until both directions end. It
-// owns raw, the accepted conn, which is tracked in s.g.
-func (s *Server) serveConn(raw net.Conn) {
+// owns raw, the accepted conn, which is tracked in s.g, and calls done when
+// the connection is over.
+func (s *Server) serveConn(raw net.Conn, done func()) {
 	start := time.Now()
 	s.accepted.Add(1)
 	s.active.Add(1)
-	defer s.active.Add(^uint64(0))
-	defer s.g.untrack(raw)
-	defer raw.Close()
+	// closeRaw ends the connection: when serveConn returns or, when an
+	// event loop took the stream over, when the stream ends.
+	closeRaw := func() {
+		_ = raw.Close()
+		s.g.untrack(raw)
+		s.active.Add(^uint64(0))
+		done()
+	}
+	detached := false
+	defer func() {
+		if !detached {
+			closeRaw()
+		}
+	}()
 
 	// One deadline covers the TLS handshake, reading the header, dialing
 	// and writing the reply. Deadlines are set on raw, under any TLS.
@@ -184,16 +196,27 @@ func (s *Server) serveConn(raw net.Conn) {
 	s.handoffs[statusOK].Add(1)
 	s.handoffsBy.add(service, true)
 	_ = raw.SetDeadline(time.Time{})
-	in, out, end, err := proxyCopy(c, bc, copyOpts{cfg: &s.cfg, stats: s.serviceStats(service), rawClient: raw})
-	s.g.untrack(bc)
-	if s.log.Enabled(context.Background(), slog.LevelDebug) {
-		attrs := []any{"service", service, "peer", c.RemoteAddr().String(), "backend", target,
-			"bytes_in", in, "bytes_out", out, "duration", time.Since(start), "end", end.String()}
-		if err != nil {
-			attrs = append(attrs, "err", fmt.Errorf("forward: copy for service %q: %w", service, err))
+	peer := c.RemoteAddr().String()
+	finish := func(in, out int64, end endReason, err error) {
+		s.g.untrack(bc)
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			attrs := []any{"service", service, "peer", peer, "backend", target,
+				"bytes_in", in, "bytes_out", out, "duration", time.Since(start), "end", end.String()}
+			if err != nil {
+				attrs = append(attrs, "err", fmt.Errorf("forward: copy for service %q: %w", service, err))
+			}
+			s.log.Debug("connection closed", attrs...)
 		}
-		s.log.Debug("connection closed", attrs...)
 	}
+	o := copyOpts{cfg: &s.cfg, stats: s.serviceStats(service), rawClient: raw}
+	if s.g.loops.start(c, bc, o, func(in, out int64, end endReason, err error) {
+		finish(in, out, end, err)
+		closeRaw()
+	}) {
+		detached = true // this goroutine ends; the loop runs the stream
+		return
+	}
+	finish(proxyCopy(c, bc, o))
 }
 
 // Stats returns a snapshot of the Server's counters. Safe for concurrent
