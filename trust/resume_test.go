@@ -228,7 +228,7 @@ func TestResumeRefused(t *testing.T) {
 func TestClientConfigsBounded(t *testing.T) {
 	confs := newIdentity(t, "client").ClientConfigs()
 	for i := range maxClientConfigs + 10 {
-		_ = confs.Get(string(rune('a' + i%26)) + string(rune(i)))
+		_ = confs.Get(string(rune('a'+i%26)) + string(rune(i)))
 	}
 	confs.mu.Lock()
 	n := len(confs.byID)
