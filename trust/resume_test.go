@@ -131,6 +131,9 @@ func TestResume(t *testing.T) {
 				if st.DidResume != wantResumed {
 					t.Errorf("dial %d: DidResume %v, want %v", i+1, st.DidResume, wantResumed)
 				}
+				if i == 0 {
+					t.Logf("cipher suite %s", tls.CipherSuiteName(st.CipherSuite))
+				}
 				if len(st.PeerCertificates) != 1 {
 					t.Errorf("dial %d: %d peer certificates, want the server's", i+1, len(st.PeerCertificates))
 				}
