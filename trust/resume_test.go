@@ -20,6 +20,7 @@ type resumeServer struct {
 	addr       string
 	conf       atomic.Pointer[tls.Config] // swapped by tests between dials
 	sawResumed atomic.Bool                // VerifyConnection ran with DidResume
+	handled    chan struct{}              // one per connection the server is done with
 }
 
 func newResumeServer(t *testing.T, conf *tls.Config) *resumeServer {
@@ -28,7 +29,7 @@ func newResumeServer(t *testing.T, conf *tls.Config) *resumeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &resumeServer{addr: ln.Addr().String()}
+	s := &resumeServer{addr: ln.Addr().String(), handled: make(chan struct{}, 1)}
 	s.set(conf)
 	done := make(chan struct{})
 	t.Cleanup(func() { _ = ln.Close(); <-done })
@@ -50,6 +51,7 @@ func newResumeServer(t *testing.T, conf *tls.Config) *resumeServer {
 				}
 			}
 			_ = c.Close()
+			s.handled <- struct{}{}
 		}
 	}()
 	return s
@@ -84,6 +86,15 @@ func (s *resumeServer) dial(t *testing.T, conf *tls.Config) (tls.ConnectionState
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The client can give up before the server has run its peer check:
+	// callers read sawResumed only once the server is done.
+	defer func() {
+		select {
+		case <-s.handled:
+		case <-ctx.Done():
+			t.Error("the server did not finish the connection")
+		}
+	}()
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	tc := tls.Client(c, conf)
