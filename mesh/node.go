@@ -169,20 +169,27 @@ func New(cfg Config) (*Node, error) {
 		// A peer with a certificate from the operator's CA that names this
 		// cluster is trusted, whatever its address: no fingerprint is
 		// needed. A server must also be the node the catalog says.
-		fc.ClientTLS = func(b forward.Backend) (*tls.Config, error) { return ca.ClientConfig(b.Node), nil }
+		// Configs are built once per node and resume sessions; the
+		// certificate is checked on every connection all the same.
+		confs := ca.ClientConfigs()
+		fc.ClientTLS = func(b forward.Backend) (*tls.Config, error) { return confs.Get(b.Node), nil }
 		dc.ServerTLS = ca.ServerConfig()
 	case id != nil:
 		// Peers pin each other's certificate by the fingerprint that
 		// travels in the key-authenticated gossip: no CA to set up, and a
 		// host without the key cannot talk to a data port at all.
+		// Configs are built once per fingerprint and resume sessions; the
+		// fingerprint is checked on every connection all the same.
+		confs := id.ClientConfigs()
 		fc.ClientTLS = func(b forward.Backend) (*tls.Config, error) {
-			fp := n.fingerprint(b.Node)
+			fp := n.cluster.Fingerprint(b.Node)
 			if fp == "" {
 				return nil, fmt.Errorf("mesh: no certificate fingerprint known for node %q", b.Node)
 			}
-			return trust.ClientConfig(id, fp), nil
+			return confs.Get(fp), nil
 		}
-		dc.ServerTLS = trust.ServerConfig(id, n.memberFingerprint)
+		// Only members may open a connection to this node's data port.
+		dc.ServerTLS = trust.ServerConfig(id, n.cluster.HasFingerprint)
 	}
 	if n.proxy, err = forward.New(fc); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
@@ -424,27 +431,6 @@ func (n *Node) stop(ctx context.Context, st started) error {
 	}
 	n.log.Info("stopped", "node", n.name)
 	return errors.Join(errs...)
-}
-
-// fingerprint is the certificate fingerprint that node gossips, or "".
-func (n *Node) fingerprint(node string) string {
-	for _, e := range n.cluster.Catalog() {
-		if e.Node == node {
-			return e.Fingerprint
-		}
-	}
-	return ""
-}
-
-// memberFingerprint reports whether fp belongs to a live member: only
-// members may open a connection to this node's data port.
-func (n *Node) memberFingerprint(fp string) bool {
-	for _, e := range n.cluster.Catalog() {
-		if e.Fingerprint != "" && e.Fingerprint == fp {
-			return true
-		}
-	}
-	return false
 }
 
 // onPeer is called by announce for every peer it sees; it must not block.

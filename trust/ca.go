@@ -220,8 +220,9 @@ func verifyChain(pool *x509.CertPool, chain []*x509.Certificate) error {
 // operator's certificate and accepts only a server whose certificate
 // chains to the CA (any key usage, no host name check: peers are dialed
 // by IP) and names node of this cluster (ambassador://CLUSTER/NODE).
-// Session resumption is off (no ClientSessionCache), so every connection
-// is verified afresh. Each call returns a new Config that the caller owns.
+// The config has no ClientSessionCache; one that resumes sessions is what
+// ClientConfigs hands out, and the certificate is checked on a resumed
+// session too. Each call returns a new Config that the caller owns.
 // Safe for concurrent use.
 func (ca *CA) ClientConfig(node string) *tls.Config {
 	return clientTLS(ca.cert, func(cs tls.ConnectionState) error {
@@ -238,9 +239,11 @@ func (ca *CA) ClientConfig(node string) *tls.Config {
 // ServerConfig returns a TLS 1.3 server config that presents the
 // operator's certificate, requires a client certificate, and accepts only
 // one that chains to the CA (any key usage, no host name check) and names
-// a node of this cluster (ambassador://CLUSTER/NODE). Session tickets are
-// off, so every connection is verified afresh. Each call returns a new
-// Config that the caller owns. Safe for concurrent use.
+// a node of this cluster (ambassador://CLUSTER/NODE). It issues session
+// tickets; a resumed session's certificate is checked again. Each call
+// returns a new Config that the caller owns and should share among
+// connections: its session ticket keys live in it. Safe for concurrent
+// use.
 func (ca *CA) ServerConfig() *tls.Config {
 	// RequireAndVerifyClientCert would insist on the ClientAuth key usage;
 	// verifyChain accepts any, like the client side.

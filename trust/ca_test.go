@@ -113,11 +113,18 @@ func TestCAConfigs(t *testing.T) {
 			t.Errorf("%s: %d certificates, want the operator's", name, len(c.Certificates))
 		}
 	}
+	// Sessions are resumed only through ClientConfigs, and the peer check
+	// is in VerifyConnection, which runs on resumption (TestResumeRefused).
 	if cc.ClientSessionCache != nil {
-		t.Error("client: ClientSessionCache is set, want no resumption")
+		t.Error("client: ClientSessionCache is set, want it only from ClientConfigs")
 	}
-	if sc.ClientAuth != tls.RequireAnyClientCert || !sc.SessionTicketsDisabled {
-		t.Errorf("server: ClientAuth %v, SessionTicketsDisabled %v; want RequireAnyClientCert, true", sc.ClientAuth, sc.SessionTicketsDisabled)
+	for name, c := range map[string]*tls.Config{"client": cc, "server": sc} {
+		if c.VerifyConnection == nil || c.VerifyPeerCertificate != nil {
+			t.Errorf("%s: VerifyConnection set %v, VerifyPeerCertificate set %v; want true, false", name, c.VerifyConnection != nil, c.VerifyPeerCertificate != nil)
+		}
+	}
+	if sc.ClientAuth != tls.RequireAnyClientCert {
+		t.Errorf("server: ClientAuth %v, want RequireAnyClientCert", sc.ClientAuth)
 	}
 	if cc == ca.ClientConfig("x") || sc == ca.ServerConfig() {
 		t.Error("configs are shared between calls, want a new one each")

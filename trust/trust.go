@@ -135,9 +135,10 @@ func spkiFingerprint(c *x509.Certificate) string {
 // whose fingerprint (see Identity.Fingerprint) equals wantFingerprint. The
 // CA chain, the server name and the certificate dates are not checked: the
 // pinned key is the trust anchor, and the handshake proves the server holds
-// it. An empty wantFingerprint matches no server. Session resumption is off
-// (no ClientSessionCache), so every connection is checked afresh. Each call
-// returns a new Config that the caller owns.
+// it. An empty wantFingerprint matches no server. The config has no
+// ClientSessionCache; one that resumes sessions is what ClientConfigs
+// hands out, and the fingerprint is checked on a resumed session too. Each
+// call returns a new Config that the caller owns.
 func ClientConfig(id *Identity, wantFingerprint string) *tls.Config {
 	return clientTLS(id.cert, func(cs tls.ConnectionState) error {
 		fp, err := leafFingerprint(cs.PeerCertificates)
@@ -154,11 +155,12 @@ func ClientConfig(id *Identity, wantFingerprint string) *tls.Config {
 // ServerConfig returns a TLS 1.3 server config that presents id's
 // certificate, requires a client certificate, and accepts only a client
 // presenting exactly one certificate whose fingerprint passes allowed.
-// allowed is called during every handshake, from the connection's
-// goroutine, possibly concurrently; it must be safe for concurrent use and
-// must not block. Session tickets are off, so a client that was allowed
-// once cannot resume after allowed starts refusing it. Each call returns a
-// new Config that the caller owns.
+// allowed is called during every handshake, a resumed one too, from the
+// connection's goroutine, possibly concurrently; it must be safe for
+// concurrent use and must not block. The config issues session tickets,
+// but a client that was allowed once and resumes after allowed starts
+// refusing it is refused. The caller owns the returned Config and should
+// share it among connections: its session ticket keys live in it.
 func ServerConfig(id *Identity, allowed func(fingerprint string) bool) *tls.Config {
 	return serverTLS(id.cert, func(cs tls.ConnectionState) error {
 		fp, err := leafFingerprint(cs.PeerCertificates)
@@ -173,31 +175,41 @@ func ServerConfig(id *Identity, allowed func(fingerprint string) bool) *tls.Conf
 }
 
 // clientTLS and serverTLS hold what every data-plane TLS config shares:
-// TLS 1.3 only, this node's certificate, no session resumption (every
-// connection is verified afresh), and the peer judged by verify alone.
-// crypto/tls's own checks of the server name, the chain and the key usage
-// are off (InsecureSkipVerify, RequireAnyClientCert): peers are dialed by
-// IP and verify knows what to trust. verify goes in VerifyConnection, not
-// VerifyPeerCertificate, as that also runs on resumed sessions, should
-// resumption ever be turned on.
+// TLS 1.3 only, this node's certificate, and the peer judged by verify
+// alone. crypto/tls's own checks of the server name, the chain and the key
+// usage are off (InsecureSkipVerify, RequireAnyClientCert): peers are
+// dialed by IP and verify knows what to trust.
+//
+// Sessions may be resumed (TLS 1.3 PSK with a fresh ECDHE exchange), which
+// skips the certificate signatures of a full handshake. A resumed session
+// carries the peer's certificates from its first handshake, and verify
+// still judges them: it goes in VerifyConnection, which crypto/tls calls on
+// resumed sessions too, never in VerifyPeerCertificate, which it does not.
+// So a peer that stopped being trusted (a node no longer a member, another
+// expected fingerprint or node) cannot come back on an old session.
+//
+// Records are always full size (DynamicRecordSizingDisabled): the peer is
+// another ambassador on the LAN, not a browser waiting for its first
+// bytes, and small first records only cost writes.
 func clientTLS(cert tls.Certificate, verify func(tls.ConnectionState) error) *tls.Config {
 	return &tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		MaxVersion:         tls.VersionTLS13,
-		Certificates:       []tls.Certificate{cert},
-		InsecureSkipVerify: true,
-		VerifyConnection:   verify,
+		MinVersion:                  tls.VersionTLS13,
+		MaxVersion:                  tls.VersionTLS13,
+		Certificates:                []tls.Certificate{cert},
+		InsecureSkipVerify:          true,
+		VerifyConnection:            verify,
+		DynamicRecordSizingDisabled: true,
 	}
 }
 
 func serverTLS(cert tls.Certificate, verify func(tls.ConnectionState) error) *tls.Config {
 	return &tls.Config{
-		MinVersion:             tls.VersionTLS13,
-		MaxVersion:             tls.VersionTLS13,
-		Certificates:           []tls.Certificate{cert},
-		ClientAuth:             tls.RequireAnyClientCert,
-		SessionTicketsDisabled: true,
-		VerifyConnection:       verify,
+		MinVersion:                  tls.VersionTLS13,
+		MaxVersion:                  tls.VersionTLS13,
+		Certificates:                []tls.Certificate{cert},
+		ClientAuth:                  tls.RequireAnyClientCert,
+		VerifyConnection:            verify,
+		DynamicRecordSizingDisabled: true,
 	}
 }
 

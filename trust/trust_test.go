@@ -287,8 +287,10 @@ func TestConfigsAreTLS13(t *testing.T) {
 			t.Errorf("%s: versions %#x-%#x, want TLS 1.3 only", name, c.MinVersion, c.MaxVersion)
 		}
 	}
-	if c := ServerConfig(id, nil); c.ClientAuth != tls.RequireAnyClientCert || !c.SessionTicketsDisabled {
-		t.Errorf("server: ClientAuth %v, SessionTicketsDisabled %v; want RequireAnyClientCert, true", c.ClientAuth, c.SessionTicketsDisabled)
+	// Tickets are on: TestResumeRefused shows a resumed peer is checked.
+	if c := ServerConfig(id, nil); c.ClientAuth != tls.RequireAnyClientCert || c.VerifyConnection == nil || c.VerifyPeerCertificate != nil {
+		t.Errorf("server: ClientAuth %v, VerifyConnection set %v, VerifyPeerCertificate set %v; want RequireAnyClientCert, true, false (it is skipped on resumption)",
+			c.ClientAuth, c.VerifyConnection != nil, c.VerifyPeerCertificate != nil)
 	}
 }
 
