@@ -89,7 +89,10 @@ func (d *delegate) NotifyMsg(b []byte) {
 }
 
 // GetBroadcasts hands memberlist the queued records that fit in limit.
+// memberlist calls it on every gossip tick, which also drives the scan
+// for suspect members (see scanSuspects).
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	d.c.scanSuspects(time.Now())
 	return d.c.bcast.GetBroadcasts(overhead, limit)
 }
 

@@ -1,0 +1,242 @@
+package gossip
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// TestNodeTableLayout fails when memberlist's private node table no longer
+// has the layout nodetable.go reads (an upgrade changed it): then suspect
+// members would silently be reported alive again. It also checks that the
+// lock nodeTable takes is memberlist's own: while the test holds it,
+// memberlist's NumMembers (which read-locks nodeLock) must not return.
+func TestNodeTableLayout(t *testing.T) {
+	a := newNode(t, "a", "test", 0)
+	b := newNode(t, "b", "test", 0)
+	join(t, b, a)
+	waitFor(t, "a sees b", func() error {
+		if n := a.ml.NumMembers(); n != 2 {
+			return fmt.Errorf("a: %d members", n)
+		}
+		return nil
+	})
+	tbl, err := newNodeTable(a.ml)
+	if err != nil {
+		t.Fatalf("memberlist's node table changed; review nodetable.go: %v", err)
+	}
+	if a.table.Load() == nil {
+		t.Fatal("Start did not install the node table reader")
+	}
+	views, ok := tbl.read(nil, false)
+	if !ok {
+		t.Fatal("read without try failed")
+	}
+	var names []string
+	for _, v := range views {
+		names = append(names, v.name)
+		if v.state != memberlist.StateAlive {
+			t.Errorf("node %s: state %v, want alive", v.name, v.state)
+		}
+	}
+	slices.Sort(names)
+	var want []string
+	for _, n := range a.ml.Members() {
+		want = append(want, n.Name)
+	}
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		t.Errorf("node table names %q, memberlist.Members %q", names, want)
+	}
+
+	tbl.lock.Lock()
+	if _, ok := tbl.read(nil, true); ok {
+		t.Error("try read succeeded while the lock was held")
+	}
+	done := make(chan int)
+	go func() { done <- a.ml.NumMembers() }()
+	select {
+	case <-done:
+		tbl.lock.Unlock()
+		t.Fatal("memberlist read its node table while nodeTable's lock was held: not memberlist's nodeLock")
+	case <-time.After(100 * time.Millisecond): // a negative check: it must NOT return
+	}
+	tbl.lock.Unlock()
+	if n := <-done; n != 2 {
+		t.Errorf("NumMembers after unlock: %d, want 2", n)
+	}
+
+	if _, err := newNodeTable(nil); err == nil {
+		t.Error("newNodeTable(nil): no error")
+	}
+}
+
+// TestSuspectRefusedHidden stops c's process without a leave (its gossip
+// port then refuses connections): a and b list c "suspect" before "dead",
+// and drop c from the catalog while c is still suspect.
+func TestSuspectRefusedHidden(t *testing.T) {
+	// A suspect phase of seconds, not 750ms: a busy test machine must not
+	// let a and b sleep through it.
+	nodes, want := threeNodesWith(t, func(cfg *Config) { cfg.Memberlist.SuspicionMult = 6 })
+	if err := nodes[2].Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range nodes[:2] {
+		waitFor(t, c.LocalNode()+" hides suspect c", func() error {
+			// Catalog first: if c is still suspect afterwards, it was
+			// suspect (not dead) when the catalog dropped it.
+			if err := catalogIs(c, want[:2]); err != nil {
+				return err
+			}
+			if got := memberState(c, "c"); got != stateSuspect {
+				return fmt.Errorf("member c: state %q, want %q", got, stateSuspect)
+			}
+			return nil
+		})
+	}
+	for _, c := range nodes[:2] {
+		waitFor(t, c.LocalNode()+" declares c dead", func() error {
+			if got := memberState(c, "c"); got != stateDead {
+				return fmt.Errorf("member c: state %q, want %q", got, stateDead)
+			}
+			return catalogIs(c, want[:2])
+		})
+	}
+}
+
+// stallTransport is a memberlist transport that, while stalled, drops
+// every packet and accepts streams without handing them to memberlist: a
+// node too busy to answer, whose kernel still completes TCP handshakes.
+// It counts the streams that carried nothing but memberlist's label
+// header, which is what confirmSuspect sends.
+type stallTransport struct {
+	*memberlist.NetTransport
+	label   string
+	stalled atomic.Bool
+	probes  atomic.Int64 // label-only streams seen while stalled
+	packets chan *memberlist.Packet
+	streams chan net.Conn
+	wg      sync.WaitGroup
+}
+
+func newStallTransport(t *testing.T, label string) *stallTransport {
+	t.Helper()
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stallTransport{NetTransport: nt, label: label, packets: make(chan *memberlist.Packet), streams: make(chan net.Conn)}
+	stop := make(chan struct{})
+	s.wg.Go(func() {
+		for {
+			select {
+			case p := <-nt.PacketCh():
+				if s.stalled.Load() {
+					continue
+				}
+				select {
+				case s.packets <- p:
+				case <-stop:
+					return
+				}
+			case c := <-nt.StreamCh():
+				if s.stalled.Load() {
+					s.wg.Go(func() { s.swallow(c) })
+					continue
+				}
+				select {
+				case s.streams <- c:
+				case <-stop:
+					c.Close()
+					return
+				}
+			case <-stop:
+				return
+			}
+		}
+	})
+	t.Cleanup(func() {
+		close(stop)
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *stallTransport) PacketCh() <-chan *memberlist.Packet { return s.packets }
+func (s *stallTransport) StreamCh() <-chan net.Conn          { return s.streams }
+
+// swallow reads a stalled stream to its end (or 2s) without answering.
+func (s *stallTransport) swallow(c net.Conn) {
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	b, err := io.ReadAll(c)
+	var hdr bytes.Buffer
+	_ = memberlist.AddLabelHeaderToStream(writerConn{&hdr}, s.label)
+	if err == nil && bytes.Equal(b, hdr.Bytes()) {
+		s.probes.Add(1)
+	}
+}
+
+// writerConn lets AddLabelHeaderToStream write into a buffer.
+type writerConn struct{ io.Writer }
+
+func (w writerConn) Read([]byte) (int, error)         { return 0, io.EOF }
+func (w writerConn) Close() error                     { return nil }
+func (w writerConn) LocalAddr() net.Addr              { return nil }
+func (w writerConn) RemoteAddr() net.Addr             { return nil }
+func (w writerConn) SetDeadline(time.Time) error      { return nil }
+func (w writerConn) SetReadDeadline(time.Time) error  { return nil }
+func (w writerConn) SetWriteDeadline(time.Time) error { return nil }
+
+// TestSuspectAliveKeepsServices makes c stop answering while its process
+// and listening socket stay (a busy node): a lists it "suspect", then
+// "dead", and keeps c's services in its catalog for as long as c is only
+// suspect, because c's gossip port still accepts a's confirming
+// connection.
+func TestSuspectAliveKeepsServices(t *testing.T) {
+	st := newStallTransport(t, "test")
+	// A suspect phase long enough to watch.
+	a := newNodeWith(t, "a", "test", 7001, func(cfg *Config) { cfg.Memberlist.SuspicionMult = 6 })
+	b := newNode(t, "b", "test", 7002)
+	c := newNodeWith(t, "c", "test", 7003, func(cfg *Config) { cfg.Memberlist.Transport = st })
+	join(t, b, a)
+	join(t, c, a)
+	c.SetServices([]Service{{Name: "web", Port: 80}})
+	withC := []Entry{
+		{Node: "a", Addr: "127.0.0.1", DataPort: 7001},
+		{Node: "b", Addr: "127.0.0.1", DataPort: 7002},
+		{Node: "c", Addr: "127.0.0.1", DataPort: 7003, Services: []Service{{Name: "web", Port: 80}}},
+	}
+	waitCatalogs(t, []*Cluster{a, b, c}, withC)
+
+	st.stalled.Store(true)
+	suspectSeen := 0
+	waitFor(t, "a declares c dead", func() error {
+		cat := withoutVersions(a.Catalog())
+		state := memberState(a, "c")
+		switch state {
+		case stateSuspect:
+			suspectSeen++
+			if !slices.ContainsFunc(cat, func(e Entry) bool { return e.Node == "c" }) && memberState(a, "c") == stateSuspect {
+				t.Fatalf("a dropped c's services while c was only suspect and its port accepted: %+v", cat)
+			}
+		case stateDead:
+			return nil
+		}
+		return fmt.Errorf("member c: state %q", state)
+	})
+	if suspectSeen == 0 {
+		t.Error("a never listed c as suspect before dead")
+	}
+	if st.probes.Load() == 0 {
+		t.Error("no confirming connection reached c's gossip port")
+	}
+}
