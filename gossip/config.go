@@ -136,6 +136,12 @@ func DefaultConfig() Config {
 	// 10s; a LAN dial answers in a millisecond and even a 4 MiB state
 	// moves in well under a second.
 	mc.TCPTimeout = 2 * time.Second
+	// No LZW compression of every packet: our packets (pings, acks, small
+	// records) are a few hundred bytes at most, and compressing each one
+	// allocated a fresh LZW writer and buffers, a visible share of an
+	// idle node's CPU and garbage (perf, issue 10). Peers decompress what
+	// is compressed and read the rest as is, so mixed versions interoperate.
+	mc.EnableCompression = false
 	return Config{
 		Cluster:    defaultCluster,
 		BindAddr:   defaultBindAddr,

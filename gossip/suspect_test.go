@@ -171,7 +171,7 @@ func newStallTransport(t *testing.T, label string) *stallTransport {
 }
 
 func (s *stallTransport) PacketCh() <-chan *memberlist.Packet { return s.packets }
-func (s *stallTransport) StreamCh() <-chan net.Conn          { return s.streams }
+func (s *stallTransport) StreamCh() <-chan net.Conn           { return s.streams }
 
 // swallow reads a stalled stream to its end (or 2s) without answering.
 func (s *stallTransport) swallow(c net.Conn) {
