@@ -240,3 +240,50 @@ func TestSuspectAliveKeepsServices(t *testing.T) {
 		t.Error("no confirming connection reached c's gossip port")
 	}
 }
+
+// TestRefusedSuspectComesBack: a member hidden because it was suspect and
+// refused is listed again once memberlist holds it alive (it refuted), and
+// a member that is only suspect is never hidden. Driven without a network:
+// applySuspects gets the names memberlist would hold suspect, and the
+// refusal is set as confirmSuspect sets it.
+func TestRefusedSuspectComesBack(t *testing.T) {
+	c, d := newOffline(t, "a")
+	d.NotifyJoin(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+	c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", DataPort: 7002, Services: []Service{{Name: "web", Port: 80}}, Version: 1}}})
+	hasB := func() bool {
+		return slices.ContainsFunc(c.Catalog(), func(e Entry) bool { return e.Node == "b" })
+	}
+	c.applySuspects([]string{"b"})
+	if got := memberState(c, "b"); got != stateSuspect {
+		t.Fatalf("b: state %q, want suspect", got)
+	}
+	if !hasB() {
+		t.Fatal("a suspect that did not refuse was hidden")
+	}
+	if got := c.NumMembers(); got != 1 { // b; an offline node does not list itself
+		t.Errorf("NumMembers with b suspect: %d, want 1 (suspects count as alive)", got)
+	}
+	c.mu.Lock()
+	c.members["b"].refused = true
+	c.mu.Unlock()
+	if hasB() {
+		t.Fatal("a refused suspect is still in the catalog")
+	}
+	c.applySuspects(nil) // memberlist holds b alive again
+	if got := memberState(c, "b"); got != stateAlive {
+		t.Errorf("b: state %q, want alive", got)
+	}
+	if !hasB() {
+		t.Error("b refuted but its services did not come back")
+	}
+	// A node that goes down and up again starts clean.
+	c.applySuspects([]string{"b"})
+	c.mu.Lock()
+	c.members["b"].refused = true
+	c.mu.Unlock()
+	d.NotifyLeave(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+	d.NotifyJoin(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+	if got := memberState(c, "b"); got != stateAlive || !hasB() {
+		t.Errorf("b rejoined: state %q, in catalog %v; want alive and listed", got, hasB())
+	}
+}
