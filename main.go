@@ -167,7 +167,7 @@ func nodeFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "no-mdns", EnvVars: []string{"AMBASSADOR_NO_MDNS"},
 			Usage: "no mDNS discovery or DNS-SD records (use --join)"},
 		&cli.StringFlag{Name: "profile", Value: d.Profile, EnvVars: []string{"AMBASSADOR_PROFILE"},
-			Usage: "gossip timers, `PROFILE`: lan (memberlist LAN timers: a dead node is dropped in about 7s at 25 hosts), wan (slow links), local (one machine or a namespace lab)"},
+			Usage: "gossip timers, `PROFILE`: lan (memberlist LAN timers: at 25 hosts a killed node is dropped in about 2.5s, a host that went down in about 7s), wan (slow links), local (one machine or a namespace lab)"},
 		&cli.DurationFlag{Name: "probe-interval", EnvVars: []string{"AMBASSADOR_PROBE_INTERVAL"}, DefaultText: "the profile's, lan 1s",
 			Usage: "failure detection: probe one peer every `DURATION`"},
 		&cli.DurationFlag{Name: "probe-timeout", EnvVars: []string{"AMBASSADOR_PROBE_TIMEOUT"}, DefaultText: "the profile's, lan 500ms",
