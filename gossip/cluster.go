@@ -155,6 +155,12 @@ type member struct {
 	// Both are cleared when memberlist reports the member up or down.
 	suspect bool
 	refused bool
+	// refusedAt: when refused was set; confirmed: memberlist has held the
+	// member suspect since; hintAt: the last peer message that made this
+	// node dial it (see refusedHint).
+	refusedAt time.Time
+	confirmed bool
+	hintAt    time.Time
 }
 
 // New validates cfg and returns a Cluster that is not yet on the network.
@@ -689,7 +695,7 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
-	m.suspect, m.refused = false, false
+	m.suspect, m.refused, m.confirmed = false, false, false
 	c.countLocked()
 	c.mu.Unlock()
 	c.log.Debug("member alive", "peer", name, "addr", net.JoinHostPort(addr, strconv.Itoa(port)))
@@ -711,7 +717,7 @@ func (c *Cluster) memberDown(name string) {
 		c.members[name] = m
 	}
 	m.State = stateDead
-	m.suspect, m.refused = false, false
+	m.suspect, m.refused, m.confirmed = false, false, false
 	if name == c.self.Node && c.self.Left {
 		m.State = stateLeft
 	} else if s, ok := c.records[name]; ok && s.rec.Left {

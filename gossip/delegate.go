@@ -80,6 +80,15 @@ func holdsName(self, other *memberlist.Node) bool {
 // NotifyMsg merges one broadcast record. memberlist may reuse b after the
 // call; decodeRecord copies what it keeps.
 func (d *delegate) NotifyMsg(b []byte) {
+	if len(b) > 1 && b[1] == kindRefused {
+		node, err := decodeRefused(b)
+		if err != nil {
+			d.c.log.Debug("dropping malformed refused message", "bytes", len(b), "err", err)
+			return
+		}
+		d.c.refusedHint(node)
+		return
+	}
 	r, err := decodeRecord(b)
 	if err != nil {
 		d.c.log.Debug("dropping malformed broadcast", "bytes", len(b), "err", err)

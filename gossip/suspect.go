@@ -31,9 +31,12 @@ import (
 // "suspect" in Members. An accepted connection, a timeout (the whole host
 // or its link down) or any other error change nothing. A member memberlist
 // sees alive again (it refuted the suspicion) gets its services back on the
-// next scan. The decision is local to each node: nothing is gossiped, so a
+// next scan. The first node to see the refusal (usually the one whose probe
+// failed) also tells every member in one UDP packet each (sendRefused),
+// and each of them dials the member itself: nothing is taken on trust, a
 // wrong "refused" (say, a firewall that rejects) costs only that node's
-// routes to that member, and only while memberlist suspects it anyway.
+// routes to that member, and a member memberlist does not come to suspect
+// within refusedGrace is shown again.
 
 // scanSuspects reads memberlist's node table (see nodetable.go) and
 // updates the members' suspect flags; a member that has just turned
@@ -63,14 +66,28 @@ func (c *Cluster) scanSuspects(now time.Time) {
 	c.applySuspects(suspects)
 }
 
+// refusedGrace is how long a member hidden on a peer's refused message
+// stays hidden while memberlist here does not (yet) hold it suspect.
+// memberlist's own suspicion of a crashed process arrives within a probe
+// interval or two; a member it never suspects (a wrong or stale message)
+// is shown again after this.
+func (c *Cluster) refusedGrace() time.Duration { return 4 * c.cfg.Memberlist.ProbeInterval }
+
+// hintEvery bounds how often a refused message about one member makes
+// this node dial it: a peer cannot make it dial more often than that.
+const hintEvery = time.Second
+
 // applySuspects sets each alive member's suspect flag from suspects, the
-// names memberlist holds suspect, clears the refused mark of members no
-// longer suspect, and starts a confirmSuspect for each new suspect.
+// names memberlist holds suspect, and starts a confirmSuspect for each new
+// suspect not hidden yet. A hidden (refused) member is shown again when
+// memberlist, having held it suspect, holds it alive again (it refuted),
+// or when memberlist never held it suspect within refusedGrace.
 func (c *Cluster) applySuspects(suspects []string) {
 	type target struct {
 		name string
 		addr string
 	}
+	now := time.Now()
 	var dial []target
 	var back []string
 	changed := false
@@ -80,15 +97,21 @@ func (c *Cluster) applySuspects(suspects []string) {
 			continue
 		}
 		want := slices.Contains(suspects, name)
-		if want == m.suspect {
+		if want != m.suspect {
+			changed = true
+			m.suspect = want
+			if want && !m.refused {
+				dial = append(dial, target{name, net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))})
+			}
+		}
+		if !m.refused {
 			continue
 		}
-		changed = true
-		m.suspect = want
 		if want {
-			dial = append(dial, target{name, net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))})
-		} else if m.refused {
-			m.refused = false
+			m.confirmed = true
+		} else if m.confirmed || now.Sub(m.refusedAt) > c.refusedGrace() {
+			m.refused, m.confirmed = false, false
+			changed = true
 			back = append(back, name)
 		}
 	}
@@ -99,23 +122,52 @@ func (c *Cluster) applySuspects(suspects []string) {
 	}
 	for _, d := range dial {
 		c.log.Debug("member suspect; confirming with a connection to its gossip port", "peer", d.name, "addr", d.addr)
-		c.lifeMu.Lock()
-		if !c.closed {
-			c.checks.Go(func() { c.confirmSuspect(d.name, d.addr) })
-		}
-		c.lifeMu.Unlock()
+		c.goConfirm(d.name, d.addr, false)
 	}
 	if changed {
 		c.notify()
 	}
 }
 
-// confirmSuspect dials addr, the gossip port of the suspect member name.
-// Refused: the member is marked refused, so Catalog hides its services.
-// It writes memberlist's stream label before it closes, so the member, if
-// it is alive after all, reads a clean end of stream and logs nothing. It
-// gives up after the probe timeout or on Shutdown.
-func (c *Cluster) confirmSuspect(name, addr string) {
+// refusedHint handles a peer's message that member node refused its
+// connection: this node dials node itself (at most once per hintEvery),
+// so the hint is never taken on trust, and the members learn of a killed
+// process in one hop instead of waiting for memberlist's suspicion to
+// spread by gossip.
+func (c *Cluster) refusedHint(node string) {
+	now := time.Now()
+	c.mu.Lock()
+	m, ok := c.members[node]
+	dial := ok && node != c.self.Node && m.State == stateAlive && !m.refused && now.Sub(m.hintAt) >= hintEvery
+	var addr string
+	if dial {
+		m.hintAt = now
+		addr = net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))
+	}
+	c.mu.Unlock()
+	if dial {
+		c.log.Debug("a peer reports a member refusing connections; confirming", "peer", node)
+		c.goConfirm(node, addr, true)
+	}
+}
+
+// goConfirm runs confirmSuspect in a goroutine that Shutdown waits for.
+func (c *Cluster) goConfirm(name, addr string, hinted bool) {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if !c.closed {
+		c.checks.Go(func() { c.confirmSuspect(name, addr, hinted) })
+	}
+}
+
+// confirmSuspect dials addr, the gossip port of member name. Refused: the
+// member is marked refused, so Catalog hides its services, and unless
+// the dial was itself prompted by a peer's message (hinted), every other
+// member is told, so each confirms it too. It writes memberlist's stream
+// label before it closes, so the member, if it is alive after all, reads
+// a clean end of stream and logs nothing. It gives up after the probe
+// timeout or on Shutdown.
+func (c *Cluster) confirmSuspect(name, addr string, hinted bool) {
 	ctx, cancel := context.WithTimeout(c.stopCtx, c.cfg.Memberlist.ProbeTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -133,13 +185,46 @@ func (c *Cluster) confirmSuspect(name, addr string) {
 	}
 	c.mu.Lock()
 	m, ok := c.members[name]
-	hide := ok && m.State == stateAlive && m.suspect && !m.refused
+	hide := ok && m.State == stateAlive && !m.refused
 	if hide {
-		m.refused = true
+		m.refused, m.refusedAt, m.confirmed = true, time.Now(), m.suspect
 	}
 	c.mu.Unlock()
-	if hide {
-		c.log.Info("suspect member refuses connections on its gossip port: its process is gone; hiding its services", "peer", name, "addr", addr)
-		c.notify()
+	if !hide {
+		return
+	}
+	c.log.Info("member refuses connections on its gossip port: its process is gone; hiding its services", "peer", name, "addr", addr)
+	c.notify()
+	if !hinted {
+		c.sendRefused(name)
+	}
+}
+
+// sendRefused tells every alive member but name, one UDP packet each,
+// that name refused this node's connection. Only a node that confirmed a
+// suspicion of its own sends it (typically the one whose probe failed),
+// not those told, so a crash costs a few times N packets, not N².
+func (c *Cluster) sendRefused(name string) {
+	b, err := encodeRefused(name)
+	if err != nil {
+		return
+	}
+	c.lifeMu.Lock()
+	ml := c.ml
+	if c.left || c.closed {
+		ml = nil
+	}
+	c.lifeMu.Unlock()
+	if ml == nil {
+		return
+	}
+	self := ml.LocalNode().Name
+	for _, n := range ml.Members() {
+		if n.Name == self || n.Name == name {
+			continue
+		}
+		if err := ml.SendBestEffort(n, b); err != nil {
+			c.log.Debug("send refused", "peer", n.Name, "err", err)
+		}
 	}
 }

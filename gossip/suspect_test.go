@@ -287,3 +287,106 @@ func TestRefusedSuspectComesBack(t *testing.T) {
 		t.Errorf("b rejoined: state %q, in catalog %v; want alive and listed", got, hasB())
 	}
 }
+
+// TestRefusedHint: a peer's message that a member refuses connections
+// makes this node dial the member itself. A member that accepts stays; one
+// that refuses is hidden at once, before memberlist here suspects it, and
+// shown again if memberlist never comes to suspect it. Repeated messages
+// dial at most once per hintEvery.
+func TestRefusedHint(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// accepted counts the connections the kernel completed so far: they
+	// wait in the backlog, so once the dials returned they are all there.
+	accepted := func() int {
+		n := 0
+		_ = ln.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return n
+			}
+			n++
+			conn.Close()
+		}
+	}
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := closed.Addr().(*net.TCPAddr).Port
+	closed.Close() // nothing listens there now: refused
+
+	c, d := newOffline(t, "a")
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"alive", ln.Addr().(*net.TCPAddr).Port}, {"gone", closedPort}} {
+		d.NotifyJoin(&memberlist.Node{Name: p.name, Addr: net.ParseIP("127.0.0.1"), Port: uint16(p.port)})
+		c.merge([]record{{Entry: Entry{Node: p.name, Addr: "127.0.0.1", DataPort: 7002, Services: []Service{{Name: "web", Port: 80}}, Version: 1}}})
+	}
+	listed := func(name string) bool {
+		return slices.ContainsFunc(c.Catalog(), func(e Entry) bool { return e.Node == name })
+	}
+
+	msg, err := encodeRefused("alive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.NotifyMsg(msg)
+	d.NotifyMsg(msg) // within hintEvery: no second dial
+	c.checks.Wait()
+	if !listed("alive") {
+		t.Error("a member that accepts was hidden on a peer's word")
+	}
+	if n := accepted(); n != 1 {
+		t.Errorf("two messages within %v made %d dials, want 1", hintEvery, n)
+	}
+
+	c.refusedHint("gone")
+	c.checks.Wait()
+	if listed("gone") {
+		t.Fatal("a member that refuses is still listed after a peer's message")
+	}
+	if got := memberState(c, "gone"); got != stateAlive {
+		t.Errorf("gone: state %q, want alive (memberlist here does not suspect it yet)", got)
+	}
+	c.applySuspects(nil)
+	if listed("gone") {
+		t.Fatal("shown again before the grace ran out")
+	}
+	c.mu.Lock()
+	c.members["gone"].refusedAt = time.Now().Add(-c.refusedGrace() - time.Second)
+	c.mu.Unlock()
+	c.applySuspects(nil)
+	if !listed("gone") {
+		t.Error("memberlist never suspected it, but it stays hidden after the grace")
+	}
+
+	// Suspected in time: stays hidden past the grace, until memberlist
+	// holds it alive again.
+	c.mu.Lock()
+	c.members["gone"].hintAt = time.Time{}
+	c.mu.Unlock()
+	c.refusedHint("gone")
+	c.checks.Wait()
+	c.applySuspects([]string{"gone"})
+	c.mu.Lock()
+	c.members["gone"].refusedAt = time.Now().Add(-c.refusedGrace() - time.Second)
+	c.mu.Unlock()
+	c.applySuspects([]string{"gone"})
+	if listed("gone") {
+		t.Error("a refused member memberlist suspects was shown again")
+	}
+	c.applySuspects(nil)
+	if !listed("gone") {
+		t.Error("memberlist holds it alive again, but it stays hidden")
+	}
+
+	if _, err := decodeRefused([]byte{wireVersion, kindRefused, '"', '"'}); err == nil {
+		t.Error("decodeRefused accepted an empty name")
+	}
+}
