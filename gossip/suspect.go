@@ -85,6 +85,12 @@ func (c *Cluster) refusedGrace() time.Duration { return 4 * c.cfg.Memberlist.Pro
 // known to refuse (the kernel's reset, no process woken).
 const confirmDialers = 5
 
+// maxConfirmSuspects: while memberlist holds more members than this
+// suspect at once, nobody dials. A crash makes one suspect; a burst of
+// them is a cluster too busy to answer probes, where dials only add load,
+// and crashes among them are left to memberlist's timeout.
+const maxConfirmSuspects = 3
+
 // hintEvery bounds how often a refused message about one member makes
 // this node dial it: a peer cannot make it dial more often than that.
 const hintEvery = time.Second
@@ -106,6 +112,9 @@ func (c *Cluster) applySuspects(suspects []string) {
 	c.mu.Lock()
 	// This node dials a new suspect with probability confirmDialers/(N-1).
 	pDial := float64(confirmDialers) / float64(max(len(c.members)-1, 1))
+	if len(suspects) > maxConfirmSuspects {
+		pDial = 0
+	}
 	for name, m := range c.members {
 		if name == c.self.Node || m.State != stateAlive {
 			continue

@@ -390,3 +390,44 @@ func TestRefusedHint(t *testing.T) {
 		t.Error("decodeRefused accepted an empty name")
 	}
 }
+
+// TestNoDialsInASuspicionBurst: with more than maxConfirmSuspects members
+// suspect at once nobody dials them (a busy cluster, not crashes); a
+// single new suspect in a small cluster is dialed.
+func TestNoDialsInASuspicionBurst(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := func() int {
+		n := 0
+		_ = ln.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return n
+			}
+			n++
+			conn.Close()
+		}
+	}
+	c, d := newOffline(t, "a")
+	var names []string
+	for i := range maxConfirmSuspects + 1 {
+		name := fmt.Sprintf("m%d", i)
+		names = append(names, name)
+		d.NotifyJoin(&memberlist.Node{Name: name, Addr: net.ParseIP("127.0.0.1"), Port: uint16(ln.Addr().(*net.TCPAddr).Port)})
+	}
+	c.applySuspects(names)
+	c.checks.Wait()
+	if n := accepted(); n != 0 {
+		t.Errorf("%d suspects at once: %d dials, want none", len(names), n)
+	}
+	c.applySuspects(nil)
+	c.applySuspects(names[:1])
+	c.checks.Wait()
+	if n := accepted(); n != 1 {
+		t.Errorf("one new suspect among %d members: %d dials, want 1", len(names), n)
+	}
+}
