@@ -76,10 +76,10 @@ func (c *Cluster) refusedGrace() time.Duration { return 4 * c.cfg.Memberlist.Pro
 
 // confirmDialers is how many members, on average, dial a new suspect. A
 // suspicion reaches every member, and when every member dialed, a busy
-// node suspected by all got N connections at the worst moment: in both
-// 100-host lab runs with every member dialing, a start-up burst of
-// suspicions grew into hundreds of false failure marks, which the dials
-// may have fed (the cause was not isolated). With 5 of N, a suspect's
+// node suspected by all would get N connections at the worst moment. (The
+// start-up bursts of false failure marks seen in 100-host lab runs of this
+// branch came with and without these dials, so the dials were not their
+// cause; the bound is kept so they cannot become one.) With 5 of N, a suspect's
 // refused port is still found by someone in all but e^-5 (0.7%) of
 // crashes, and sendRefused tells the rest, who dial only a port already
 // known to refuse (the kernel's reset, no process woken).
