@@ -60,14 +60,15 @@ type Member struct {
 	Name  string `json:"name"`
 	Addr  string `json:"addr"`
 	Port  int    `json:"port"`
-	State string `json:"state"` // "alive", "dead" or "left", never "suspect"; see Cluster.Members
+	State string `json:"state"` // "alive", "suspect", "dead" or "left"; see Cluster.Members
 }
 
 // Member states.
 const (
-	stateAlive = "alive"
-	stateDead  = "dead"
-	stateLeft  = "left"
+	stateAlive   = "alive"
+	stateSuspect = "suspect"
+	stateDead    = "dead"
+	stateLeft    = "left"
 )
 
 // maxLeaveWait bounds Leave when its context has no deadline.
@@ -109,6 +110,16 @@ type Cluster struct {
 	numAlive   atomic.Int64 // alive members incl. self, for bcast
 	gossipPort atomic.Int64 // set in Start
 
+	// Suspects, see suspect.go. table is set in Start, nil when
+	// memberlist's layout is unknown; lastScan is the UnixNano of the last
+	// scan; checks tracks confirmSuspect dials, which stopCtx ends.
+	table     atomic.Pointer[nodeTable]
+	lastScan  atomic.Int64
+	scanEvery time.Duration // set in New, read-only afterwards
+	checks    sync.WaitGroup
+	stopCtx   context.Context
+	stop      context.CancelFunc
+
 	// wg tracks the Leave call into memberlist, so Shutdown never runs
 	// concurrently with it: memberlist panics on Leave after Shutdown. Join
 	// is not tracked: memberlist cannot cancel it, a join to an unresponsive
@@ -145,6 +156,18 @@ type stored struct {
 type member struct {
 	Member
 	since time.Time
+	// suspect: memberlist holds this alive member suspect (State stays
+	// stateAlive; Members reports it as stateSuspect). refused: and its
+	// gossip port refused a connection, so Catalog hides its services.
+	// Both are cleared when memberlist reports the member up or down.
+	suspect bool
+	refused bool
+	// refusedAt: when refused was set; confirmed: memberlist has held the
+	// member suspect since; hintAt: the last peer message that made this
+	// node dial it (see refusedHint).
+	refusedAt time.Time
+	confirmed bool
+	hintAt    time.Time
 }
 
 // New validates cfg and returns a Cluster that is not yet on the network.
@@ -179,6 +202,9 @@ func New(cfg Config) (*Cluster, error) {
 		members: make(map[string]*member),
 	}
 	c.bcast.NumNodes = func() int { return int(max(c.numAlive.Load(), 1)) }
+	// A quarter probe interval: a suspicion lasts several.
+	c.scanEvery = cfg.Memberlist.ProbeInterval / 4
+	c.stopCtx, c.stop = context.WithCancel(context.Background())
 	return c, nil
 }
 
@@ -216,6 +242,11 @@ func (c *Cluster) Start() error {
 	}
 	c.ml = ml
 	c.lifeMu.Unlock()
+	if t, err := newNodeTable(ml); err != nil {
+		c.log.Warn("suspect members are reported alive, and a crashed node leaves the catalog only when memberlist declares it dead", "err", err)
+	} else {
+		c.table.Store(t)
+	}
 
 	port := int(ml.LocalNode().Port)
 	c.gossipPort.Store(int64(port))
@@ -321,7 +352,9 @@ func (c *Cluster) cleanServices(svcs, except []Service) []Service {
 }
 
 // Catalog returns the records of this node and of every node memberlist
-// currently considers alive, sorted by Node. Each Entry's Addr is the
+// currently considers alive, sorted by Node, except suspect nodes whose
+// gossip port refused this node's connection (their process is gone, see
+// suspect.go). Each Entry's Addr is the
 // address memberlist has for the node, which its probes confirm, not the
 // one the node put in its record; only this node's entry before Start uses
 // the configured advertise address. The result is a deep copy the caller
@@ -335,7 +368,7 @@ func (c *Cluster) Catalog() []Entry {
 		out = append(out, c.entryLocked(c.self))
 	}
 	for name, s := range c.records {
-		if m, ok := c.members[name]; ok && m.State == stateAlive && !s.rec.Left {
+		if m, ok := c.members[name]; ok && m.State == stateAlive && !m.refused && !s.rec.Left {
 			out = append(out, c.entryLocked(s.rec))
 		}
 	}
@@ -354,20 +387,23 @@ func (c *Cluster) entryLocked(r record) Entry {
 }
 
 // Members returns every node memberlist has reported, including this one,
-// sorted by Name. State is "alive", "dead" (failed) or "left" (graceful);
+// sorted by Name. State is "alive", "suspect" (missed probes; declared
+// dead unless it refutes in time), "dead" (failed) or "left" (graceful);
 // dead and left nodes are forgotten after memberlist's GossipToTheDeadTime.
-// There is no "suspect" state: memberlist v0.7.0 keeps node states in an
-// unexported field and never fills memberlist.Node.State, nor calls any
-// delegate when a node becomes suspect, so a suspect node is reported
-// "alive" (and counted by NumMembers) until it is declared dead. Empty
-// before Start.
+// memberlist v0.7.0 does not tell its users about suspects: the state is
+// read from its node table (nodetable.go), a quarter probe interval late
+// at most while gossip ticks. Empty before Start.
 func (c *Cluster) Members() []Member {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pruneLocked(time.Now())
 	out := make([]Member, 0, len(c.members))
 	for _, m := range c.members {
-		out = append(out, m.Member)
+		mm := m.Member
+		if mm.State == stateAlive && m.suspect {
+			mm.State = stateSuspect
+		}
+		out = append(out, mm)
 	}
 	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
 	return out
@@ -556,6 +592,8 @@ func (c *Cluster) Shutdown() error {
 	ml, left := c.ml, c.left
 	c.lifeMu.Unlock()
 
+	c.stop()
+	c.checks.Wait()
 	c.wg.Wait()
 	if ml == nil {
 		return nil
@@ -683,6 +721,7 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
+	m.suspect, m.refused, m.confirmed = false, false, false
 	c.countLocked()
 	c.mu.Unlock()
 	c.log.Debug("member alive", "peer", name, "addr", net.JoinHostPort(addr, strconv.Itoa(port)))
@@ -704,6 +743,7 @@ func (c *Cluster) memberDown(name string) {
 		c.members[name] = m
 	}
 	m.State = stateDead
+	m.suspect, m.refused, m.confirmed = false, false, false
 	if name == c.self.Node && c.self.Left {
 		m.State = stateLeft
 	} else if s, ok := c.records[name]; ok && s.rec.Left {

@@ -134,6 +134,12 @@ func memberState(c *Cluster, name string) string {
 // services; it returns the nodes and the converged catalog.
 func threeNodes(t *testing.T) ([]*Cluster, []Entry) {
 	t.Helper()
+	return threeNodesWith(t, func(*Config) {})
+}
+
+// threeNodesWith is threeNodes with mod applied to every node's config.
+func threeNodesWith(t *testing.T, mod func(*Config)) ([]*Cluster, []Entry) {
+	t.Helper()
 	want := []Entry{
 		{Node: "a", Addr: "127.0.0.1", DataPort: 7001, Services: []Service{{Name: "db", Port: 5432, Weight: 2}, {Name: "web", Port: 80}}},
 		{Node: "b", Addr: "127.0.0.1", DataPort: 7002, Services: []Service{{Name: "cache", Port: 6379}}},
@@ -141,7 +147,7 @@ func threeNodes(t *testing.T) ([]*Cluster, []Entry) {
 	}
 	var nodes []*Cluster
 	for _, e := range want {
-		nodes = append(nodes, newNode(t, e.Node, "test", e.DataPort))
+		nodes = append(nodes, newNodeWith(t, e.Node, "test", e.DataPort, mod))
 	}
 	join(t, nodes[1], nodes[0])
 	join(t, nodes[2], nodes[0])

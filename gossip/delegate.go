@@ -81,6 +81,15 @@ func holdsName(self, other *memberlist.Node) bool {
 // NotifyMsg merges one broadcast record. memberlist may reuse b after the
 // call; decodeRecord copies what it keeps.
 func (d *delegate) NotifyMsg(b []byte) {
+	if len(b) > 1 && b[1] == kindRefused {
+		node, err := decodeRefused(b)
+		if err != nil {
+			d.c.log.Debug("dropping malformed refused message", "bytes", len(b), "err", err)
+			return
+		}
+		d.c.refusedHint(node)
+		return
+	}
 	r, err := decodeRecord(b)
 	if err != nil {
 		d.c.log.Debug("dropping malformed broadcast", "bytes", len(b), "err", err)
@@ -90,7 +99,10 @@ func (d *delegate) NotifyMsg(b []byte) {
 }
 
 // GetBroadcasts hands memberlist the queued records that fit in limit.
+// memberlist calls it on every gossip tick, which also drives the scan
+// for suspect members (see scanSuspects).
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	d.c.scanSuspects(time.Now())
 	return d.c.bcast.GetBroadcasts(overhead, limit)
 }
 

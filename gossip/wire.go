@@ -17,7 +17,7 @@ import (
 // LocalState/MergeRemoteState) is
 //
 //	[0] wireVersion  (1)
-//	[1] kind         (kindRecord or kindState)
+//	[1] kind         (kindRecord, kindState or kindRefused)
 //	[2:] JSON        (record for kindRecord, wireState for kindState)
 //
 // The version byte lets a future format be rejected cleanly instead of
@@ -27,8 +27,9 @@ import (
 const (
 	wireVersion byte = 1
 
-	kindRecord byte = 1
-	kindState  byte = 2
+	kindRecord  byte = 1
+	kindState   byte = 2
+	kindRefused byte = 3 // JSON: the name of a suspect whose gossip port refused; see suspect.go
 
 	// maxRecordMsg bounds one broadcast. Broadcasts travel in UDP packets
 	// (memberlist's UDPBufferSize, 1400 bytes by default), so anything larger
@@ -82,6 +83,22 @@ func (r record) equal(o record) bool {
 
 func encodeRecord(r record) ([]byte, error) {
 	return encode(kindRecord, r)
+}
+
+func encodeRefused(node string) ([]byte, error) {
+	return encode(kindRefused, node)
+}
+
+// decodeRefused decodes a kindRefused message: a node name.
+func decodeRefused(b []byte) (string, error) {
+	var node string
+	if err := decode(b, kindRefused, maxRecordMsg, &node); err != nil {
+		return "", err
+	}
+	if err := checkName("node", node); err != nil {
+		return "", fmt.Errorf("%w: refused node: %w", errDecode, err)
+	}
+	return node, nil
 }
 
 func encodeState(rs []record) ([]byte, error) {

@@ -192,6 +192,14 @@ func (h *eventHub) observe(st eventState) {
 	for _, name := range slices.Sorted(maps.Keys(st.members)) {
 		was, ok := h.last.members[name]
 		is := st.members[name]
+		// A suspect is still alive to memberlist: alive → suspect → dead is
+		// a failure, suspect → alive (refuted) no event at all.
+		if was == "suspect" {
+			was = "alive"
+		}
+		if is == "suspect" {
+			is = "alive"
+		}
 		switch {
 		case is == was:
 		case is == "alive" && !ok:

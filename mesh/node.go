@@ -551,8 +551,13 @@ func (n *Node) joinLoop(ctx context.Context) {
 			delete(cands, r.addr)
 		}
 	}
-	t := time.NewTicker(500 * time.Millisecond)
+	// The loop polls every 500ms while it has work (alone, or a peer to
+	// join or retry) and every 5s otherwise: an idle node's CPU is mostly
+	// timer wake-ups (issue 10), and new peers wake the loop anyway.
+	const busyTick, idleTick = 500 * time.Millisecond, 5 * time.Second
+	t := time.NewTicker(busyTick)
 	defer t.Stop()
+	tick := busyTick
 	var lastQuery time.Time
 	for {
 		select {
@@ -577,15 +582,19 @@ func (n *Node) joinLoop(ctx context.Context) {
 		}
 		members := map[string]bool{}
 		for _, m := range n.cluster.Members() {
-			if m.State == "alive" {
+			if m.State == "alive" || m.State == "suspect" {
 				members[net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))] = true
 			}
 		}
 		self := net.JoinHostPort(n.addr.String(), strconv.Itoa(n.cluster.GossipPort()))
+		busy := alone
 		for a, c := range cands {
 			if members[a] {
 				c.backoff, c.failures = time.Second, 0
 				continue
+			}
+			if a != self {
+				busy = true
 			}
 			if a == self || c.joining || now.Before(c.next) || inflight >= maxParallelJoins {
 				continue
@@ -596,6 +605,10 @@ func (n *Node) joinLoop(ctx context.Context) {
 				_, err := n.cluster.Join([]string{a})
 				results <- result{addr: a, err: err}
 			})
+		}
+		if want := map[bool]time.Duration{true: busyTick, false: idleTick}[busy]; want != tick {
+			tick = want
+			t.Reset(tick)
 		}
 	}
 }
