@@ -55,14 +55,14 @@ func (n *simNet) peer(addr string) (*simTransport, bool) {
 }
 
 // simTraffic is what the transports of a simNet carried: bytes sent in
-// packets and on streams, packets sent and packets dropped at a full
-// receive queue.
+// packets and on streams, packets sent, packets dropped at a full receive
+// queue and streams opened (memberlist opens one per push/pull or join).
 type simTraffic struct {
-	packetBytes, streamBytes, packets, dropped int64
+	packetBytes, streamBytes, packets, dropped, dials int64
 }
 
 func (a simTraffic) sub(b simTraffic) simTraffic {
-	return simTraffic{a.packetBytes - b.packetBytes, a.streamBytes - b.streamBytes, a.packets - b.packets, a.dropped - b.dropped}
+	return simTraffic{a.packetBytes - b.packetBytes, a.streamBytes - b.streamBytes, a.packets - b.packets, a.dropped - b.dropped, a.dials - b.dials}
 }
 
 // traffic sums the counters of every transport of the net.
@@ -75,6 +75,7 @@ func (n *simNet) traffic() simTraffic {
 		s.streamBytes += t.streamBytes.Load()
 		s.packets += t.packets.Load()
 		s.dropped += t.dropped.Load()
+		s.dials += t.dials.Load()
 	}
 	return s
 }
@@ -94,6 +95,7 @@ type simTransport struct {
 	streamBytes atomic.Int64 // bytes this node wrote on streams
 	packets     atomic.Int64 // packets this node sent
 	dropped     atomic.Int64 // packets to this node dropped: its queue was full
+	dials       atomic.Int64 // streams this node opened
 }
 
 var _ memberlist.Transport = (*simTransport)(nil)
@@ -141,6 +143,7 @@ func (t *simTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn
 	defer timer.Stop()
 	select {
 	case dst.streams <- &countConn{Conn: a, n: &dst.streamBytes}:
+		t.dials.Add(1)
 		return &countConn{Conn: b, n: &t.streamBytes}, nil
 	case <-dst.stop:
 	case <-timer.C:
