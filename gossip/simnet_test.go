@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -254,4 +255,68 @@ func (f *failureLog) reset() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	clear(f.lines)
+}
+
+// TestSimNet checks the simulation's transport itself: bytes are counted
+// per sender, a full receive queue drops (and counts) instead of blocking,
+// and a node cut off neither sends, receives nor accepts streams.
+func TestSimNet(t *testing.T) {
+	sn := &simNet{}
+	a, b := sn.newTransport(), sn.newTransport()
+	defer a.Shutdown()
+	defer b.Shutdown()
+
+	for range simPacketBuffer + 1 {
+		if _, err := a.WriteTo([]byte("hello"), b.addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := sn.traffic()
+	want := simTraffic{packetBytes: 5 * (simPacketBuffer + 1), packets: simPacketBuffer + 1, dropped: 1}
+	if got != want {
+		t.Fatalf("traffic after %d packets into a queue of %d: %+v, want %+v", simPacketBuffer+1, simPacketBuffer, got, want)
+	}
+	if p := <-b.PacketCh(); string(p.Buf) != "hello" || p.From.String() != a.addr {
+		t.Fatalf("received %q from %s, want \"hello\" from %s", p.Buf, p.From, a.addr)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		c, err := b.DialTimeout(a.addr, time.Second)
+		if err == nil {
+			_, err = c.Write([]byte("stream"))
+			c.Close()
+		}
+		done <- err
+	}()
+	c := <-a.StreamCh()
+	buf := make([]byte, 16)
+	n, _ := c.Read(buf)
+	c.Close()
+	if err := <-done; err != nil || string(buf[:n]) != "stream" {
+		t.Fatalf("stream: read %q, dial/write err %v", buf[:n], err)
+	}
+	if got := b.streamBytes.Load(); got != 6 {
+		t.Fatalf("b's stream bytes %d, want 6", got)
+	}
+
+	b.down.Store(true)
+	before := sn.traffic()
+	if _, err := a.WriteTo([]byte("lost"), b.addr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WriteTo([]byte("unsent"), a.addr); err != nil {
+		t.Fatal(err)
+	}
+	if d := sn.traffic().sub(before); d.packets != 1 || d.packetBytes != 4 {
+		t.Fatalf("with b cut off: %+v, want a's one packet counted and b's none", d)
+	}
+	select {
+	case p := <-a.PacketCh():
+		t.Fatalf("a received %q from a node cut off", p.Buf)
+	default:
+	}
+	if _, err := a.DialTimeout(b.addr, 100*time.Millisecond); err == nil {
+		t.Fatal("dial to a node cut off succeeded")
+	}
 }
