@@ -348,7 +348,7 @@ func (sc *simCluster) build(t *testing.T, n int, rng *rand.Rand) time.Duration {
 			lo, hi := sc.memberRange()
 			t.Logf("batch to %d: joins %s, then %s (%d..%d)", want, joined.Round(time.Millisecond), took.Round(time.Millisecond), lo, hi)
 		}
-		if want%100 == 0 || want == n {
+		if want/100 > (want-len(batch))/100 || want == n {
 			t.Logf("building: %d nodes joined after %s (process CPU %.0f %% of %d cores; %d joins retried; %d batches not listed by every node within %s; failure lines %+v)",
 				want, time.Since(start).Round(time.Second), cpu.percent(), runtime.NumCPU(), sc.retries, sc.lateBatches, simSpreadTarget, sc.log.counts(""))
 		}
