@@ -1,0 +1,322 @@
+package gossip
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// simNet is an in-memory network for many memberlist instances in one
+// process, after memberlist's MockNetwork, with what a scale simulation
+// needs and MockNetwork lacks: it is safe for concurrent use, a packet to
+// a full or stopped receiver is dropped (as UDP drops it) instead of
+// blocking the sender forever, a node can be cut off (every packet to or
+// from it dropped, dials refused: a host that was SIGKILLed), and it counts
+// the bytes each node sends, packets and streams apart, and the packets
+// it drops.
+type simNet struct {
+	mu    sync.RWMutex
+	nodes map[string]*simTransport // by "127.0.0.1:port"; guarded by mu
+	port  int                      // last port handed out; guarded by mu
+}
+
+// simPacketBuffer is each node's receive queue in packets. A receiver that
+// falls this far behind loses packets, as a full UDP socket buffer does
+// (a Linux default of 208 KiB holds about 150 full 1,400-byte packets,
+// more small ones).
+const simPacketBuffer = 1024
+
+func (n *simNet) newTransport() *simTransport {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.nodes == nil {
+		n.nodes = make(map[string]*simTransport)
+	}
+	n.port++
+	t := &simTransport{net: n, port: n.port, addr: "127.0.0.1:" + strconv.Itoa(n.port),
+		incoming: make(chan *memberlist.Packet, simPacketBuffer), streams: make(chan net.Conn, 64), stop: make(chan struct{})}
+	n.nodes[t.addr] = t
+	return t
+}
+
+func (n *simNet) peer(addr string) (*simTransport, bool) {
+	n.mu.RLock()
+	t, ok := n.nodes[addr]
+	n.mu.RUnlock()
+	return t, ok && !t.down.Load()
+}
+
+// simTraffic is what the transports of a simNet carried: bytes sent in
+// packets and on streams, packets sent, packets dropped at a full receive
+// queue and streams opened (memberlist opens one per push/pull or join).
+type simTraffic struct {
+	packetBytes, streamBytes, packets, dropped, dials int64
+}
+
+func (a simTraffic) sub(b simTraffic) simTraffic {
+	return simTraffic{a.packetBytes - b.packetBytes, a.streamBytes - b.streamBytes, a.packets - b.packets, a.dropped - b.dropped, a.dials - b.dials}
+}
+
+// traffic sums the counters of every transport of the net.
+func (n *simNet) traffic() simTraffic {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	var s simTraffic
+	for _, t := range n.nodes {
+		s.packetBytes += t.packetBytes.Load()
+		s.streamBytes += t.streamBytes.Load()
+		s.packets += t.packets.Load()
+		s.dropped += t.dropped.Load()
+		s.dials += t.dials.Load()
+	}
+	return s
+}
+
+// simTransport is one node's memberlist.Transport on a simNet.
+type simTransport struct {
+	net      *simNet
+	port     int
+	addr     string
+	incoming chan *memberlist.Packet // buffered; full: dropped
+	streams  chan net.Conn           // buffered; full: dial waits, then fails
+	down     atomic.Bool             // cut off
+	stop     chan struct{}           // closed by Shutdown
+	once     sync.Once
+
+	packetBytes atomic.Int64 // bytes this node sent in packets
+	streamBytes atomic.Int64 // bytes this node wrote on streams
+	packets     atomic.Int64 // packets this node sent
+	dropped     atomic.Int64 // packets to this node dropped: its queue was full
+	dials       atomic.Int64 // streams this node opened
+}
+
+var _ memberlist.Transport = (*simTransport)(nil)
+
+type simAddr string
+
+func (a simAddr) Network() string { return "sim" }
+func (a simAddr) String() string  { return string(a) }
+
+func (t *simTransport) FinalAdvertiseAddr(string, int) (net.IP, int, error) {
+	return net.IPv4(127, 0, 0, 1), t.port, nil
+}
+
+func (t *simTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	now := time.Now()
+	if t.down.Load() {
+		return now, nil
+	}
+	t.packets.Add(1)
+	t.packetBytes.Add(int64(len(b)))
+	dst, ok := t.net.peer(addr)
+	if !ok {
+		return now, nil // lost, as UDP to a dead host is
+	}
+	// memberlist may reuse b once WriteTo returns.
+	p := &memberlist.Packet{Buf: append([]byte(nil), b...), From: simAddr(t.addr), Timestamp: now}
+	select {
+	case dst.incoming <- p:
+	case <-dst.stop:
+	default:
+		dst.dropped.Add(1)
+	}
+	return now, nil
+}
+
+func (t *simTransport) PacketCh() <-chan *memberlist.Packet { return t.incoming }
+
+func (t *simTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	dst, ok := t.net.peer(addr)
+	if !ok || t.down.Load() {
+		return nil, fmt.Errorf("sim: dial %s: connection refused", addr)
+	}
+	a, b := net.Pipe()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case dst.streams <- &countConn{Conn: a, n: &dst.streamBytes}:
+		t.dials.Add(1)
+		return &countConn{Conn: b, n: &t.streamBytes}, nil
+	case <-dst.stop:
+	case <-timer.C:
+	}
+	a.Close()
+	b.Close()
+	return nil, fmt.Errorf("sim: dial %s: timeout", addr)
+}
+
+func (t *simTransport) StreamCh() <-chan net.Conn { return t.streams }
+
+func (t *simTransport) Shutdown() error {
+	t.once.Do(func() { close(t.stop) })
+	return nil
+}
+
+// countConn counts the bytes written through it.
+type countConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// failureLog counts memberlist's failure-detector lines of every node of a
+// simulation: "Suspect X has failed" (a probe of X got no ack) and
+// "Marking X as failed" (a suspicion of X timed out on the node that logs
+// it), by the node that logged it and X. Each node logs through its own
+// handler (node); every other line is dropped.
+type failureLog struct {
+	mu    sync.Mutex
+	lines map[failureLine]int // guarded by mu
+}
+
+type failureLine struct {
+	by, about string
+	mark      bool // "Marking", else "Suspect"
+}
+
+func newFailureLog() *failureLog {
+	return &failureLog{lines: make(map[failureLine]int)}
+}
+
+// node returns the slog.Handler for the node named by.
+func (f *failureLog) node(by string) slog.Handler { return failureHandler{f: f, by: by} }
+
+type failureHandler struct {
+	f  *failureLog
+	by string
+}
+
+func (h failureHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (h failureHandler) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h failureHandler) WithGroup(string) slog.Handler                { return h }
+
+func (h failureHandler) Handle(_ context.Context, r slog.Record) error {
+	l := failureLine{by: h.by}
+	var rest string
+	if s, ok := strings.CutPrefix(r.Message, "Suspect "); ok {
+		rest = s
+	} else if s, ok := strings.CutPrefix(r.Message, "Marking "); ok && strings.Contains(s, " as failed") {
+		rest, l.mark = s, true
+	} else {
+		return nil
+	}
+	l.about, _, _ = strings.Cut(rest, " ")
+	h.f.mu.Lock()
+	h.f.lines[l]++
+	h.f.mu.Unlock()
+	return nil
+}
+
+// failureCounts is a snapshot of a failureLog: lines and distinct nodes
+// they were about.
+type failureCounts struct {
+	suspectLines, suspectNodes, markLines, markNodes int
+}
+
+// counts returns the lines logged so far, leaving out those logged by or
+// about except (a node cut off suspects everyone else).
+func (f *failureLog) counts(except string) failureCounts {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var c failureCounts
+	suspects, marks := make(map[string]bool), make(map[string]bool)
+	for l, n := range f.lines {
+		if except != "" && (l.by == except || l.about == except) {
+			continue
+		}
+		if l.mark {
+			c.markLines += n
+			marks[l.about] = true
+		} else {
+			c.suspectLines += n
+			suspects[l.about] = true
+		}
+	}
+	c.suspectNodes, c.markNodes = len(suspects), len(marks)
+	return c
+}
+
+// reset forgets the lines counted so far.
+func (f *failureLog) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.lines)
+}
+
+// TestSimNet checks the simulation's transport itself: bytes are counted
+// per sender, a full receive queue drops (and counts) instead of blocking,
+// and a node cut off neither sends, receives nor accepts streams.
+func TestSimNet(t *testing.T) {
+	sn := &simNet{}
+	a, b := sn.newTransport(), sn.newTransport()
+	defer a.Shutdown()
+	defer b.Shutdown()
+
+	for range simPacketBuffer + 1 {
+		if _, err := a.WriteTo([]byte("hello"), b.addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := sn.traffic()
+	want := simTraffic{packetBytes: 5 * (simPacketBuffer + 1), packets: simPacketBuffer + 1, dropped: 1}
+	if got != want {
+		t.Fatalf("traffic after %d packets into a queue of %d: %+v, want %+v", simPacketBuffer+1, simPacketBuffer, got, want)
+	}
+	if p := <-b.PacketCh(); string(p.Buf) != "hello" || p.From.String() != a.addr {
+		t.Fatalf("received %q from %s, want \"hello\" from %s", p.Buf, p.From, a.addr)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		c, err := b.DialTimeout(a.addr, time.Second)
+		if err == nil {
+			_, err = c.Write([]byte("stream"))
+			c.Close()
+		}
+		done <- err
+	}()
+	c := <-a.StreamCh()
+	buf := make([]byte, 16)
+	n, _ := c.Read(buf)
+	c.Close()
+	if err := <-done; err != nil || string(buf[:n]) != "stream" {
+		t.Fatalf("stream: read %q, dial/write err %v", buf[:n], err)
+	}
+	if got := b.streamBytes.Load(); got != 6 {
+		t.Fatalf("b's stream bytes %d, want 6", got)
+	}
+
+	b.down.Store(true)
+	before := sn.traffic()
+	if _, err := a.WriteTo([]byte("lost"), b.addr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WriteTo([]byte("unsent"), a.addr); err != nil {
+		t.Fatal(err)
+	}
+	if d := sn.traffic().sub(before); d.packets != 1 || d.packetBytes != 4 {
+		t.Fatalf("with b cut off: %+v, want a's one packet counted and b's none", d)
+	}
+	select {
+	case p := <-a.PacketCh():
+		t.Fatalf("a received %q from a node cut off", p.Buf)
+	default:
+	}
+	if _, err := a.DialTimeout(b.addr, 100*time.Millisecond); err == nil {
+		t.Fatal("dial to a node cut off succeeded")
+	}
+}
