@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -42,9 +43,16 @@ func TestRemoteHealthEvents(t *testing.T) {
 	}
 	backend.Close()
 	nextHealth("failing")
-	// The instance is no longer routed to: it also reads as withdrawn.
-	if got := instanceHealth(a, "web", "b"); got != "" {
-		t.Errorf("a's services view lists b's failing web as %q, want it gone", got)
+	// The services view and the instances gauge show it failing (not gone),
+	// and it is not routed to: it is not among the nodes offering web.
+	waitFor(t, 5*time.Second, "b's web failing in a's services view", func() bool { return instanceHealth(a, "web", "b") == "failing" })
+	for _, sv := range a.ServicesView().Services {
+		if sv.Name == "web" && slices.Contains(sv.Nodes, "b") {
+			t.Errorf("a's services view offers web on b while its check fails: nodes %v", sv.Nodes)
+		}
+	}
+	if got := instancesGauge(t, a, "web", "failing"); got != 1 {
+		t.Errorf("ambassador_service_instances{service=web,health=failing} on a = %v, want 1", got)
 	}
 
 	// Back up on the same port.
@@ -58,6 +66,9 @@ func TestRemoteHealthEvents(t *testing.T) {
 	nextHealth("passing")
 	if got := instanceHealth(a, "web", "b"); got != "passing" {
 		t.Errorf("a's services view: b's web %q, want passing", got)
+	}
+	if got := instancesGauge(t, a, "web", "failing"); got != 0 {
+		t.Errorf("ambassador_service_instances{service=web,health=failing} on a = %v once passing again, want 0", got)
 	}
 }
 
@@ -75,4 +86,12 @@ func instanceHealth(n *testNode, service, node string) string {
 		}
 	}
 	return ""
+}
+
+// instancesGauge scrapes node n and returns ambassador_service_instances
+// for service and health (0 when there is no such sample).
+func instancesGauge(t *testing.T, n *testNode, service, health string) float64 {
+	t.Helper()
+	v, _ := metricValue(scrape(t, n.cfg.HTTP), "ambassador_service_instances", "health="+health, "service="+service)
+	return v
 }

@@ -37,7 +37,7 @@ var (
 	descMembers = prometheus.NewDesc("ambassador_members",
 		"Members this node knows, by state: alive, suspect, dead, left.", []string{"state"}, nil)
 	descInstances = prometheus.NewDesc("ambassador_service_instances",
-		"Instances of the service this node knows, by health: passing; for this node's own also failing, pending or unchecked.",
+		"Instances of the service this node knows, by health: passing or failing (a peer's, from gossip); for this node's own also pending or unchecked.",
 		[]string{"service", "health"}, nil)
 	descChecks = prometheus.NewDesc("ambassador_health_checks_total",
 		"Health checks of this node's own services, by result: pass or fail.", []string{"service", "result"}, nil)

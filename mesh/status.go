@@ -108,6 +108,17 @@ func (n *Node) ServicesView() Services {
 				sv.Instances = append(sv.Instances, InstanceView{Node: e.Node, Addr: addr, Health: "passing"})
 			}
 		}
+		// A peer's announcement whose check fails (gossip.Entry.Down): shown
+		// so that an operator sees it failing rather than gone, but not in
+		// Nodes, which lists where the service is offered, and not routed.
+		if e.Node == n.name {
+			continue // this node's own are listed above, from its checker
+		}
+		for _, s := range e.Down {
+			sv := get(s.Name.String(), s.Port)
+			addr := net.JoinHostPort(e.Addr, strconv.Itoa(e.DataPort))
+			sv.Instances = append(sv.Instances, InstanceView{Node: e.Node, Addr: addr, Health: "failing"})
+		}
 	}
 	for _, ls := range v.services(n.name) {
 		if sv := byName[ls.Name.String()]; sv != nil && sv.Local == "" { // an upstream
