@@ -277,7 +277,13 @@ func TestHealthWithdraws(t *testing.T) {
 	waitFor(t, 10*time.Second, "echo through b", func() bool { return echoOnce(listen) == nil })
 
 	ln.Close()
-	waitFor(t, 10*time.Second, "echo withdrawn from b's catalog", func() bool { return len(b.ServicesView().Services) == 0 })
+	// Withdrawn: offered by no node; b still lists a's instance, as failing
+	// (a gossips its failing announcements), and never routes to it.
+	waitFor(t, 10*time.Second, "echo withdrawn from b's catalog", func() bool {
+		sv := b.ServicesView()
+		return len(sv.Services) == 1 && len(sv.Services[0].Nodes) == 0 &&
+			len(sv.Services[0].Instances) == 1 && sv.Services[0].Instances[0].Health == "failing"
+	})
 	// The reconcile loop closes the listener after the catalog change, not
 	// in the same step: wait for that, then a new connection must be
 	// refused, not accepted and reset.
