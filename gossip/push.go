@@ -14,6 +14,14 @@ func (c *Cluster) pushSelf(r record) {
 	if err != nil || len(b) > c.maxBcast {
 		return // queue logged it
 	}
+	c.sendToMembers(b, "", "push record")
+}
+
+// sendToMembers sends b best-effort (one UDP packet) to every member this
+// node lists but itself and skip ("" skips no one); what names the
+// message in the debug line of a failed send. Does nothing before Start or
+// after Leave.
+func (c *Cluster) sendToMembers(b []byte, skip, what string) {
 	c.lifeMu.Lock()
 	ml := c.ml
 	if c.left || c.closed {
@@ -25,11 +33,11 @@ func (c *Cluster) pushSelf(r record) {
 	}
 	self := ml.LocalNode().Name
 	for _, n := range ml.Members() {
-		if n.Name == self {
+		if n.Name == self || n.Name == skip { // member names are never empty
 			continue
 		}
 		if err := ml.SendBestEffort(n, b); err != nil {
-			c.log.Debug("push record", "peer", n.Name, "err", err)
+			c.log.Debug(what, "peer", n.Name, "err", err)
 		}
 	}
 }

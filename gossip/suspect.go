@@ -232,22 +232,5 @@ func (c *Cluster) sendRefused(name string) {
 	if err != nil {
 		return
 	}
-	c.lifeMu.Lock()
-	ml := c.ml
-	if c.left || c.closed {
-		ml = nil
-	}
-	c.lifeMu.Unlock()
-	if ml == nil {
-		return
-	}
-	self := ml.LocalNode().Name
-	for _, n := range ml.Members() {
-		if n.Name == self || n.Name == name {
-			continue
-		}
-		if err := ml.SendBestEffort(n, b); err != nil {
-			c.log.Debug("send refused", "peer", n.Name, "err", err)
-		}
-	}
+	c.sendToMembers(b, name, "send refused")
 }
