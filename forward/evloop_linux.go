@@ -138,7 +138,7 @@ func (ls *evLoops) pick() *evLoop {
 			return nil
 		}
 	}
-	return ls.loops[int(ls.next.Add(1))%len(ls.loops)]
+	return ls.loops[ls.next.Add(1)%uint32(len(ls.loops))] // unsigned: no negative index on 32-bit ints
 }
 
 // abortAll resets every stream the loops own, for a force-close, and
@@ -354,20 +354,18 @@ func (l *evLoop) wake() {
 const streamEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 
 // add gives e to the loop. It reports false, and e is not the loop's,
-// when the loop is aborting or the sockets cannot be polled.
+// when the loop is aborting or the sockets cannot be polled. l.mu is held
+// from the abort check through both registrations and their undoing, so
+// that abortAll or the loop never see a half-added stream: otherwise a
+// force-close between the two could end e in the loop while start, seeing
+// a failed registration, resets the same descriptors (maybe reused by
+// then) and calls then a second time.
 func (l *evLoop) add(e *econn) bool {
 	l.mu.Lock()
 	if l.abort {
 		l.mu.Unlock()
 		return false
 	}
-	l.conns[int32(e.fd[0])] = e
-	l.conns[int32(e.fd[1])] = e
-	timed := e.idle > 0
-	if timed {
-		l.timed = append(l.timed, e)
-	}
-	l.mu.Unlock()
 	var err error
 	for i, fd := range e.fd {
 		if err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: streamEvents, Fd: int32(fd)}); err != nil {
@@ -378,13 +376,16 @@ func (l *evLoop) add(e *econn) bool {
 		}
 	}
 	if err != nil {
-		l.mu.Lock()
-		delete(l.conns, int32(e.fd[0]))
-		delete(l.conns, int32(e.fd[1]))
-		e.closed = true // the loop skips it in l.timed
 		l.mu.Unlock()
 		return false
 	}
+	l.conns[int32(e.fd[0])] = e
+	l.conns[int32(e.fd[1])] = e
+	timed := e.idle > 0
+	if timed {
+		l.timed = append(l.timed, e)
+	}
+	l.mu.Unlock()
 	if timed {
 		l.wake() // the loop may be waiting with no deadline
 	}
@@ -550,7 +551,7 @@ func (l *evLoop) spliceStep(e *econn, d int) bool {
 	}
 	var m int64
 	for {
-		m, err = unix.Splice(src, nil, p.w, nil, p.size, spliceFlags)
+		m, err = splice(src, p.w, p.size, spliceFlags)
 		if err != unix.EINTR {
 			break
 		}
@@ -596,7 +597,7 @@ func (l *evLoop) spliceStep(e *econn, d int) bool {
 func splicePipe(p *pipe, fd, n int) (left int, err error) {
 	left = n
 	for left > 0 {
-		m, err := unix.Splice(p.r, nil, fd, nil, left, spliceFlags)
+		m, err := splice(p.r, fd, left, spliceFlags)
 		switch err {
 		case nil:
 			left -= int(m)
