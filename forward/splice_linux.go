@@ -108,7 +108,7 @@ func spliceChunk(src, dst syscall.RawConn) (n int, rerr, werr error) {
 		}
 		var m int64
 		for {
-			m, serr = unix.Splice(int(fd), nil, p.w, nil, p.size, spliceFlags)
+			m, serr = splice(int(fd), p.w, p.size, spliceFlags)
 			if serr != unix.EINTR {
 				break
 			}
@@ -139,7 +139,7 @@ func spliceChunk(src, dst syscall.RawConn) (n int, rerr, werr error) {
 	left := n
 	err = dst.Write(func(fd uintptr) bool {
 		for left > 0 {
-			m, e := unix.Splice(p.r, nil, int(fd), nil, left, spliceFlags)
+			m, e := splice(p.r, int(fd), left, spliceFlags)
 			switch e {
 			case nil:
 				left -= int(m)
@@ -162,4 +162,12 @@ func spliceChunk(src, dst syscall.RawConn) (n int, rerr, werr error) {
 	}
 	putPipe(p)
 	return n, nil, nil
+}
+
+// splice is unix.Splice with no offsets and the count as int64 on every
+// architecture: x/sys returns an int on 32-bit Linux and an int64 on
+// 64-bit, which broke the GOARCH=386 and arm builds.
+func splice(rfd, wfd, n int, flags int) (int64, error) {
+	m, err := unix.Splice(rfd, nil, wfd, nil, n, flags)
+	return int64(m), err
 }
