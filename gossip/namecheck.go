@@ -45,6 +45,13 @@ func (c *Cluster) ConfirmName(ctx context.Context, m Member) error {
 		return fmt.Errorf("gossip: confirm name %q: address %q port %d is not an IP and port", c.cfg.NodeName, m.Addr, m.Port)
 	}
 	addr := &net.UDPAddr{IP: ip, Port: m.Port}
+	if c.isOwnAddr(ip, m.Port) {
+		// This process would answer its own ping: a stale record of this
+		// very node under an address it no longer advertises (a restart
+		// with another --advertise on a multi-homed host). Obeying it
+		// would stop the only holder of the name.
+		return fmt.Errorf("gossip: confirm name %q at %s: that is this node's own gossip socket", c.cfg.NodeName, addr)
+	}
 	var err error
 	for range confirmTries {
 		if cerr := ctx.Err(); cerr != nil {
@@ -55,4 +62,29 @@ func (c *Cluster) ConfirmName(ctx context.Context, m Member) error {
 		}
 	}
 	return fmt.Errorf("gossip: confirm name %q at %s: no answer to %d pings: %w", c.cfg.NodeName, addr, confirmTries, err)
+}
+
+// isOwnAddr reports whether ip:port reaches this node's own gossip
+// socket: the port is this node's and ip is the address it binds, or,
+// bound to every interface, any address of this host's interfaces.
+func (c *Cluster) isOwnAddr(ip net.IP, port int) bool {
+	if port != c.GossipPort() {
+		return false
+	}
+	if b := net.ParseIP(c.cfg.BindAddr); b != nil && !b.IsUnspecified() {
+		return b.Equal(ip)
+	}
+	if ip.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }

@@ -74,6 +74,8 @@ func TestConfirmName(t *testing.T) {
 		{"a namesake of another cluster there", at(other), false},
 		{"nothing there any more", Member{Name: "a", Addr: "127.0.0.1", Port: gonePort}, false},
 		{"not an IP", Member{Name: "a", Addr: "a.example", Port: 7946}, false},
+		// A stale record of this very node: its own socket would answer.
+		{"this node's own gossip socket", at(twin), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := twin.ConfirmName(t.Context(), tc.m)
