@@ -294,25 +294,7 @@ func TestRefusedSuspectComesBack(t *testing.T) {
 // shown again if memberlist never comes to suspect it. Repeated messages
 // dial at most once per hintEvery.
 func TestRefusedHint(t *testing.T) {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	// accepted counts the connections the kernel completed so far: they
-	// wait in the backlog, so once the dials returned they are all there.
-	accepted := func() int {
-		n := 0
-		_ = ln.SetDeadline(time.Now().Add(100 * time.Millisecond))
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return n
-			}
-			n++
-			conn.Close()
-		}
-	}
+	ln, accepted := countingListener(t)
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -395,23 +377,7 @@ func TestRefusedHint(t *testing.T) {
 // suspect at once nobody dials them (a busy cluster, not crashes); a
 // single new suspect in a small cluster is dialed.
 func TestNoDialsInASuspicionBurst(t *testing.T) {
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := func() int {
-		n := 0
-		_ = ln.SetDeadline(time.Now().Add(100 * time.Millisecond))
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return n
-			}
-			n++
-			conn.Close()
-		}
-	}
+	ln, accepted := countingListener(t)
 	c, d := newOffline(t, "a")
 	var names []string
 	for i := range maxConfirmSuspects + 1 {
@@ -429,5 +395,30 @@ func TestNoDialsInASuspicionBurst(t *testing.T) {
 	c.checks.Wait()
 	if n := accepted(); n != 1 {
 		t.Errorf("one new suspect among %d members: %d dials, want 1", len(names), n)
+	}
+}
+
+// countingListener listens on a loopback port, closed at the test's end,
+// and returns it with a function that counts (and closes) the connections
+// the kernel completed since the last call: they wait in the backlog, so
+// once the dials returned they are all there.
+func countingListener(t *testing.T) (*net.TCPListener, func() int) {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln, func() int {
+		n := 0
+		_ = ln.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return n
+			}
+			n++
+			conn.Close()
+		}
 	}
 }
