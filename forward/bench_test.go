@@ -27,24 +27,7 @@ func BenchmarkThroughput(b *testing.B) {
 
 	for _, bc := range []struct{ name, addr string }{{"direct", sink}, {"proxy", proxyAddr}} {
 		b.Run(bc.name, func(b *testing.B) {
-			b.SetBytes(size)
-			for b.Loop() {
-				c, err := net.Dial("tcp", bc.addr)
-				if err != nil {
-					b.Fatal(err)
-				}
-				for range size / len(chunk) {
-					if _, err := c.Write(chunk); err != nil {
-						b.Fatal(err)
-					}
-				}
-				_ = c.(*net.TCPConn).CloseWrite()
-				// EOF arrives once the sink has read everything.
-				if _, err := io.Copy(io.Discard, c); err != nil {
-					b.Fatal(err)
-				}
-				c.Close()
-			}
+			benchBulk(b, bc.addr, size, chunk)
 		})
 	}
 }
@@ -114,4 +97,27 @@ func benchHop(b *testing.B, hop, backend string) string {
 	addr := closedAddr(b)
 	p.Update([]Route{StaticRoute(addr, backend)})
 	return addr
+}
+
+// benchBulk sends size bytes in chunks per op over a new connection to
+// addr, whose far end discards them, and waits for its EOF, which arrives
+// once the sink has read everything.
+func benchBulk(b *testing.B, addr string, size int, chunk []byte) {
+	b.SetBytes(int64(size))
+	for b.Loop() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range size / len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				b.Fatal(err)
+			}
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
 }

@@ -65,23 +65,7 @@ func BenchmarkKeyedThroughput(b *testing.B) {
 	const size = 64 << 20
 	chunk := make([]byte, 1<<20)
 	addr := keyedHops(b, startBackend(b, func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) }))
-	b.SetBytes(size)
-	for b.Loop() {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for range size / len(chunk) {
-			if _, err := c.Write(chunk); err != nil {
-				b.Fatal(err)
-			}
-		}
-		_ = c.(*net.TCPConn).CloseWrite()
-		if _, err := io.Copy(io.Discard, c); err != nil {
-			b.Fatal(err)
-		}
-		c.Close()
-	}
+	benchBulk(b, addr, size, chunk)
 }
 
 // BenchmarkKeyedPingPong sends 16 bytes and waits for their echo per op
