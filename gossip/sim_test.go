@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -267,8 +268,9 @@ type simCluster struct {
 	cfg   func() Config
 	next  int // index of the next node started
 
-	retries     int // joins retried while building
-	lateBatches int // batches not listed by every node within simSpreadTarget
+	retries     int           // joins retried while building
+	calmWait    time.Duration // waited for the CPU to calm down while building
+	lateBatches int           // batches not listed by every node within simSpreadTarget
 }
 
 // logMissing logs, for every node that does not list want members, which
@@ -331,10 +333,11 @@ func (sc *simCluster) build(t *testing.T, n int, rng *rand.Rand) time.Duration {
 	cpu := startCPU()
 	sc.nodes = append(sc.nodes, sc.start(t))
 	size := simBatch(t)
+	calmAt := simCalmPercent(t)
 	for len(sc.nodes) < n {
 		members := sc.nodes
 		batch := make([]simNode, min(size, n-len(sc.nodes)))
-		peers := make([][3]string, len(batch)) // a member to join, and two for retries
+		peers := make([][5]string, len(batch)) // a member to join, and four for retries
 		for i := range batch {
 			batch[i] = sc.start(t)
 			for j := range peers[i] {
@@ -348,12 +351,17 @@ func (sc *simCluster) build(t *testing.T, n int, rng *rand.Rand) time.Duration {
 		tries := make([]int, len(batch))
 		for i, nd := range batch {
 			wg.Go(func() {
+				var all []error
 				for _, p := range peers[i] {
 					tries[i]++
-					if _, errs[i] = nd.c.Join([]string{p}); errs[i] == nil {
+					_, err := nd.c.Join([]string{p})
+					if err == nil {
 						return
 					}
+					all = append(all, fmt.Errorf("%s: %w", time.Now().UTC().Format("15:04:05.000"), err))
+					time.Sleep(time.Second) // a pause before the next member, not synchronising
 				}
+				errs[i] = errors.Join(all...)
 			})
 		}
 		bs := time.Now()
@@ -395,13 +403,15 @@ func (sc *simCluster) build(t *testing.T, n int, rng *rand.Rand) time.Duration {
 					n, want, (2*time.Minute + took).Round(time.Second), lo, hi, sc.net.traffic(), sc.log.counts(""))
 			}
 		}
+		calm, busy := simCalm(calmAt)
+		sc.calmWait += calm
 		if os.Getenv("AMB_SIM_VERBOSE") != "" {
 			lo, hi := sc.memberRange()
-			t.Logf("batch to %d: joins %s, then %s (%d..%d)", want, joined.Round(time.Millisecond), took.Round(time.Millisecond), lo, hi)
+			t.Logf("batch to %d: joins %s, then %s (%d..%d), CPU calm after %s (%.0f %%)", want, joined.Round(time.Millisecond), took.Round(time.Millisecond), lo, hi, calm.Round(time.Millisecond), busy)
 		}
 		if want/100 > (want-len(batch))/100 || want == n {
-			t.Logf("building: %d nodes joined after %s (process CPU %.0f %% of %d cores; %d joins retried; %d batches not listed by every node within %s; failure lines %+v)",
-				want, time.Since(start).Round(time.Second), cpu.percent(), runtime.NumCPU(), sc.retries, sc.lateBatches, simSpreadTarget, sc.log.counts(""))
+			t.Logf("building: %d nodes joined after %s (process CPU %.0f %% of %d cores; %s waiting for CPU <= %.0f %%; %d joins retried; %d batches not listed by every node within %s; failure lines %+v)",
+				want, time.Since(start).Round(time.Second), cpu.percent(), runtime.NumCPU(), sc.calmWait.Round(time.Second), calmAt, sc.retries, sc.lateBatches, simSpreadTarget, sc.log.counts(""))
 		}
 	}
 	pp := simPushPullScale(sc.cfg().Memberlist.PushPullInterval, n)
@@ -411,6 +421,41 @@ func (sc *simCluster) build(t *testing.T, n int, rng *rand.Rand) time.Duration {
 			n, n, took.Round(time.Second), lo, hi, sc.log.counts(""))
 	}
 	return time.Since(start)
+}
+
+// simCalmPercent is the process CPU, in percent of all cores, the build
+// waits to fall to after each batch (AMB_SIM_CALM, default 75, at most
+// 20s per batch: idle nodes alone cost more as N grows). The cost
+// of a batch comes after its joins: every node forwards the new nodes'
+// alive messages and records RetransmitMult×log10(N) times. Starting the
+// next batch while two shared cores are still busy with that is what let
+// earlier 1,000-node builds pile up probe timeouts and collapse into
+// thousands of false failure marks at 200-400 nodes.
+func simCalmPercent(t *testing.T) float64 {
+	v := os.Getenv("AMB_SIM_CALM")
+	if v == "" {
+		return 75
+	}
+	p, err := strconv.ParseFloat(v, 64)
+	if err != nil || p <= 0 || p > 100 {
+		t.Fatalf("AMB_SIM_CALM=%q: want a percentage in (0, 100]", v)
+	}
+	return p
+}
+
+// simCalm waits until the process used at most pct percent of all cores
+// over a 500ms window, or 20s passed; it returns how long it waited and
+// the last window's figure.
+func simCalm(pct float64) (time.Duration, float64) {
+	start := time.Now()
+	for {
+		m := startCPU()
+		time.Sleep(500 * time.Millisecond) // the measurement window
+		busy := m.percent()
+		if busy <= pct || time.Since(start) > 20*time.Second {
+			return time.Since(start), busy
+		}
+	}
 }
 
 func (sc *simCluster) memberRange() (lo, hi int) {
