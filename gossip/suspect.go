@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
-	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -113,11 +112,18 @@ func (c *Cluster) applySuspects(suspects []string) {
 	if len(suspects) > maxConfirmSuspects {
 		pDial = 0
 	}
+	// A set, not slices.Contains per member: in a suspicion storm
+	// (hundreds of suspects in a simulated 400-node cluster) that was
+	// members × suspects per scan.
+	isSuspect := make(map[string]bool, len(suspects))
+	for _, s := range suspects {
+		isSuspect[s] = true
+	}
 	for name, m := range c.members {
 		if name == c.self.Node || m.State != stateAlive {
 			continue
 		}
-		want := slices.Contains(suspects, name)
+		want := isSuspect[name]
 		if want != m.suspect {
 			changed = true
 			m.suspect = want
