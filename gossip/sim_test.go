@@ -7,7 +7,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -405,6 +407,14 @@ func (sc *simCluster) build(t *testing.T, n int, rng *rand.Rand) time.Duration {
 		}
 		calm, busy := simCalm(calmAt)
 		sc.calmWait += calm
+		if busy > calmAt {
+			// The cores never came back: the cluster is feeding on its
+			// own suspicions. Say where, instead of waiting for the
+			// joins to time out.
+			lo, hi := sc.memberRange()
+			t.Fatalf("building %d nodes: collapsed at %d nodes: process CPU still %.0f %% of %d cores %s after the batch (members listed %d..%d; %+v; failure lines since the start %+v)",
+				n, want, busy, runtime.NumCPU(), calm.Round(time.Second), lo, hi, sc.net.traffic(), sc.log.counts(""))
+		}
 		if os.Getenv("AMB_SIM_VERBOSE") != "" {
 			lo, hi := sc.memberRange()
 			t.Logf("batch to %d: joins %s, then %s (%d..%d), CPU calm after %s (%.0f %%)", want, joined.Round(time.Millisecond), took.Round(time.Millisecond), lo, hi, calm.Round(time.Millisecond), busy)
@@ -559,7 +569,9 @@ func simScale(t *testing.T, n int, profile string) string {
 	for i, nd := range sc.nodes {
 		sentBefore[i] = nd.t.packetBytes.Load() + nd.t.streamBytes.Load()
 	}
+	stopProfile := simIdleProfile(t, n, profile)
 	time.Sleep(r.idle) // the measurement window itself
+	stopProfile()
 	var busiest int64
 	for i, nd := range sc.nodes {
 		busiest = max(busiest, nd.t.packetBytes.Load()+nd.t.streamBytes.Load()-sentBefore[i])
@@ -702,6 +714,31 @@ func simFalseHides(nodes []simNode, victim string) int {
 		nd.c.mu.Unlock()
 	}
 	return n
+}
+
+// simIdleProfile starts a CPU profile of the idle window when
+// AMB_SIM_IDLE_PROFILE names a directory (idle-<profile>-<n>.prof there;
+// not with -test.cpuprofile, which holds the one profiler); it returns
+// the function that stops it.
+func simIdleProfile(t *testing.T, n int, profile string) func() {
+	dir := os.Getenv("AMB_SIM_IDLE_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("idle-%s-%d.prof", profile, n)))
+	if err != nil {
+		t.Fatalf("AMB_SIM_IDLE_PROFILE: %v", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		t.Fatalf("AMB_SIM_IDLE_PROFILE: %v", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			t.Errorf("AMB_SIM_IDLE_PROFILE: %v", err)
+		}
+	}
 }
 
 func metOrMissed(ok bool) string {
