@@ -116,6 +116,7 @@ type Cluster struct {
 	table     atomic.Pointer[nodeTable]
 	lastScan  atomic.Int64
 	scanEvery time.Duration // set in New, read-only afterwards
+	calm      atomic.Bool   // no member flagged suspect or refused; stored under mu
 	checks    sync.WaitGroup
 	stopCtx   context.Context
 	stop      context.CancelFunc

@@ -83,6 +83,32 @@ func newNodeTable(ml *memberlist.Memberlist) (*nodeTable, error) {
 	}, nil
 }
 
+// suspects appends the names of the nodes memberlist holds suspect to dst,
+// as read does (see there for try). It reads a name only for a suspect:
+// scanSuspects calls it several times a second on every node, and
+// reading every name of a large cluster was most of its cost.
+func (t *nodeTable) suspects(dst []string, try bool) ([]string, bool) {
+	if try {
+		if !t.lock.TryRLock() {
+			return dst, false
+		}
+	} else {
+		t.lock.RLock()
+	}
+	defer t.lock.RUnlock()
+	for i := range t.nodes.Len() {
+		p := t.nodes.Index(i)
+		if p.IsNil() {
+			continue
+		}
+		s := p.Elem()
+		if memberlist.NodeStateType(s.FieldByIndex(t.state).Int()) == memberlist.StateSuspect {
+			dst = append(dst, s.FieldByIndex(t.name).String())
+		}
+	}
+	return dst, true
+}
+
 // read appends every node's name and state to dst. With try set it does
 // not wait for memberlist's lock and reports false when it is taken; a
 // memberlist delegate must use try, since memberlist may hold the lock

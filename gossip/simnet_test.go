@@ -2,31 +2,35 @@ package gossip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 )
 
-// simNet is an in-memory network for many memberlist instances in one
-// process, after memberlist's MockNetwork, with what a scale simulation
-// needs and MockNetwork lacks: it is safe for concurrent use, a packet to
-// a full or stopped receiver is dropped (as UDP drops it) instead of
-// blocking the sender forever, a node can be cut off (every packet to or
-// from it dropped, dials refused: a host that was SIGKILLed), and it counts
-// the bytes each node sends, packets and streams apart, and the packets
-// it drops.
+// simNet is the network of a simulation of many memberlist instances in
+// one process, after memberlist's MockNetwork. Packets (memberlist's UDP)
+// stay in memory: a packet is one buffered channel send, and a packet to a
+// full or stopped receiver is dropped (as UDP drops it) instead of
+// blocking the sender. Streams (push/pull, join) are real TCP connections
+// on loopback, each node with its own listener, as memberlist's
+// NetTransport has: a node that is killed (kill) closes its listener, so
+// a dial to it is refused by the kernel, exactly what the product's
+// suspect check (suspect.go) dials for on a real host whose process died,
+// while a live node's listener accepts even when its goroutines are
+// starved. It counts the bytes each node sends, packets and streams apart,
+// and the packets it drops.
 type simNet struct {
 	mu    sync.RWMutex
 	nodes map[string]*simTransport // by "127.0.0.1:port"; guarded by mu
-	port  int                      // last port handed out; guarded by mu
 }
 
 // simPacketBuffer is each node's receive queue in packets. A receiver that
@@ -35,16 +39,25 @@ type simNet struct {
 // more small ones).
 const simPacketBuffer = 1024
 
-func (n *simNet) newTransport() *simTransport {
+// newTransport opens a node's stream listener on a free loopback port,
+// which is also the port its packets are addressed to.
+func (n *simNet) newTransport(tb testing.TB) *simTransport {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("sim: listen: %v", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	t := &simTransport{net: n, port: port, addr: ln.Addr().String(), ln: ln,
+		incoming: make(chan *memberlist.Packet, simPacketBuffer), streams: make(chan net.Conn), stop: make(chan struct{})}
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.nodes == nil {
 		n.nodes = make(map[string]*simTransport)
 	}
-	n.port++
-	t := &simTransport{net: n, port: n.port, addr: "127.0.0.1:" + strconv.Itoa(n.port),
-		incoming: make(chan *memberlist.Packet, simPacketBuffer), streams: make(chan net.Conn, 64), stop: make(chan struct{})}
 	n.nodes[t.addr] = t
+	n.mu.Unlock()
+	t.accepting.Add(1)
+	go t.accept()
 	return t
 }
 
@@ -83,14 +96,16 @@ func (n *simNet) traffic() simTraffic {
 
 // simTransport is one node's memberlist.Transport on a simNet.
 type simTransport struct {
-	net      *simNet
-	port     int
-	addr     string
-	incoming chan *memberlist.Packet // buffered; full: dropped
-	streams  chan net.Conn           // buffered; full: dial waits, then fails
-	down     atomic.Bool             // cut off
-	stop     chan struct{}           // closed by Shutdown
-	once     sync.Once
+	net       *simNet
+	port      int
+	addr      string
+	ln        net.Listener            // streams; closed by kill and Shutdown
+	incoming  chan *memberlist.Packet // buffered; full: dropped
+	streams   chan net.Conn           // accepted streams, handed to memberlist
+	down      atomic.Bool             // killed
+	stop      chan struct{}           // closed by Shutdown
+	once      sync.Once
+	accepting sync.WaitGroup // the accept goroutine
 
 	packetBytes atomic.Int64 // bytes this node sent in packets
 	streamBytes atomic.Int64 // bytes this node wrote on streams
@@ -125,7 +140,6 @@ func (t *simTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	p := &memberlist.Packet{Buf: append([]byte(nil), b...), From: simAddr(t.addr), Timestamp: now}
 	select {
 	case dst.incoming <- p:
-	case <-dst.stop:
 	default:
 		dst.dropped.Add(1)
 	}
@@ -134,30 +148,53 @@ func (t *simTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 
 func (t *simTransport) PacketCh() <-chan *memberlist.Packet { return t.incoming }
 
+// DialTimeout opens a TCP stream to addr's listener. A killed node cannot
+// dial; a dial to a killed node is refused by the kernel.
 func (t *simTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	dst, ok := t.net.peer(addr)
-	if !ok || t.down.Load() {
-		return nil, fmt.Errorf("sim: dial %s: connection refused", addr)
+	if t.down.Load() {
+		return nil, fmt.Errorf("sim: dial %s from a killed node: %w", addr, net.ErrClosed)
 	}
-	a, b := net.Pipe()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case dst.streams <- &countConn{Conn: a, n: &dst.streamBytes}:
-		t.dials.Add(1)
-		return &countConn{Conn: b, n: &t.streamBytes}, nil
-	case <-dst.stop:
-	case <-timer.C:
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
 	}
-	a.Close()
-	b.Close()
-	return nil, fmt.Errorf("sim: dial %s: timeout", addr)
+	t.dials.Add(1)
+	return &countConn{Conn: c, n: &t.streamBytes}, nil
+}
+
+// accept hands accepted streams to memberlist until the listener closes.
+func (t *simTransport) accept() {
+	defer t.accepting.Done()
+	for {
+		c, err := t.ln.Accept()
+		if err != nil {
+			return // closed by kill or Shutdown
+		}
+		select {
+		case t.streams <- &countConn{Conn: c, n: &t.streamBytes}:
+		case <-t.stop:
+			c.Close()
+			return
+		}
+	}
 }
 
 func (t *simTransport) StreamCh() <-chan net.Conn { return t.streams }
 
+// kill makes the node behave like a host whose process was SIGKILLed:
+// packets to and from it are lost, and its port refuses connections.
+// memberlist on it keeps running, cut off, until Shutdown.
+func (t *simTransport) kill() {
+	t.down.Store(true)
+	t.ln.Close()
+}
+
 func (t *simTransport) Shutdown() error {
-	t.once.Do(func() { close(t.stop) })
+	t.once.Do(func() {
+		close(t.stop)
+		t.ln.Close()
+		t.accepting.Wait()
+	})
 	return nil
 }
 
@@ -259,10 +296,12 @@ func (f *failureLog) reset() {
 
 // TestSimNet checks the simulation's transport itself: bytes are counted
 // per sender, a full receive queue drops (and counts) instead of blocking,
-// and a node cut off neither sends, receives nor accepts streams.
+// and a killed node neither sends nor receives, and its port refuses
+// connections as a dead process's does (the product's suspect check relies
+// on exactly that error).
 func TestSimNet(t *testing.T) {
 	sn := &simNet{}
-	a, b := sn.newTransport(), sn.newTransport()
+	a, b := sn.newTransport(t), sn.newTransport(t)
 	defer a.Shutdown()
 	defer b.Shutdown()
 
@@ -300,7 +339,7 @@ func TestSimNet(t *testing.T) {
 		t.Fatalf("b's stream bytes %d, want 6", got)
 	}
 
-	b.down.Store(true)
+	b.kill()
 	before := sn.traffic()
 	if _, err := a.WriteTo([]byte("lost"), b.addr); err != nil {
 		t.Fatal(err)
@@ -316,7 +355,16 @@ func TestSimNet(t *testing.T) {
 		t.Fatalf("a received %q from a node cut off", p.Buf)
 	default:
 	}
-	if _, err := a.DialTimeout(b.addr, 100*time.Millisecond); err == nil {
-		t.Fatal("dial to a node cut off succeeded")
+	if _, err := a.DialTimeout(b.addr, time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial to a killed node: %v, want connection refused", err)
 	}
+	if _, err := b.DialTimeout(a.addr, time.Second); err == nil {
+		t.Fatal("a killed node dialed out")
+	}
+	// A live node's port accepts, whether or not memberlist reads.
+	c2, err := (&net.Dialer{}).Dial("tcp", a.addr)
+	if err != nil {
+		t.Fatalf("dial to a live node: %v", err)
+	}
+	c2.Close()
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
-	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -54,15 +53,12 @@ func (c *Cluster) scanSuspects(now time.Time) {
 	if now.UnixNano()-last < int64(c.scanEvery) || !c.lastScan.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
-	views, ok := t.read(make([]nodeView, 0, 8), true)
+	suspects, ok := t.suspects(nil, true)
 	if !ok {
 		return
 	}
-	var suspects []string
-	for _, v := range views {
-		if v.state == memberlist.StateSuspect {
-			suspects = append(suspects, v.name)
-		}
+	if len(suspects) == 0 && c.calm.Load() {
+		return // nothing flagged, nothing to flag: skip the walk of every member
 	}
 	c.applySuspects(suspects)
 }
@@ -109,17 +105,25 @@ func (c *Cluster) applySuspects(suspects []string) {
 	var dial []target
 	var back []string
 	changed := false
+	flagged := false
 	c.mu.Lock()
 	// This node dials a new suspect with probability confirmDialers/(N-1).
 	pDial := float64(confirmDialers) / float64(max(len(c.members)-1, 1))
 	if len(suspects) > maxConfirmSuspects {
 		pDial = 0
 	}
+	// A set, not slices.Contains per member: in a suspicion storm
+	// (hundreds of suspects in a simulated 400-node cluster) that was
+	// members × suspects per scan.
+	isSuspect := make(map[string]bool, len(suspects))
+	for _, s := range suspects {
+		isSuspect[s] = true
+	}
 	for name, m := range c.members {
 		if name == c.self.Node || m.State != stateAlive {
 			continue
 		}
-		want := slices.Contains(suspects, name)
+		want := isSuspect[name]
 		if want != m.suspect {
 			changed = true
 			m.suspect = want
@@ -127,9 +131,11 @@ func (c *Cluster) applySuspects(suspects []string) {
 				dial = append(dial, target{name, net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))})
 			}
 		}
+		flagged = flagged || m.suspect
 		if !m.refused {
 			continue
 		}
+		flagged = true
 		if want {
 			m.confirmed = true
 		} else if m.confirmed || now.Sub(m.refusedAt) > c.refusedGrace() {
@@ -138,6 +144,7 @@ func (c *Cluster) applySuspects(suspects []string) {
 			back = append(back, name)
 		}
 	}
+	c.calm.Store(!flagged) // under mu, so confirmSuspect's Store(false) is never lost
 	c.mu.Unlock()
 
 	for _, name := range back {
@@ -211,6 +218,7 @@ func (c *Cluster) confirmSuspect(name, addr string, hinted bool) {
 	hide := ok && m.State == stateAlive && !m.refused
 	if hide {
 		m.refused, m.refusedAt, m.confirmed = true, time.Now(), m.suspect
+		c.calm.Store(false)
 	}
 	c.mu.Unlock()
 	if !hide {

@@ -40,6 +40,10 @@ func TestNodeTableLayout(t *testing.T) {
 	if !ok {
 		t.Fatal("read without try failed")
 	}
+	// Nobody is suspect; TestSuspectRefusedHidden sees one found.
+	if s, ok := tbl.suspects(nil, false); !ok || len(s) != 0 {
+		t.Errorf("suspects: %q, %v; want none, true", s, ok)
+	}
 	var names []string
 	for _, v := range views {
 		names = append(names, v.name)
