@@ -81,7 +81,11 @@ func releaseBinary(t *testing.T) string {
 	releaseOnce.Do(func() {
 		dir := filepath.Dir(binary)
 		releaseBin = filepath.Join(dir, "ambassador-release")
-		out, err := exec.Command("go", "build", "-o", releaseBin, ".").CombinedOutput()
+		// The release build of the Taskfile's build task: no cgo (no libc
+		// mapped, 2 MiB less resident per node) and no urfave/cli docs.
+		cmd := exec.Command("go", "build", "-tags", "urfave_cli_no_docs", "-o", releaseBin, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			releaseErr = fmt.Errorf("build ambassador without -race: %v\n%s", err, out)
 		}

@@ -229,8 +229,21 @@ func (c *Cluster) Start() error {
 	// memberlist.Create shuts its transport down when it fails after
 	// binding, except on a too-long label or an unusable advertise address,
 	// both of which New rejects.
-	ml, err := memberlist.Create(c.cfg.memberlistConfig(&delegate{c: c}, c.log))
+	mc := c.cfg.memberlistConfig(&delegate{c: c}, c.log)
+	var own *transport
+	if mc.Transport == nil {
+		// Ours, not memberlist's NetTransport: see transport.
+		var err error
+		if own, err = newTransport(c.cfg.BindAddr, c.cfg.BindPort, c.log); err != nil {
+			return fmt.Errorf("gossip: start on %s: %w", listen, err)
+		}
+		mc.Transport = own
+	}
+	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if own != nil {
+			_ = own.Shutdown() // memberlist does not always shut a given transport down
+		}
 		return fmt.Errorf("gossip: start on %s: %w", listen, err)
 	}
 
