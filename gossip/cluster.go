@@ -419,6 +419,20 @@ func (c *Cluster) Alive(name string) bool {
 	return ok && m.State == stateAlive
 }
 
+// Known reports whether memberlist has reported name in any state
+// (alive, suspect, dead or left, until dead and left members are
+// forgotten, see Members). A known node needs no join from discovery:
+// memberlist's own gossip and push/pull bring it back when it refutes a
+// failure, and a join to it costs a full state exchange. Safe for
+// concurrent use.
+func (c *Cluster) Known(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pruneLocked(time.Now())
+	_, ok := c.members[name]
+	return ok
+}
+
 // SetKeys replaces the cluster keys of a running, encrypted cluster
 // without a restart: keys[0] becomes the key that encrypts, every key in
 // keys decrypts, and keys not in the list are dropped. This is memberlist's
