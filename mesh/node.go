@@ -479,6 +479,7 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 			if n.disc != nil {
 				// Gossip knows the peers: mDNS need not keep asking.
 				n.disc.SetQuiet(m > 1)
+				n.disc.SetMembers(m)
 			}
 		}
 		// Changed and kick are 1-buffered: however many changes arrive
