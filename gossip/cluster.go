@@ -719,8 +719,14 @@ func (c *Cluster) addPendingLocked(r record, now time.Time) {
 }
 
 // memberUp records a member as alive, and makes a record that arrived
-// before memberlist reported the node its current one.
+// before memberlist reported the node its current one and passes it on,
+// as merge does with a newer record of a known member. When many nodes
+// start together a record often arrives before its node's alive message;
+// kept aside silently, it stopped spreading there, and a node that joined
+// later got it only from a push/pull (session 5: hosts of a 100-host lab
+// listened for the announced service up to 8 s after joining).
 func (c *Cluster) memberUp(name, addr string, port int) {
+	var promoted *record
 	c.mu.Lock()
 	m, ok := c.members[name]
 	if !ok {
@@ -731,6 +737,8 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 		delete(c.pending, name)
 		if s, ok := c.records[name]; !ok || s.rec.Version < p.rec.Version {
 			c.records[name] = p
+			r := p.rec.clone()
+			promoted = &r
 		}
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
@@ -738,6 +746,9 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 	m.suspect, m.refused, m.confirmed = false, false, false
 	c.countLocked()
 	c.mu.Unlock()
+	if promoted != nil {
+		c.queue(*promoted)
+	}
 	c.log.Debug("member alive", "peer", name, "addr", net.JoinHostPort(addr, strconv.Itoa(port)))
 	c.notify()
 }
