@@ -192,3 +192,23 @@ func TestParseLogLine(t *testing.T) {
 		})
 	}
 }
+
+// TestDefaultSuspicion: the lan profile gives a suspect 6×log10(N) probe
+// intervals to refute (12s at 100 nodes), not the LAN's 4: nodes starved
+// of CPU while a hundred start together refuted 6-10s late (issue 10).
+// The local and wan profiles keep memberlist's own.
+func TestDefaultSuspicion(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		cfg  Config
+		want int
+	}{
+		{"lan", DefaultConfig(), 6},
+		{"local", DefaultLocalConfig(), memberlist.DefaultLocalConfig().SuspicionMult},
+		{"wan", DefaultWANConfig(), memberlist.DefaultWANConfig().SuspicionMult},
+	} {
+		if got := tt.cfg.Memberlist.SuspicionMult; got != tt.want {
+			t.Errorf("%s: SuspicionMult %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
