@@ -115,6 +115,7 @@ type Cluster struct {
 	// scan; checks tracks confirmSuspect dials, which stopCtx ends.
 	table     atomic.Pointer[nodeTable]
 	lastScan  atomic.Int64
+	lastWant  atomic.Int64  // UnixNano of the last askMissing check
 	scanEvery time.Duration // set in New, read-only afterwards
 	checks    sync.WaitGroup
 	stopCtx   context.Context
@@ -168,6 +169,10 @@ type member struct {
 	refusedAt time.Time
 	confirmed bool
 	hintAt    time.Time
+	// wantAt: when this node last asked the member for its record;
+	// answeredAt: when it last answered the member's request (want.go).
+	wantAt     time.Time
+	answeredAt time.Time
 }
 
 // New validates cfg and returns a Cluster that is not yet on the network.
