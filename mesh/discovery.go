@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// Discovered peers passed on to the join loop. While this node is alone:
-// at most joinBurst at once and joinRate a second after that. Once it is
-// in a cluster: none at once; a peer memberlist still does not know after
-// holdFor to 2×holdFor (random) is joined then, at most one per takeEvery.
+// Discovered peers passed on to the join loop. Until a join of this
+// node's own has succeeded, or while it is alone (Node.joinedCluster is
+// false): at most joinBurst at once and joinRate a second after that.
+// Then: none at once; a peer memberlist still does not know after holdFor
+// to 2×holdFor (random) is joined then, at most one per takeEvery.
 //
 // When a hundred nodes start together, each hears every other within a few
 // milliseconds (mDNS answers to its first query), and each join is a full

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/announce"
@@ -46,8 +47,9 @@ type Node struct {
 	api      localAPI           // the status address and the control socket
 	names    *names             // --hosts and --dns
 
-	peers chan string // join candidates from discovery; buffered, sends never block
-	gate  peerGate    // limits the discovered peers sent to peers, see discovery.go
+	peers  chan string // join candidates from discovery; buffered, sends never block
+	gate   peerGate    // limits the discovered peers sent to peers, see discovery.go
+	joined atomic.Bool // a join of this node's own succeeded (see joinedCluster)
 
 	pubMu    sync.Mutex // serializes publish
 	reloadMu sync.Mutex // held by Reload throughout; taken before pubMu and mu
@@ -440,11 +442,21 @@ func (n *Node) onPeer(p announce.Peer) {
 	}
 	addr := net.JoinHostPort(p.Addr.String(), strconv.Itoa(p.GossipPort))
 	now := time.Now()
-	if !n.gate.allow(now, n.cluster.NumMembers() <= 1) {
+	if !n.gate.allow(now, !n.joinedCluster()) {
 		n.gate.hold(now, p.Node, addr) // gossip will likely bring it: see peerGate
 		return
 	}
 	n.sendPeer(addr)
+}
+
+// joinedCluster reports whether this node is in a cluster through a join
+// of its own. A node that others joined is in a cluster too, but a
+// join's push/pull gives it only the joiner's state, often that of a node
+// as new as itself, so it still joins a few discovered peers at once for
+// their full state (see peerGate): 25 nodes started within 200ms waited
+// up to a second for the announcing node's record otherwise.
+func (n *Node) joinedCluster() bool {
+	return n.joined.Load() && n.cluster.NumMembers() > 1
 }
 
 // sendPeer hands a join candidate to the join loop without blocking.
@@ -470,7 +482,7 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		n.proxy.Update(rs)
 		n.names.Set(hosts)
 		n.noteChanges()
-		for _, a := range n.gate.take(time.Now(), n.cluster.NumMembers() <= 1, n.cluster.Known) {
+		for _, a := range n.gate.take(time.Now(), !n.joinedCluster(), n.cluster.Known) {
 			n.sendPeer(a) // discovered peers held back that gossip did not bring in
 		}
 		if m := n.cluster.NumMembers(); m != lastMembers {
@@ -577,6 +589,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 			return
 		}
 		n.log.Info("joined", "peer", r.addr)
+		n.joined.Store(true)
 		c.backoff, c.failures = time.Second, 0
 		if !c.seed {
 			delete(cands, r.addr)
