@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// Discovered peers passed on to the join loop. Until a join of this
-// node's own has succeeded, or while it is alone (Node.joinedCluster is
-// false): at most joinBurst at once and joinRate a second after that.
+// Discovered peers passed on to the join loop. Until joinBurst joins of
+// this node's own have succeeded, or while it is alone
+// (Node.joinedCluster is false): at most joinBurst at once and joinRate a second after that.
 // Then: none at once; a peer memberlist still does not know after holdFor
 // to 2×holdFor (random) is joined then, at most one per takeEvery.
 //

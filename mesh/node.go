@@ -49,7 +49,7 @@ type Node struct {
 
 	peers  chan string // join candidates from discovery; buffered, sends never block
 	gate   peerGate    // limits the discovered peers sent to peers, see discovery.go
-	joined atomic.Bool // a join of this node's own succeeded (see joinedCluster)
+	joined atomic.Int32 // joins of this node's own that succeeded (see joinedCluster)
 
 	pubMu    sync.Mutex // serializes publish
 	reloadMu sync.Mutex // held by Reload throughout; taken before pubMu and mu
@@ -449,14 +449,16 @@ func (n *Node) onPeer(p announce.Peer) {
 	n.sendPeer(addr)
 }
 
-// joinedCluster reports whether this node is in a cluster through a join
-// of its own. A node that others joined is in a cluster too, but a
-// join's push/pull gives it only the joiner's state, often that of a node
-// as new as itself, so it still joins a few discovered peers at once for
-// their full state (see peerGate): 25 nodes started within 200ms waited
-// up to a second for the announcing node's record otherwise.
+// joinedCluster reports whether this node is in a cluster through
+// joinBurst joins of its own. A node that others joined is in a cluster
+// too, and one join may have been to a node as new as itself: a join's
+// push/pull gives only that peer's state, so a node joins its first few
+// discovered peers at once for their full state (see peerGate). With the
+// gate shut after the first join, or while only joined by others, 25
+// nodes started within 200ms waited up to a second for the announcing
+// node's record (session 5).
 func (n *Node) joinedCluster() bool {
-	return n.joined.Load() && n.cluster.NumMembers() > 1
+	return n.joined.Load() >= joinBurst && n.cluster.NumMembers() > 1
 }
 
 // sendPeer hands a join candidate to the join loop without blocking.
@@ -589,7 +591,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 			return
 		}
 		n.log.Info("joined", "peer", r.addr)
-		n.joined.Store(true)
+		n.joined.Add(1)
 		c.backoff, c.failures = time.Second, 0
 		if !c.seed {
 			delete(cands, r.addr)
