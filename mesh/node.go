@@ -47,8 +47,8 @@ type Node struct {
 	api      localAPI           // the status address and the control socket
 	names    *names             // --hosts and --dns
 
-	peers  chan string // join candidates from discovery; buffered, sends never block
-	gate   peerGate    // limits the discovered peers sent to peers, see discovery.go
+	peers  chan string  // join candidates from discovery; buffered, sends never block
+	gate   peerGate     // limits the discovered peers sent to peers, see discovery.go
 	joined atomic.Int32 // joins of this node's own that succeeded (see joinedCluster)
 
 	pubMu    sync.Mutex // serializes publish
