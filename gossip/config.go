@@ -102,18 +102,17 @@ const (
 // DefaultConfig returns the LAN profile: port 7946 on all interfaces and
 // memberlist.DefaultLANConfig's timers, with Lifeguard:
 //
-//   - ProbeInterval 1s, ProbeTimeout 500ms, SuspicionMult 6 (LAN: 4),
+//   - ProbeInterval 1s, ProbeTimeout 500ms, SuspicionMult 4,
 //     SuspicionMaxTimeoutMult 6, AwarenessMaxMultiplier 8. A suspect is
-//     declared dead after 6×ProbeInterval×log10(n) (12s at 100 nodes) once
-//     SuspicionMult-2 peers confirm the suspicion, up to six times that
-//     while they do not, so one busy prober cannot kill a live node. With
-//     4 (8s at 100), a 100-host lab on two cores marked live nodes failed
-//     by the hundred while they started: starved of CPU, a suspected node
-//     refuted 6-10s after the first suspicion (session 5 logs). A node
-//     whose host or link goes down leaves every catalog in about 7s at 25
-//     nodes with 4 (measured in the scale lab), about 2.5s later with 6; a
-//     node whose process dies on a live host (SIGKILL)
-//     in about 2.5s, because its refused gossip port confirms the
+//     declared dead after 4×ProbeInterval×log10(n) once enough peers
+//     confirm the suspicion, up to six times that while they do not, so
+//     one busy prober cannot kill a live node. (SuspicionMult 6 removed
+//     the start-up failure marks of a 100-host lab on two cores but left
+//     suspicions going on at 0.3-2 a second for the minute after, in both
+//     runs of session 5; with 4, four runs had 0-5 suspicions in that
+//     minute.) A node whose host or link goes down leaves every catalog
+//     in about 7s at 25 nodes (measured in the scale lab); a node whose
+//     process dies on a live host (SIGKILL) in about 2.5s, because its refused gossip port confirms the
 //     suspicion at once (suspect.go). The profile used to probe every 500ms with a 250ms
 //     timeout and SuspicionMult 2, which dropped a dead node in about 2s
 //     but, on a 2-core lab of 100 nodes started together, marked live
@@ -148,8 +147,6 @@ func DefaultConfig() Config {
 	// idle node's CPU and garbage (perf, issue 10). Peers decompress what
 	// is compressed and read the rest as is, so mixed versions interoperate.
 	mc.EnableCompression = false
-	// Suspicion lasts 1.5 times the LAN's: see above.
-	mc.SuspicionMult = 6
 	return Config{
 		Cluster:    defaultCluster,
 		BindAddr:   defaultBindAddr,
