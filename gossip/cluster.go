@@ -732,11 +732,17 @@ func (c *Cluster) addPendingLocked(r record, now time.Time) {
 // listened for the announced service up to 8 s after joining).
 func (c *Cluster) memberUp(name, addr string, port int) {
 	var promoted *record
+	var greet *memberlist.Node
+	var self record
 	c.mu.Lock()
 	m, ok := c.members[name]
 	if !ok {
 		m = &member{}
 		c.members[name] = m
+		if name != c.self.Node && len(c.self.Services) > 0 && !c.self.Left {
+			greet = &memberlist.Node{Name: name, Addr: net.ParseIP(addr), Port: uint16(port)}
+			self = c.self.clone()
+		}
 	}
 	if p, ok := c.pending[name]; ok {
 		delete(c.pending, name)
@@ -753,6 +759,9 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 	c.mu.Unlock()
 	if promoted != nil {
 		c.queue(*promoted)
+	}
+	if greet != nil {
+		c.greet(greet, self)
 	}
 	c.log.Debug("member alive", "peer", name, "addr", net.JoinHostPort(addr, strconv.Itoa(port)))
 	c.notify()

@@ -131,3 +131,17 @@ func (c *Cluster) goSend(to []*memberlist.Node, b []byte, what string) {
 		}
 	})
 }
+
+// greet sends r, this node's record, to a member it has just learnt of,
+// when this node announces services: the member can route to them at
+// once instead of waiting for the record's broadcast or a push/pull. In
+// a lab of 25 hosts started within 100ms, hosts forwarded the announcing
+// node's service up to a second after their start without it (session
+// 5); it costs one packet per new member, and only announcing nodes send.
+func (c *Cluster) greet(to *memberlist.Node, r record) {
+	b, err := encodeRecord(r)
+	if err != nil || len(b) > c.maxBcast {
+		return // too large for a packet: push/pull carries it
+	}
+	c.goSend([]*memberlist.Node{to}, b, "greet a new member")
+}
