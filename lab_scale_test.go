@@ -34,6 +34,7 @@ import (
 //	AMB_SCALE_ARGS    extra flags for every node, space-separated (e.g. "--dial-timeout 1s")
 //	AMB_SCALE_LOGS    a folder to copy every node's log into at the end
 //	AMB_SCALE_STRICT  1: fail when a timing target of issue 10 is missed, not only print it
+//	AMB_SCALE_SERIAL  1: exec the nodes one by one (default: 8 at a time, host 0 first)
 type scaleSettings struct {
 	hosts  int
 	window time.Duration
