@@ -72,5 +72,36 @@ func (s *Server) receiveLocked(so *socket, b []byte, src netip.AddrPort, unicast
 		return received{}, nil // don't answer ourselves
 	}
 	reply, dst := respond(so.zone, &m, src, unicast)
+	if reply != nil && s.thinPeerAnswerLocked(&m, src, dst) {
+		return received{}, nil
+	}
 	return received{reply: reply, dst: dst}, nil
+}
+
+// peerAnswerers is about how many members of a cluster answer one
+// newcomer's peer query (see thinPeerAnswerLocked).
+const peerAnswerers = 8
+
+// thinPeerAnswerLocked reports whether to leave unanswered query m from
+// src, whose answer would go to dst: a unicast (QU) peer query from
+// another node's mDNS stack, while this node is in a cluster of more than
+// peerAnswerers, with probability 1-peerAnswerers/members. A newcomer
+// needs a few peers to join (the mesh joins three), not all of them: when
+// a hundred nodes started together every query drew 99 unicast answers,
+// each parsed and handed to the join gate by the querier, and answering
+// was about a tenth of the nodes' start-up CPU (issue 10, session 5
+// profile). A query is left unanswered by all with probability about
+// e^-peerAnswerers (0.03 %); the querier asks again while it is alone.
+// Multicast answers, legacy queries (dig, from a port other than 5353)
+// and queries for services are always answered.
+func (s *Server) thinPeerAnswerLocked(m *dns.Msg, src, dst netip.AddrPort) bool {
+	if dst == mdnsGroup || src.Port() != mdnsPort || s.members <= peerAnswerers {
+		return false
+	}
+	for _, q := range m.Question {
+		if !equalName(q.Name, peerFQDN) {
+			return false
+		}
+	}
+	return s.chance() >= float64(peerAnswerers)/float64(s.members)
 }

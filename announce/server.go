@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -43,6 +44,9 @@ type Server struct {
 	// now is the clock of the rate limit; read-only. time.Now outside
 	// tests.
 	now func() time.Time
+	// chance returns a random number in [0, 1) for thinPeerAnswer;
+	// read-only. rand.Float64 outside tests.
+	chance func() float64
 
 	queryNow chan struct{} // 1-buffered; non-blocking send, a pending signal is enough
 	quietNow chan struct{} // 1-buffered; non-blocking send, run re-reads quiet
@@ -64,6 +68,7 @@ type Server struct {
 	changes  map[string]bool    // service types ("_redis._tcp.local.") to announce
 	socks    map[string]*socket // active sockets by interface name
 	quiet    bool               // see SetQuiet
+	members  int                // see SetMembers
 	disc     *discovery
 }
 
@@ -111,6 +116,7 @@ func New(cfg Config) (*Server, error) {
 		listIfaces: systemInterfaces,
 		write:      writeUDP,
 		now:        time.Now,
+		chance:     rand.Float64,
 		queryNow:   make(chan struct{}, 1),
 		quietNow:   make(chan struct{}, 1),
 		changed:    make(chan struct{}, 1),
@@ -269,6 +275,18 @@ func (s *Server) SetQuiet(quiet bool) {
 		default:
 		}
 	}
+}
+
+// SetMembers tells the server how many nodes the cluster it is in has
+// (this one included; 0 or 1: alone). In a cluster of more than
+// peerAnswerers, a unicast (QU) peer query from another mDNS stack is
+// answered with probability peerAnswerers/members, so a newcomer gets
+// about peerAnswerers answers instead of one from every node (see
+// thinPeerAnswer). Safe for concurrent use; does not block.
+func (s *Server) SetMembers(n int) {
+	s.mu.Lock()
+	s.members = n
+	s.mu.Unlock()
 }
 
 // Interfaces returns the names of the interfaces with an open socket,

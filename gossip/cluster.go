@@ -115,6 +115,7 @@ type Cluster struct {
 	// scan; checks tracks confirmSuspect dials, which stopCtx ends.
 	table     atomic.Pointer[nodeTable]
 	lastScan  atomic.Int64
+	lastWant  atomic.Int64  // UnixNano of the last askMissing check
 	scanEvery time.Duration // set in New, read-only afterwards
 	calm      atomic.Bool   // no member flagged suspect or refused; stored under mu
 	checks    sync.WaitGroup
@@ -169,6 +170,10 @@ type member struct {
 	refusedAt time.Time
 	confirmed bool
 	hintAt    time.Time
+	// wantAt: when this node last asked the member for its record;
+	// answeredAt: when it last answered the member's request (want.go).
+	wantAt     time.Time
+	answeredAt time.Time
 }
 
 // New validates cfg and returns a Cluster that is not yet on the network.
@@ -431,6 +436,20 @@ func (c *Cluster) Alive(name string) bool {
 	defer c.mu.Unlock()
 	m, ok := c.members[name]
 	return ok && m.State == stateAlive
+}
+
+// Known reports whether memberlist has reported name in any state
+// (alive, suspect, dead or left, until dead and left members are
+// forgotten, see Members). A known node needs no join from discovery:
+// memberlist's own gossip and push/pull bring it back when it refutes a
+// failure, and a join to it costs a full state exchange. Safe for
+// concurrent use.
+func (c *Cluster) Known(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pruneLocked(time.Now())
+	_, ok := c.members[name]
+	return ok
 }
 
 // SetKeys replaces the cluster keys of a running, encrypted cluster
@@ -719,18 +738,32 @@ func (c *Cluster) addPendingLocked(r record, now time.Time) {
 }
 
 // memberUp records a member as alive, and makes a record that arrived
-// before memberlist reported the node its current one.
+// before memberlist reported the node its current one and passes it on,
+// as merge does with a newer record of a known member. When many nodes
+// start together a record often arrives before its node's alive message;
+// kept aside silently, it stopped spreading there, and a node that joined
+// later got it only from a push/pull (session 5: hosts of a 100-host lab
+// listened for the announced service up to 8 s after joining).
 func (c *Cluster) memberUp(name, addr string, port int) {
+	var promoted *record
+	var greet *memberlist.Node
+	var self record
 	c.mu.Lock()
 	m, ok := c.members[name]
 	if !ok {
 		m = &member{}
 		c.members[name] = m
+		if name != c.self.Node && len(c.self.Services) > 0 && !c.self.Left {
+			greet = &memberlist.Node{Name: name, Addr: net.ParseIP(addr), Port: uint16(port)}
+			self = c.self.clone()
+		}
 	}
 	if p, ok := c.pending[name]; ok {
 		delete(c.pending, name)
 		if s, ok := c.records[name]; !ok || s.rec.Version < p.rec.Version {
 			c.records[name] = p
+			r := p.rec.clone()
+			promoted = &r
 		}
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
@@ -738,6 +771,12 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 	m.suspect, m.refused, m.confirmed = false, false, false
 	c.countLocked()
 	c.mu.Unlock()
+	if promoted != nil {
+		c.queue(*promoted)
+	}
+	if greet != nil {
+		c.greet(greet, self)
+	}
 	c.log.Debug("member alive", "peer", name, "addr", net.JoinHostPort(addr, strconv.Itoa(port)))
 	c.notify()
 }

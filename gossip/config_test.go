@@ -192,3 +192,22 @@ func TestParseLogLine(t *testing.T) {
 		})
 	}
 }
+
+// TestDefaultSuspicion: the lan profile keeps memberlist's LAN suspicion
+// multiplier (4). 6 removed the start-up failure marks of a 100-host lab
+// but kept suspicions going for the minute after (issue 10, session 5).
+func TestDefaultSuspicion(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		cfg  Config
+		want int
+	}{
+		{"lan", DefaultConfig(), memberlist.DefaultLANConfig().SuspicionMult},
+		{"local", DefaultLocalConfig(), memberlist.DefaultLocalConfig().SuspicionMult},
+		{"wan", DefaultWANConfig(), memberlist.DefaultWANConfig().SuspicionMult},
+	} {
+		if got := tt.cfg.Memberlist.SuspicionMult; got != tt.want {
+			t.Errorf("%s: SuspicionMult %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}

@@ -90,6 +90,15 @@ func (d *delegate) NotifyMsg(b []byte) {
 		d.c.refusedHint(node)
 		return
 	}
+	if len(b) > 1 && b[1] == kindWant {
+		from, err := decodeWant(b)
+		if err != nil {
+			d.c.log.Debug("dropping malformed record request", "bytes", len(b), "err", err)
+			return
+		}
+		d.c.answerWant(from)
+		return
+	}
 	r, err := decodeRecord(b)
 	if err != nil {
 		d.c.log.Debug("dropping malformed broadcast", "bytes", len(b), "err", err)
@@ -102,7 +111,9 @@ func (d *delegate) NotifyMsg(b []byte) {
 // memberlist calls it on every gossip tick, which also drives the scan
 // for suspect members (see scanSuspects).
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	d.c.scanSuspects(time.Now())
+	now := time.Now()
+	d.c.scanSuspects(now)
+	d.c.askMissing(now)
 	return d.c.bcast.GetBroadcasts(overhead, limit)
 }
 

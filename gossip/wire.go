@@ -30,6 +30,7 @@ const (
 	kindRecord  byte = 1
 	kindState   byte = 2
 	kindRefused byte = 3 // JSON: the name of a suspect whose gossip port refused; see suspect.go
+	kindWant    byte = 4 // JSON: the name of a node asking the receiver for its record; see want.go
 
 	// maxRecordMsg bounds one broadcast. Broadcasts travel in UDP packets
 	// (memberlist's UDPBufferSize, 1400 bytes by default), so anything larger

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/announce"
@@ -46,8 +47,9 @@ type Node struct {
 	api      localAPI           // the status address and the control socket
 	names    *names             // --hosts and --dns
 
-	peers chan string // join candidates from discovery; buffered, sends never block
-	gate  peerGate    // limits the discovered peers sent to peers, see discovery.go
+	peers  chan string  // join candidates from discovery; buffered, sends never block
+	gate   peerGate     // limits the discovered peers sent to peers, see discovery.go
+	joined atomic.Int32 // joins of this node's own that succeeded (see joinedCluster)
 
 	pubMu    sync.Mutex // serializes publish
 	reloadMu sync.Mutex // held by Reload throughout; taken before pubMu and mu
@@ -435,15 +437,28 @@ func (n *Node) stop(ctx context.Context, st started) error {
 
 // onPeer is called by announce for every peer it sees; it must not block.
 func (n *Node) onPeer(p announce.Peer) {
-	if n.cluster.Alive(p.Node) {
-		return // already a member: nothing to join
+	if n.cluster.Known(p.Node) {
+		return // memberlist knows it: nothing to join, see peerGate
 	}
 	addr := net.JoinHostPort(p.Addr.String(), strconv.Itoa(p.GossipPort))
-	if !n.gate.allow(time.Now()) {
-		n.gate.hold(p.Node, addr) // enough joins for now: see peerGate
+	now := time.Now()
+	if !n.gate.allow(now, !n.joinedCluster()) {
+		n.gate.hold(now, p.Node, addr) // gossip will likely bring it: see peerGate
 		return
 	}
 	n.sendPeer(addr)
+}
+
+// joinedCluster reports whether this node is in a cluster through
+// joinBurst joins of its own. A node that others joined is in a cluster
+// too, and one join may have been to a node as new as itself: a join's
+// push/pull gives only that peer's state, so a node joins its first few
+// discovered peers at once for their full state (see peerGate). With the
+// gate shut after the first join, or while only joined by others, 25
+// nodes started within 200ms waited up to a second for the announcing
+// node's record (session 5).
+func (n *Node) joinedCluster() bool {
+	return n.joined.Load() >= joinBurst && n.cluster.NumMembers() > 1
 }
 
 // sendPeer hands a join candidate to the join loop without blocking.
@@ -461,14 +476,16 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	defer t.Stop()
 	lastMembers := 0
 	defer n.events.close() // ends the event streams before the status API stops
+	var last time.Time
 	for {
+		last = time.Now()
 		v := n.view()
 		rs, hosts := plan(n.name, n.cluster.Catalog(), v.services(n.name), v.forwards, v.balance, v.logins)
 		n.proxy.Update(rs)
 		n.names.Set(hosts)
 		n.noteChanges()
-		for _, a := range n.gate.take(time.Now(), n.cluster.Alive) {
-			n.sendPeer(a) // discovered peers held back, still not members
+		for _, a := range n.gate.take(time.Now(), !n.joinedCluster(), n.cluster.Known) {
+			n.sendPeer(a) // discovered peers held back that gossip did not bring in
 		}
 		if m := n.cluster.NumMembers(); m != lastMembers {
 			n.log.Info("members changed", "members", m)
@@ -476,21 +493,49 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 			if n.disc != nil {
 				// Gossip knows the peers: mDNS need not keep asking.
 				n.disc.SetQuiet(m > 1)
+				n.disc.SetMembers(m)
 			}
 		}
 		// Changed and kick are 1-buffered: however many changes arrive
 		// while a reconcile runs (a forming cluster reports one per member
 		// and record), they cost one more reconcile, which reads the
-		// latest catalog. No delay on top: a withdrawn service's listener
-		// must close at once.
+		// latest catalog. A cluster change right after a reconcile waits
+		// out reconcileGap (see reconcileDelay); a local change (kick)
+		// never waits.
 		select {
 		case <-ctx.Done():
 			return
 		case <-n.cluster.Changed():
+			if d := reconcileDelay(last, time.Now()); d > 0 {
+				w := time.NewTimer(d)
+				select {
+				case <-ctx.Done():
+					w.Stop()
+					return
+				case <-n.kick:
+				case <-w.C:
+				}
+				w.Stop()
+			}
 		case <-n.kick:
 		case <-t.C:
 		}
 	}
+}
+
+// reconcileGap is the least time between the starts of two reconciles
+// that cluster changes cause. A reconcile reads the whole catalog and
+// member list, plans routes and diffs the events (a profile of 100 nodes
+// starting on two cores: half of it in noteChanges), and a forming or
+// flapping cluster of N nodes reports changes many times a second on
+// every node. A change after a quiet spell is reconciled at once, so a
+// withdrawn service's listener still closes without delay.
+const reconcileGap = 50 * time.Millisecond
+
+// reconcileDelay is how long a cluster change at now waits when the last
+// reconcile started at last.
+func reconcileDelay(last, now time.Time) time.Duration {
+	return max(0, reconcileGap-now.Sub(last))
 }
 
 // maxParallelJoins bounds the joins in flight at once.
@@ -546,6 +591,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 			return
 		}
 		n.log.Info("joined", "peer", r.addr)
+		n.joined.Add(1)
 		c.backoff, c.failures = time.Second, 0
 		if !c.seed {
 			delete(cands, r.addr)

@@ -1,0 +1,56 @@
+package announce
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// TestPeerAnswerThinned: in a cluster of more than peerAnswerers, a
+// newcomer's unicast peer query is answered with probability
+// peerAnswerers/members; alone or in a small cluster, and for legacy
+// queries, service queries and multicast (QM) peer queries, always.
+func TestPeerAnswerThinned(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379})
+	qu := peerQuery(true, nil)
+	qm := peerQuery(false, nil)
+	svc := query(0, "node-a.local.", dns.TypeA, dns.ClassINET|cacheFlush)
+	legacy := netip.AddrPortFrom(onLinkSrc.Addr(), 40000)
+	p := float64(peerAnswerers) / 100
+	tests := []struct {
+		name    string
+		members int
+		chance  float64
+		msg     *dns.Msg
+		src     netip.AddrPort
+		want    bool // answered
+	}{
+		{"alone", 1, 0.99, qu, onLinkSrc, true},
+		{"small cluster", peerAnswerers, 0.99, qu, onLinkSrc, true},
+		{"100 members, drawn in", 100, p - 0.001, qu, onLinkSrc, true},
+		{"100 members, drawn out", 100, p, qu, onLinkSrc, false},
+		{"100 members, QM peer query", 100, 0.99, qm, onLinkSrc, true},
+		{"100 members, legacy peer query", 100, 0.99, qu, legacy, true},
+		{"100 members, service query", 100, 0.99, svc, onLinkSrc, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h.s.SetMembers(tt.members)
+			h.s.chance = func() float64 { return tt.chance }
+			b, err := tt.msg.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.s.mu.Lock()
+			in, err := h.s.receiveLocked(h.so, b, tt.src, false, t0)
+			h.s.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := in.reply != nil; got != tt.want {
+				t.Errorf("answered %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

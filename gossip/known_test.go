@@ -1,0 +1,64 @@
+package gossip
+
+import (
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// TestKnown: discovery skips a peer memberlist reported in any state, so a
+// live node wrongly marked dead is not joined by every node that hears it
+// on mDNS; a member forgotten after the reap time is unknown again.
+func TestKnown(t *testing.T) {
+	c, err := New(Config{NodeName: "self", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for name, st := range map[string]string{"alive": stateAlive, "dead": stateDead, "left": stateLeft} {
+		c.members[name] = &member{Member: Member{Name: name, State: st}, since: now}
+	}
+	c.members["forgotten"] = &member{Member: Member{Name: "forgotten", State: stateDead}, since: now.Add(-c.reap - time.Second)}
+	for _, tt := range []struct {
+		name string
+		want bool
+	}{{"alive", true}, {"dead", true}, {"left", true}, {"stranger", false}, {"forgotten", false}} {
+		if got := c.Known(tt.name); got != tt.want {
+			t.Errorf("Known(%q) = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestPendingRecordPassedOn: a record that arrived before its node's
+// alive message is passed on (queued for broadcast) once memberlist
+// reports the node, like a newer record of a known member; before, it
+// stopped spreading at every node where it arrived early.
+func TestPendingRecordPassedOn(t *testing.T) {
+	c, d := newOffline(t, "a")
+	c.merge([]record{{Entry: Entry{Node: "early", Addr: "10.0.0.9", Version: 7,
+		Services: []Service{{Name: "web", Port: 80}}}}})
+	if got := c.bcast.NumQueued(); got != 0 {
+		t.Fatalf("queued before the member is known: %d, want 0", got)
+	}
+	d.NotifyJoin(mlNode("early", "10.0.0.9", memberlist.StateAlive))
+	if got := c.bcast.NumQueued(); got != 1 {
+		t.Fatalf("queued after NotifyJoin: %d, want 1 (the early record)", got)
+	}
+	bs := c.bcast.GetBroadcasts(0, 1400)
+	if len(bs) != 1 {
+		t.Fatalf("GetBroadcasts: %d, want 1", len(bs))
+	}
+	r, err := decodeRecord(bs[0])
+	if err != nil || r.Node != "early" || r.Version != 7 {
+		t.Errorf("broadcast: %+v, %v; want the early record, version 7", r, err)
+	}
+	// A join of a member whose record is current queues nothing more.
+	for i := 0; c.bcast.NumQueued() > 0 && i < 100; i++ {
+		c.bcast.GetBroadcasts(0, 1400) // transmit it out of the queue
+	}
+	d.NotifyJoin(mlNode("early", "10.0.0.9", memberlist.StateAlive))
+	if got := c.bcast.NumQueued(); got != 0 {
+		t.Errorf("queued after a second NotifyJoin: %d, want 0", got)
+	}
+}

@@ -1,0 +1,147 @@
+package gossip
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Asking a member for its record.
+//
+// A node's record reaches the others by broadcast (re-sent by each node
+// that merges it, a few times each) and by push/pull, which carries the
+// records of the peer's alive members. A node that joins after a record's
+// broadcast has died out, through a peer that lacked it too (both new),
+// learns of the member from memberlist's alive messages but gets its
+// record only at the next push/pull with a peer that has it: 60 s apart at
+// 100 nodes. In a 100-host lab started together, hosts knew the announcing
+// node for seconds before they could route to it (session 5). So a member
+// alive for wantAfter without a record is asked for it directly, with one
+// small UDP message (kindWant), at most once per wantEvery, and answers
+// with its own record the same way.
+const (
+	wantAfter = time.Second
+	wantEvery = 5 * time.Second
+	// wantBatch bounds the requests one node sends per check, and
+	// wantCheck is how often it checks (from the gossip tick).
+	wantBatch = 16
+	wantCheck = 500 * time.Millisecond
+)
+
+func encodeWant(node string) ([]byte, error) { return encode(kindWant, node) }
+
+// decodeWant decodes a kindWant message: the asking node's name.
+func decodeWant(b []byte) (string, error) {
+	var node string
+	if err := decode(b, kindWant, maxRecordMsg, &node); err != nil {
+		return "", err
+	}
+	if err := checkName("node", node); err != nil {
+		return "", fmt.Errorf("%w: want from: %w", errDecode, err)
+	}
+	return node, nil
+}
+
+// askMissing asks alive members without a record for theirs (see above).
+// Called from GetBroadcasts on every gossip tick; it checks at most once
+// per wantCheck and sends from a goroutine Shutdown waits for, so it
+// never calls into memberlist from memberlist's own callback.
+func (c *Cluster) askMissing(now time.Time) {
+	last := c.lastWant.Load()
+	if now.UnixNano()-last < int64(wantCheck) || !c.lastWant.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	ask := c.missing(now)
+	if len(ask) == 0 {
+		return
+	}
+	b, err := encodeWant(c.cfg.NodeName)
+	if err != nil {
+		return
+	}
+	c.goSend(ask, b, "ask for a record")
+}
+
+// missing returns the alive members that have been alive for
+// wantAfter, have no record here and were not asked within wantEvery, at
+// most wantBatch, and notes them as asked. It takes c.mu.
+func (c *Cluster) missing(now time.Time) []*memberlist.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*memberlist.Node
+	for name, m := range c.members {
+		if len(out) == wantBatch {
+			break
+		}
+		if name == c.self.Node || m.State != stateAlive || now.Sub(m.since) < wantAfter || now.Sub(m.wantAt) < wantEvery {
+			continue
+		}
+		if _, ok := c.records[name]; ok {
+			continue
+		}
+		m.wantAt = now
+		out = append(out, &memberlist.Node{Name: name, Addr: net.ParseIP(m.Addr), Port: uint16(m.Port)})
+	}
+	return out
+}
+
+// answerWant sends this node's record to member from, which asked for it
+// (kindWant), at most once per wantEvery per asker, so a peer cannot make
+// it send more often than it may ask.
+func (c *Cluster) answerWant(from string) {
+	now := time.Now()
+	c.mu.Lock()
+	m, ok := c.members[from]
+	send := ok && from != c.self.Node && m.State == stateAlive && !c.self.Left && now.Sub(m.answeredAt) >= wantEvery
+	var to *memberlist.Node
+	var r record
+	if send {
+		m.answeredAt = now
+		to = &memberlist.Node{Name: from, Addr: net.ParseIP(m.Addr), Port: uint16(m.Port)}
+		r = c.self.clone()
+	}
+	c.mu.Unlock()
+	if !send {
+		return
+	}
+	b, err := encodeRecord(r)
+	if err != nil || len(b) > c.maxBcast {
+		return // too large for a packet: push/pull carries it
+	}
+	c.goSend([]*memberlist.Node{to}, b, "answer a record request")
+}
+
+// goSend sends b best-effort to each of to from a goroutine that
+// Shutdown waits for; what names the message in the debug line of a
+// failed send.
+func (c *Cluster) goSend(to []*memberlist.Node, b []byte, what string) {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	ml := c.ml
+	if ml == nil || c.closed || c.left {
+		return
+	}
+	c.checks.Go(func() {
+		for _, n := range to {
+			if err := ml.SendBestEffort(n, b); err != nil {
+				c.log.Debug(what, "peer", n.Name, "err", err)
+			}
+		}
+	})
+}
+
+// greet sends r, this node's record, to a member it has just learnt of,
+// when this node announces services: the member can route to them at
+// once instead of waiting for the record's broadcast or a push/pull. In
+// a lab of 25 hosts started within 100ms, hosts forwarded the announcing
+// node's service up to a second after their start without it (session
+// 5); it costs one packet per new member, and only announcing nodes send.
+func (c *Cluster) greet(to *memberlist.Node, r record) {
+	b, err := encodeRecord(r)
+	if err != nil || len(b) > c.maxBcast {
+		return // too large for a packet: push/pull carries it
+	}
+	c.goSend([]*memberlist.Node{to}, b, "greet a new member")
+}

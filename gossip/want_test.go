@@ -1,0 +1,105 @@
+package gossip
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestMissingRecordAsked: a member alive here without a record (its
+// broadcast died out before this node heard it) is asked for the record
+// and answers, without waiting for a push/pull (pushed back an hour
+// here); the old code left the member's services out until then.
+func TestMissingRecordAsked(t *testing.T) {
+	noPushPull := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
+	a := newNodeWith(t, "a", "want", 1, noPushPull)
+	b := newNodeWith(t, "b", "want", 2, noPushPull)
+	b.SetServices([]Service{{Name: "web", Port: 80}})
+	join(t, a, b)
+	has := func() error {
+		for _, e := range a.Catalog() {
+			if e.Node == "b" && len(e.Services) == 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("a's catalog has no record of b with its service: %+v", a.Catalog())
+	}
+	waitFor(t, "a has b's record", has)
+
+	// Broadcasts of b's record run out, then a loses it, as if the
+	// broadcast had never reached it.
+	waitFor(t, "broadcast queues empty", func() error {
+		if na, nb := a.bcast.NumQueued(), b.bcast.NumQueued(); na+nb > 0 {
+			return fmt.Errorf("queued: a %d, b %d", na, nb)
+		}
+		return nil
+	})
+	a.mu.Lock()
+	delete(a.records, "b")
+	a.members["b"].since = time.Now().Add(-wantAfter)
+	a.mu.Unlock()
+	waitFor(t, "a asks b for its record and gets it", has)
+}
+
+// TestWantDecode: a record request carries a valid node name.
+func TestWantDecode(t *testing.T) {
+	b, err := encodeWant("node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := decodeWant(b); err != nil || got != "node-1" {
+		t.Errorf("decodeWant: %q, %v; want node-1", got, err)
+	}
+	for _, bad := range [][]byte{b[:1], append([]byte{wireVersion, kindRecord}, b[2:]...), []byte{wireVersion, kindWant, '"', '"'}} {
+		if _, err := decodeWant(bad); err == nil {
+			t.Errorf("decodeWant(%q): no error", bad)
+		}
+	}
+}
+
+// TestNewMemberGreeted: a node that announces services sends its record
+// to a member it has just learnt of, without waiting for broadcast or
+// push/pull (both off here); a node without services sends nothing.
+func TestNewMemberGreeted(t *testing.T) {
+	quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
+	a := newNodeWith(t, "a", "greet", 1, quiet)
+	b := newNodeWith(t, "b", "greet", 2, quiet)
+	b.SetServices([]Service{{Name: "web", Port: 80}})
+	join(t, a, b)
+	waitFor(t, "a has b's record", func() error {
+		for _, e := range a.Catalog() {
+			if e.Node == "b" && len(e.Services) == 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no record of b with its service in %+v", a.Catalog())
+	})
+	waitFor(t, "broadcast queues empty", func() error {
+		if na, nb := a.bcast.NumQueued(), b.bcast.NumQueued(); na+nb > 0 {
+			return fmt.Errorf("queued: a %d, b %d", na, nb)
+		}
+		return nil
+	})
+	// b learns of a new member c (as if from gossip) at c's address: b
+	// greets c with its record.
+	c := newNodeWith(t, "c", "greet", 3, quiet)
+	c.mu.Lock()
+	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
+	c.mu.Unlock()
+	b.memberUp("c", "127.0.0.1", c.GossipPort())
+	// Well within wantAfter, so c's own request (want.go) cannot be what
+	// brought the record.
+	deadline := time.Now().Add(wantAfter / 2)
+	for {
+		c.mu.Lock()
+		s, ok := c.records["b"]
+		c.mu.Unlock()
+		if ok && len(s.rec.Services) == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("c has no record of b %s after b learnt of c", wantAfter/2)
+		}
+		time.Sleep(10 * time.Millisecond) // polling another node's state
+	}
+}
