@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -42,14 +43,8 @@ type dnsServer struct {
 // Close. A port in use is an error here, before the node reports ready.
 func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) (d *dnsServer, err error) {
 	d = &dnsServer{lookup: lookup, log: log}
-	pc, err := net.ListenPacket("udp", addr)
+	pc, ln, err := listenPair(addr, net.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("mesh: dns: %w", err)
-	}
-	// TCP on the port UDP got, so that addr may say port 0.
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
 		return nil, fmt.Errorf("mesh: dns: %w", err)
 	}
 	started := make(chan struct{}, 2)
@@ -68,6 +63,35 @@ func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) 
 	<-started
 	d.log.Info("dns server listening", "listen", pc.LocalAddr().String())
 	return d, nil
+}
+
+// listenPair listens on UDP addr and then on TCP at the port UDP got, so
+// that addr may say port 0. The kernel picks a UDP port free for UDP only;
+// when its TCP twin is taken, port 0 tries another (as memberlist does for
+// its gossip port), an explicit port fails.
+func listenPair(addr string, listenTCP func(network, addr string) (net.Listener, error)) (net.PacketConn, net.Listener, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	tries := 1
+	if port == "0" {
+		tries = 10
+	}
+	for i := 1; ; i++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := listenTCP("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if i >= tries || !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, nil, err
+		}
+	}
 }
 
 // Addr is the UDP (and TCP) address the server listens on.

@@ -2,8 +2,12 @@ package mesh
 
 import (
 	"log/slog"
+	"net"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -83,4 +87,61 @@ func TestDNSPortInUse(t *testing.T) {
 		d2.Close()
 		t.Fatalf("second server on %s started", d.Addr())
 	}
+}
+
+// With port 0 the kernel picks a port free for UDP only; a TCP twin that is
+// taken makes listenPair try another port, never an explicit one.
+func TestListenPairRetriesPortZero(t *testing.T) {
+	inUse := &net.OpError{Op: "listen", Net: "tcp", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}
+	for _, tc := range []struct {
+		name    string
+		addr    string
+		taken   int // how many TCP listens fail with EADDRINUSE first
+		wantErr bool
+	}{
+		{name: "port 0, twin taken twice", addr: "127.0.0.1:0", taken: 2},
+		{name: "port 0, twin always taken", addr: "127.0.0.1:0", taken: 100, wantErr: true},
+		{name: "explicit port, twin taken", addr: "127.0.0.1:" + strconv.Itoa(freeUDPPort(t)), taken: 1, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			listen := func(network, addr string) (net.Listener, error) {
+				calls++
+				if calls <= tc.taken {
+					return nil, inUse
+				}
+				return net.Listen(network, addr)
+			}
+			pc, ln, err := listenPair(tc.addr, listen)
+			if tc.wantErr {
+				if err == nil {
+					pc.Close()
+					ln.Close()
+					t.Fatal("listenPair succeeded, want the bind error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			defer ln.Close()
+			if calls != tc.taken+1 {
+				t.Errorf("%d TCP listens, want %d", calls, tc.taken+1)
+			}
+			if pc.LocalAddr().String() != ln.Addr().String() {
+				t.Errorf("UDP on %s, TCP on %s: want one port", pc.LocalAddr(), ln.Addr())
+			}
+		})
+	}
+}
+
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().(*net.UDPAddr).Port
 }
