@@ -779,11 +779,14 @@ func (l *evLoop) endDirection(e *econn, d int) {
 		return
 	}
 	dir.shut = true
-	_ = unix.Shutdown(e.fd[1-d], unix.SHUT_WR)
 	if e.dir[1-d].shut {
+		// The other way is done too: the close sends the FIN a shutdown
+		// would (a reset instead when unread bytes wait, as after a
+		// shutdown), one call less per connection.
 		l.closeStream(e, endClean, nil)
 		return
 	}
+	_ = unix.Shutdown(e.fd[1-d], unix.SHUT_WR)
 	e.halfAt = l.now
 	l.schedule(e)
 }
