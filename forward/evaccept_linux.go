@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -83,7 +84,7 @@ func (p *Proxy) acceptRaw(rs *routeState, l *listener, rc syscall.RawConn) {
 	var (
 		backoff  time.Duration
 		fd       int
-		sa       unix.Sockaddr
+		sa       netip.AddrPort
 		aerr     error
 		inherits = -1 // whether accepted sockets inherit TCP_USER_TIMEOUT: -1 = not known yet
 	)
@@ -91,7 +92,7 @@ func (p *Proxy) acceptRaw(rs *routeState, l *listener, rc syscall.RawConn) {
 	// accept4 per connection; only EAGAIN waits for the listener.
 	accept := func(lfd uintptr) bool {
 		for {
-			fd, sa, aerr = unix.Accept4(int(lfd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			fd, sa, aerr = accept4(int(lfd))
 			switch aerr {
 			case unix.EINTR, unix.ECONNABORTED: // as net's accept: try again
 			case unix.EAGAIN:
@@ -158,7 +159,7 @@ func (p *Proxy) acceptRaw(rs *routeState, l *listener, rc syscall.RawConn) {
 // first dial is started here and finished by a loop, or the connection
 // goes to a goroutine (serveFrom). It owns cfd, and calls done when the
 // connection is over.
-func (p *Proxy) serveRaw(rs *routeState, cfd int, csa unix.Sockaddr, done func()) {
+func (p *Proxy) serveRaw(rs *routeState, cfd int, csa netip.AddrPort, done func()) {
 	start := time.Now()
 	rs.accepted.Add(1)
 	rs.active.Add(1)
@@ -198,7 +199,7 @@ func (p *Proxy) serveRaw(rs *routeState, cfd int, csa unix.Sockaddr, done func()
 		connected: func() *connState {
 			rs.connected(a.bs)
 			rs.connect.observe(time.Since(start))
-			cs = &connState{service: r.Service, listen: rs.listen, backend: a.b.Addr, client: sockaddrString(csa), since: start}
+			cs = &connState{service: r.Service, listen: rs.listen, backend: a.b.Addr, client: csa.String(), since: start}
 			p.conns.add(cs)
 			if testHookCopy != nil || testHookRead != nil {
 				hookFDs(cfd, bfd)
@@ -446,16 +447,35 @@ func sockaddrOf(addr string) unix.Sockaddr {
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 }
 
-// sockaddrString formats an accepted peer's address as net.Addr.String
-// does.
-func sockaddrString(sa unix.Sockaddr) string {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)).String()
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port)).String()
+// accept4 takes a connection from the listening socket lfd as a
+// non-blocking descriptor, with the peer's address. x/sys's Accept4
+// spends a getsockopt per call on the address's protocol; this reads the
+// address itself. A raw syscall: the listener is non-blocking.
+func accept4(lfd int) (int, netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	l := uint32(unix.SizeofSockaddrAny)
+	fd, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&l)),
+		unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if errno != 0 {
+		return -1, netip.AddrPort{}, errno
 	}
-	return ""
+	var ap netip.AddrPort
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), portOf(sa.Port))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), portOf(sa.Port))
+	}
+	return int(fd), ap, nil
+}
+
+// portOf turns a port as the kernel stores it (network byte order) into
+// a number.
+func portOf(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
 }
 
 // hookFDs calls the tests' copy hooks for a stream the loop dialed, with
