@@ -22,10 +22,17 @@ import (
 // and one write per message and no goroutine per direction.
 //
 // One stream's life in a loop:
-//   - evLoops.run takes a copy of both sockets' descriptors (dup), closes
-//     the net.Conns (which takes the sockets out of Go's poller) and adds
-//     both descriptors to one loop's epoll, edge-triggered, for input,
-//     output and the peer's FIN (EPOLLRDHUP);
+//   - it comes in one of two ways. A connection a Proxy accepted on the
+//     raw path (evaccept_linux.go) arrives as two descriptors, the
+//     client's and a backend socket still connecting (econn.dial); the
+//     loop waits for the connect (EPOLLOUT, then SO_ERROR), leaving the
+//     client's bytes in its socket, and on success goes on as below; a
+//     failed or slow connect leaves the loop (dialEnd) for the goroutine
+//     path. Otherwise evLoops.start takes a copy of both connected
+//     sockets' descriptors (dup) and closes the net.Conns (which takes
+//     the sockets out of Go's poller). Either way both descriptors are in
+//     one loop's epoll, edge-triggered, for input, output and the peer's
+//     FIN (EPOLLRDHUP);
 //   - when a socket has bytes, the loop reads them into its one shared
 //     buffer and writes them straight to the other socket. A read that
 //     does not fill the buffer emptied the socket, so the loop waits for
@@ -37,7 +44,8 @@ import (
 //     splice moves less than spliceMin;
 //   - a clean end (EOF) half-closes the other socket (shutdown SHUT_WR)
 //     once pending bytes are written; the other direction goes on under
-//     HalfCloseTimeout. Both ends clean: both sockets are closed;
+//     HalfCloseTimeout. Both ends clean: both sockets are closed (the
+//     second end needs no shutdown: the close sends its FIN);
 //   - a read or write error, a socket error (EPOLLERR: a reset), a timeout
 //     or a force-close resets both sockets (SO_LINGER 0, then close);
 //   - idle and half-close timeouts are kept in one heap per loop, checked
@@ -503,6 +511,12 @@ func (l *evLoop) handle(e *econn, fd int, ev uint32) {
 				l.note(e, 0, ev)
 				return
 			}
+			err := error(unix.ECONNRESET)
+			if serr, gerr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && serr != 0 {
+				err = unix.Errno(serr)
+			}
+			l.abortStream(e, endError, os.NewSyscallError("read", err))
+			return
 		} else {
 			if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 || !l.connected(e) {
 				return
