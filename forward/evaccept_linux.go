@@ -48,8 +48,17 @@ import (
 // whether it did; on false the caller runs acceptLoop. The raw path needs
 // the event loop, the default listener and the default dialer (the test
 // seams see net.Conns).
+//
+// It is chosen once per listener, when the route is plain: no Handshake
+// and every backend the service itself at an IP address. A route to
+// peers' data ports (the mesh's) keeps acceptLoop, since each of its
+// connections would become a net.Conn anyway and making one from a
+// descriptor costs more than Go's accept. A route that changes kind later
+// stays correct either way: serveRaw hands what it cannot dial to
+// serveFD, and acceptLoop's connections reach a loop through
+// evLoops.start.
 func (p *Proxy) rawAccept(rs *routeState, l *listener) bool {
-	if !loopMode || !p.cfg.defaultDial {
+	if !loopMode || !p.cfg.defaultDial || !rs.plain() {
 		return false
 	}
 	tl, ok := l.ln.(*net.TCPListener)
@@ -74,6 +83,22 @@ func (p *Proxy) rawAccept(rs *routeState, l *listener) bool {
 	}
 	l.raw = f
 	p.g.wg.Go(func() { p.acceptRaw(rs, l, rc) })
+	return true
+}
+
+// plain reports whether the route has no Handshake and all its backends
+// are services at an IP address: the raw path can dial every one.
+func (rs *routeState) plain() bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.route == nil || rs.route.Handshake != nil {
+		return false
+	}
+	for _, b := range rs.route.Backends {
+		if b.Service != "" || sockaddrOf(b.Addr) == nil {
+			return false
+		}
+	}
 	return true
 }
 

@@ -1,10 +1,13 @@
 package forward
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,5 +162,93 @@ func TestLoopDialHandOver(t *testing.T) {
 				t.Errorf("backend stats %+v", bs)
 			}
 		})
+	}
+}
+
+// TestLoopDialRefused checks a connect the loop starts and the backend
+// refuses: the connection moves on to the next backend with the counters
+// of serveConn (one dial error, one retry, the refusing backend ejected).
+func TestLoopDialRefused(t *testing.T) {
+	for _, loop := range []bool{true, false} {
+		t.Run(map[bool]string{true: "loop", false: "goroutines"}[loop], func(t *testing.T) {
+			useLoopMode(t, loop)
+			p, al := newProxy(t, testConfig(t))
+			p.Update([]Route{{Service: "svc", Listen: "auto:svc", Balance: BalanceFirst,
+				Backends: []Backend{{Node: "dead", Addr: closedAddr(t)}, {Node: "b", Addr: startBackend(t, echo)}}}})
+			if got := roundTrip(t, al.addr(t, "auto:svc"), "x"); got != "x" {
+				t.Fatalf("got %q, want %q", got, "x")
+			}
+			st := p.Status()[0]
+			if st.DialErrors != 1 || st.Retries != 1 || st.NoBackend != 0 || st.Accepted != 1 {
+				t.Errorf("DialErrors %d, Retries %d, NoBackend %d, Accepted %d; want 1, 1, 0, 1",
+					st.DialErrors, st.Retries, st.NoBackend, st.Accepted)
+			}
+			if bs := st.BackendStats; bs[0].Failures != 1 || !bs[0].Ejected || bs[1].Conns != 1 {
+				t.Errorf("backend stats %+v", bs)
+			}
+			waitFor(t, "the connection to end", func() bool { return p.Status()[0].Active == 0 })
+		})
+	}
+}
+
+// TestRawAcceptOnlyPlainRoutes checks which listeners take the raw
+// accept path: a route whose backends are all services at IP addresses,
+// not one to a peer's data port or with a Handshake.
+func TestRawAcceptOnlyPlainRoutes(t *testing.T) {
+	useLoopMode(t, true)
+	p, _ := newProxy(t, testConfig(t))
+	backend := startBackend(t, echo)
+	p.Update([]Route{
+		{Service: "plain", Listen: "auto:plain", Backends: []Backend{{Addr: backend}}},
+		{Service: "peer", Listen: "auto:peer", Backends: []Backend{{Addr: backend, Service: "svc"}}},
+		{Service: "name", Listen: "auto:name", Backends: []Backend{{Addr: "localhost:1"}}},
+		{Service: "hs", Listen: "auto:hs", Backends: []Backend{{Addr: backend}},
+			Handshake: func(_ context.Context, c, b net.Conn) (net.Conn, net.Conn, error) { return c, b, nil }},
+	})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for key, want := range map[string]bool{"auto:plain": true, "auto:peer": false, "auto:name": false, "auto:hs": false} {
+		if got := p.routes[key].ln.raw != nil; got != want {
+			t.Errorf("%s: raw accept %v, want %v", key, got, want)
+		}
+	}
+}
+
+// TestRawAcceptBurst checks that a burst of connects, more than one
+// accept4 per wake-up, is served in full.
+func TestRawAcceptBurst(t *testing.T) {
+	useLoopMode(t, true)
+	const n = 200
+	p, al := newProxy(t, testConfig(t))
+	p.Update([]Route{{Service: "svc", Listen: "auto:svc", Backends: []Backend{{Addr: startBackend(t, echo)}}}})
+	addr := al.addr(t, "auto:svc")
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			msg := fmt.Sprint(i)
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := io.WriteString(c, msg); err != nil {
+				t.Error(err)
+				return
+			}
+			_ = c.(*net.TCPConn).CloseWrite()
+			if b, err := io.ReadAll(c); err != nil || string(b) != msg {
+				t.Errorf("read %q, %v; want %q", b, err, msg)
+			}
+		})
+	}
+	wg.Wait()
+	waitFor(t, "every connection to end", func() bool {
+		st := p.Status()[0]
+		return st.Accepted == n && st.Active == 0
+	})
+	if st := p.Status()[0]; st.DialErrors != 0 || st.BytesIn != st.BytesOut {
+		t.Errorf("DialErrors %d, BytesIn %d, BytesOut %d", st.DialErrors, st.BytesIn, st.BytesOut)
 	}
 }
