@@ -96,6 +96,10 @@ type Config struct {
 	// KeepAlive and UserTimeout applied. The ctx carries the DialTimeout
 	// deadline. A seam for tests.
 	DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+	// defaultDial is set by prepare when DialFunc is its default: then a
+	// Proxy may dial plain backends itself, in an event loop.
+	defaultDial bool
 }
 
 // DefaultConfig returns a Config with every default set. It does no I/O and
@@ -164,6 +168,7 @@ func (c *Config) prepare() error {
 	}
 	if c.DialFunc == nil {
 		c.DialFunc = c.dialer().DialContext
+		c.defaultDial = true
 	}
 	return nil
 }

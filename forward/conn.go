@@ -105,6 +105,9 @@ type listener struct {
 	stop chan struct{} // closed by close; wakes an accept loop waiting on sem or backoff
 	sem  chan struct{} // one slot per open connection, MaxConns slots
 	once sync.Once
+	// raw, when set before the accept loop starts, is a second descriptor
+	// of ln's socket that the raw accept path waits on; close closes it.
+	raw io.Closer
 }
 
 func newListener(ln net.Listener, maxConns int) *listener {
@@ -117,6 +120,9 @@ func (l *listener) close() {
 	l.once.Do(func() {
 		close(l.stop)
 		_ = l.ln.Close()
+		if l.raw != nil {
+			_ = l.raw.Close()
+		}
 	})
 }
 
@@ -301,8 +307,18 @@ func dialBackend(ctx context.Context, cfg *Config, b Backend, retries *atomic.Ui
 // caller moves on to its next backend. connect returns only once every
 // attempt has returned, closing the conns that lost the race.
 func connect(ctx context.Context, cfg *Config, addr string, retries *atomic.Uint64) (net.Conn, error) {
+	return connectFrom(ctx, cfg, addr, retries, nil)
+}
+
+// connectFrom is connect with, when first is not nil, an attempt that
+// began DialAttempt ago (the event loop's, evaccept_linux.go): first
+// waits for it, and the second attempt starts at once.
+func connectFrom(ctx context.Context, cfg *Config, addr string, retries *atomic.Uint64, first func(context.Context) (net.Conn, error)) (net.Conn, error) {
 	gap := cfg.DialAttempt
 	if gap <= 0 {
+		if first != nil {
+			return first(ctx)
+		}
 		return cfg.DialFunc(ctx, "tcp", addr)
 	}
 	actx, cancel := context.WithCancel(ctx)
@@ -319,12 +335,19 @@ func connect(ctx context.Context, cfg *Config, addr string, retries *atomic.Uint
 			maxAttempts++
 		}
 	}
+	if first != nil {
+		maxAttempts++
+	}
 	results := make(chan result, maxAttempts)
 	started, done := 0, 0
 	start := func() {
 		started++
+		dial := func(ctx context.Context) (net.Conn, error) { return cfg.DialFunc(ctx, "tcp", addr) }
+		if first != nil {
+			dial, first = first, nil
+		}
 		go func() {
-			c, err := cfg.DialFunc(actx, "tcp", addr)
+			c, err := dial(actx)
 			results <- result{c, err}
 		}()
 	}
@@ -338,8 +361,12 @@ func connect(ctx context.Context, cfg *Config, addr string, retries *atomic.Uint
 			}
 		}
 	}
+	next := gap
+	if first != nil {
+		next = 0 // the first attempt is gap old already
+	}
 	start()
-	timer := time.NewTimer(gap)
+	timer := time.NewTimer(next)
 	defer timer.Stop()
 	var lastErr error
 	for {
@@ -371,3 +398,16 @@ func connect(ctx context.Context, cfg *Config, addr string, retries *atomic.Uint
 		}
 	}
 }
+
+// firstDial is how the first backend's dial began before serveFrom: not
+// at all (pending < 0, err nil), failed with err, or still connecting on
+// the socket pending since start (the raw accept path,
+// evaccept_linux.go, which has firstDial.finish).
+type firstDial struct {
+	err     error
+	pending int
+	start   time.Time
+}
+
+// none reports whether serveFrom dials the first backend itself.
+func (f firstDial) none() bool { return f.err == nil && f.pending < 0 }

@@ -29,6 +29,17 @@
 // proxyCopy closes or resets both conns. Both paths end a stream the same
 // way.
 //
+// On Linux a Proxy with the default listener and dialer takes a shorter
+// way for a plain backend at an IP address (the one-hop case): acceptRaw
+// accepts the socket as a descriptor (accept4), serveRaw starts a
+// non-blocking connect to the planned backend and gives both descriptors
+// to a loop, which waits for the connect and then runs the stream; no
+// goroutine and no net.Conn exist for the connection. Only when that
+// connect fails, or is unanswered after DialAttempt, does the connection
+// become a net.Conn in a goroutine (serveFD, then serveFrom, the rest of
+// serveConn), which tries the next attempts and backends
+// (evaccept_linux.go).
+//
 // The package knows nothing about nodes, gossip or discovery: it gets routes
 // as plain values through Proxy.Update.
 package forward

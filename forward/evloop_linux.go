@@ -22,10 +22,17 @@ import (
 // and one write per message and no goroutine per direction.
 //
 // One stream's life in a loop:
-//   - evLoops.run takes a copy of both sockets' descriptors (dup), closes
-//     the net.Conns (which takes the sockets out of Go's poller) and adds
-//     both descriptors to one loop's epoll, edge-triggered, for input,
-//     output and the peer's FIN (EPOLLRDHUP);
+//   - it comes in one of two ways. A connection a Proxy accepted on the
+//     raw path (evaccept_linux.go) arrives as two descriptors, the
+//     client's and a backend socket still connecting (econn.dial); the
+//     loop waits for the connect (EPOLLOUT, then SO_ERROR), leaving the
+//     client's bytes in its socket, and on success goes on as below; a
+//     failed or slow connect leaves the loop (dialEnd) for the goroutine
+//     path. Otherwise evLoops.start takes a copy of both connected
+//     sockets' descriptors (dup) and closes the net.Conns (which takes
+//     the sockets out of Go's poller). Either way both descriptors are in
+//     one loop's epoll, edge-triggered, for input, output and the peer's
+//     FIN (EPOLLRDHUP);
 //   - when a socket has bytes, the loop reads them into its one shared
 //     buffer and writes them straight to the other socket. A read that
 //     does not fill the buffer emptied the socket, so the loop waits for
@@ -37,7 +44,8 @@ import (
 //     splice moves less than spliceMin;
 //   - a clean end (EOF) half-closes the other socket (shutdown SHUT_WR)
 //     once pending bytes are written; the other direction goes on under
-//     HalfCloseTimeout. Both ends clean: both sockets are closed;
+//     HalfCloseTimeout. Both ends clean: both sockets are closed (the
+//     second end needs no shutdown: the close sends its FIN);
 //   - a read or write error, a socket error (EPOLLERR: a reset), a timeout
 //     or a force-close resets both sockets (SO_LINGER 0, then close);
 //   - idle and half-close timeouts are kept in one heap per loop, checked
@@ -214,6 +222,29 @@ type econn struct {
 
 	closed bool
 	then   func(in, out int64, end endReason, err error) // start's; called once, at the end
+
+	// dial is set while the loop waits for the backend socket (fd[1]) to
+	// connect (evaccept_linux.go); nil once it did, or for a stream that
+	// start handed over connected.
+	dial *loopDial
+}
+
+// loopDial is a connect the loop waits for: a stream whose backend socket
+// was connected non-blocking, with the client's bytes held in its socket
+// until the connect is done.
+type loopDial struct {
+	at int64 // UnixNano: the loop stops waiting then (see handOver)
+	// handOver: at at, give the still-connecting socket to failed (the
+	// goroutine path starts the next attempt next to it); otherwise the
+	// connect has failed with a timeout by then.
+	handOver bool
+	// connected is called once the connect succeeded, before any byte
+	// moves; it returns the connState to count bytes in (nil = none).
+	connected func() *connState
+	// failed is called when the connect failed (bfd is -1: closed) or at
+	// at with handOver (bfd still connecting). Both descriptors are out of
+	// the loop, and failed owns them; then is never called.
+	failed func(cfd, bfd int, err error)
 }
 
 // edir is one direction of a stream: its source's state and the bytes
@@ -249,6 +280,7 @@ type evLoop struct {
 	timed  []*econn         // guarded by mu; new streams with an IdleTimeout, for the heap
 	abort  bool             // guarded by mu; reset every stream, refuse new ones
 	stop   bool             // guarded by mu; end the loop
+	waitDL int64            // guarded by mu; the deadline of the loop's last wait (UnixNano); 0 = none
 	waking atomic.Bool      // a wake is pending: later wakes need no write
 
 	// Owned by the loop's goroutine.
@@ -319,13 +351,27 @@ func epollWaitNow(epfd int, events []unix.EpollEvent) int {
 // wait fills l.events with the next events, waiting in Go's poller until
 // there are some or the next timer is due.
 func (l *evLoop) wait() int {
-	if len(l.again) > 0 {
-		return epollWaitNow(l.epfd, l.events)
+	l.mu.Lock()
+	for _, e := range l.timed {
+		if !e.closed {
+			l.schedule(e)
+		}
 	}
+	clear(l.timed)
+	l.timed = l.timed[:0]
 	var dl int64
 	if len(l.timers) > 0 {
 		dl = l.timers[0].at
 	}
+	if len(l.again) > 0 {
+		l.waitDL = -1 // not waiting: add needs no wake
+		l.mu.Unlock()
+		return epollWaitNow(l.epfd, l.events)
+	}
+	// add reads it: a stream due before it must wake the loop, one due
+	// later is taken from timed before the next wait.
+	l.waitDL = dl
+	l.mu.Unlock()
 	if dl != l.dl {
 		t := time.Time{}
 		if dl != 0 {
@@ -381,13 +427,16 @@ func (l *evLoop) add(e *econn) bool {
 	}
 	l.conns[int32(e.fd[0])] = e
 	l.conns[int32(e.fd[1])] = e
-	timed := e.idle > 0
-	if timed {
+	wake := false
+	if at, _ := e.due(); at != 0 {
 		l.timed = append(l.timed, e)
+		// Only when the loop waits with a later deadline, or none: a new
+		// connect every few microseconds must not cost a wake each.
+		wake = l.waitDL == 0 || at < l.waitDL
 	}
 	l.mu.Unlock()
-	if timed {
-		l.wake() // the loop may be waiting with no deadline
+	if wake {
+		l.wake()
 	}
 	return true
 }
@@ -420,13 +469,6 @@ func (l *evLoop) run() {
 		}
 		l.mu.Lock()
 		abort, stop := l.abort, l.stop
-		for _, e := range l.timed {
-			if !e.closed {
-				l.schedule(e)
-			}
-		}
-		clear(l.timed)
-		l.timed = l.timed[:0]
 		l.mu.Unlock()
 		for i := range max(n, 0) {
 			if e := l.batch[i]; e != nil && !e.closed {
@@ -461,18 +503,40 @@ func (l *evLoop) handle(e *econn, fd int, ev uint32) {
 	if fd == e.fd[1] {
 		side = 1
 	}
+	if e.dial != nil {
+		if side == 0 {
+			// The client's bytes wait in its socket until the connect is
+			// done; an error (a reset) ends the stream now.
+			if ev&unix.EPOLLERR == 0 {
+				l.note(e, 0, ev)
+				return
+			}
+			err := error(unix.ECONNRESET)
+			if serr, gerr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && serr != 0 {
+				err = unix.Errno(serr)
+			}
+			l.abortStream(e, endError, os.NewSyscallError("read", err))
+			return
+		} else {
+			if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 || !l.connected(e) {
+				return
+			}
+			if d := &e.dir[0]; d.readable {
+				l.pump(e, 0) // bytes the client sent while the connect ran
+				if e.closed {
+					return
+				}
+			}
+			ev &^= unix.EPOLLERR // checked by connected
+		}
+	}
 	if ev&unix.EPOLLERR != 0 {
 		if serr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && serr != 0 {
 			l.abortStream(e, endError, os.NewSyscallError("read", unix.Errno(serr)))
 			return
 		}
 	}
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		e.dir[side].readable = true
-		if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
-			e.dir[side].rdhup = true
-		}
-	}
+	l.note(e, side, ev)
 	// fd is the destination of the other direction: write what waits.
 	if o := &e.dir[1-side]; o.pending() && ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		l.flush(e, 1-side)
@@ -483,6 +547,57 @@ func (l *evLoop) handle(e *econn, fd int, ev uint32) {
 	if d := &e.dir[side]; d.readable && !d.pending() && !d.eof {
 		l.pump(e, side)
 	}
+}
+
+// note records what events ev say of the source of direction side.
+func (l *evLoop) note(e *econn, side int, ev uint32) {
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		e.dir[side].readable = true
+		if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
+			e.dir[side].rdhup = true
+		}
+	}
+}
+
+// connected checks the connect of e's backend socket after an event on
+// it. On success it ends the dial and reports true; on failure it hands
+// both sockets back (dialEnd) and reports false.
+func (l *evLoop) connected(e *econn) bool {
+	serr, err := unix.GetsockoptInt(e.fd[1], unix.SOL_SOCKET, unix.SO_ERROR)
+	if err == nil && serr != 0 {
+		err = unix.Errno(serr)
+	}
+	if err != nil {
+		l.dialEnd(e, os.NewSyscallError("connect", err), false)
+		return false
+	}
+	d := e.dial
+	e.dial = nil
+	e.cs = d.connected()
+	e.last = l.now
+	return true
+}
+
+// dialEnd ends the loop's part of e's connect, which failed with err, or,
+// with handOver, has gone unanswered for DialAttempt: both sockets leave
+// the loop and go to e.dial.failed, the backend's closed unless handOver.
+func (l *evLoop) dialEnd(e *econn, err error, handOver bool) {
+	e.closed = true
+	if e.tidx >= 0 {
+		heap.Remove(&l.timers, e.tidx)
+	}
+	l.mu.Lock()
+	delete(l.conns, int32(e.fd[0]))
+	delete(l.conns, int32(e.fd[1]))
+	l.mu.Unlock()
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd[0], nil)
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd[1], nil)
+	bfd := e.fd[1]
+	if !handOver {
+		_ = unix.Close(bfd)
+		bfd = -1
+	}
+	e.dial.failed(e.fd[0], bfd, err)
 }
 
 // maxChunks bounds the reads of one direction per wake-up, so that one
@@ -678,11 +793,14 @@ func (l *evLoop) endDirection(e *econn, d int) {
 		return
 	}
 	dir.shut = true
-	_ = unix.Shutdown(e.fd[1-d], unix.SHUT_WR)
 	if e.dir[1-d].shut {
+		// The other way is done too: the close sends the FIN a shutdown
+		// would (a reset instead when unread bytes wait, as after a
+		// shutdown), one call less per connection.
 		l.closeStream(e, endClean, nil)
 		return
 	}
+	_ = unix.Shutdown(e.fd[1-d], unix.SHUT_WR)
 	e.halfAt = l.now
 	l.schedule(e)
 }
@@ -691,6 +809,9 @@ func (l *evLoop) endDirection(e *econn, d int) {
 // stream.timedOut, HalfCloseTimeout replaces IdleTimeout once a
 // direction ended, when it is the shorter.
 func (e *econn) due() (int64, endReason) {
+	if e.dial != nil {
+		return e.dial.at, endError // expire ends the dial, not the stream
+	}
 	limit, reason, last := e.idle, endIdle, e.last
 	if e.halfAt != 0 && e.halfClose > 0 && (e.idle == 0 || e.halfClose < e.idle) {
 		limit, reason, last = e.halfClose, endHalfClose, max(last, e.halfAt)
@@ -712,6 +833,12 @@ func (l *evLoop) expire() {
 		case at > now:
 			e.at = at // traffic since: check again then
 			heap.Push(&l.timers, e)
+		case e.dial != nil:
+			err := error(nil)
+			if !e.dial.handOver {
+				err = &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+			}
+			l.dialEnd(e, err, e.dial.handOver)
 		default:
 			l.abortStream(e, reason, nil)
 		}

@@ -166,15 +166,27 @@ func startBackend(t testing.TB, handle func(c *net.TCPConn)) string {
 // echo copies everything back and then half-closes.
 // bannerBackend sends "banner", half-closes, and then hands on everything
 // the client still sends, up to its EOF: the backend side of a half-close
-// test. It serves one connection at a time through received.
+// test. It serves one connection at a time through received. A
+// connection that brings nothing is not handed on: on a slow box a
+// proxy's extra connect attempt (Config.DialAttempt) can reach the backend
+// and be closed unused, and its empty read must neither take the place of
+// the real connection's nor block the backend's cleanup.
 func bannerBackend(t testing.TB) (addr string, received <-chan string) {
 	ch := make(chan string, 1)
+	done := make(chan struct{})
 	addr = startBackend(t, func(c *net.TCPConn) {
 		_, _ = io.WriteString(c, "banner")
 		_ = c.CloseWrite()
 		b, _ := io.ReadAll(c)
-		ch <- string(b)
+		if len(b) == 0 {
+			return
+		}
+		select {
+		case ch <- string(b):
+		case <-done:
+		}
 	})
+	t.Cleanup(func() { close(done) }) // runs before startBackend's, which waits for the handlers
 	return addr, ch
 }
 

@@ -324,6 +324,9 @@ func (p *Proxy) listen(rs *routeState) {
 	p.routes[rs.listen] = rs
 	p.mu.Unlock()
 	p.log.Info("listening", "service", service, "listen", ln.Addr().String())
+	if p.rawAccept(rs, l) {
+		return // accepts into the event loops (evaccept_linux.go)
+	}
 	p.g.wg.Go(func() {
 		acceptLoop(l, p.g, &p.cfg, func(c net.Conn, done func()) { p.serveConn(rs, c, done) })
 	})
@@ -336,6 +339,14 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn, done func()) {
 	start := time.Now()
 	rs.accepted.Add(1)
 	rs.active.Add(1)
+	r, order := rs.plan(p.now(), p.intN)
+	p.serveFrom(rs, c, done, start, r, order, firstDial{pending: -1})
+}
+
+// serveFrom is serveConn once the backends are planned: it dials order,
+// the first backend as first says (the raw accept path may have begun
+// that dial), and copies.
+func (p *Proxy) serveFrom(rs *routeState, c net.Conn, done func(), start time.Time, r *Route, order []attempt, first firstDial) {
 	// closeClient ends the connection: when serveConn returns or, when an
 	// event loop took the stream over, when the stream ends.
 	closeClient := func() {
@@ -351,14 +362,22 @@ func (p *Proxy) serveConn(rs *routeState, c net.Conn, done func()) {
 		}
 	}()
 
-	r, order := rs.plan(p.now(), p.intN)
 	for i, a := range order {
 		if i > 0 {
 			rs.retries.Add(1)
 			rs.begin(a.bs)
 		}
 		dialStart := time.Now()
-		bc, err := dialBackend(p.g.ctx, &p.cfg, a.b, &rs.retries)
+		var (
+			bc  net.Conn
+			err error
+		)
+		if i == 0 && !first.none() {
+			dialStart = first.start
+			bc, err = first.finish(p.g.ctx, &p.cfg, a.b.Addr, &rs.retries)
+		} else {
+			bc, err = dialBackend(p.g.ctx, &p.cfg, a.b, &rs.retries)
+		}
 		if err != nil {
 			if p.g.ctx.Err() != nil {
 				rs.release(a.bs)

@@ -9,10 +9,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// listenConfig sets keepalive once on the listening socket: accepted
-// sockets inherit it on Linux, so net's per-conn KeepAlive is off.
+// listenConfig sets keepalive, TCP_NODELAY and TCP_USER_TIMEOUT once on
+// the listening socket: accepted sockets inherit the first two on Linux
+// (and the third on recent kernels), so net's per-conn KeepAlive is off
+// and the raw accept path (evaccept_linux.go) sets nothing more.
 func (c *Config) listenConfig() *net.ListenConfig {
-	return &net.ListenConfig{KeepAlive: -1, Control: c.controlKeepAlive}
+	return &net.ListenConfig{KeepAlive: -1, Control: c.controlListen}
+}
+
+func (c *Config) controlListen(network, addr string, rc syscall.RawConn) error {
+	if err := c.control(network, addr, rc); err != nil {
+		return err
+	}
+	if !isTCP(network) {
+		return nil
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("forward: set TCP_NODELAY: %w", serr)
+	}
+	return nil
 }
 
 // dialer sets keepalive and TCP_USER_TIMEOUT in Control, before the
