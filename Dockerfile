@@ -4,6 +4,16 @@
 # See contrib/compose.yaml. Host networking is the point: the node must see
 # the LAN's multicast and bind the service ports on the host's loopback.
 
+# The final stage's base. An ARG used in a FROM line must come before the
+# first FROM (one declared inside a stage is that stage's only, and the
+# build stops with "base name (${BASE}) should not be blank"). The default,
+# distroless/static: no shell, no package manager, no libc; CA certificates,
+# /etc/passwd and tzdata only (about 2 MB). Health checks of kind exec:CMD
+# run /bin/sh, which this base lacks: for those, build with
+#   docker build --build-arg BASE=debian:bookworm-slim .
+# The binary is static, so --build-arg BASE=scratch works too.
+ARG BASE=gcr.io/distroless/static-debian12
+
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 # Modules first, so that a code change does not download them again.
@@ -17,13 +27,9 @@ ARG VERSION=""
 # with TestDockerBuildIsStatic, which runs the same command.
 RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w -X main.version=${VERSION}" -o /out/ambassador .
 
-# distroless/static: no shell, no package manager, no libc; CA certificates,
-# /etc/passwd and tzdata only (about 2 MB). It runs as root on purpose: the
-# node binds service ports below 1024 and may write /etc/hosts; give the
-# container only CAP_NET_BIND_SERVICE (see compose.yaml). Health checks of
-# kind exec:CMD run /bin/sh, which this base lacks: for those, build with
-#   docker build --build-arg BASE=debian:bookworm-slim .
-ARG BASE=gcr.io/distroless/static-debian12
+# It runs as root on purpose: the node binds service ports below 1024 and
+# may write /etc/hosts; give the container only CAP_NET_BIND_SERVICE (see
+# compose.yaml).
 FROM ${BASE}
 COPY --from=build /out/ambassador /usr/local/bin/ambassador
 # SIGTERM is the graceful leave; docker's default stop timeout (10s) is
