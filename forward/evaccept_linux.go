@@ -258,14 +258,21 @@ func (p *Proxy) serveRaw(rs *routeState, cfd int, csa netip.AddrPort, done func(
 		}
 		closeClient()
 	}
-	l := p.g.loops.pick()
-	if l == nil || !l.add(e) {
-		// Shut down under us: as a force-closed dial.
-		resetFD(cfd)
-		_ = unix.Close(bfd)
-		rs.release(a.bs)
-		closeClient()
+	if l := p.g.loops.pick(); l != nil && l.add(e) {
+		return
 	}
+	if p.g.ctx.Err() == nil {
+		// No event loop though the Proxy runs (none could start: out of
+		// descriptors, say): the goroutine path, with the connect in
+		// progress as its first attempt, as the loop hands one over.
+		p.serveFD(rs, cfd, done, start, r, order, firstDial{pending: bfd, start: start})
+		return
+	}
+	// Shut down under us: as a force-closed dial.
+	resetFD(cfd)
+	_ = unix.Close(bfd)
+	rs.release(a.bs)
+	closeClient()
 }
 
 // serveFD goes on with the accepted socket cfd in a goroutine, as a

@@ -420,7 +420,7 @@ func (p *Proxy) serveFrom(rs *routeState, c net.Conn, done func(), start time.Ti
 				return
 			}
 		}
-		cs := &connState{service: r.Service, listen: rs.listen, backend: a.b.Addr, client: c.RemoteAddr().String(), since: start}
+		cs := &connState{service: r.Service, listen: rs.listen, backend: a.b.Addr, client: remoteAddr(c), since: start}
 		p.conns.add(cs)
 		finish := func(in, out int64, end endReason, err error) {
 			p.conns.remove(cs)
@@ -571,4 +571,14 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	err := p.g.drain(ctx, p.cfg.DrainTimeout, p.log)
 	p.log.Info("proxy stopped", "listeners", len(lns))
 	return err
+}
+
+// remoteAddr is c's peer address, or "" when it has none: a conn made from
+// an accepted descriptor (net.FileConn) whose peer already reset has no
+// remote address, where Go's Accept would have had one from accept itself.
+func remoteAddr(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
 }
