@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -248,14 +247,7 @@ func (p *Proxy) serveRaw(rs *routeState, cfd int, csa netip.AddrPort, done func(
 		}
 		p.conns.remove(cs)
 		rs.release(a.bs)
-		if p.log.Enabled(context.Background(), slog.LevelDebug) {
-			attrs := []any{"service", r.Service, "listen", rs.listen, "peer", a.b.Node,
-				"backend", a.b.Addr, "bytes_in", in, "bytes_out", out, "duration", time.Since(start), "end", end.String()}
-			if err != nil {
-				attrs = append(attrs, "err", fmt.Errorf("forward: copy for service %q on node %s: %w", r.Service, a.b.Node, err))
-			}
-			p.log.Debug("connection closed", attrs...)
-		}
+		p.logClosed(r, rs, a, start, in, out, end, err)
 		closeClient()
 	}
 	if l := p.g.loops.pick(); l != nil && l.add(e) {

@@ -427,14 +427,7 @@ func (p *Proxy) serveFrom(rs *routeState, c net.Conn, done func(), start time.Ti
 			_ = braw.Close() // in case a Handshake wrapper did not close it
 			p.g.untrack(braw)
 			rs.release(a.bs)
-			if p.log.Enabled(context.Background(), slog.LevelDebug) {
-				attrs := []any{"service", r.Service, "listen", rs.listen, "peer", a.b.Node,
-					"backend", a.b.Addr, "bytes_in", in, "bytes_out", out, "duration", time.Since(start), "end", end.String()}
-				if err != nil {
-					attrs = append(attrs, "err", fmt.Errorf("forward: copy for service %q on node %s: %w", r.Service, a.b.Node, err))
-				}
-				p.log.Debug("connection closed", attrs...)
-			}
+			p.logClosed(r, rs, a, start, in, out, end, err)
 		}
 		o := copyOpts{cfg: &p.cfg, stats: &rs.stream, cs: cs, rawClient: c, rawBackend: braw}
 		if p.g.loops.start(client, backend, o, func(in, out int64, end endReason, err error) {
@@ -581,4 +574,17 @@ func remoteAddr(c net.Conn) string {
 		return a.String()
 	}
 	return ""
+}
+
+// logClosed logs the end of a forwarded connection at debug level.
+func (p *Proxy) logClosed(r *Route, rs *routeState, a attempt, start time.Time, in, out int64, end endReason, err error) {
+	if !p.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	attrs := []any{"service", r.Service, "listen", rs.listen, "peer", a.b.Node,
+		"backend", a.b.Addr, "bytes_in", in, "bytes_out", out, "duration", time.Since(start), "end", end.String()}
+	if err != nil {
+		attrs = append(attrs, "err", fmt.Errorf("forward: copy for service %q on node %s: %w", r.Service, a.b.Node, err))
+	}
+	p.log.Debug("connection closed", attrs...)
 }
