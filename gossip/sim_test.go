@@ -618,7 +618,7 @@ func simScale(t *testing.T, n int, profile string) string {
 	sc := &simCluster{net: &simNet{}, log: newFailureLog(), k: k,
 		cfg: func() Config { return simDilateConfig(simProfiles[profile](), k) }}
 	mc := sc.cfg().Memberlist // dilated: every wait below derived from it is in wall time
-	var r simResult // raw: wall-clock durations and bytes per wall second
+	var r simResult           // raw: wall-clock durations and bytes per wall second
 	r.build = sc.build(t, n, rng)
 	buildFalse := sc.log.counts("")
 
