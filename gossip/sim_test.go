@@ -474,7 +474,30 @@ func (sc *simCluster) build(t *testing.T, n int, rng *rand.Rand) time.Duration {
 		}
 	}
 	pp := simPushPullScale(sc.cfg().Memberlist.PushPullInterval, n)
-	if took, ok := waitAll(sc.nodes, 2*pp+dilated(time.Minute, sc.k), func(nd simNode) bool { return nd.c.NumMembers() == n }); !ok {
+	final := 2*pp + dilated(time.Minute, sc.k)
+	// AMB_SIM_FINAL_WAIT (simulated time) shortens this wait for a long
+	// dilated run: when it runs out with at most 1 % of the nodes short of
+	// members (stragglers that wait for a push/pull), the measurement goes
+	// on and the stragglers are logged and counted, not hidden.
+	if v := os.Getenv("AMB_SIM_FINAL_WAIT"); v != "" {
+		final = dilated(simEnvDuration(t, "AMB_SIM_FINAL_WAIT", final), sc.k)
+	}
+	took, ok := waitAll(sc.nodes, final, func(nd simNode) bool { return nd.c.NumMembers() == n })
+	t.Logf("building: every node lists all %d: %v after %s of wall time", n, ok, took.Round(time.Millisecond))
+	if !ok && os.Getenv("AMB_SIM_FINAL_WAIT") != "" {
+		short := 0
+		for _, nd := range sc.nodes {
+			if nd.c.NumMembers() != n {
+				short++
+			}
+		}
+		lo, hi := sc.memberRange()
+		t.Logf("FIGURE sim nodes=%d stragglers %d nodes do not list all %d after AMB_SIM_FINAL_WAIT (members listed %d..%d)", n, short, n, lo, hi)
+		if short <= max(1, n/100) {
+			ok = true
+		}
+	}
+	if !ok {
 		lo, hi := sc.memberRange()
 		t.Fatalf("building %d nodes: not every node lists all %d %s after the last join, two push/pull intervals and a minute (members listed: %d..%d; failure lines %+v)",
 			n, n, took.Round(time.Second), lo, hi, sc.log.counts(""))
