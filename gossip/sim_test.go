@@ -650,6 +650,12 @@ func simScale(t *testing.T, n int, profile string) string {
 	// A broadcast is sent RetransmitMult×ceil(log10(N+1)) times, one
 	// GossipInterval apart at most; twice that is enough.
 	settle := 2 * time.Duration(mc.RetransmitMult) * time.Duration(math.Ceil(math.Log10(float64(n+1)))) * mc.GossipInterval
+	// AMB_SIM_SETTLE (simulated time) overrides it, to measure an older
+	// cluster: memberlist's first push/pull comes a random stagger plus a
+	// whole (scaled) interval after a node starts.
+	if v := os.Getenv("AMB_SIM_SETTLE"); v != "" {
+		settle = dilated(simEnvDuration(t, "AMB_SIM_SETTLE", settle), k)
+	}
 	time.Sleep(settle) // letting queued broadcasts drain, not synchronising
 	sc.log.reset()
 
