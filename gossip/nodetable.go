@@ -88,25 +88,12 @@ func newNodeTable(ml *memberlist.Memberlist) (*nodeTable, error) {
 // scanSuspects calls it several times a second on every node, and
 // reading every name of a large cluster was most of its cost.
 func (t *nodeTable) suspects(dst []string, try bool) ([]string, bool) {
-	if try {
-		if !t.lock.TryRLock() {
-			return dst, false
-		}
-	} else {
-		t.lock.RLock()
-	}
-	defer t.lock.RUnlock()
-	for i := range t.nodes.Len() {
-		p := t.nodes.Index(i)
-		if p.IsNil() {
-			continue
-		}
-		s := p.Elem()
+	ok := t.each(try, func(s reflect.Value) {
 		if memberlist.NodeStateType(s.FieldByIndex(t.state).Int()) == memberlist.StateSuspect {
 			dst = append(dst, s.FieldByIndex(t.name).String())
 		}
-	}
-	return dst, true
+	})
+	return dst, ok
 }
 
 // read appends every node's name and state to dst. With try set it does
@@ -114,24 +101,30 @@ func (t *nodeTable) suspects(dst []string, try bool) ([]string, bool) {
 // memberlist delegate must use try, since memberlist may hold the lock
 // while it calls one.
 func (t *nodeTable) read(dst []nodeView, try bool) ([]nodeView, bool) {
+	ok := t.each(try, func(s reflect.Value) {
+		dst = append(dst, nodeView{
+			name:  s.FieldByIndex(t.name).String(),
+			state: memberlist.NodeStateType(s.FieldByIndex(t.state).Int()),
+		})
+	})
+	return dst, ok
+}
+
+// each calls f with every node state of the table under memberlist's
+// read lock (with try: only if the lock is free at once, else false).
+func (t *nodeTable) each(try bool, f func(s reflect.Value)) bool {
 	if try {
 		if !t.lock.TryRLock() {
-			return dst, false
+			return false
 		}
 	} else {
 		t.lock.RLock()
 	}
 	defer t.lock.RUnlock()
 	for i := range t.nodes.Len() {
-		p := t.nodes.Index(i)
-		if p.IsNil() {
-			continue
+		if p := t.nodes.Index(i); !p.IsNil() {
+			f(p.Elem())
 		}
-		s := p.Elem()
-		dst = append(dst, nodeView{
-			name:  s.FieldByIndex(t.name).String(),
-			state: memberlist.NodeStateType(s.FieldByIndex(t.state).Int()),
-		})
 	}
-	return dst, true
+	return true
 }
