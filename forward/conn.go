@@ -116,6 +116,19 @@ func newListener(ln net.Listener, maxConns int) *listener {
 
 // close stops the accept loop. Open connections are not touched. Safe to
 // call more than once.
+// backOff waits d after a failed accept and reports true, or false as
+// soon as the listener is closed.
+func (l *listener) backOff(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-l.stop:
+		return false
+	}
+}
+
 func (l *listener) close() {
 	l.once.Do(func() {
 		close(l.stop)
@@ -149,11 +162,7 @@ func acceptLoop(l *listener, g *group, cfg *Config, handle func(c net.Conn, done
 			}
 			backoff = min(max(2*backoff, minBackoff), maxBackoff)
 			log.Warn("accept failed, backing off", "listen", l.ln.Addr().String(), "backoff", backoff, "err", err)
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-l.stop:
-				t.Stop()
+			if !l.backOff(backoff) {
 				return
 			}
 			continue

@@ -146,11 +146,7 @@ func (p *Proxy) acceptRaw(rs *routeState, l *listener, rc syscall.RawConn) {
 			backoff = min(max(2*backoff, minBackoff), maxBackoff)
 			p.log.Warn("accept failed, backing off", "listen", l.ln.Addr().String(), "backoff", backoff,
 				"err", os.NewSyscallError("accept4", err))
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-l.stop:
-				t.Stop()
+			if !l.backOff(backoff) {
 				return
 			}
 			continue
