@@ -461,11 +461,15 @@ func (l *evLoop) run() {
 		}
 		l.mu.Unlock()
 		if woken {
-			// Cleared before the read, so a wake from now on writes again
-			// and is not lost; its flags are read below.
-			l.waking.Store(false)
+			// Drained before the flag is cleared: a wake that finds the
+			// flag set skipped its write, and its flags are read below; a
+			// wake after the clear writes anew, and no read here can eat
+			// that write. Cleared first, a wake between the two had its
+			// write eaten with the flag left set, and every later wake
+			// (a stop's too) skipped its write: the loop slept for ever.
 			var b [8]byte
 			_, _ = unix.Read(l.wakefd, b[:])
+			l.waking.Store(false)
 		}
 		l.mu.Lock()
 		abort, stop := l.abort, l.stop

@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"sync"
 	"testing"
+	"time"
 )
 
 // streams counts the streams ls's loops own now.
@@ -140,5 +142,41 @@ func TestLoopBackpressure(t *testing.T) {
 				t.Fatalf("got %d bytes, want the %d sent, intact", len(got), size)
 			}
 		})
+	}
+}
+
+// TestLoopStopAfterWakeStorm checks that a stop is never lost among
+// concurrent wakes. A wake that lands between the loop's clearing of its
+// pending flag and its read of the eventfd had its write consumed by that
+// read while the flag stayed set, so every later wake, the stop's too,
+// skipped its write and the loop slept for ever (Proxy.Shutdown hung in
+// evLoops.stop).
+func TestLoopStopAfterWakeStorm(t *testing.T) {
+	for round := range 200 {
+		l, err := newEvLoop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { l.run(); close(done) }()
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() {
+				for range 200 {
+					l.wake()
+					runtime.Gosched()
+				}
+			})
+		}
+		wg.Wait()
+		l.mu.Lock()
+		l.stop = true
+		l.mu.Unlock()
+		l.wake()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: the loop missed its stop after concurrent wakes", round)
+		}
 	}
 }
