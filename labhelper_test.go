@@ -275,26 +275,30 @@ func ping(addr string) error {
 
 func waitNodes(service string, n, secs int) error {
 	start := time.Now()
+	got, state := 0, "none"
 	for time.Since(start) < time.Duration(secs)*time.Second {
 		var s mesh.Services
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := mesh.Fetch(ctx, "127.0.0.1:7948", "/v1/services", &s)
 		cancel()
 		if err == nil {
-			got := 0
+			// Listed is not yet usable: the listener follows the catalog
+			// after the reconcile's debounce, and a client that connects
+			// in between is refused. Wait for both.
+			got, state = 0, "none"
 			for _, v := range s.Services {
 				if v.Name == service {
-					got = len(v.Nodes)
+					got, state = len(v.Nodes), v.State
 				}
 			}
-			if got == n {
+			if got == n && (n == 0 || state == "listening" || state == "local") {
 				fmt.Printf("after=%d at=%d\n", time.Since(start).Milliseconds(), time.Now().UnixMilli())
 				return nil
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("%s not on %d nodes after %ds", service, n, secs)
+	return fmt.Errorf("%s not on %d nodes with its listener up after %ds (last: %d nodes, listener %s)", service, n, secs, got, state)
 }
 
 func countNames(addr string, n int) error {
