@@ -114,8 +114,6 @@ func newListener(ln net.Listener, maxConns int) *listener {
 	return &listener{ln: ln, stop: make(chan struct{}), sem: make(chan struct{}, maxConns)}
 }
 
-// close stops the accept loop. Open connections are not touched. Safe to
-// call more than once.
 // backOff waits d after a failed accept and reports true, or false as
 // soon as the listener is closed.
 func (l *listener) backOff(d time.Duration) bool {
@@ -129,6 +127,8 @@ func (l *listener) backOff(d time.Duration) bool {
 	}
 }
 
+// close stops the accept loop. Open connections are not touched. Safe to
+// call more than once.
 func (l *listener) close() {
 	l.once.Do(func() {
 		close(l.stop)
