@@ -316,6 +316,7 @@ type procUsage struct {
 	cpu  time.Duration
 	rss  int64 // bytes, VmRSS: includes the binary's pages, which every node shares
 	anon int64 // bytes, RssAnon: this node's own memory
+	pss  int64 // bytes, Pss from smaps_rollup: the shared binary pages divided among the processes mapping them
 }
 
 func readUsage(pid int) (procUsage, error) {
@@ -345,6 +346,14 @@ func readUsage(pid int) (procUsage, error) {
 			if v, ok := strings.CutPrefix(line, f.key); ok {
 				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 				*f.dst = kb << 10
+			}
+		}
+	}
+	if roll, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid)); err == nil {
+		for _, line := range strings.Split(string(roll), "\n") {
+			if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				u.pss = kb << 10
 			}
 		}
 	}
@@ -391,7 +400,7 @@ func (c *scaleCluster) idle(window time.Duration) (cpuMax, rssMax float64, marks
 		return
 	}
 	to := time.Now()
-	var cpus, rsss, anons []float64
+	var cpus, rsss, anons, psss []float64
 	for i, p := range c.nodes {
 		u, err := readUsage(p.Pid())
 		if err != nil {
@@ -400,11 +409,13 @@ func (c *scaleCluster) idle(window time.Duration) (cpuMax, rssMax float64, marks
 		cpus = append(cpus, 100*float64(u.cpu-before[i].cpu)/float64(to.Sub(from)))
 		rsss = append(rsss, float64(u.rss)/(1<<20))
 		anons = append(anons, float64(u.anon)/(1<<20))
+		psss = append(psss, float64(u.pss)/(1<<20))
 	}
 	marks = c.countLines(from, to, markedFailed...)
 	suspects := c.countLines(from, to, suspected...)
 	figure(t, "idle_cpu_percent_of_core", "%s (over %s, release build)", spread(cpus, "%.2f"), window)
 	figure(t, "idle_rss_mib", "%s (VmRSS; of which the node's own, RssAnon: %s)", spread(rsss, "%.1f"), spread(anons, "%.1f"))
+	figure(t, "idle_pss_mib", "%s (the binary's pages shared among the %d nodes running it)", spread(psss, "%.1f"), len(c.nodes))
 	figure(t, "idle_window_failed_marks", "%d (suspicions %d)", marks, suspects)
 	figure(t, "load_average", "%s", loadAvg())
 	return slices.Max(cpus), slices.Max(rsss), marks
@@ -518,6 +529,7 @@ func TestLabScale(t *testing.T) {
 		figure(t, "forward_after_own_start_ms", "%s (each host from its own first log line; the last host's first line came %d ms after the announcing node started)",
 			spread(own, "%.0f"), lastFirst.Sub(announced).Milliseconds())
 	}
+	c.startupBreakdown(announced)
 	if code, err := probe.Wait(70 * time.Second); err != nil || code != 0 {
 		t.Errorf("first connection on the last host: exit %d, %v: %s", code, err, probe.Log())
 	} else {
@@ -613,6 +625,61 @@ func TestLabScale(t *testing.T) {
 	}
 	figure(t, "total_failed_marks", "%d (of which the killed node: %d)", c.countLines(c.starts[0], time.Now(), markedFailed...),
 		c.countLines(c.starts[0], time.Now(), `msg="Marking `+loggedNodeName(c.nodes[k])+` as failed`))
+}
+
+// startupBreakdown prints where the time to "every host forwards svc"
+// goes, per host: exec -> the process's first log line (exec and Go
+// start-up on a shared box), first line -> "node started" (the node's own
+// start), "node started" -> first contact (its first "members changed"
+// beyond itself: it joined a peer or was joined), first contact ->
+// "listening service=svc" (the announcing node's record reaching it, plus
+// the listener reconcile). It also names the host that forwarded last and
+// its four stamps relative to the announcing node's start.
+func (c *scaleCluster) startupBreakdown(announced time.Time) {
+	t := c.t
+	t.Helper()
+	var execs, inits, contacts, catalogs []float64
+	var lastFwd time.Time
+	lastHost := -1
+	var lastStages [4]time.Time
+	for i, p := range c.nodes {
+		var first, started, contact, fwd time.Time
+		for j, l := range parseLog(p.Log()) {
+			if j == 0 {
+				first = l.at
+			}
+			if started.IsZero() && strings.Contains(l.text, `msg="node started"`) {
+				started = l.at
+			}
+			if contact.IsZero() && strings.Contains(l.text, `msg="members changed"`) && !strings.Contains(l.text, " members=1") {
+				contact = l.at
+			}
+			if fwd.IsZero() && containsAll(l.text, []string{`msg=listening`, "service=svc "}) {
+				fwd = l.at
+			}
+		}
+		if first.IsZero() || started.IsZero() || contact.IsZero() || fwd.IsZero() {
+			continue
+		}
+		ms := func(d time.Duration) float64 { return float64(d.Milliseconds()) }
+		execs = append(execs, ms(first.Sub(c.starts[i])))
+		inits = append(inits, ms(started.Sub(first)))
+		contacts = append(contacts, ms(contact.Sub(started)))
+		catalogs = append(catalogs, ms(fwd.Sub(contact)))
+		if fwd.After(lastFwd) {
+			lastFwd, lastHost = fwd, i
+			lastStages = [4]time.Time{c.starts[i], first, contact, fwd}
+		}
+	}
+	figure(t, "startup_exec_to_first_line_ms", "%s", spread(execs, "%.0f"))
+	figure(t, "startup_first_line_to_started_ms", "%s", spread(inits, "%.0f"))
+	figure(t, "startup_started_to_contact_ms", "%s", spread(contacts, "%.0f"))
+	figure(t, "startup_contact_to_forward_ms", "%s", spread(catalogs, "%.0f"))
+	if lastHost >= 0 {
+		rel := func(at time.Time) int64 { return at.Sub(announced).Milliseconds() }
+		figure(t, "startup_last_forwarder", "%s: exec %d, first line %d, contact %d, forwards %d ms after the announcing node started",
+			c.hosts[lastHost].Name, rel(lastStages[0]), rel(lastStages[1]), rel(lastStages[2]), rel(lastStages[3]))
+	}
 }
 
 // waitAnnouncer returns the stamp of node 0's "node started".
