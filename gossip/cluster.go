@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -115,9 +116,10 @@ type Cluster struct {
 	// scan; checks tracks confirmSuspect dials, which stopCtx ends.
 	table     atomic.Pointer[nodeTable]
 	lastScan  atomic.Int64
-	lastWant  atomic.Int64  // UnixNano of the last askMissing check
-	scanEvery time.Duration // set in New, read-only afterwards
-	calm      atomic.Bool   // no member flagged suspect or refused; stored under mu
+	lastWant  atomic.Int64   // UnixNano of the last askMissing check
+	scanEvery time.Duration  // set in New, read-only afterwards
+	calm      atomic.Bool    // no member flagged suspect or refused; stored under mu
+	coin      func() float64 // rand.Float64; a test's fixed coin for the suspect dials
 	checks    sync.WaitGroup
 	stopCtx   context.Context
 	stop      context.CancelFunc
@@ -210,6 +212,7 @@ func New(cfg Config) (*Cluster, error) {
 	c.bcast.NumNodes = func() int { return int(max(c.numAlive.Load(), 1)) }
 	// A quarter probe interval: a suspicion lasts several.
 	c.scanEvery = cfg.Memberlist.ProbeInterval / 4
+	c.coin = rand.Float64
 	c.stopCtx, c.stop = context.WithCancel(context.Background())
 	return c, nil
 }

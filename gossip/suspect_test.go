@@ -426,3 +426,48 @@ func countingListener(t *testing.T) (*net.TCPListener, func() int) {
 		}
 	}
 }
+
+// TestRingSuccessorsDial checks that a new suspect is dialed by the
+// ringDialers alive members that follow it in name order whatever the
+// coin says, and by no other member when the coin says no: with random
+// dials alone, a crash was now and then dialed by nobody and waited for
+// memberlist's timeout.
+func TestRingSuccessorsDial(t *testing.T) {
+	tests := []struct {
+		self, suspect string
+		dead          []string // members known but not alive
+		want          int      // dials by self
+	}{
+		{self: "m03", suspect: "m02", want: 1},                        // next after it
+		{self: "m04", suspect: "m02", want: 1},                        // second after it
+		{self: "m05", suspect: "m02", want: 0},                        // third
+		{self: "m05", suspect: "m02", dead: []string{"m03"}, want: 1}, // a dead member does not count
+		{self: "m00", suspect: "m09", want: 1},                        // wraps round
+		{self: "m01", suspect: "m09", want: 1},                        // wraps round, second
+		{self: "m02", suspect: "m09", want: 0},                        // wraps round, third
+		{self: "m01", suspect: "m00", dead: []string{"m09"}, want: 1}, // an unrelated dead member changes nothing
+		{self: "m08", suspect: "m02", want: 0},                        // far from it
+	}
+	for _, tc := range tests {
+		t.Run(tc.self+" after "+tc.suspect, func(t *testing.T) {
+			ln, accepted := countingListener(t)
+			c, d := newOffline(t, tc.self)
+			c.coin = func() float64 { return 1 } // the random dial never fires
+			port := uint16(ln.Addr().(*net.TCPAddr).Port)
+			for i := range 10 {
+				name := fmt.Sprintf("m%02d", i)
+				if name != tc.self {
+					d.NotifyJoin(&memberlist.Node{Name: name, Addr: net.ParseIP("127.0.0.1"), Port: port})
+				}
+			}
+			for _, name := range tc.dead {
+				d.NotifyLeave(&memberlist.Node{Name: name, Addr: net.ParseIP("127.0.0.1"), Port: port})
+			}
+			c.applySuspects([]string{tc.suspect})
+			c.checks.Wait()
+			if n := accepted(); n != tc.want {
+				t.Errorf("%s on suspect %s: %d dials, want %d", tc.self, tc.suspect, n, tc.want)
+			}
+		})
+	}
+}
