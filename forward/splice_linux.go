@@ -20,19 +20,14 @@ import (
 // read fills a whole copy buffer, a sign of bulk data, and back to the
 // buffer once a splice moves less than spliceMin.
 
-// A pipe of 1 MiB (fs.pipe-max-size, the most an unprivileged user may
-// ask for) lets one splice pair move what a loopback socket gathers
-// between two wake-ups: under one iperf3 stream the forwarder spent
-// 8-10 % less CPU per byte than with 256 KiB, fewer splice calls for the
-// same bytes. An empty pipe costs its ring (256 slots, about 10 KiB of
-// kernel memory) but counts its full size against the owner's pipe quota
-// (fs.pipe-user-pages-soft, 64 MiB by default), so the pool keeps at most
-// 16 idle: 16 MiB of that quota. Past the quota F_SETPIPE_SZ fails and
-// the pipe keeps the size it got, which still works.
+// Pipes stay at 256 KiB: 1 MiB pipes cut the forwarder's CPU per byte by
+// a few per cent under one iperf3 stream, but with four streams the
+// receiving iperf3 spent 79-84 % of a core instead of 51-58 % and the
+// throughput fell by about 8 % (session 6, docs/benchmarks.md).
 const (
-	pipeSize     = 1 << 20  // F_SETPIPE_SZ: bytes one splice pair can move
-	spliceMin    = 16 << 10 // a splice moving less than this ends bulk mode
-	maxIdlePipes = 16       // pipes kept for reuse; more are closed on return
+	pipeSize     = 256 << 10 // F_SETPIPE_SZ: bytes one splice pair can move
+	spliceMin    = 16 << 10  // a splice moving less than this ends bulk mode
+	maxIdlePipes = 64        // pipes kept for reuse; more are closed on return
 )
 
 // errNoPipe means no pipe could be made (EMFILE, the user's pipe quota):
