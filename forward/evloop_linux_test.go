@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -178,5 +181,39 @@ func TestLoopStopAfterWakeStorm(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("round %d: the loop missed its stop after concurrent wakes", round)
 		}
+	}
+}
+
+// TestPipePool checks that a pipe from the pool has pipeSize when the
+// system lets us ask for that much (fs.pipe-max-size), and that the pool
+// keeps no more than maxIdlePipes idle: each counts its full size against
+// the user's pipe quota. A guard: it passes on the code before it.
+func TestPipePool(t *testing.T) {
+	maxSize, err := os.ReadFile("/proc/sys/fs/pipe-max-size")
+	if err != nil {
+		t.Skipf("no fs.pipe-max-size: %v", err)
+	}
+	if n, _ := strconv.Atoi(strings.TrimSpace(string(maxSize))); n < pipeSize {
+		t.Skipf("fs.pipe-max-size is %d, under %d", n, pipeSize)
+	}
+	var got []*pipe
+	for range maxIdlePipes + 4 {
+		p, err := getPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p)
+	}
+	if got[0].size != pipeSize {
+		t.Errorf("pipe size %d, want %d", got[0].size, pipeSize)
+	}
+	for _, p := range got {
+		putPipe(p)
+	}
+	pipes.mu.Lock()
+	idle := len(pipes.free)
+	pipes.mu.Unlock()
+	if idle > maxIdlePipes {
+		t.Errorf("%d idle pipes kept, want at most %d", idle, maxIdlePipes)
 	}
 }
