@@ -121,6 +121,7 @@ type Cluster struct {
 	calm      atomic.Bool    // no member flagged suspect or refused; stored under mu
 	coin      func() float64 // rand.Float64; a test's fixed coin for the suspect dials
 	checks    sync.WaitGroup
+	digest    digest // see digest.go
 	stopCtx   context.Context
 	stop      context.CancelFunc
 
@@ -213,6 +214,8 @@ func New(cfg Config) (*Cluster, error) {
 	// A quarter probe interval: a suspicion lasts several.
 	c.scanEvery = cfg.Memberlist.ProbeInterval / 4
 	c.coin = rand.Float64
+	c.digest.persist = digestPersistProbes * cfg.Memberlist.ProbeInterval
+	c.digest.cooldown = digestCooldownProbes * cfg.Memberlist.ProbeInterval
 	c.stopCtx, c.stop = context.WithCancel(context.Background())
 	return c, nil
 }

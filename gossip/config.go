@@ -75,10 +75,10 @@ type Config struct {
 	// MetricLabels). Keyring is shared on purpose: it is how the caller
 	// rotates keys (AddKey, UseKey, RemoveKey) in the running cluster, and
 	// memberlist adds SecretKey to it and makes it the primary key. The
-	// Transport and delegates other than Delegate and Events are shared too.
+	// Transport and the delegates gossip does not set are shared too.
 	//
 	// gossip always overrides Name, BindAddr, BindPort, AdvertiseAddr,
-	// AdvertisePort, Label, Delegate, Events, Conflict, Logger, LogOutput and
+	// AdvertisePort, Label, Delegate, Events, Conflict, Ping, Logger, LogOutput and
 	// DeadNodeReclaimTime (set to ProbeInterval, see DefaultConfig); and,
 	// when Keys is set, Keyring, GossipVerifyIncoming and
 	// GossipVerifyOutgoing.
@@ -338,6 +338,7 @@ func (cfg Config) memberlistConfig(d *delegate, l *slog.Logger) *memberlist.Conf
 	mc.Delegate = d
 	mc.Events = d
 	mc.Conflict = d
+	mc.Ping = d // member-count digests, see digest.go
 	mc.LogOutput = nil
 	mc.Logger = newStdLogger(l)
 	// A node restarted on a new address (DHCP renewal, port 0 in tests)

@@ -96,14 +96,17 @@ func (n *simNet) traffic() simTraffic {
 
 // simTransport is one node's memberlist.Transport on a simNet.
 type simTransport struct {
-	net       *simNet
-	port      int
-	addr      string
-	ln        net.Listener            // streams; closed by kill and Shutdown
-	incoming  chan *memberlist.Packet // buffered; full: dropped
-	streams   chan net.Conn           // accepted streams, handed to memberlist
-	down      atomic.Bool             // killed
-	stop      chan struct{}           // closed by Shutdown
+	net      *simNet
+	port     int
+	addr     string
+	ln       net.Listener            // streams; closed by kill and Shutdown
+	incoming chan *memberlist.Packet // buffered; full: dropped
+	streams  chan net.Conn           // accepted streams, handed to memberlist
+	down     atomic.Bool             // killed
+	// drop, when set, is a filter on packets to this node: it loses
+	// those for which it returns true (a test's selective loss).
+	drop      atomic.Pointer[func([]byte) bool]
+	stop      chan struct{} // closed by Shutdown
 	once      sync.Once
 	accepting sync.WaitGroup // the accept goroutine
 
@@ -135,6 +138,9 @@ func (t *simTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	dst, ok := t.net.peer(addr)
 	if !ok {
 		return now, nil // lost, as UDP to a dead host is
+	}
+	if drop := dst.drop.Load(); drop != nil && (*drop)(b) {
+		return now, nil
 	}
 	// memberlist may reuse b once WriteTo returns.
 	p := &memberlist.Packet{Buf: append([]byte(nil), b...), From: simAddr(t.addr), Timestamp: now}
