@@ -21,7 +21,8 @@ import (
 // P of a call it finds in the kernel over a tick (another switch). Under
 // redis-benchmark -k 0 -c 50 (20,000 connections) that was 16,000-21,000
 // sysmon sleeps and 43,000-52,000 thread switches in the forwarder; raw,
-// 1,100 and 14,000-16,000 (HAProxy: 16,000-20,000).
+// 1,100-1,300 and 12,000-16,000 (HAProxy: 16,000-20,000). See
+// docs/benchmarks.md, session 7.
 
 // sysClose closes fd. EINTR is not retried: Linux has released fd by then.
 func sysClose(fd int) {
