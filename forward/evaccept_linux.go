@@ -258,7 +258,7 @@ func (p *Proxy) serveRaw(rs *routeState, cfd int, csa netip.AddrPort, done func(
 	}
 	// Shut down under us: as a force-closed dial.
 	resetFD(cfd)
-	_ = unix.Close(bfd)
+	sysClose(bfd)
 	rs.release(a.bs)
 	closeClient()
 }
@@ -391,22 +391,16 @@ func (c *Config) connectFD(sa unix.Sockaddr) (int, error) {
 	if _, ok := sa.(*unix.SockaddrInet6); ok {
 		family = unix.AF_INET6
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := sysSocket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
 	}
 	if err := c.setDialOpts(fd); err != nil {
-		_ = unix.Close(fd)
+		sysClose(fd)
 		return -1, err
 	}
-	for {
-		err = unix.Connect(fd, sa)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil && err != unix.EINPROGRESS {
-		_ = unix.Close(fd)
+	if err := sysConnect(fd, sa); err != nil && err != unix.EINPROGRESS {
+		sysClose(fd)
 		return -1, os.NewSyscallError("connect", err)
 	}
 	return fd, nil
@@ -430,7 +424,7 @@ func (c *Config) setDialOpts(fd int) error {
 		opts = append(opts, struct{ level, opt, v int }{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(c.UserTimeout.Milliseconds())})
 	}
 	for _, o := range opts {
-		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.v); err != nil {
+		if err := sysSetsockoptInt(fd, o.level, o.opt, o.v); err != nil {
 			return fmt.Errorf("forward: set socket option %d: %w", o.opt, os.NewSyscallError("setsockopt", err))
 		}
 	}

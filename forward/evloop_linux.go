@@ -199,8 +199,8 @@ func dupSocket(c *net.TCPConn) (int, error) {
 
 // resetFD closes fd so that its peer reads a reset (SO_LINGER 0).
 func resetFD(fd int) {
-	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-	_ = unix.Close(fd)
+	sysLingerZero(fd)
+	sysClose(fd)
 }
 
 // econn is one stream in a loop. Direction 0 is client → backend (fd[0]
@@ -394,7 +394,7 @@ func (l *evLoop) wake() {
 		return
 	}
 	var one = [8]byte{1}
-	_, _ = unix.Write(l.wakefd, one[:])
+	_, _ = writeFD(l.wakefd, one[:]) // non-blocking eventfd: raw
 }
 
 const streamEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
@@ -414,9 +414,9 @@ func (l *evLoop) add(e *econn) bool {
 	}
 	var err error
 	for i, fd := range e.fd {
-		if err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: streamEvents, Fd: int32(fd)}); err != nil {
+		if err = sysEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: streamEvents, Fd: int32(fd)}); err != nil {
 			if i == 1 {
-				_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd[0], nil)
+				_ = sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd[0], nil)
 			}
 			break
 		}
@@ -468,7 +468,7 @@ func (l *evLoop) run() {
 			// write eaten with the flag left set, and every later wake
 			// (a stop's too) skipped its write: the loop slept for ever.
 			var b [8]byte
-			_, _ = unix.Read(l.wakefd, b[:])
+			_, _ = readFD(l.wakefd, b[:])
 			l.waking.Store(false)
 		}
 		l.mu.Lock()
@@ -516,7 +516,7 @@ func (l *evLoop) handle(e *econn, fd int, ev uint32) {
 				return
 			}
 			err := error(unix.ECONNRESET)
-			if serr, gerr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && serr != 0 {
+			if serr, gerr := sysGetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && serr != 0 {
 				err = unix.Errno(serr)
 			}
 			l.abortStream(e, endError, os.NewSyscallError("read", err))
@@ -535,7 +535,7 @@ func (l *evLoop) handle(e *econn, fd int, ev uint32) {
 		}
 	}
 	if ev&unix.EPOLLERR != 0 {
-		if serr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && serr != 0 {
+		if serr, err := sysGetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && serr != 0 {
 			l.abortStream(e, endError, os.NewSyscallError("read", unix.Errno(serr)))
 			return
 		}
@@ -567,11 +567,7 @@ func (l *evLoop) note(e *econn, side int, ev uint32) {
 // it. On success it ends the dial and reports true; on failure it hands
 // both sockets back (dialEnd) and reports false.
 func (l *evLoop) connected(e *econn) bool {
-	serr, err := unix.GetsockoptInt(e.fd[1], unix.SOL_SOCKET, unix.SO_ERROR)
-	if err == nil && serr != 0 {
-		err = unix.Errno(serr)
-	}
-	if err != nil {
+	if err := sysSoError(e.fd[1]); err != nil {
 		l.dialEnd(e, os.NewSyscallError("connect", err), false)
 		return false
 	}
@@ -594,11 +590,11 @@ func (l *evLoop) dialEnd(e *econn, err error, handOver bool) {
 	delete(l.conns, int32(e.fd[0]))
 	delete(l.conns, int32(e.fd[1]))
 	l.mu.Unlock()
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd[0], nil)
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd[1], nil)
+	_ = sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd[0], nil)
+	_ = sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd[1], nil)
 	bfd := e.fd[1]
 	if !handOver {
-		_ = unix.Close(bfd)
+		sysClose(bfd)
 		bfd = -1
 	}
 	e.dial.failed(e.fd[0], bfd, err)
@@ -804,7 +800,7 @@ func (l *evLoop) endDirection(e *econn, d int) {
 		l.closeStream(e, endClean, nil)
 		return
 	}
-	_ = unix.Shutdown(e.fd[1-d], unix.SHUT_WR)
+	sysShutdown(e.fd[1-d], unix.SHUT_WR)
 	e.halfAt = l.now
 	l.schedule(e)
 }
@@ -888,7 +884,7 @@ func (l *evLoop) closeStream(e *econn, reason endReason, err error) {
 	l.mu.Unlock()
 	for _, fd := range e.fd {
 		if reason == endClean {
-			_ = unix.Close(fd)
+			sysClose(fd)
 		} else {
 			resetFD(fd)
 		}
