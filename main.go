@@ -63,7 +63,10 @@ func main() {
 		// still rare, collections (issue 10). GOGC in the environment wins.
 		debug.SetGCPercent(50)
 	}
-	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+	stopProfiles := debugProfiles()
+	code := run(os.Args, os.Stdout, os.Stderr)
+	stopProfiles()
+	os.Exit(code)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
