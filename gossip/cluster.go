@@ -117,6 +117,9 @@ type Cluster struct {
 	table     atomic.Pointer[nodeTable]
 	lastScan  atomic.Int64
 	lastWant  atomic.Int64   // UnixNano of the last askMissing check
+	// recordsComplete: every alive member has a record here (want.go).
+	// Stored under mu.
+	recordsComplete atomic.Bool
 	scanEvery time.Duration  // set in New, read-only afterwards
 	calm      atomic.Bool    // no member flagged suspect or refused; stored under mu
 	coin      func() float64 // rand.Float64; a test's fixed coin for the suspect dials
@@ -771,6 +774,9 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
+	if _, ok := c.records[name]; !ok && name != c.self.Node {
+		c.recordsComplete.Store(false) // askMissing must look again
+	}
 	m.suspect, m.refused, m.confirmed = false, false, false
 	c.countLocked()
 	c.mu.Unlock()
