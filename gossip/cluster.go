@@ -114,18 +114,18 @@ type Cluster struct {
 	// Suspects, see suspect.go. table is set in Start, nil when
 	// memberlist's layout is unknown; lastScan is the UnixNano of the last
 	// scan; checks tracks confirmSuspect dials, which stopCtx ends.
-	table     atomic.Pointer[nodeTable]
-	lastScan  atomic.Int64
-	lastWant  atomic.Int64   // UnixNano of the last askMissing check
+	table    atomic.Pointer[nodeTable]
+	lastScan atomic.Int64
+	lastWant atomic.Int64 // UnixNano of the last askMissing check
 	// recordsComplete: every alive member has a record here (want.go).
 	// Stored under mu.
 	recordsComplete atomic.Bool
-	scanEvery time.Duration  // set in New, read-only afterwards
-	calm      atomic.Bool    // no member flagged suspect or refused; stored under mu
-	coin      func() float64 // rand.Float64; a test's fixed coin for the suspect dials
-	checks    sync.WaitGroup
-	stopCtx   context.Context
-	stop      context.CancelFunc
+	scanEvery       time.Duration  // set in New, read-only afterwards
+	calm            atomic.Bool    // no member flagged suspect or refused; stored under mu
+	coin            func() float64 // rand.Float64; a test's fixed coin for the suspect dials
+	checks          sync.WaitGroup
+	stopCtx         context.Context
+	stop            context.CancelFunc
 
 	// wg tracks the Leave call into memberlist, so Shutdown never runs
 	// concurrently with it: memberlist panics on Leave after Shutdown. Join

@@ -23,8 +23,8 @@ import (
 // be raw (as the data plane's splice, read and write are); waiting for a
 // packet or for room still goes through Go's poller (RawConn).
 type udpIO struct {
-	rc  syscall.RawConn
-	v6  bool // the socket is AF_INET6 (dual-stack when bound to the unspecified address)
+	rc syscall.RawConn
+	v6 bool // the socket is AF_INET6 (dual-stack when bound to the unspecified address)
 }
 
 func newUDPIO(c *net.UDPConn) (*udpIO, error) {
