@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/forward"
+	"github.com/ambassador-mesh/ambassador/gossip"
 	"github.com/ambassador-mesh/ambassador/health"
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
@@ -264,15 +265,16 @@ func (h *eventHub) observe(st eventState) {
 }
 
 // noteChanges takes a snapshot of the members, the catalog, this node's
-// health and its listeners and publishes what changed since the last one.
+// health and its listeners (catalog: the cluster's, read by the caller)
+// and publishes what changed since the last one.
 // The reconcile loop calls it after every catalog change, health flip and
 // listener update. It does no I/O.
-func (n *Node) noteChanges() {
+func (n *Node) noteChanges(catalog []gossip.Entry) {
 	st := eventState{self: n.name, members: map[string]string{}, instances: map[[2]string]bool{}, health: map[[2]string]string{}, listeners: map[string]string{}}
 	for _, m := range n.cluster.Members() {
 		st.members[m.Name] = m.State
 	}
-	for _, e := range n.cluster.Catalog() {
+	for _, e := range catalog {
 		for _, s := range e.Services {
 			st.instances[[2]string{s.Name.String(), e.Node}] = true
 			if e.Node != n.name {

@@ -480,10 +480,11 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 	for {
 		last = time.Now()
 		v := n.view()
-		rs, hosts := plan(n.name, n.cluster.Catalog(), v.services(n.name), v.forwards, v.balance, v.logins)
+		cat := n.cluster.Catalog() // one copy for both: half a reconcile's cost was copying it twice
+		rs, hosts := plan(n.name, cat, v.services(n.name), v.forwards, v.balance, v.logins)
 		n.proxy.Update(rs)
 		n.names.Set(hosts)
-		n.noteChanges()
+		n.noteChanges(cat)
 		for _, a := range n.gate.take(time.Now(), !n.joinedCluster(), n.cluster.Known) {
 			n.sendPeer(a) // discovered peers held back that gossip did not bring in
 		}
