@@ -268,11 +268,16 @@ func (h *eventHub) observe(st eventState) {
 // health and its listeners (catalog: the cluster's, read by the caller)
 // and publishes what changed since the last one.
 // The reconcile loop calls it after every catalog change, health flip and
-// listener update. It does no I/O.
-func (n *Node) noteChanges(catalog []gossip.Entry) {
+// listener update. It does no I/O. It reports whether the node is steady:
+// every member it knows is alive (none waits to be forgotten, which no
+// cluster change announces) and every listener listens (none waits for a
+// retry).
+func (n *Node) noteChanges(catalog []gossip.Entry) (steady bool) {
+	steady = true
 	st := eventState{self: n.name, members: map[string]string{}, instances: map[[2]string]bool{}, health: map[[2]string]string{}, listeners: map[string]string{}}
 	for _, m := range n.cluster.Members() {
 		st.members[m.Name] = m.State
+		steady = steady && m.State == "alive"
 	}
 	for _, e := range catalog {
 		for _, s := range e.Services {
@@ -296,9 +301,11 @@ func (n *Node) noteChanges(catalog []gossip.Entry) {
 			st.listeners[ls.Service] = ls.State + " " + ls.Listen
 		} else {
 			st.listeners[ls.Service] = ls.State + " " + ls.Err
+			steady = false
 		}
 	}
 	n.events.observe(st)
+	return steady
 }
 
 // health is the state of this node's own announcement name, as
