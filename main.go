@@ -75,10 +75,7 @@ func main() {
 		debug.SetGCPercent(startGOGC)
 		time.AfterFunc(startGCWindow, func() { debug.SetGCPercent(50) })
 	}
-	stopProfiles := debugProfiles()
-	code := run(os.Args, os.Stdout, os.Stderr)
-	stopProfiles()
-	os.Exit(code)
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
