@@ -32,9 +32,11 @@ import (
 //	AMB_SCALE_WINDOW  idle window for CPU, RSS and stability (default 20s)
 //	AMB_SCALE_LOSS    percent of packets the bridge drops in TestLabScaleLoss (default 10)
 //	AMB_SCALE_ARGS    extra flags for every node, space-separated (e.g. "--dial-timeout 1s")
+//	AMB_SCALE_ENV     extra environment for every node, space-separated (e.g. "GOMAXPROCS=1")
 //	AMB_SCALE_LOGS    a folder to copy every node's log into at the end
 //	AMB_SCALE_STRICT  1: fail when a timing target of issue 10 is missed, not only print it
 //	AMB_SCALE_SERIAL  1: exec the nodes one by one (default: 8 at a time, host 0 first)
+//	AMB_SCALE_STRACE  SECS: strace -c -f the middle host's node for the first SECS of the idle window
 type scaleSettings struct {
 	hosts  int
 	window time.Duration
@@ -156,6 +158,10 @@ func startScaleCluster(t *testing.T, s scaleSettings, firstOK bool, before func(
 	start := func(i int) {
 		h := c.hosts[i]
 		args := append([]string{c.bin, "--log-level", "info", "--socket", socketOf(h)}, strings.Fields(os.Getenv("AMB_SCALE_ARGS"))...)
+		if env := strings.Fields(os.Getenv("AMB_SCALE_ENV")); len(env) > 0 {
+			// env execs the node: the pid stays the node's own.
+			args = append(append([]string{"env"}, env...), args...)
+		}
 		if i == 0 {
 			args = append(args, "--announce", "svc:"+scaleSvcPort+"=12345")
 		}
@@ -394,12 +400,25 @@ func (c *scaleCluster) idle(window time.Duration) (cpuMax, rssMax float64, marks
 		before[i] = u
 	}
 	from := time.Now()
+	var straced chan string
+	if secs := os.Getenv("AMB_SCALE_STRACE"); secs != "" {
+		// What wakes an idle node: its system calls by kind.
+		straced = make(chan string, 1)
+		pid := strconv.Itoa(c.nodes[len(c.nodes)/2].Pid())
+		go func() {
+			out, err := exec.Command("timeout", "-s", "INT", secs, "strace", "-c", "-f", "-p", pid).CombinedOutput()
+			straced <- fmt.Sprintf("%v\n%s", err, out)
+		}()
+	}
 	select {
 	case <-time.After(window): // the measurement window itself
 	case <-t.Context().Done():
 		return
 	}
 	to := time.Now()
+	if straced != nil {
+		t.Logf("strace -c -f of %s's node for %ss of the idle window:\n%s", c.hosts[len(c.nodes)/2].Name, os.Getenv("AMB_SCALE_STRACE"), <-straced)
+	}
 	var cpus, rsss, anons, psss []float64
 	for i, p := range c.nodes {
 		u, err := readUsage(p.Pid())

@@ -24,8 +24,22 @@ func (s *Server) run(initial []*socket) {
 		jobs = append(jobs, job{sock: so, due: now, left: announceCount})
 	}
 	q := newQueries(s.cfg.QueryMin, s.cfg.QueryMax, now)
-	rescan := time.NewTicker(s.cfg.RescanInterval)
+	every := s.cfg.RescanInterval
+	var changes <-chan struct{}
+	if s.watch != nil {
+		// Told of changes: the timer is only a safety net.
+		changes, every = s.watch.changes(), max(every, watchedRescan)
+	}
+	rescan := time.NewTicker(every)
 	defer rescan.Stop()
+	rescanNow := func() {
+		for _, so := range s.rescan() {
+			now := time.Now()
+			jobs = append(jobs, job{sock: so, due: now, left: announceCount})
+			s.query(so)
+			q.sent(so, now)
+		}
+	}
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
 	for {
@@ -60,15 +74,16 @@ func (s *Server) run(initial []*socket) {
 				jobs = append(jobs, job{only: only, due: time.Now(), left: announceCount})
 			}
 		case <-rescan.C:
-			for _, so := range s.rescan() {
-				now := time.Now()
-				jobs = append(jobs, job{sock: so, due: now, left: announceCount})
-				s.query(so)
-				q.sent(so, now)
-			}
+			rescanNow()
+		case <-changes:
+			rescanNow()
 		}
 	}
 }
+
+// watchedRescan is how often run lists the interfaces when it is told of
+// changes anyway (ifaceWatch).
+const watchedRescan = time.Minute
 
 // sockets returns the active sockets.
 func (s *Server) sockets() []*socket {

@@ -59,6 +59,9 @@ type Server struct {
 	handlers sync.WaitGroup // packets being handled and delayed answers; Add only under mu while !closed
 
 	failed map[string]bool // interfaces whose socket failed to open; owned by run
+	// watch tells run when interfaces change; nil when the system cannot
+	// (then run lists them every RescanInterval). Set in Start before run.
+	watch *ifaceWatch
 
 	mu       sync.Mutex         // guards the fields below and socket.zone, socket.nets
 	started  bool               // Start has begun
@@ -194,6 +197,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		s.start(so)
 	}
 	s.wg.Go(s.notify)
+	if w, err := newIfaceWatch(); err != nil {
+		s.log.Debug("interface changes are polled", "every", s.cfg.RescanInterval, "err", err)
+	} else {
+		s.watch = w
+		s.wg.Go(w.run)
+	}
 	s.loopWG.Go(func() { s.run(initial) })
 	s.mu.Unlock()
 	s.logZoneErrors(zoneErrs)
@@ -315,7 +324,10 @@ func (s *Server) Close() error {
 		s.handlers.Wait() // tests drive handle without Start
 		return nil
 	}
-	s.loopWG.Wait()   // no more announcements or socket changes
+	s.loopWG.Wait() // no more announcements or socket changes
+	if s.watch != nil {
+		s.watch.close() // its reader ends; s.wg waits for it below
+	}
 	s.handlers.Wait() // no more replies
 
 	s.mu.Lock()

@@ -114,16 +114,19 @@ type Cluster struct {
 	// Suspects, see suspect.go. table is set in Start, nil when
 	// memberlist's layout is unknown; lastScan is the UnixNano of the last
 	// scan; checks tracks confirmSuspect dials, which stopCtx ends.
-	table     atomic.Pointer[nodeTable]
-	lastScan  atomic.Int64
-	lastWant  atomic.Int64   // UnixNano of the last askMissing check
-	scanEvery time.Duration  // set in New, read-only afterwards
-	calm      atomic.Bool    // no member flagged suspect or refused; stored under mu
-	coin      func() float64 // rand.Float64; a test's fixed coin for the suspect dials
-	checks    sync.WaitGroup
-	digest    digest // see digest.go
-	stopCtx   context.Context
-	stop      context.CancelFunc
+	table    atomic.Pointer[nodeTable]
+	lastScan atomic.Int64
+	lastWant atomic.Int64 // UnixNano of the last askMissing check
+	// recordsComplete: every alive member has a record here (want.go).
+	// Stored under mu.
+	recordsComplete atomic.Bool
+	scanEvery       time.Duration  // set in New, read-only afterwards
+	calm            atomic.Bool    // no member flagged suspect or refused; stored under mu
+	coin            func() float64 // rand.Float64; a test's fixed coin for the suspect dials
+	checks          sync.WaitGroup
+	digest          digest // see digest.go
+	stopCtx         context.Context
+	stop            context.CancelFunc
 
 	// wg tracks the Leave call into memberlist, so Shutdown never runs
 	// concurrently with it: memberlist panics on Leave after Shutdown. Join
@@ -774,6 +777,9 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
+	if _, ok := c.records[name]; !ok && name != c.self.Node {
+		c.recordsComplete.Store(false) // askMissing must look again
+	}
 	m.suspect, m.refused, m.confirmed = false, false, false
 	c.countLocked()
 	c.mu.Unlock()

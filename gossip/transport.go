@@ -33,6 +33,7 @@ import (
 type transport struct {
 	tcp      *net.TCPListener
 	udp      *net.UDPConn
+	io       *udpIO // reads and writes udp (udpio_linux.go: without waking sysmon)
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
 	log      *slog.Logger
@@ -94,9 +95,16 @@ func bindTransport(ip netip.Addr, port int, log *slog.Logger) (*transport, error
 			break
 		}
 	}
+	uio, err := newUDPIO(udp)
+	if err != nil {
+		_ = tcp.Close()
+		_ = udp.Close()
+		return nil, err
+	}
 	t := &transport{
 		tcp:      tcp,
 		udp:      udp,
+		io:       uio,
 		packetCh: make(chan *memberlist.Packet),
 		streamCh: make(chan net.Conn),
 		log:      log,
@@ -142,15 +150,15 @@ func (t *transport) WriteTo(b []byte, addr string) (time.Time, error) {
 // WriteToAddress sends one packet. Peers' addresses are IP:port literals
 // (memberlist's node table), parsed without allocating; a name is resolved.
 func (t *transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	if ap, err := netip.ParseAddrPort(a.Addr); err == nil {
-		_, err = t.udp.WriteToUDPAddrPort(b, ap)
-		return time.Now(), err
-	}
-	ua, err := net.ResolveUDPAddr("udp", a.Addr)
+	ap, err := netip.ParseAddrPort(a.Addr)
 	if err != nil {
-		return time.Time{}, err
+		ua, rerr := net.ResolveUDPAddr("udp", a.Addr)
+		if rerr != nil {
+			return time.Time{}, rerr
+		}
+		ap = ua.AddrPort()
 	}
-	_, err = t.udp.WriteTo(b, ua)
+	err = t.io.send(b, ap)
 	return time.Now(), err
 }
 
@@ -241,7 +249,7 @@ func (t *transport) readLoop() {
 	defer t.wg.Done()
 	buf := make([]byte, maxPacket)
 	for {
-		n, from, err := t.udp.ReadFromUDPAddrPort(buf)
+		n, from, err := t.io.recv(buf)
 		now := time.Now()
 		if err != nil {
 			if t.closed.Load() {
@@ -253,8 +261,6 @@ func (t *transport) readLoop() {
 		if n < 1 {
 			continue // an empty datagram carries no message
 		}
-		// Unmap: on a dual-stack socket an IPv4 peer reads as ::ffff:a.b.c.d.
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		p := &memberlist.Packet{Buf: bytes.Clone(buf[:n]), From: net.UDPAddrFromAddrPort(from), Timestamp: now}
 		select {
 		case t.packetCh <- p:

@@ -5,8 +5,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -178,4 +180,72 @@ func TestTransportShutdown(t *testing.T) {
 		t.Fatalf("port %d not free after Shutdown: %v", b.port(), err)
 	}
 	_ = again.Shutdown()
+}
+
+// Packets cross between sockets of every kind a node binds: IPv4, the
+// unspecified address (a dual-stack IPv6 socket, which sends to and reads
+// IPv4 peers as ::ffff:a.b.c.d), and IPv6 loopback where the machine has
+// it. From is always the peer's plain address, as memberlist's node table
+// has it, and a peer given by host name is resolved.
+func TestTransportPacketsEveryFamily(t *testing.T) {
+	open := func(t *testing.T, ip string) *transport {
+		t.Helper()
+		tr, err := newTransport(ip, 0, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Skipf("bind %s: %v", ip, err)
+		}
+		t.Cleanup(func() { _ = tr.Shutdown() })
+		return tr
+	}
+	for _, tc := range []struct {
+		name       string
+		from, to   string // bind addresses
+		fromAddr   string // the sender's address as the receiver sees it
+		toAddr     string // what the sender writes to (port appended)
+		byHostName bool
+	}{
+		{name: "ipv4 to ipv4", from: "127.0.0.1", to: "127.0.0.1", fromAddr: "127.0.0.1", toAddr: "127.0.0.1"},
+		{name: "ipv4 to dual-stack", from: "127.0.0.1", to: "0.0.0.0", fromAddr: "127.0.0.1", toAddr: "127.0.0.1"},
+		{name: "dual-stack to ipv4", from: "0.0.0.0", to: "127.0.0.1", fromAddr: "127.0.0.1", toAddr: "127.0.0.1"},
+		{name: "ipv6 to ipv6", from: "::1", to: "::1", fromAddr: "::1", toAddr: "::1"},
+		{name: "by host name", from: "127.0.0.1", to: "127.0.0.1", fromAddr: "127.0.0.1", toAddr: "localhost", byHostName: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := open(t, tc.from), open(t, tc.to)
+			to := net.JoinHostPort(tc.toAddr, strconv.Itoa(b.port()))
+			msg := []byte("ping " + tc.name)
+			if _, err := a.WriteTo(msg, to); err != nil {
+				if tc.byHostName {
+					t.Skipf("localhost does not resolve to 127.0.0.1 here: %v", err)
+				}
+				t.Fatal(err)
+			}
+			p := recvPacket(t, b)
+			if !bytes.Equal(p.Buf, msg) {
+				t.Errorf("read %q, want %q", p.Buf, msg)
+			}
+			// Compared as netip values: net.IP prints ::ffff:127.0.0.1 as
+			// 127.0.0.1, which would hide a mapped address.
+			if got, want := p.From.(*net.UDPAddr).AddrPort(), netip.MustParseAddrPort(net.JoinHostPort(tc.fromAddr, strconv.Itoa(a.port()))); got != want {
+				t.Errorf("From = %s, want %s", got, want)
+			}
+			// And back, to the address the packet came from.
+			if _, err := b.WriteToAddress([]byte("ack"), memberlist.Address{Addr: p.From.String()}); err != nil {
+				t.Fatal(err)
+			}
+			if back := recvPacket(t, a); string(back.Buf) != "ack" {
+				t.Errorf("read back %q, want ack", back.Buf)
+			}
+		})
+	}
+}
+
+// A send to an address family the socket cannot reach fails, naming the
+// peer, rather than being dropped silently.
+func TestTransportSendWrongFamily(t *testing.T) {
+	a := newTestTransport(t) // IPv4 only
+	_, err := a.WriteToAddress([]byte("x"), memberlist.Address{Addr: "[::1]:7946"})
+	if err == nil || !strings.Contains(err.Error(), "::1") {
+		t.Fatalf("send to [::1]:7946 from an IPv4 socket: %v, want an error naming the peer", err)
+	}
 }

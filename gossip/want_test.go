@@ -37,6 +37,10 @@ func TestMissingRecordAsked(t *testing.T) {
 	a.mu.Lock()
 	delete(a.records, "b")
 	a.members["b"].since = time.Now().Add(-wantAfter)
+	// In a running node an alive member lacks a record only from when
+	// memberUp reports it (which clears recordsComplete), never because
+	// a record went away; this test takes the record away itself.
+	a.recordsComplete.Store(false)
 	a.mu.Unlock()
 	waitFor(t, "a asks b for its record and gets it", has)
 }
@@ -101,5 +105,33 @@ func TestNewMemberGreeted(t *testing.T) {
 			t.Fatalf("c has no record of b %s after b learnt of c", wantAfter/2)
 		}
 		time.Sleep(10 * time.Millisecond) // polling another node's state
+	}
+}
+
+// TestMissingWalkStopsWhenComplete: once every alive member has a record,
+// the check for missing records does not walk the members again until a
+// member without one comes up, and then that member is asked for it.
+func TestMissingWalkStopsWhenComplete(t *testing.T) {
+	c, err := New(Config{NodeName: "a", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	c.memberUp("a", "127.0.0.1", 7946)
+	c.memberUp("b", "127.0.0.1", 7947)
+	c.merge([]record{{Entry: Entry{Node: "b", Addr: "127.0.0.1", Version: 1}}})
+	if got := c.missing(now.Add(wantAfter)); len(got) != 0 || !c.recordsComplete.Load() {
+		t.Fatalf("b has its record: missing %v, complete %v; want none, true", got, c.recordsComplete.Load())
+	}
+	c.memberUp("c", "127.0.0.1", 7948)
+	if c.recordsComplete.Load() {
+		t.Fatal("c came up without a record and recordsComplete is still set")
+	}
+	got := c.missing(time.Now().Add(wantAfter))
+	if len(got) != 1 || got[0].Name != "c" {
+		t.Fatalf("missing = %v, want c", got)
+	}
+	if c.recordsComplete.Load() {
+		t.Error("recordsComplete set while c has no record")
 	}
 }

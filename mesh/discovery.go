@@ -107,6 +107,14 @@ func (g *peerGate) hold(now time.Time, node, addr string) {
 	g.deferred[node] = &held{addr: addr, due: now.Add(holdFor + j(holdFor))}
 }
 
+// holding reports whether the gate holds back any peer, which take will
+// return or forget once it is due.
+func (g *peerGate) holding() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.deferred) > 0
+}
+
 // take returns held-back peers that are due and for which isKnown is
 // false: while alone (alone true) as many as the bucket allows, in a
 // cluster at most one per takeEvery. It forgets them along with those

@@ -73,8 +73,16 @@ func TestPeerGateHolds(t *testing.T) {
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("take: %v, want %v", got, tt.want)
 			}
+			// The known peer is forgotten; the stranger is held until taken.
+			if got, want := g.holding(), len(tt.want) == 0; got != want {
+				t.Errorf("holding() = %v after the first take, want %v", got, want)
+			}
 			if got := g.take(t0.Add(time.Hour), tt.alone, isKnown); len(tt.want) > 0 && len(got) != 0 {
 				t.Errorf("take again: %v, want none (both forgotten)", got)
+			}
+			// The reconcile loop ticks slowly only when nothing is held.
+			if g.take(t0.Add(2*time.Hour), tt.alone, isKnown); g.holding() {
+				t.Error("holding() true after every held peer was taken or forgotten")
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/forward"
+	"github.com/ambassador-mesh/ambassador/gossip"
 	"github.com/ambassador-mesh/ambassador/health"
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
@@ -264,15 +265,21 @@ func (h *eventHub) observe(st eventState) {
 }
 
 // noteChanges takes a snapshot of the members, the catalog, this node's
-// health and its listeners and publishes what changed since the last one.
+// health and its listeners (catalog: the cluster's, read by the caller)
+// and publishes what changed since the last one.
 // The reconcile loop calls it after every catalog change, health flip and
-// listener update. It does no I/O.
-func (n *Node) noteChanges() {
+// listener update. It does no I/O. It reports whether the node is steady:
+// every member it knows is alive (none waits to be forgotten, which no
+// cluster change announces) and every listener listens (none waits for a
+// retry).
+func (n *Node) noteChanges(catalog []gossip.Entry) (steady bool) {
+	steady = true
 	st := eventState{self: n.name, members: map[string]string{}, instances: map[[2]string]bool{}, health: map[[2]string]string{}, listeners: map[string]string{}}
 	for _, m := range n.cluster.Members() {
 		st.members[m.Name] = m.State
+		steady = steady && m.State == "alive"
 	}
-	for _, e := range n.cluster.Catalog() {
+	for _, e := range catalog {
 		for _, s := range e.Services {
 			st.instances[[2]string{s.Name.String(), e.Node}] = true
 			if e.Node != n.name {
@@ -294,9 +301,11 @@ func (n *Node) noteChanges() {
 			st.listeners[ls.Service] = ls.State + " " + ls.Listen
 		} else {
 			st.listeners[ls.Service] = ls.State + " " + ls.Err
+			steady = false
 		}
 	}
 	n.events.observe(st)
+	return steady
 }
 
 // health is the state of this node's own announcement name, as
