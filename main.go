@@ -45,11 +45,17 @@ const (
 // build info is used.
 var version = ""
 
-// The collector's pace while a node starts, see main.
+// The collector's pace: steadyGOGC normally, startGOGC for a node's first
+// startGCWindow (see main and startGC).
 const (
+	steadyGOGC    = 50
 	startGOGC     = 200
 	startGCWindow = 30 * time.Second
 )
+
+// tuneGC is set by main when GOGC is not in the environment; the node's
+// start window (startGC) applies only then.
+var tuneGC bool
 
 // hupKey carries the SIGHUP channel from run to runNode.
 type hupKey struct{}
@@ -67,19 +73,8 @@ func main() {
 		// A node's live heap is about 1-2 MiB: GOGC=100's heap goal kept
 		// ~2 MiB more resident than GOGC=50, which costs a few more,
 		// still rare, collections (issue 10). GOGC in the environment wins.
-		// While a node starts (and a cluster forms around it), though, it
-		// allocates about 16 MiB in 20 s, and with GOGC=50 the collector
-		// took a fifth of all node CPU in the first 20 s of a 100-host lab
-		// on two cores, where that CPU is what the nodes wait for. So the
-		// first startGCWindow runs with startGOGC. At its end a collection
-		// returns what the larger goal let grow: without it, an idle node
-		// collects again only minutes later, and a 25-host lab's idle
-		// nodes kept 0.2-0.3 MiB more RssAnon than with GOGC=50 throughout.
-		debug.SetGCPercent(startGOGC)
-		time.AfterFunc(startGCWindow, func() {
-			debug.SetGCPercent(50)
-			debug.FreeOSMemory()
-		})
+		debug.SetGCPercent(steadyGOGC)
+		tuneGC = true
 	}
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
@@ -510,10 +505,37 @@ func layered(c *cli.Context) (source, error) {
 	return fileSource{Context: c, vals: vals}, nil
 }
 
+// startGC runs a node's first startGCWindow with startGOGC, then returns
+// to steadyGOGC with one collection that gives back what the larger goal
+// let grow. While a node starts (and a cluster forms around it) it
+// allocates about 16 MiB in 20 s, and with GOGC=50 the collector took a
+// fifth of all node CPU in the first 20 s of a 100-host lab on two cores,
+// where that CPU is what the nodes wait for. Without the collection at the
+// end, an idle node collects again only minutes later, and a 25-host lab's
+// idle nodes kept 0.2-0.3 MiB more RssAnon than with GOGC=50 throughout.
+// Only the node: `forward` and the client commands keep steadyGOGC.
+func startGC(ctx context.Context) {
+	if !tuneGC {
+		return
+	}
+	debug.SetGCPercent(startGOGC)
+	go func() {
+		t := time.NewTimer(startGCWindow)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		debug.SetGCPercent(steadyGOGC)
+		debug.FreeOSMemory()
+	}()
+}
+
 func runNode(c *cli.Context) error {
 	if c.Args().Present() {
 		return usagef("unexpected argument %q (flags only; see --help)", c.Args().First())
 	}
+	startGC(c.Context)
 	src, err := layered(c)
 	if err != nil {
 		return err

@@ -491,7 +491,11 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		for _, a := range n.gate.take(time.Now(), !n.joinedCluster(), n.cluster.Known) {
 			n.sendPeer(a) // discovered peers held back that gossip did not bring in
 		}
-		if want := map[bool]time.Duration{true: steadyTick, false: reconcileTick}[steady && !n.gate.holding()]; want != tick {
+		want := reconcileTick
+		if steady && !n.gate.holding() {
+			want = steadyTick
+		}
+		if want != tick {
 			tick = want
 			t.Reset(tick)
 		}
