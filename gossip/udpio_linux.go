@@ -79,32 +79,16 @@ func (u *udpIO) recv(b []byte) (int, netip.AddrPort, error) {
 // socket buffer is full. Safe for concurrent use (memberlist sends from
 // several goroutines); the kernel keeps datagrams whole.
 func (u *udpIO) send(b []byte, to netip.AddrPort) error {
-	var rsa unix.RawSockaddrInet6
-	var sa4 *unix.RawSockaddrInet4
-	var size uintptr
-	a := to.Addr()
-	switch {
-	case !u.v6 && (a.Is4() || a.Is4In6()):
-		sa4 = (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
-		sa4.Family = unix.AF_INET
-		sa4.Addr = a.Unmap().As4()
-		putPort(&sa4.Port, to.Port())
-		size = unix.SizeofSockaddrInet4
-	case u.v6:
-		// A dual-stack socket sends to IPv4 peers at ::ffff:a.b.c.d.
-		rsa.Family = unix.AF_INET6
-		rsa.Addr = a.As16()
-		putPort(&rsa.Port, to.Port())
-		size = unix.SizeofSockaddrInet6
-	default:
-		return fmt.Errorf("gossip: transport: send to %s: an IPv6 peer on an IPv4 socket", to)
+	rsa, size, err := u.sockaddr(to)
+	if err != nil {
+		return err
 	}
 	var p unsafe.Pointer
 	if len(b) > 0 {
 		p = unsafe.Pointer(&b[0])
 	}
 	var serr error
-	err := u.rc.Write(func(fd uintptr) bool {
+	err = u.rc.Write(func(fd uintptr) bool {
 		for {
 			_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(p), uintptr(len(b)),
 				unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, uintptr(unsafe.Pointer(&rsa)), size)
@@ -128,8 +112,41 @@ func (u *udpIO) send(b []byte, to netip.AddrPort) error {
 	return serr
 }
 
+// sockaddr is to as the kernel takes it on this socket. A zone (a
+// link-local peer, fe80::1%eth0) becomes the scope id, as net.UDPConn
+// does: without it the kernel routes the packet by its table alone, out
+// of whichever interface holds fe80::/64 first.
+func (u *udpIO) sockaddr(to netip.AddrPort) (unix.RawSockaddrInet6, uintptr, error) {
+	var rsa unix.RawSockaddrInet6
+	a := to.Addr()
+	switch {
+	case !u.v6 && (a.Is4() || a.Is4In6()):
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		sa4.Family = unix.AF_INET
+		sa4.Addr = a.Unmap().As4()
+		putPort(&sa4.Port, to.Port())
+		return rsa, unix.SizeofSockaddrInet4, nil
+	case u.v6:
+		// A dual-stack socket sends to IPv4 peers at ::ffff:a.b.c.d.
+		rsa.Family = unix.AF_INET6
+		rsa.Addr = a.As16()
+		putPort(&rsa.Port, to.Port())
+		if z := a.Zone(); z != "" {
+			idx, err := zones.index(z)
+			if err != nil {
+				return rsa, 0, fmt.Errorf("gossip: transport: send to %s: %w", to, err)
+			}
+			rsa.Scope_id = uint32(idx)
+		}
+		return rsa, unix.SizeofSockaddrInet6, nil
+	}
+	return rsa, 0, fmt.Errorf("gossip: transport: send to %s: an IPv6 peer on an IPv4 socket", to)
+}
+
 // sockaddrAddrPort is the address in a sockaddr the kernel filled in,
-// IPv4 peers of a dual-stack socket unmapped.
+// IPv4 peers of a dual-stack socket unmapped, a link-local peer with its
+// zone (the interface it came in on), so that an answer goes back out of
+// the same one.
 func sockaddrAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 	switch rsa.Addr.Family {
 	case unix.AF_INET:
@@ -137,7 +154,11 @@ func sockaddrAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), getPort(sa.Port))
 	case unix.AF_INET6:
 		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), getPort(sa.Port))
+		a := netip.AddrFrom16(sa.Addr).Unmap()
+		if sa.Scope_id != 0 && a.Is6() {
+			a = a.WithZone(zones.name(int(sa.Scope_id)))
+		}
+		return netip.AddrPortFrom(a, getPort(sa.Port))
 	}
 	return netip.AddrPort{}
 }
