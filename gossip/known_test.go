@@ -62,3 +62,32 @@ func TestPendingRecordPassedOn(t *testing.T) {
 		t.Errorf("queued after a second NotifyJoin: %d, want 0", got)
 	}
 }
+
+// TestPruneWalksAtMostEverySixteenthReap: merge prunes on every gossip
+// message, so the walk over all members runs at most once per reap/16; a
+// dead member is still forgotten within reap + reap/16.
+func TestPruneWalksAtMostEverySixteenthReap(t *testing.T) {
+	c, err := New(Config{NodeName: "self", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	step := c.reap / 16
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.members["old"] = &member{Member: Member{Name: "old", State: stateDead}, since: t0.Add(-c.reap - time.Millisecond)}
+	c.pruneLocked(t0)
+	if _, ok := c.members["old"]; ok {
+		t.Fatal("a member dead for longer than reap survived the first prune")
+	}
+	// Dead just past reap, but the last walk was less than reap/16 ago.
+	c.members["late"] = &member{Member: Member{Name: "late", State: stateDead}, since: t0.Add(-c.reap - time.Millisecond)}
+	c.pruneLocked(t0.Add(step - time.Millisecond))
+	if _, ok := c.members["late"]; !ok {
+		t.Fatal("the members were walked again within reap/16")
+	}
+	c.pruneLocked(t0.Add(step))
+	if _, ok := c.members["late"]; ok {
+		t.Fatal("a member dead for reap + reap/16 was not forgotten")
+	}
+}
