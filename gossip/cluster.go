@@ -153,6 +153,7 @@ type Cluster struct {
 	mu      sync.Mutex
 	self    record
 	records map[string]*stored // other nodes memberlist reported, by name
+	raw     map[string]string  // the broadcast of a stored record -> its node (dedup.go)
 	pending map[string]*stored // nodes memberlist did not report (yet), at most maxPending
 	members map[string]*member // as reported by memberlist, incl. self
 }
@@ -160,6 +161,9 @@ type Cluster struct {
 type stored struct {
 	rec  record
 	seen time.Time
+	// raw is the broadcast rec arrived in, the key of Cluster.raw; empty
+	// for a record that came by push/pull or from pending (dedup.go).
+	raw string
 }
 
 type member struct {
@@ -211,6 +215,7 @@ func New(cfg Config) (*Cluster, error) {
 			Version:     nextVersion(0, time.Now()),
 		}},
 		records: make(map[string]*stored),
+		raw:     make(map[string]string),
 		pending: make(map[string]*stored),
 		members: make(map[string]*member),
 	}
@@ -658,7 +663,12 @@ func (c *Cluster) Shutdown() error {
 // its way and the node will broadcast its record itself) or made up. A
 // record for this node that beats ours (an older incarnation of us, or a
 // node with our name) is refuted with a higher version.
-func (c *Cluster) merge(rs []record) {
+func (c *Cluster) merge(rs []record) { c.mergeRaw(rs, nil) }
+
+// mergeRaw is merge; raw, when set, is the broadcast that carried the one
+// record of rs, remembered with it so that copies of the same broadcast
+// are not decoded again (dedup.go).
+func (c *Cluster) mergeRaw(rs []record, raw []byte) {
 	now := time.Now()
 	var out []record
 	changed := false
@@ -677,9 +687,12 @@ func (c *Cluster) merge(rs []record) {
 			continue
 		}
 		if s, ok := c.records[r.Node]; ok && s.rec.Version >= r.Version {
+			if raw != nil && s.raw == "" && s.rec.Version == r.Version && s.rec.equal(r) {
+				c.rememberLocked(s, raw)
+			}
 			continue
 		}
-		c.records[r.Node] = &stored{rec: r, seen: now}
+		c.storeLocked(&stored{rec: r, seen: now, raw: string(raw)})
 		out = append(out, r)
 		if m, ok := c.members[r.Node]; ok {
 			if m.State == stateAlive {
@@ -771,7 +784,7 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 	if p, ok := c.pending[name]; ok {
 		delete(c.pending, name)
 		if s, ok := c.records[name]; !ok || s.rec.Version < p.rec.Version {
-			c.records[name] = p
+			c.storeLocked(p)
 			r := p.rec.clone()
 			promoted = &r
 		}
@@ -847,7 +860,7 @@ func (c *Cluster) pruneLocked(now time.Time) {
 	for name, m := range c.members {
 		if m.State != stateAlive && now.Sub(m.since) > c.reap {
 			delete(c.members, name)
-			delete(c.records, name)
+			c.forgetLocked(name)
 		}
 	}
 	for name, p := range c.pending {

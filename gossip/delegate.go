@@ -99,12 +99,15 @@ func (d *delegate) NotifyMsg(b []byte) {
 		d.c.answerWant(from)
 		return
 	}
+	if d.c.seenBroadcast(b) {
+		return // a copy of a stored record's broadcast (dedup.go)
+	}
 	r, err := decodeRecord(b)
 	if err != nil {
 		d.c.log.Debug("dropping malformed broadcast", "bytes", len(b), "err", err)
 		return
 	}
-	d.c.merge([]record{r})
+	d.c.mergeRaw([]record{r}, b)
 }
 
 // GetBroadcasts hands memberlist the queued records that fit in limit.
