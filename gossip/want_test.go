@@ -35,7 +35,7 @@ func TestMissingRecordAsked(t *testing.T) {
 		return nil
 	})
 	a.mu.Lock()
-	delete(a.records, "b")
+	a.forgetLocked("b") // the record and the broadcast it came in (dedup.go)
 	a.members["b"].since = time.Now().Add(-wantAfter)
 	// In a running node an alive member lacks a record only from when
 	// memberUp reports it (which clears recordsComplete), never because
