@@ -593,6 +593,10 @@ type simResult struct {
 	// them; the steady rate is estimated from the size of the join's own
 	// exchange, usually the only stream in the join phase.
 	idleDials   int64
+	// queuedStart and queuedEnd are the record broadcasts still queued,
+	// per node, as the idle window opens and closes: a window that opens
+	// on a backlog measures the build's tail, not an idle cluster.
+	queuedStart, queuedEnd float64
 	exchange    float64 // bytes of one push/pull (both directions)
 	pushPull    time.Duration
 	bytesSteady float64 // packets measured plus exchange/pushPull
@@ -670,9 +674,11 @@ func simScale(t *testing.T, n int, profile string) string {
 	for i, nd := range sc.nodes {
 		sentBefore[i] = nd.t.packetBytes.Load() + nd.t.streamBytes.Load()
 	}
+	r.queuedStart = sc.queuedRecords()
 	stopProfile := simIdleProfile(t, n, profile)
 	time.Sleep(r.idle) // the measurement window itself
 	stopProfile()
+	r.queuedEnd = sc.queuedRecords()
 	var busiest int64
 	for i, nd := range sc.nodes {
 		busiest = max(busiest, nd.t.packetBytes.Load()+nd.t.streamBytes.Load()-sentBefore[i])
@@ -767,8 +773,8 @@ func simScale(t *testing.T, n int, profile string) string {
 	figure("build", "%s (batches of %d, %d not listed by every node within %s; %d joins retried; live nodes marked failed while building: %d (%d lines); GOGC=%q GOMEMLIMIT=%q%s)",
 		r.build.Round(time.Millisecond), simBatch(t), sc.lateBatches, simSpreadTarget, sc.retries, buildFalse.markNodes, buildFalse.markLines, os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"),
 		rawNote("%s", raw.build.Round(time.Millisecond)))
-	figure("idle_gossip_bytes_per_node_per_s", "%.0f (packets %.0f, streams %.0f in %d push/pulls; busiest node %.0f; %s window; target <= %d%s)",
-		r.bytesAvg, r.packetBytes, r.streamByte, r.idleDials, r.bytesBusiest, r.idle, simBytesTarget,
+	figure("idle_gossip_bytes_per_node_per_s", "%.0f (packets %.0f, streams %.0f in %d push/pulls; busiest node %.0f; %s window; record broadcasts queued per node %.1f at its start, %.1f at its end; target <= %d%s)",
+		r.bytesAvg, r.packetBytes, r.streamByte, r.idleDials, r.bytesBusiest, r.idle, r.queuedStart, r.queuedEnd, simBytesTarget,
 		rawNote("%.0f B/s per node, busiest %.0f, over %s", raw.bytesAvg, raw.bytesBusiest, raw.idle))
 	figure("steady_gossip_bytes_per_node_per_s", "%.0f (packets %.0f measured + one push/pull of %.0f bytes every %s%s)",
 		r.bytesSteady, r.packetBytes, r.exchange, r.pushPull, rawNote("%.0f, push/pull every %s", raw.bytesSteady, raw.pushPull))
@@ -832,6 +838,18 @@ func simFalseHides(nodes []simNode, victim string) int {
 		nd.c.mu.Unlock()
 	}
 	return n
+}
+
+// queuedRecords is the mean number of record broadcasts queued per node.
+func (sc *simCluster) queuedRecords() float64 {
+	if len(sc.nodes) == 0 {
+		return 0
+	}
+	var q int
+	for _, nd := range sc.nodes {
+		q += nd.c.bcast.NumQueued()
+	}
+	return float64(q) / float64(len(sc.nodes))
 }
 
 // simIdleProfile starts a CPU profile of the idle window when
