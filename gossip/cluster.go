@@ -109,7 +109,7 @@ type Cluster struct {
 	// repeat, by key.
 	logLimit *limiter
 
-	numAlive   atomic.Int64 // alive members incl. self, for bcast
+	numAlive   atomic.Int64 // alive members incl. self, for bcast; counted by memberUp and memberDown (written under mu)
 	gossipPort atomic.Int64 // set in Start
 
 	// Suspects, see suspect.go. table is set in Start, nil when
@@ -773,6 +773,9 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 	var self record
 	c.mu.Lock()
 	m, ok := c.members[name]
+	if !ok || m.State != stateAlive {
+		c.numAlive.Add(1)
+	}
 	if !ok {
 		m = &member{}
 		c.members[name] = m
@@ -795,7 +798,6 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 		c.recordsComplete.Store(false) // askMissing must look again
 	}
 	m.suspect, m.refused, m.confirmed = false, false, false
-	c.countLocked()
 	c.mu.Unlock()
 	if promoted != nil {
 		c.queue(*promoted)
@@ -821,6 +823,9 @@ func (c *Cluster) memberDown(name string) {
 		m = &member{Member: Member{Name: name}}
 		c.members[name] = m
 	}
+	if m.State == stateAlive {
+		c.numAlive.Add(-1)
+	}
 	m.State = stateDead
 	m.suspect, m.refused, m.confirmed = false, false, false
 	if name == c.self.Node && c.self.Left {
@@ -830,20 +835,9 @@ func (c *Cluster) memberDown(name string) {
 	}
 	m.since = now
 	state := m.State
-	c.countLocked()
 	c.mu.Unlock()
 	c.log.Debug("member down", "peer", name, "state", state)
 	c.notify()
-}
-
-func (c *Cluster) countLocked() {
-	n := 0
-	for _, m := range c.members {
-		if m.State == stateAlive {
-			n++
-		}
-	}
-	c.numAlive.Store(int64(n))
 }
 
 // pruneLocked forgets members that have been dead or left for longer than

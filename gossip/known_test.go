@@ -91,3 +91,43 @@ func TestPruneWalksAtMostEverySixteenthReap(t *testing.T) {
 		t.Fatal("a member dead for reap + reap/16 was not forgotten")
 	}
 }
+
+// TestAliveCountFollowsEvents: the alive count (broadcast queue sizing,
+// the digest in every ack) is kept by memberUp and memberDown rather than
+// counted over all members on each join; it must match a count after any
+// sequence of joins, repeats, failures, leaves and returns.
+func TestAliveCountFollowsEvents(t *testing.T) {
+	c, d := newOffline(t, "self")
+	count := func() int64 {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		var n int64
+		for _, m := range c.members {
+			if m.State == stateAlive {
+				n++
+			}
+		}
+		return n
+	}
+	for i, step := range []struct {
+		join bool
+		name string
+	}{
+		{true, "self"}, {true, "a"}, {true, "b"}, {true, "a"}, // a repeated alive message
+		{false, "a"}, {false, "a"}, // dead twice
+		{false, "never-seen"}, // down before any up
+		{true, "a"}, {true, "never-seen"}, {false, "b"}, {true, "c"},
+	} {
+		if step.join {
+			d.NotifyJoin(mlNode(step.name, "10.0.0.1", memberlist.StateAlive))
+		} else {
+			d.NotifyLeave(mlNode(step.name, "10.0.0.1", memberlist.StateDead))
+		}
+		if got, want := c.numAlive.Load(), count(); got != want {
+			t.Fatalf("after step %d (%+v): alive count %d, members alive %d", i, step, got, want)
+		}
+	}
+	if got := c.numAlive.Load(); got != 4 { // self, a, never-seen, c
+		t.Errorf("alive count %d, want 4", got)
+	}
+}

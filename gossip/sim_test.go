@@ -592,14 +592,14 @@ type simResult struct {
 	// whole interval before a node's first), so the idle window can miss
 	// them; the steady rate is estimated from the size of the join's own
 	// exchange, usually the only stream in the join phase.
-	idleDials   int64
+	idleDials int64
 	// queuedStart and queuedEnd are the record broadcasts still queued,
 	// per node, as the idle window opens and closes: a window that opens
 	// on a backlog measures the build's tail, not an idle cluster.
 	queuedStart, queuedEnd float64
-	exchange    float64 // bytes of one push/pull (both directions)
-	pushPull    time.Duration
-	bytesSteady float64 // packets measured plus exchange/pushPull
+	exchange               float64 // bytes of one push/pull (both directions)
+	pushPull               time.Duration
+	bytesSteady            float64 // packets measured plus exchange/pushPull
 }
 
 // scaled returns r in simulated time: durations divided by k, bytes per
