@@ -272,7 +272,8 @@ func (s *Server) dialTargets(service string, targets []string) (net.Conn, string
 		return nil, ""
 	}
 	// An even share of DialTimeout each, so that the reply still reaches a
-	// client using the same DialTimeout when early targets time out.
+	// client using the same config (which waits HandoffTimeout, longer by
+	// default) when early targets time out.
 	per := s.cfg.DialTimeout / time.Duration(len(targets))
 	for _, target := range targets {
 		ctx, cancel := context.WithTimeout(s.g.ctx, per)
