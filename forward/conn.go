@@ -284,7 +284,7 @@ func dialBackend(ctx context.Context, cfg *Config, b Backend, retries *atomic.Ui
 	defer stop()
 	c := raw
 	if tlsConf != nil {
-		tc := tls.Client(raw, tlsConf)
+		tc := tls.Client(sysConnOf(raw), tlsConf)
 		if err := tc.Handshake(); err != nil {
 			return nil, fmt.Errorf("tls handshake with %s: %w", b.Addr, err)
 		}

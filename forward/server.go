@@ -141,7 +141,7 @@ func (s *Server) serveConn(raw net.Conn, done func()) {
 	_ = raw.SetDeadline(start.Add(s.cfg.HandoffTimeout))
 	c := raw // what the handoff and the copy use: raw, or TLS over it
 	if s.cfg.ServerTLS != nil {
-		tc := tls.Server(raw, s.cfg.ServerTLS)
+		tc := tls.Server(sysConnOf(raw), s.cfg.ServerTLS)
 		if err := tc.Handshake(); err != nil {
 			// Not one byte in plaintext: Go's TLS stack sends nothing to a
 			// client that does not speak TLS, and alerts to one that does.
