@@ -16,11 +16,13 @@ import (
 // New and NewServer copy the Config, so later changes by the caller have no
 // effect.
 type Config struct {
-	// DialTimeout bounds one backend dial, including the handoff reply from a
-	// peer's data port; a dial that times out fails over to the next backend.
-	// A Server splits it evenly among a service's targets, so that with the
-	// same config on both sides it answers before the client gives up.
-	// Default 1s; must be > 0.
+	// DialTimeout bounds connecting to one backend (the TCP connect, all
+	// DialAttempt attempts); a dial that times out fails over to the next
+	// backend. The TLS handshake and handoff with a peer's data port that
+	// follow have HandoffTimeout of their own. A Server splits DialTimeout
+	// evenly among a service's targets, so that with the same config on
+	// both sides it answers before the client gives up (when DialTimeout
+	// is at most HandoffTimeout, as by default). Default 1s; must be > 0.
 	DialTimeout time.Duration
 	// DialAttempt is how long the first attempt to connect to a backend
 	// (the TCP connect alone, not TLS or the handoff) may go unanswered
@@ -34,8 +36,17 @@ type Config struct {
 	// slow connect on a busy host costs little; 0 = one attempt; must be
 	// >= 0.
 	DialAttempt time.Duration
-	// HandoffTimeout is how long a data-port client may take to send its full
-	// handoff header. Default 5s; must be > 0.
+	// HandoffTimeout bounds the handoff on both sides of a peer's data
+	// port. On a Server: how long a client may take, from accept, to send
+	// its full handoff header (and the TLS handshake, see ServerTLS). On a
+	// Proxy dialing a peer (Backend.Service != ""): how long, once the TCP
+	// connection is up, the TLS handshake, the header and the peer's
+	// one-byte reply may take; a handoff that times out fails over like a
+	// failed dial. Its own budget rather than what is left of DialTimeout,
+	// since a connect that needed resent SYNs leaves little, and a lost
+	// header or reply segment costs TCP a retransmission timeout of 200ms
+	// to 1s, doubling per loss. Default 5s, room for a few resends; must
+	// be > 0.
 	HandoffTimeout time.Duration
 	// DrainTimeout is how long Shutdown waits for open connections to end
 	// before it force-closes them. Default 10s; must be >= 0 (0 = force-close
@@ -67,7 +78,7 @@ type Config struct {
 	// ClientTLS, when non-nil, makes every dial to a peer's data port
 	// (Backend.Service != "") TLS: the connection is wrapped in tls.Client
 	// with the config ClientTLS returns for b, and the handshake completes
-	// within the dial's DialTimeout, before the handoff header is sent. An
+	// within the handoff's HandoffTimeout, before the header is sent. An
 	// error from ClientTLS (for example, no fingerprint known for b.Node)
 	// or from the handshake counts as a failed dial, so the next backend is
 	// tried. ClientTLS is called from connection goroutines, concurrently,

@@ -231,10 +231,15 @@ func rawConn(c net.Conn) net.Conn {
 // with cfg.ClientTLS, completes a TLS handshake, then sends the handoff
 // header and waits for the reply, so a refused handoff or a failed
 // handshake counts as a failed dial; a refused handoff's error wraps a
-// *handoffError. The conn is returned as DialFunc made it, or as the
-// *tls.Conn over it, with deadlines cleared.
+// *handoffError. That exchange has its own budget, cfg.HandoffTimeout
+// from the moment the connection is up, not what is left of DialTimeout:
+// under 10 % packet loss, lost SYNs used most of a 3s DialTimeout and a
+// lost header or reply segment (TCP resends after 200ms-1s, doubling)
+// then ran past it, failing 1-3 of 3,000 connections (issue 10). The conn
+// is returned as DialFunc made it, or as the *tls.Conn over it, with
+// deadlines cleared.
 func dialBackend(ctx context.Context, cfg *Config, b Backend, retries *atomic.Uint64) (_ net.Conn, err error) {
-	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	var (
 		hdr     []byte
@@ -255,7 +260,7 @@ func dialBackend(ctx context.Context, cfg *Config, b Backend, retries *atomic.Ui
 			}
 		}
 	}
-	raw, err := connect(ctx, cfg, b.Addr, retries)
+	raw, err := connect(dctx, cfg, b.Addr, retries)
 	if err != nil {
 		return nil, err
 	}
@@ -267,8 +272,10 @@ func dialBackend(ctx context.Context, cfg *Config, b Backend, retries *atomic.Ui
 			_ = raw.Close() // not through TLS: no close_notify to a failed peer
 		}
 	}()
-	// The handshake and the handoff share the dial's deadline; a canceled
-	// ctx (force-close) unblocks them too.
+	// The handshake and the handoff share one deadline, HandoffTimeout
+	// from now; a canceled ctx (force-close) unblocks them too.
+	ctx, hcancel := context.WithTimeout(ctx, cfg.HandoffTimeout)
+	defer hcancel()
 	dl, _ := ctx.Deadline()
 	if err := raw.SetDeadline(dl); err != nil {
 		return nil, err
@@ -277,7 +284,7 @@ func dialBackend(ctx context.Context, cfg *Config, b Backend, retries *atomic.Ui
 	defer stop()
 	c := raw
 	if tlsConf != nil {
-		tc := tls.Client(raw, tlsConf)
+		tc := tls.Client(sysConnOf(raw), tlsConf)
 		if err := tc.Handshake(); err != nil {
 			return nil, fmt.Errorf("tls handshake with %s: %w", b.Addr, err)
 		}

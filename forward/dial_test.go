@@ -2,7 +2,10 @@ package forward
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -208,5 +211,85 @@ func TestDialAttemptLateFirstWins(t *testing.T) {
 	})
 	if st.Retries != 1 || st.DialErrors != 0 {
 		t.Errorf("Retries, DialErrors: got %d, %d, want 1, 0", st.Retries, st.DialErrors)
+	}
+}
+
+// TestHandoffOwnBudget checks that the handoff with a peer's data port
+// has HandoffTimeout from the moment the connection is up, not what is
+// left of DialTimeout: under 10 % loss a connect that needed resent SYNs
+// left too little for a header or reply segment that was lost too, and
+// the connection failed with "handoff to ...: i/o timeout" (issue 10).
+// The fake data port reads the header and answers after replyAfter, past
+// DialTimeout but within HandoffTimeout; a port that never answers fails
+// the dial once HandoffTimeout has run out, not before and not much after.
+func TestHandoffOwnBudget(t *testing.T) {
+	const (
+		dialTimeout    = 300 * time.Millisecond
+		handoffTimeout = 1500 * time.Millisecond
+	)
+	for _, tc := range []struct {
+		name       string
+		replyAfter time.Duration // < 0 = never
+		wantOK     bool
+	}{
+		{"reply after DialTimeout, within HandoffTimeout", 3 * dialTimeout, true},
+		{"prompt reply", 0, true},
+		{"no reply fails after HandoffTimeout", -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := startBackend(t, func(c *net.TCPConn) {
+				if _, err := readHandoff(c); err != nil {
+					return
+				}
+				if tc.replyAfter < 0 {
+					_, _ = io.Copy(io.Discard, c) // silent until the client gives up
+					return
+				}
+				// The reply's delay is what the test is about, not a
+				// synchronization: a segment lost and resent.
+				select {
+				case <-time.After(tc.replyAfter):
+				case <-t.Context().Done():
+					return
+				}
+				_, _ = c.Write([]byte{byte(statusOK), 'o', 'k'})
+				_ = c.CloseWrite()
+			})
+			cfg := testConfig(t)
+			cfg.DialTimeout = dialTimeout
+			cfg.HandoffTimeout = handoffTimeout
+			if err := cfg.prepare(); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			c, err := dialBackend(t.Context(), &cfg, Backend{Addr: addr, Service: "svc"}, nil)
+			took := time.Since(start)
+			if !tc.wantOK {
+				if err == nil {
+					c.Close()
+					t.Fatal("dial succeeded with a data port that never answers the handoff")
+				}
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Errorf("err = %v, want a deadline exceeded", err)
+				}
+				if took < handoffTimeout || took > handoffTimeout+time.Second {
+					t.Errorf("gave up after %v, want after HandoffTimeout %v", took, handoffTimeout)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("dial after %v: %v", took, err)
+			}
+			defer c.Close()
+			if took < tc.replyAfter {
+				t.Errorf("dial returned after %v, before the reply was sent (%v)", took, tc.replyAfter)
+			}
+			// What follows the reply is the service's, read with the
+			// handoff's deadline cleared.
+			b, err := io.ReadAll(c)
+			if err != nil || string(b) != "ok" {
+				t.Errorf("after the handoff read %q, %v, want %q", b, err, "ok")
+			}
+		})
 	}
 }

@@ -27,7 +27,9 @@
 // AMBASSADOR_FORWARD_LOOP=0) it calls proxyCopy, where stream.copy runs
 // each direction in a goroutine until EOF, an error or a timeout, and
 // proxyCopy closes or resets both conns. Both paths end a stream the same
-// way.
+// way. On Linux the goroutine path, too, reads and writes its sockets with
+// raw system calls (the plain ones in stream.copy, the one under TLS
+// through sysConn), as the loop does.
 //
 // On Linux a Proxy with the default listener and dialer takes a shorter
 // way for a plain backend at an IP address (the one-hop case): acceptRaw

@@ -34,8 +34,8 @@ type Backend struct {
 // value; Update copies it.
 //
 // Each new connection goes to the backend that Balance picks. A dial that
-// fails (refused, reset, no answer within DialTimeout, or a refused
-// handoff) is retried at once on the next backend: the other backends that
+// fails (refused, reset, no connect within DialTimeout, no handoff reply
+// within HandoffTimeout, or a refused handoff) is retried at once on the next backend: the other backends that
 // are not ejected, then the ejected ones as a last resort. The client's
 // connection is closed only when every backend has failed. A failed backend
 // is ejected, that is skipped by Balance while another is available, for
@@ -107,7 +107,8 @@ type ListenerStatus struct {
 	// peer's data port answered the handoff with a refusal (unknown
 	// service, backend unavailable, bad header); the rest of DialErrors
 	// did not get that far: the connect was refused or unreachable, or no
-	// connect, TLS or handoff reply came within DialTimeout.
+	// connect came within DialTimeout, or no TLS handshake and handoff
+	// reply within HandoffTimeout.
 	HandoffRefused uint64
 	// Retries counts connections moved on to the next backend after a failed
 	// dial or refused handoff (one per move; DialErrors counts every failed

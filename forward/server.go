@@ -141,7 +141,7 @@ func (s *Server) serveConn(raw net.Conn, done func()) {
 	_ = raw.SetDeadline(start.Add(s.cfg.HandoffTimeout))
 	c := raw // what the handoff and the copy use: raw, or TLS over it
 	if s.cfg.ServerTLS != nil {
-		tc := tls.Server(raw, s.cfg.ServerTLS)
+		tc := tls.Server(sysConnOf(raw), s.cfg.ServerTLS)
 		if err := tc.Handshake(); err != nil {
 			// Not one byte in plaintext: Go's TLS stack sends nothing to a
 			// client that does not speak TLS, and alerts to one that does.
@@ -272,7 +272,8 @@ func (s *Server) dialTargets(service string, targets []string) (net.Conn, string
 		return nil, ""
 	}
 	// An even share of DialTimeout each, so that the reply still reaches a
-	// client using the same DialTimeout when early targets time out.
+	// client using the same config (which waits HandoffTimeout, longer by
+	// default) when early targets time out.
 	per := s.cfg.DialTimeout / time.Duration(len(targets))
 	for _, target := range targets {
 		ctx, cancel := context.WithTimeout(s.g.ctx, per)

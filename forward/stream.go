@@ -157,6 +157,12 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 	if rc != nil && rawReads {
 		rr = newRawReader(rc)
 	}
+	// Written with raw system calls when dst is a plain socket (sysConn);
+	// Close, CloseWrite and the rest stay dst's.
+	w := io.Writer(dst)
+	if _, ok := dst.(*net.TCPConn); ok {
+		w = sysConnOf(dst)
+	}
 	var live *atomic.Uint64
 	if s.cs != nil {
 		live = &s.cs.bytesOut
@@ -183,7 +189,7 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 			var bp *[]byte
 			bp, n, rerr = readChunk(src, rr)
 			if n > 0 {
-				_, werr = dst.Write((*bp)[:n])
+				_, werr = w.Write((*bp)[:n])
 			}
 			if bp != nil && rr == nil {
 				wrappedBufPool.Put(bp)
@@ -362,7 +368,7 @@ func (s *stream) abort(reason endReason, err error) {
 // RST, and no close_notify over TLS. c itself is closed too, so that a
 // Handshake wrapper's goroutines end.
 func resetConn(c, raw net.Conn) {
-	if tc, ok := raw.(*net.TCPConn); ok {
+	if tc, ok := raw.(interface{ SetLinger(int) error }); ok { // a *net.TCPConn, or a sysConn over one
 		_ = tc.SetLinger(0)
 	}
 	_ = raw.Close()

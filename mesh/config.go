@@ -118,9 +118,10 @@ type Config struct {
 	ProbeInterval time.Duration
 	ProbeTimeout  time.Duration
 	SuspicionMult int
-	// DialTimeout bounds connecting to one instance (including the
-	// hand-off through a peer); a slower instance counts as failed and the
-	// next one is tried. Default 3s: TCP resends a lost SYN after 1s, so a
+	// DialTimeout bounds connecting to one instance; a slower instance
+	// counts as failed and the next one is tried. The hand-off through a
+	// peer that follows has a budget of its own (forward's
+	// HandoffTimeout, 5s). Default 3s: TCP resends a lost SYN after 1s, so a
 	// 1s timeout turned every lost SYN or SYN-ACK into a failed connection
 	// (14 of 54 under 10 % loss, issue 10); 3s allows one resend, and
 	// forward's side-by-side connect attempts (forward.Config.DialAttempt,
