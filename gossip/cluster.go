@@ -164,6 +164,9 @@ type stored struct {
 type member struct {
 	Member
 	since time.Time
+	// started: the node's own start time from its metadata (zero: not
+	// known, an older release); see missing.
+	started time.Time
 	// suspect: memberlist holds this alive member suspect (State stays
 	// stateAlive; Members reports it as stateSuspect). refused: and its
 	// gossip port refused a connection, so Catalog hides its services.
@@ -753,7 +756,9 @@ func (c *Cluster) addPendingLocked(r record, now time.Time) {
 // kept aside silently, it stopped spreading there, and a node that joined
 // later got it only from a push/pull (session 5: hosts of a 100-host lab
 // listened for the announced service up to 8 s after joining).
-func (c *Cluster) memberUp(name, addr string, port int) {
+//
+// started is the node's start time from its metadata, zero when unknown.
+func (c *Cluster) memberUp(name, addr string, port int, started time.Time) {
 	var promoted *record
 	var greet *memberlist.Node
 	var self record
@@ -777,8 +782,12 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
+	m.started = started
 	if _, ok := c.records[name]; !ok && name != c.self.Node {
 		c.recordsComplete.Store(false) // askMissing must look again
+		if oldMember(m, m.since) {
+			c.lastWant.Store(0) // no broadcast of its record is coming: ask at the next tick
+		}
 	}
 	m.suspect, m.refused, m.confirmed = false, false, false
 	c.countLocked()

@@ -150,7 +150,11 @@ func (d *delegate) MergeRemoteState(b []byte, join bool) {
 // alive, also when a dead node comes back from a new address. Called with
 // memberlist's node lock held.
 func (d *delegate) NotifyJoin(n *memberlist.Node) {
-	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port))
+	var started time.Time
+	if ns, ok := decodeMeta(n.Meta); ok {
+		started = time.Unix(0, ns)
+	}
+	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started)
 }
 
 // NotifyUpdate does nothing: memberlist calls it only when an alive node's
