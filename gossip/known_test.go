@@ -62,3 +62,28 @@ func TestPendingRecordPassedOn(t *testing.T) {
 		t.Errorf("queued after a second NotifyJoin: %d, want 0", got)
 	}
 }
+
+// TestPruneThrottled: the walk that forgets reaped members runs at most
+// once per pruneEvery (merge and Known call it per message), and still
+// forgets them once that has passed.
+func TestPruneThrottled(t *testing.T) {
+	c, err := New(Config{NodeName: "self", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-c.reap - time.Second)
+	c.members["a"] = &member{Member: Member{Name: "a", State: stateDead}, since: old}
+	if c.Known("a") {
+		t.Fatal("the first call did not prune a member dead longer than the reap time")
+	}
+	c.members["b"] = &member{Member: Member{Name: "b", State: stateDead}, since: old}
+	if !c.Known("b") {
+		t.Fatal("pruned again within pruneEvery")
+	}
+	c.mu.Lock()
+	c.lastPrune = c.lastPrune.Add(-pruneEvery)
+	c.mu.Unlock()
+	if c.Known("b") {
+		t.Error("not pruned once pruneEvery had passed")
+	}
+}
