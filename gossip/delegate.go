@@ -104,7 +104,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 		d.c.log.Debug("dropping malformed broadcast", "bytes", len(b), "err", err)
 		return
 	}
-	d.c.merge([]record{r})
+	d.c.merge([]record{r}, false)
 }
 
 // GetBroadcasts hands memberlist the queued records that fit in limit.
@@ -143,7 +143,7 @@ func (d *delegate) MergeRemoteState(b []byte, join bool) {
 		d.c.log.Debug("dropping malformed push/pull state", "bytes", len(b), "join", join, "err", err)
 		return
 	}
-	d.c.merge(rs)
+	d.c.merge(rs, true)
 }
 
 // NotifyJoin records n as alive. memberlist calls it when a node becomes

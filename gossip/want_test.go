@@ -122,7 +122,7 @@ func TestMissingWalkStopsWhenComplete(t *testing.T) {
 	now := time.Now()
 	c.memberUp("a", "127.0.0.1", 7946, time.Time{})
 	c.memberUp("b", "127.0.0.1", 7947, time.Time{})
-	c.merge([]record{{Entry: Entry{Node: "b", Addr: "127.0.0.1", Version: 1}}})
+	c.merge([]record{{Entry: Entry{Node: "b", Addr: "127.0.0.1", Version: 1}}}, false)
 	if got := c.missing(now.Add(wantAfter)); len(got) != 0 || !c.recordsComplete.Load() {
 		t.Fatalf("b has its record: missing %v, complete %v; want none, true", got, c.recordsComplete.Load())
 	}
