@@ -806,7 +806,7 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time) {
 	if _, ok := c.records[name]; !ok && name != c.self.Node {
 		c.recordsComplete.Store(false) // askMissing must look again
 		if oldMember(m, m.since) {
-			c.lastWant.Store(0) // no broadcast of its record is coming: ask at the next tick
+			c.wantSoon(m.since) // no broadcast of its record is coming
 		}
 	}
 	m.suspect, m.refused, m.confirmed = false, false, false

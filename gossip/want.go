@@ -42,6 +42,11 @@ const (
 	// wantCheck is how often it checks (from the gossip tick).
 	wantBatch = 16
 	wantCheck = 500 * time.Millisecond
+	// wantSettle: an old member is asked no sooner than this after it
+	// came up. memberlist reports the members of a push/pull before it
+	// hands over the records that came with them, so a check in between
+	// would ask for records that are about to arrive.
+	wantSettle = 100 * time.Millisecond
 )
 
 func encodeWant(node string) ([]byte, error) { return encode(kindWant, node) }
@@ -101,7 +106,7 @@ func (c *Cluster) missing(now time.Time) []*memberlist.Node {
 			continue
 		}
 		complete = false
-		if now.Sub(m.wantAt) < wantEvery || now.Sub(m.since) < wantAfter && !oldMember(m, now) {
+		if age := now.Sub(m.since); now.Sub(m.wantAt) < wantEvery || age < wantAfter && (age < wantSettle || !oldMember(m, now)) {
 			continue
 		}
 		due = append(due, m)
@@ -119,6 +124,18 @@ func (c *Cluster) missing(now time.Time) []*memberlist.Node {
 		out = append(out, &memberlist.Node{Name: m.Name, Addr: net.ParseIP(m.Addr), Port: uint16(m.Port)})
 	}
 	return out
+}
+
+// wantSoon makes the check for missing records due wantSettle after at,
+// unless it is due sooner: an old member without a record came up at at.
+func (c *Cluster) wantSoon(at time.Time) {
+	due := at.Add(wantSettle - wantCheck).UnixNano()
+	for {
+		last := c.lastWant.Load()
+		if last <= due || c.lastWant.CompareAndSwap(last, due) {
+			return
+		}
+	}
 }
 
 // oldMember reports whether m started wantOld or more before now by its

@@ -140,26 +140,15 @@ func TestMissingWalkStopsWhenComplete(t *testing.T) {
 }
 
 // TestMissingAsksOldMembersAtOnce: a member without a record that started
-// wantOld or more ago (its metadata's start time) is asked as soon as it
-// is learnt of, not wantAfter later: its own broadcast ended long ago. A
+// wantOld or more ago (its metadata's start time) is asked wantSettle
+// after it is learnt of, not wantAfter later: its own broadcast ended long
+// ago. A
 // member just started, or one without a start time, waits wantAfter as
 // before. When more are due than a batch holds, the oldest go first.
 func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 	c, err := New(Config{NodeName: "self", BindAddr: "127.0.0.1", Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
-	}
-	now := time.Now()
-	c.memberUp("self", "127.0.0.1", 7946, now)
-	c.lastWant.Store(now.UnixNano())
-	c.memberUp("young", "127.0.0.1", 7001, now.Add(-wantOld/2))
-	c.memberUp("legacy", "127.0.0.1", 7002, time.Time{})
-	if c.lastWant.Load() == 0 {
-		t.Fatal("members that just started reset the check throttle")
-	}
-	c.memberUp("old", "127.0.0.1", 7003, now.Add(-time.Minute))
-	if c.lastWant.Load() != 0 {
-		t.Error("an old member without a record did not reset the check throttle")
 	}
 	names := func(ns []*memberlist.Node) []string {
 		var out []string
@@ -168,7 +157,22 @@ func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 		}
 		return out
 	}
-	if got := names(c.missing(time.Now())); !slices.Equal(got, []string{"old"}) {
+	now := time.Now()
+	c.memberUp("self", "127.0.0.1", 7946, now)
+	c.lastWant.Store(now.UnixNano())
+	c.memberUp("young", "127.0.0.1", 7001, now.Add(-wantOld/2))
+	c.memberUp("legacy", "127.0.0.1", 7002, time.Time{})
+	if c.lastWant.Load() != now.UnixNano() {
+		t.Fatal("members that just started moved the next check")
+	}
+	c.memberUp("old", "127.0.0.1", 7003, now.Add(-time.Minute))
+	if due := time.Unix(0, c.lastWant.Load()).Add(wantCheck); due.After(time.Now().Add(wantSettle)) {
+		t.Errorf("an old member without a record: next check due in %s, want within wantSettle", time.Until(due))
+	}
+	if got := names(c.missing(time.Now())); len(got) != 0 {
+		t.Errorf("asked %v before wantSettle: its record may be in the same push/pull", got)
+	}
+	if got := names(c.missing(time.Now().Add(wantSettle))); !slices.Equal(got, []string{"old"}) {
 		t.Errorf("at once: asked %v, want [old]", got)
 	}
 	got := names(c.missing(time.Now().Add(wantAfter)))
