@@ -25,7 +25,8 @@ import (
 // with its own record the same way.
 //
 // A member that started wantOld or more before this node learnt of it (its
-// start time travels in its metadata) is asked at once: its own
+// start time travels in its metadata) is asked wantSettle after it came
+// up, not wantAfter: its own
 // broadcast of its record ended long ago, so waiting wantAfter only delays
 // it. That is how a node that starts late in a cluster forming around it
 // meets the announcing node: through peers as new as itself, which know
@@ -87,8 +88,9 @@ func (c *Cluster) askMissing(now time.Time) {
 }
 
 // missing returns the alive members that have been alive for
-// wantAfter, have no record here and were not asked within wantEvery, at
-// most wantBatch, and notes them as asked. It takes c.mu. When every alive
+// wantAfter (old members: wantSettle), have no record here and were not
+// asked within wantEvery, at most wantBatch, oldest first, and notes them
+// as asked. It takes c.mu. When every alive
 // member has a record it sets recordsComplete, so that askMissing stops
 // walking the members (on every node of a 100-host lab, a tenth of its
 // idle CPU went to this walk, twice a second); memberUp, the only way a
@@ -115,7 +117,7 @@ func (c *Cluster) missing(now time.Time) []*memberlist.Node {
 	if len(due) > wantBatch {
 		// Only while more are due than one batch holds, which happens
 		// while a cluster forms, not on every check.
-		slices.SortFunc(due, func(a, b *member) int { return compareAge(a, b) })
+		slices.SortFunc(due, compareAge)
 		due = due[:wantBatch]
 	}
 	out := make([]*memberlist.Node, 0, len(due))
