@@ -169,6 +169,9 @@ type stored struct {
 type member struct {
 	Member
 	since time.Time
+	// started: the node's own start time from its metadata (zero: not
+	// known, an older release); see missing.
+	started time.Time
 	// suspect: memberlist holds this alive member suspect (State stays
 	// stateAlive; Members reports it as stateSuspect). refused: and its
 	// gossip port refused a connection, so Catalog hides its services.
@@ -663,12 +666,24 @@ func (c *Cluster) Shutdown() error {
 // its way and the node will broadcast its record itself) or made up. A
 // record for this node that beats ours (an older incarnation of us, or a
 // node with our name) is refuted with a higher version.
-func (c *Cluster) merge(rs []record) { c.mergeRaw(rs, nil) }
+//
+// pushPull says rs came in a push/pull's state. Such a record is not
+// re-broadcast when it is the first this node has of a member and carries
+// nothing to route to (no services, none down, not left): every node
+// that starts learns nearly all records at once from its joins, and each
+// re-broadcast a record RetransmitMult × log10(N) times (12 at 100
+// nodes), so records of nodes that announce nothing kept every gossip
+// packet full for seconds while 100 nodes started on two cores, where
+// sending and handling gossip packets was 40 % of their CPU (profile,
+// session 8). Such a record still spreads from its node's own broadcast,
+// which every node that hears it passes on, and by push/pull; a member
+// alive without one is asked for it (want.go).
+func (c *Cluster) merge(rs []record, pushPull bool) { c.mergeRaw(rs, nil, pushPull) }
 
 // mergeRaw is merge; raw, when set, is the broadcast that carried the one
 // record of rs, remembered with it so that copies of the same broadcast
 // are not decoded again (dedup.go).
-func (c *Cluster) mergeRaw(rs []record, raw []byte) {
+func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 	now := time.Now()
 	var out []record
 	changed := false
@@ -686,14 +701,17 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte) {
 			c.addPendingLocked(r, now)
 			continue
 		}
-		if s, ok := c.records[r.Node]; ok && s.rec.Version >= r.Version {
+		s, had := c.records[r.Node]
+		if had && s.rec.Version >= r.Version {
 			if raw != nil && s.raw == "" && s.rec.Version == r.Version && s.rec.equal(r) {
 				c.rememberLocked(s, raw)
 			}
 			continue
 		}
 		c.storeLocked(&stored{rec: r, seen: now, raw: string(raw)})
-		out = append(out, r)
+		if !pushPull || had || len(r.Services) > 0 || len(r.Down) > 0 || r.Left {
+			out = append(out, r)
+		}
 		if m, ok := c.members[r.Node]; ok {
 			if m.State == stateAlive {
 				changed = true
@@ -767,7 +785,9 @@ func (c *Cluster) addPendingLocked(r record, now time.Time) {
 // kept aside silently, it stopped spreading there, and a node that joined
 // later got it only from a push/pull (session 5: hosts of a 100-host lab
 // listened for the announced service up to 8 s after joining).
-func (c *Cluster) memberUp(name, addr string, port int) {
+//
+// started is the node's start time from its metadata, zero when unknown.
+func (c *Cluster) memberUp(name, addr string, port int, started time.Time) {
 	var promoted *record
 	var greet *memberlist.Node
 	var self record
@@ -794,8 +814,12 @@ func (c *Cluster) memberUp(name, addr string, port int) {
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
+	m.started = started
 	if _, ok := c.records[name]; !ok && name != c.self.Node {
 		c.recordsComplete.Store(false) // askMissing must look again
+		if oldMember(m, m.since) {
+			c.wantSoon(m.since) // no broadcast of its record is coming
+		}
 	}
 	m.suspect, m.refused, m.confirmed = false, false, false
 	c.mu.Unlock()

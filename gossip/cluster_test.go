@@ -261,15 +261,15 @@ func TestMemberStateOnLeave(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, d := newOffline(t, "a")
 			d.NotifyJoin(mlNode("b", "10.0.0.2", memberlist.StateAlive))
-			c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1}}})
+			c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1}}}, false)
 			rec := record{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 2}, Left: tc.recordLeft}
 			if !tc.recordAfter {
-				c.merge([]record{rec})
+				c.merge([]record{rec}, false)
 			}
 			// What memberlist v0.7.0 passes for a left node as well as a dead one.
 			d.NotifyLeave(mlNode("b", "10.0.0.2", memberlist.StateAlive))
 			if tc.recordAfter {
-				c.merge([]record{rec})
+				c.merge([]record{rec}, false)
 			}
 			if got := memberState(c, "b"); got != tc.want {
 				t.Errorf("member b: got state %q, want %q", got, tc.want)
@@ -502,7 +502,7 @@ func TestUnknownNodeRecordsCapped(t *testing.T) {
 	c, d := newOffline(t, "a")
 	for i := range maxPending + 50 {
 		c.merge([]record{{Entry: Entry{Node: fmt.Sprintf("n%03d", i), Addr: "10.0.0.9", Version: 1,
-			Services: []Service{{Name: "web", Port: 80}}}}})
+			Services: []Service{{Name: "web", Port: 80}}}}}, false)
 	}
 	c.mu.Lock()
 	pending, records := len(c.pending), len(c.records)
@@ -540,7 +540,7 @@ func TestBroadcastQueuePruned(t *testing.T) {
 		name := fmt.Sprintf("n%03d", i)
 		d.NotifyJoin(mlNode(name, "10.0.0.9", memberlist.StateAlive))
 		d.NotifyLeave(mlNode(name, "10.0.0.9", memberlist.StateAlive))
-		c.merge([]record{{Entry: Entry{Node: name, Addr: "10.0.0.9", Version: 1}}})
+		c.merge([]record{{Entry: Entry{Node: name, Addr: "10.0.0.9", Version: 1}}}, false)
 	}
 	// No node is alive, so memberlist's NumNodes is 1.
 	if got, limit := c.bcast.NumQueued(), queuePerNode+queueExtra; got > limit {
@@ -578,7 +578,7 @@ func TestOversizedRecordNotQueued(t *testing.T) {
 	}
 
 	d.NotifyJoin(mlNode("b", "10.0.0.2", memberlist.StateAlive))
-	c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1, Services: many("b")}}})
+	c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1, Services: many("b")}}}, false)
 	if got := c.bcast.NumQueued(); got != 0 {
 		t.Errorf("remote oversized record: got %d queued, want 0", got)
 	}
@@ -665,7 +665,7 @@ func TestCatalogAddrFromMemberlist(t *testing.T) {
 	c, d := newOffline(t, "a")
 	d.NotifyJoin(mlNode("a", "10.0.0.1", memberlist.StateAlive))
 	d.NotifyJoin(mlNode("b", "10.0.0.2", memberlist.StateAlive))
-	c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.6.6.6", DataPort: 7000, Version: 1}}})
+	c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.6.6.6", DataPort: 7000, Version: 1}}}, false)
 	addrs := func() []string {
 		var out []string
 		for _, e := range c.Catalog() {

@@ -56,7 +56,7 @@ func TestBroadcastCopiesNotDecoded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.merge([]record{r3}) // by push/pull: no broadcast bytes
+	c.merge([]record{r3}, true) // by push/pull: no broadcast bytes
 	if version() != 3 || c.seenBroadcast(v3) || c.seenBroadcast(v2) {
 		t.Fatalf("after a push/pull: version %d, v3 remembered %v, v2 %v; want 3, false, false",
 			version(), c.seenBroadcast(v3), c.seenBroadcast(v2))

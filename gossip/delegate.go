@@ -107,7 +107,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 		d.c.log.Debug("dropping malformed broadcast", "bytes", len(b), "err", err)
 		return
 	}
-	d.c.mergeRaw([]record{r}, b)
+	d.c.mergeRaw([]record{r}, b, false)
 }
 
 // GetBroadcasts hands memberlist the queued records that fit in limit.
@@ -146,14 +146,18 @@ func (d *delegate) MergeRemoteState(b []byte, join bool) {
 		d.c.log.Debug("dropping malformed push/pull state", "bytes", len(b), "join", join, "err", err)
 		return
 	}
-	d.c.merge(rs)
+	d.c.merge(rs, true)
 }
 
 // NotifyJoin records n as alive. memberlist calls it when a node becomes
 // alive, also when a dead node comes back from a new address. Called with
 // memberlist's node lock held.
 func (d *delegate) NotifyJoin(n *memberlist.Node) {
-	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port))
+	var started time.Time
+	if ns, ok := decodeMeta(n.Meta); ok {
+		started = time.Unix(0, ns)
+	}
+	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started)
 }
 
 // NotifyUpdate does nothing: memberlist calls it only when an alive node's

@@ -37,7 +37,7 @@ func TestKnown(t *testing.T) {
 func TestPendingRecordPassedOn(t *testing.T) {
 	c, d := newOffline(t, "a")
 	c.merge([]record{{Entry: Entry{Node: "early", Addr: "10.0.0.9", Version: 7,
-		Services: []Service{{Name: "web", Port: 80}}}}})
+		Services: []Service{{Name: "web", Port: 80}}}}}, false)
 	if got := c.bcast.NumQueued(); got != 0 {
 		t.Fatalf("queued before the member is known: %d, want 0", got)
 	}
@@ -129,5 +129,51 @@ func TestAliveCountFollowsEvents(t *testing.T) {
 	}
 	if got := c.numAlive.Load(); got != 4 { // self, a, never-seen, c
 		t.Errorf("alive count %d, want 4", got)
+	}
+}
+
+// TestPushPullRecordsPassedOn: a record learnt from a push/pull is
+// re-broadcast unless it is the first of a member that has nothing to
+// route to; records from gossip, updates, and records with services, down
+// services or a leave always are. Either way the catalog has it.
+func TestPushPullRecordsPassedOn(t *testing.T) {
+	web := []Service{{Name: "web", Port: 80}}
+	for _, tt := range []struct {
+		name     string
+		had      bool // an older record of the member was here
+		rec      Entry
+		left     bool
+		pushPull bool
+		want     int // queued
+	}{
+		{name: "push/pull, first, nothing to route", pushPull: true, want: 0},
+		{name: "gossip, first, nothing to route", want: 1},
+		{name: "push/pull, first, services", rec: Entry{Services: web}, pushPull: true, want: 1},
+		{name: "push/pull, first, down", rec: Entry{Down: web}, pushPull: true, want: 1},
+		{name: "push/pull, first, left", left: true, pushPull: true, want: 1},
+		{name: "push/pull, update", had: true, pushPull: true, want: 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, d := newOffline(t, "a")
+			d.NotifyJoin(mlNode("b", "10.0.0.2", memberlist.StateAlive))
+			if tt.had {
+				c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1, Services: web}}}, false)
+				for i := 0; c.bcast.NumQueued() > 0 && i < 100; i++ {
+					c.bcast.GetBroadcasts(0, 1400) // transmit it out of the queue
+				}
+			}
+			r := record{Entry: tt.rec, Left: tt.left}
+			r.Node, r.Addr, r.Version = "b", "10.0.0.2", 2
+			c.merge([]record{r}, tt.pushPull)
+			if got := c.bcast.NumQueued(); got != tt.want {
+				t.Errorf("queued %d, want %d", got, tt.want)
+			}
+			c.mu.Lock()
+			s, ok := c.records["b"]
+			c.mu.Unlock()
+			if !ok || s.rec.Version != 2 {
+				t.Errorf("record of b not merged: %+v", s)
+			}
+		})
 	}
 }

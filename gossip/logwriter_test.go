@@ -145,7 +145,7 @@ func TestLocalStateOversizeLoggedOnce(t *testing.T) {
 	for i := range maxStateMsg/per + 1 {
 		name := fmt.Sprintf("n%03d", i)
 		d.NotifyJoin(mlNode(name, "10.0.0.9", 0))
-		c.merge([]record{{Entry: Entry{Node: name, Addr: "10.0.0.9", Version: 1, Services: svcs}}})
+		c.merge([]record{{Entry: Entry{Node: name, Addr: "10.0.0.9", Version: 1, Services: svcs}}}, false)
 	}
 	for range 3 {
 		if b := d.LocalState(false); len(b) <= maxStateMsg {

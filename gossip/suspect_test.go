@@ -253,7 +253,7 @@ func TestSuspectAliveKeepsServices(t *testing.T) {
 func TestRefusedSuspectComesBack(t *testing.T) {
 	c, d := newOffline(t, "a")
 	d.NotifyJoin(mlNode("b", "10.0.0.2", memberlist.StateAlive))
-	c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", DataPort: 7002, Services: []Service{{Name: "web", Port: 80}}, Version: 1}}})
+	c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", DataPort: 7002, Services: []Service{{Name: "web", Port: 80}}, Version: 1}}}, false)
 	hasB := func() bool {
 		return slices.ContainsFunc(c.Catalog(), func(e Entry) bool { return e.Node == "b" })
 	}
@@ -312,7 +312,7 @@ func TestRefusedHint(t *testing.T) {
 		port int
 	}{{"alive", ln.Addr().(*net.TCPAddr).Port}, {"gone", closedPort}} {
 		d.NotifyJoin(&memberlist.Node{Name: p.name, Addr: net.ParseIP("127.0.0.1"), Port: uint16(p.port)})
-		c.merge([]record{{Entry: Entry{Node: p.name, Addr: "127.0.0.1", DataPort: 7002, Services: []Service{{Name: "web", Port: 80}}, Version: 1}}})
+		c.merge([]record{{Entry: Entry{Node: p.name, Addr: "127.0.0.1", DataPort: 7002, Services: []Service{{Name: "web", Port: 80}}, Version: 1}}}, false)
 	}
 	listed := func(name string) bool {
 		return slices.ContainsFunc(c.Catalog(), func(e Entry) bool { return e.Node == name })

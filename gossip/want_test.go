@@ -2,8 +2,11 @@ package gossip
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 // TestMissingRecordAsked: a member alive here without a record (its
@@ -90,7 +93,7 @@ func TestNewMemberGreeted(t *testing.T) {
 	c.mu.Lock()
 	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
 	c.mu.Unlock()
-	b.memberUp("c", "127.0.0.1", c.GossipPort())
+	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{})
 	// Well within wantAfter, so c's own request (want.go) cannot be what
 	// brought the record.
 	deadline := time.Now().Add(wantAfter / 2)
@@ -117,13 +120,13 @@ func TestMissingWalkStopsWhenComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	c.memberUp("a", "127.0.0.1", 7946)
-	c.memberUp("b", "127.0.0.1", 7947)
-	c.merge([]record{{Entry: Entry{Node: "b", Addr: "127.0.0.1", Version: 1}}})
+	c.memberUp("a", "127.0.0.1", 7946, time.Time{})
+	c.memberUp("b", "127.0.0.1", 7947, time.Time{})
+	c.merge([]record{{Entry: Entry{Node: "b", Addr: "127.0.0.1", Version: 1}}}, false)
 	if got := c.missing(now.Add(wantAfter)); len(got) != 0 || !c.recordsComplete.Load() {
 		t.Fatalf("b has its record: missing %v, complete %v; want none, true", got, c.recordsComplete.Load())
 	}
-	c.memberUp("c", "127.0.0.1", 7948)
+	c.memberUp("c", "127.0.0.1", 7948, time.Time{})
 	if c.recordsComplete.Load() {
 		t.Fatal("c came up without a record and recordsComplete is still set")
 	}
@@ -133,5 +136,78 @@ func TestMissingWalkStopsWhenComplete(t *testing.T) {
 	}
 	if c.recordsComplete.Load() {
 		t.Error("recordsComplete set while c has no record")
+	}
+}
+
+// TestMissingAsksOldMembersAtOnce: a member without a record that started
+// wantOld or more ago (its metadata's start time) is asked wantSettle
+// after it is learnt of, not wantAfter later: its own broadcast ended long
+// ago. A
+// member just started, or one without a start time, waits wantAfter as
+// before. When more are due than a batch holds, the oldest go first.
+func TestMissingAsksOldMembersAtOnce(t *testing.T) {
+	c, err := New(Config{NodeName: "self", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(ns []*memberlist.Node) []string {
+		var out []string
+		for _, n := range ns {
+			out = append(out, n.Name)
+		}
+		return out
+	}
+	now := time.Now()
+	c.memberUp("self", "127.0.0.1", 7946, now)
+	c.lastWant.Store(now.UnixNano())
+	c.memberUp("young", "127.0.0.1", 7001, now.Add(-wantOld/2))
+	c.memberUp("legacy", "127.0.0.1", 7002, time.Time{})
+	if c.lastWant.Load() != now.UnixNano() {
+		t.Fatal("members that just started moved the next check")
+	}
+	c.memberUp("old", "127.0.0.1", 7003, now.Add(-time.Minute))
+	if due := time.Unix(0, c.lastWant.Load()).Add(wantCheck); due.After(time.Now().Add(wantSettle)) {
+		t.Errorf("an old member without a record: next check due in %s, want within wantSettle", time.Until(due))
+	}
+	if got := names(c.missing(time.Now())); len(got) != 0 {
+		t.Errorf("asked %v before wantSettle: its record may be in the same push/pull", got)
+	}
+	if got := names(c.missing(time.Now().Add(wantSettle))); !slices.Equal(got, []string{"old"}) {
+		t.Errorf("at once: asked %v, want [old]", got)
+	}
+	got := names(c.missing(time.Now().Add(wantAfter)))
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"legacy", "young"}) {
+		t.Errorf("after wantAfter: asked %v, want [legacy young] (old was asked within wantEvery)", got)
+	}
+
+	// More due than one batch: the oldest first, unknown start times last.
+	d, err := New(Config{NodeName: "self", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.memberUp("self", "127.0.0.1", 7946, now)
+	d.memberUp("legacy", "127.0.0.1", 7000, time.Time{})
+	var want []string
+	for i := range wantBatch + 4 {
+		name := fmt.Sprintf("n%02d", i)
+		d.memberUp(name, "127.0.0.1", 7001+i, now.Add(-time.Hour+time.Duration(i)*time.Second))
+		if i < wantBatch {
+			want = append(want, name)
+		}
+	}
+	if got := names(d.missing(time.Now().Add(wantAfter))); !slices.Equal(got, want) {
+		t.Errorf("batch: asked %v, want the %d oldest %v", got, wantBatch, want)
+	}
+	got = names(d.missing(time.Now().Add(wantAfter)))
+	if len(got) != 5 || !slices.Contains(got, "legacy") {
+		t.Errorf("the next check asked %v, want the 4 younger and legacy", got)
+	}
+	if got := names(d.missing(time.Now().Add(wantAfter))); len(got) != 0 {
+		t.Errorf("the third check asked %v again within wantEvery", got)
+	}
+	got = names(d.missing(time.Now().Add(wantAfter + wantEvery)))
+	if len(got) != wantBatch || got[0] != "n00" {
+		t.Errorf("after wantEvery: asked %v, want n00 first", got)
 	}
 }

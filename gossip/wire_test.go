@@ -262,7 +262,7 @@ func TestRefuteHighestAcceptedVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.merge([]record{r})
+	c.merge([]record{r}, false)
 	got := c.Catalog()
 	if len(got) != 1 || got[0].Version <= r.Version {
 		t.Fatalf("own entry after refuting version %d: got %+v, want a higher version", r.Version, got)
