@@ -35,6 +35,12 @@ func TestProcsGovernorSteps(t *testing.T) {
 			{5 * time.Second, 1, 0, 4},
 			{procsQuiet, 1, 0, 1},
 		}},
+		{"not lowered before the start is over", []poll{ // at full, the start ends at 2 min
+			{5 * time.Second, 0, 0, 4},
+			{procsQuiet, 0, 0, 4}, // quiet long enough, but still starting
+			{time.Minute, 0, 0, 4},
+			{30 * time.Second, 0, 0, 1},
+		}},
 		{"new connections restart the quiet time", []poll{
 			{5 * time.Second, 1, 0, 4},
 			{5 * time.Second, 1, 0, 4},
@@ -57,6 +63,10 @@ func TestProcsGovernorSteps(t *testing.T) {
 				cur:      1,
 			}
 			now := time.Unix(1e9, 0)
+			if c.name == "not lowered before the start is over" {
+				g.cur, procs = 4, 4
+				g.notBefore = now.Add(2 * time.Minute)
+			}
 			for i, p := range c.polls {
 				now = now.Add(p.after)
 				accepted, open = p.accepted, p.open
