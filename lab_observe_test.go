@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,6 +65,16 @@ func TestLabObserve(t *testing.T) {
 		evs := watchedEvents(t, watch)
 		return cName != "" && hasEvent(evs, mesh.EventMemberJoined, cName, "") && hasEvent(evs, mesh.EventServiceAppeared, cName, "cache")
 	})
+
+	// An idle node runs with GOMAXPROCS 1 once its start is over
+	// (maxprocs.go); a connection through it raises GOMAXPROCS again
+	// within a poll.
+	governed := os.Getenv("GOMAXPROCS") == "" && runtime.NumCPU() > 1
+	if governed {
+		lab.WaitFor(t, startGCWindow+3*procsPoll, "b idle lowers GOMAXPROCS to 1", func() bool {
+			return gomaxprocsOf(t, b) == 1
+		})
+	}
 
 	// An open connection from b to a's web, with bytes sent.
 	b.Start("trickle", "bash", "-c",
@@ -137,6 +149,12 @@ func TestLabObserve(t *testing.T) {
 		}
 	}
 
+	if governed {
+		lab.WaitFor(t, 2*procsPoll, "b raises GOMAXPROCS while the connection is open", func() bool {
+			return gomaxprocsOf(t, b) == float64(runtime.NumCPU())
+		})
+	}
+
 	// c fails without a goodbye.
 	if err := nodeC.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -161,4 +179,20 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// gomaxprocsOf scrapes h's /metrics for the node's GOMAXPROCS; -1 when it
+// cannot.
+func gomaxprocsOf(t *testing.T, h *lab.Host) float64 {
+	t.Helper()
+	out, err := h.Run(5*time.Second, "curl", "-sf", "http://127.0.0.1:7948/metrics")
+	if err != nil {
+		return -1
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(out))
+	if f := fams["go_sched_gomaxprocs_threads"]; err == nil && f != nil && len(f.GetMetric()) == 1 {
+		return f.GetMetric()[0].GetGauge().GetValue()
+	}
+	return -1
 }

@@ -76,6 +76,7 @@ func main() {
 		debug.SetGCPercent(steadyGOGC)
 		tuneGC = true
 	}
+	governProcs = os.Getenv("GOMAXPROCS") == "" // see startProcsGovernor
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
 
@@ -561,6 +562,7 @@ func runNode(c *cli.Context) error {
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	defer notifySystemd(ctx, n.Ready(), n.Name(), log)()
+	defer startProcsGovernor(ctx, n.Activity, log)()
 	go func() {
 		defer close(reloadDone)
 		for {

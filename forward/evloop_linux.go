@@ -123,6 +123,11 @@ func (ls *evLoops) start(client, backend net.Conn, o copyOpts, then func(in, out
 	return true
 }
 
+// loopCount is the number of event loops: GOMAXPROCS as the process
+// started, read before main may lower it while the node is idle (issue 10)
+// so that loops started then still use every CPU once it is raised.
+var loopCount = runtime.GOMAXPROCS(0)
+
 // pick returns a loop for a new stream, starting the loops on first use,
 // or nil once the loops are closed or cannot start.
 func (ls *evLoops) pick() *evLoop {
@@ -132,8 +137,7 @@ func (ls *evLoops) pick() *evLoop {
 		return nil
 	}
 	if ls.loops == nil {
-		n := runtime.GOMAXPROCS(0)
-		for range n {
+		for range loopCount {
 			l, err := newEvLoop()
 			if err != nil {
 				break

@@ -3,44 +3,42 @@ package mesh
 import (
 	"net/http"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/ambassador-mesh/ambassador/internal/promtext"
 )
 
 // The metric names and labels are fixed: dashboards and tests depend on
 // them (README, "Metrics").
 var (
-	descConnections = prometheus.NewDesc("ambassador_connections_total",
-		"Connections accepted by this node's listener for the service.", []string{"service"}, nil)
-	descActive = prometheus.NewDesc("ambassador_connections_active",
-		"Connections open now through this node's listener for the service.", []string{"service"}, nil)
-	descFailures = prometheus.NewDesc("ambassador_connection_failures_total",
+	descConnections = promtext.NewDesc("ambassador_connections_total",
+		"Connections accepted by this node's listener for the service.", []string{"service"})
+	descActive = promtext.NewDesc("ambassador_connections_active",
+		"Connections open now through this node's listener for the service.", []string{"service"})
+	descFailures = promtext.NewDesc("ambassador_connection_failures_total",
 		"Failures on this node's listener for the service, by reason: dial (one instance could not be reached: "+
 			"connect refused or unreachable, or no connect, TLS or handoff reply within --dial-timeout), "+
 			"handoff_refused (a peer's data port answered the handoff with a refusal: unknown service, its instance down); "+
 			"after either the connection moved on if another instance was left; no_instance (every instance failed: the client's connection was closed), "+
 			"handshake (the credentials login failed), stream (reset mid-stream), idle_timeout, half_close_timeout.",
-		[]string{"service", "reason"}, nil)
-	descRetries = prometheus.NewDesc("ambassador_connection_retries_total",
+		[]string{"service", "reason"})
+	descRetries = promtext.NewDesc("ambassador_connection_retries_total",
 		"Connections moved on to the next instance after a failed dial or refused handoff, and extra connect attempts "+
-			"to the same instance started next to one that had no answer after 250ms (a lost SYN).", []string{"service"}, nil)
-	descBytes = prometheus.NewDesc("ambassador_bytes_total",
+			"to the same instance started next to one that had no answer after 250ms (a lost SYN).", []string{"service"})
+	descBytes = promtext.NewDesc("ambassador_bytes_total",
 		"Bytes copied through this node's listener for the service: in is client to service, out is service to client.",
-		[]string{"service", "direction"}, nil)
-	descConnect = prometheus.NewDesc("ambassador_upstream_connect_seconds",
-		"Time to reach an instance of the service: the dial, plus TLS and the handoff for a peer's instance.", []string{"service"}, nil)
-	descHandoffs = prometheus.NewDesc("ambassador_handoffs_total",
+		[]string{"service", "direction"})
+	descConnect = promtext.NewDesc("ambassador_upstream_connect_seconds",
+		"Time to reach an instance of the service: the dial, plus TLS and the handoff for a peer's instance.", []string{"service"})
+	descHandoffs = promtext.NewDesc("ambassador_handoffs_total",
 		"Handoffs on this node's data port, by service and result: ok, unavailable (the local service did not answer); "+
 			"with an empty service: unknown (not a service of this node), bad_header, incomplete (no header in time), "+
-			"tls_failed (the peer failed the TLS handshake).", []string{"service", "result"}, nil)
-	descMembers = prometheus.NewDesc("ambassador_members",
-		"Members this node knows, by state: alive, suspect, dead, left.", []string{"state"}, nil)
-	descInstances = prometheus.NewDesc("ambassador_service_instances",
+			"tls_failed (the peer failed the TLS handshake).", []string{"service", "result"})
+	descMembers = promtext.NewDesc("ambassador_members",
+		"Members this node knows, by state: alive, suspect, dead, left.", []string{"state"})
+	descInstances = promtext.NewDesc("ambassador_service_instances",
 		"Instances of the service this node knows, by health: passing or failing (a peer's, from gossip); for this node's own also pending or unchecked.",
-		[]string{"service", "health"}, nil)
-	descChecks = prometheus.NewDesc("ambassador_health_checks_total",
-		"Health checks of this node's own services, by result: pass or fail.", []string{"service", "result"}, nil)
+		[]string{"service", "health"})
+	descChecks = promtext.NewDesc("ambassador_health_checks_total",
+		"Health checks of this node's own services, by result: pass or fail.", []string{"service", "result"})
 )
 
 // failureReasons are the reason label values of
@@ -57,20 +55,13 @@ var memberStates = []string{"alive", "suspect", "dead", "left"}
 // anyway, and no label is looked up per connection.
 type nodeCollector struct{ n *Node }
 
-func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnections, descActive, descFailures, descRetries, descBytes,
-		descConnect, descHandoffs, descMembers, descInstances, descChecks} {
-		ch <- d
-	}
-}
-
-func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
+func (c nodeCollector) Collect(add func(promtext.Metric)) {
 	n := c.n
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	counter := func(d *promtext.Desc, v uint64, labels ...string) {
+		add(promtext.MustNewConstMetric(d, promtext.CounterValue, float64(v), labels...))
 	}
-	gauge := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	gauge := func(d *promtext.Desc, v uint64, labels ...string) {
+		add(promtext.MustNewConstMetric(d, promtext.GaugeValue, float64(v), labels...))
 	}
 
 	// One listener per service and node; summed by service all the same,
@@ -116,7 +107,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, ct := range n.proxy.ConnectTimes() {
 		if !seen[ct.Service] { // one listener per service; see above
 			seen[ct.Service] = true
-			ch <- prometheus.MustNewConstHistogram(descConnect, ct.Count, ct.Sum, ct.Buckets, ct.Service)
+			add(promtext.MustNewConstHistogram(descConnect, ct.Count, ct.Sum, ct.Buckets, ct.Service))
 		}
 	}
 	// ok and unavailable by service; the rest never named one of this
@@ -171,11 +162,8 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// metricsHandler serves GET /metrics from a registry of the node's own,
-// not the global one, so that several nodes in one process (tests) do not
-// collide; the Go and process collectors come with it.
+// metricsHandler serves GET /metrics: the node's own metrics read at
+// scrape time, with the Go and process collectors.
 func (n *Node) metricsHandler() http.Handler {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), nodeCollector{n})
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	return promtext.Handler(promtext.GoCollector(), promtext.ProcessCollector(), nodeCollector{n})
 }

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// An idle node runs with GOMAXPROCS 1 and a busy one with every CPU it
+// started with. An idle node's work is a few timers a second (gossip,
+// probes); with a second P each of them also wakes a spinning thread that
+// finds nothing to do: GOMAXPROCS 1 took a quarter off an idle node's CPU
+// (0.13 -> 0.10 % of a core, two-node pairs side by side) and 0.25 MiB
+// of RssAnon (issue 10). Connections raise it again within a poll.
+const (
+	procsPoll  = 5 * time.Second  // how often the data plane's counters are read
+	procsQuiet = 30 * time.Second // no connection for this long: back to 1
+)
+
+// governProcs is set by main when GOMAXPROCS is not in the environment:
+// only then, and only in the real process (not a test calling run), does a
+// node govern it.
+var governProcs bool
+
+// procsGovernor decides GOMAXPROCS from the data plane's counters.
+type procsGovernor struct {
+	full     int                            // GOMAXPROCS the process started with
+	activity func() (accepted, open uint64) // mesh.Node.Activity
+	set      func(int) int                  // runtime.GOMAXPROCS; a seam for tests
+	log      *slog.Logger
+
+	cur        int
+	accepted   uint64
+	quietSince time.Time // first poll of the current run that saw no connection; zero while busy
+	notBefore  time.Time // the end of the node's start: not lowered before
+}
+
+// step reads the counters at now and sets GOMAXPROCS: full while a
+// connection is open or one came since the last step, 1 once polls have
+// seen none for procsQuiet.
+func (g *procsGovernor) step(now time.Time) {
+	accepted, open := g.activity()
+	busy := open > 0 || accepted != g.accepted
+	g.accepted = accepted
+	switch {
+	case busy:
+		g.quietSince = time.Time{}
+		if g.cur != g.full {
+			g.to(g.full)
+		}
+	case g.quietSince.IsZero():
+		g.quietSince = now
+	case g.cur != 1 && now.Sub(g.quietSince) >= procsQuiet && !now.Before(g.notBefore):
+		g.to(1)
+	}
+}
+
+func (g *procsGovernor) to(n int) {
+	g.set(n)
+	g.cur = n
+	g.log.Debug("GOMAXPROCS set", "procs", n)
+}
+
+// startProcsGovernor runs the governor until ctx ends or the returned stop
+// is called; stop waits for it and gives back every CPU (connections may
+// still be draining). The node keeps every CPU for its first
+// startGCWindow, where it is busy (joins, push/pull, mDNS answers): with
+// GOMAXPROCS 1 from the first instant, 100-host lab starts were not shown
+// to be as fast (first connection 6.3 and 6.4 s after the last exec, one
+// run each in sessions 7 and 8; main gave 6.0 s in the same hour), so the
+// start stays as it was. Nothing happens unless governProcs, nor when the
+// process has one CPU.
+func startProcsGovernor(ctx context.Context, activity func() (uint64, uint64), log *slog.Logger) (stop func()) {
+	full := runtime.GOMAXPROCS(0)
+	if !governProcs || full <= 1 {
+		return func() {}
+	}
+	g := &procsGovernor{full: full, activity: activity, set: runtime.GOMAXPROCS, log: log, cur: full,
+		notBefore: time.Now().Add(startGCWindow)}
+	g.accepted, _ = activity()
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(procsPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				g.step(now)
+			}
+		}
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+		g.set(full)
+	}
+}

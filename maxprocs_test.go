@@ -1,0 +1,84 @@
+package main
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+)
+
+// TestProcsGovernorSteps drives the governor through a run of polls: the
+// counters it reads and the GOMAXPROCS it must have set after each.
+func TestProcsGovernorSteps(t *testing.T) {
+	type poll struct {
+		after          time.Duration // since the previous poll
+		accepted, open uint64
+		want           int
+	}
+	for _, c := range []struct {
+		name  string
+		polls []poll
+	}{
+		{"idle stays at one", []poll{{5 * time.Second, 0, 0, 1}, {time.Hour, 0, 0, 1}}},
+		{"an open connection raises it", []poll{{5 * time.Second, 1, 1, 4}}},
+		{"a connection opened and closed between polls raises it", []poll{{5 * time.Second, 3, 0, 4}}},
+		{"lowered once polls saw no connection for procsQuiet", []poll{
+			{5 * time.Second, 1, 1, 4},
+			{5 * time.Second, 1, 0, 4}, // the first quiet poll
+			{procsQuiet - time.Second, 1, 0, 4},
+			{time.Second, 1, 0, 1},
+			{time.Hour, 1, 0, 1},
+		}},
+		{"a long connection keeps it raised", []poll{
+			{5 * time.Second, 1, 1, 4},
+			{time.Hour, 1, 1, 4},
+			{5 * time.Second, 1, 0, 4}, // closed: the quiet time starts here, not at the last busy poll
+			{5 * time.Second, 1, 0, 4},
+			{procsQuiet, 1, 0, 1},
+		}},
+		{"not lowered before the start is over", []poll{ // at full, the start ends at 2 min
+			{5 * time.Second, 0, 0, 4},
+			{procsQuiet, 0, 0, 4}, // quiet long enough, but still starting
+			{time.Minute, 0, 0, 4},
+			{30 * time.Second, 0, 0, 1},
+		}},
+		{"new connections restart the quiet time", []poll{
+			{5 * time.Second, 1, 0, 4},
+			{5 * time.Second, 1, 0, 4},
+			{procsQuiet - time.Second, 2, 0, 4},
+			{procsQuiet - time.Second, 2, 0, 4},
+			{time.Second, 2, 0, 4},
+			{procsQuiet, 2, 0, 1},
+			{5 * time.Second, 3, 0, 4},
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var accepted, open uint64
+			procs := 1
+			var sets int
+			g := &procsGovernor{
+				full:     4,
+				activity: func() (uint64, uint64) { return accepted, open },
+				set:      func(n int) int { old := procs; procs = n; sets++; return old },
+				log:      slog.New(slog.DiscardHandler),
+				cur:      1,
+			}
+			now := time.Unix(1e9, 0)
+			if c.name == "not lowered before the start is over" {
+				g.cur, procs = 4, 4
+				g.notBefore = now.Add(2 * time.Minute)
+			}
+			for i, p := range c.polls {
+				now = now.Add(p.after)
+				accepted, open = p.accepted, p.open
+				before := sets
+				g.step(now)
+				if procs != p.want {
+					t.Fatalf("poll %d (%+v): GOMAXPROCS %d, want %d", i, p, procs, p.want)
+				}
+				if i > 0 && p.want == c.polls[i-1].want && sets != before {
+					t.Errorf("poll %d: GOMAXPROCS set again to the same %d (a stop-the-world for nothing)", i, procs)
+				}
+			}
+		})
+	}
+}
