@@ -30,6 +30,9 @@ import (
 //	AMB_SCALE_HOSTS   number of hosts (default: 25 for TestLabScale, which CI runs;
 //	                  TestLabScaleLoss skips unless it is set)
 //	AMB_SCALE_WINDOW  idle window for CPU, RSS and stability (default 20s)
+//	AMB_SCALE_IDLE_AFTER  wait this long before the idle window opens (default 0): a
+//	                  node lowers GOMAXPROCS only after a minute (maxprocs.go), so
+//	                  an older node's idle cost needs the window later
 //	AMB_SCALE_LOSS    percent of packets the bridge drops in TestLabScaleLoss (default 10)
 //	AMB_SCALE_ARGS    extra flags for every node, space-separated (e.g. "--dial-timeout 1s")
 //	AMB_SCALE_ENV     extra environment for every node, space-separated (e.g. "GOMAXPROCS=1")
@@ -38,10 +41,11 @@ import (
 //	AMB_SCALE_SERIAL  1: exec the nodes one by one (default: 8 at a time, host 0 first)
 //	AMB_SCALE_STRACE  SECS: strace -c -f the middle host's node for the first SECS of the idle window
 type scaleSettings struct {
-	hosts  int
-	window time.Duration
-	loss   int
-	strict bool
+	hosts     int
+	window    time.Duration
+	idleAfter time.Duration
+	loss      int
+	strict    bool
 }
 
 func scaleEnv(t *testing.T, defHosts int) scaleSettings {
@@ -60,6 +64,13 @@ func scaleEnv(t *testing.T, defHosts int) scaleSettings {
 			t.Fatalf("AMB_SCALE_WINDOW=%q: want a duration >= 5s", v)
 		}
 		s.window = d
+	}
+	if v := os.Getenv("AMB_SCALE_IDLE_AFTER"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > 10*time.Minute {
+			t.Fatalf("AMB_SCALE_IDLE_AFTER=%q: want a duration 0..10m", v)
+		}
+		s.idleAfter = d
 	}
 	if v := os.Getenv("AMB_SCALE_LOSS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -587,6 +598,14 @@ func TestLabScale(t *testing.T) {
 	}
 
 	// 3. Idle: CPU, RSS, stability.
+	if s.idleAfter > 0 {
+		figure(t, "idle_after", "%s (the idle window below opens this much later, AMB_SCALE_IDLE_AFTER)", s.idleAfter)
+		select {
+		case <-time.After(s.idleAfter): // letting the nodes age, see AMB_SCALE_IDLE_AFTER
+		case <-t.Context().Done():
+			return
+		}
+	}
 	cpuMax, rssMax, marks := c.idle(s.window)
 	if marks > 0 {
 		t.Errorf("%d failure marks for live hosts while idle", marks)
