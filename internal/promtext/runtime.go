@@ -6,7 +6,6 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // The Go collector's families, named and meant as the official client's
@@ -101,9 +100,8 @@ func ProcessCollector() Collector {
 		if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
 			add(MustNewConstMetric(descOpenFDs, GaugeValue, float64(len(fds))))
 		}
-		var lim syscall.Rlimit
-		if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil {
-			add(MustNewConstMetric(descMaxFDs, GaugeValue, float64(lim.Cur)))
+		if n, ok := maxFDs(); ok {
+			add(MustNewConstMetric(descMaxFDs, GaugeValue, n))
 		}
 	})
 }
