@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -109,6 +110,46 @@ func TestNewMemberGreeted(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling another node's state
 	}
+}
+
+// packetless is a transport whose packets never reach memberlist: only
+// streams do, as when a node's packet handler is busy for seconds.
+type packetless struct {
+	*transport
+	never chan *memberlist.Packet
+}
+
+func (p packetless) PacketCh() <-chan *memberlist.Packet { return p.never }
+
+// TestGreetingNotQueuedBehindPackets: the greeting reaches a member whose
+// packet path delivers nothing (see greet: a packet's user message waits
+// behind every other message of a forming cluster), so it cannot have come
+// as a packet; push/pull is off and the member's own request would be
+// answered by packet.
+func TestGreetingNotQueuedBehindPackets(t *testing.T) {
+	quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
+	b := newNodeWith(t, "b", "greet", 2, quiet)
+	b.SetServices([]Service{{Name: "web", Port: 80}})
+	c := newNodeWith(t, "c", "greet", 3, func(cfg *Config) {
+		quiet(cfg)
+		tr, err := newTransport("127.0.0.1", 0, testLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Memberlist.Transport = packetless{transport: tr, never: make(chan *memberlist.Packet)}
+	})
+	c.mu.Lock()
+	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
+	c.mu.Unlock()
+	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{})
+	waitFor(t, "c has b's record", func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if s, ok := c.records["b"]; ok && len(s.rec.Services) == 1 {
+			return nil
+		}
+		return errors.New("no record of b")
+	})
 }
 
 // TestMissingWalkStopsWhenComplete: once every alive member has a record,
