@@ -42,7 +42,9 @@ func abNode(t *testing.T, h *lab.Host, bin, sock string, args ...string) *lab.Pr
 // it runs one GET benchmark per path under `perf stat` (per thread:
 // task-clock, context switches, migrations, system calls), `perf record
 // -g` (files in AMB_MESHAB_OUT, default /tmp/meshab) or `strace -c -f`
-// of both proxies instead.
+// of both proxies instead; "all" records the whole machine (`perf record
+// -a -g`) and "sched" its scheduler (`perf sched record -a`, for `perf
+// sched latency`), to see where a request waits rather than works.
 //
 // Heavy: only with AMB_MESHAB=1, under the shared lock:
 //
@@ -142,7 +144,7 @@ func TestLabMeshAB(t *testing.T) {
 	}
 	for _, mode := range strings.Split(mode, ",") {
 		switch mode {
-		case "perf", "stat", "strace":
+		case "perf", "stat", "strace", "sched", "all":
 			for _, p := range peers {
 				if p.proxies == nil {
 					continue
@@ -160,6 +162,10 @@ func TestLabMeshAB(t *testing.T) {
 					switch mode {
 					case "perf":
 						cmd = exec.CommandContext(ctx, "perf", "record", "-F", "1000", "-g", "-o", filepath.Join(out, p.name+".perf"), "-p", strings.Join(pids, ","), "--", "sleep", "4")
+					case "sched":
+						cmd = exec.CommandContext(ctx, "perf", "sched", "record", "-a", "-o", filepath.Join(out, p.name+".sched"), "--", "sleep", "2")
+					case "all":
+						cmd = exec.CommandContext(ctx, "perf", "record", "-a", "-F", "2000", "-g", "-o", filepath.Join(out, p.name+".all.perf"), "--", "sleep", "4")
 					case "stat":
 						cmd = exec.CommandContext(ctx, "perf", "stat", "-e", "task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter", "--per-thread", "-p", strings.Join(pids, ","), "--", "sleep", "4")
 					case "strace":

@@ -123,10 +123,18 @@ func (ls *evLoops) start(client, backend net.Conn, o copyOpts, then func(in, out
 	return true
 }
 
-// loopCount is the number of event loops: GOMAXPROCS as the process
-// started, read before main may lower it while the node is idle (issue 10)
-// so that loops started then still use every CPU once it is raised.
-var loopCount = runtime.GOMAXPROCS(0)
+// loopCount is the number of event loops: half of GOMAXPROCS as the
+// process started, at least one. It is read before main may lower
+// GOMAXPROCS while the node is idle (issue 10), so that loops started then
+// still count the CPUs once it is raised.
+//
+// Why half (issue 9, session 9): on the mesh's two-hop GET path on two
+// cores, where the client, the service and both ambassadors share the
+// CPUs, one loop per Proxy or Server gave more requests per second for
+// less CPU per request, and a third of the thread migrations, than one
+// per CPU (docs/benchmarks.md, session 9). Half leaves the other CPUs to the peers a proxy moves bytes
+// for, which run on the same host. Not measured on more than two cores.
+var loopCount = max(1, runtime.GOMAXPROCS(0)/2)
 
 // pick returns a loop for a new stream, starting the loops on first use,
 // or nil once the loops are closed or cannot start.
