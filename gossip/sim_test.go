@@ -660,7 +660,7 @@ func simScale(t *testing.T, n int, profile string) string {
 	if v := os.Getenv("AMB_SIM_SETTLE"); v != "" {
 		settle = dilated(simEnvDuration(t, "AMB_SIM_SETTLE", settle), k)
 	}
-	time.Sleep(settle) // letting queued broadcasts drain, not synchronising
+	simSettle(t, sc, settle, k)
 	sc.log.reset()
 
 	// Idle gossip: bytes sent per node per second.
@@ -838,6 +838,25 @@ func simFalseHides(nodes []simNode, victim string) int {
 		nd.c.mu.Unlock()
 	}
 	return n
+}
+
+// simSettle waits out the settle time, letting queued broadcasts drain (a
+// wait, not a synchronisation). Every 10 s of simulated time it logs the
+// record broadcasts still queued per node and the gossip each node sent
+// in those 10 s, so a run shows how long a start's records take to drain
+// and what the cluster sends while they do.
+func simSettle(t *testing.T, sc *simCluster, settle time.Duration, k float64) {
+	step := dilated(10*time.Second, k)
+	start := time.Now()
+	for left := settle; left > 0; left -= step {
+		before, at := sc.net.traffic(), time.Now()
+		time.Sleep(min(step, left))
+		d := sc.net.traffic().sub(before)
+		perNode := float64(len(sc.nodes)) * time.Since(at).Seconds() / k // simulated node-seconds
+		t.Logf("settle: %s simulated: record broadcasts queued per node %.1f; sent per node %.0f B/s (packets %.0f, streams %.0f)",
+			time.Duration(float64(time.Since(start))/k).Round(time.Second), sc.queuedRecords(),
+			float64(d.packetBytes+d.streamBytes)/perNode, float64(d.packetBytes)/perNode, float64(d.streamBytes)/perNode)
+	}
 }
 
 // queuedRecords is the mean number of record broadcasts queued per node.
