@@ -18,10 +18,11 @@ import "github.com/hashicorp/memberlist"
 // A member's first record does not need that many copies: its owner sends
 // it to every member it learns of (greet) and on every change (pushSelf),
 // a member alive without a record here is asked for it (want.go), and
-// push/pull carries all records. So a first record of another node is
-// passed on firstRecordMult × ceil(log10(N+1)) times: still an epidemic
-// (each node that hears it sends it on), for packets the direct sends
-// lose. What nothing else repairs keeps the full count: this node's own
+// push/pull carries all records. So a first record of another node that
+// came by gossip is passed on firstRecordMult × ceil(log10(N+1)) times:
+// still an epidemic (each node that hears it sends it on), for packets
+// the direct sends lose; one that came in a push/pull is not passed on at
+// all (merge). What nothing else repairs keeps the full count: this node's own
 // record, a newer record of a member whose older one this node had (an
 // update: a node holding the old one never asks), and a leave (a left node
 // is not alive, so nobody asks it).
