@@ -668,18 +668,16 @@ func (c *Cluster) Shutdown() error {
 // node with our name) is refuted with a higher version.
 //
 // pushPull says rs came in a push/pull's state. Such a record is not
-// re-broadcast when it is the first this node has of a member and not a
-// leave: every node that starts learns nearly all records at once from
-// its join's push/pull, records the peer and nearly every other member
-// already hold. Passing them all on kept every gossip packet full for
-// seconds while 100 nodes started on two cores, where sending and
-// handling gossip packets was 40 % of their CPU (profile, session 8, for
-// records that announce nothing), and in a 401-node simulation the
-// newest nodes' queues held most of the catalog for tens of seconds
-// after the build (session 9). Such a record still reaches every member:
-// its owner greets each member it learns of, its own broadcast is passed
-// on by every node that hears it, a member alive without a record is
-// asked for it (want.go), and push/pull carries it.
+// re-broadcast when it is the first this node has of a member and carries
+// nothing to route to (no services, none down, not left): every node
+// that starts learns nearly all records at once from its joins, and each
+// re-broadcast a record RetransmitMult × log10(N) times (12 at 100
+// nodes), so records of nodes that announce nothing kept every gossip
+// packet full for seconds while 100 nodes started on two cores, where
+// sending and handling gossip packets was 40 % of their CPU (profile,
+// session 8). Such a record still spreads from its node's own broadcast,
+// which every node that hears it passes on, and by push/pull; a member
+// alive without one is asked for it (want.go).
 func (c *Cluster) merge(rs []record, pushPull bool) { c.mergeRaw(rs, nil, pushPull) }
 
 // mergeRaw is merge; raw, when set, is the broadcast that carried the one
@@ -713,7 +711,7 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 			continue
 		}
 		c.storeLocked(&stored{rec: r, seen: now, raw: string(raw)})
-		if !pushPull || had || r.Left {
+		if !pushPull || had || len(r.Services) > 0 || len(r.Down) > 0 || r.Left {
 			out = append(out, r)
 			first = append(first, !had && !r.Left)
 		}

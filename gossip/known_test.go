@@ -133,10 +133,9 @@ func TestAliveCountFollowsEvents(t *testing.T) {
 }
 
 // TestPushPullRecordsPassedOn: a record learnt from a push/pull is
-// re-broadcast unless it is the first of a member and not a leave (with
-// services or without: its owner greets every member, and a member
-// without it asks); records from gossip, updates and leaves always are.
-// Either way the catalog has it.
+// re-broadcast unless it is the first of a member that has nothing to
+// route to; records from gossip, updates, and records with services, down
+// services or a leave always are. Either way the catalog has it.
 func TestPushPullRecordsPassedOn(t *testing.T) {
 	web := []Service{{Name: "web", Port: 80}}
 	for _, tt := range []struct {
@@ -149,8 +148,8 @@ func TestPushPullRecordsPassedOn(t *testing.T) {
 	}{
 		{name: "push/pull, first, nothing to route", pushPull: true, want: 0},
 		{name: "gossip, first, nothing to route", want: 1},
-		{name: "push/pull, first, services", rec: Entry{Services: web}, pushPull: true, want: 0},
-		{name: "push/pull, first, down", rec: Entry{Down: web}, pushPull: true, want: 0},
+		{name: "push/pull, first, services", rec: Entry{Services: web}, pushPull: true, want: 1},
+		{name: "push/pull, first, down", rec: Entry{Down: web}, pushPull: true, want: 1},
 		{name: "push/pull, first, left", left: true, pushPull: true, want: 1},
 		{name: "push/pull, update", had: true, pushPull: true, want: 1},
 	} {

@@ -6,25 +6,24 @@ import "github.com/hashicorp/memberlist"
 //
 // memberlist sends each queued broadcast RetransmitMult × ceil(log10(N+1))
 // times (16 at 1,000 nodes with the LAN's 4), each time to one random
-// member. Every member queued a newcomer's record, and the newcomer queued
-// the record of every member it learnt in its join's push/pull, so a
-// start of N nodes left about N records queued on every node, each to be
-// sent that many times. That took tens of seconds to drain: in a 401-node
-// simulation (session 9) 251 records per node were still queued 10 s
-// after the build ended and nodes sent 17.6 KB/s each; at 1,000 nodes 722
-// were queued when the idle window opened (session 8).
+// member. Every member queues a newcomer's record, and the newcomer queues
+// the record of every member with services that it learns in its join's
+// push/pull, so a start of N nodes leaves about N records queued on every
+// node. At that many sends each, the queue took tens of seconds to
+// drain: in a 401-node simulation (session 9) 251 records per node were
+// still queued 10 s after the build ended and nodes sent 17.6 KB/s each;
+// at 1,000 nodes 722 were queued when the idle window opened (session 8).
 //
 // A member's first record does not need that many copies: its owner sends
 // it to every member it learns of (greet) and on every change (pushSelf),
 // a member alive without a record here is asked for it (want.go), and
-// push/pull carries all records. So a first record of another node that
-// came by gossip is passed on firstRecordMult × ceil(log10(N+1)) times:
-// still an epidemic (each node that hears it sends it on), for packets
-// the direct sends lose; one that came in a push/pull is not passed on at
-// all (merge). What nothing else repairs keeps the full count: this
-// node's own record, a newer record of a member whose older one this node
-// had (an update: a node holding the old one never asks), and a leave (a
-// left node is not alive, so nobody asks it).
+// push/pull carries all records. So a first record of another node is
+// passed on firstRecordMult × ceil(log10(N+1)) times: still an epidemic
+// (each node that hears it sends it on), for packets the direct sends
+// lose. What nothing else repairs keeps the full count: this node's own
+// record, a newer record of a member whose older one this node had (an
+// update: a node holding the old one never asks), and a leave (a left node
+// is not alive, so nobody asks it).
 const firstRecordMult = 1
 
 // broadcasts holds the records queued for gossip in two queues of
