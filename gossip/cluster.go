@@ -97,7 +97,7 @@ type Cluster struct {
 	started   time.Time     // set in New, read-only afterwards; gossiped as node metadata
 	changed   chan struct{} // 1-buffered, see Changed
 	conflicts chan Member   // 1-buffered, see Conflicts
-	bcast     *memberlist.TransmitLimitedQueue
+	bcast     *broadcasts   // records queued for gossip, see relay.go
 	reap      time.Duration // how long dead members are remembered
 	pruneAt   time.Time     // pruneLocked does nothing before (guarded by mu)
 	// maxBcast is the largest encoded record that fits in a gossip packet;
@@ -205,7 +205,6 @@ func New(cfg Config) (*Cluster, error) {
 		started:   time.Now(),
 		changed:   make(chan struct{}, 1),
 		conflicts: make(chan Member, 1),
-		bcast:     &memberlist.TransmitLimitedQueue{RetransmitMult: cfg.Memberlist.RetransmitMult},
 		reap:      max(cfg.Memberlist.GossipToTheDeadTime, time.Second),
 
 		maxBcast: cfg.maxBroadcast(),
@@ -222,7 +221,7 @@ func New(cfg Config) (*Cluster, error) {
 		pending: make(map[string]*stored),
 		members: make(map[string]*member),
 	}
-	c.bcast.NumNodes = func() int { return int(max(c.numAlive.Load(), 1)) }
+	c.bcast = newBroadcasts(cfg.Memberlist.RetransmitMult, func() int { return int(max(c.numAlive.Load(), 1)) })
 	// A quarter probe interval: a suspicion lasts several.
 	c.scanEvery = cfg.Memberlist.ProbeInterval / 4
 	c.coin = rand.Float64
@@ -348,7 +347,7 @@ func (c *Cluster) SetServicesDown(svcs, down []Service) {
 
 	// Queued even before Start: the queue keeps one record per node and
 	// memberlist drains it once it runs.
-	if size, ok := c.queue(r); !ok && c.warnedSize.CompareAndSwap(false, true) {
+	if size, ok := c.queue(r, false); !ok && c.warnedSize.CompareAndSwap(false, true) {
 		c.log.Warn("this node's catalog record is too large for a gossip packet; it spreads only by push/pull, so peers see changes up to a push/pull interval late",
 			"bytes", size, "limit", c.maxBcast, "services", len(r.Services))
 	}
@@ -600,7 +599,7 @@ func (c *Cluster) Leave(ctx context.Context) error {
 	c.self.Version = nextVersion(c.self.Version, time.Now())
 	r := c.self.clone()
 	c.mu.Unlock()
-	c.queue(r)
+	c.queue(r, false)
 
 	timeout := maxLeaveWait
 	if dl, ok := ctx.Deadline(); ok {
@@ -661,7 +660,8 @@ func (c *Cluster) Shutdown() error {
 
 // merge applies remote records: per node the highest version wins. Newer
 // records of nodes memberlist reported are re-broadcast so they spread
-// epidemically. Records of other nodes are kept aside, at most maxPending,
+// epidemically; a member's first record here fewer times than an update
+// (relay.go). Records of other nodes are kept aside, at most maxPending,
 // and not passed on: they are either early (the node's alive message is on
 // its way and the node will broadcast its record itself) or made up. A
 // record for this node that beats ours (an older incarnation of us, or a
@@ -686,6 +686,7 @@ func (c *Cluster) merge(rs []record, pushPull bool) { c.mergeRaw(rs, nil, pushPu
 func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 	now := time.Now()
 	var out []record
+	var first []bool // out[i] is the first record of its member here (relay.go)
 	changed := false
 
 	c.mu.Lock()
@@ -694,6 +695,7 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 			if r.Version > c.self.Version || (r.Version == c.self.Version && !r.equal(c.self)) {
 				c.self.Version = nextVersion(r.Version, now)
 				out = append(out, c.self.clone())
+				first = append(first, false)
 			}
 			continue
 		}
@@ -711,6 +713,7 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 		c.storeLocked(&stored{rec: r, seen: now, raw: string(raw)})
 		if !pushPull || had || len(r.Services) > 0 || len(r.Down) > 0 || r.Left {
 			out = append(out, r)
+			first = append(first, !had && !r.Left)
 		}
 		if m, ok := c.members[r.Node]; ok {
 			if m.State == stateAlive {
@@ -724,7 +727,7 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 	c.pruneLocked(now)
 	c.mu.Unlock()
 
-	for _, r := range out {
+	for i, r := range out {
 		if r.Node == c.cfg.NodeName {
 			// Two nodes with one name refute each other for as long as both
 			// run.
@@ -733,7 +736,7 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 					"version", r.Version, "suppressed", suppressed)
 			}
 		}
-		c.queue(r)
+		c.queue(r, first[i])
 	}
 	if changed {
 		c.notify()
@@ -789,6 +792,7 @@ func (c *Cluster) addPendingLocked(r record, now time.Time) {
 // started is the node's start time from its metadata, zero when unknown.
 func (c *Cluster) memberUp(name, addr string, port int, started time.Time) {
 	var promoted *record
+	promotedFirst := false // see relay.go
 	var greet *memberlist.Node
 	var self record
 	c.mu.Lock()
@@ -810,6 +814,7 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time) {
 			c.storeLocked(p)
 			r := p.rec.clone()
 			promoted = &r
+			promotedFirst = !ok && !r.Left
 		}
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
@@ -824,7 +829,7 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time) {
 	m.suspect, m.refused, m.confirmed = false, false, false
 	c.mu.Unlock()
 	if promoted != nil {
-		c.queue(*promoted)
+		c.queue(*promoted, promotedFirst)
 	}
 	if greet != nil {
 		c.greet(greet, self)
@@ -888,13 +893,14 @@ func (c *Cluster) pruneLocked(now time.Time) {
 	}
 }
 
-// queue hands r to memberlist's broadcasts. It returns r's encoded size and
-// false if r was not queued because it can never fit in a gossip packet;
-// the queue would keep it forever. The queue holds one record per node
-// (see broadcast), and it is pruned to queuePerNode per alive node plus
-// queueExtra, dropping the most retransmitted first, so records of dead
-// nodes cannot pile up.
-func (c *Cluster) queue(r record) (int, bool) {
+// queue hands r to memberlist's broadcasts; first says r is the first
+// record of another node here, passed on fewer times (relay.go). It
+// returns r's encoded size and false if r was not queued because it can
+// never fit in a gossip packet; the queue would keep it forever. Each
+// queue holds one record per node (see broadcast), and it is pruned to
+// queuePerNode per alive node plus queueExtra, dropping the most
+// retransmitted first, so records of dead nodes cannot pile up.
+func (c *Cluster) queue(r record, first bool) (int, bool) {
 	b, err := encodeRecord(r)
 	if err != nil {
 		c.log.Error("encoding record", "peer", r.Node, "err", err)
@@ -904,8 +910,7 @@ func (c *Cluster) queue(r record) (int, bool) {
 		c.log.Debug("record too large to broadcast", "peer", r.Node, "bytes", len(b), "limit", c.maxBcast)
 		return len(b), false
 	}
-	c.bcast.QueueBroadcast(&broadcast{node: r.Node, msg: b})
-	c.bcast.Prune(queuePerNode*c.bcast.NumNodes() + queueExtra)
+	c.bcast.queue(&broadcast{node: r.Node, msg: b}, first, queuePerNode*c.bcast.NumNodes()+queueExtra)
 	return len(b), true
 }
 

@@ -597,9 +597,15 @@ type simResult struct {
 	// per node, as the idle window opens and closes: a window that opens
 	// on a backlog measures the build's tail, not an idle cluster.
 	queuedStart, queuedEnd float64
-	exchange               float64 // bytes of one push/pull (both directions)
-	pushPull               time.Duration
-	bytesSteady            float64 // packets measured plus exchange/pushPull
+	// missingRecords: pairs of a node and an alive member of it whose
+	// record the node lacks, as the idle window opens (its catalog cannot
+	// route to the member); missingNodes: nodes with at least one.
+	missingRecords, missingNodes int
+	// joinRecord: how the joiner's record (its catalog entry) spread.
+	joinRecord  spread
+	exchange    float64 // bytes of one push/pull (both directions)
+	pushPull    time.Duration
+	bytesSteady float64 // packets measured plus exchange/pushPull
 }
 
 // scaled returns r in simulated time: durations divided by k, bytes per
@@ -612,6 +618,7 @@ func (r simResult) scaled(k float64) simResult {
 		return time.Duration(float64(x) / k)
 	}
 	r.build, r.join, r.failBound, r.idle, r.pushPull = d(r.build), d(r.join), d(r.failBound), d(r.idle), d(r.pushPull)
+	r.joinRecord.first, r.joinRecord.all = d(r.joinRecord.first), d(r.joinRecord.all)
 	r.hide.first, r.hide.all = d(r.hide.first), d(r.hide.all)
 	r.dead.first, r.dead.all = d(r.dead.first), d(r.dead.all)
 	r.bytesAvg *= k
@@ -660,7 +667,7 @@ func simScale(t *testing.T, n int, profile string) string {
 	if v := os.Getenv("AMB_SIM_SETTLE"); v != "" {
 		settle = dilated(simEnvDuration(t, "AMB_SIM_SETTLE", settle), k)
 	}
-	time.Sleep(settle) // letting queued broadcasts drain, not synchronising
+	simSettle(t, sc, settle, k)
 	sc.log.reset()
 
 	// Idle gossip: bytes sent per node per second.
@@ -675,6 +682,7 @@ func simScale(t *testing.T, n int, profile string) string {
 		sentBefore[i] = nd.t.packetBytes.Load() + nd.t.streamBytes.Load()
 	}
 	r.queuedStart = sc.queuedRecords()
+	r.missingRecords, r.missingNodes = sc.missingRecords()
 	stopProfile := simIdleProfile(t, n, profile)
 	time.Sleep(r.idle) // the measurement window itself
 	stopProfile()
@@ -700,8 +708,15 @@ func simScale(t *testing.T, n int, profile string) string {
 	if _, err := joiner.c.Join([]string{sc.nodes[rng.IntN(n)].t.addr}); err != nil {
 		t.Fatalf("%d nodes: join: %v", n, err)
 	}
-	_, _, ok := waitSpread(sc.nodes, dilated(time.Minute, k), func(nd simNode) bool { return nd.c.Alive(joiner.c.LocalNode()) })
-	r.join = time.Since(at)
+	joined := time.Since(at)
+	// Two spreads from one start: memberlist lists the joiner alive
+	// (r.join), and the catalog holds its record (r.joinRecord).
+	js := waitSpreads(sc.nodes, dilated(time.Minute, k),
+		func(nd simNode) bool { return nd.c.Alive(joiner.c.LocalNode()) },
+		func(nd simNode) bool { return simHasRecord(nd.c, joiner.c.LocalNode()) })
+	ok := js[0].done
+	r.join = joined + js[0].all
+	r.joinRecord = spread{first: joined + js[1].first, all: joined + js[1].all, done: js[1].done}
 	r.cpuJoin = cpu.percent()
 	// The joiner sends its own one-node state and gets the full state
 	// back; a periodic push/pull sends the full state both ways. Streams
@@ -713,6 +728,12 @@ func simScale(t *testing.T, n int, profile string) string {
 	r.bytesSteady = r.packetBytes + r.exchange/r.pushPull.Seconds()
 	if !ok {
 		t.Errorf("%d nodes: the join did not reach every node within a minute", n)
+	}
+	if !r.joinRecord.done {
+		t.Errorf("%d nodes: the joiner's record did not reach every node's catalog within a minute", n)
+	}
+	if r.missingRecords > 0 {
+		t.Errorf("%d nodes: after the settle, %d nodes lacked the record of an alive member (%d pairs)", n, r.missingNodes, r.missingRecords)
 	}
 	if _, ok := waitAll([]simNode{joiner}, dilated(time.Minute, k), func(nd simNode) bool { return nd.c.NumMembers() == n+1 }); !ok {
 		t.Errorf("%d nodes: the new node does not list all %d members after a minute", n, n+1)
@@ -781,6 +802,10 @@ func simScale(t *testing.T, n int, profile string) string {
 	figure("join_everywhere", "%s (target <= %s: %s; process CPU %.0f %% of %d cores%s)",
 		r.join.Round(time.Millisecond), simSpreadTarget, metOrMissed(r.join <= simSpreadTarget), r.cpuJoin, runtime.NumCPU(),
 		rawNote("%s", raw.join.Round(time.Millisecond)))
+	figure("join_record_everywhere", "%s, first node %s (the catalog holds the joiner's record; target <= %s: %s%s)",
+		r.joinRecord.all.Round(time.Millisecond), r.joinRecord.first.Round(time.Millisecond), simSpreadTarget, metOrMissed(r.joinRecord.done && r.joinRecord.all <= simSpreadTarget),
+		rawNote("%s", raw.joinRecord.all.Round(time.Millisecond)))
+	figure("records", "as the idle window opened, %d nodes lacked the record of an alive member (%d node-member pairs)", r.missingNodes, r.missingRecords)
 	figure("failure_hidden_everywhere", "%s, first node %s (the catalog leaves the killed node out: refused gossip port or dead; target <= %s: %s; process CPU %.0f %% of %d cores%s)",
 		r.hide.all.Round(time.Millisecond), r.hide.first.Round(time.Millisecond), simSpreadTarget, metOrMissed(r.hide.done && r.hide.all <= simSpreadTarget),
 		r.cpuFail, runtime.NumCPU(), rawNote("%s, first %s", raw.hide.all.Round(time.Millisecond), raw.hide.first.Round(time.Millisecond)))
@@ -838,6 +863,56 @@ func simFalseHides(nodes []simNode, victim string) int {
 		nd.c.mu.Unlock()
 	}
 	return n
+}
+
+// simSettle waits out the settle time, letting queued broadcasts drain (a
+// wait, not a synchronisation). Every 10 s of simulated time it logs the
+// record broadcasts still queued per node and the gossip each node sent
+// in those 10 s, so a run shows how long a start's records take to drain
+// and what the cluster sends while they do.
+func simSettle(t *testing.T, sc *simCluster, settle time.Duration, k float64) {
+	step := dilated(10*time.Second, k)
+	start := time.Now()
+	for left := settle; left > 0; left -= step {
+		before, at := sc.net.traffic(), time.Now()
+		time.Sleep(min(step, left))
+		d := sc.net.traffic().sub(before)
+		perNode := float64(len(sc.nodes)) * time.Since(at).Seconds() / k // simulated node-seconds
+		t.Logf("settle: %s simulated: record broadcasts queued per node %.1f; sent per node %.0f B/s (packets %.0f, streams %.0f)",
+			time.Duration(float64(time.Since(start))/k).Round(time.Second), sc.queuedRecords(),
+			float64(d.packetBytes+d.streamBytes)/perNode, float64(d.packetBytes)/perNode, float64(d.streamBytes)/perNode)
+	}
+}
+
+// missingRecords counts the pairs of a node and an alive member of it
+// (not itself) whose record the node does not have, and the nodes with
+// at least one such member.
+func (sc *simCluster) missingRecords() (pairs, nodes int) {
+	for _, nd := range sc.nodes {
+		c := nd.c
+		c.mu.Lock()
+		miss := 0
+		for name, m := range c.members {
+			if _, ok := c.records[name]; !ok && name != c.self.Node && m.State == stateAlive {
+				miss++
+			}
+		}
+		c.mu.Unlock()
+		pairs += miss
+		if miss > 0 {
+			nodes++
+		}
+	}
+	return pairs, nodes
+}
+
+// simHasRecord reports whether c holds a record of node name, which its
+// catalog lists while the node is alive.
+func simHasRecord(c *Cluster, name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.records[name]
+	return ok
 }
 
 // queuedRecords is the mean number of record broadcasts queued per node.
