@@ -22,11 +22,14 @@ const (
 
 // idleGOGC is the collector's pace while the governor finds the node idle
 // (steadyGOGC otherwise). An idle node allocates 10-20 KB/s (gossip,
-// probes) over a live heap of 0.7-1.1 MB; between two collections its heap
-// grows back to the goal, which GOGC=50 keeps at 2 MiB or more (the
-// runtime's floor is 4 MiB x GOGC/100), and every page it grows into stays
-// resident. A lower goal costs a collection every 10-30 s instead of every
-// 1-2 minutes, about 1-2 ms of CPU each on a heap this small (issue 10).
+// probes) over a live heap of 0.5-1.1 MB; between two collections its heap
+// grows back to the goal, and every page it grows into stays resident.
+// GOGC=50 puts the goal at the runtime's floor of 4 MiB x GOGC/100 = 2 MiB;
+// below GOGC 20 nothing more is gained, because the runtime keeps the next
+// trigger at least 1 MiB above the live heap (its minimum sweep distance):
+// GOGC 10 and 20 both gave a 1.45 MiB goal over 0.46 MB live, GOGC 50
+// 2 MiB. A collection of a heap this small takes 1-2 ms of CPU, and with
+// 1 MiB of room at 15-20 KB/s one comes about every minute (issue 10).
 const idleGOGC = 20
 
 // governProcs is set by main when GOMAXPROCS is not in the environment:
