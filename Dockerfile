@@ -25,7 +25,7 @@ COPY . .
 ARG VERSION=""
 # Static: no cgo, so no libc to match on the base. Keep this line in step
 # with TestDockerBuildIsStatic, which runs the same command.
-RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false -tags urfave_cli_no_docs -ldflags "-s -w -X main.version=${VERSION}" -o /out/ambassador .
+RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false -tags urfave_cli_no_docs,nethttpomithttp2 -ldflags "-s -w -X main.version=${VERSION}" -o /out/ambassador .
 
 # It runs as root on purpose: the node binds service ports below 1024 and
 # may write /etc/hosts; give the container only CAP_NET_BIND_SERVICE (see

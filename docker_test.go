@@ -112,6 +112,9 @@ func TestDockerBuildIsStatic(t *testing.T) {
 	if why := dynamic(t, out); len(why) > 0 {
 		t.Fatalf("the Dockerfile's build is not static: %v", why)
 	}
+	if got := releaseBuildTags(t, out); got != releaseTags {
+		t.Fatalf("the Dockerfile's build has -tags %q, want %q (release_test.go)", got, releaseTags)
+	}
 	v, err := exec.Command(out, "version").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(v), "ambassador v0.0.0-dockertest\n") {
 		t.Fatalf("static binary's version: %v: %s", err, v)

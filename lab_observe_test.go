@@ -75,6 +75,13 @@ func TestLabObserve(t *testing.T) {
 			return gomaxprocsOf(t, b) == 1
 		})
 	}
+	// And collects at idleGOGC, unless GOGC is the user's.
+	tunedGC := os.Getenv("GOGC") == ""
+	if tunedGC {
+		lab.WaitFor(t, startGCWindow+3*procsPoll, "b idle collects at idleGOGC", func() bool {
+			return gaugeOf(t, b, "go_gc_gogc_percent") == idleGOGC
+		})
+	}
 
 	// An open connection from b to a's web, with bytes sent.
 	b.Start("trickle", "bash", "-c",
@@ -154,6 +161,11 @@ func TestLabObserve(t *testing.T) {
 			return gomaxprocsOf(t, b) == float64(runtime.NumCPU())
 		})
 	}
+	if tunedGC {
+		lab.WaitFor(t, 2*procsPoll, "b collects at steadyGOGC while the connection is open", func() bool {
+			return gaugeOf(t, b, "go_gc_gogc_percent") == steadyGOGC
+		})
+	}
 
 	// c fails without a goodbye.
 	if err := nodeC.Signal(syscall.SIGKILL); err != nil {
@@ -185,13 +197,20 @@ func grepLines(s, sub string) string {
 // cannot.
 func gomaxprocsOf(t *testing.T, h *lab.Host) float64 {
 	t.Helper()
+	return gaugeOf(t, h, "go_sched_gomaxprocs_threads")
+}
+
+// gaugeOf scrapes h's /metrics for the unlabelled gauge name; -1 when it
+// cannot.
+func gaugeOf(t *testing.T, h *lab.Host, name string) float64 {
+	t.Helper()
 	out, err := h.Run(5*time.Second, "curl", "-sf", "http://127.0.0.1:7948/metrics")
 	if err != nil {
 		return -1
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(strings.NewReader(out))
-	if f := fams["go_sched_gomaxprocs_threads"]; err == nil && f != nil && len(f.GetMetric()) == 1 {
+	if f := fams[name]; err == nil && f != nil && len(f.GetMetric()) == 1 {
 		return f.GetMetric()[0].GetGauge().GetValue()
 	}
 	return -1

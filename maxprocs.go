@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -19,6 +20,18 @@ const (
 	procsQuiet = 30 * time.Second // no connection for this long: back to 1
 )
 
+// idleGOGC is the collector's pace while the governor finds the node idle
+// (steadyGOGC otherwise). An idle node allocates 10-20 KB/s (gossip,
+// probes) over a live heap of 0.5-1.1 MB; between two collections its heap
+// grows back to the goal, and every page it grows into stays resident.
+// GOGC=50 puts the goal at the runtime's floor of 4 MiB x GOGC/100 = 2 MiB;
+// below GOGC 20 nothing more is gained, because the runtime keeps the next
+// trigger at least 1 MiB above the live heap (its minimum sweep distance):
+// GOGC 10 and 20 both gave a 1.45 MiB goal over 0.46 MB live, GOGC 50
+// 2 MiB. A collection of a heap this small takes 1-2 ms of CPU, and with
+// 1 MiB of room at 15-20 KB/s one comes about every minute (issue 10).
+const idleGOGC = 20
+
 // governProcs is set by main when GOMAXPROCS is not in the environment:
 // only then, and only in the real process (not a test calling run), does a
 // node govern it.
@@ -29,6 +42,7 @@ type procsGovernor struct {
 	full     int                            // GOMAXPROCS the process started with
 	activity func() (accepted, open uint64) // mesh.Node.Activity
 	set      func(int) int                  // runtime.GOMAXPROCS; a seam for tests
+	setGC    func(int) int                  // debug.SetGCPercent, nil when GOGC is the user's; a seam for tests
 	log      *slog.Logger
 
 	cur        int
@@ -60,7 +74,14 @@ func (g *procsGovernor) step(now time.Time) {
 func (g *procsGovernor) to(n int) {
 	g.set(n)
 	g.cur = n
-	g.log.Debug("GOMAXPROCS set", "procs", n)
+	gc := steadyGOGC
+	if n == 1 {
+		gc = idleGOGC
+	}
+	if g.setGC != nil {
+		g.setGC(gc)
+	}
+	g.log.Debug("GOMAXPROCS set", "procs", n, "gogc", gc)
 }
 
 // startProcsGovernor runs the governor until ctx ends or the returned stop
@@ -70,15 +91,30 @@ func (g *procsGovernor) to(n int) {
 // GOMAXPROCS 1 from the first instant, 100-host lab starts were not shown
 // to be as fast (first connection 6.3 and 6.4 s after the last exec, one
 // run each in sessions 7 and 8; main gave 6.0 s in the same hour), so the
-// start stays as it was. Nothing happens unless governProcs, nor when the
-// process has one CPU.
+// start stays as it was. GOMAXPROCS is left alone unless governProcs and
+// the process has more than one CPU; the collector's pace (idleGOGC) only
+// when tuneGC. The first lowering comes procsPoll+procsQuiet after the
+// start at the earliest, so after startGC has ended its window (it
+// started first): the two never race for GOGC.
 func startProcsGovernor(ctx context.Context, activity func() (uint64, uint64), log *slog.Logger) (stop func()) {
 	full := runtime.GOMAXPROCS(0)
-	if !governProcs || full <= 1 {
+	procs := governProcs && full > 1
+	if !procs && !tuneGC {
 		return func() {}
+	}
+	if !procs {
+		// Only the collector is governed: the idle state still moves
+		// between full and 1, GOMAXPROCS does not.
+		full = max(full, 2)
 	}
 	g := &procsGovernor{full: full, activity: activity, set: runtime.GOMAXPROCS, log: log, cur: full,
 		notBefore: time.Now().Add(startGCWindow)}
+	if !procs {
+		g.set = func(int) int { return 0 }
+	}
+	if tuneGC {
+		g.setGC = debug.SetGCPercent
+	}
 	g.accepted, _ = activity()
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -97,6 +133,6 @@ func startProcsGovernor(ctx context.Context, activity func() (uint64, uint64), l
 	return func() {
 		cancel()
 		wg.Wait()
-		g.set(full)
+		g.to(full)
 	}
 }

@@ -7,7 +7,8 @@ import (
 )
 
 // TestProcsGovernorSteps drives the governor through a run of polls: the
-// counters it reads and the GOMAXPROCS it must have set after each.
+// counters it reads and the GOMAXPROCS it must have set after each, with
+// the collector's pace following it (idleGOGC at 1, steadyGOGC above).
 func TestProcsGovernorSteps(t *testing.T) {
 	type poll struct {
 		after          time.Duration // since the previous poll
@@ -55,10 +56,12 @@ func TestProcsGovernorSteps(t *testing.T) {
 			var accepted, open uint64
 			procs := 1
 			var sets int
+			gogc := 0 // never set
 			g := &procsGovernor{
 				full:     4,
 				activity: func() (uint64, uint64) { return accepted, open },
 				set:      func(n int) int { old := procs; procs = n; sets++; return old },
+				setGC:    func(n int) int { old := gogc; gogc = n; return old },
 				log:      slog.New(slog.DiscardHandler),
 				cur:      1,
 			}
@@ -77,6 +80,15 @@ func TestProcsGovernorSteps(t *testing.T) {
 				}
 				if i > 0 && p.want == c.polls[i-1].want && sets != before {
 					t.Errorf("poll %d: GOMAXPROCS set again to the same %d (a stop-the-world for nothing)", i, procs)
+				}
+				if sets > 0 {
+					want := steadyGOGC
+					if procs == 1 {
+						want = idleGOGC
+					}
+					if gogc != want {
+						t.Fatalf("poll %d (%+v): GOGC %d at GOMAXPROCS %d, want %d", i, p, gogc, procs, want)
+					}
 				}
 			}
 		})
