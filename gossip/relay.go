@@ -15,9 +15,9 @@ import "github.com/hashicorp/memberlist"
 // at 1,000 nodes 722 were queued when the idle window opened (session 8).
 //
 // A member's first record does not need that many copies: its owner sends
-// it to every member it learns of (greet) and on every change (pushSelf),
-// a member alive without a record here is asked for it (want.go), and
-// push/pull carries all records. So a first record of another node is
+// it to every member it learns of when it announces services (greet) and
+// on every change (pushSelf), a member alive without a record here is
+// asked for it (want.go), and push/pull carries all records. So a first record of another node is
 // passed on firstRecordMult × ceil(log10(N+1)) times: still an epidemic
 // (each node that hears it sends it on), for packets the direct sends
 // lose. What nothing else repairs keeps the full count: this node's own
