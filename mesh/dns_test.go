@@ -126,8 +126,12 @@ func TestListenPairRetriesPortZero(t *testing.T) {
 			}
 			defer pc.Close()
 			defer ln.Close()
-			if calls != tc.taken+1 {
-				t.Errorf("%d TCP listens, want %d", calls, tc.taken+1)
+			// At least: the real listen after the fake failures can itself
+			// find the port's TCP twin taken by another process (seen in CI
+			// with the whole suite running), and listenPair rightly tries
+			// again on a new port. Fewer would mean it gave up early.
+			if calls < tc.taken+1 {
+				t.Errorf("%d TCP listens, want at least %d", calls, tc.taken+1)
 			}
 			if pc.LocalAddr().String() != ln.Addr().String() {
 				t.Errorf("UDP on %s, TCP on %s: want one port", pc.LocalAddr(), ln.Addr())
