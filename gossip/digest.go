@@ -114,14 +114,8 @@ func (d *delegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, p
 	}
 	// Copied now: other is memberlist's, and it may change it later.
 	name, addr := other.Name, net.JoinHostPort(other.Addr.String(), strconv.Itoa(int(other.Port)))
-	c.lifeMu.Lock()
-	defer c.lifeMu.Unlock()
-	ml := c.ml
-	if ml == nil || c.closed || c.left {
-		return
-	}
-	c.log.Debug("member count behind a peer's: exchanging full state", "peer", name, "peer_count", peer, "own_count", c.numAlive.Load())
-	c.checks.Go(func() {
+	c.goWithMemberlist(func(ml *memberlist.Memberlist) {
+		c.log.Debug("member count behind a peer's: exchanging full state", "peer", name, "peer_count", peer, "own_count", c.numAlive.Load())
 		// Bounded by memberlist's TCPTimeout; racing Shutdown it only fails.
 		if _, err := ml.Join([]string{addr}); err != nil {
 			c.log.Debug("full-state exchange failed", "peer", name, "err", err)

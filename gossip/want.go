@@ -194,19 +194,26 @@ func (c *Cluster) answerWant(from string) {
 // Shutdown waits for; what names the message in the debug line of a
 // failed send.
 func (c *Cluster) goSend(to []*memberlist.Node, b []byte, what string) {
-	c.lifeMu.Lock()
-	defer c.lifeMu.Unlock()
-	ml := c.ml
-	if ml == nil || c.closed || c.left {
-		return
-	}
-	c.checks.Go(func() {
+	c.goWithMemberlist(func(ml *memberlist.Memberlist) {
 		for _, n := range to {
 			if err := ml.SendBestEffort(n, b); err != nil {
 				c.log.Debug(what, "peer", n.Name, "err", err)
 			}
 		}
 	})
+}
+
+// goWithMemberlist runs send from a goroutine that Shutdown waits for,
+// unless the cluster has not started, has left or is shut down: a send
+// after Leave would announce a node that said goodbye.
+func (c *Cluster) goWithMemberlist(send func(*memberlist.Memberlist)) {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	ml := c.ml
+	if ml == nil || c.closed || c.left {
+		return
+	}
+	c.checks.Go(func() { send(ml) })
 }
 
 // greet sends r, this node's record, to a member it has just learnt of,
@@ -230,13 +237,7 @@ func (c *Cluster) greet(to *memberlist.Node, r record) {
 	if err != nil || len(b) > c.maxBcast {
 		return // too large for a packet: push/pull carries it
 	}
-	c.lifeMu.Lock()
-	defer c.lifeMu.Unlock()
-	ml := c.ml
-	if ml == nil || c.closed || c.left {
-		return
-	}
-	c.checks.Go(func() {
+	c.goWithMemberlist(func(ml *memberlist.Memberlist) {
 		err := ml.SendReliable(to, b)
 		if err == nil {
 			return
