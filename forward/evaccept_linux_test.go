@@ -320,3 +320,30 @@ func TestRemoteAddrOfResetFileConn(t *testing.T) {
 		t.Errorf("remoteAddr = %q, want empty", got)
 	}
 }
+
+// TestRawAcceptClosedListener checks that a raw listener taken out of the
+// routes stops accepting at once, while a stream it accepted before goes
+// on, and the other listener still serves. (Written for session 10's
+// accept-in-the-loop experiment, whose listener close had to take the
+// socket out of a loop's epoll; it holds for the accept goroutine too.)
+func TestRawAcceptClosedListener(t *testing.T) {
+	useLoopMode(t, true)
+	p, al := newProxy(t, testConfig(t))
+	backend := startBackend(t, echo)
+	a := Route{Service: "a", Listen: "auto:a", Backends: []Backend{{Addr: backend}}}
+	b := Route{Service: "b", Listen: "auto:b", Backends: []Backend{{Addr: backend}}}
+	p.Update([]Route{a, b})
+	addrA, addrB := al.addr(t, "auto:a"), al.addr(t, "auto:b")
+	old := dial(t, addrB)
+	defer old.Close()
+	ping(t, old, "before")
+	p.Update([]Route{a})
+	if c, err := net.DialTimeout("tcp", addrB, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("dial %s after its route was removed: connected", addrB)
+	}
+	ping(t, old, "after")
+	c := dial(t, addrA)
+	defer c.Close()
+	ping(t, c, "a")
+}
