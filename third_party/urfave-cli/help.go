@@ -1,12 +1,12 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
-	"text/template"
 	"unicode/utf8"
 )
 
@@ -108,6 +108,18 @@ var HelpPrinter helpPrinter = printHelp
 // an int, this int value will be used to produce a "wrap" function used
 // by the default template to wrap long lines.
 var HelpPrinterCustom helpPrinterCustom = printHelpCustom
+
+// HelpTemplateExecutor, when set, renders a help template the way upstream
+// urfave/cli does: parse templ with funcs, add each of templates as a named
+// template, execute it with data on w. It is nil in this copy (ambassador's
+// third_party/urfave-cli, see PATCHES.md): help is rendered without
+// text/template, whose executor keeps every exported method of every type
+// in the binary. Unset, only the default templates (AppHelpTemplate,
+// CommandHelpTemplate, SubcommandHelpTemplate, as they were at init) can be
+// printed; any other template writes an error to ErrWriter instead of help.
+// A program that wants custom templates sets it to a text/template
+// executor (see PATCHES.md) and pays for text/template again.
+var HelpTemplateExecutor func(w io.Writer, templ string, templates map[string]string, funcs map[string]interface{}, data interface{}) error
 
 // VersionPrinter prints the version for the App
 var VersionPrinter = printVersion
@@ -345,7 +357,7 @@ func ShowCommandCompletions(ctx *Context, command string) {
 func printHelpCustom(out io.Writer, templ string, data interface{}, customFuncs map[string]interface{}) {
 	const maxLineLength = 10000
 
-	funcMap := template.FuncMap{
+	funcMap := map[string]interface{}{
 		"join":           strings.Join,
 		"subtract":       subtract,
 		"indent":         indent,
@@ -372,7 +384,6 @@ func printHelpCustom(out io.Writer, templ string, data interface{}, customFuncs 
 	}
 
 	w := tabwriter.NewWriter(out, 1, 8, 2, ' ', 0)
-	t := template.Must(template.New("help").Funcs(funcMap).Parse(templ))
 	templates := map[string]string{
 		"helpNameTemplate":                  helpNameTemplate,
 		"usageTemplate":                     usageTemplate,
@@ -386,15 +397,17 @@ func printHelpCustom(out io.Writer, templ string, data interface{}, customFuncs 
 		"authorsTemplate":                   authorsTemplate,
 		"visibleCommandCategoryTemplate":    visibleCommandCategoryTemplate,
 	}
-	for name, value := range templates {
-		if _, err := t.New(name).Parse(value); err != nil {
-			if os.Getenv("CLI_TEMPLATE_ERROR_DEBUG") != "" {
-				_, _ = fmt.Fprintf(ErrWriter, "CLI TEMPLATE ERROR: %#v\n", err)
-			}
-		}
+	var err error
+	if HelpTemplateExecutor != nil {
+		err = HelpTemplateExecutor(w, templ, templates, funcMap, data)
+	} else {
+		// help_notemplate.go: the default templates in plain Go.
+		err = renderDefaultHelp(w, templ, data, funcMap)
 	}
-
-	err := t.Execute(w, data)
+	if errors.Is(err, errNotDefaultHelp) {
+		_, _ = fmt.Fprintln(ErrWriter, err)
+		return
+	}
 	if err != nil {
 		// If the writer is closed, t.Execute will fail, and there's nothing
 		// we can do to recover.
