@@ -349,7 +349,7 @@ func TestHelpNonDefaultTemplate(t *testing.T) {
 // TestReleaseBinaryHasNoTemplateExecutor: the release build links neither
 // text/template's executor nor reflect.Value.MethodByName, whose presence
 // makes the linker keep every exported method of every type (issue 10:
-// about 0.7 MB of text and 1.4 MiB resident per node, docs/memory.md). A
+// 0.67 MB of text, 1.0-1.3 MiB resident per node, docs/memory.md). A
 // reachable MethodByName may come back with any new dependency, not only
 // through help; then this test names it.
 func TestReleaseBinaryHasNoTemplateExecutor(t *testing.T) {
