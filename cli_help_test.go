@@ -33,7 +33,9 @@ func textTemplateExecutor(w io.Writer, templ string, templates map[string]string
 }
 
 // bothWays runs f once with text/template and once without, and fails
-// unless the two outputs are equal. It returns the output.
+// unless the two outputs are equal. It returns the output. It sets the
+// package variable cli.HelpTemplateExecutor, so no test of this package
+// may print help in parallel with it (none is parallel).
 func bothWays(t *testing.T, what string, f func() string) string {
 	t.Helper()
 	if cli.HelpTemplateExecutor != nil {
