@@ -33,3 +33,5 @@ require (
 	golang.org/x/sync v0.23.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/urfave/cli/v2 => ./third_party/urfave-cli
