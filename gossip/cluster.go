@@ -170,8 +170,10 @@ type member struct {
 	Member
 	since time.Time
 	// started: the node's own start time from its metadata (zero: not
-	// known, an older release); see missing.
+	// known, an older release); see missing. serves: its metadata says
+	// it announced services when it started (metaServes, want.go).
 	started time.Time
+	serves  bool
 	// suspect: memberlist holds this alive member suspect (State stays
 	// stateAlive; Members reports it as stateSuspect). refused: and its
 	// gossip port refused a connection, so Catalog hides its services.
@@ -789,8 +791,9 @@ func (c *Cluster) addPendingLocked(r record, now time.Time) {
 // later got it only from a push/pull (session 5: hosts of a 100-host lab
 // listened for the announced service up to 8 s after joining).
 //
-// started is the node's start time from its metadata, zero when unknown.
-func (c *Cluster) memberUp(name, addr string, port int, started time.Time) {
+// started is the node's start time from its metadata, zero when unknown;
+// serves is its metaServes flag.
+func (c *Cluster) memberUp(name, addr string, port int, started time.Time, serves bool) {
 	var promoted *record
 	promotedFirst := false // see relay.go
 	var greet *memberlist.Node
@@ -819,10 +822,10 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time) {
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
-	m.started = started
+	m.started, m.serves = started, serves
 	if _, ok := c.records[name]; !ok && name != c.self.Node {
 		c.recordsComplete.Store(false) // askMissing must look again
-		if oldMember(m, m.since) {
+		if serves || oldMember(m, m.since) {
 			c.wantSoon(m.since) // no broadcast of its record is coming
 		}
 	}

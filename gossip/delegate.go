@@ -26,29 +26,68 @@ var (
 )
 
 // NodeMeta returns this node's start time (see encodeMeta), which decides
-// who keeps a name two nodes claim (see NotifyConflict). It never changes.
-// The catalog does not travel here but in broadcasts and push/pull state,
-// because metadata is capped at memberlist.MetaMaxSize (512 bytes).
-func (d *delegate) NodeMeta(limit int) []byte { return encodeMeta(d.c.started) }
-
-// metaVersion is the first byte of the node metadata; a peer whose meta
-// does not start with it (an older release sends none) has no known start
-// time.
-const metaVersion = 1
-
-// encodeMeta is the node metadata: metaVersion, then the start time in
-// Unix nanoseconds, big-endian (9 bytes).
-func encodeMeta(started time.Time) []byte {
-	return binary.BigEndian.AppendUint64([]byte{metaVersion}, uint64(started.UnixNano()))
+// who keeps a name two nodes claim (see NotifyConflict), and whether it
+// announces services. The catalog does not travel here but in broadcasts
+// and push/pull state, because metadata is capped at memberlist.MetaMaxSize
+// (512 bytes).
+//
+// memberlist asks for it when the node starts (and on UpdateNode, which we
+// never call), so metaServes says whether the node announced services when
+// it started: mesh sets them before Start. A node that announces later
+// is not marked and is asked for its record by packet, as before; one
+// that stops keeps the mark, which costs a stream per member that lacks
+// its record, no more.
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.c.mu.Lock()
+	serves := len(d.c.self.Services) > 0 && !d.c.self.Left
+	d.c.mu.Unlock()
+	return encodeMeta(d.c.started, serves)
 }
 
-// decodeMeta returns the start time in meta; ok is false if meta carries
-// none.
-func decodeMeta(meta []byte) (started int64, ok bool) {
-	if len(meta) != 9 || meta[0] != metaVersion {
-		return 0, false
+// The first byte of the node metadata is its version. Version 1 (up to
+// session 9) is the start time alone; version 2 adds a flags byte. A peer
+// whose meta is neither (an older release sends none) has no known start
+// time. A release that knows only version 1 reads a version-2 meta as
+// none: during an upgrade it treats the new nodes as an older release
+// (holdsName's legacyNameWindow; asked for records after wantAfter).
+const (
+	metaVersion1 = 1
+	metaVersion  = 2
+	// metaServes: the node announced services when it started. A node
+	// that learns of such a member without its record asks for it at once
+	// and over a stream (want.go).
+	metaServes = 1 << 0
+)
+
+// encodeMeta is the node metadata: metaVersion, the start time in Unix
+// nanoseconds, big-endian, and the flags byte (10 bytes).
+func encodeMeta(started time.Time, serves bool) []byte {
+	var flags byte
+	if serves {
+		flags |= metaServes
 	}
-	return int64(binary.BigEndian.Uint64(meta[1:])), true
+	b := binary.BigEndian.AppendUint64([]byte{metaVersion}, uint64(started.UnixNano()))
+	return append(b, flags)
+}
+
+// nodeMeta is what decodeMeta reads from a member's metadata.
+type nodeMeta struct {
+	started int64 // Unix nanoseconds
+	serves  bool  // metaServes
+}
+
+// decodeMeta returns what meta carries; ok is false if it carries no start
+// time. It reads both versions.
+func decodeMeta(meta []byte) (nm nodeMeta, ok bool) {
+	switch {
+	case len(meta) == 9 && meta[0] == metaVersion1:
+	case len(meta) == 10 && meta[0] == metaVersion:
+		nm.serves = meta[9]&metaServes != 0
+	default:
+		return nodeMeta{}, false
+	}
+	nm.started = int64(binary.BigEndian.Uint64(meta[1:9]))
+	return nm, true
 }
 
 // holdsName reports whether other, claiming the name of self (this node),
@@ -62,14 +101,15 @@ func decodeMeta(meta []byte) (started int64, ok bool) {
 // wall clocks of two hosts: clocks skewed by more than the gap between the
 // two starts pick the wrong twin, but still only one.
 func holdsName(self, other *memberlist.Node) bool {
-	mine, ok := decodeMeta(self.Meta)
+	me, ok := decodeMeta(self.Meta)
 	if !ok {
 		return true // cannot happen: NodeMeta always sends one
 	}
-	theirs, ok := decodeMeta(other.Meta)
+	them, ok := decodeMeta(other.Meta)
 	if !ok {
-		return time.Since(time.Unix(0, mine)) < legacyNameWindow
+		return time.Since(time.Unix(0, me.started)) < legacyNameWindow
 	}
+	mine, theirs := me.started, them.started
 	if theirs != mine {
 		return theirs < mine
 	}
@@ -154,10 +194,11 @@ func (d *delegate) MergeRemoteState(b []byte, join bool) {
 // memberlist's node lock held.
 func (d *delegate) NotifyJoin(n *memberlist.Node) {
 	var started time.Time
-	if ns, ok := decodeMeta(n.Meta); ok {
-		started = time.Unix(0, ns)
+	nm, ok := decodeMeta(n.Meta)
+	if ok {
+		started = time.Unix(0, nm.started)
 	}
-	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started)
+	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started, nm.serves)
 }
 
 // NotifyUpdate does nothing: memberlist calls it only when an alive node's

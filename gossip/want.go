@@ -35,6 +35,18 @@ import (
 // 7); the request, after wantAfter and behind up to 90 other members
 // without a record in map order, came later than the announcer's
 // greeting. Old members are asked first, oldest first.
+//
+// A member whose metadata says it announces services (metaServes) is
+// asked wantSettle after this node learnt of it, whatever its age, before
+// all others, and over a stream; it answers over a stream too. A packet's
+// user message waits on the receiver behind every alive, suspect and dead
+// message and newest first (see greet), and while 100 hosts formed a
+// cluster at one instant both the request and the answer queued like the
+// greeting did: in a debug run (session 9) the last hosts knew the
+// announcing node 0.5-2.2 s before they listened for its service, which
+// came only with the greeting, once the announcing node learnt of them.
+// Only announcing members are asked this way, so a forming cluster opens
+// about one stream per node and announcing node, not one per pair.
 const (
 	wantAfter = time.Second
 	wantOld   = 2 * time.Second
@@ -76,7 +88,7 @@ func (c *Cluster) askMissing(now time.Time) {
 	if now.UnixNano()-last < int64(wantCheck) || !c.lastWant.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
-	ask := c.missing(now)
+	ask, serving := c.missing(now)
 	if len(ask) == 0 {
 		return
 	}
@@ -84,18 +96,24 @@ func (c *Cluster) askMissing(now time.Time) {
 	if err != nil {
 		return
 	}
-	c.goSend(ask, b, "ask for a record")
+	if serving > 0 {
+		c.goSend(ask[:serving], b, true, "ask an announcing member for its record")
+	}
+	if serving < len(ask) {
+		c.goSend(ask[serving:], b, false, "ask for a record")
+	}
 }
 
 // missing returns the alive members that have been alive for
-// wantAfter (old members: wantSettle), have no record here and were not
-// asked within wantEvery, at most wantBatch, oldest first, and notes them
+// wantAfter (old members and announcing ones: wantSettle), have no record
+// here and were not asked within wantEvery, at most wantBatch, announcing
+// members first (serving says how many), then oldest first, and notes them
 // as asked. It takes c.mu. When every alive
 // member has a record it sets recordsComplete, so that askMissing stops
 // walking the members (on every node of a 100-host lab, a tenth of its
 // idle CPU went to this walk, twice a second); memberUp, the only way a
 // member without a record appears, clears it.
-func (c *Cluster) missing(now time.Time) []*memberlist.Node {
+func (c *Cluster) missing(now time.Time) (ask []*memberlist.Node, serving int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var due []*member
@@ -108,24 +126,29 @@ func (c *Cluster) missing(now time.Time) []*memberlist.Node {
 			continue
 		}
 		complete = false
-		if age := now.Sub(m.since); now.Sub(m.wantAt) < wantEvery || age < wantAfter && (age < wantSettle || !oldMember(m, now)) {
+		if age := now.Sub(m.since); now.Sub(m.wantAt) < wantEvery || age < wantAfter && (age < wantSettle || !m.serves && !oldMember(m, now)) {
 			continue
 		}
 		due = append(due, m)
+		if m.serves {
+			serving++
+		}
 	}
 	c.recordsComplete.Store(complete)
-	if len(due) > wantBatch {
+	if len(due) > wantBatch || serving > 0 && serving < len(due) {
 		// Only while more are due than one batch holds, which happens
-		// while a cluster forms, not on every check.
-		slices.SortFunc(due, compareAge)
-		due = due[:wantBatch]
+		// while a cluster forms, or announcing members are among them,
+		// not on every check.
+		slices.SortFunc(due, compareWant)
+		due = due[:min(len(due), wantBatch)]
+		serving = min(serving, len(due))
 	}
-	out := make([]*memberlist.Node, 0, len(due))
+	ask = make([]*memberlist.Node, 0, len(due))
 	for _, m := range due {
 		m.wantAt = now
-		out = append(out, &memberlist.Node{Name: m.Name, Addr: net.ParseIP(m.Addr), Port: uint16(m.Port)})
+		ask = append(ask, &memberlist.Node{Name: m.Name, Addr: net.ParseIP(m.Addr), Port: uint16(m.Port)})
 	}
-	return out
+	return ask, serving
 }
 
 // wantSoon makes the check for missing records due wantSettle after at,
@@ -146,10 +169,12 @@ func oldMember(m *member, now time.Time) bool {
 	return !m.started.IsZero() && now.Sub(m.started) >= wantOld
 }
 
-// compareAge orders members by start time, oldest first; those without one
-// (older releases) last.
-func compareAge(a, b *member) int {
+// compareWant orders members to ask: announcing members first, then by
+// start time, oldest first; those without one (older releases) last.
+func compareWant(a, b *member) int {
 	switch {
+	case a.serves != b.serves:
+		return cmp.Compare(btoi(b.serves), btoi(a.serves))
 	case a.started.IsZero() || b.started.IsZero():
 		return cmp.Compare(btoi(a.started.IsZero()), btoi(b.started.IsZero()))
 	default:
@@ -166,7 +191,9 @@ func btoi(b bool) int {
 
 // answerWant sends this node's record to member from, which asked for it
 // (kindWant), at most once per wantEvery per asker, so a peer cannot make
-// it send more often than it may ask.
+// it send more often than it may ask. A node that announces services
+// answers over a stream (see the top of this file): it is the record the
+// asker waits for to route, and few nodes announce.
 func (c *Cluster) answerWant(from string) {
 	now := time.Now()
 	c.mu.Lock()
@@ -187,15 +214,23 @@ func (c *Cluster) answerWant(from string) {
 	if err != nil || len(b) > c.maxBcast {
 		return // too large for a packet: push/pull carries it
 	}
-	c.goSend([]*memberlist.Node{to}, b, "answer a record request")
+	c.goSend([]*memberlist.Node{to}, b, len(r.Services) > 0, "answer a record request")
 }
 
-// goSend sends b best-effort to each of to from a goroutine that
-// Shutdown waits for; what names the message in the debug line of a
+// goSend sends b to each of to from a goroutine that Shutdown waits for:
+// over a stream if reliable (a packet when the stream fails), else as a
+// packet, best-effort; what names the message in the debug line of a
 // failed send.
-func (c *Cluster) goSend(to []*memberlist.Node, b []byte, what string) {
+func (c *Cluster) goSend(to []*memberlist.Node, b []byte, reliable bool, what string) {
 	c.goWithMemberlist(func(ml *memberlist.Memberlist) {
 		for _, n := range to {
+			if reliable {
+				err := ml.SendReliable(n, b)
+				if err == nil {
+					continue
+				}
+				c.log.Debug(what+" over a stream", "peer", n.Name, "err", err)
+			}
 			if err := ml.SendBestEffort(n, b); err != nil {
 				c.log.Debug(what, "peer", n.Name, "err", err)
 			}
@@ -237,14 +272,5 @@ func (c *Cluster) greet(to *memberlist.Node, r record) {
 	if err != nil || len(b) > c.maxBcast {
 		return // too large for a packet: push/pull carries it
 	}
-	c.goWithMemberlist(func(ml *memberlist.Memberlist) {
-		err := ml.SendReliable(to, b)
-		if err == nil {
-			return
-		}
-		c.log.Debug("greet a new member over a stream", "peer", to.Name, "err", err)
-		if err := ml.SendBestEffort(to, b); err != nil {
-			c.log.Debug("greet a new member", "peer", to.Name, "err", err)
-		}
-	})
+	c.goSend([]*memberlist.Node{to}, b, true, "greet a new member")
 }

@@ -1,8 +1,10 @@
 package gossip
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -94,7 +96,7 @@ func TestNewMemberGreeted(t *testing.T) {
 	c.mu.Lock()
 	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
 	c.mu.Unlock()
-	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{})
+	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, false)
 	// Well within wantAfter, so c's own request (want.go) cannot be what
 	// brought the record.
 	deadline := time.Now().Add(wantAfter / 2)
@@ -109,6 +111,82 @@ func TestNewMemberGreeted(t *testing.T) {
 			t.Fatalf("c has no record of b %s after b learnt of c", wantAfter/2)
 		}
 		time.Sleep(10 * time.Millisecond) // polling another node's state
+	}
+}
+
+// TestAnnouncingMemberAskedOverStream: a node that learns of a member
+// whose metadata says it announces services (metaServes), without its
+// record, asks for it over a stream and gets the answer over a stream:
+// c's packet path delivers nothing, push/pull is off, and b does not know
+// c as new (no greeting). c is joined to a third node, a, which knows
+// nothing of b and announces nothing: memberlist asks for broadcasts, and
+// so runs the check for missing records, only while it has someone to
+// gossip to. The metadata is written out byte by byte, as a peer sends it. On the old code c asked by packet after wantAfter and b
+// answered by packet, which c's busy packet handler would serve last.
+func TestAnnouncingMemberAskedOverStream(t *testing.T) {
+	quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
+	b := newNodeWith(t, "b", "askstream", 2, quiet)
+	b.SetServices([]Service{{Name: "web", Port: 80}})
+	c := newNodeWith(t, "c", "askstream", 3, func(cfg *Config) {
+		quiet(cfg)
+		tr, err := newTransport("127.0.0.1", 0, testLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Memberlist.Transport = packetless{transport: tr, never: make(chan *memberlist.Packet)}
+	})
+	a := newNodeWith(t, "a", "askstream", 1, quiet)
+	join(t, c, a)
+	b.mu.Lock()
+	b.members["c"] = &member{Member: Member{Name: "c", Addr: "127.0.0.1", Port: c.GossipPort(), State: stateAlive}, since: time.Now()}
+	b.mu.Unlock()
+	// Version 2, started now (a young member: no wantOld shortcut), and
+	// the flags byte with metaServes.
+	meta := binary.BigEndian.AppendUint64([]byte{2}, uint64(time.Now().UnixNano()))
+	meta = append(meta, 1)
+	(&delegate{c: c}).NotifyJoin(&memberlist.Node{Name: "b", Addr: net.ParseIP("127.0.0.1"), Port: uint16(b.GossipPort()), Meta: meta})
+	waitFor(t, "c has b's record", func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if s, ok := c.records["b"]; ok && len(s.rec.Services) == 1 {
+			return nil
+		}
+		return errors.New("no record of b")
+	})
+}
+
+// TestMissingAsksAnnouncingMembersFirst: an announcing member (metaServes)
+// without a record is asked wantSettle after it came up, young as it is,
+// and ahead of a full batch of old members; memberUp makes the check due
+// then. A young member that does not announce still waits wantAfter.
+func TestMissingAsksAnnouncingMembersFirst(t *testing.T) {
+	c, err := New(Config{NodeName: "self", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	c.memberUp("self", "127.0.0.1", 7946, now, true)
+	for i := range wantBatch + 2 {
+		c.memberUp(fmt.Sprintf("old%02d", i), "127.0.0.1", 7001+i, now.Add(-time.Hour), false)
+	}
+	c.memberUp("young", "127.0.0.1", 7100, now, false)
+	c.lastWant.Store(time.Now().UnixNano())
+	c.memberUp("web", "127.0.0.1", 7101, now, true)
+	if due := time.Unix(0, c.lastWant.Load()).Add(wantCheck); due.After(time.Now().Add(wantSettle)) {
+		t.Errorf("an announcing member without a record: next check due in %s, want within wantSettle", time.Until(due))
+	}
+	ask, serving := c.missing(time.Now().Add(wantSettle))
+	if len(ask) != wantBatch || serving != 1 || ask[0].Name != "web" {
+		var got []string
+		for _, n := range ask {
+			got = append(got, n.Name)
+		}
+		t.Fatalf("asked %v, %d announcing; want %d with web first, 1 announcing", got, serving, wantBatch)
+	}
+	for _, n := range ask {
+		if n.Name == "young" {
+			t.Errorf("young asked before wantAfter")
+		}
 	}
 }
 
@@ -141,7 +219,7 @@ func TestGreetingNotQueuedBehindPackets(t *testing.T) {
 	c.mu.Lock()
 	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
 	c.mu.Unlock()
-	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{})
+	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, false)
 	waitFor(t, "c has b's record", func() error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -161,17 +239,17 @@ func TestMissingWalkStopsWhenComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	c.memberUp("a", "127.0.0.1", 7946, time.Time{})
-	c.memberUp("b", "127.0.0.1", 7947, time.Time{})
+	c.memberUp("a", "127.0.0.1", 7946, time.Time{}, false)
+	c.memberUp("b", "127.0.0.1", 7947, time.Time{}, false)
 	c.merge([]record{{Entry: Entry{Node: "b", Addr: "127.0.0.1", Version: 1}}}, false)
-	if got := c.missing(now.Add(wantAfter)); len(got) != 0 || !c.recordsComplete.Load() {
+	if got, _ := c.missing(now.Add(wantAfter)); len(got) != 0 || !c.recordsComplete.Load() {
 		t.Fatalf("b has its record: missing %v, complete %v; want none, true", got, c.recordsComplete.Load())
 	}
-	c.memberUp("c", "127.0.0.1", 7948, time.Time{})
+	c.memberUp("c", "127.0.0.1", 7948, time.Time{}, false)
 	if c.recordsComplete.Load() {
 		t.Fatal("c came up without a record and recordsComplete is still set")
 	}
-	got := c.missing(time.Now().Add(wantAfter))
+	got, _ := c.missing(time.Now().Add(wantAfter))
 	if len(got) != 1 || got[0].Name != "c" {
 		t.Fatalf("missing = %v, want c", got)
 	}
@@ -191,7 +269,7 @@ func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := func(ns []*memberlist.Node) []string {
+	names := func(ns []*memberlist.Node, _ int) []string {
 		var out []string
 		for _, n := range ns {
 			out = append(out, n.Name)
@@ -199,14 +277,14 @@ func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 		return out
 	}
 	now := time.Now()
-	c.memberUp("self", "127.0.0.1", 7946, now)
+	c.memberUp("self", "127.0.0.1", 7946, now, false)
 	c.lastWant.Store(now.UnixNano())
-	c.memberUp("young", "127.0.0.1", 7001, now.Add(-wantOld/2))
-	c.memberUp("legacy", "127.0.0.1", 7002, time.Time{})
+	c.memberUp("young", "127.0.0.1", 7001, now.Add(-wantOld/2), false)
+	c.memberUp("legacy", "127.0.0.1", 7002, time.Time{}, false)
 	if c.lastWant.Load() != now.UnixNano() {
 		t.Fatal("members that just started moved the next check")
 	}
-	c.memberUp("old", "127.0.0.1", 7003, now.Add(-time.Minute))
+	c.memberUp("old", "127.0.0.1", 7003, now.Add(-time.Minute), false)
 	if due := time.Unix(0, c.lastWant.Load()).Add(wantCheck); due.After(time.Now().Add(wantSettle)) {
 		t.Errorf("an old member without a record: next check due in %s, want within wantSettle", time.Until(due))
 	}
@@ -227,12 +305,12 @@ func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.memberUp("self", "127.0.0.1", 7946, now)
-	d.memberUp("legacy", "127.0.0.1", 7000, time.Time{})
+	d.memberUp("self", "127.0.0.1", 7946, now, false)
+	d.memberUp("legacy", "127.0.0.1", 7000, time.Time{}, false)
 	var want []string
 	for i := range wantBatch + 4 {
 		name := fmt.Sprintf("n%02d", i)
-		d.memberUp(name, "127.0.0.1", 7001+i, now.Add(-time.Hour+time.Duration(i)*time.Second))
+		d.memberUp(name, "127.0.0.1", 7001+i, now.Add(-time.Hour+time.Duration(i)*time.Second), false)
 		if i < wantBatch {
 			want = append(want, name)
 		}
