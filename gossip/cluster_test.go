@@ -835,8 +835,8 @@ func TestDecodeMeta(t *testing.T) {
 		want   nodeMeta
 		wantOK bool
 	}{
-		{"version 2, announces", v2, nodeMeta{started: t0.UnixNano(), serves: true}, true},
-		{"version 2, announces nothing", encodeMeta(t0, false), nodeMeta{started: t0.UnixNano()}, true},
+		{"version 2, announces", v2, nodeMeta{started: t0.UnixNano(), offer: offerServices}, true},
+		{"version 2, announces nothing", encodeMeta(t0, false), nodeMeta{started: t0.UnixNano(), offer: offerNothing}, true},
 		{"version 1", append([]byte{1}, v2[1:9]...), nodeMeta{started: t0.UnixNano()}, true},
 		{"version 1 with a flags byte", append([]byte{1}, v2[1:]...), nodeMeta{}, false},
 		{"version 2 without flags", append([]byte{2}, v2[1:9]...), nodeMeta{}, false},

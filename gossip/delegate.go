@@ -26,20 +26,15 @@ var (
 )
 
 // NodeMeta returns this node's start time (see encodeMeta), which decides
-// who keeps a name two nodes claim (see NotifyConflict), and whether it
-// announces services. The catalog does not travel here but in broadcasts
-// and push/pull state, because metadata is capped at memberlist.MetaMaxSize
-// (512 bytes).
-//
-// memberlist asks for it when the node starts (and on UpdateNode, which we
-// never call), so metaServes says whether the node announced services when
-// it started: mesh sets them before Start. A node that announces later
-// is not marked and is asked for its record by packet, as before; one
-// that stops keeps the mark, which costs a stream per member that lacks
-// its record, no more.
+// who keeps a name two nodes claim (see NotifyConflict), and whether its
+// record carries services (metaServes). The catalog does not travel here
+// but in broadcasts and push/pull state, because metadata is capped at
+// memberlist.MetaMaxSize (512 bytes). memberlist asks for it in Create and
+// in UpdateNode, which SetServicesDown calls when metaServes changes.
 func (d *delegate) NodeMeta(limit int) []byte {
 	d.c.mu.Lock()
-	serves := len(d.c.self.Services) > 0 && !d.c.self.Left
+	d.c.served = d.c.servesLocked()
+	serves := d.c.served
 	d.c.mu.Unlock()
 	return encodeMeta(d.c.started, serves)
 }
@@ -53,9 +48,10 @@ func (d *delegate) NodeMeta(limit int) []byte {
 const (
 	metaVersion1 = 1
 	metaVersion  = 2
-	// metaServes: the node announced services when it started. A node
-	// that learns of such a member without its record asks for it at once
-	// and over a stream (want.go).
+	// metaServes: the node's record carries services (up or down). A
+	// node that learns of such a member without its record asks for it
+	// at once and over a stream; one without asks a member that carries
+	// none only after wantQuiet (want.go).
 	metaServes = 1 << 0
 )
 
@@ -73,8 +69,17 @@ func encodeMeta(started time.Time, serves bool) []byte {
 // nodeMeta is what decodeMeta reads from a member's metadata.
 type nodeMeta struct {
 	started int64 // Unix nanoseconds
-	serves  bool  // metaServes
+	offer   offer // offerUnknown for version 1
 }
+
+// offer is what a member's metadata says of its record.
+type offer uint8
+
+const (
+	offerUnknown  offer = iota // version 1 or none: an older release
+	offerNothing               // version 2 without metaServes
+	offerServices              // version 2 with metaServes
+)
 
 // decodeMeta returns what meta carries; ok is false if it carries no start
 // time. It reads both versions.
@@ -82,7 +87,10 @@ func decodeMeta(meta []byte) (nm nodeMeta, ok bool) {
 	switch {
 	case len(meta) == 9 && meta[0] == metaVersion1:
 	case len(meta) == 10 && meta[0] == metaVersion:
-		nm.serves = meta[9]&metaServes != 0
+		nm.offer = offerNothing
+		if meta[9]&metaServes != 0 {
+			nm.offer = offerServices
+		}
 	default:
 		return nodeMeta{}, false
 	}
@@ -198,13 +206,18 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 	if ok {
 		started = time.Unix(0, nm.started)
 	}
-	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started, nm.serves)
+	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started, nm.offer)
 }
 
-// NotifyUpdate does nothing: memberlist calls it only when an alive node's
-// metadata changes, and NodeMeta never changes. (It rejects an address
-// change of an alive node as a conflict.)
-func (d *delegate) NotifyUpdate(n *memberlist.Node) {}
+// NotifyUpdate notes what n's metadata now says of its record: memberlist
+// calls it only when an alive node's metadata changes, which NodeMeta's
+// does when the node starts or stops announcing services. (It rejects an
+// address change of an alive node as a conflict.) Called with
+// memberlist's node lock held.
+func (d *delegate) NotifyUpdate(n *memberlist.Node) {
+	nm, _ := decodeMeta(n.Meta)
+	d.c.memberOffer(n.Name, nm.offer)
+}
 
 // NotifyLeave records n as dead or left. Called with memberlist's node lock
 // held.

@@ -36,7 +36,7 @@ import (
 // without a record in map order, came later than the announcer's
 // greeting. Old members are asked first, oldest first.
 //
-// A member whose metadata says it announces services (metaServes) is
+// A member whose metadata says its record carries services (metaServes) is
 // asked wantSettle after this node learnt of it, whatever its age, before
 // all others, and over a stream; it answers over a stream too. A packet's
 // user message waits on the receiver behind every alive, suspect and dead
@@ -47,6 +47,15 @@ import (
 // came only with the greeting, once the announcing node learnt of them.
 // Only announcing members are asked this way, so a forming cluster opens
 // about one stream per node and announcing node, not one per pair.
+//
+// A member whose metadata says its record carries no services (version 2
+// without metaServes) is asked only wantQuiet after it came up: there is
+// nothing to route to in that record, push/pull brings it meanwhile, and
+// while 100 hosts started at one instant every node asked every other
+// node and answered each: the requests alone were a tenth of all the CPU
+// the nodes spent in their first 12 s (profile, session 10), on a box
+// whose two cores were the bottleneck. If the member starts announcing,
+// its metadata says so (NotifyUpdate) and it is asked at once.
 const (
 	wantAfter = time.Second
 	wantOld   = 2 * time.Second
@@ -60,6 +69,10 @@ const (
 	// hands over the records that came with them, so a check in between
 	// would ask for records that are about to arrive.
 	wantSettle = 100 * time.Millisecond
+	// wantQuiet: a member whose record carries no services is asked
+	// after this: memberlist's LAN push/pull interval, by when a push/pull
+	// has most likely brought the record.
+	wantQuiet = 30 * time.Second
 )
 
 func encodeWant(node string) ([]byte, error) { return encode(kindWant, node) }
@@ -105,7 +118,8 @@ func (c *Cluster) askMissing(now time.Time) {
 }
 
 // missing returns the alive members that have been alive for
-// wantAfter (old members and announcing ones: wantSettle), have no record
+// wantAfter (old members and announcing ones: wantSettle; those that
+// announce nothing: wantQuiet), have no record
 // here and were not asked within wantEvery, at most wantBatch, announcing
 // members first (serving says how many), then oldest first, and notes them
 // as asked. It takes c.mu. When every alive
@@ -126,11 +140,11 @@ func (c *Cluster) missing(now time.Time) (ask []*memberlist.Node, serving int) {
 			continue
 		}
 		complete = false
-		if age := now.Sub(m.since); now.Sub(m.wantAt) < wantEvery || age < wantAfter && (age < wantSettle || !m.serves && !oldMember(m, now)) {
+		if now.Sub(m.wantAt) < wantEvery || now.Sub(m.since) < m.askAfter(now) {
 			continue
 		}
 		due = append(due, m)
-		if m.serves {
+		if m.offer == offerServices {
 			serving++
 		}
 	}
@@ -163,6 +177,21 @@ func (c *Cluster) wantSoon(at time.Time) {
 	}
 }
 
+// askAfter is how long m must have been alive before it is asked for its
+// record (see the top of this file).
+func (m *member) askAfter(now time.Time) time.Duration {
+	switch {
+	case m.offer == offerServices:
+		return wantSettle
+	case m.offer == offerNothing:
+		return wantQuiet
+	case oldMember(m, now):
+		return wantSettle
+	default:
+		return wantAfter
+	}
+}
+
 // oldMember reports whether m started wantOld or more before now by its
 // own clock (a clock behind ours makes it look older: one request early).
 func oldMember(m *member, now time.Time) bool {
@@ -173,8 +202,8 @@ func oldMember(m *member, now time.Time) bool {
 // start time, oldest first; those without one (older releases) last.
 func compareWant(a, b *member) int {
 	switch {
-	case a.serves != b.serves:
-		return cmp.Compare(btoi(b.serves), btoi(a.serves))
+	case (a.offer == offerServices) != (b.offer == offerServices):
+		return cmp.Compare(btoi(b.offer == offerServices), btoi(a.offer == offerServices))
 	case a.started.IsZero() || b.started.IsZero():
 		return cmp.Compare(btoi(a.started.IsZero()), btoi(b.started.IsZero()))
 	default:

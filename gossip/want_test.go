@@ -96,7 +96,7 @@ func TestNewMemberGreeted(t *testing.T) {
 	c.mu.Lock()
 	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
 	c.mu.Unlock()
-	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, false)
+	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown)
 	// Well within wantAfter, so c's own request (want.go) cannot be what
 	// brought the record.
 	deadline := time.Now().Add(wantAfter / 2)
@@ -165,13 +165,14 @@ func TestMissingAsksAnnouncingMembersFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	c.memberUp("self", "127.0.0.1", 7946, now, true)
+	c.memberUp("self", "127.0.0.1", 7946, now, offerServices)
 	for i := range wantBatch + 2 {
-		c.memberUp(fmt.Sprintf("old%02d", i), "127.0.0.1", 7001+i, now.Add(-time.Hour), false)
+		c.memberUp(fmt.Sprintf("old%02d", i), "127.0.0.1", 7001+i, now.Add(-time.Hour), offerUnknown)
 	}
-	c.memberUp("young", "127.0.0.1", 7100, now, false)
+	c.memberUp("young", "127.0.0.1", 7100, now, offerUnknown)
+	c.memberUp("quiet", "127.0.0.1", 7102, now.Add(-2*time.Hour), offerNothing) // the oldest
 	c.lastWant.Store(time.Now().UnixNano())
-	c.memberUp("web", "127.0.0.1", 7101, now, true)
+	c.memberUp("web", "127.0.0.1", 7101, now, offerServices)
 	if due := time.Unix(0, c.lastWant.Load()).Add(wantCheck); due.After(time.Now().Add(wantSettle)) {
 		t.Errorf("an announcing member without a record: next check due in %s, want within wantSettle", time.Until(due))
 	}
@@ -184,10 +185,52 @@ func TestMissingAsksAnnouncingMembersFirst(t *testing.T) {
 		t.Fatalf("asked %v, %d announcing; want %d with web first, 1 announcing", got, serving, wantBatch)
 	}
 	for _, n := range ask {
-		if n.Name == "young" {
-			t.Errorf("young asked before wantAfter")
+		if n.Name == "young" || n.Name == "quiet" {
+			t.Errorf("%s asked at wantSettle", n.Name)
 		}
 	}
+	// A member whose record carries no services, old as it is, waits
+	// wantQuiet; others are asked meanwhile.
+	for _, at := range []time.Duration{wantAfter, wantAfter + wantEvery} {
+		ask, _ := c.missing(time.Now().Add(at))
+		for _, n := range ask {
+			if n.Name == "quiet" {
+				t.Errorf("quiet asked %s after it came up, before wantQuiet", at)
+			}
+		}
+	}
+	ask, _ = c.missing(time.Now().Add(wantQuiet))
+	if !slices.ContainsFunc(ask, func(n *memberlist.Node) bool { return n.Name == "quiet" }) {
+		t.Errorf("quiet not asked after wantQuiet")
+	}
+}
+
+// TestMetaFollowsServices: a node's metadata says whether its record
+// carries services, also when it starts or stops announcing after Start
+// (UpdateNode), and a member notes the change (NotifyUpdate); a member
+// without the record is then asked at once, not after wantQuiet.
+func TestMetaFollowsServices(t *testing.T) {
+	quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
+	a := newNodeWith(t, "a", "metaflag", 1, quiet)
+	b := newNodeWith(t, "b", "metaflag", 2, quiet)
+	join(t, a, b)
+	offerOf := func(o offer) func() error {
+		return func() error {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if m, ok := a.members["b"]; ok && m.offer == o {
+				return nil
+			}
+			return fmt.Errorf("a's member b does not have offer %d", o)
+		}
+	}
+	waitFor(t, "b announces nothing", offerOf(offerNothing))
+	b.SetServices([]Service{{Name: "web", Port: 80}})
+	waitFor(t, "b announces", offerOf(offerServices))
+	b.SetServicesDown(nil, []Service{{Name: "web", Port: 80}})
+	b.SetServices([]Service{{Name: "web", Port: 80}}) // no change of the flag: nothing sent
+	b.SetServices(nil)
+	waitFor(t, "b announces nothing again", offerOf(offerNothing))
 }
 
 // packetless is a transport whose packets never reach memberlist: only
@@ -219,7 +262,7 @@ func TestGreetingNotQueuedBehindPackets(t *testing.T) {
 	c.mu.Lock()
 	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
 	c.mu.Unlock()
-	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, false)
+	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown)
 	waitFor(t, "c has b's record", func() error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -239,13 +282,13 @@ func TestMissingWalkStopsWhenComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	c.memberUp("a", "127.0.0.1", 7946, time.Time{}, false)
-	c.memberUp("b", "127.0.0.1", 7947, time.Time{}, false)
+	c.memberUp("a", "127.0.0.1", 7946, time.Time{}, offerUnknown)
+	c.memberUp("b", "127.0.0.1", 7947, time.Time{}, offerUnknown)
 	c.merge([]record{{Entry: Entry{Node: "b", Addr: "127.0.0.1", Version: 1}}}, false)
 	if got, _ := c.missing(now.Add(wantAfter)); len(got) != 0 || !c.recordsComplete.Load() {
 		t.Fatalf("b has its record: missing %v, complete %v; want none, true", got, c.recordsComplete.Load())
 	}
-	c.memberUp("c", "127.0.0.1", 7948, time.Time{}, false)
+	c.memberUp("c", "127.0.0.1", 7948, time.Time{}, offerUnknown)
 	if c.recordsComplete.Load() {
 		t.Fatal("c came up without a record and recordsComplete is still set")
 	}
@@ -277,14 +320,14 @@ func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 		return out
 	}
 	now := time.Now()
-	c.memberUp("self", "127.0.0.1", 7946, now, false)
+	c.memberUp("self", "127.0.0.1", 7946, now, offerUnknown)
 	c.lastWant.Store(now.UnixNano())
-	c.memberUp("young", "127.0.0.1", 7001, now.Add(-wantOld/2), false)
-	c.memberUp("legacy", "127.0.0.1", 7002, time.Time{}, false)
+	c.memberUp("young", "127.0.0.1", 7001, now.Add(-wantOld/2), offerUnknown)
+	c.memberUp("legacy", "127.0.0.1", 7002, time.Time{}, offerUnknown)
 	if c.lastWant.Load() != now.UnixNano() {
 		t.Fatal("members that just started moved the next check")
 	}
-	c.memberUp("old", "127.0.0.1", 7003, now.Add(-time.Minute), false)
+	c.memberUp("old", "127.0.0.1", 7003, now.Add(-time.Minute), offerUnknown)
 	if due := time.Unix(0, c.lastWant.Load()).Add(wantCheck); due.After(time.Now().Add(wantSettle)) {
 		t.Errorf("an old member without a record: next check due in %s, want within wantSettle", time.Until(due))
 	}
@@ -305,12 +348,12 @@ func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.memberUp("self", "127.0.0.1", 7946, now, false)
-	d.memberUp("legacy", "127.0.0.1", 7000, time.Time{}, false)
+	d.memberUp("self", "127.0.0.1", 7946, now, offerUnknown)
+	d.memberUp("legacy", "127.0.0.1", 7000, time.Time{}, offerUnknown)
 	var want []string
 	for i := range wantBatch + 4 {
 		name := fmt.Sprintf("n%02d", i)
-		d.memberUp(name, "127.0.0.1", 7001+i, now.Add(-time.Hour+time.Duration(i)*time.Second), false)
+		d.memberUp(name, "127.0.0.1", 7001+i, now.Add(-time.Hour+time.Duration(i)*time.Second), offerUnknown)
 		if i < wantBatch {
 			want = append(want, name)
 		}
