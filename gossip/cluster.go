@@ -838,9 +838,7 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 	m.started, m.offer = started, o
 	if _, ok := c.records[name]; !ok && name != c.self.Node {
 		c.recordsComplete.Store(false) // askMissing must look again
-		if o == offerServices || o == offerUnknown && oldMember(m, m.since) {
-			c.wantSoon(m.since) // no broadcast of its record is coming
-		}
+		c.wantBy(m.dueAt())            // missing may have put the next check off
 	}
 	m.suspect, m.refused, m.confirmed = false, false, false
 	c.mu.Unlock()
@@ -988,7 +986,7 @@ func (c *Cluster) memberOffer(name string, o offer) {
 		return
 	}
 	m.offer = o
-	if _, ok := c.records[name]; !ok && name != c.self.Node && o == offerServices {
-		c.wantSoon(time.Now())
+	if _, ok := c.records[name]; !ok && name != c.self.Node {
+		c.wantBy(m.dueAt())
 	}
 }

@@ -126,11 +126,15 @@ func (c *Cluster) askMissing(now time.Time) {
 // member has a record it sets recordsComplete, so that askMissing stops
 // walking the members (on every node of a 100-host lab, a tenth of its
 // idle CPU went to this walk, twice a second); memberUp, the only way a
-// member without a record appears, clears it.
+// member without a record appears, clears it. When none is due before a
+// later check, it moves the next check to when the first one is
+// (wantBy): members that announce nothing wait wantQuiet, and walking
+// them twice a second meanwhile would cost what recordsComplete saves.
 func (c *Cluster) missing(now time.Time) (ask []*memberlist.Node, serving int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var due []*member
+	var next time.Time // the first member not due yet is due then
 	complete := true
 	for name, m := range c.members {
 		if name == c.self.Node || m.State != stateAlive {
@@ -140,7 +144,10 @@ func (c *Cluster) missing(now time.Time) (ask []*memberlist.Node, serving int) {
 			continue
 		}
 		complete = false
-		if now.Sub(m.wantAt) < wantEvery || now.Sub(m.since) < m.askAfter(now) {
+		if at := m.dueAt(); now.Before(at) {
+			if next.IsZero() || at.Before(next) {
+				next = at
+			}
 			continue
 		}
 		due = append(due, m)
@@ -149,6 +156,9 @@ func (c *Cluster) missing(now time.Time) (ask []*memberlist.Node, serving int) {
 		}
 	}
 	c.recordsComplete.Store(complete)
+	if len(due) <= wantBatch && !next.IsZero() && next.Sub(now) > wantCheck {
+		c.lastWant.Store(next.Add(-wantCheck).UnixNano()) // see above; wantBy may move it back
+	}
 	if len(due) > wantBatch || serving > 0 && serving < len(due) {
 		// Only while more are due than one batch holds, which happens
 		// while a cluster forms, or announcing members are among them,
@@ -165,10 +175,10 @@ func (c *Cluster) missing(now time.Time) (ask []*memberlist.Node, serving int) {
 	return ask, serving
 }
 
-// wantSoon makes the check for missing records due wantSettle after at,
-// unless it is due sooner: an old member without a record came up at at.
-func (c *Cluster) wantSoon(at time.Time) {
-	due := at.Add(wantSettle - wantCheck).UnixNano()
+// wantBy makes the check for missing records due at at, unless it is due
+// sooner.
+func (c *Cluster) wantBy(at time.Time) {
+	due := at.Add(-wantCheck).UnixNano()
 	for {
 		last := c.lastWant.Load()
 		if last <= due || c.lastWant.CompareAndSwap(last, due) {
@@ -177,25 +187,37 @@ func (c *Cluster) wantSoon(at time.Time) {
 	}
 }
 
-// askAfter is how long m must have been alive before it is asked for its
-// record (see the top of this file).
-func (m *member) askAfter(now time.Time) time.Duration {
-	switch {
-	case m.offer == offerServices:
-		return wantSettle
-	case m.offer == offerNothing:
-		return wantQuiet
-	case oldMember(m, now):
-		return wantSettle
+// dueAt is when m, alive without a record, may be asked for it (see the
+// top of this file): wantSettle after it came up if its record carries
+// services, wantQuiet if it carries none, and a member of an older
+// release wantAfter, or wantSettle once it is old; and not within
+// wantEvery of the last request.
+func (m *member) dueAt() time.Time {
+	var at time.Time
+	switch m.offer {
+	case offerServices:
+		at = m.since.Add(wantSettle)
+	case offerNothing:
+		at = m.since.Add(wantQuiet)
 	default:
-		return wantAfter
+		at = m.since.Add(wantAfter)
+		if !m.started.IsZero() {
+			if old := m.started.Add(wantOld); old.Before(at) {
+				at = later(old, m.since.Add(wantSettle))
+			}
+		}
 	}
+	if !m.wantAt.IsZero() {
+		at = later(at, m.wantAt.Add(wantEvery))
+	}
+	return at
 }
 
-// oldMember reports whether m started wantOld or more before now by its
-// own clock (a clock behind ours makes it look older: one request early).
-func oldMember(m *member, now time.Time) bool {
-	return !m.started.IsZero() && now.Sub(m.started) >= wantOld
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // compareWant orders members to ask: announcing members first, then by

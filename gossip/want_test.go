@@ -205,6 +205,31 @@ func TestMissingAsksAnnouncingMembersFirst(t *testing.T) {
 	}
 }
 
+// TestMissingPutsOffNextCheck: while the only members without a record
+// announce nothing (asked after wantQuiet), the check for missing records
+// is put off until the first is due instead of walking the members every
+// wantCheck; a member that announces, coming up, brings it back.
+func TestMissingPutsOffNextCheck(t *testing.T) {
+	c, err := New(Config{NodeName: "self", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.memberUp("self", "127.0.0.1", 7946, time.Now(), offerNothing)
+	c.memberUp("quiet", "127.0.0.1", 7001, time.Now(), offerNothing)
+	now := time.Now()
+	if ask, _ := c.missing(now); len(ask) != 0 {
+		t.Fatalf("asked %d members at once, want none", len(ask))
+	}
+	due := func() time.Time { return time.Unix(0, c.lastWant.Load()).Add(wantCheck) }
+	if got := due(); got.Before(now.Add(wantQuiet - time.Second)) {
+		t.Errorf("next check in %s, want about wantQuiet (%s)", got.Sub(now), wantQuiet)
+	}
+	c.memberUp("web", "127.0.0.1", 7002, time.Now(), offerServices)
+	if got := due(); got.After(time.Now().Add(wantSettle)) {
+		t.Errorf("an announcing member came up: next check in %s, want within wantSettle", time.Until(got))
+	}
+}
+
 // TestMetaFollowsServices: a node's metadata says whether its record
 // carries services, also when it starts or stops announcing after Start
 // (UpdateNode), and a member notes the change (NotifyUpdate); a member
