@@ -108,6 +108,9 @@ type Cluster struct {
 	// logLimit rate-limits Warn and Error lines that network input can
 	// repeat, by key.
 	logLimit *limiter
+	// wantLimit: answers to record requests from nodes that are not
+	// members here yet, one per wantEvery per address (want.go).
+	wantLimit *limiter
 
 	numAlive   atomic.Int64 // alive members incl. self, for bcast; counted by memberUp and memberDown (written under mu)
 	gossipPort atomic.Int64 // set in Start
@@ -212,8 +215,9 @@ func New(cfg Config) (*Cluster, error) {
 		conflicts: make(chan Member, 1),
 		reap:      max(cfg.Memberlist.GossipToTheDeadTime, time.Second),
 
-		maxBcast: cfg.maxBroadcast(),
-		logLimit: newLimiter(logInterval),
+		maxBcast:  cfg.maxBroadcast(),
+		logLimit:  newLimiter(logInterval),
+		wantLimit: newLimiter(wantEvery),
 		self: record{Entry: Entry{
 			Node:        cfg.NodeName,
 			Addr:        cfg.advertiseIP(),

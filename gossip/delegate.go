@@ -138,6 +138,15 @@ func (d *delegate) NotifyMsg(b []byte) {
 		d.c.refusedHint(node)
 		return
 	}
+	if len(b) > 1 && b[1] == kindWantFrom {
+		w, err := decodeWantFrom(b)
+		if err != nil {
+			d.c.log.Debug("dropping malformed record request", "bytes", len(b), "err", err)
+			return
+		}
+		d.c.answerWantFrom(w)
+		return
+	}
 	if len(b) > 1 && b[1] == kindWant {
 		from, err := decodeWant(b)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -46,7 +47,14 @@ import (
 // announcing node 0.5-2.2 s before they listened for its service, which
 // came only with the greeting, once the announcing node learnt of them.
 // Only announcing members are asked this way, so a forming cluster opens
-// about one stream per node and announcing node, not one per pair.
+// about one stream per node and announcing node, not one per pair. Such a
+// request (kindWantFrom) also says where the asker listens, because the
+// announcing node often has not heard of it yet: in a debug run of a
+// 100-host start (session 10) hosts knew the announcing node 1-3 s before
+// it knew them, and it could not answer a request by name alone (it
+// dropped them), so they waited for its greeting. It answers an asker it
+// does not know at most once per wantEvery per address, and at most
+// maxLogKeys addresses share that budget (limiter).
 //
 // A member whose metadata says its record carries no services (version 2
 // without metaServes) is asked only wantQuiet after it came up: there is
@@ -77,6 +85,34 @@ const (
 
 func encodeWant(node string) ([]byte, error) { return encode(kindWant, node) }
 
+// wantFrom is a kindWantFrom request: the asking node and its gossip
+// address, to answer at before memberlist reports it.
+type wantFrom struct {
+	Node string `json:"node"`
+	Addr string `json:"addr"`
+	Port int    `json:"port"`
+}
+
+func encodeWantFrom(w wantFrom) ([]byte, error) { return encode(kindWantFrom, w) }
+
+// decodeWantFrom decodes a kindWantFrom message and checks its fields.
+func decodeWantFrom(b []byte) (wantFrom, error) {
+	var w wantFrom
+	if err := decode(b, kindWantFrom, maxRecordMsg, &w); err != nil {
+		return wantFrom{}, err
+	}
+	if err := checkName("node", w.Node); err != nil {
+		return wantFrom{}, fmt.Errorf("%w: want from: %w", errDecode, err)
+	}
+	if a, err := netip.ParseAddr(w.Addr); err != nil || a.IsUnspecified() || a.Zone() != "" {
+		return wantFrom{}, fmt.Errorf("%w: want from %q: address %q", errDecode, w.Node, w.Addr)
+	}
+	if w.Port < 1 || w.Port > 65535 {
+		return wantFrom{}, fmt.Errorf("%w: want from %q: port %d", errDecode, w.Node, w.Port)
+	}
+	return w, nil
+}
+
 // decodeWant decodes a kindWant message: the asking node's name.
 func decodeWant(b []byte) (string, error) {
 	var node string
@@ -105,15 +141,15 @@ func (c *Cluster) askMissing(now time.Time) {
 	if len(ask) == 0 {
 		return
 	}
-	b, err := encodeWant(c.cfg.NodeName)
-	if err != nil {
-		return
-	}
 	if serving > 0 {
-		c.goSend(ask[:serving], b, true, "ask an announcing member for its record")
+		if b, err := encodeWantFrom(c.selfWant()); err == nil {
+			c.goSend(ask[:serving], b, true, "ask an announcing member for its record")
+		}
 	}
 	if serving < len(ask) {
-		c.goSend(ask[serving:], b, false, "ask for a record")
+		if b, err := encodeWant(c.cfg.NodeName); err == nil {
+			c.goSend(ask[serving:], b, false, "ask for a record")
+		}
 	}
 }
 
@@ -266,6 +302,48 @@ func (c *Cluster) answerWant(from string) {
 		return // too large for a packet: push/pull carries it
 	}
 	c.goSend([]*memberlist.Node{to}, b, len(r.Services) > 0, "answer a record request")
+}
+
+// selfWant is this node's kindWantFrom request: its name and the address
+// memberlist advertises.
+func (c *Cluster) selfWant() wantFrom {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := wantFrom{Node: c.self.Node}
+	if m, ok := c.members[c.self.Node]; ok {
+		w.Addr, w.Port = m.Addr, m.Port
+	}
+	return w
+}
+
+// answerWantFrom answers a kindWantFrom request: as answerWant when the
+// asker is a member here, else, if this node announces services, at the
+// address the request gives (see the top of this file).
+func (c *Cluster) answerWantFrom(w wantFrom) {
+	c.mu.Lock()
+	_, known := c.members[w.Node]
+	send := !known && w.Node != c.self.Node && c.servesLocked()
+	var r record
+	if send {
+		r = c.self.clone()
+	}
+	c.mu.Unlock()
+	if known {
+		c.answerWant(w.Node)
+		return
+	}
+	if !send {
+		return
+	}
+	to := netip.AddrPortFrom(netip.MustParseAddr(w.Addr), uint16(w.Port)) // checked in decodeWantFrom
+	if ok, _ := c.wantLimit.allow(to.String(), time.Now()); !ok {
+		return
+	}
+	b, err := encodeRecord(r)
+	if err != nil || len(b) > c.maxBcast {
+		return // too large for a packet: push/pull carries it
+	}
+	c.goSend([]*memberlist.Node{{Name: w.Node, Addr: net.IP(to.Addr().AsSlice()), Port: to.Port()}}, b, true, "answer a record request")
 }
 
 // goSend sends b to each of to from a goroutine that Shutdown waits for:

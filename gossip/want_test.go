@@ -117,42 +117,83 @@ func TestNewMemberGreeted(t *testing.T) {
 // TestAnnouncingMemberAskedOverStream: a node that learns of a member
 // whose metadata says it announces services (metaServes), without its
 // record, asks for it over a stream and gets the answer over a stream:
-// c's packet path delivers nothing, push/pull is off, and b does not know
-// c as new (no greeting). c is joined to a third node, a, which knows
-// nothing of b and announces nothing: memberlist asks for broadcasts, and
-// so runs the check for missing records, only while it has someone to
-// gossip to. The metadata is written out byte by byte, as a peer sends it. On the old code c asked by packet after wantAfter and b
-// answered by packet, which c's busy packet handler would serve last.
+// c's packet path delivers nothing, push/pull is off, and b does not learn
+// of c as new (no greeting). b answers also before it has heard of c at
+// all, at the address c's request gives. c is joined to a third node, a,
+// which knows nothing of b and announces nothing: memberlist asks for
+// broadcasts, and so runs the check for missing records, only while it
+// has someone to gossip to. The metadata is written out byte by byte, as
+// a peer sends it. On the old code c asked by packet after wantAfter and
+// b answered by packet, which c's busy packet handler would serve last,
+// and b dropped a request from a node it did not know.
 func TestAnnouncingMemberAskedOverStream(t *testing.T) {
-	quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
-	b := newNodeWith(t, "b", "askstream", 2, quiet)
-	b.SetServices([]Service{{Name: "web", Port: 80}})
-	c := newNodeWith(t, "c", "askstream", 3, func(cfg *Config) {
-		quiet(cfg)
-		tr, err := newTransport("127.0.0.1", 0, testLogger())
+	for _, bKnowsC := range []bool{true, false} {
+		t.Run(fmt.Sprintf("b knows c %v", bKnowsC), func(t *testing.T) {
+			quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
+			b := newNodeWith(t, "b", "askstream", 2, quiet)
+			b.SetServices([]Service{{Name: "web", Port: 80}})
+			c := newNodeWith(t, "c", "askstream", 3, func(cfg *Config) {
+				quiet(cfg)
+				tr, err := newTransport("127.0.0.1", 0, testLogger())
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.Memberlist.Transport = packetless{transport: tr, never: make(chan *memberlist.Packet)}
+			})
+			a := newNodeWith(t, "a", "askstream", 1, quiet)
+			join(t, c, a)
+			if bKnowsC {
+				b.mu.Lock()
+				b.members["c"] = &member{Member: Member{Name: "c", Addr: "127.0.0.1", Port: c.GossipPort(), State: stateAlive}, since: time.Now()}
+				b.mu.Unlock()
+			}
+			// Version 2, started now (a young member: no wantOld
+			// shortcut), and the flags byte with metaServes.
+			meta := binary.BigEndian.AppendUint64([]byte{2}, uint64(time.Now().UnixNano()))
+			meta = append(meta, 1)
+			(&delegate{c: c}).NotifyJoin(&memberlist.Node{Name: "b", Addr: net.ParseIP("127.0.0.1"), Port: uint16(b.GossipPort()), Meta: meta})
+			waitFor(t, "c has b's record", func() error {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				if s, ok := c.records["b"]; ok && len(s.rec.Services) == 1 {
+					return nil
+				}
+				return errors.New("no record of b")
+			})
+		})
+	}
+}
+
+// TestWantFromDecode: a kindWantFrom request carries a valid node name,
+// address and port.
+func TestWantFromDecode(t *testing.T) {
+	good := wantFrom{Node: "node-1", Addr: "10.0.0.1", Port: 7946}
+	b, err := encodeWantFrom(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := decodeWantFrom(b); err != nil || got != good {
+		t.Errorf("decodeWantFrom: %+v, %v; want %+v", got, err, good)
+	}
+	for _, bad := range []wantFrom{
+		{Node: "", Addr: "10.0.0.1", Port: 7946},
+		{Node: "n", Addr: "", Port: 7946},
+		{Node: "n", Addr: "0.0.0.0", Port: 7946},
+		{Node: "n", Addr: "fe80::1%eth0", Port: 7946},
+		{Node: "n", Addr: "10.0.0.1", Port: 0},
+		{Node: "n", Addr: "10.0.0.1", Port: 65536},
+	} {
+		b, err := encodeWantFrom(bad)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Memberlist.Transport = packetless{transport: tr, never: make(chan *memberlist.Packet)}
-	})
-	a := newNodeWith(t, "a", "askstream", 1, quiet)
-	join(t, c, a)
-	b.mu.Lock()
-	b.members["c"] = &member{Member: Member{Name: "c", Addr: "127.0.0.1", Port: c.GossipPort(), State: stateAlive}, since: time.Now()}
-	b.mu.Unlock()
-	// Version 2, started now (a young member: no wantOld shortcut), and
-	// the flags byte with metaServes.
-	meta := binary.BigEndian.AppendUint64([]byte{2}, uint64(time.Now().UnixNano()))
-	meta = append(meta, 1)
-	(&delegate{c: c}).NotifyJoin(&memberlist.Node{Name: "b", Addr: net.ParseIP("127.0.0.1"), Port: uint16(b.GossipPort()), Meta: meta})
-	waitFor(t, "c has b's record", func() error {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if s, ok := c.records["b"]; ok && len(s.rec.Services) == 1 {
-			return nil
+		if _, err := decodeWantFrom(b); err == nil {
+			t.Errorf("decodeWantFrom(%+v): no error", bad)
 		}
-		return errors.New("no record of b")
-	})
+	}
+	if _, err := decodeWantFrom(append([]byte{wireVersion, kindWant}, b[2:]...)); err == nil {
+		t.Error("decodeWantFrom of a kindWant message: no error")
+	}
 }
 
 // TestMissingAsksAnnouncingMembersFirst: an announcing member (metaServes)
