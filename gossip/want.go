@@ -81,9 +81,9 @@ const (
 	// after this, by when push/pull has almost surely brought the record:
 	// memberlist's LAN interval is 30 s, scaled to 90 s at 100 nodes, and
 	// a node also takes part in the push/pulls others start. With 30 s,
-	// the requests of a 100-host start came in the lab's idle window a
-	// minute later and raised its median CPU from 0.17 to 0.22 % of a
-	// core (session 10); by 3 min few records are left to ask for.
+	// the requests of a 100-host start (about 99 per node) fell in the
+	// scale lab's idle window, which should see a node at rest; by 3 min
+	// push/pull should have brought most of those records.
 	wantQuiet = 3 * time.Minute
 )
 
