@@ -108,6 +108,9 @@ type Cluster struct {
 	// logLimit rate-limits Warn and Error lines that network input can
 	// repeat, by key.
 	logLimit *limiter
+	// wantLimit: answers to record requests from nodes that are not
+	// members here yet, one per wantEvery per address (want.go).
+	wantLimit *limiter
 
 	numAlive   atomic.Int64 // alive members incl. self, for bcast; counted by memberUp and memberDown (written under mu)
 	gossipPort atomic.Int64 // set in Start
@@ -156,6 +159,9 @@ type Cluster struct {
 	raw     map[string]string  // the broadcast of a stored record -> its node (dedup.go)
 	pending map[string]*stored // nodes memberlist did not report (yet), at most maxPending
 	members map[string]*member // as reported by memberlist, incl. self
+	// served: what this node's metadata last said (metaServes, see
+	// NodeMeta); SetServicesDown re-advertises the node when it changes.
+	served bool
 }
 
 type stored struct {
@@ -170,8 +176,10 @@ type member struct {
 	Member
 	since time.Time
 	// started: the node's own start time from its metadata (zero: not
-	// known, an older release); see missing.
+	// known, an older release); see missing. offer: what its metadata
+	// says of its record (want.go).
 	started time.Time
+	offer   offer
 	// suspect: memberlist holds this alive member suspect (State stays
 	// stateAlive; Members reports it as stateSuspect). refused: and its
 	// gossip port refused a connection, so Catalog hides its services.
@@ -207,8 +215,9 @@ func New(cfg Config) (*Cluster, error) {
 		conflicts: make(chan Member, 1),
 		reap:      max(cfg.Memberlist.GossipToTheDeadTime, time.Second),
 
-		maxBcast: cfg.maxBroadcast(),
-		logLimit: newLimiter(logInterval),
+		maxBcast:  cfg.maxBroadcast(),
+		logLimit:  newLimiter(logInterval),
+		wantLimit: newLimiter(wantEvery),
 		self: record{Entry: Entry{
 			Node:        cfg.NodeName,
 			Addr:        cfg.advertiseIP(),
@@ -278,6 +287,12 @@ func (c *Cluster) Start() error {
 	}
 	c.ml = ml
 	c.lifeMu.Unlock()
+	c.mu.Lock()
+	readvertise := c.served != c.servesLocked() // services set while Create ran
+	c.mu.Unlock()
+	if readvertise {
+		c.readvertise()
+	}
 	if t, err := newNodeTable(ml); err != nil {
 		c.log.Warn("suspect members are reported alive, and a crashed node leaves the catalog only when memberlist declares it dead", "err", err)
 	} else {
@@ -343,7 +358,11 @@ func (c *Cluster) SetServicesDown(svcs, down []Service) {
 	c.self.Services, c.self.Down = clean, cleanDown
 	c.self.Version = nextVersion(c.self.Version, time.Now())
 	r := c.self.clone()
+	readvertise := c.served != c.servesLocked()
 	c.mu.Unlock()
+	if readvertise {
+		c.readvertise()
+	}
 
 	// Queued even before Start: the queue keeps one record per node and
 	// memberlist drains it once it runs.
@@ -789,8 +808,9 @@ func (c *Cluster) addPendingLocked(r record, now time.Time) {
 // later got it only from a push/pull (session 5: hosts of a 100-host lab
 // listened for the announced service up to 8 s after joining).
 //
-// started is the node's start time from its metadata, zero when unknown.
-func (c *Cluster) memberUp(name, addr string, port int, started time.Time) {
+// started is the node's start time from its metadata, zero when unknown;
+// o is what its metadata says of its record.
+func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o offer) {
 	var promoted *record
 	promotedFirst := false // see relay.go
 	var greet *memberlist.Node
@@ -819,12 +839,10 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time) {
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
-	m.started = started
+	m.started, m.offer = started, o
 	if _, ok := c.records[name]; !ok && name != c.self.Node {
 		c.recordsComplete.Store(false) // askMissing must look again
-		if oldMember(m, m.since) {
-			c.wantSoon(m.since) // no broadcast of its record is coming
-		}
+		c.wantBy(m.dueAt())            // missing may have put the next check off
 	}
 	m.suspect, m.refused, m.confirmed = false, false, false
 	c.mu.Unlock()
@@ -936,4 +954,43 @@ func nextVersion(prev uint64, now time.Time) uint64 {
 		return prev
 	}
 	return prev + 1
+}
+
+// servesLocked reports whether this node's record carries services, up
+// or down: what its metadata says (metaServes). c.mu must be held.
+func (c *Cluster) servesLocked() bool {
+	return (len(c.self.Services) > 0 || len(c.self.Down) > 0) && !c.self.Left
+}
+
+// readvertise sends this node's metadata again (memberlist's UpdateNode:
+// an alive message with the next incarnation), from a goroutine Shutdown
+// waits for, because whether it announces services changed (metaServes).
+// Members that lack its record then ask for it at once, or stop asking
+// early (want.go). Before Start, Create reads the metadata anyway.
+func (c *Cluster) readvertise() {
+	c.goWithMemberlist(func(ml *memberlist.Memberlist) {
+		// The alive message is queued either way; the timeout only bounds
+		// how long this goroutine waits to hear that it went out.
+		if err := ml.UpdateNode(readvertiseWait); err != nil {
+			c.log.Debug("re-advertise this node's metadata", "err", err)
+		}
+	})
+}
+
+// readvertiseWait bounds readvertise's wait; Shutdown waits for it.
+const readvertiseWait = time.Second
+
+// memberOffer notes what member name's metadata now says of its record
+// (memberlist reports a metadata change of an alive member).
+func (c *Cluster) memberOffer(name string, o offer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.members[name]
+	if !ok || m.offer == o {
+		return
+	}
+	m.offer = o
+	if _, ok := c.records[name]; !ok && name != c.self.Node {
+		c.wantBy(m.dueAt())
+	}
 }

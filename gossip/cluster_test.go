@@ -824,6 +824,34 @@ func (h *noticeHandler) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
+// TestDecodeMeta: both metadata versions decode (version 1, sent up to
+// session 9, has no flags); anything else carries no start time.
+func TestDecodeMeta(t *testing.T) {
+	t0 := time.Unix(1700000000, 5)
+	v2 := encodeMeta(t0, true)
+	for _, tc := range []struct {
+		name   string
+		meta   []byte
+		want   nodeMeta
+		wantOK bool
+	}{
+		{"version 2, announces", v2, nodeMeta{started: t0.UnixNano(), offer: offerServices}, true},
+		{"version 2, announces nothing", encodeMeta(t0, false), nodeMeta{started: t0.UnixNano(), offer: offerNothing}, true},
+		{"version 1", append([]byte{1}, v2[1:9]...), nodeMeta{started: t0.UnixNano()}, true},
+		{"version 1 with a flags byte", append([]byte{1}, v2[1:]...), nodeMeta{}, false},
+		{"version 2 without flags", append([]byte{2}, v2[1:9]...), nodeMeta{}, false},
+		{"unknown version", append([]byte{3}, v2[1:]...), nodeMeta{}, false},
+		{"none", nil, nodeMeta{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := decodeMeta(tc.meta)
+			if got != tc.want || ok != tc.wantOK {
+				t.Errorf("decodeMeta(%x): got %+v, %v; want %+v, %v", tc.meta, got, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+}
+
 // TestHoldsName checks who keeps a name two nodes claim: the one that
 // started first, at the same nanosecond the lower address, and a peer
 // that sends no start time (an older release) only while this node is new.
@@ -832,8 +860,9 @@ func TestHoldsName(t *testing.T) {
 		return &memberlist.Node{Name: "a", Addr: net.ParseIP(ip), Port: port, Meta: meta}
 	}
 	t0 := time.Unix(1700000000, 5)
-	early, late := encodeMeta(t0), encodeMeta(t0.Add(time.Millisecond))
-	young := encodeMeta(time.Now()) // well within legacyNameWindow while the test runs
+	early, late := encodeMeta(t0, false), encodeMeta(t0.Add(time.Millisecond), true)
+	young := encodeMeta(time.Now(), false) // well within legacyNameWindow while the test runs
+	earlyV1 := append([]byte{metaVersion1}, early[1:9]...)
 	for _, tc := range []struct {
 		name        string
 		self, other *memberlist.Node
@@ -846,6 +875,7 @@ func TestHoldsName(t *testing.T) {
 		{"same start and address, other's port lower", node("10.0.0.2", 7947, early), node("10.0.0.2", 7946, early), true},
 		{"same start, IPv4 in 4 and 16 bytes", &memberlist.Node{Name: "a", Addr: net.ParseIP("10.0.0.9").To4(), Port: 7946, Meta: early}, node("10.0.0.2", 7946, early), true},
 		{"other sends no start time, this node is new", node("10.0.0.2", 7946, young), node("10.0.0.9", 7946, nil), true},
+		{"other sends a version-1 meta (up to session 9) and started earlier", node("10.0.0.2", 7946, late), node("10.0.0.9", 7946, earlyV1), true},
 		{"other sends a meta of another version, this node is new", node("10.0.0.2", 7946, young), node("10.0.0.9", 7946, append([]byte{9}, early[1:]...)), true},
 		// An established node does not give way to a namesake of an older
 		// release: that release gives way itself only in its first 30 s,
@@ -858,14 +888,11 @@ func TestHoldsName(t *testing.T) {
 				t.Errorf("holdsName: got %v, want %v", got, tc.want)
 			}
 			// Exactly one of two twins that both send a start time gives way.
-			if tc.other.Meta != nil && tc.other.Meta[0] == metaVersion {
+			if _, ok := decodeMeta(tc.other.Meta); ok {
 				if back := holdsName(tc.other, tc.self); back == tc.want {
 					t.Errorf("holdsName the other way round: got %v too", back)
 				}
 			}
 		})
-	}
-	if got, ok := decodeMeta(encodeMeta(t0)); !ok || got != t0.UnixNano() {
-		t.Errorf("decodeMeta(encodeMeta(%v)): %d, %v", t0, got, ok)
 	}
 }

@@ -26,29 +26,76 @@ var (
 )
 
 // NodeMeta returns this node's start time (see encodeMeta), which decides
-// who keeps a name two nodes claim (see NotifyConflict). It never changes.
-// The catalog does not travel here but in broadcasts and push/pull state,
-// because metadata is capped at memberlist.MetaMaxSize (512 bytes).
-func (d *delegate) NodeMeta(limit int) []byte { return encodeMeta(d.c.started) }
-
-// metaVersion is the first byte of the node metadata; a peer whose meta
-// does not start with it (an older release sends none) has no known start
-// time.
-const metaVersion = 1
-
-// encodeMeta is the node metadata: metaVersion, then the start time in
-// Unix nanoseconds, big-endian (9 bytes).
-func encodeMeta(started time.Time) []byte {
-	return binary.BigEndian.AppendUint64([]byte{metaVersion}, uint64(started.UnixNano()))
+// who keeps a name two nodes claim (see NotifyConflict), and whether its
+// record carries services (metaServes). The catalog does not travel here
+// but in broadcasts and push/pull state, because metadata is capped at
+// memberlist.MetaMaxSize (512 bytes). memberlist asks for it in Create and
+// in UpdateNode, which SetServicesDown calls when metaServes changes.
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.c.mu.Lock()
+	d.c.served = d.c.servesLocked()
+	serves := d.c.served
+	d.c.mu.Unlock()
+	return encodeMeta(d.c.started, serves)
 }
 
-// decodeMeta returns the start time in meta; ok is false if meta carries
-// none.
-func decodeMeta(meta []byte) (started int64, ok bool) {
-	if len(meta) != 9 || meta[0] != metaVersion {
-		return 0, false
+// The first byte of the node metadata is its version. Version 1 (up to
+// session 9) is the start time alone; version 2 adds a flags byte. A peer
+// whose meta is neither (an older release sends none) has no known start
+// time. A release that knows only version 1 reads a version-2 meta as
+// none: during an upgrade it treats the new nodes as an older release
+// (holdsName's legacyNameWindow; asked for records after wantAfter).
+const (
+	metaVersion1 = 1
+	metaVersion  = 2
+	// metaServes: the node's record carries services (up or down). A
+	// node that learns of such a member without its record asks for it
+	// at once and over a stream; one without asks a member that carries
+	// none only after wantQuiet (want.go).
+	metaServes = 1 << 0
+)
+
+// encodeMeta is the node metadata: metaVersion, the start time in Unix
+// nanoseconds, big-endian, and the flags byte (10 bytes).
+func encodeMeta(started time.Time, serves bool) []byte {
+	var flags byte
+	if serves {
+		flags |= metaServes
 	}
-	return int64(binary.BigEndian.Uint64(meta[1:])), true
+	b := binary.BigEndian.AppendUint64([]byte{metaVersion}, uint64(started.UnixNano()))
+	return append(b, flags)
+}
+
+// nodeMeta is what decodeMeta reads from a member's metadata.
+type nodeMeta struct {
+	started int64 // Unix nanoseconds
+	offer   offer // offerUnknown for version 1
+}
+
+// offer is what a member's metadata says of its record.
+type offer uint8
+
+const (
+	offerUnknown  offer = iota // version 1 or none: an older release
+	offerNothing               // version 2 without metaServes
+	offerServices              // version 2 with metaServes
+)
+
+// decodeMeta returns what meta carries; ok is false if it carries no start
+// time. It reads both versions.
+func decodeMeta(meta []byte) (nm nodeMeta, ok bool) {
+	switch {
+	case len(meta) == 9 && meta[0] == metaVersion1:
+	case len(meta) == 10 && meta[0] == metaVersion:
+		nm.offer = offerNothing
+		if meta[9]&metaServes != 0 {
+			nm.offer = offerServices
+		}
+	default:
+		return nodeMeta{}, false
+	}
+	nm.started = int64(binary.BigEndian.Uint64(meta[1:9]))
+	return nm, true
 }
 
 // holdsName reports whether other, claiming the name of self (this node),
@@ -62,14 +109,15 @@ func decodeMeta(meta []byte) (started int64, ok bool) {
 // wall clocks of two hosts: clocks skewed by more than the gap between the
 // two starts pick the wrong twin, but still only one.
 func holdsName(self, other *memberlist.Node) bool {
-	mine, ok := decodeMeta(self.Meta)
+	me, ok := decodeMeta(self.Meta)
 	if !ok {
 		return true // cannot happen: NodeMeta always sends one
 	}
-	theirs, ok := decodeMeta(other.Meta)
+	them, ok := decodeMeta(other.Meta)
 	if !ok {
-		return time.Since(time.Unix(0, mine)) < legacyNameWindow
+		return time.Since(time.Unix(0, me.started)) < legacyNameWindow
 	}
+	mine, theirs := me.started, them.started
 	if theirs != mine {
 		return theirs < mine
 	}
@@ -88,6 +136,15 @@ func (d *delegate) NotifyMsg(b []byte) {
 			return
 		}
 		d.c.refusedHint(node)
+		return
+	}
+	if len(b) > 1 && b[1] == kindWantFrom {
+		w, err := decodeWantFrom(b)
+		if err != nil {
+			d.c.log.Debug("dropping malformed record request", "bytes", len(b), "err", err)
+			return
+		}
+		d.c.answerWantFrom(w)
 		return
 	}
 	if len(b) > 1 && b[1] == kindWant {
@@ -154,16 +211,22 @@ func (d *delegate) MergeRemoteState(b []byte, join bool) {
 // memberlist's node lock held.
 func (d *delegate) NotifyJoin(n *memberlist.Node) {
 	var started time.Time
-	if ns, ok := decodeMeta(n.Meta); ok {
-		started = time.Unix(0, ns)
+	nm, ok := decodeMeta(n.Meta)
+	if ok {
+		started = time.Unix(0, nm.started)
 	}
-	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started)
+	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started, nm.offer)
 }
 
-// NotifyUpdate does nothing: memberlist calls it only when an alive node's
-// metadata changes, and NodeMeta never changes. (It rejects an address
-// change of an alive node as a conflict.)
-func (d *delegate) NotifyUpdate(n *memberlist.Node) {}
+// NotifyUpdate notes what n's metadata now says of its record: memberlist
+// calls it only when an alive node's metadata changes, which NodeMeta's
+// does when the node starts or stops announcing services. (It rejects an
+// address change of an alive node as a conflict.) Called with
+// memberlist's node lock held.
+func (d *delegate) NotifyUpdate(n *memberlist.Node) {
+	nm, _ := decodeMeta(n.Meta)
+	d.c.memberOffer(n.Name, nm.offer)
+}
 
 // NotifyLeave records n as dead or left. Called with memberlist's node lock
 // held.

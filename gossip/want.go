@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -35,6 +36,34 @@ import (
 // 7); the request, after wantAfter and behind up to 90 other members
 // without a record in map order, came later than the announcer's
 // greeting. Old members are asked first, oldest first.
+//
+// A member whose metadata says its record carries services (metaServes) is
+// asked wantSettle after this node learnt of it, whatever its age, before
+// all others, and over a stream; it answers over a stream too. A packet's
+// user message waits on the receiver behind every alive, suspect and dead
+// message and newest first (see greet), and while 100 hosts formed a
+// cluster at one instant both the request and the answer queued like the
+// greeting did: in a debug run (session 9) the last hosts knew the
+// announcing node 0.5-2.2 s before they listened for its service, which
+// came only with the greeting, once the announcing node learnt of them.
+// Only announcing members are asked this way, so a forming cluster opens
+// about one stream per node and announcing node, not one per pair. Such a
+// request (kindWantFrom) also says where the asker listens, because the
+// announcing node often has not heard of it yet: in a debug run of a
+// 100-host start (session 10) hosts knew the announcing node 1-3 s before
+// it knew them, and it could not answer a request by name alone (it
+// dropped them), so they waited for its greeting. It answers an asker it
+// does not know at most once per wantEvery per address, and at most
+// maxLogKeys addresses share that budget (limiter).
+//
+// A member whose metadata says its record carries no services (version 2
+// without metaServes) is asked only wantQuiet after it came up: there is
+// nothing to route to in that record, push/pull brings it meanwhile, and
+// while 100 hosts started at one instant every node asked every other
+// node and answered each: the requests alone were a tenth of all the CPU
+// the nodes spent in their first 12 s (profile, session 10), on a box
+// whose two cores were the bottleneck. If the member starts announcing,
+// its metadata says so (NotifyUpdate) and it is asked at once.
 const (
 	wantAfter = time.Second
 	wantOld   = 2 * time.Second
@@ -48,9 +77,45 @@ const (
 	// hands over the records that came with them, so a check in between
 	// would ask for records that are about to arrive.
 	wantSettle = 100 * time.Millisecond
+	// wantQuiet: a member whose record carries no services is asked
+	// after this, by when push/pull has almost surely brought the record:
+	// memberlist's LAN interval is 30 s, scaled to 90 s at 100 nodes, and
+	// a node also takes part in the push/pulls others start. With 30 s,
+	// the requests of a 100-host start (about 99 per node) fell in the
+	// scale lab's idle window, which should see a node at rest; by 3 min
+	// push/pull should have brought most of those records.
+	wantQuiet = 3 * time.Minute
 )
 
 func encodeWant(node string) ([]byte, error) { return encode(kindWant, node) }
+
+// wantFrom is a kindWantFrom request: the asking node and its gossip
+// address, to answer at before memberlist reports it.
+type wantFrom struct {
+	Node string `json:"node"`
+	Addr string `json:"addr"`
+	Port int    `json:"port"`
+}
+
+func encodeWantFrom(w wantFrom) ([]byte, error) { return encode(kindWantFrom, w) }
+
+// decodeWantFrom decodes a kindWantFrom message and checks its fields.
+func decodeWantFrom(b []byte) (wantFrom, error) {
+	var w wantFrom
+	if err := decode(b, kindWantFrom, maxRecordMsg, &w); err != nil {
+		return wantFrom{}, err
+	}
+	if err := checkName("node", w.Node); err != nil {
+		return wantFrom{}, fmt.Errorf("%w: want from: %w", errDecode, err)
+	}
+	if a, err := netip.ParseAddr(w.Addr); err != nil || a.IsUnspecified() || a.Zone() != "" {
+		return wantFrom{}, fmt.Errorf("%w: want from %q: address %q", errDecode, w.Node, w.Addr)
+	}
+	if w.Port < 1 || w.Port > 65535 {
+		return wantFrom{}, fmt.Errorf("%w: want from %q: port %d", errDecode, w.Node, w.Port)
+	}
+	return w, nil
+}
 
 // decodeWant decodes a kindWant message: the asking node's name.
 func decodeWant(b []byte) (string, error) {
@@ -76,29 +141,40 @@ func (c *Cluster) askMissing(now time.Time) {
 	if now.UnixNano()-last < int64(wantCheck) || !c.lastWant.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
-	ask := c.missing(now)
+	ask, serving := c.missing(now)
 	if len(ask) == 0 {
 		return
 	}
-	b, err := encodeWant(c.cfg.NodeName)
-	if err != nil {
-		return
+	if serving > 0 {
+		if b, err := encodeWantFrom(c.selfWant()); err == nil {
+			c.goSend(ask[:serving], b, true, "ask an announcing member for its record")
+		}
 	}
-	c.goSend(ask, b, "ask for a record")
+	if serving < len(ask) {
+		if b, err := encodeWant(c.cfg.NodeName); err == nil {
+			c.goSend(ask[serving:], b, false, "ask for a record")
+		}
+	}
 }
 
 // missing returns the alive members that have been alive for
-// wantAfter (old members: wantSettle), have no record here and were not
-// asked within wantEvery, at most wantBatch, oldest first, and notes them
+// wantAfter (old members and announcing ones: wantSettle; those that
+// announce nothing: wantQuiet), have no record
+// here and were not asked within wantEvery, at most wantBatch, announcing
+// members first (serving says how many), then oldest first, and notes them
 // as asked. It takes c.mu. When every alive
 // member has a record it sets recordsComplete, so that askMissing stops
 // walking the members (on every node of a 100-host lab, a tenth of its
 // idle CPU went to this walk, twice a second); memberUp, the only way a
-// member without a record appears, clears it.
-func (c *Cluster) missing(now time.Time) []*memberlist.Node {
+// member without a record appears, clears it. When none is due before a
+// later check, it moves the next check to when the first one is
+// (wantBy): members that announce nothing wait wantQuiet, and walking
+// them twice a second meanwhile would cost what recordsComplete saves.
+func (c *Cluster) missing(now time.Time) (ask []*memberlist.Node, serving int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var due []*member
+	var next time.Time // the first member not due yet is due then
 	complete := true
 	for name, m := range c.members {
 		if name == c.self.Node || m.State != stateAlive {
@@ -108,30 +184,41 @@ func (c *Cluster) missing(now time.Time) []*memberlist.Node {
 			continue
 		}
 		complete = false
-		if age := now.Sub(m.since); now.Sub(m.wantAt) < wantEvery || age < wantAfter && (age < wantSettle || !oldMember(m, now)) {
+		if at := m.dueAt(); now.Before(at) {
+			if next.IsZero() || at.Before(next) {
+				next = at
+			}
 			continue
 		}
 		due = append(due, m)
+		if m.offer == offerServices {
+			serving++
+		}
 	}
 	c.recordsComplete.Store(complete)
-	if len(due) > wantBatch {
-		// Only while more are due than one batch holds, which happens
-		// while a cluster forms, not on every check.
-		slices.SortFunc(due, compareAge)
-		due = due[:wantBatch]
+	if len(due) <= wantBatch && !next.IsZero() && next.Sub(now) > wantCheck {
+		c.lastWant.Store(next.Add(-wantCheck).UnixNano()) // see above; wantBy may move it back
 	}
-	out := make([]*memberlist.Node, 0, len(due))
+	if len(due) > wantBatch || serving > 0 && serving < len(due) {
+		// Only while more are due than one batch holds, which happens
+		// while a cluster forms, or announcing members are among them,
+		// not on every check.
+		slices.SortFunc(due, compareWant)
+		due = due[:min(len(due), wantBatch)]
+		serving = min(serving, len(due))
+	}
+	ask = make([]*memberlist.Node, 0, len(due))
 	for _, m := range due {
 		m.wantAt = now
-		out = append(out, &memberlist.Node{Name: m.Name, Addr: net.ParseIP(m.Addr), Port: uint16(m.Port)})
+		ask = append(ask, &memberlist.Node{Name: m.Name, Addr: net.ParseIP(m.Addr), Port: uint16(m.Port)})
 	}
-	return out
+	return ask, serving
 }
 
-// wantSoon makes the check for missing records due wantSettle after at,
-// unless it is due sooner: an old member without a record came up at at.
-func (c *Cluster) wantSoon(at time.Time) {
-	due := at.Add(wantSettle - wantCheck).UnixNano()
+// wantBy makes the check for missing records due at at, unless it is due
+// sooner.
+func (c *Cluster) wantBy(at time.Time) {
+	due := at.Add(-wantCheck).UnixNano()
 	for {
 		last := c.lastWant.Load()
 		if last <= due || c.lastWant.CompareAndSwap(last, due) {
@@ -140,16 +227,45 @@ func (c *Cluster) wantSoon(at time.Time) {
 	}
 }
 
-// oldMember reports whether m started wantOld or more before now by its
-// own clock (a clock behind ours makes it look older: one request early).
-func oldMember(m *member, now time.Time) bool {
-	return !m.started.IsZero() && now.Sub(m.started) >= wantOld
+// dueAt is when m, alive without a record, may be asked for it (see the
+// top of this file): wantSettle after it came up if its record carries
+// services, wantQuiet if it carries none, and a member of an older
+// release wantAfter, or wantSettle once it is old; and not within
+// wantEvery of the last request.
+func (m *member) dueAt() time.Time {
+	var at time.Time
+	switch m.offer {
+	case offerServices:
+		at = m.since.Add(wantSettle)
+	case offerNothing:
+		at = m.since.Add(wantQuiet)
+	default:
+		at = m.since.Add(wantAfter)
+		if !m.started.IsZero() {
+			if old := m.started.Add(wantOld); old.Before(at) {
+				at = later(old, m.since.Add(wantSettle))
+			}
+		}
+	}
+	if !m.wantAt.IsZero() {
+		at = later(at, m.wantAt.Add(wantEvery))
+	}
+	return at
 }
 
-// compareAge orders members by start time, oldest first; those without one
-// (older releases) last.
-func compareAge(a, b *member) int {
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// compareWant orders members to ask: announcing members first, then by
+// start time, oldest first; those without one (older releases) last.
+func compareWant(a, b *member) int {
 	switch {
+	case (a.offer == offerServices) != (b.offer == offerServices):
+		return cmp.Compare(btoi(b.offer == offerServices), btoi(a.offer == offerServices))
 	case a.started.IsZero() || b.started.IsZero():
 		return cmp.Compare(btoi(a.started.IsZero()), btoi(b.started.IsZero()))
 	default:
@@ -166,7 +282,9 @@ func btoi(b bool) int {
 
 // answerWant sends this node's record to member from, which asked for it
 // (kindWant), at most once per wantEvery per asker, so a peer cannot make
-// it send more often than it may ask.
+// it send more often than it may ask. A node that announces services
+// answers over a stream (see the top of this file): it is the record the
+// asker waits for to route, and few nodes announce.
 func (c *Cluster) answerWant(from string) {
 	now := time.Now()
 	c.mu.Lock()
@@ -187,15 +305,65 @@ func (c *Cluster) answerWant(from string) {
 	if err != nil || len(b) > c.maxBcast {
 		return // too large for a packet: push/pull carries it
 	}
-	c.goSend([]*memberlist.Node{to}, b, "answer a record request")
+	c.goSend([]*memberlist.Node{to}, b, len(r.Services) > 0, "answer a record request")
 }
 
-// goSend sends b best-effort to each of to from a goroutine that
-// Shutdown waits for; what names the message in the debug line of a
+// selfWant is this node's kindWantFrom request: its name and the address
+// memberlist advertises.
+func (c *Cluster) selfWant() wantFrom {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := wantFrom{Node: c.self.Node}
+	if m, ok := c.members[c.self.Node]; ok {
+		w.Addr, w.Port = m.Addr, m.Port
+	}
+	return w
+}
+
+// answerWantFrom answers a kindWantFrom request: as answerWant when the
+// asker is a member here, else, if this node announces services, at the
+// address the request gives (see the top of this file).
+func (c *Cluster) answerWantFrom(w wantFrom) {
+	c.mu.Lock()
+	_, known := c.members[w.Node]
+	send := !known && w.Node != c.self.Node && c.servesLocked()
+	var r record
+	if send {
+		r = c.self.clone()
+	}
+	c.mu.Unlock()
+	if known {
+		c.answerWant(w.Node)
+		return
+	}
+	if !send {
+		return
+	}
+	to := netip.AddrPortFrom(netip.MustParseAddr(w.Addr), uint16(w.Port)) // checked in decodeWantFrom
+	if ok, _ := c.wantLimit.allow(to.String(), time.Now()); !ok {
+		return
+	}
+	b, err := encodeRecord(r)
+	if err != nil || len(b) > c.maxBcast {
+		return // too large for a packet: push/pull carries it
+	}
+	c.goSend([]*memberlist.Node{{Name: w.Node, Addr: net.IP(to.Addr().AsSlice()), Port: to.Port()}}, b, true, "answer a record request")
+}
+
+// goSend sends b to each of to from a goroutine that Shutdown waits for:
+// over a stream if reliable (a packet when the stream fails), else as a
+// packet, best-effort; what names the message in the debug line of a
 // failed send.
-func (c *Cluster) goSend(to []*memberlist.Node, b []byte, what string) {
+func (c *Cluster) goSend(to []*memberlist.Node, b []byte, reliable bool, what string) {
 	c.goWithMemberlist(func(ml *memberlist.Memberlist) {
 		for _, n := range to {
+			if reliable {
+				err := ml.SendReliable(n, b)
+				if err == nil {
+					continue
+				}
+				c.log.Debug(what+" over a stream", "peer", n.Name, "err", err)
+			}
 			if err := ml.SendBestEffort(n, b); err != nil {
 				c.log.Debug(what, "peer", n.Name, "err", err)
 			}
@@ -237,14 +405,5 @@ func (c *Cluster) greet(to *memberlist.Node, r record) {
 	if err != nil || len(b) > c.maxBcast {
 		return // too large for a packet: push/pull carries it
 	}
-	c.goWithMemberlist(func(ml *memberlist.Memberlist) {
-		err := ml.SendReliable(to, b)
-		if err == nil {
-			return
-		}
-		c.log.Debug("greet a new member over a stream", "peer", to.Name, "err", err)
-		if err := ml.SendBestEffort(to, b); err != nil {
-			c.log.Debug("greet a new member", "peer", to.Name, "err", err)
-		}
-	})
+	c.goSend([]*memberlist.Node{to}, b, true, "greet a new member")
 }

@@ -1,8 +1,10 @@
 package gossip
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -94,7 +96,7 @@ func TestNewMemberGreeted(t *testing.T) {
 	c.mu.Lock()
 	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
 	c.mu.Unlock()
-	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{})
+	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown)
 	// Well within wantAfter, so c's own request (want.go) cannot be what
 	// brought the record.
 	deadline := time.Now().Add(wantAfter / 2)
@@ -110,6 +112,191 @@ func TestNewMemberGreeted(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling another node's state
 	}
+}
+
+// TestAnnouncingMemberAskedOverStream: a node that learns of a member
+// whose metadata says it announces services (metaServes), without its
+// record, asks for it over a stream and gets the answer over a stream:
+// c's packet path delivers nothing, push/pull is off, and b does not learn
+// of c as new (no greeting). b answers also before it has heard of c at
+// all, at the address c's request gives. c is joined to a third node, a,
+// which knows nothing of b and announces nothing: memberlist asks for
+// broadcasts, and so runs the check for missing records, only while it
+// has someone to gossip to. The metadata is written out byte by byte, as
+// a peer sends it. On the old code c asked by packet after wantAfter and
+// b answered by packet, which c's busy packet handler would serve last,
+// and b dropped a request from a node it did not know.
+func TestAnnouncingMemberAskedOverStream(t *testing.T) {
+	for _, bKnowsC := range []bool{true, false} {
+		t.Run(fmt.Sprintf("b knows c %v", bKnowsC), func(t *testing.T) {
+			quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
+			b := newNodeWith(t, "b", "askstream", 2, quiet)
+			b.SetServices([]Service{{Name: "web", Port: 80}})
+			c := newNodeWith(t, "c", "askstream", 3, func(cfg *Config) {
+				quiet(cfg)
+				tr, err := newTransport("127.0.0.1", 0, testLogger())
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.Memberlist.Transport = packetless{transport: tr, never: make(chan *memberlist.Packet)}
+			})
+			a := newNodeWith(t, "a", "askstream", 1, quiet)
+			join(t, c, a)
+			if bKnowsC {
+				b.mu.Lock()
+				b.members["c"] = &member{Member: Member{Name: "c", Addr: "127.0.0.1", Port: c.GossipPort(), State: stateAlive}, since: time.Now()}
+				b.mu.Unlock()
+			}
+			// Version 2, started now (a young member: no wantOld
+			// shortcut), and the flags byte with metaServes.
+			meta := binary.BigEndian.AppendUint64([]byte{2}, uint64(time.Now().UnixNano()))
+			meta = append(meta, 1)
+			(&delegate{c: c}).NotifyJoin(&memberlist.Node{Name: "b", Addr: net.ParseIP("127.0.0.1"), Port: uint16(b.GossipPort()), Meta: meta})
+			waitFor(t, "c has b's record", func() error {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				if s, ok := c.records["b"]; ok && len(s.rec.Services) == 1 {
+					return nil
+				}
+				return errors.New("no record of b")
+			})
+		})
+	}
+}
+
+// TestWantFromDecode: a kindWantFrom request carries a valid node name,
+// address and port.
+func TestWantFromDecode(t *testing.T) {
+	good := wantFrom{Node: "node-1", Addr: "10.0.0.1", Port: 7946}
+	b, err := encodeWantFrom(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := decodeWantFrom(b); err != nil || got != good {
+		t.Errorf("decodeWantFrom: %+v, %v; want %+v", got, err, good)
+	}
+	for _, bad := range []wantFrom{
+		{Node: "", Addr: "10.0.0.1", Port: 7946},
+		{Node: "n", Addr: "", Port: 7946},
+		{Node: "n", Addr: "0.0.0.0", Port: 7946},
+		{Node: "n", Addr: "fe80::1%eth0", Port: 7946},
+		{Node: "n", Addr: "10.0.0.1", Port: 0},
+		{Node: "n", Addr: "10.0.0.1", Port: 65536},
+	} {
+		b, err := encodeWantFrom(bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := decodeWantFrom(b); err == nil {
+			t.Errorf("decodeWantFrom(%+v): no error", bad)
+		}
+	}
+	if _, err := decodeWantFrom(append([]byte{wireVersion, kindWant}, b[2:]...)); err == nil {
+		t.Error("decodeWantFrom of a kindWant message: no error")
+	}
+}
+
+// TestMissingAsksAnnouncingMembersFirst: an announcing member (metaServes)
+// without a record is asked wantSettle after it came up, young as it is,
+// and ahead of a full batch of old members; memberUp makes the check due
+// then. A young member that does not announce still waits wantAfter.
+func TestMissingAsksAnnouncingMembersFirst(t *testing.T) {
+	c, err := New(Config{NodeName: "self", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	c.memberUp("self", "127.0.0.1", 7946, now, offerServices)
+	for i := range wantBatch + 2 {
+		c.memberUp(fmt.Sprintf("old%02d", i), "127.0.0.1", 7001+i, now.Add(-time.Hour), offerUnknown)
+	}
+	c.memberUp("young", "127.0.0.1", 7100, now, offerUnknown)
+	c.memberUp("quiet", "127.0.0.1", 7102, now.Add(-2*time.Hour), offerNothing) // the oldest
+	c.lastWant.Store(time.Now().UnixNano())
+	c.memberUp("web", "127.0.0.1", 7101, now, offerServices)
+	if due := time.Unix(0, c.lastWant.Load()).Add(wantCheck); due.After(time.Now().Add(wantSettle)) {
+		t.Errorf("an announcing member without a record: next check due in %s, want within wantSettle", time.Until(due))
+	}
+	ask, serving := c.missing(time.Now().Add(wantSettle))
+	if len(ask) != wantBatch || serving != 1 || ask[0].Name != "web" {
+		var got []string
+		for _, n := range ask {
+			got = append(got, n.Name)
+		}
+		t.Fatalf("asked %v, %d announcing; want %d with web first, 1 announcing", got, serving, wantBatch)
+	}
+	for _, n := range ask {
+		if n.Name == "young" || n.Name == "quiet" {
+			t.Errorf("%s asked at wantSettle", n.Name)
+		}
+	}
+	// A member whose record carries no services, old as it is, waits
+	// wantQuiet; others are asked meanwhile.
+	for _, at := range []time.Duration{wantAfter, wantAfter + wantEvery} {
+		ask, _ := c.missing(time.Now().Add(at))
+		for _, n := range ask {
+			if n.Name == "quiet" {
+				t.Errorf("quiet asked %s after it came up, before wantQuiet", at)
+			}
+		}
+	}
+	ask, _ = c.missing(time.Now().Add(wantQuiet))
+	if !slices.ContainsFunc(ask, func(n *memberlist.Node) bool { return n.Name == "quiet" }) {
+		t.Errorf("quiet not asked after wantQuiet")
+	}
+}
+
+// TestMissingPutsOffNextCheck: while the only members without a record
+// announce nothing (asked after wantQuiet), the check for missing records
+// is put off until the first is due instead of walking the members every
+// wantCheck; a member that announces, coming up, brings it back.
+func TestMissingPutsOffNextCheck(t *testing.T) {
+	c, err := New(Config{NodeName: "self", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.memberUp("self", "127.0.0.1", 7946, time.Now(), offerNothing)
+	c.memberUp("quiet", "127.0.0.1", 7001, time.Now(), offerNothing)
+	now := time.Now()
+	if ask, _ := c.missing(now); len(ask) != 0 {
+		t.Fatalf("asked %d members at once, want none", len(ask))
+	}
+	due := func() time.Time { return time.Unix(0, c.lastWant.Load()).Add(wantCheck) }
+	if got := due(); got.Before(now.Add(wantQuiet - time.Second)) {
+		t.Errorf("next check in %s, want about wantQuiet (%s)", got.Sub(now), wantQuiet)
+	}
+	c.memberUp("web", "127.0.0.1", 7002, time.Now(), offerServices)
+	if got := due(); got.After(time.Now().Add(wantSettle)) {
+		t.Errorf("an announcing member came up: next check in %s, want within wantSettle", time.Until(got))
+	}
+}
+
+// TestMetaFollowsServices: a node's metadata says whether its record
+// carries services, also when it starts or stops announcing after Start
+// (UpdateNode), and a member notes the change (NotifyUpdate); a member
+// without the record is then asked at once, not after wantQuiet.
+func TestMetaFollowsServices(t *testing.T) {
+	quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
+	a := newNodeWith(t, "a", "metaflag", 1, quiet)
+	b := newNodeWith(t, "b", "metaflag", 2, quiet)
+	join(t, a, b)
+	offerOf := func(o offer) func() error {
+		return func() error {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if m, ok := a.members["b"]; ok && m.offer == o {
+				return nil
+			}
+			return fmt.Errorf("a's member b does not have offer %d", o)
+		}
+	}
+	waitFor(t, "b announces nothing", offerOf(offerNothing))
+	b.SetServices([]Service{{Name: "web", Port: 80}})
+	waitFor(t, "b announces", offerOf(offerServices))
+	b.SetServicesDown(nil, []Service{{Name: "web", Port: 80}})
+	b.SetServices([]Service{{Name: "web", Port: 80}}) // no change of the flag: nothing sent
+	b.SetServices(nil)
+	waitFor(t, "b announces nothing again", offerOf(offerNothing))
 }
 
 // packetless is a transport whose packets never reach memberlist: only
@@ -141,7 +328,7 @@ func TestGreetingNotQueuedBehindPackets(t *testing.T) {
 	c.mu.Lock()
 	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
 	c.mu.Unlock()
-	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{})
+	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown)
 	waitFor(t, "c has b's record", func() error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -161,17 +348,17 @@ func TestMissingWalkStopsWhenComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	c.memberUp("a", "127.0.0.1", 7946, time.Time{})
-	c.memberUp("b", "127.0.0.1", 7947, time.Time{})
+	c.memberUp("a", "127.0.0.1", 7946, time.Time{}, offerUnknown)
+	c.memberUp("b", "127.0.0.1", 7947, time.Time{}, offerUnknown)
 	c.merge([]record{{Entry: Entry{Node: "b", Addr: "127.0.0.1", Version: 1}}}, false)
-	if got := c.missing(now.Add(wantAfter)); len(got) != 0 || !c.recordsComplete.Load() {
+	if got, _ := c.missing(now.Add(wantAfter)); len(got) != 0 || !c.recordsComplete.Load() {
 		t.Fatalf("b has its record: missing %v, complete %v; want none, true", got, c.recordsComplete.Load())
 	}
-	c.memberUp("c", "127.0.0.1", 7948, time.Time{})
+	c.memberUp("c", "127.0.0.1", 7948, time.Time{}, offerUnknown)
 	if c.recordsComplete.Load() {
 		t.Fatal("c came up without a record and recordsComplete is still set")
 	}
-	got := c.missing(time.Now().Add(wantAfter))
+	got, _ := c.missing(time.Now().Add(wantAfter))
 	if len(got) != 1 || got[0].Name != "c" {
 		t.Fatalf("missing = %v, want c", got)
 	}
@@ -191,7 +378,7 @@ func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := func(ns []*memberlist.Node) []string {
+	names := func(ns []*memberlist.Node, _ int) []string {
 		var out []string
 		for _, n := range ns {
 			out = append(out, n.Name)
@@ -199,14 +386,14 @@ func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 		return out
 	}
 	now := time.Now()
-	c.memberUp("self", "127.0.0.1", 7946, now)
+	c.memberUp("self", "127.0.0.1", 7946, now, offerUnknown)
 	c.lastWant.Store(now.UnixNano())
-	c.memberUp("young", "127.0.0.1", 7001, now.Add(-wantOld/2))
-	c.memberUp("legacy", "127.0.0.1", 7002, time.Time{})
+	c.memberUp("young", "127.0.0.1", 7001, now.Add(-wantOld/2), offerUnknown)
+	c.memberUp("legacy", "127.0.0.1", 7002, time.Time{}, offerUnknown)
 	if c.lastWant.Load() != now.UnixNano() {
 		t.Fatal("members that just started moved the next check")
 	}
-	c.memberUp("old", "127.0.0.1", 7003, now.Add(-time.Minute))
+	c.memberUp("old", "127.0.0.1", 7003, now.Add(-time.Minute), offerUnknown)
 	if due := time.Unix(0, c.lastWant.Load()).Add(wantCheck); due.After(time.Now().Add(wantSettle)) {
 		t.Errorf("an old member without a record: next check due in %s, want within wantSettle", time.Until(due))
 	}
@@ -227,12 +414,12 @@ func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.memberUp("self", "127.0.0.1", 7946, now)
-	d.memberUp("legacy", "127.0.0.1", 7000, time.Time{})
+	d.memberUp("self", "127.0.0.1", 7946, now, offerUnknown)
+	d.memberUp("legacy", "127.0.0.1", 7000, time.Time{}, offerUnknown)
 	var want []string
 	for i := range wantBatch + 4 {
 		name := fmt.Sprintf("n%02d", i)
-		d.memberUp(name, "127.0.0.1", 7001+i, now.Add(-time.Hour+time.Duration(i)*time.Second))
+		d.memberUp(name, "127.0.0.1", 7001+i, now.Add(-time.Hour+time.Duration(i)*time.Second), offerUnknown)
 		if i < wantBatch {
 			want = append(want, name)
 		}

@@ -31,6 +31,10 @@ const (
 	kindState   byte = 2
 	kindRefused byte = 3 // JSON: the name of a suspect whose gossip port refused; see suspect.go
 	kindWant    byte = 4 // JSON: the name of a node asking the receiver for its record; see want.go
+	// kindWantFrom: JSON wantFrom, a node asking the receiver for its
+	// record and saying where to send it; see want.go. Sent only to nodes
+	// whose metadata is version 2, which know it.
+	kindWantFrom byte = 5
 
 	// maxRecordMsg bounds one broadcast. Broadcasts travel in UDP packets
 	// (memberlist's UDPBufferSize, 1400 bytes by default), so anything larger
