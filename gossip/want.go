@@ -108,7 +108,10 @@ func decodeWantFrom(b []byte) (wantFrom, error) {
 	if err := checkName("node", w.Node); err != nil {
 		return wantFrom{}, fmt.Errorf("%w: want from: %w", errDecode, err)
 	}
-	if a, err := netip.ParseAddr(w.Addr); err != nil || a.IsUnspecified() || a.Zone() != "" {
+	// A unicast address only: the answer to a node not yet a member goes
+	// where the request says, and a packet to a multicast or broadcast
+	// address would reach every host of the LAN.
+	if a, err := netip.ParseAddr(w.Addr); err != nil || !(a.IsGlobalUnicast() || a.IsLoopback()) || a.Zone() != "" {
 		return wantFrom{}, fmt.Errorf("%w: want from %q: address %q", errDecode, w.Node, w.Addr)
 	}
 	if w.Port < 1 || w.Port > 65535 {

@@ -180,6 +180,10 @@ func TestWantFromDecode(t *testing.T) {
 		{Node: "n", Addr: "", Port: 7946},
 		{Node: "n", Addr: "0.0.0.0", Port: 7946},
 		{Node: "n", Addr: "fe80::1%eth0", Port: 7946},
+		{Node: "n", Addr: "fe80::1", Port: 7946},
+		{Node: "n", Addr: "224.0.0.251", Port: 7946},
+		{Node: "n", Addr: "ff02::fb", Port: 7946},
+		{Node: "n", Addr: "255.255.255.255", Port: 7946},
 		{Node: "n", Addr: "10.0.0.1", Port: 0},
 		{Node: "n", Addr: "10.0.0.1", Port: 65536},
 	} {
