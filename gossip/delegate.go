@@ -129,42 +129,49 @@ func holdsName(self, other *memberlist.Node) bool {
 // NotifyMsg merges one broadcast record. memberlist may reuse b after the
 // call; decodeRecord copies what it keeps.
 func (d *delegate) NotifyMsg(b []byte) {
-	if len(b) > 1 && b[1] == kindRefused {
+	var kind byte
+	if len(b) > 1 {
+		kind = b[1]
+	}
+	switch kind {
+	case kindRefused:
 		node, err := decodeRefused(b)
 		if err != nil {
-			d.c.log.Debug("dropping malformed refused message", "bytes", len(b), "err", err)
+			d.dropped("refused message", b, err)
 			return
 		}
 		d.c.refusedHint(node)
-		return
-	}
-	if len(b) > 1 && b[1] == kindWantFrom {
+	case kindWantFrom:
 		w, err := decodeWantFrom(b)
 		if err != nil {
-			d.c.log.Debug("dropping malformed record request", "bytes", len(b), "err", err)
+			d.dropped("record request", b, err)
 			return
 		}
 		d.c.answerWantFrom(w)
-		return
-	}
-	if len(b) > 1 && b[1] == kindWant {
+	case kindWant:
 		from, err := decodeWant(b)
 		if err != nil {
-			d.c.log.Debug("dropping malformed record request", "bytes", len(b), "err", err)
+			d.dropped("record request", b, err)
 			return
 		}
 		d.c.answerWant(from)
-		return
+	default:
+		if d.c.seenBroadcast(b) {
+			return // a copy of a stored record's broadcast (dedup.go)
+		}
+		r, err := decodeRecord(b)
+		if err != nil {
+			d.dropped("broadcast", b, err)
+			return
+		}
+		d.c.mergeRaw([]record{r}, b, false)
 	}
-	if d.c.seenBroadcast(b) {
-		return // a copy of a stored record's broadcast (dedup.go)
-	}
-	r, err := decodeRecord(b)
-	if err != nil {
-		d.c.log.Debug("dropping malformed broadcast", "bytes", len(b), "err", err)
-		return
-	}
-	d.c.mergeRaw([]record{r}, b, false)
+}
+
+// dropped logs, at debug level, a message NotifyMsg could not decode:
+// network input, so never louder.
+func (d *delegate) dropped(what string, b []byte, err error) {
+	d.c.log.Debug("dropping malformed "+what, "bytes", len(b), "err", err)
 }
 
 // GetBroadcasts hands memberlist the queued records that fit in limit.
