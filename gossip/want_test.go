@@ -152,14 +152,7 @@ func TestAnnouncingMemberAskedOverStream(t *testing.T) {
 			meta := binary.BigEndian.AppendUint64([]byte{2}, uint64(time.Now().UnixNano()))
 			meta = append(meta, 1)
 			(&delegate{c: c}).NotifyJoin(&memberlist.Node{Name: "b", Addr: net.ParseIP("127.0.0.1"), Port: uint16(b.GossipPort()), Meta: meta})
-			waitFor(t, "c has b's record", func() error {
-				c.mu.Lock()
-				defer c.mu.Unlock()
-				if s, ok := c.records["b"]; ok && len(s.rec.Services) == 1 {
-					return nil
-				}
-				return errors.New("no record of b")
-			})
+			waitStoredRecord(t, c, "b")
 		})
 	}
 }
@@ -333,14 +326,7 @@ func TestGreetingNotQueuedBehindPackets(t *testing.T) {
 	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
 	c.mu.Unlock()
 	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown)
-	waitFor(t, "c has b's record", func() error {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if s, ok := c.records["b"]; ok && len(s.rec.Services) == 1 {
-			return nil
-		}
-		return errors.New("no record of b")
-	})
+	waitStoredRecord(t, c, "b")
 }
 
 // TestMissingWalkStopsWhenComplete: once every alive member has a record,
@@ -442,4 +428,19 @@ func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 	if len(got) != wantBatch || got[0] != "n00" {
 		t.Errorf("after wantEvery: asked %v, want n00 first", got)
 	}
+}
+
+// waitStoredRecord waits until c stores node's record with its one
+// service. It reads the stored records, not Catalog, so that a member
+// still suspect or refused counts too.
+func waitStoredRecord(t *testing.T, c *Cluster, node string) {
+	t.Helper()
+	waitFor(t, "c has "+node+"'s record", func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if s, ok := c.records[node]; ok && len(s.rec.Services) == 1 {
+			return nil
+		}
+		return errors.New("no record of " + node)
+	})
 }
