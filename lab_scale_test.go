@@ -28,7 +28,8 @@ import (
 // the CPU and memory figures are those of a release build. Settings, from
 // the environment:
 //
-//	AMB_SCALE_HOSTS   number of hosts (default: 25 for TestLabScale, which CI runs;
+//	AMB_SCALE_HOSTS   number of hosts (default: 25 for TestLabScale; .ci/test runs it
+//	                  at 25 with the suite and then at 100 alone;
 //	                  TestLabScaleLoss skips unless it is set)
 //	AMB_SCALE_WINDOW  idle window for CPU, RSS and stability (default 20s)
 //	AMB_SCALE_IDLE_AFTER  wait this long before the idle window opens (default 0): a
@@ -585,8 +586,9 @@ func lastLine(s string) string {
 // idle, or a host does not list every node alive; with AMB_SCALE_STRICT=1
 // also when a timing target is missed.
 func TestLabScale(t *testing.T) {
-	// 25 hosts by default: the size CI runs, in about a minute. 60 and
-	// 100 take minutes and most of two cores: go tool -modfile=tools/go.mod task lab-scale.
+	// 25 hosts by default: the size that runs with the rest of the suite.
+	// .ci/test then runs 100 alone (about a minute, most of two cores);
+	// go tool -modfile=tools/go.mod task lab-scale runs 25, 60 and 100.
 	s := scaleEnv(t, 25)
 	needBinaries(t, "nft")
 	c, probe := startScaleCluster(t, s, true, nil)
