@@ -25,3 +25,23 @@ func logHandler(w io.Writer, format string, lvl slog.Level) (slog.Handler, error
 	}
 	return nil, usagef("--log-format: %q is not one of text, json", format)
 }
+
+func newLogger(c *cli.Context) (*slog.Logger, error) {
+	return newLoggerFrom(c, c)
+}
+
+// newLoggerFrom reads --log-level from src (the command line, or the
+// command line over the --config file) and logs to c's stderr.
+func newLoggerFrom(c *cli.Context, src source) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(src.String("log-level"))); err != nil {
+		return nil, usagef("--log-level: %q is not one of debug, info, warn, error", src.String("log-level"))
+	}
+	h, err := logHandler(c.App.ErrWriter, src.String("log-format"), lvl)
+	if err != nil {
+		return nil, err
+	}
+	l := slog.New(h)
+	slog.SetDefault(l)
+	return l, nil
+}

@@ -1,0 +1,35 @@
+// `ambassador forward`: static ports with no mesh.
+
+package main
+
+import (
+	"github.com/ambassador-mesh/ambassador/mesh"
+	"github.com/urfave/cli/v2"
+)
+
+func forwardCmd(c *cli.Context) error {
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	if !c.Args().Present() {
+		return usagef("forward: want at least one LISTEN=TARGET")
+	}
+	var pairs []mesh.Static
+	for _, s := range c.Args().Slice() {
+		p, err := mesh.ParseStatic(s)
+		if err != nil {
+			return usagef("forward: %v", err)
+		}
+		pairs = append(pairs, p)
+	}
+	sc := mesh.StaticConfig{DrainTimeout: c.Duration("drain-timeout"),
+		IdleTimeout: c.Duration("idle-timeout"), HalfCloseTimeout: c.Duration("half-close-timeout")}
+	if sc.IdleTimeout < 0 {
+		return usagef("--idle-timeout %s is negative", sc.IdleTimeout)
+	}
+	if sc.HalfCloseTimeout < 0 {
+		return usagef("--half-close-timeout %s is negative", sc.HalfCloseTimeout)
+	}
+	return mesh.RunStaticConfig(c.Context, pairs, sc, log)
+}

@@ -1,0 +1,64 @@
+// The node: `ambassador` or `ambassador run`.
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/ambassador-mesh/ambassador/mesh"
+	"github.com/urfave/cli/v2"
+)
+
+func runNode(c *cli.Context) error {
+	if c.Args().Present() {
+		return usagef("unexpected argument %q (flags only; see --help)", c.Args().First())
+	}
+	startGC(c.Context)
+	src, err := layered(c)
+	if err != nil {
+		return err
+	}
+	log, err := newLoggerFrom(c, src)
+	if err != nil {
+		return err
+	}
+	cfg, err := nodeConfig(src)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	n, err := mesh.New(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "ambassador: node %s\n", n.Name())
+
+	hup, _ := c.Context.Value(hupKey{}).(chan os.Signal) // nil in tests: never fires
+	reloadDone := make(chan struct{})
+	defer func() { <-reloadDone }()
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	defer notifySystemd(ctx, n.Ready(), n.Name(), log)()
+	defer startProcsGovernor(ctx, n.Activity, log)()
+	go func() {
+		defer close(reloadDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			cfg, err := settings(c)
+			if err != nil {
+				log.Error("reload failed, keeping the running settings", "err", err)
+				continue
+			}
+			if err := n.Reload(cfg); err != nil {
+				log.Warn("reload", "err", err)
+			}
+		}
+	}()
+	return n.Run(ctx)
+}
