@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,6 +189,39 @@ func TestLoopDialRefused(t *testing.T) {
 			}
 			waitFor(t, "the connection to end", func() bool { return p.Status()[0].Active == 0 })
 		})
+	}
+}
+
+// TestLoopDialSoErrorOnlyOnFailure checks that the loop reads a connect's
+// SO_ERROR only when epoll reports an error or a hang-up: a connect that
+// succeeded costs no getsockopt, one refused is still told apart.
+func TestLoopDialSoErrorOnlyOnFailure(t *testing.T) {
+	useLoopMode(t, true)
+	var reads atomic.Int64
+	testHookSoError = func() { reads.Add(1) }
+	t.Cleanup(func() { testHookSoError = nil }) // after the proxy's cleanup: no loop left to call it
+	p, al := newProxy(t, testConfig(t))
+	p.Update([]Route{{Service: "svc", Listen: "auto:svc", Balance: BalanceFirst,
+		Backends: []Backend{{Node: "b", Addr: startBackend(t, echo)}}}})
+	addr := al.addr(t, "auto:svc")
+	const n = 20
+	for i := range n {
+		if got, want := roundTrip(t, addr, fmt.Sprint(i)), fmt.Sprint(i); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+	waitFor(t, "the connections to end", func() bool { return p.Status()[0].Active == 0 })
+	if got := reads.Load(); got != 0 {
+		t.Errorf("%d connects that succeeded: %d SO_ERROR reads, want 0", n, got)
+	}
+	// A refused connect still reads it, and fails over.
+	p.Update([]Route{{Service: "svc", Listen: "auto:svc", Balance: BalanceFirst,
+		Backends: []Backend{{Node: "dead", Addr: closedAddr(t)}, {Node: "b", Addr: startBackend(t, echo)}}}})
+	if got := roundTrip(t, addr, "x"); got != "x" {
+		t.Fatalf("got %q, want %q", got, "x")
+	}
+	if st := p.Status()[0]; reads.Load() == 0 || st.DialErrors != 1 {
+		t.Errorf("refused connect: %d SO_ERROR reads, DialErrors %d; want > 0, 1", reads.Load(), st.DialErrors)
 	}
 }
 

@@ -49,8 +49,15 @@ func sysGetsockoptInt(fd, level, opt int) (int, error) {
 	return int(v), errnoErr(errno)
 }
 
+// testHookSoError, when set by a test before any Proxy starts, is called
+// on every SO_ERROR read. Never set outside tests.
+var testHookSoError func()
+
 // sysSoError returns fd's pending socket error (SO_ERROR), nil when none.
 func sysSoError(fd int) error {
+	if h := testHookSoError; h != nil {
+		h()
+	}
 	serr, err := sysGetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
 	if err == nil && serr != 0 {
 		err = unix.Errno(serr)
