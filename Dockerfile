@@ -17,8 +17,8 @@ ARG BASE=gcr.io/distroless/static-debian12
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 # Modules first, so that a code change does not download them again.
-# third_party/ holds the patched urfave/cli that go.mod's replace points
-# at; go mod download reads its go.mod.
+# third_party/ holds the patched urfave/cli and go-msgpack that go.mod's
+# replace lines point at; go mod download reads their go.mod.
 COPY go.mod go.sum ./
 COPY third_party/ third_party/
 RUN go mod download

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"os/exec"
 	"strings"
 	"testing"
 	"text/template"
@@ -358,23 +357,7 @@ func TestReleaseBinaryHasNoTemplateExecutor(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the release binary")
 	}
-	bin := releaseBinary(t)
-	out, err := exec.Command("go", "tool", "nm", bin).CombinedOutput()
-	if err != nil {
-		t.Fatalf("go tool nm %s: %v\n%s", bin, err, out)
-	}
-	syms := map[string]bool{}
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) >= 3 { // address, kind, name
-			syms[strings.Join(f[2:], " ")] = true
-		}
-	}
-	// The symbol table was read: these are in any ambassador.
-	for _, must := range []string{"main.newApp", "github.com/urfave/cli/v2.printHelpCustom"} {
-		if !syms[must] {
-			t.Fatalf("%s not in go tool nm's output (%d symbols): not the binary expected", must, len(syms))
-		}
-	}
+	syms := releaseSymbols(t, "github.com/urfave/cli/v2.printHelpCustom")
 	for _, banned := range []string{"text/template.(*state).evalField", "text/template.(*Template).Execute", "reflect.Value.MethodByName"} {
 		if syms[banned] {
 			t.Errorf("the release binary links %s: the linker keeps every exported method (see third_party/urfave-cli/PATCHES.md)", banned)

@@ -35,3 +35,5 @@ require (
 )
 
 replace github.com/urfave/cli/v2 => ./third_party/urfave-cli
+
+replace github.com/hashicorp/go-msgpack/v2 => ./third_party/go-msgpack

@@ -474,6 +474,7 @@ func (c *scaleCluster) idle(window time.Duration) (cpuMax, rssMax float64, marks
 		before[i] = u
 	}
 	from := time.Now()
+	arpFrom, arpOK := readARPStats()
 	var straced chan string
 	if secs := os.Getenv("AMB_SCALE_STRACE"); secs != "" {
 		// What wakes an idle node: its system calls by kind.
@@ -490,6 +491,7 @@ func (c *scaleCluster) idle(window time.Duration) (cpuMax, rssMax float64, marks
 		return
 	}
 	to := time.Now()
+	arpTo, _ := readARPStats()
 	if straced != nil {
 		t.Logf("strace -c -f of %s's node for %ss of the idle window:\n%s", c.hosts[len(c.nodes)/2].Name, os.Getenv("AMB_SCALE_STRACE"), <-straced)
 	}
@@ -513,6 +515,13 @@ func (c *scaleCluster) idle(window time.Duration) (cpuMax, rssMax float64, marks
 		busiest += ", the announcing node"
 	}
 	figure(t, "idle_cpu_percent_of_core", "%s (over %s, release build; busiest %s)", spread(cpus, "%.2f"), window, busiest)
+	figure(t, "idle_cpu_busiest", "%s", c.busiestNodes(cpus, 5))
+	if arpOK {
+		// New entries are ARP resolutions, each a broadcast through the
+		// bridge to every host; see neighbourLimits in internal/lab.
+		figure(t, "idle_arp_new_entries_per_second", "%.1f (table entries %d at the end, all namespaces)",
+			float64(arpTo.allocs-arpFrom.allocs)/to.Sub(from).Seconds(), arpTo.entries)
+	}
 	figure(t, "idle_rss_mib", "%s (VmRSS; of which the node's own, RssAnon: %s)", spread(rsss, "%.1f"), spread(anons, "%.1f"))
 	figure(t, "idle_pss_mib", "%s (the binary's pages shared among the %d nodes running it)", spread(psss, "%.1f"), len(c.nodes))
 	figure(t, "idle_window_failed_marks", "%d (suspicions %d)", marks, suspects)

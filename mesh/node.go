@@ -648,12 +648,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 			lastQuery = now
 			n.disc.QueryNow()
 		}
-		members := map[string]bool{}
-		for _, m := range n.cluster.Members() {
-			if m.State == "alive" || m.State == "suspect" {
-				members[net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))] = true
-			}
-		}
+		members := liveAddrs(len(cands) > 0, n.cluster.Members)
 		self := net.JoinHostPort(n.addr.String(), strconv.Itoa(n.cluster.GossipPort()))
 		busy := alone
 		for a, c := range cands {
@@ -679,6 +674,25 @@ func (n *Node) joinLoop(ctx context.Context) {
 			t.Reset(tick)
 		}
 	}
+}
+
+// liveAddrs returns the gossip addresses of the alive and suspect members
+// that members lists, or nil without calling it when need is false. The
+// join loop needs them only to check its candidates, and an idle node's
+// loop has none: copying 100 members and building their addresses on
+// every idle tick was 3.5 % of an idle node's CPU (profile of a 100-host
+// lab, issue 10).
+func liveAddrs(need bool, members func() []gossip.Member) map[string]bool {
+	if !need {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, m := range members() {
+		if m.State == "alive" || m.State == "suspect" {
+			out[net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))] = true
+		}
+	}
+	return out
 }
 
 // usableInterfaces returns the named interfaces (each must exist and be up)

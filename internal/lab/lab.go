@@ -128,13 +128,36 @@ func (l *Lab) AddHost(name string) *Host {
 	return h
 }
 
-// bigLab is the host count past which hosts that all talk to each other
-// overflow the kernel's default neighbour (ARP) table: gc_thresh3 is 1024
-// entries for all namespaces together, and N hosts need about N^2.
-const bigLab = 31
+// bigLab is the host count from which the hosts' neighbour (ARP) entries,
+// about N^2 for all namespaces together (the kernel has one table for
+// all of them), pass the kernel's default gc_thresh1 (defaultGCThresh1):
+// 12 hosts hold 132. See neighbourLimits.
+const bigLab = 12
 
-// neighbourLimits are the gc_thresh1/2/3 a big lab needs (LAB.md).
-var neighbourLimits = []int{4096, 16384, 32768}
+// defaultGCThresh1 is the kernel's default net.ipv4.neigh.default.gc_thresh1.
+const defaultGCThresh1 = 128
+
+// maxLabHosts is the most hosts a lab can have: Subnet is a /24 and hosts
+// take .2 to .254.
+const maxLabHosts = 253
+
+// neighbourLimits are the gc_thresh1/2/3 a big lab needs: the table must
+// neither overflow (gc_thresh3, 1024 by default: past about 32 hosts new
+// entries fail and packets are lost, LAB.md) nor be garbage-collected
+// (gc_thresh1), as a real host's own table is not: a host with 100 peers
+// holds 100 entries, under the default gc_thresh1 of 128, below which the
+// kernel never collects. Above gc_thresh1 the periodic collection drops
+// every entry unused for gc_stale_time (60 s), while a node probes each
+// peer only about once per N seconds; so in a 100-host lab with
+// gc_thresh1 4096 (9,900 entries) about half of all probes needed a fresh
+// ARP resolution: a broadcast the bridge floods to every namespace, all
+// processed in the sending node's system call (veth delivers in the
+// sender's softirq, which this kernel charges to the sender's CPU time).
+// Measured in the idle window (issue 10, docs/scale.md session 11): 53 new
+// entries a second, idle CPU median 0.18 % and max 0.22 %; with
+// gc_thresh1 16384, 2.3 a second and 0.15 % / 0.18 %. gc_thresh1 covers
+// maxLabHosts.
+var neighbourLimits = []int{65536, 131072, 262144}
 
 // raiseNeighbourLimits raises net.ipv4.neigh.default.gc_thresh1..3 to
 // neighbourLimits where they are lower. The table is the machine's, shared

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -101,4 +102,19 @@ func sigterm(t *testing.T, p *Proc) {
 
 func waitExited(t *testing.T, p *Proc) {
 	WaitFor(t, 10*time.Second, "the process to end", p.Exited)
+}
+
+// TestNeighbourLimits: the neighbour table a lab raises to is never
+// garbage-collected, however many hosts the lab has, and it is raised from
+// the first host count the default limit would collect at.
+func TestNeighbourLimits(t *testing.T) {
+	if n := maxLabHosts * (maxLabHosts - 1); neighbourLimits[0] <= n {
+		t.Errorf("gc_thresh1 %d: a lab of %d hosts holds %d entries, and the kernel collects above gc_thresh1", neighbourLimits[0], maxLabHosts, n)
+	}
+	if !slices.IsSorted(neighbourLimits) {
+		t.Errorf("gc_thresh1..3 %v not in order", neighbourLimits)
+	}
+	if bigLab*(bigLab-1) <= defaultGCThresh1 || (bigLab-1)*(bigLab-2) > defaultGCThresh1 {
+		t.Errorf("bigLab %d: want the least N with N(N-1) > %d", bigLab, defaultGCThresh1)
+	}
 }
