@@ -1,16 +1,19 @@
 package announce
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 
 	"github.com/miekg/dns"
 )
 
-// TestPeerAnswerThinned: in a cluster of more than peerAnswerers, a
+// TestPeerAnswerThinned: in a cluster of more than peerAnswerers, or
+// knowing that many peers on the link from their PTR records, a
 // newcomer's unicast peer query is answered with probability
-// peerAnswerers/members; alone or in a small cluster, and for legacy
-// queries, service queries and multicast (QM) peer queries, always.
+// peerAnswerers/n; alone or in a small cluster with few peers seen, and
+// for legacy queries, service queries and multicast (QM) peer queries,
+// always.
 func TestPeerAnswerThinned(t *testing.T) {
 	h := newHarness(t, Service{Name: "redis", Port: 6379})
 	qu := peerQuery(true, nil)
@@ -21,22 +24,34 @@ func TestPeerAnswerThinned(t *testing.T) {
 	tests := []struct {
 		name    string
 		members int
+		peers   int // PTR records of peers held
 		chance  float64
 		msg     *dns.Msg
 		src     netip.AddrPort
 		want    bool // answered
 	}{
-		{"alone", 1, 0.99, qu, onLinkSrc, true},
-		{"small cluster", peerAnswerers, 0.99, qu, onLinkSrc, true},
-		{"100 members, drawn in", 100, p - 0.001, qu, onLinkSrc, true},
-		{"100 members, drawn out", 100, p, qu, onLinkSrc, false},
-		{"100 members, QM peer query", 100, 0.99, qm, onLinkSrc, true},
-		{"100 members, legacy peer query", 100, 0.99, qu, legacy, true},
-		{"100 members, service query", 100, 0.99, svc, onLinkSrc, true},
+		{"alone", 1, 0, 0.99, qu, onLinkSrc, true},
+		{"small cluster", peerAnswerers, 0, 0.99, qu, onLinkSrc, true},
+		{"small cluster, few peers seen", 3, peerAnswerers, 0.99, qu, onLinkSrc, true},
+		{"100 members, drawn in", 100, 0, p - 0.001, qu, onLinkSrc, true},
+		{"100 members, drawn out", 100, 0, p, qu, onLinkSrc, false},
+		{"alone, 100 peers seen, drawn in", 1, 100, p - 0.001, qu, onLinkSrc, true},
+		{"alone, 100 peers seen, drawn out", 1, 100, p, qu, onLinkSrc, false},
+		{"small cluster, 100 peers seen, drawn out", 3, 100, p, qu, onLinkSrc, false},
+		{"100 members, QM peer query", 100, 0, 0.99, qm, onLinkSrc, true},
+		{"100 members, legacy peer query", 100, 0, 0.99, qu, legacy, true},
+		{"100 members, service query", 100, 0, 0.99, svc, onLinkSrc, true},
+		{"100 peers seen, service query", 1, 100, 0.99, svc, onLinkSrc, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h.s.SetMembers(tt.members)
+			h.s.mu.Lock()
+			clear(h.s.disc.ptrs)
+			for i := range tt.peers {
+				h.s.disc.notePTR(fmt.Sprintf("peer-%d.%s", i, peerFQDN), 120, t0)
+			}
+			h.s.mu.Unlock()
 			h.s.chance = func() float64 { return tt.chance }
 			b, err := tt.msg.Pack()
 			if err != nil {
