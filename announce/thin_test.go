@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -65,6 +66,47 @@ func TestPeerAnswerThinned(t *testing.T) {
 			}
 			if got := in.reply != nil; got != tt.want {
 				t.Errorf("answered %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRepeatLeavesPeerOutInCluster: a repeated announcement carries the
+// node's peer records while it is alone or in a cluster of at most
+// peerAnswerers, and only its service records in a larger cluster; a
+// node that announces no service then sends no repeat at all. The first
+// announcement always carries them.
+func TestRepeatLeavesPeerOutInCluster(t *testing.T) {
+	tests := []struct {
+		name     string
+		svcs     []Service
+		members  int
+		left     int  // announcements left in the job
+		wantPeer bool // the peer PTR record is sent
+		wantSvc  bool // the redis PTR record is sent
+	}{
+		{"first, big cluster", []Service{{Name: "redis", Port: 6379}}, 100, announceCount, true, true},
+		{"repeat, alone", []Service{{Name: "redis", Port: 6379}}, 1, 1, true, true},
+		{"repeat, small cluster", []Service{{Name: "redis", Port: 6379}}, peerAnswerers, 1, true, true},
+		{"repeat, big cluster", []Service{{Name: "redis", Port: 6379}}, peerAnswerers + 1, 1, false, true},
+		{"repeat, big cluster, no service", nil, 100, 1, false, false},
+		{"repeat, alone, no service", nil, 1, 1, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, tt.svcs...)
+			h.s.SetMembers(tt.members)
+			h.s.runJobs([]job{{sock: h.so, due: t0, left: tt.left}}, time.Now())
+			if !tt.wantPeer && !tt.wantSvc {
+				h.none("announcement")
+				return
+			}
+			got := h.next("announcement")
+			if has := hasRR(got.m, peerFQDN, dns.TypePTR, -1); has != tt.wantPeer {
+				t.Errorf("peer PTR sent %v, want %v:\n%v", has, tt.wantPeer, got.m)
+			}
+			if has := hasRR(got.m, "_redis._tcp.local.", dns.TypePTR, -1); has != tt.wantSvc {
+				t.Errorf("redis PTR sent %v, want %v:\n%v", has, tt.wantSvc, got.m)
 			}
 		})
 	}
