@@ -113,7 +113,6 @@ type Cluster struct {
 	wantLimit *limiter
 
 	numAlive   atomic.Int64 // alive members incl. self, for bcast; counted by memberUp and memberDown (written under mu)
-	dedup      *aliveDedup  // drops repeated alive messages in our transport (alivedup.go); set in New
 	gossipPort atomic.Int64 // set in Start
 
 	// Suspects, see suspect.go. table is set in Start, nil when
@@ -230,7 +229,6 @@ func New(cfg Config) (*Cluster, error) {
 		raw:     make(map[string]string),
 		pending: make(map[string]*stored),
 		members: make(map[string]*member),
-		dedup:   newAliveDedup(),
 	}
 	c.bcast = newBroadcasts(cfg.Memberlist.RetransmitMult, func() int { return int(max(c.numAlive.Load(), 1)) })
 	// A quarter probe interval: a suspicion lasts several.
@@ -270,7 +268,6 @@ func (c *Cluster) Start() error {
 		if own, err = newTransport(c.cfg.BindAddr, c.cfg.BindPort, c.log); err != nil {
 			return fmt.Errorf("gossip: start on %s: %w", listen, err)
 		}
-		own.dedup.Store(c.dedup)
 		mc.Transport = own
 	}
 	ml, err := memberlist.Create(mc)

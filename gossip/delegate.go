@@ -255,9 +255,6 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 // holder, and the newcomer, hearing of the same conflict, gives way.
 // Called with memberlist's node lock held.
 func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
-	// A repeat of the conflicting alive message is accepted once the old
-	// owner is dead: let the repeats through again (aliveDedup).
-	d.c.dedup.forget()
 	if existing.Name != d.c.cfg.NodeName {
 		return // two other nodes; memberlist logs it
 	}

@@ -38,8 +38,7 @@ type transport struct {
 	streamCh chan net.Conn
 	log      *slog.Logger
 	closed   atomic.Bool
-	dedup    atomic.Pointer[aliveDedup] // nil: every packet goes to memberlist as read
-	done     chan struct{}              // closed by Shutdown
+	done     chan struct{} // closed by Shutdown
 	wg       sync.WaitGroup
 }
 
@@ -262,13 +261,7 @@ func (t *transport) readLoop() {
 		if n < 1 {
 			continue // an empty datagram carries no message
 		}
-		b := bytes.Clone(buf[:n])
-		if d := t.dedup.Load(); d != nil {
-			if b = d.filter(b, now); b == nil {
-				continue // only repeats memberlist already has
-			}
-		}
-		p := &memberlist.Packet{Buf: b, From: net.UDPAddrFromAddrPort(from), Timestamp: now}
+		p := &memberlist.Packet{Buf: bytes.Clone(buf[:n]), From: net.UDPAddrFromAddrPort(from), Timestamp: now}
 		select {
 		case t.packetCh <- p:
 		case <-t.done:
