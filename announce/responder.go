@@ -84,8 +84,12 @@ const peerAnswerers = 8
 
 // thinPeerAnswerLocked reports whether to leave unanswered query m from
 // src, whose answer would go to dst: a unicast (QU) peer query from
-// another node's mDNS stack, while this node is in a cluster of more than
-// peerAnswerers, with probability 1-peerAnswerers/members. A newcomer
+// another node's mDNS stack, while this node knows of more than
+// peerAnswerers nodes, with probability 1-peerAnswerers/n. n is the
+// larger of the members of its cluster and the peers whose PTR records it
+// holds (linkPeersLocked): when a hundred nodes start together, each is
+// still alone or in a cluster of a few when the others' first queries
+// arrive, but it has already read most of their announcements. A newcomer
 // needs a few peers to join (the mesh joins three), not all of them: when
 // a hundred nodes started together every query drew 99 unicast answers,
 // each parsed and handed to the join gate by the querier, and answering
@@ -95,7 +99,8 @@ const peerAnswerers = 8
 // Multicast answers, legacy queries (dig, from a port other than 5353)
 // and queries for services are always answered.
 func (s *Server) thinPeerAnswerLocked(m *dns.Msg, src, dst netip.AddrPort) bool {
-	if dst == mdnsGroup || src.Port() != mdnsPort || s.members <= peerAnswerers {
+	n := max(s.members, s.linkPeersLocked())
+	if dst == mdnsGroup || src.Port() != mdnsPort || n <= peerAnswerers {
 		return false
 	}
 	for _, q := range m.Question {
@@ -103,5 +108,12 @@ func (s *Server) thinPeerAnswerLocked(m *dns.Msg, src, dst netip.AddrPort) bool 
 			return false
 		}
 	}
-	return s.chance() >= float64(peerAnswerers)/float64(s.members)
+	return s.chance() >= float64(peerAnswerers)/float64(n)
 }
+
+// linkPeersLocked is how many nodes of the mesh are on the link, as far as
+// mDNS tells: the peer PTR records held (at most maxHosts). A node that
+// died without a goodbye counts until its record expires (the TTL, 120s
+// by default), so a newcomer may then get fewer than peerAnswerers
+// answers; it asks again while it is alone.
+func (s *Server) linkPeersLocked() int { return len(s.disc.ptrs) }

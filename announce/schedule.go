@@ -104,12 +104,15 @@ func (s *Server) runJobs(jobs []job, now time.Time) []job {
 		if j.only != nil {
 			include = func(t string) bool { return j.only[t] }
 		}
+		kind := announceRepeat // announceGap after the first already
+		if j.left == announceCount {
+			kind = announceFirst
+		} else if s.skipPeerRepeat() {
+			only := include
+			include = func(t string) bool { return t != peerFQDN && (only == nil || only(t)) }
+		}
 		for _, t := range s.targets(j.sock) {
 			if t.zone != nil {
-				kind := announceRepeat // announceGap after the first already
-				if j.left == announceCount {
-					kind = announceFirst
-				}
 				s.sendRecords(t.sock, t.zone.records(include, true), kind)
 			}
 		}
@@ -163,4 +166,18 @@ func (s *Server) sendGoodbyes() map[string]bool {
 		}
 	}
 	return only
+}
+
+// skipPeerRepeat reports whether a repeated announcement leaves out this
+// node's peer records: when it is in a cluster of more than
+// peerAnswerers (SetMembers). Gossip spreads the node to every member
+// then, and a node of another group learns it when the groups merge, so
+// the repeat, which covers a lost first announcement (RFC 6762 §8.3),
+// would only be read by every node on the link: when 100 nodes start
+// together, 100 repeats a second in are 10,000 packets to read. Service
+// records, which other mDNS browsers cache, are still repeated.
+func (s *Server) skipPeerRepeat() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.members > peerAnswerers
 }

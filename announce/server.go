@@ -288,10 +288,12 @@ func (s *Server) SetQuiet(quiet bool) {
 
 // SetMembers tells the server how many nodes the cluster it is in has
 // (this one included; 0 or 1: alone). In a cluster of more than
-// peerAnswerers, a unicast (QU) peer query from another mDNS stack is
-// answered with probability peerAnswerers/members, so a newcomer gets
-// about peerAnswerers answers instead of one from every node (see
-// thinPeerAnswer). Safe for concurrent use; does not block.
+// peerAnswerers (or with that many peers' PTR records held), a unicast
+// (QU) peer query from another mDNS stack is answered with probability
+// peerAnswerers/n, so a newcomer gets about peerAnswerers answers instead
+// of one from every node (see thinPeerAnswerLocked), and a repeated
+// announcement leaves out the peer records (skipPeerRepeat). Safe for
+// concurrent use; does not block.
 func (s *Server) SetMembers(n int) {
 	s.mu.Lock()
 	s.members = n
