@@ -134,11 +134,7 @@ func TestAnnouncingMemberAskedOverStream(t *testing.T) {
 			b.SetServices([]Service{{Name: "web", Port: 80}})
 			c := newNodeWith(t, "c", "askstream", 3, func(cfg *Config) {
 				quiet(cfg)
-				tr, err := newTransport("127.0.0.1", 0, testLogger())
-				if err != nil {
-					t.Fatal(err)
-				}
-				cfg.Memberlist.Transport = packetless{transport: tr, never: make(chan *memberlist.Packet)}
+				withPacketless(t)(cfg)
 			})
 			a := newNodeWith(t, "a", "askstream", 1, quiet)
 			join(t, c, a)
@@ -305,6 +301,17 @@ type packetless struct {
 
 func (p packetless) PacketCh() <-chan *memberlist.Packet { return p.never }
 
+// withPacketless gives a node a packetless transport on loopback.
+func withPacketless(t *testing.T) func(*Config) {
+	return func(cfg *Config) {
+		tr, err := newTransport("127.0.0.1", 0, testLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Memberlist.Transport = packetless{transport: tr, never: make(chan *memberlist.Packet)}
+	}
+}
+
 // TestGreetingNotQueuedBehindPackets: the greeting reaches a member whose
 // packet path delivers nothing (see greet: a packet's user message waits
 // behind every other message of a forming cluster), so it cannot have come
@@ -316,11 +323,7 @@ func TestGreetingNotQueuedBehindPackets(t *testing.T) {
 	b.SetServices([]Service{{Name: "web", Port: 80}})
 	c := newNodeWith(t, "c", "greet", 3, func(cfg *Config) {
 		quiet(cfg)
-		tr, err := newTransport("127.0.0.1", 0, testLogger())
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Memberlist.Transport = packetless{transport: tr, never: make(chan *memberlist.Packet)}
+		withPacketless(t)(cfg)
 	})
 	c.mu.Lock()
 	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
