@@ -20,19 +20,12 @@ import (
 // that names the flag and the bad value.
 func nodeConfig(c source) (mesh.Config, error) {
 	cfg := mesh.DefaultConfig()
-	for _, s := range splitList(c.StringSlice("announce"), startsAnnounce) {
-		a, err := mesh.ParseAnnounce(s)
-		if err != nil {
-			return cfg, usagef("--announce %v", err)
-		}
-		cfg.Announce = append(cfg.Announce, a)
+	var err error
+	if cfg.Announce, err = parseEach(c, "announce", startsAnnounce, mesh.ParseAnnounce); err != nil {
+		return cfg, err
 	}
-	for _, s := range splitList(c.StringSlice("forward"), nil) {
-		f, err := mesh.ParseForward(s)
-		if err != nil {
-			return cfg, usagef("--forward %v", err)
-		}
-		cfg.Forward = append(cfg.Forward, f)
+	if cfg.Forward, err = parseEach(c, "forward", nil, mesh.ParseForward); err != nil {
+		return cfg, err
 	}
 	for _, s := range splitList(c.StringSlice("balance"), nil) {
 		name, policy, err := mesh.ParseBalance(s)
@@ -62,19 +55,11 @@ func nodeConfig(c source) (mesh.Config, error) {
 		}
 		cfg.Checks[name.Lower()] = chk
 	}
-	for _, s := range splitList(c.StringSlice("upstream"), nil) {
-		u, err := mesh.ParseUpstream(s)
-		if err != nil {
-			return cfg, usagef("--upstream %v", err)
-		}
-		cfg.Upstream = append(cfg.Upstream, u)
+	if cfg.Upstream, err = parseEach(c, "upstream", nil, mesh.ParseUpstream); err != nil {
+		return cfg, err
 	}
-	for _, s := range splitList(c.StringSlice("credentials"), startsNamed) {
-		sp, err := creds.Parse(s)
-		if err != nil {
-			return cfg, usagef("--credentials %v", err)
-		}
-		cfg.Credentials = append(cfg.Credentials, sp)
+	if cfg.Credentials, err = parseEach(c, "credentials", startsNamed, creds.Parse); err != nil {
+		return cfg, err
 	}
 	cfg.Resolvers = splitList(c.StringSlice("resolver"), nil)
 	cfg.Keys = splitList(c.StringSlice("key"), nil)
@@ -133,6 +118,20 @@ func nodeConfig(c source) (mesh.Config, error) {
 		return cfg, usagef("--%v", err)
 	}
 	return cfg, nil
+}
+
+// parseEach parses every item of the repeatable flag name (see splitList
+// for starts) with parse; an error is a usage error naming the flag.
+func parseEach[T any](c source, name string, starts func(string) bool, parse func(string) (T, error)) ([]T, error) {
+	var out []T
+	for _, s := range splitList(c.StringSlice(name), starts) {
+		v, err := parse(s)
+		if err != nil {
+			return nil, usagef("--%s %v", name, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // settings reads the node's settings: the command line, over the --config
