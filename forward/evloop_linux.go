@@ -18,9 +18,11 @@ import (
 )
 
 // The event loop owns the copy phase of plain TCP streams (both conns
-// *net.TCPConn, no wrapper): a few loops, one per GOMAXPROCS, each with an
-// epoll instance, move the bytes of every stream they own with one read
-// and one write per message and no goroutine per direction.
+// *net.TCPConn, no wrapper) and of keyed ones (one side a *tls.Conn over a
+// sysConn; tlsloop_linux.go tells what differs): a few loops, one per
+// GOMAXPROCS, each with an epoll instance, move the bytes of every stream
+// they own with one read and one write per message and no goroutine per
+// direction.
 //
 // One stream's life in a loop:
 //   - it comes in one of two ways. A connection a Proxy accepted on the
