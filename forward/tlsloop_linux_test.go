@@ -110,3 +110,18 @@ func TestLoopTLSReadsWhatTLSBuffered(t *testing.T) {
 		t.Fatal("the stream did not end after both clean ends")
 	}
 }
+
+// TestKeyedOnGoroutines runs the stream tests, keyed topology included,
+// with the event loop off (AMBASSADOR_FORWARD_LOOP=0): the goroutine copy
+// over TLS is still the path of Route.Handshake wrappers and of other
+// systems, and since the loop took keyed streams over, nothing else runs
+// it here.
+func TestKeyedOnGoroutines(t *testing.T) {
+	useLoopMode(t, false)
+	for name, test := range map[string]func(*testing.T){
+		"EndToEnd": TestEndToEnd, "ResetPropagates": TestResetPropagates,
+		"IdleTimeout": TestIdleTimeout, "HalfCloseTimeout": TestHalfCloseTimeout,
+	} {
+		t.Run(name, test)
+	}
+}
