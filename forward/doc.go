@@ -19,17 +19,18 @@
 //
 // One connection's life: acceptLoop accepts it; Proxy.serveConn (or
 // Server.serveConn on a data port) dials a backend, with failover. On
-// Linux, when both conns are plain TCP, it hands their sockets to one of
-// the owner's event loops (evLoops.start, evloop_linux.go) and its
-// goroutine ends: the loop moves each message with one read and one write
-// over epoll, and at the end calls back to close and account the
-// connection. Otherwise (TLS, a Handshake wrapper, other systems, or
-// AMBASSADOR_FORWARD_LOOP=0) it calls proxyCopy, where stream.copy runs
-// each direction in a goroutine until EOF, an error or a timeout, and
-// proxyCopy closes or resets both conns. Both paths end a stream the same
-// way. On Linux the goroutine path, too, reads and writes its sockets with
-// raw system calls (the plain ones in stream.copy, the one under TLS
-// through sysConn), as the loop does.
+// Linux, when both conns are plain TCP or TLS over a plain socket (a
+// keyed hop), it hands their sockets to one of the owner's event loops
+// (evLoops.start, evloop_linux.go) and its goroutine ends: the loop moves
+// each message with one read and one write over epoll, through crypto/tls
+// for a TLS side (tlsloop_linux.go), and at the end calls back to close
+// and account the connection. Otherwise (a Handshake wrapper, other
+// systems, or AMBASSADOR_FORWARD_LOOP=0) it calls proxyCopy, where
+// stream.copy runs each direction in a goroutine until EOF, an error or a
+// timeout, and proxyCopy closes or resets both conns. Both paths end a
+// stream the same way. On Linux the goroutine path, too, reads and writes
+// its sockets with raw system calls (the plain ones in stream.copy, the
+// one under TLS through sysConn), as the loop does.
 //
 // On Linux a Proxy with the default listener and dialer takes a shorter
 // way for a plain backend at an IP address (the one-hop case): acceptRaw

@@ -4,6 +4,7 @@ package forward
 
 import (
 	"container/heap"
+	"crypto/tls"
 	"net"
 	"os"
 	"runtime"
@@ -17,9 +18,11 @@ import (
 )
 
 // The event loop owns the copy phase of plain TCP streams (both conns
-// *net.TCPConn, no wrapper): a few loops, one per GOMAXPROCS, each with an
-// epoll instance, move the bytes of every stream they own with one read
-// and one write per message and no goroutine per direction.
+// *net.TCPConn, no wrapper) and of keyed ones (one side a *tls.Conn over a
+// sysConn; tlsloop_linux.go tells what differs): a few loops, one per
+// GOMAXPROCS, each with an epoll instance, move the bytes of every stream
+// they own with one read and one write per message and no goroutine per
+// direction.
 //
 // One stream's life in a loop:
 //   - it comes in one of two ways. A connection a Proxy accepted on the
@@ -82,9 +85,9 @@ func (ls *evLoops) start(client, backend net.Conn, o copyOpts, then func(in, out
 	if !loopMode {
 		return false
 	}
-	cc, ok1 := client.(*net.TCPConn)
-	bc, ok2 := backend.(*net.TCPConn)
-	if !ok1 || !ok2 || (o.rawClient != nil && o.rawClient != client) || (o.rawBackend != nil && o.rawBackend != backend) {
+	cc, ctls, ok1 := loopSocket(client, o.rawClient)
+	bc, btls, ok2 := loopSocket(backend, o.rawBackend)
+	if !ok1 || !ok2 {
 		return false
 	}
 	l := ls.pick()
@@ -105,8 +108,8 @@ func (ls *evLoops) start(client, backend net.Conn, o copyOpts, then func(in, out
 		h(client, backend)
 	}
 	if h := testHookRead; h != nil {
-		h(true)
-		h(true)
+		h(ctls == nil)
+		h(btls == nil)
 	}
 	// Our copies keep the sockets open; closing the conns takes them out
 	// of Go's poller, so only our loop is woken for them.
@@ -115,6 +118,11 @@ func (ls *evLoops) start(client, backend net.Conn, o copyOpts, then func(in, out
 	e := &econn{fd: [2]int{cfd, bfd}, stats: o.stats, cs: o.cs, then: then,
 		idle: int64(o.cfg.IdleTimeout), halfClose: int64(o.cfg.HalfCloseTimeout), tidx: -1}
 	e.last = time.Now().UnixNano()
+	for side, tc := range [2]*tls.Conn{ctls, btls} {
+		if tc != nil {
+			e.driveTLS(side, tc)
+		}
+	}
 	if !l.add(e) {
 		resetFD(cfd)
 		resetFD(bfd)
@@ -235,6 +243,12 @@ type econn struct {
 	closed bool
 	then   func(in, out int64, end endReason, err error) // start's; called once, at the end
 
+	// tls[side] is the TLS conn over fd[side] when that side is a keyed
+	// hop (tlsloop_linux.go), else nil; closeSent[side], that its
+	// close_notify is written.
+	tls       [2]*tls.Conn
+	closeSent [2]bool
+
 	// dial is set while the loop waits for the backend socket (fd[1]) to
 	// connect (evaccept_linux.go); nil once it did, or for a stream that
 	// start handed over connected.
@@ -290,6 +304,7 @@ type evLoop struct {
 	mu     sync.Mutex
 	conns  map[int32]*econn // guarded by mu; both descriptors of every stream
 	timed  []*econn         // guarded by mu; new streams with an IdleTimeout, for the heap
+	fresh  []*econn         // guarded by mu; new streams with TLS, to read once without an edge
 	abort  bool             // guarded by mu; reset every stream, refuse new ones
 	stop   bool             // guarded by mu; end the loop
 	waitDL int64            // guarded by mu; the deadline of the loop's last wait (UnixNano); 0 = none
@@ -371,6 +386,9 @@ func (l *evLoop) wait() int {
 	}
 	clear(l.timed)
 	l.timed = l.timed[:0]
+	l.again = append(l.again, l.fresh...)
+	clear(l.fresh)
+	l.fresh = l.fresh[:0]
 	var dl int64
 	if len(l.timers) > 0 {
 		dl = l.timers[0].at
@@ -440,11 +458,17 @@ func (l *evLoop) add(e *econn) bool {
 	l.conns[int32(e.fd[0])] = e
 	l.conns[int32(e.fd[1])] = e
 	wake := false
+	if e.tls != [2]*tls.Conn{} {
+		// TLS may hold bytes it read before the loop took over, which
+		// no edge will announce: the loop reads them first (run).
+		l.fresh = append(l.fresh, e)
+		wake = true
+	}
 	if at, _ := e.due(); at != 0 {
 		l.timed = append(l.timed, e)
 		// Only when the loop waits with a later deadline, or none: a new
 		// connect every few microseconds must not cost a wake each.
-		wake = l.waitDL == 0 || at < l.waitDL
+		wake = wake || l.waitDL == 0 || at < l.waitDL
 	}
 	l.mu.Unlock()
 	if wake {
@@ -497,7 +521,7 @@ func (l *evLoop) run() {
 			l.again = nil
 			for _, e := range again {
 				for d := range 2 {
-					if !e.closed && e.dir[d].readable && !e.dir[d].pending() && !e.dir[d].eof {
+					if !e.closed && e.mayRead(d) && !e.dir[d].pending() && !e.dir[d].eof {
 						l.pump(e, d)
 					}
 				}
@@ -627,6 +651,10 @@ const maxChunks = 16
 // pump moves bytes of direction d from its source to its destination
 // until the source is empty, a write is short, or it ends.
 func (l *evLoop) pump(e *econn, d int) {
+	if e.tls != [2]*tls.Conn{} {
+		l.pumpTLS(e, d)
+		return
+	}
 	dir := &e.dir[d]
 	src, dst := e.fd[d], e.fd[1-d]
 	for range maxChunks {
@@ -770,17 +798,19 @@ func (l *evLoop) flush(e *econn, d int) {
 			l.abortStream(e, endError, os.NewSyscallError("write", err))
 			return
 		}
-		l.account(e, d, w)
+		if e.tls[1-d] == nil {
+			l.account(e, d, w) // TLS counted the plaintext when it took it
+		}
 		dir.off += w
 		if dir.off < dir.blen {
 			return
 		}
-		bufPool.Put(dir.buf)
+		putBuf(dir.buf)
 		dir.buf = nil
 	}
 	if dir.eof {
 		l.endDirection(e, d)
-	} else if dir.readable {
+	} else if e.mayRead(d) {
 		l.pump(e, d)
 	}
 }
@@ -809,6 +839,15 @@ func (l *evLoop) account(e *econn, d int, n int) {
 func (l *evLoop) endDirection(e *econn, d int) {
 	dir := &e.dir[d]
 	dir.eof, dir.readable = true, false
+	if tc := e.tls[1-d]; tc != nil && !e.closeSent[1-d] {
+		// Over TLS the end travels as close_notify, queued behind the
+		// bytes still pending, as the goroutine copy's CloseWrite.
+		e.closeSent[1-d] = true
+		if err := tc.CloseWrite(); err != nil {
+			l.abortStream(e, endError, err)
+			return
+		}
+	}
 	if dir.pending() || dir.shut {
 		return
 	}
@@ -820,7 +859,9 @@ func (l *evLoop) endDirection(e *econn, d int) {
 		l.closeStream(e, endClean, nil)
 		return
 	}
-	sysShutdown(e.fd[1-d], unix.SHUT_WR)
+	if e.tls[1-d] == nil {
+		sysShutdown(e.fd[1-d], unix.SHUT_WR) // over TLS: close_notify only, as the goroutine copy
+	}
 	e.halfAt = l.now
 	l.schedule(e)
 }
@@ -912,7 +953,7 @@ func (l *evLoop) closeStream(e *econn, reason endReason, err error) {
 	for d := range e.dir {
 		dir := &e.dir[d]
 		if dir.buf != nil {
-			bufPool.Put(dir.buf)
+			putBuf(dir.buf)
 			dir.buf = nil
 		}
 		if dir.pipe != nil {

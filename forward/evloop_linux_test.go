@@ -36,13 +36,14 @@ func useLoopMode(t *testing.T, on bool) {
 }
 
 // TestLoopOwnsPlainStreams checks that plain TCP streams, on both hops,
-// are run by the event loops, and TLS streams by goroutines.
+// are run by the event loops, and so are keyed (TLS) streams
+// (tlsloop_linux.go).
 func TestLoopOwnsPlainStreams(t *testing.T) {
 	useLoopMode(t, true)
 	for _, tc := range []struct {
 		topo          string
 		proxy, server int
-	}{{"direct", 1, 0}, {"handoff", 1, 1}, {"handoff-tls", 0, 0}} {
+	}{{"direct", 1, 0}, {"handoff", 1, 1}, {"handoff-tls", 1, 1}} {
 		t.Run(tc.topo, func(t *testing.T) {
 			h := buildHops(t, tc.topo, startBackend(t, echo), func(*Config) {})
 			c := dial(t, h.addr)
@@ -72,23 +73,24 @@ func TestLoopOwnsPlainStreams(t *testing.T) {
 }
 
 // TestLoopIdleHoldsNoGoroutine checks that an idle connection on the
-// event loop holds no goroutine (its stack was most of an idle
-// connection's memory), and that the goroutine copy does hold them, so the
-// count can tell the two apart.
+// event loop, plain or keyed (both hops), holds no goroutine (its stack
+// was most of an idle connection's memory), and that the goroutine copy
+// does hold them, so the count can tell the two apart.
 func TestLoopIdleHoldsNoGoroutine(t *testing.T) {
 	const n = 40
 	for _, tc := range []struct {
-		name   string
-		loop   bool
-		growth func(d int) bool
+		name, topo string
+		loop       bool
+		growth     func(d int) bool
 	}{
-		{"loop", true, func(d int) bool { return d < n/4 }},
-		{"goroutines", false, func(d int) bool { return d >= n }},
+		{"loop", "direct", true, func(d int) bool { return d < n/4 }},
+		{"loop keyed", "handoff-tls", true, func(d int) bool { return d < n/4 }},
+		{"goroutines", "direct", false, func(d int) bool { return d >= n }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			useLoopMode(t, tc.loop)
 			backend := startBackend(t, echo) // a goroutine per conn, counted below
-			h := buildHops(t, "direct", backend, func(*Config) {})
+			h := buildHops(t, tc.topo, backend, func(*Config) {})
 			roundTrip(t, h.addr, "warm up") // starts the loops
 			before := runtime.NumGoroutine()
 			for range n {
@@ -122,7 +124,7 @@ func TestLoopBackpressure(t *testing.T) {
 		_ = c.CloseWrite()
 		_, _ = io.Copy(io.Discard, c)
 	})
-	for _, topo := range []string{"direct", "handoff"} {
+	for _, topo := range []string{"direct", "handoff", "handoff-tls"} {
 		t.Run(topo, func(t *testing.T) {
 			h := buildHops(t, topo, backend, func(*Config) {})
 			c := dial(t, h.addr)

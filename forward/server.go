@@ -151,8 +151,14 @@ func (s *Server) serveConn(raw net.Conn, done func()) {
 		}
 		c = tc
 		// Closed before raw (deferred above): a close_notify if the copy
-		// did not send one, bounded by tls's own 5s write deadline.
-		defer c.Close()
+		// did not send one, bounded by tls's own 5s write deadline. Not
+		// when an event loop took the stream over: then the TLS conn is
+		// the loop's.
+		defer func() {
+			if !detached {
+				_ = c.Close()
+			}
+		}()
 	}
 	name, err := readHandoff(c)
 	if err != nil {

@@ -37,6 +37,11 @@ type sysConn struct {
 	wb      []byte
 	wn      int
 	werr    error
+
+	// loop is set when an event loop took the stream over
+	// (tlsloop_linux.go): from then on only the loop reads and writes,
+	// through it, and the *net.TCPConn is closed.
+	loop *loopSock
 }
 
 // sysConnOf returns c as a sysConn when it is a *net.TCPConn, else c.
@@ -57,6 +62,9 @@ func sysConnOf(c net.Conn) net.Conn {
 func (c *sysConn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
+	}
+	if c.loop != nil {
+		return c.loop.read(b)
 	}
 	c.rb, c.rn, c.rerr = b, 0, nil
 	err := c.rc.Read(c.readFn)
@@ -88,6 +96,9 @@ func (c *sysConn) readFD(fd uintptr) bool {
 }
 
 func (c *sysConn) Write(b []byte) (int, error) {
+	if c.loop != nil {
+		return c.loop.write(b)
+	}
 	c.wb, c.wn, c.werr = b, 0, nil
 	err := c.rc.Write(c.writeFn)
 	n := c.wn
