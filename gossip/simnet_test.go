@@ -121,11 +121,11 @@ type simTransport struct {
 
 // What a packet's bytes carried, see simClassify.
 const (
-	simProbe    = iota // ping, indirect ping, ack, nack: the failure detector
-	simMember          // alive, suspect, dead: memberlist's own broadcasts
-	simRecord          // a record (user message kindRecord): relay.go's broadcasts
-	simUserMsg         // other user messages: want, refused, direct sends
-	simFraming         // CRC, label, compound headers, anything unparsed
+	simProbe   = iota // ping, indirect ping, ack, nack: the failure detector
+	simMember         // alive, suspect, dead: memberlist's own broadcasts
+	simRecord         // a record (user message kindRecord): relay.go's broadcasts
+	simUserMsg        // other user messages: want, refused, direct sends
+	simFraming        // CRC, label, compound headers, anything unparsed
 	simClasses
 )
 
@@ -452,4 +452,42 @@ func TestSimNet(t *testing.T) {
 		t.Fatalf("dial to a live node: %v", err)
 	}
 	c2.Close()
+}
+
+// TestSimClassify checks the split of a packet's bytes by what it carried,
+// on memberlist's framing: a single message, a CRC header, a label and a
+// compound of several.
+func TestSimClassify(t *testing.T) {
+	ping := []byte{0, 1, 2, 3}
+	alive := []byte{4, 1, 2, 3, 4, 5}
+	rec := []byte{8, wireVersion, kindRecord, '{', '}'}
+	want := []byte{8, wireVersion, kindWant, '"', 'a', '"'}
+	compound := func(parts ...[]byte) []byte {
+		b := []byte{7, byte(len(parts))}
+		for _, p := range parts {
+			b = append(b, byte(len(p)>>8), byte(len(p)))
+		}
+		for _, p := range parts {
+			b = append(b, p...)
+		}
+		return b
+	}
+	crc := func(b []byte) []byte { return append([]byte{12, 0, 0, 0, 0}, b...) }
+	for _, tt := range []struct {
+		name string
+		b    []byte
+		want [simClasses]int
+	}{
+		{"ping", ping, [simClasses]int{simProbe: 4}},
+		{"alive with CRC", crc(alive), [simClasses]int{simMember: 6, simFraming: 5}},
+		{"record", rec, [simClasses]int{simRecord: 5}},
+		{"want", want, [simClasses]int{simUserMsg: 6}},
+		{"labelled compound", append([]byte{244, 2, 'l', 'b'}, compound(ping, alive, rec, want)...),
+			[simClasses]int{simProbe: 4, simMember: 6, simRecord: 5, simUserMsg: 6, simFraming: 4 + 2 + 8}},
+		{"truncated compound", compound(ping, alive)[:12], [simClasses]int{simProbe: 4, simFraming: 6 + 2}},
+	} {
+		if got := simClassify(tt.b); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
 }
