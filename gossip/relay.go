@@ -14,6 +14,9 @@ import "github.com/hashicorp/memberlist"
 // still queued 10 s after the build ended and nodes sent 17.6 KB/s each;
 // at 1,000 nodes 722 were queued when the idle window opened (session 8).
 //
+// (Since session 12 a newcomer no longer queues the records of its join's
+// push/pull, see passOn; every member still queues the newcomer's.)
+//
 // A member's first record does not need that many copies: its owner sends
 // it to every member it learns of when it announces services (greet) and
 // on every change (pushSelf), a member alive without a record here is
