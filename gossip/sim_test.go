@@ -696,7 +696,7 @@ func simScale(t *testing.T, n int, profile string) string {
 	time.Sleep(r.idle) // the measurement window itself
 	stopProfile()
 	r.queuedEnd = sc.queuedRecords()
-	sc.logBusiest(t, snapStart, sc.snapshot(), r.idle, k)
+	sc.logBusiest(t, "idle window", snapStart, sc.snapshot(), r.idle, k)
 	var busiest, busiestPackets int64
 	for i, nd := range sc.nodes {
 		busiest = max(busiest, nd.t.packetBytes.Load()+nd.t.streamBytes.Load()-sentBefore[i])
@@ -889,7 +889,7 @@ func simSettle(t *testing.T, sc *simCluster, settle time.Duration, k float64) {
 		before, at, snap := sc.net.traffic(), time.Now(), sc.snapshot()
 		time.Sleep(min(step, left))
 		d := sc.net.traffic().sub(before)
-		sc.logBusiest(t, snap, sc.snapshot(), time.Since(at), k)
+		sc.logBusiest(t, fmt.Sprintf("settle to %s", time.Duration(float64(time.Since(start))/k).Round(time.Second)), snap, sc.snapshot(), time.Since(at), k)
 		perNode := float64(len(sc.nodes)) * time.Since(at).Seconds() / k // simulated node-seconds
 		t.Logf("settle: %s simulated: record broadcasts queued per node %.1f; sent per node %.0f B/s (packets %.0f, streams %.0f)",
 			time.Duration(float64(time.Since(start))/k).Round(time.Second), sc.queuedRecords(),
@@ -949,11 +949,11 @@ func (sc *simCluster) snapshot() []simNodeSnap {
 	return out
 }
 
-// logBusiest logs, for the window between a and b (wall time w), what
+// logBusiest logs, for the window between a and b (wall time w) of phase, what
 // the five busiest nodes sent by class, with their place in the join
 // order and their queues, what all nodes sent by class, and the records
 // queued by join order (tenths of the nodes), in simulated B/s.
-func (sc *simCluster) logBusiest(t *testing.T, a, b []simNodeSnap, w time.Duration, k float64) {
+func (sc *simCluster) logBusiest(t *testing.T, phase string, a, b []simNodeSnap, w time.Duration, k float64) {
 	rate := func(x int64) float64 { return float64(x) * k / w.Seconds() }
 	type row struct {
 		i     int
@@ -980,15 +980,15 @@ func (sc *simCluster) logBusiest(t *testing.T, a, b []simNodeSnap, w time.Durati
 		}
 		return strings.Join(parts, ", ")
 	}
-	t.Logf("idle window: per node B/s by class: %s, streams %.0f", classes(all, float64(len(a))), rate(allStream)/float64(len(a)))
+	t.Logf("%s: per node B/s by class: %s, streams %.0f", phase, classes(all, float64(len(a))), rate(allStream)/float64(len(a)))
 	sort.Slice(rows, func(x, y int) bool { return rows[x].total > rows[y].total })
 	for _, r := range rows[:min(5, len(rows))] {
 		var d [simClasses]int64
 		for c := range simClasses {
 			d[c] = b[r.i].byClass[c] - a[r.i].byClass[c]
 		}
-		t.Logf("idle window: busy node #%d (join order) %.0f B/s: %s, streams %.0f in %d dials opened; queued full %d→%d, all %d→%d",
-			r.i, rate(r.total), classes(d, 1), rate(b[r.i].stream-a[r.i].stream), b[r.i].dials-a[r.i].dials,
+		t.Logf("%s: busy node #%d (join order) %.0f B/s: %s, streams %.0f in %d dials opened; queued full %d→%d, all %d→%d",
+			phase, r.i, rate(r.total), classes(d, 1), rate(b[r.i].stream-a[r.i].stream), b[r.i].dials-a[r.i].dials,
 			a[r.i].queuedFull, b[r.i].queuedFull, a[r.i].queued, b[r.i].queued)
 	}
 	var tenths []string
@@ -1003,7 +1003,7 @@ func (sc *simCluster) logBusiest(t *testing.T, a, b []simNodeSnap, w time.Durati
 			tenths = append(tenths, fmt.Sprintf("%.0f q/%.0f B/s", float64(q)/float64(hi-lo), rate(p)/float64(hi-lo)))
 		}
 	}
-	t.Logf("idle window: by join order, tenths: records queued at the start / packet B/s: %s", strings.Join(tenths, "; "))
+	t.Logf("%s: by join order, tenths: records queued at the start / packet B/s: %s", phase, strings.Join(tenths, "; "))
 }
 
 func rows0(x [simClasses]int64) (s int64) {
