@@ -44,8 +44,9 @@ const firstRecordMult = 1
 // while. A node that joins learns the whole catalog in its join's
 // push/pull, and passing all of it on made the newest nodes of a start
 // queue nearly N records each: at 1,000 simulated nodes 257 records per
-// node were still queued 30 s after the build, and the busiest node sent
-// 36.7 KB/s while the cluster was otherwise idle (session 9). Those
+// node were still queued 30 s after the build (session 9; 35 with this
+// rule, session 12, where what kept the newest nodes busy longest was
+// memberlist's own re-broadcast of the same push/pull's members). Those
 // records reach whoever lacks them anyway: from their owners (greet and
 // pushSelf), by asking (want.go) and by the next push/pull. A first
 // record with nothing to route to (no services, none down) is not passed
