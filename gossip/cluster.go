@@ -686,17 +686,8 @@ func (c *Cluster) Shutdown() error {
 // record for this node that beats ours (an older incarnation of us, or a
 // node with our name) is refuted with a higher version.
 //
-// pushPull says rs came in a push/pull's state. Such a record is not
-// re-broadcast when it is the first this node has of a member and carries
-// nothing to route to (no services, none down, not left): every node
-// that starts learns nearly all records at once from its joins, and each
-// re-broadcast a record RetransmitMult × log10(N) times (12 at 100
-// nodes), so records of nodes that announce nothing kept every gossip
-// packet full for seconds while 100 nodes started on two cores, where
-// sending and handling gossip packets was 40 % of their CPU (profile,
-// session 8). Such a record still spreads from its node's own broadcast,
-// which every node that hears it passes on, and by push/pull; a member
-// alive without one is asked for it (want.go).
+// pushPull says rs came in a push/pull's state; which of its records are
+// passed on is passOn's rule (relay.go).
 func (c *Cluster) merge(rs []record, pushPull bool) { c.mergeRaw(rs, nil, pushPull) }
 
 // mergeRaw is merge; raw, when set, is the broadcast that carried the one
@@ -709,7 +700,7 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 	changed := false
 
 	c.mu.Lock()
-	for _, r := range rs {
+	for i, r := range rs {
 		if r.Node == c.self.Node {
 			if r.Version > c.self.Version || (r.Version == c.self.Version && !r.equal(c.self)) {
 				c.self.Version = nextVersion(r.Version, now)
@@ -730,9 +721,9 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 			continue
 		}
 		c.storeLocked(&stored{rec: r, seen: now, raw: string(raw)})
-		if !pushPull || had || len(r.Services) > 0 || len(r.Down) > 0 || r.Left {
+		if q, f := passOn(r, had, pushPull, i == 0); q { // rs[0] of a push/pull is the peer's own (pushState)
 			out = append(out, r)
-			first = append(first, !had && !r.Left)
+			first = append(first, f)
 		}
 		if m, ok := c.members[r.Node]; ok {
 			if m.State == stateAlive {
@@ -762,8 +753,9 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 	}
 }
 
-// pushState returns this node's record and those of alive members for a
-// push/pull. Records of dead nodes are not passed on.
+// pushState returns this node's record, first (passOn relies on it), and
+// those of alive members for a push/pull. Records of dead nodes are not
+// passed on.
 func (c *Cluster) pushState() []record {
 	c.mu.Lock()
 	defer c.mu.Unlock()

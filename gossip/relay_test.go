@@ -37,9 +37,11 @@ func sendsOf(t *testing.T, c *Cluster, node string) int {
 
 // TestFirstRecordsPassedOnLess: another node's first record here is passed
 // on firstRecordMult × log10 N times, since its owner's greeting, a want
-// request and push/pull also deliver it; this node's own record, an update
-// of a record this node had and a leave, which nothing else repairs, keep
-// RetransmitMult × log10 N. Before, every record was sent the full count,
+// request and push/pull also deliver it, and not at all when it came in a
+// push/pull from a peer that learnt it from someone else (passOn): a
+// join's push/pull brings the whole catalog; this node's own record, an
+// update of a record this node had and a leave, which nothing else
+// repairs, keep RetransmitMult × log10 N. Before, every record was sent the full count,
 // so a start of N nodes queued N records × 16 sends on every node of
 // 1,000 (relay.go).
 func TestFirstRecordsPassedOnLess(t *testing.T) {
@@ -65,8 +67,27 @@ func TestFirstRecordsPassedOnLess(t *testing.T) {
 		{name: "first record, gossip", node: "b", want: few, do: func(c *Cluster, d *delegate) {
 			c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1, Services: web}}}, false)
 		}},
-		{name: "first record, push/pull", node: "b", want: few, do: func(c *Cluster, d *delegate) {
+		{name: "first record, push/pull, the peer's own", node: "b", want: few, do: func(c *Cluster, d *delegate) {
 			c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1, Services: web}}}, true)
+		}},
+		{name: "first record, push/pull, the peer's own without services", node: "b", want: 0, do: func(c *Cluster, d *delegate) {
+			c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1}}}, true)
+		}},
+		{name: "first record, push/pull, learnt by the peer", node: "b", want: 0, do: func(c *Cluster, d *delegate) {
+			c.merge([]record{
+				{Entry: Entry{Node: "m00", Addr: "10.0.1.1", Version: 1, Services: web}},
+				{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1, Services: web}},
+			}, true)
+		}},
+		{name: "first record, a join's push/pull of the whole catalog", node: "m07", want: 0, do: func(c *Cluster, d *delegate) {
+			var rs []record
+			for i := range members - 1 {
+				rs = append(rs, record{Entry: Entry{Node: fmt.Sprintf("m%02d", i), Addr: "10.0.1.1", Version: 1, Services: web}})
+			}
+			c.merge(rs, true)
+			if q := c.bcast.NumQueued(); q != 1 {
+				t.Errorf("%d records queued after a join's push/pull, want 1: the peer's own", q)
+			}
 		}},
 		{name: "first record, arrived before its member", node: "early", want: few, do: func(c *Cluster, d *delegate) {
 			c.merge([]record{{Entry: Entry{Node: "early", Addr: "10.0.0.9", Version: 1, Services: web}}}, false)
@@ -84,6 +105,20 @@ func TestFirstRecordsPassedOnLess(t *testing.T) {
 			c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1}}}, false)
 			c.bcast.GetBroadcasts(0, 1400)
 			c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 2, Services: web}}}, true)
+		}},
+		{name: "update, push/pull, learnt by the peer", node: "b", want: full, do: func(c *Cluster, d *delegate) {
+			c.merge([]record{{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1}}}, false)
+			c.bcast.GetBroadcasts(0, 1400)
+			c.merge([]record{
+				{Entry: Entry{Node: "m00", Addr: "10.0.1.1", Version: 1}},
+				{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 2, Services: web}},
+			}, true)
+		}},
+		{name: "leave, push/pull, learnt by the peer", node: "b", want: full, do: func(c *Cluster, d *delegate) {
+			c.merge([]record{
+				{Entry: Entry{Node: "m00", Addr: "10.0.1.1", Version: 1}},
+				{Entry: Entry{Node: "b", Addr: "10.0.0.2", Version: 1}, Left: true},
+			}, true)
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"runtime"
 	"runtime/pprof"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -574,13 +575,18 @@ func (m cpuMeter) percent() float64 {
 
 // simResult is one size's measurement.
 type simResult struct {
-	build                   time.Duration
-	join                    time.Duration
-	hide, dead              spread // failure: catalog hides it; memberlist declares it dead
-	failBound               time.Duration
-	falseHides              int
-	idle                    time.Duration
-	bytesAvg, bytesBusiest  float64
+	build                  time.Duration
+	join                   time.Duration
+	hide, dead             spread // failure: catalog hides it; memberlist declares it dead
+	failBound              time.Duration
+	falseHides             int
+	idle                   time.Duration
+	bytesAvg, bytesBusiest float64
+	// busiestPackets: the busiest node by packets alone. A node that takes
+	// part in a push/pull during the window sends its whole state on a
+	// stream at once (about 210 KB at 1,000 nodes), which bytesBusiest
+	// spreads over the window.
+	busiestPackets          float64
 	packetBytes, streamByte float64 // per node per second
 	cpuIdle, cpuJoin        float64
 	cpuFail                 float64
@@ -623,6 +629,7 @@ func (r simResult) scaled(k float64) simResult {
 	r.dead.first, r.dead.all = d(r.dead.first), d(r.dead.all)
 	r.bytesAvg *= k
 	r.bytesBusiest *= k
+	r.busiestPackets *= k
 	r.packetBytes *= k
 	r.streamByte *= k
 	r.bytesSteady *= k
@@ -677,19 +684,23 @@ func simScale(t *testing.T, n int, profile string) string {
 	r.idle = dilated(simEnvDuration(t, "AMB_SIM_IDLE", 5*time.Second), k)
 	cpu := startCPU()
 	before := sc.net.traffic()
-	sentBefore := make([]int64, n)
+	sentBefore, packetsBefore := make([]int64, n), make([]int64, n)
 	for i, nd := range sc.nodes {
-		sentBefore[i] = nd.t.packetBytes.Load() + nd.t.streamBytes.Load()
+		packetsBefore[i] = nd.t.packetBytes.Load()
+		sentBefore[i] = packetsBefore[i] + nd.t.streamBytes.Load()
 	}
 	r.queuedStart = sc.queuedRecords()
 	r.missingRecords, r.missingNodes = sc.missingRecords()
+	snapStart := sc.snapshot()
 	stopProfile := simIdleProfile(t, n, profile)
 	time.Sleep(r.idle) // the measurement window itself
 	stopProfile()
 	r.queuedEnd = sc.queuedRecords()
-	var busiest int64
+	sc.logBusiest(t, "idle window", snapStart, sc.snapshot(), r.idle, k)
+	var busiest, busiestPackets int64
 	for i, nd := range sc.nodes {
 		busiest = max(busiest, nd.t.packetBytes.Load()+nd.t.streamBytes.Load()-sentBefore[i])
+		busiestPackets = max(busiestPackets, nd.t.packetBytes.Load()-packetsBefore[i])
 	}
 	idle := sc.net.traffic().sub(before)
 	r.cpuIdle = cpu.percent()
@@ -698,6 +709,7 @@ func simScale(t *testing.T, n int, profile string) string {
 	r.streamByte = float64(idle.streamBytes) / perNode
 	r.bytesAvg = r.packetBytes + r.streamByte
 	r.bytesBusiest = float64(busiest) / r.idle.Seconds()
+	r.busiestPackets = float64(busiestPackets) / r.idle.Seconds()
 	r.idleDials = idle.dials
 
 	// A join: a new node joins a random member; every node must list it.
@@ -794,8 +806,8 @@ func simScale(t *testing.T, n int, profile string) string {
 	figure("build", "%s (batches of %d, %d not listed by every node within %s; %d joins retried; live nodes marked failed while building: %d (%d lines); GOGC=%q GOMEMLIMIT=%q%s)",
 		r.build.Round(time.Millisecond), simBatch(t), sc.lateBatches, simSpreadTarget, sc.retries, buildFalse.markNodes, buildFalse.markLines, os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"),
 		rawNote("%s", raw.build.Round(time.Millisecond)))
-	figure("idle_gossip_bytes_per_node_per_s", "%.0f (packets %.0f, streams %.0f in %d push/pulls; busiest node %.0f; %s window; record broadcasts queued per node %.1f at its start, %.1f at its end; target <= %d%s)",
-		r.bytesAvg, r.packetBytes, r.streamByte, r.idleDials, r.bytesBusiest, r.idle, r.queuedStart, r.queuedEnd, simBytesTarget,
+	figure("idle_gossip_bytes_per_node_per_s", "%.0f (packets %.0f, streams %.0f in %d push/pulls; busiest node %.0f, by packets alone %.0f; %s window; record broadcasts queued per node %.1f at its start, %.1f at its end; target <= %d%s)",
+		r.bytesAvg, r.packetBytes, r.streamByte, r.idleDials, r.bytesBusiest, r.busiestPackets, r.idle, r.queuedStart, r.queuedEnd, simBytesTarget,
 		rawNote("%.0f B/s per node, busiest %.0f, over %s", raw.bytesAvg, raw.bytesBusiest, raw.idle))
 	figure("steady_gossip_bytes_per_node_per_s", "%.0f (packets %.0f measured + one push/pull of %.0f bytes every %s%s)",
 		r.bytesSteady, r.packetBytes, r.exchange, r.pushPull, rawNote("%.0f, push/pull every %s", raw.bytesSteady, raw.pushPull))
@@ -874,9 +886,10 @@ func simSettle(t *testing.T, sc *simCluster, settle time.Duration, k float64) {
 	step := dilated(10*time.Second, k)
 	start := time.Now()
 	for left := settle; left > 0; left -= step {
-		before, at := sc.net.traffic(), time.Now()
+		before, at, snap := sc.net.traffic(), time.Now(), sc.snapshot()
 		time.Sleep(min(step, left))
 		d := sc.net.traffic().sub(before)
+		sc.logBusiest(t, fmt.Sprintf("settle to %s", time.Duration(float64(time.Since(start))/k).Round(time.Second)), snap, sc.snapshot(), time.Since(at), k)
 		perNode := float64(len(sc.nodes)) * time.Since(at).Seconds() / k // simulated node-seconds
 		t.Logf("settle: %s simulated: record broadcasts queued per node %.1f; sent per node %.0f B/s (packets %.0f, streams %.0f)",
 			time.Duration(float64(time.Since(start))/k).Round(time.Second), sc.queuedRecords(),
@@ -913,6 +926,91 @@ func simHasRecord(c *Cluster, name string) bool {
 	defer c.mu.Unlock()
 	_, ok := c.records[name]
 	return ok
+}
+
+// simNodeSnap is one node's counters at one moment.
+type simNodeSnap struct {
+	byClass            [simClasses]int64
+	stream, dials      int64
+	queuedFull, queued int
+}
+
+// snapshot reads every node's counters and queue lengths.
+func (sc *simCluster) snapshot() []simNodeSnap {
+	out := make([]simNodeSnap, len(sc.nodes))
+	for i, nd := range sc.nodes {
+		s := &out[i]
+		for c := range s.byClass {
+			s.byClass[c] = nd.t.byClass[c].Load()
+		}
+		s.stream, s.dials = nd.t.streamBytes.Load(), nd.t.dials.Load()
+		s.queuedFull, s.queued = nd.c.bcast.full.NumQueued(), nd.c.bcast.NumQueued()
+	}
+	return out
+}
+
+// logBusiest logs, for the window between a and b (wall time w) of phase, what
+// the five busiest nodes sent by class, with their place in the join
+// order and their queues, what all nodes sent by class, and the records
+// queued by join order (tenths of the nodes), in simulated B/s.
+func (sc *simCluster) logBusiest(t *testing.T, phase string, a, b []simNodeSnap, w time.Duration, k float64) {
+	rate := func(x int64) float64 { return float64(x) * k / w.Seconds() }
+	type row struct {
+		i     int
+		total int64
+	}
+	rows := make([]row, len(a))
+	var all [simClasses]int64
+	var allStream int64
+	for i := range a {
+		rows[i].i = i
+		for c := range simClasses {
+			d := b[i].byClass[c] - a[i].byClass[c]
+			rows[i].total += d
+			all[c] += d
+		}
+		d := b[i].stream - a[i].stream
+		rows[i].total += d
+		allStream += d
+	}
+	classes := func(x [simClasses]int64, div float64) string {
+		var parts []string
+		for c := range simClasses {
+			parts = append(parts, fmt.Sprintf("%s %.0f", simClassNames[c], rate(x[c])/div))
+		}
+		return strings.Join(parts, ", ")
+	}
+	t.Logf("%s: per node B/s by class: %s, streams %.0f", phase, classes(all, float64(len(a))), rate(allStream)/float64(len(a)))
+	sort.Slice(rows, func(x, y int) bool { return rows[x].total > rows[y].total })
+	for _, r := range rows[:min(5, len(rows))] {
+		var d [simClasses]int64
+		for c := range simClasses {
+			d[c] = b[r.i].byClass[c] - a[r.i].byClass[c]
+		}
+		t.Logf("%s: busy node #%d (join order) %.0f B/s: %s, streams %.0f in %d dials opened; queued full %d→%d, all %d→%d",
+			phase, r.i, rate(r.total), classes(d, 1), rate(b[r.i].stream-a[r.i].stream), b[r.i].dials-a[r.i].dials,
+			a[r.i].queuedFull, b[r.i].queuedFull, a[r.i].queued, b[r.i].queued)
+	}
+	var tenths []string
+	for d := range 10 {
+		lo, hi := d*len(a)/10, (d+1)*len(a)/10
+		q, p := 0, int64(0)
+		for i := lo; i < hi; i++ {
+			q += a[i].queued
+			p += rows0(b[i].byClass) - rows0(a[i].byClass)
+		}
+		if hi > lo {
+			tenths = append(tenths, fmt.Sprintf("%.0f q/%.0f B/s", float64(q)/float64(hi-lo), rate(p)/float64(hi-lo)))
+		}
+	}
+	t.Logf("%s: by join order, tenths: records queued at the start / packet B/s: %s", phase, strings.Join(tenths, "; "))
+}
+
+func rows0(x [simClasses]int64) (s int64) {
+	for _, v := range x {
+		s += v
+	}
+	return s
 }
 
 // queuedRecords is the mean number of record broadcasts queued per node.

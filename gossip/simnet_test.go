@@ -115,6 +115,80 @@ type simTransport struct {
 	packets     atomic.Int64 // packets this node sent
 	dropped     atomic.Int64 // packets to this node dropped: its queue was full
 	dials       atomic.Int64 // streams this node opened
+	// byClass splits packetBytes by what the bytes carried (simClassify).
+	byClass [simClasses]atomic.Int64
+}
+
+// What a packet's bytes carried, see simClassify.
+const (
+	simProbe   = iota // ping, indirect ping, ack, nack: the failure detector
+	simMember         // alive, suspect, dead: memberlist's own broadcasts
+	simRecord         // a record (user message kindRecord): relay.go's broadcasts
+	simUserMsg        // other user messages: want, refused, direct sends
+	simFraming        // CRC, label, compound headers, anything unparsed
+	simClasses
+)
+
+var simClassNames = [simClasses]string{"probe", "member", "record", "user", "framing"}
+
+// simClassify splits a memberlist packet's bytes by message type: an
+// optional label and CRC header, then one message or a compound of them
+// (memberlist v0.7.0's net.go framing; compression is off in our config).
+func simClassify(b []byte) (out [simClasses]int) {
+	const (
+		compoundMsg = 7
+		userMsg     = 8
+		hasCrcMsg   = 12
+		hasLabelMsg = 244
+	)
+	if len(b) >= 2 && b[0] == hasLabelMsg && len(b) >= 2+int(b[1]) {
+		out[simFraming] += 2 + int(b[1])
+		b = b[2+int(b[1]):]
+	}
+	if len(b) >= 5 && b[0] == hasCrcMsg {
+		out[simFraming] += 5
+		b = b[5:]
+	}
+	one := func(m []byte) {
+		if len(m) == 0 {
+			return
+		}
+		switch m[0] {
+		case 0, 1, 2, 11:
+			out[simProbe] += len(m)
+		case 3, 4, 5:
+			out[simMember] += len(m)
+		case userMsg:
+			if len(m) >= 3 && m[2] == kindRecord {
+				out[simRecord] += len(m)
+			} else {
+				out[simUserMsg] += len(m)
+			}
+		default:
+			out[simFraming] += len(m)
+		}
+	}
+	if len(b) < 2 || b[0] != compoundMsg {
+		one(b)
+		return out
+	}
+	n := int(b[1])
+	if len(b) < 2+2*n {
+		out[simFraming] += len(b)
+		return out
+	}
+	out[simFraming] += 2 + 2*n
+	rest := b[2+2*n:]
+	for i := range n {
+		l := int(b[2+2*i])<<8 | int(b[3+2*i])
+		if l > len(rest) {
+			break
+		}
+		one(rest[:l])
+		rest = rest[l:]
+	}
+	out[simFraming] += len(rest)
+	return out
 }
 
 var _ memberlist.Transport = (*simTransport)(nil)
@@ -135,6 +209,11 @@ func (t *simTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	}
 	t.packets.Add(1)
 	t.packetBytes.Add(int64(len(b)))
+	for c, n := range simClassify(b) {
+		if n > 0 {
+			t.byClass[c].Add(int64(n))
+		}
+	}
 	dst, ok := t.net.peer(addr)
 	if !ok {
 		return now, nil // lost, as UDP to a dead host is
@@ -373,4 +452,42 @@ func TestSimNet(t *testing.T) {
 		t.Fatalf("dial to a live node: %v", err)
 	}
 	c2.Close()
+}
+
+// TestSimClassify checks the split of a packet's bytes by what it carried,
+// on memberlist's framing: a single message, a CRC header, a label and a
+// compound of several.
+func TestSimClassify(t *testing.T) {
+	ping := []byte{0, 1, 2, 3}
+	alive := []byte{4, 1, 2, 3, 4, 5}
+	rec := []byte{8, wireVersion, kindRecord, '{', '}'}
+	want := []byte{8, wireVersion, kindWant, '"', 'a', '"'}
+	compound := func(parts ...[]byte) []byte {
+		b := []byte{7, byte(len(parts))}
+		for _, p := range parts {
+			b = append(b, byte(len(p)>>8), byte(len(p)))
+		}
+		for _, p := range parts {
+			b = append(b, p...)
+		}
+		return b
+	}
+	crc := func(b []byte) []byte { return append([]byte{12, 0, 0, 0, 0}, b...) }
+	for _, tt := range []struct {
+		name string
+		b    []byte
+		want [simClasses]int
+	}{
+		{"ping", ping, [simClasses]int{simProbe: 4}},
+		{"alive with CRC", crc(alive), [simClasses]int{simMember: 6, simFraming: 5}},
+		{"record", rec, [simClasses]int{simRecord: 5}},
+		{"want", want, [simClasses]int{simUserMsg: 6}},
+		{"labelled compound", append([]byte{244, 2, 'l', 'b'}, compound(ping, alive, rec, want)...),
+			[simClasses]int{simProbe: 4, simMember: 6, simRecord: 5, simUserMsg: 6, simFraming: 4 + 2 + 8}},
+		{"truncated compound", compound(ping, alive)[:12], [simClasses]int{simProbe: 4, simFraming: 6 + 2}},
+	} {
+		if got := simClassify(tt.b); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
 }
