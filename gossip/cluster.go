@@ -111,6 +111,10 @@ type Cluster struct {
 	// wantLimit: answers to record requests from nodes that are not
 	// members here yet, one per wantEvery per address (want.go).
 	wantLimit *limiter
+	// joinLimit: joins of nodes that greeted this one, one per
+	// greetJoinEvery per address; greetJoins: how many run (want.go).
+	joinLimit  *limiter
+	greetJoins atomic.Int32
 
 	numAlive   atomic.Int64 // alive members incl. self, for bcast; counted by memberUp and memberDown (written under mu)
 	gossipPort atomic.Int64 // set in Start
@@ -162,6 +166,9 @@ type Cluster struct {
 	// served: what this node's metadata last said (metaServes, see
 	// NodeMeta); SetServicesDown re-advertises the node when it changes.
 	served bool
+	// joining counts the joins running per address ("ip:port" as
+	// netip.AddrPort prints it), see joiningAddrs.
+	joining map[string]int
 }
 
 type stored struct {
@@ -218,6 +225,7 @@ func New(cfg Config) (*Cluster, error) {
 		maxBcast:  cfg.maxBroadcast(),
 		logLimit:  newLimiter(logInterval),
 		wantLimit: newLimiter(wantEvery),
+		joinLimit: newLimiter(greetJoinEvery),
 		self: record{Entry: Entry{
 			Node:        cfg.NodeName,
 			Addr:        cfg.advertiseIP(),
@@ -229,6 +237,7 @@ func New(cfg Config) (*Cluster, error) {
 		raw:     make(map[string]string),
 		pending: make(map[string]*stored),
 		members: make(map[string]*member),
+		joining: make(map[string]int),
 	}
 	c.bcast = newBroadcasts(cfg.Memberlist.RetransmitMult, func() int { return int(max(c.numAlive.Load(), 1)) })
 	// A quarter probe interval: a suspicion lasts several.
@@ -325,7 +334,9 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 	ml := c.ml
 	c.lifeMu.Unlock()
 
+	done := c.joiningAddrs(addrs)
 	n, err := ml.Join(addrs)
+	done()
 	if err != nil {
 		return n, fmt.Errorf("gossip: join %q: %w", addrs, err)
 	}
@@ -809,8 +820,9 @@ func (c *Cluster) addPendingLocked(r record, now time.Time) {
 // listened for the announced service up to 8 s after joining).
 //
 // started is the node's start time from its metadata, zero when unknown;
-// o is what its metadata says of its record.
-func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o offer) {
+// o is what its metadata says of its record; greets: it knows kindGreet
+// (metaGreets), so this node greets it with its gossip address.
+func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o offer, greets bool) {
 	var promoted *record
 	promotedFirst := false // see relay.go
 	var greet *memberlist.Node
@@ -826,6 +838,10 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 		if name != c.self.Node && len(c.self.Services) > 0 && !c.self.Left {
 			greet = &memberlist.Node{Name: name, Addr: net.ParseIP(addr), Port: uint16(port)}
 			self = c.self.clone()
+			// A member this node is joining learns of it from that
+			// join's push/pull: asking it to join (kindGreet) would
+			// only cost both a second one (joiningAddrs).
+			greets = greets && !c.joiningLocked(addr, port)
 		}
 	}
 	if p, ok := c.pending[name]; ok {
@@ -850,7 +866,7 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 		c.queue(*promoted, promotedFirst)
 	}
 	if greet != nil {
-		c.greet(greet, self)
+		c.greet(greet, self, greets)
 	}
 	c.log.Debug("member alive", "peer", name, "addr", net.JoinHostPort(addr, strconv.Itoa(port)))
 	c.notify()
