@@ -203,6 +203,9 @@ type member struct {
 	// answeredAt: when it last answered the member's request (want.go).
 	wantAt     time.Time
 	answeredAt time.Time
+	// greets: its metadata said it knows kindGreet when it came up
+	// (metaGreets, want.go greet).
+	greets bool
 }
 
 // New validates cfg and returns a Cluster that is not yet on the network.
@@ -366,13 +369,21 @@ func (c *Cluster) SetServicesDown(svcs, down []Service) {
 		c.mu.Unlock()
 		return
 	}
+	greeting := len(c.self.Services) > 0 // memberUp greets new members
 	c.self.Services, c.self.Down = clean, cleanDown
 	c.self.Version = nextVersion(c.self.Version, time.Now())
 	r := c.self.clone()
 	readvertise := c.served != c.servesLocked()
+	var late []greetee
+	if !greeting && len(r.Services) > 0 && !r.Left {
+		late = c.ungreetedLocked(time.Now())
+	}
 	c.mu.Unlock()
 	if readvertise {
 		c.readvertise()
+	}
+	for _, g := range late {
+		c.greet(g.to, r, g.greets)
 	}
 
 	// Queued even before Start: the queue keeps one record per node and
@@ -855,7 +866,7 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
-	m.started, m.offer = started, o
+	m.started, m.offer, m.greets = started, o, greets
 	if _, ok := c.records[name]; !ok && name != c.self.Node {
 		c.recordsComplete.Store(false) // askMissing must look again
 		c.wantBy(m.dueAt())            // missing may have put the next check off

@@ -215,3 +215,58 @@ func TestGreetingKind(t *testing.T) {
 		t.Errorf("greeting without a gossip address: %q, want a plain record", b)
 	}
 }
+
+// TestMembersGreetedWhenServicesComeUp: b learns of c before it announces
+// anything (its service waits for its first health check), so memberUp
+// does not greet c. When b's first service comes up, b greets the members
+// that came up within greetRecent, and c, which does not list b, joins it
+// and routes to it. A member b has known for longer is not greeted (in
+// a cluster it has had b's alive message by gossip, and pushSelf sends it
+// b's record; b's memberlist does not know c here, so nothing reaches c).
+// On the old code c never listed b here.
+func TestMembersGreetedWhenServicesComeUp(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		age      time.Duration // how long b has known c
+		wantJoin bool
+	}{
+		{"recent member", 0, true},
+		{"member known for greetRecent", greetRecent, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
+			b := newNodeWith(t, "b", "greetlate", 2, quiet)
+			c := newNodeWith(t, "c", "greetlate", 3, quiet)
+			b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, true)
+			b.mu.Lock()
+			b.members["c"].since = time.Now().Add(-tc.age)
+			b.mu.Unlock()
+			time.Sleep(50 * time.Millisecond) // nothing to greet with yet
+			if c.Alive("b") {
+				t.Fatal("c lists b before b announces anything")
+			}
+			b.SetServices([]Service{{Name: "web", Port: 80}})
+			if !tc.wantJoin {
+				time.Sleep(200 * time.Millisecond) // a greeting and a join would take milliseconds
+				c.mu.Lock()
+				_, pending := c.pending["b"]
+				c.mu.Unlock()
+				if pending || c.Alive("b") {
+					t.Fatalf("c was greeted: has b's record %v, lists b %v", pending, c.Alive("b"))
+				}
+				return
+			}
+			waitFor(t, "c routes to b", func() error {
+				if !c.Alive("b") {
+					return errors.New("c does not list b")
+				}
+				for _, e := range c.Catalog() {
+					if e.Node == "b" && len(e.Services) == 1 {
+						return nil
+					}
+				}
+				return fmt.Errorf("no record of b with its service in %+v", c.Catalog())
+			})
+		})
+	}
+}

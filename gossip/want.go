@@ -425,6 +425,42 @@ func (c *Cluster) greet(to *memberlist.Node, r record, greets bool) {
 	c.goSend([]*memberlist.Node{to}, b, true, "greet a new member")
 }
 
+// Greeting the members learnt before this node announced.
+//
+// memberUp greets only while this node's record carries services, and a
+// service is announced once its first health check passed: in a 25-host
+// lab started at one instant the announcing node learnt of 9 members in
+// the 32 ms before, greeted none of them, and one of those listed it 164
+// ms after the check passed (session 12, debug run). So when the record
+// gains its first service, this node greets the members that came up
+// within greetRecent, as memberUp would have. Members known for longer
+// have had its alive message by gossip; the record reaches every member
+// anyway (pushSelf, broadcast), and a member that lacks it asks (above).
+const greetRecent = 2 * time.Second
+
+// greetee is a member to greet and whether it knows kindGreet (and this
+// node is not joining it).
+type greetee struct {
+	to     *memberlist.Node
+	greets bool
+}
+
+// ungreetedLocked returns the alive members but this node that came up
+// within greetRecent of now (see above). c.mu must be held.
+func (c *Cluster) ungreetedLocked(now time.Time) []greetee {
+	var out []greetee
+	for name, m := range c.members {
+		if name == c.self.Node || m.State != stateAlive || now.Sub(m.since) >= greetRecent {
+			continue
+		}
+		out = append(out, greetee{
+			to:     &memberlist.Node{Name: name, Addr: net.ParseIP(m.Addr), Port: uint16(m.Port)},
+			greets: m.greets && !c.joiningLocked(m.Addr, m.Port),
+		})
+	}
+	return out
+}
+
 // greeting encodes the greeting of r, this node's record: kindGreet with
 // the address memberlist advertises when the receiver knows it (greets)
 // and that address is known, else the plain record (kindRecord). It
