@@ -523,6 +523,7 @@ func (c *scaleCluster) idle(window time.Duration) (cpuMax, rssMax float64, marks
 			float64(arpTo.allocs-arpFrom.allocs)/to.Sub(from).Seconds(), arpTo.entries)
 	}
 	figure(t, "idle_rss_mib", "%s (VmRSS; of which the node's own, RssAnon: %s)", spread(rsss, "%.1f"), spread(anons, "%.1f"))
+	figure(t, "idle_rss_largest", "%s (VmRSS MiB; h0 announces)", c.busiestNodes(rsss, 5))
 	figure(t, "idle_pss_mib", "%s (the binary's pages shared among the %d nodes running it)", spread(psss, "%.1f"), len(c.nodes))
 	figure(t, "idle_window_failed_marks", "%d (suspicions %d)", marks, suspects)
 	figure(t, "load_average", "%s", loadAvg())

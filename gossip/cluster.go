@@ -111,6 +111,10 @@ type Cluster struct {
 	// wantLimit: answers to record requests from nodes that are not
 	// members here yet, one per wantEvery per address (want.go).
 	wantLimit *limiter
+	// joinLimit: joins of nodes that greeted this one, one per
+	// greetJoinEvery per address; greetJoins: how many run (want.go).
+	joinLimit  *limiter
+	greetJoins atomic.Int32
 
 	numAlive   atomic.Int64 // alive members incl. self, for bcast; counted by memberUp and memberDown (written under mu)
 	gossipPort atomic.Int64 // set in Start
@@ -162,6 +166,9 @@ type Cluster struct {
 	// served: what this node's metadata last said (metaServes, see
 	// NodeMeta); SetServicesDown re-advertises the node when it changes.
 	served bool
+	// joining counts the joins running per address ("ip:port" as
+	// netip.AddrPort prints it), see joiningAddrs.
+	joining map[string]int
 }
 
 type stored struct {
@@ -196,6 +203,9 @@ type member struct {
 	// answeredAt: when it last answered the member's request (want.go).
 	wantAt     time.Time
 	answeredAt time.Time
+	// greets: its metadata said it knows kindGreet when it came up
+	// (metaGreets, want.go greet).
+	greets bool
 }
 
 // New validates cfg and returns a Cluster that is not yet on the network.
@@ -218,6 +228,7 @@ func New(cfg Config) (*Cluster, error) {
 		maxBcast:  cfg.maxBroadcast(),
 		logLimit:  newLimiter(logInterval),
 		wantLimit: newLimiter(wantEvery),
+		joinLimit: newLimiter(greetJoinEvery),
 		self: record{Entry: Entry{
 			Node:        cfg.NodeName,
 			Addr:        cfg.advertiseIP(),
@@ -229,6 +240,7 @@ func New(cfg Config) (*Cluster, error) {
 		raw:     make(map[string]string),
 		pending: make(map[string]*stored),
 		members: make(map[string]*member),
+		joining: make(map[string]int),
 	}
 	c.bcast = newBroadcasts(cfg.Memberlist.RetransmitMult, func() int { return int(max(c.numAlive.Load(), 1)) })
 	// A quarter probe interval: a suspicion lasts several.
@@ -325,7 +337,9 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 	ml := c.ml
 	c.lifeMu.Unlock()
 
+	done := c.joiningAddrs(addrs)
 	n, err := ml.Join(addrs)
+	done()
 	if err != nil {
 		return n, fmt.Errorf("gossip: join %q: %w", addrs, err)
 	}
@@ -355,13 +369,21 @@ func (c *Cluster) SetServicesDown(svcs, down []Service) {
 		c.mu.Unlock()
 		return
 	}
+	greeting := len(c.self.Services) > 0 // memberUp greets new members
 	c.self.Services, c.self.Down = clean, cleanDown
 	c.self.Version = nextVersion(c.self.Version, time.Now())
 	r := c.self.clone()
 	readvertise := c.served != c.servesLocked()
+	var late []greetee
+	if !greeting && len(r.Services) > 0 && !r.Left {
+		late = c.ungreetedLocked(time.Now())
+	}
 	c.mu.Unlock()
 	if readvertise {
 		c.readvertise()
+	}
+	for _, g := range late {
+		c.greet(g.to, r, g.greets)
 	}
 
 	// Queued even before Start: the queue keeps one record per node and
@@ -801,8 +823,9 @@ func (c *Cluster) addPendingLocked(r record, now time.Time) {
 // listened for the announced service up to 8 s after joining).
 //
 // started is the node's start time from its metadata, zero when unknown;
-// o is what its metadata says of its record.
-func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o offer) {
+// o is what its metadata says of its record; greets: it knows kindGreet
+// (metaGreets), so this node greets it with its gossip address.
+func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o offer, greets bool) {
 	var promoted *record
 	promotedFirst := false // see relay.go
 	var greet *memberlist.Node
@@ -818,6 +841,10 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 		if name != c.self.Node && len(c.self.Services) > 0 && !c.self.Left {
 			greet = &memberlist.Node{Name: name, Addr: net.ParseIP(addr), Port: uint16(port)}
 			self = c.self.clone()
+			// A member this node is joining learns of it from that
+			// join's push/pull: asking it to join (kindGreet) would
+			// only cost both a second one (joiningAddrs).
+			greets = greets && !c.joiningLocked(addr, port)
 		}
 	}
 	if p, ok := c.pending[name]; ok {
@@ -831,7 +858,7 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
-	m.started, m.offer = started, o
+	m.started, m.offer, m.greets = started, o, greets
 	if _, ok := c.records[name]; !ok && name != c.self.Node {
 		c.recordsComplete.Store(false) // askMissing must look again
 		c.wantBy(m.dueAt())            // missing may have put the next check off
@@ -842,7 +869,7 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 		c.queue(*promoted, promotedFirst)
 	}
 	if greet != nil {
-		c.greet(greet, self)
+		c.greet(greet, self, greets)
 	}
 	c.log.Debug("member alive", "peer", name, "addr", net.JoinHostPort(addr, strconv.Itoa(port)))
 	c.notify()

@@ -53,12 +53,17 @@ const (
 	// at once and over a stream; one without asks a member that carries
 	// none only after wantQuiet (want.go).
 	metaServes = 1 << 0
+	// metaGreets: the node knows kindGreet, a greeting with the greeter's
+	// gossip address (want.go greet). An announcing node greets a member
+	// without it with the plain record, which older releases read.
+	metaGreets = 1 << 1
 )
 
 // encodeMeta is the node metadata: metaVersion, the start time in Unix
-// nanoseconds, big-endian, and the flags byte (10 bytes).
+// nanoseconds, big-endian, and the flags byte (10 bytes), which always has
+// metaGreets.
 func encodeMeta(started time.Time, serves bool) []byte {
-	var flags byte
+	flags := byte(metaGreets)
 	if serves {
 		flags |= metaServes
 	}
@@ -70,6 +75,7 @@ func encodeMeta(started time.Time, serves bool) []byte {
 type nodeMeta struct {
 	started int64 // Unix nanoseconds
 	offer   offer // offerUnknown for version 1
+	greets  bool  // metaGreets; false for version 1
 }
 
 // offer is what a member's metadata says of its record.
@@ -91,6 +97,7 @@ func decodeMeta(meta []byte) (nm nodeMeta, ok bool) {
 		if meta[9]&metaServes != 0 {
 			nm.offer = offerServices
 		}
+		nm.greets = meta[9]&metaGreets != 0
 	default:
 		return nodeMeta{}, false
 	}
@@ -148,6 +155,13 @@ func (d *delegate) NotifyMsg(b []byte) {
 			return
 		}
 		d.c.answerWantFrom(w)
+	case kindGreet:
+		g, err := decodeGreeting(b)
+		if err != nil {
+			d.dropped("greeting", b, err)
+			return
+		}
+		d.c.greeted(g)
 	case kindWant:
 		from, err := decodeWant(b)
 		if err != nil {
@@ -222,7 +236,7 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 	if ok {
 		started = time.Unix(0, nm.started)
 	}
-	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started, nm.offer)
+	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started, nm.offer, nm.greets)
 }
 
 // NotifyUpdate notes what n's metadata now says of its record: memberlist

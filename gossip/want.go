@@ -108,16 +108,24 @@ func decodeWantFrom(b []byte) (wantFrom, error) {
 	if err := checkName("node", w.Node); err != nil {
 		return wantFrom{}, fmt.Errorf("%w: want from: %w", errDecode, err)
 	}
-	// A unicast address only: the answer to a node not yet a member goes
-	// where the request says, and a packet to a multicast or broadcast
-	// address would reach every host of the LAN.
-	if a, err := netip.ParseAddr(w.Addr); err != nil || !(a.IsGlobalUnicast() || a.IsLoopback()) || a.Zone() != "" {
-		return wantFrom{}, fmt.Errorf("%w: want from %q: address %q", errDecode, w.Node, w.Addr)
-	}
-	if w.Port < 1 || w.Port > 65535 {
-		return wantFrom{}, fmt.Errorf("%w: want from %q: port %d", errDecode, w.Node, w.Port)
+	// The answer to a node not yet a member goes where the request says.
+	if err := checkGossipAddr(w.Addr, w.Port); err != nil {
+		return wantFrom{}, fmt.Errorf("%w: want from %q: %w", errDecode, w.Node, err)
 	}
 	return w, nil
+}
+
+// checkGossipAddr checks a gossip address a message gives, to send to or
+// join: a unicast address only, because a packet to a multicast or
+// broadcast address would reach every host of the LAN, and a port.
+func checkGossipAddr(addr string, port int) error {
+	if a, err := netip.ParseAddr(addr); err != nil || !(a.IsGlobalUnicast() || a.IsLoopback()) || a.Zone() != "" {
+		return fmt.Errorf("address %q", addr)
+	}
+	if port < 1 || port > 65535 {
+		return fmt.Errorf("port %d", port)
+	}
+	return nil
 }
 
 // decodeWant decodes a kindWant message: the asking node's name.
@@ -376,15 +384,17 @@ func (c *Cluster) goSend(to []*memberlist.Node, b []byte, reliable bool, what st
 
 // goWithMemberlist runs send from a goroutine that Shutdown waits for,
 // unless the cluster has not started, has left or is shut down: a send
-// after Leave would announce a node that said goodbye.
-func (c *Cluster) goWithMemberlist(send func(*memberlist.Memberlist)) {
+// after Leave would announce a node that said goodbye. It reports whether
+// it started send.
+func (c *Cluster) goWithMemberlist(send func(*memberlist.Memberlist)) bool {
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
 	ml := c.ml
 	if ml == nil || c.closed || c.left {
-		return
+		return false
 	}
 	c.checks.Go(func() { send(ml) })
+	return true
 }
 
 // greet sends r, this node's record, to a member it has just learnt of,
@@ -403,10 +413,214 @@ func (c *Cluster) goWithMemberlist(send func(*memberlist.Memberlist)) {
 // the announcing node had greeted them (session 9). A stream's message is
 // handled at once by the goroutine that reads it. A failed stream falls
 // back to a packet.
-func (c *Cluster) greet(to *memberlist.Node, r record) {
-	b, err := encodeRecord(r)
-	if err != nil || len(b) > c.maxBcast {
+//
+// To a member whose metadata says it knows kindGreet (metaGreets), the
+// record goes with this node's gossip address, so that a member that
+// does not list this node yet joins it (see greeted).
+func (c *Cluster) greet(to *memberlist.Node, r record, greets bool) {
+	b := c.greeting(r, greets)
+	if b == nil {
 		return // too large for a packet: push/pull carries it
 	}
 	c.goSend([]*memberlist.Node{to}, b, true, "greet a new member")
+}
+
+// Greeting the members learnt before this node announced.
+//
+// memberUp greets only while this node's record carries services, and a
+// service is announced once its first health check passed: in a 25-host
+// lab started at one instant the announcing node learnt of 9 members in
+// the 32 ms before, greeted none of them, and one of those listed it 164
+// ms after the check passed (session 12, debug run). So when the record
+// gains its first service, this node greets the members that came up
+// within greetRecent, as memberUp would have. Members known for longer
+// have had its alive message by gossip; the record reaches every member
+// anyway (pushSelf, broadcast), and a member that lacks it asks (above).
+const greetRecent = 2 * time.Second
+
+// greetee is a member to greet and whether it knows kindGreet (and this
+// node is not joining it).
+type greetee struct {
+	to     *memberlist.Node
+	greets bool
+}
+
+// ungreetedLocked returns the alive members but this node that came up
+// within greetRecent of now (see above). c.mu must be held.
+func (c *Cluster) ungreetedLocked(now time.Time) []greetee {
+	var out []greetee
+	for name, m := range c.members {
+		if name == c.self.Node || m.State != stateAlive || now.Sub(m.since) >= greetRecent {
+			continue
+		}
+		out = append(out, greetee{
+			to:     &memberlist.Node{Name: name, Addr: net.ParseIP(m.Addr), Port: uint16(m.Port)},
+			greets: m.greets && !c.joiningLocked(m.Addr, m.Port),
+		})
+	}
+	return out
+}
+
+// greeting encodes the greeting of r, this node's record: kindGreet with
+// the address memberlist advertises when the receiver knows it (greets)
+// and that address is known, else the plain record (kindRecord). It
+// returns nil when neither fits in a gossip packet, the fallback of a
+// failed stream.
+func (c *Cluster) greeting(r record, greets bool) []byte {
+	if greets {
+		w := c.selfWant()
+		if checkGossipAddr(w.Addr, w.Port) == nil {
+			if b, err := encodeGreeting(greetMsg{Record: r, Addr: w.Addr, Port: w.Port}); err == nil && len(b) <= c.maxBcast {
+				return b
+			}
+		}
+	}
+	b, err := encodeRecord(r)
+	if err != nil || len(b) > c.maxBcast {
+		return nil
+	}
+	return b
+}
+
+// greetMsg is a kindGreet message: the greeting node's record and the
+// address memberlist reaches it at.
+type greetMsg struct {
+	Record record `json:"record"`
+	Addr   string `json:"addr"`
+	Port   int    `json:"port"`
+}
+
+func encodeGreeting(g greetMsg) ([]byte, error) { return encode(kindGreet, g) }
+
+// decodeGreeting decodes a kindGreet message and checks its record (as
+// decodeRecord does) and address (as decodeWantFrom does). It retains no
+// reference to b.
+func decodeGreeting(b []byte) (greetMsg, error) {
+	var g greetMsg
+	if err := decode(b, kindGreet, maxRecordMsg, &g); err != nil {
+		return greetMsg{}, err
+	}
+	if err := validateRecord(&g.Record, time.Now()); err != nil {
+		return greetMsg{}, err
+	}
+	if err := checkGossipAddr(g.Addr, g.Port); err != nil {
+		return greetMsg{}, fmt.Errorf("%w: greeting from %q: %w", errDecode, g.Record.Node, err)
+	}
+	return g, nil
+}
+
+// Joining a node that greeted this one (greeted).
+//
+// The announcing node greets every member it learns of, but a receiver
+// that does not list it as a member yet keeps the record aside (pending)
+// until memberlist's alive message about it arrives by random gossip,
+// and routes nothing to it meanwhile. In a 25-host lab started at one
+// instant the last hosts learnt of the announcing node 56-374 ms after it
+// had learnt of them and greeted them (session 11): that wait was the tail
+// of the first connection. So a node greeted by an announcing node it does
+// not list joins it (memberlist's Join: one push/pull, which brings the
+// greeter's alive state and promotes the pending record at once).
+// It joins one address at most once per greetJoinEvery, at most
+// maxLogKeys addresses share that budget (limiter), and at most
+// maxGreetJoins joins run at a time: the greeting is network input, and
+// the alive message comes by gossip anyway. The greeter pays one
+// push/pull per greeted node that did not know it.
+const (
+	greetJoinEvery = wantEvery
+	maxGreetJoins  = 4
+)
+
+// greeted merges g.Record, a greeting (kindGreet), and joins its node when
+// due (greetJoinDue).
+func (c *Cluster) greeted(g greetMsg) {
+	c.merge([]record{g.Record}, false)
+	to := netip.AddrPortFrom(netip.MustParseAddr(g.Addr), uint16(g.Port)) // checked in decodeGreeting
+	if !c.greetJoinDue(g.Record, to, time.Now()) {
+		return
+	}
+	started := c.goWithMemberlist(func(ml *memberlist.Memberlist) {
+		defer c.greetJoins.Add(-1)
+		if c.Alive(g.Record.Node) {
+			return // memberlist listed it meanwhile (gossip, another join)
+		}
+		start := time.Now()
+		done := c.joiningAddrs([]string{to.String()})
+		_, err := ml.Join([]string{to.String()})
+		done()
+		if err != nil {
+			c.log.Debug("join a node that greeted this one", "peer", g.Record.Node, "err", err)
+			return
+		}
+		c.log.Debug("joined a node that greeted this one", "peer", g.Record.Node, "took", time.Since(start))
+	})
+	if !started {
+		c.greetJoins.Add(-1)
+	}
+}
+
+// joiningAddrs notes a join of addrs as running until the returned func
+// is called: a node greeted by a node it is joining lists the greeter when
+// its own join returns, and joining it again would only cost the greeter
+// a second push/pull (see greetJoinDue). The greeter greets as it merges
+// the state of the joining node, often before that node has merged the
+// state it got back. Addresses that are not an IP and a port are not
+// noted (a greeting names an IP).
+func (c *Cluster) joiningAddrs(addrs []string) (done func()) {
+	keys := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		if ap, err := netip.ParseAddrPort(a); err == nil {
+			keys = append(keys, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String())
+		}
+	}
+	c.mu.Lock()
+	for _, k := range keys {
+		c.joining[k]++
+	}
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, k := range keys {
+			if c.joining[k]--; c.joining[k] <= 0 {
+				delete(c.joining, k)
+			}
+		}
+	}
+}
+
+// joiningLocked reports whether a join of addr:port runs (joiningAddrs).
+// c.mu must be held.
+func (c *Cluster) joiningLocked(addr string, port int) bool {
+	a, err := netip.ParseAddr(addr)
+	return err == nil && c.joining[netip.AddrPortFrom(a.Unmap(), uint16(port)).String()] > 0
+}
+
+// greetJoinDue reports whether this node should join r's node at to, which
+// greeted it at now (see above): r announces services, its node is not
+// this one and not an alive member here, this node is not joining to
+// (joiningAddrs), fewer than maxGreetJoins joins run, and to was not
+// joined within greetJoinEvery. When it reports true it counts the join
+// as running (greetJoins); the join's end uncounts it.
+func (c *Cluster) greetJoinDue(r record, to netip.AddrPort, now time.Time) bool {
+	if len(r.Services) == 0 || r.Left {
+		return false
+	}
+	c.mu.Lock()
+	m, ok := c.members[r.Node]
+	listed := ok && m.State == stateAlive
+	self := r.Node == c.self.Node
+	joining := c.joiningLocked(to.Addr().String(), int(to.Port()))
+	c.mu.Unlock()
+	if listed || self || joining {
+		return false
+	}
+	if c.greetJoins.Add(1) > maxGreetJoins {
+		c.greetJoins.Add(-1)
+		return false
+	}
+	if ok, _ := c.joinLimit.allow(to.String(), now); !ok {
+		c.greetJoins.Add(-1)
+		return false
+	}
+	return true
 }

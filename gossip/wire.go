@@ -17,7 +17,7 @@ import (
 // LocalState/MergeRemoteState) is
 //
 //	[0] wireVersion  (1)
-//	[1] kind         (kindRecord, kindState or kindRefused)
+//	[1] kind         (kindRecord, kindState, ...: see the kind constants)
 //	[2:] JSON        (record for kindRecord, wireState for kindState)
 //
 // The version byte lets a future format be rejected cleanly instead of
@@ -35,6 +35,12 @@ const (
 	// record and saying where to send it; see want.go. Sent only to nodes
 	// whose metadata is version 2, which know it.
 	kindWantFrom byte = 5
+	// kindGreet: JSON greeting, an announcing node's record and where it
+	// listens for gossip, sent to a member it has just learnt of; see
+	// want.go greet. Sent only to nodes whose metadata has metaGreets,
+	// which know it: an older node's NotifyMsg takes any other kind for a
+	// record, whose decode rejects the kind byte, and drops it.
+	kindGreet byte = 6
 
 	// maxRecordMsg bounds one broadcast. Broadcasts travel in UDP packets
 	// (memberlist's UDPBufferSize, 1400 bytes by default), so anything larger

@@ -1,0 +1,272 @@
+package gossip
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestGreetedNodeJoinsGreeter: b announces a service and learns of c,
+// which does not list b (as when b learns of c first while a cluster
+// forms). b greets c. When c's metadata says it knows kindGreet and b is
+// not joining c itself, c joins b at once and routes to b's service: it
+// lists b alive and its catalog shows b's service well within any gossip
+// round (there is none here: b's memberlist does not know c, and
+// push/pull is off). Otherwise c gets b's plain record and keeps it aside
+// until memberlist reports b: an older release reads only that (it drops
+// a kind it does not know), and a node b is joining learns of b from b's
+// own join. Nothing else can make c list b here; on the old code it never
+// did.
+func TestGreetedNodeJoinsGreeter(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		greets   bool // c's metadata has metaGreets
+		bJoinsC  bool // b is joining c while it learns of it
+		wantJoin bool
+	}{
+		{"c knows greetings", true, false, true},
+		{"c is an older release", false, false, false},
+		{"b is joining c", true, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
+			b := newNodeWith(t, "b", "greetjoin", 2, quiet)
+			b.SetServices([]Service{{Name: "web", Port: 80}})
+			c := newNodeWith(t, "c", "greetjoin", 3, quiet)
+			if tc.bJoinsC {
+				done := b.joiningAddrs([]string{gossipAddr(c)})
+				defer done()
+			}
+			start := time.Now()
+			b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, tc.greets)
+			if !tc.wantJoin {
+				waitFor(t, "c has b's record", func() error {
+					c.mu.Lock()
+					defer c.mu.Unlock()
+					_, pending := c.pending["b"]
+					_, stored := c.records["b"]
+					if !pending && !stored {
+						return errors.New("no record of b")
+					}
+					return nil
+				})
+				time.Sleep(200 * time.Millisecond) // a join would take a millisecond
+				if c.Alive("b") {
+					t.Fatal("c joined b")
+				}
+				return
+			}
+			waitFor(t, "c routes to b", func() error {
+				if !c.Alive("b") {
+					return errors.New("c does not list b")
+				}
+				for _, e := range c.Catalog() {
+					if e.Node == "b" && len(e.Services) == 1 {
+						return nil
+					}
+				}
+				return fmt.Errorf("no record of b with its service in %+v", c.Catalog())
+			})
+			t.Logf("c listed b %v after b learnt of c", time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
+// TestGreetJoinDue: when a greeted node joins the greeter: only a greeter
+// that announces, is not listed alive here, is not being joined already,
+// and whose address was not joined within greetJoinEvery; at most
+// maxGreetJoins at a time.
+func TestGreetJoinDue(t *testing.T) {
+	now := time.Now()
+	web := []Service{{Name: "web", Port: 80}}
+	to := netip.MustParseAddrPort("10.0.0.2:7946")
+	rec := record{Entry: Entry{Node: "g", Addr: "10.0.0.2", Services: web, Version: 1}}
+	member := func(state string) func(c *Cluster) {
+		return func(c *Cluster) {
+			c.members["g"] = &member{Member: Member{Name: "g", Addr: "10.0.0.2", Port: 7946, State: state}}
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		r      record
+		before func(c *Cluster)
+		want   bool
+	}{
+		{"unknown announcing greeter", rec, nil, true},
+		{"greeter listed alive", rec, member(stateAlive), false},
+		{"greeter listed dead (a restart)", rec, member(stateDead), true},
+		{"record without services", record{Entry: Entry{Node: "g", Addr: "10.0.0.2", Version: 1}}, nil, false},
+		{"left record", record{Entry: rec.Entry, Left: true}, nil, false},
+		{"this node's own name", record{Entry: Entry{Node: "self", Addr: "10.0.0.2", Services: web, Version: 1}}, nil, false},
+		{"joining that address", rec, func(c *Cluster) { c.joiningAddrs([]string{"10.0.0.2:7946"}) }, false},
+		{"joining another address", rec, func(c *Cluster) { c.joiningAddrs([]string{"10.0.0.3:7946"}) }, true},
+		{"joined within greetJoinEvery", rec, func(c *Cluster) { c.joinLimit.allow(to.String(), now.Add(-greetJoinEvery/2)) }, false},
+		{"joined greetJoinEvery ago", rec, func(c *Cluster) { c.joinLimit.allow(to.String(), now.Add(-greetJoinEvery)) }, true},
+		{"another address joined just now", rec, func(c *Cluster) { c.joinLimit.allow("10.0.0.3:7946", now) }, true},
+		{"maxGreetJoins running", rec, func(c *Cluster) { c.greetJoins.Store(maxGreetJoins) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := newOffline(t, "self")
+			if tc.before != nil {
+				tc.before(c)
+			}
+			running := c.greetJoins.Load()
+			if got := c.greetJoinDue(tc.r, to, now); got != tc.want {
+				t.Fatalf("greetJoinDue: %v, want %v", got, tc.want)
+			}
+			// A due join counts as running; a refused one leaves the count.
+			if want := running + int32(btoi(tc.want)); c.greetJoins.Load() != want {
+				t.Errorf("joins running: %d, want %d", c.greetJoins.Load(), want)
+			}
+		})
+	}
+}
+
+// TestGreetJoinOncePerInterval: greetings from one address, as a hostile
+// or looping peer could send, make at most one join per greetJoinEvery.
+func TestGreetJoinOncePerInterval(t *testing.T) {
+	c, _ := newOffline(t, "self")
+	rec := record{Entry: Entry{Node: "g", Addr: "10.0.0.2", Services: []Service{{Name: "web", Port: 80}}, Version: 1}}
+	to := netip.MustParseAddrPort("10.0.0.2:7946")
+	now := time.Now()
+	joins := 0
+	for i := range 100 {
+		if c.greetJoinDue(rec, to, now.Add(time.Duration(i)*greetJoinEvery/10)) {
+			joins++
+			c.greetJoins.Add(-1) // the join ended
+		}
+	}
+	if joins != 10 {
+		t.Errorf("%d joins in 10 intervals, want 10", joins)
+	}
+}
+
+// TestGreetingDecode: a kindGreet message carries a valid record and a
+// unicast gossip address; an older release, which reads any kind it does
+// not know as a record, rejects it (and drops it: see NotifyMsg).
+func TestGreetingDecode(t *testing.T) {
+	rec := record{Entry: Entry{Node: "g", Addr: "10.0.0.2", DataPort: 7947, Services: []Service{{Name: "web", Port: 80}}, Version: 1}}
+	good := greetMsg{Record: rec, Addr: "10.0.0.2", Port: 7946}
+	b, err := encodeGreeting(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeGreeting(b)
+	if err != nil || !got.Record.equal(good.Record) || got.Addr != good.Addr || got.Port != good.Port {
+		t.Errorf("decodeGreeting: %+v, %v; want %+v", got, err, good)
+	}
+	if _, err := decodeRecord(b); !errors.Is(err, errDecode) {
+		t.Errorf("decodeRecord of a greeting (what an older release does): %v, want errDecode", err)
+	}
+	for _, bad := range []greetMsg{
+		{Record: rec, Addr: "", Port: 7946},
+		{Record: rec, Addr: "0.0.0.0", Port: 7946},
+		{Record: rec, Addr: "224.0.0.251", Port: 7946},
+		{Record: rec, Addr: "255.255.255.255", Port: 7946},
+		{Record: rec, Addr: "fe80::1%eth0", Port: 7946},
+		{Record: rec, Addr: "10.0.0.2", Port: 0},
+		{Record: rec, Addr: "10.0.0.2", Port: 65536},
+		{Record: record{Entry: Entry{Node: "g", Addr: "10.0.0.2"}}, Addr: "10.0.0.2", Port: 7946}, // version 0
+		{Record: record{Entry: Entry{Node: "", Addr: "10.0.0.2", Version: 1}}, Addr: "10.0.0.2", Port: 7946},
+	} {
+		b, err := encodeGreeting(bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := decodeGreeting(b); !errors.Is(err, errDecode) {
+			t.Errorf("decodeGreeting(%+v): %v, want errDecode", bad, err)
+		}
+	}
+	if plain, _ := encodeRecord(rec); true {
+		if _, err := decodeGreeting(plain); !errors.Is(err, errDecode) {
+			t.Errorf("decodeGreeting of a plain record: %v, want errDecode", err)
+		}
+	}
+}
+
+// TestGreetingKind: an announcing node greets with its gossip address
+// (kindGreet) a member that knows it, and with the plain record a member
+// that does not, or while its own address is not known yet.
+func TestGreetingKind(t *testing.T) {
+	c := newNode(t, "g", "greetkind", 2)
+	c.SetServices([]Service{{Name: "web", Port: 80}})
+	c.mu.Lock()
+	r := c.self.clone()
+	c.mu.Unlock()
+	b := c.greeting(r, true)
+	if len(b) < 2 || b[1] != kindGreet {
+		t.Fatalf("greeting to a member that knows kindGreet: %q", b)
+	}
+	g, err := decodeGreeting(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "127.0.0.1:" + strconv.Itoa(c.GossipPort()); netip.AddrPortFrom(netip.MustParseAddr(g.Addr), uint16(g.Port)).String() != want || !g.Record.equal(r) {
+		t.Errorf("greeting: %+v, want record %+v at %s", g, r, want)
+	}
+	if b := c.greeting(r, false); len(b) < 2 || b[1] != kindRecord {
+		t.Errorf("greeting to an older release: %q, want a plain record", b)
+	}
+	off, _ := newOffline(t, "off") // not started: no address of its own yet
+	if b := off.greeting(r, true); len(b) < 2 || b[1] != kindRecord {
+		t.Errorf("greeting without a gossip address: %q, want a plain record", b)
+	}
+}
+
+// TestMembersGreetedWhenServicesComeUp: b learns of c before it announces
+// anything (its service waits for its first health check), so memberUp
+// does not greet c. When b's first service comes up, b greets the members
+// that came up within greetRecent, and c, which does not list b, joins it
+// and routes to it. A member b has known for longer is not greeted (in
+// a cluster it has had b's alive message by gossip, and pushSelf sends it
+// b's record; b's memberlist does not know c here, so nothing reaches c).
+// On the old code c never listed b here.
+func TestMembersGreetedWhenServicesComeUp(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		age      time.Duration // how long b has known c
+		wantJoin bool
+	}{
+		{"recent member", 0, true},
+		{"member known for greetRecent", greetRecent, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
+			b := newNodeWith(t, "b", "greetlate", 2, quiet)
+			c := newNodeWith(t, "c", "greetlate", 3, quiet)
+			b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, true)
+			b.mu.Lock()
+			b.members["c"].since = time.Now().Add(-tc.age)
+			b.mu.Unlock()
+			time.Sleep(50 * time.Millisecond) // nothing to greet with yet
+			if c.Alive("b") {
+				t.Fatal("c lists b before b announces anything")
+			}
+			b.SetServices([]Service{{Name: "web", Port: 80}})
+			if !tc.wantJoin {
+				time.Sleep(200 * time.Millisecond) // a greeting and a join would take milliseconds
+				c.mu.Lock()
+				_, pending := c.pending["b"]
+				c.mu.Unlock()
+				if pending || c.Alive("b") {
+					t.Fatalf("c was greeted: has b's record %v, lists b %v", pending, c.Alive("b"))
+				}
+				return
+			}
+			waitFor(t, "c routes to b", func() error {
+				if !c.Alive("b") {
+					return errors.New("c does not list b")
+				}
+				for _, e := range c.Catalog() {
+					if e.Node == "b" && len(e.Services) == 1 {
+						return nil
+					}
+				}
+				return fmt.Errorf("no record of b with its service in %+v", c.Catalog())
+			})
+		})
+	}
+}
