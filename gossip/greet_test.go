@@ -76,9 +76,10 @@ func TestGreetedNodeJoinsGreeter(t *testing.T) {
 }
 
 // TestGreetJoinDue: when a greeted node joins the greeter: only a greeter
-// that announces, is not listed alive here, is not being joined already,
-// and whose address was not joined within greetJoinEvery; at most
-// maxGreetJoins at a time.
+// that announces, is not listed alive here, started no more than
+// greetJoinAge after this node, is not being joined already, and whose
+// address was not joined within greetJoinEvery; at most maxGreetJoins at
+// a time.
 func TestGreetJoinDue(t *testing.T) {
 	now := time.Now()
 	web := []Service{{Name: "web", Port: 80}}
@@ -90,23 +91,28 @@ func TestGreetJoinDue(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		name   string
-		r      record
-		before func(c *Cluster)
-		want   bool
+		name    string
+		r       record
+		before  func(c *Cluster)
+		started time.Duration // the greeter's start, after this node's
+		want    bool
 	}{
-		{"unknown announcing greeter", rec, nil, true},
-		{"greeter listed alive", rec, member(stateAlive), false},
-		{"greeter listed dead (a restart)", rec, member(stateDead), true},
-		{"record without services", record{Entry: Entry{Node: "g", Addr: "10.0.0.2", Version: 1}}, nil, false},
-		{"left record", record{Entry: rec.Entry, Left: true}, nil, false},
-		{"this node's own name", record{Entry: Entry{Node: "self", Addr: "10.0.0.2", Services: web, Version: 1}}, nil, false},
-		{"joining that address", rec, func(c *Cluster) { c.joiningAddrs([]string{"10.0.0.2:7946"}) }, false},
-		{"joining another address", rec, func(c *Cluster) { c.joiningAddrs([]string{"10.0.0.3:7946"}) }, true},
-		{"joined within greetJoinEvery", rec, func(c *Cluster) { c.joinLimit.allow(to.String(), now.Add(-greetJoinEvery/2)) }, false},
-		{"joined greetJoinEvery ago", rec, func(c *Cluster) { c.joinLimit.allow(to.String(), now.Add(-greetJoinEvery)) }, true},
-		{"another address joined just now", rec, func(c *Cluster) { c.joinLimit.allow("10.0.0.3:7946", now) }, true},
-		{"maxGreetJoins running", rec, func(c *Cluster) { c.greetJoins.Store(maxGreetJoins) }, false},
+		{"unknown announcing greeter", rec, nil, 0, true},
+		{"greeter started greetJoinAge after this node", rec, nil, greetJoinAge, true},
+		{"greeter started long before this node", rec, nil, -time.Hour, true},
+		{"greeter started later than greetJoinAge after this node (a newcomer)", rec, nil, greetJoinAge + time.Second, false},
+		{"greeter's start unknown (zero)", rec, nil, -1, false},
+		{"greeter listed alive", rec, member(stateAlive), 0, false},
+		{"greeter listed dead (a restart)", rec, member(stateDead), 0, true},
+		{"record without services", record{Entry: Entry{Node: "g", Addr: "10.0.0.2", Version: 1}}, nil, 0, false},
+		{"left record", record{Entry: rec.Entry, Left: true}, nil, 0, false},
+		{"this node's own name", record{Entry: Entry{Node: "self", Addr: "10.0.0.2", Services: web, Version: 1}}, nil, 0, false},
+		{"joining that address", rec, func(c *Cluster) { c.joiningAddrs([]string{"10.0.0.2:7946"}) }, 0, false},
+		{"joining another address", rec, func(c *Cluster) { c.joiningAddrs([]string{"10.0.0.3:7946"}) }, 0, true},
+		{"joined within greetJoinEvery", rec, func(c *Cluster) { c.joinLimit.allow(to.String(), now.Add(-greetJoinEvery/2)) }, 0, false},
+		{"joined greetJoinEvery ago", rec, func(c *Cluster) { c.joinLimit.allow(to.String(), now.Add(-greetJoinEvery)) }, 0, true},
+		{"another address joined just now", rec, func(c *Cluster) { c.joinLimit.allow("10.0.0.3:7946", now) }, 0, true},
+		{"maxGreetJoins running", rec, func(c *Cluster) { c.greetJoins.Store(maxGreetJoins) }, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _ := newOffline(t, "self")
@@ -114,7 +120,11 @@ func TestGreetJoinDue(t *testing.T) {
 				tc.before(c)
 			}
 			running := c.greetJoins.Load()
-			if got := c.greetJoinDue(tc.r, to, now); got != tc.want {
+			started := c.started.Add(tc.started)
+			if tc.started == -1 {
+				started = time.Unix(0, 0)
+			}
+			if got := c.greetJoinDue(tc.r, to, started, now); got != tc.want {
 				t.Fatalf("greetJoinDue: %v, want %v", got, tc.want)
 			}
 			// A due join counts as running; a refused one leaves the count.
@@ -134,7 +144,7 @@ func TestGreetJoinOncePerInterval(t *testing.T) {
 	now := time.Now()
 	joins := 0
 	for i := range 100 {
-		if c.greetJoinDue(rec, to, now.Add(time.Duration(i)*greetJoinEvery/10)) {
+		if c.greetJoinDue(rec, to, c.started, now.Add(time.Duration(i)*greetJoinEvery/10)) {
 			joins++
 			c.greetJoins.Add(-1) // the join ended
 		}
@@ -206,6 +216,9 @@ func TestGreetingKind(t *testing.T) {
 	}
 	if want := "127.0.0.1:" + strconv.Itoa(c.GossipPort()); netip.AddrPortFrom(netip.MustParseAddr(g.Addr), uint16(g.Port)).String() != want || !g.Record.equal(r) {
 		t.Errorf("greeting: %+v, want record %+v at %s", g, r, want)
+	}
+	if g.Started != c.started.UnixNano() {
+		t.Errorf("greeting says its node started at %d, want %d (greetJoinDue needs it)", g.Started, c.started.UnixNano())
 	}
 	if b := c.greeting(r, false); len(b) < 2 || b[1] != kindRecord {
 		t.Errorf("greeting to an older release: %q, want a plain record", b)

@@ -470,7 +470,8 @@ func (c *Cluster) greeting(r record, greets bool) []byte {
 	if greets {
 		w := c.selfWant()
 		if checkGossipAddr(w.Addr, w.Port) == nil {
-			if b, err := encodeGreeting(greetMsg{Record: r, Addr: w.Addr, Port: w.Port}); err == nil && len(b) <= c.maxBcast {
+			g := greetMsg{Record: r, Addr: w.Addr, Port: w.Port, Started: c.started.UnixNano()}
+			if b, err := encodeGreeting(g); err == nil && len(b) <= c.maxBcast {
 				return b
 			}
 		}
@@ -482,12 +483,15 @@ func (c *Cluster) greeting(r record, greets bool) []byte {
 	return b
 }
 
-// greetMsg is a kindGreet message: the greeting node's record and the
-// address memberlist reaches it at.
+// greetMsg is a kindGreet message: the greeting node's record, the
+// address memberlist reaches it at, and its start time (Unix nanoseconds,
+// as in its metadata), which the receiver, not listing it, has no other
+// way to know (greetJoinDue).
 type greetMsg struct {
-	Record record `json:"record"`
-	Addr   string `json:"addr"`
-	Port   int    `json:"port"`
+	Record  record `json:"record"`
+	Addr    string `json:"addr"`
+	Port    int    `json:"port"`
+	Started int64  `json:"started,omitempty"`
 }
 
 func encodeGreeting(g greetMsg) ([]byte, error) { return encode(kindGreet, g) }
@@ -525,9 +529,18 @@ func decodeGreeting(b []byte) (greetMsg, error) {
 // maxGreetJoins joins run at a time: the greeting is network input, and
 // the alive message comes by gossip anyway. The greeter pays one
 // push/pull per greeted node that did not know it.
+//
+// Only a node that started at most greetJoinAge before the greeter joins
+// it: a cluster forming, where both are new. A node that joins an
+// established cluster learns every member from its own join and greets
+// them all; every announcing member that did not list it yet would join
+// it, each a push/pull of the whole state (213 KB at 1,000 simulated
+// nodes, session 12): up to N of them at the newcomer. An established
+// member gets the newcomer's alive message by gossip within a few rounds.
 const (
 	greetJoinEvery = wantEvery
 	maxGreetJoins  = 4
+	greetJoinAge   = 10 * time.Second
 )
 
 // greeted merges g.Record, a greeting (kindGreet), and joins its node when
@@ -535,7 +548,7 @@ const (
 func (c *Cluster) greeted(g greetMsg) {
 	c.merge([]record{g.Record}, false)
 	to := netip.AddrPortFrom(netip.MustParseAddr(g.Addr), uint16(g.Port)) // checked in decodeGreeting
-	if !c.greetJoinDue(g.Record, to, time.Now()) {
+	if !c.greetJoinDue(g.Record, to, time.Unix(0, g.Started), time.Now()) {
 		return
 	}
 	started := c.goWithMemberlist(func(ml *memberlist.Memberlist) {
@@ -596,13 +609,14 @@ func (c *Cluster) joiningLocked(addr string, port int) bool {
 }
 
 // greetJoinDue reports whether this node should join r's node at to, which
-// greeted it at now (see above): r announces services, its node is not
-// this one and not an alive member here, this node is not joining to
-// (joiningAddrs), fewer than maxGreetJoins joins run, and to was not
-// joined within greetJoinEvery. When it reports true it counts the join
-// as running (greetJoins); the join's end uncounts it.
-func (c *Cluster) greetJoinDue(r record, to netip.AddrPort, now time.Time) bool {
-	if len(r.Services) == 0 || r.Left {
+// started at started and greeted it at now (see above): r announces
+// services, its node is not this one and not an alive member here, this
+// node started at most greetJoinAge before it (a start is known), this
+// node is not joining to (joiningAddrs), fewer than maxGreetJoins joins
+// run, and to was not joined within greetJoinEvery. When it reports true
+// it counts the join as running (greetJoins); the join's end uncounts it.
+func (c *Cluster) greetJoinDue(r record, to netip.AddrPort, started, now time.Time) bool {
+	if len(r.Services) == 0 || r.Left || started.UnixNano() <= 0 || c.started.Before(started.Add(-greetJoinAge)) {
 		return false
 	}
 	c.mu.Lock()
