@@ -59,17 +59,7 @@ func TestGreetedNodeJoinsGreeter(t *testing.T) {
 				}
 				return
 			}
-			waitFor(t, "c routes to b", func() error {
-				if !c.Alive("b") {
-					return errors.New("c does not list b")
-				}
-				for _, e := range c.Catalog() {
-					if e.Node == "b" && len(e.Services) == 1 {
-						return nil
-					}
-				}
-				return fmt.Errorf("no record of b with its service in %+v", c.Catalog())
-			})
+			waitRoutes(t, c, "b")
 			t.Logf("c listed b %v after b learnt of c", time.Since(start).Round(time.Millisecond))
 		})
 	}
@@ -269,17 +259,24 @@ func TestMembersGreetedWhenServicesComeUp(t *testing.T) {
 				}
 				return
 			}
-			waitFor(t, "c routes to b", func() error {
-				if !c.Alive("b") {
-					return errors.New("c does not list b")
-				}
-				for _, e := range c.Catalog() {
-					if e.Node == "b" && len(e.Services) == 1 {
-						return nil
-					}
-				}
-				return fmt.Errorf("no record of b with its service in %+v", c.Catalog())
-			})
+			waitRoutes(t, c, "b")
 		})
 	}
+}
+
+// waitRoutes waits until c lists node alive and holds its record with its
+// one service: c can route to it.
+func waitRoutes(t *testing.T, c *Cluster, node string) {
+	t.Helper()
+	waitFor(t, "c routes to "+node, func() error {
+		if !c.Alive(node) {
+			return fmt.Errorf("c does not list %s", node)
+		}
+		for _, e := range c.Catalog() {
+			if e.Node == node && len(e.Services) == 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no record of %s with its service in %+v", node, c.Catalog())
+	})
 }
