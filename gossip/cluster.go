@@ -112,7 +112,7 @@ type Cluster struct {
 	// members here yet, one per wantEvery per address (want.go).
 	wantLimit *limiter
 	// joinLimit: joins of nodes that greeted this one, one per
-	// greetJoinEvery per address; greetJoins: how many run (want.go).
+	// greetJoinEvery per address; greetJoins: how many run (greet.go).
 	joinLimit  *limiter
 	greetJoins atomic.Int32
 
@@ -204,7 +204,7 @@ type member struct {
 	wantAt     time.Time
 	answeredAt time.Time
 	// greets: its metadata said it knows kindGreet when it came up
-	// (metaGreets, want.go greet).
+	// (metaGreets, greet.go).
 	greets bool
 }
 

@@ -54,7 +54,7 @@ const (
 	// none only after wantQuiet (want.go).
 	metaServes = 1 << 0
 	// metaGreets: the node knows kindGreet, a greeting with the greeter's
-	// gossip address (want.go greet). An announcing node greets a member
+	// gossip address (greet.go). An announcing node greets a member
 	// without it with the plain record, which older releases read.
 	metaGreets = 1 << 1
 )

@@ -90,7 +90,7 @@ func TestDigestsHealMissedMembers(t *testing.T) {
 			}
 			a, b, c, d := nodes[0], nodes[1], nodes[2], nodes[3]
 			// c and d announce nothing: an announcing node greets b over
-			// a stream, and b joins a node that greets it (want.go
+			// a stream, and b joins a node that greets it (greet.go
 			// greeted), which would close the gap without digests.
 			c.c.SetServices(nil)
 			d.c.SetServices(nil)

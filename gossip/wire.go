@@ -37,7 +37,7 @@ const (
 	kindWantFrom byte = 5
 	// kindGreet: JSON greeting, an announcing node's record and where it
 	// listens for gossip, sent to a member it has just learnt of; see
-	// want.go greet. Sent only to nodes whose metadata has metaGreets,
+	// greet.go. Sent only to nodes whose metadata has metaGreets,
 	// which know it: an older node's NotifyMsg takes any other kind for a
 	// record, whose decode rejects the kind byte, and drops it.
 	kindGreet byte = 6
