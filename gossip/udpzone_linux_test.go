@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/hashicorp/memberlist"
@@ -99,6 +100,13 @@ func TestTransportLinkLocalZone(t *testing.T) {
 			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
+	// An added address is tentative until the kernel's address work runs,
+	// even with nodad, and that work waits for the rtnl lock: in CI, other
+	// tests' labs create and delete hundreds of interfaces meanwhile, which
+	// held it past this test's old 5 s wait (a packet sent to or from a
+	// tentative address is dropped, not queued). So wait for both
+	// addresses to be usable, then ping until one gets through.
+	waitUsable(t, 30*time.Second, "za", "zb")
 	a, err := newTransport("::", 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -110,18 +118,56 @@ func TestTransportLinkLocalZone(t *testing.T) {
 	}
 	defer b.Shutdown()
 
-	if _, err := a.WriteToAddress([]byte("ping"), memberlist.Address{Addr: "[fe80::b%zb]:" + strconv.Itoa(b.port())}); err != nil {
-		t.Fatal(err)
-	}
-	p := recvPacket(t, b)
+	p := sendUntilHeard(t, a, b, "ping", "[fe80::b%zb]:"+strconv.Itoa(b.port()))
 	from := p.From.(*net.UDPAddr)
 	if from.Zone != "za" && from.Zone != "zb" {
 		t.Fatalf("From = %s: want the zone of the interface it came in on (za or zb)", from)
 	}
-	if _, err := b.WriteToAddress([]byte("ack"), memberlist.Address{Addr: from.String()}); err != nil {
-		t.Fatalf("answer to %s: %v", from, err)
-	}
-	if back := recvPacket(t, a); string(back.Buf) != "ack" {
+	if back := sendUntilHeard(t, b, a, "ack", from.String()); string(back.Buf) != "ack" {
 		t.Errorf("read back %q, want ack", back.Buf)
+	}
+}
+
+// waitUsable waits until no address on the named links is tentative.
+func waitUsable(t *testing.T, limit time.Duration, links ...string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for _, link := range links {
+		for {
+			out, err := exec.Command("ip", "-6", "-o", "addr", "show", "dev", link, "tentative").CombinedOutput()
+			if err != nil {
+				t.Fatalf("ip addr show dev %s: %v: %s", link, err, out)
+			}
+			if len(strings.TrimSpace(string(out))) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still tentative after %s: %s", link, limit, out)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// sendUntilHeard sends msg from one transport to addr every 100 ms until
+// the other transport reads a packet, for at most 10 s. Only the timing
+// is retried: what arrived, and its zone, is still checked by the caller.
+func sendUntilHeard(t *testing.T, from, to *transport, msg, addr string) *memberlist.Packet {
+	t.Helper()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		if _, err := from.WriteToAddress([]byte(msg), memberlist.Address{Addr: addr}); err != nil {
+			t.Fatalf("send %s to %s: %v", msg, addr, err)
+		}
+		select {
+		case p := <-to.PacketCh():
+			return p
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("%s to %s: nothing arrived within 10s", msg, addr)
+			return nil
+		}
 	}
 }
