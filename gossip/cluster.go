@@ -115,6 +115,10 @@ type Cluster struct {
 	// greetJoinEvery per address; greetJoins: how many run (greet.go).
 	joinLimit  *limiter
 	greetJoins atomic.Int32
+	// onGreet, when a test sets it before Start, sees every greeting this
+	// node sends (greet.go): a test proves that a member was not greeted
+	// without waiting for something not to arrive.
+	onGreet func(to string, greets bool)
 
 	numAlive   atomic.Int64 // alive members incl. self, for bcast; counted by memberUp and memberDown (written under mu)
 	gossipPort atomic.Int64 // set in Start

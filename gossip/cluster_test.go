@@ -40,8 +40,10 @@ func newNode(t *testing.T, name, cluster string, dataPort int) *Cluster {
 	return newNodeWith(t, name, cluster, dataPort, func(*Config) {})
 }
 
-// newNodeWith is newNode with mod applied to the config before New.
-func newNodeWith(t *testing.T, name, cluster string, dataPort int, mod func(*Config)) *Cluster {
+// newNodeWith is newNode with mod applied to the config before New, and
+// each of before applied to the new node before Start (test seams such
+// as onGreet).
+func newNodeWith(t *testing.T, name, cluster string, dataPort int, mod func(*Config), before ...func(*Cluster)) *Cluster {
 	t.Helper()
 	cfg := DefaultLocalConfig()
 	cfg.NodeName = name
@@ -54,6 +56,9 @@ func newNodeWith(t *testing.T, name, cluster string, dataPort int, mod func(*Con
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New(%q): %v", name, err)
+	}
+	for _, f := range before {
+		f(c)
 	}
 	if err := c.Start(); err != nil {
 		t.Fatalf("Start(%q): %v", name, err)

@@ -33,6 +33,9 @@ import (
 // record goes with this node's gossip address, so that a member that
 // does not list this node yet joins it (see greeted).
 func (c *Cluster) greet(to *memberlist.Node, r record, greets bool) {
+	if c.onGreet != nil {
+		c.onGreet(to.Name, greets)
+	}
 	b := c.greeting(r, greets)
 	if b == nil {
 		return // too large for a packet: push/pull carries it

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -33,7 +35,8 @@ func TestGreetedNodeJoinsGreeter(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
-			b := newNodeWith(t, "b", "greetjoin", 2, quiet)
+			sent := &greetLog{}
+			b := newNodeWith(t, "b", "greetjoin", 2, quiet, sent.watch)
 			b.SetServices([]Service{{Name: "web", Port: 80}})
 			c := newNodeWith(t, "c", "greetjoin", 3, quiet)
 			if tc.bJoinsC {
@@ -42,6 +45,11 @@ func TestGreetedNodeJoinsGreeter(t *testing.T) {
 			}
 			start := time.Now()
 			b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, tc.greets)
+			// memberUp greets before it returns; only a greeting with
+			// b's address (greets) can make c join b.
+			if got, want := sent.String(), fmt.Sprintf("c greets=%v", tc.wantJoin); got != want {
+				t.Fatalf("b's greetings: %q, want %q", got, want)
+			}
 			if !tc.wantJoin {
 				waitFor(t, "c has b's record", func() error {
 					c.mu.Lock()
@@ -53,9 +61,8 @@ func TestGreetedNodeJoinsGreeter(t *testing.T) {
 					}
 					return nil
 				})
-				time.Sleep(200 * time.Millisecond) // a join would take a millisecond
-				if c.Alive("b") {
-					t.Fatal("c joined b")
+				if c.Alive("b") || c.greetJoins.Load() != 0 {
+					t.Fatalf("c joins b on a plain record: lists b %v, joins running %d", c.Alive("b"), c.greetJoins.Load())
 				}
 				return
 			}
@@ -238,26 +245,27 @@ func TestMembersGreetedWhenServicesComeUp(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			quiet := func(cfg *Config) { cfg.Memberlist.PushPullInterval = time.Hour }
-			b := newNodeWith(t, "b", "greetlate", 2, quiet)
+			sent := &greetLog{}
+			b := newNodeWith(t, "b", "greetlate", 2, quiet, sent.watch)
 			c := newNodeWith(t, "c", "greetlate", 3, quiet)
 			b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, true)
 			b.mu.Lock()
 			b.members["c"].since = time.Now().Add(-tc.age)
 			b.mu.Unlock()
-			time.Sleep(50 * time.Millisecond) // nothing to greet with yet
-			if c.Alive("b") {
-				t.Fatal("c lists b before b announces anything")
+			// memberUp and SetServices greet before they return.
+			if got := sent.String(); got != "" {
+				t.Fatalf("b greeted before it announced anything: %q", got)
 			}
 			b.SetServices([]Service{{Name: "web", Port: 80}})
+			want := ""
+			if tc.wantJoin {
+				want = "c greets=true"
+			}
+			if got := sent.String(); got != want {
+				t.Fatalf("b's greetings when its service came up: %q, want %q", got, want)
+			}
 			if !tc.wantJoin {
-				time.Sleep(200 * time.Millisecond) // a greeting and a join would take milliseconds
-				c.mu.Lock()
-				_, pending := c.pending["b"]
-				c.mu.Unlock()
-				if pending || c.Alive("b") {
-					t.Fatalf("c was greeted: has b's record %v, lists b %v", pending, c.Alive("b"))
-				}
-				return
+				return // b sent c nothing: only gossip, off here, could reach c
 			}
 			waitRoutes(t, c, "b")
 		})
@@ -279,4 +287,25 @@ func waitRoutes(t *testing.T, c *Cluster, node string) {
 		}
 		return fmt.Errorf("no record of %s with its service in %+v", node, c.Catalog())
 	})
+}
+
+// greetLog records the greetings a node sends (Cluster.onGreet).
+type greetLog struct {
+	mu   sync.Mutex
+	sent []string
+}
+
+func (g *greetLog) watch(c *Cluster) {
+	c.onGreet = func(to string, greets bool) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.sent = append(g.sent, fmt.Sprintf("%s greets=%v", to, greets))
+	}
+}
+
+// String lists the greetings sent so far, in order, joined by "; ".
+func (g *greetLog) String() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return strings.Join(g.sent, "; ")
 }
