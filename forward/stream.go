@@ -211,6 +211,9 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 			s.abort(endError, werr)
 			return total
 		case rerr == nil:
+		case rerr == io.EOF && tlsTruncated(src):
+			s.abort(endError, errTruncated)
+			return total
 		case rerr == io.EOF:
 			s.endDirection(dst, src)
 			return total
@@ -225,6 +228,11 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 		}
 	}
 }
+
+// errTruncated ends a stream whose TLS peer's connection ended without
+// close_notify (tlsTruncated): the stream was cut off, so the other side
+// gets a reset, not a clean end.
+var errTruncated = errors.New("forward: TLS peer's connection ended without close_notify")
 
 // rawReader reads a plain TCP socket through its RawConn. It lives as
 // long as one direction of a stream, so the callback RawConn.Read takes

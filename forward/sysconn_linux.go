@@ -3,6 +3,7 @@
 package forward
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"os"
@@ -42,6 +43,10 @@ type sysConn struct {
 	// (tlsloop_linux.go): from then on only the loop reads and writes,
 	// through it, and the *net.TCPConn is closed.
 	loop *loopSock
+
+	// fin: a read found the peer's FIN (returned 0). Only the reading
+	// goroutine (or the loop) sets and reads it; see tlsTruncated.
+	fin bool
 }
 
 // sysConnOf returns c as a sysConn when it is a *net.TCPConn, else c.
@@ -64,7 +69,9 @@ func (c *sysConn) Read(b []byte) (int, error) {
 		return 0, nil
 	}
 	if c.loop != nil {
-		return c.loop.read(b)
+		n, err := c.loop.read(b)
+		c.fin = c.fin || err == io.EOF
+		return n, err
 	}
 	c.rb, c.rn, c.rerr = b, 0, nil
 	err := c.rc.Read(c.readFn)
@@ -76,9 +83,30 @@ func (c *sysConn) Read(b []byte) (int, error) {
 	case err != nil:
 		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 	case c.rn == 0:
+		c.fin = true
 		return 0, io.EOF
 	}
 	return c.rn, nil
+}
+
+// tlsTruncated reports whether c, a TLS conn that just returned io.EOF,
+// ended without the peer's close_notify: its socket's FIN came first.
+//
+// crypto/tls returns io.EOF both for a close_notify and for a FIN between
+// records (it must, for web servers that skip close_notify). Between two
+// ambassadors a clean end always sends close_notify (CloseWrite), so a
+// bare FIN means the peer went away mid-stream, its process killed with
+// nothing unread, say: passed on as a clean end, the client would take a
+// cut-off stream for a whole one. The two are told apart exactly: after
+// a close_notify crypto/tls returns io.EOF without reading the socket
+// again, so the socket's 0-byte read was never made.
+func tlsTruncated(c net.Conn) bool {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return false
+	}
+	sc, ok := tc.NetConn().(*sysConn)
+	return ok && sc.fin
 }
 
 // readFD is the RawConn.Read callback.

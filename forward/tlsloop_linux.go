@@ -203,6 +203,9 @@ func (l *evLoop) pumpTLS(e *econn, d int) {
 			}
 		}
 		switch {
+		case rerr == io.EOF && src != nil && tlsTruncated(src):
+			l.abortStream(e, endError, errTruncated)
+			return
 		case rerr == io.EOF:
 			l.endDirection(e, d)
 			return

@@ -4,10 +4,13 @@ package forward
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // TestLoopTLSReadsWhatTLSBuffered checks that bytes crypto/tls read from
@@ -123,5 +126,81 @@ func TestKeyedOnGoroutines(t *testing.T) {
 		"IdleTimeout": TestIdleTimeout, "HalfCloseTimeout": TestHalfCloseTimeout,
 	} {
 		t.Run(name, test)
+	}
+}
+
+// TestTLSPeerGoneWithoutCloseNotify: a keyed hop's peer whose connection
+// ends with a bare FIN, without close_notify (its process killed with
+// nothing unread, its host's TCP closing the socket), cut the stream off:
+// the other side must read a reset, on the event loop and on goroutines.
+// Between ambassadors a clean end always sends close_notify, which
+// TestEndToEnd and TestLoopTLSReadsWhatTLSBuffered keep a clean end.
+func TestTLSPeerGoneWithoutCloseNotify(t *testing.T) {
+	for _, loop := range []bool{true, false} {
+		t.Run(fmt.Sprintf("loop=%v", loop), func(t *testing.T) {
+			useLoopMode(t, loop)
+			t.Run("far ambassador gone", func(t *testing.T) {
+				tp := newTLSPair(t)
+				// The far ambassador: answers the handoff, sends part of a
+				// reply, then its socket closes under TLS.
+				far := startBackend(t, func(c *net.TCPConn) {
+					ts := tls.Server(c, tp.server)
+					if _, err := readHandoff(ts); err != nil {
+						return
+					}
+					if _, err := ts.Write([]byte{byte(statusOK)}); err != nil {
+						return
+					}
+					_, _ = ts.Write([]byte("partial reply"))
+				}) // startBackend closes c: a FIN, no close_notify
+				cfg := testConfig(t)
+				cfg.ClientTLS = tp.client
+				p, al := newProxy(t, cfg)
+				p.Update([]Route{{Service: "svc", Listen: "auto:svc", Backends: []Backend{{Node: "b", Addr: far, Service: "svc"}}}})
+				c := dial(t, al.addr(t, "auto:svc"))
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				b, err := io.ReadAll(c)
+				if !isReset(err) {
+					t.Fatalf("client read %q, then %v; want ECONNRESET", b, err)
+				}
+			})
+			t.Run("near ambassador gone", func(t *testing.T) {
+				tp := newTLSPair(t)
+				got := make(chan error, 1)
+				backend := startBackend(t, func(c *net.TCPConn) {
+					_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+					b, err := io.ReadAll(c)
+					if err == nil {
+						err = fmt.Errorf("read %q, then a clean end", b)
+					}
+					got <- err
+				})
+				cfg := testConfig(t)
+				cfg.ServerTLS = tp.server
+				s := newServer(t, cfg, map[string]string{"svc": backend})
+				raw, err := net.Dial("tcp", s.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer raw.Close()
+				conf, _ := tp.client(Backend{})
+				tc := tls.Client(raw, conf)
+				hdr, err := appendHandoff(nil, svcname.Must("svc"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := tc.Write(append(hdr, "partial request"...)); err != nil {
+					t.Fatal(err)
+				}
+				var st [1]byte
+				if _, err := io.ReadFull(tc, st[:]); err != nil || handoffStatus(st[0]) != statusOK {
+					t.Fatalf("handoff: %v, %v", handoffStatus(st[0]), err)
+				}
+				_ = raw.Close() // a FIN under TLS, no close_notify
+				if err := <-got; !isReset(err) {
+					t.Fatalf("backend: %v; want ECONNRESET", err)
+				}
+			})
+		})
 	}
 }
