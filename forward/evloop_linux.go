@@ -5,6 +5,7 @@ package forward
 import (
 	"container/heap"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"os"
 	"runtime"
@@ -799,7 +800,11 @@ func (l *evLoop) flush(e *econn, d int) {
 			return
 		}
 		if e.tls[1-d] == nil {
-			l.account(e, d, w) // TLS counted the plaintext when it took it
+			l.account(e, d, w)
+		} else if w > 0 {
+			// TLS counted the plaintext when it took it; the ciphertext
+			// moving out is still activity (HalfCloseTimeout, IdleTimeout).
+			e.last = l.now
 		}
 		dir.off += w
 		if dir.off < dir.blen {
@@ -844,7 +849,7 @@ func (l *evLoop) endDirection(e *econn, d int) {
 		// bytes still pending, as the goroutine copy's CloseWrite.
 		e.closeSent[1-d] = true
 		if err := tc.CloseWrite(); err != nil {
-			l.abortStream(e, endError, err)
+			l.abortStream(e, endError, fmt.Errorf("close_notify: %w", err))
 			return
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
+	"golang.org/x/sys/unix"
 )
 
 // TestLoopTLSReadsWhatTLSBuffered checks that bytes crypto/tls read from
@@ -202,5 +203,36 @@ func TestTLSPeerGoneWithoutCloseNotify(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// TestLoopFlushToTLSIsActivity: writing a TLS destination's pending
+// ciphertext is activity for IdleTimeout and HalfCloseTimeout, as a
+// plain flush is. TLS counts the plaintext when it takes it, so such a
+// flush counted nothing, and a stream whose reply still moved to a slow
+// TLS peer, after the client's half-close, was reset once the loop had
+// waited on that peer for HalfCloseTimeout.
+func TestLoopFlushToTLSIsActivity(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	var l evLoop
+	e := &econn{fd: [2]int{-1, fds[0]}, stats: &streamStats{}, last: 1, tidx: -1}
+	e.tls[1] = tls.Client(nil, &tls.Config{}) // only its presence matters to flush
+	e.dir[0].keep([]byte("ciphertext"))
+	l.now = 12345
+	l.flush(e, 0)
+	if e.dir[0].pending() {
+		t.Fatal("the socket took nothing")
+	}
+	if e.last != l.now {
+		t.Fatalf("last activity %d after the flush, want the loop's now %d", e.last, l.now)
+	}
+	var got [32]byte
+	if n, err := unix.Read(fds[1], got[:]); err != nil || string(got[:n]) != "ciphertext" {
+		t.Fatalf("peer read %q, %v", got[:n], err)
 	}
 }
