@@ -88,7 +88,7 @@ func (c *Cluster) greeting(r record, greets bool) []byte {
 	if greets {
 		w := c.selfWant()
 		if checkGossipAddr(w.Addr, w.Port) == nil {
-			g := greetMsg{Record: r, Addr: w.Addr, Port: w.Port, Started: c.started.UnixNano()}
+			g := greetMsg{Record: r, Addr: w.Addr, Port: w.Port, Up: int64(time.Since(c.started))}
 			if b, err := encodeGreeting(g); err == nil && len(b) <= c.maxBcast {
 				return b
 			}
@@ -102,14 +102,18 @@ func (c *Cluster) greeting(r record, greets bool) []byte {
 }
 
 // greetMsg is a kindGreet message: the greeting node's record, the
-// address memberlist reaches it at, and its start time (Unix nanoseconds,
-// as in its metadata), which the receiver, not listing it, has no other
-// way to know (greetJoinDue).
+// address memberlist reaches it at, and how long it has run (nanoseconds,
+// by its own monotonic clock), which the receiver, not listing it, has no
+// other way to know (greetJoinDue). An uptime, not a start time, so that
+// the receiver places the greeter's start on its own clock: compared as
+// wall clocks, a newcomer whose clock lags (a board without a real-time
+// clock before NTP) would look older than every member, and every
+// announcing member would join it, the storm greetJoinAge prevents.
 type greetMsg struct {
-	Record  record `json:"record"`
-	Addr    string `json:"addr"`
-	Port    int    `json:"port"`
-	Started int64  `json:"started,omitempty"`
+	Record record `json:"record"`
+	Addr   string `json:"addr"`
+	Port   int    `json:"port"`
+	Up     int64  `json:"up,omitempty"`
 }
 
 func encodeGreeting(g greetMsg) ([]byte, error) { return encode(kindGreet, g) }
@@ -166,7 +170,12 @@ const (
 func (c *Cluster) greeted(g greetMsg) {
 	c.merge([]record{g.Record}, false)
 	to := netip.AddrPortFrom(netip.MustParseAddr(g.Addr), uint16(g.Port)) // checked in decodeGreeting
-	if !c.greetJoinDue(g.Record, to, time.Unix(0, g.Started), time.Now()) {
+	now := time.Now()
+	var greeterStart time.Time // unknown: no join
+	if g.Up > 0 {
+		greeterStart = now.Add(-time.Duration(g.Up)) // on this node's clock
+	}
+	if !c.greetJoinDue(g.Record, to, greeterStart, now) {
 		return
 	}
 	started := c.goWithMemberlist(func(ml *memberlist.Memberlist) {

@@ -132,6 +132,38 @@ func TestGreetJoinDue(t *testing.T) {
 	}
 }
 
+// TestGreetedPlacesGreeterOnOwnClock: a greeting says how long its node
+// has run, and the receiver places that start on its own clock, so two
+// hosts' wall clocks never meet (greetMsg). A newcomer that has run a
+// second does not make a node that has run an hour join it, whatever
+// either wall clock says; a greeter that has run as long does; a greeting
+// without an uptime makes no join. (A join that is due takes its
+// address's slot in joinLimit, which is what the test reads: this node
+// is not started, so no join runs.)
+func TestGreetedPlacesGreeterOnOwnClock(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		up   time.Duration // the greeter's uptime; this node's is an hour
+		want bool
+	}{
+		{"greeter up a second (a newcomer)", time.Second, false},
+		{"greeter up greetJoinAge less than this node", time.Hour - greetJoinAge + time.Second, true},
+		{"greeter up as long", time.Hour, true},
+		{"no uptime (unknown)", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := newOffline(t, "self")
+			c.started = time.Now().Add(-time.Hour)
+			rec := record{Entry: Entry{Node: "g", Addr: "10.0.0.2", Services: []Service{{Name: "web", Port: 80}}, Version: 1}}
+			c.greeted(greetMsg{Record: rec, Addr: "10.0.0.2", Port: 7946, Up: int64(tc.up)})
+			slotFree, _ := c.joinLimit.allow("10.0.0.2:7946", time.Now())
+			if joined := !slotFree; joined != tc.want {
+				t.Fatalf("join due: %v, want %v", joined, tc.want)
+			}
+		})
+	}
+}
+
 // TestGreetJoinOncePerInterval: greetings from one address, as a hostile
 // or looping peer could send, make at most one join per greetJoinEvery.
 func TestGreetJoinOncePerInterval(t *testing.T) {
@@ -214,8 +246,8 @@ func TestGreetingKind(t *testing.T) {
 	if want := "127.0.0.1:" + strconv.Itoa(c.GossipPort()); netip.AddrPortFrom(netip.MustParseAddr(g.Addr), uint16(g.Port)).String() != want || !g.Record.equal(r) {
 		t.Errorf("greeting: %+v, want record %+v at %s", g, r, want)
 	}
-	if g.Started != c.started.UnixNano() {
-		t.Errorf("greeting says its node started at %d, want %d (greetJoinDue needs it)", g.Started, c.started.UnixNano())
+	if up := time.Duration(g.Up); up <= 0 || up > time.Since(c.started) {
+		t.Errorf("greeting says its node has run %v, want (0, %v] (greetJoinDue needs it)", up, time.Since(c.started))
 	}
 	if b := c.greeting(r, false); len(b) < 2 || b[1] != kindRecord {
 		t.Errorf("greeting to an older release: %q, want a plain record", b)
