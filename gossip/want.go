@@ -120,10 +120,10 @@ func decodeWantFrom(b []byte) (wantFrom, error) {
 // broadcast address would reach every host of the LAN, and a port.
 func checkGossipAddr(addr string, port int) error {
 	if a, err := netip.ParseAddr(addr); err != nil || !(a.IsGlobalUnicast() || a.IsLoopback()) || a.Zone() != "" {
-		return fmt.Errorf("address %q", addr)
+		return fmt.Errorf("address %q is not a unicast or loopback IP without a zone", addr)
 	}
 	if port < 1 || port > 65535 {
-		return fmt.Errorf("port %d", port)
+		return fmt.Errorf("port %d is not in 1..65535", port)
 	}
 	return nil
 }
