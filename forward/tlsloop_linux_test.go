@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ func TestLoopTLSReadsWhatTLSBuffered(t *testing.T) {
 	}
 	defer ln.Close()
 	sent := make(chan struct{})
+	var sentBytes atomic.Int64 // all the peer wrote, handshake included
 	peerGot := make(chan string, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -34,13 +36,15 @@ func TestLoopTLSReadsWhatTLSBuffered(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		ts := tls.Server(c, tp.server)
+		cc := &countConn{Conn: c}
+		ts := tls.Server(cc, tp.server)
 		for _, rec := range []string{"AB", "CD"} { // two records
 			if _, err := ts.Write([]byte(rec)); err != nil {
 				close(sent)
 				return
 			}
 		}
+		sentBytes.Store(cc.n.Load())
 		close(sent)
 		var b [1]byte
 		_, _ = io.ReadFull(ts, b[:])
@@ -53,13 +57,14 @@ func TestLoopTLSReadsWhatTLSBuffered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer raw.Close() // ends the peer's read on an early failure; a no-op once the loop closed it
 	conf, _ := tp.client(Backend{})
 	tc := tls.Client(sysConnOf(raw), conf)
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
 	<-sent
-	time.Sleep(50 * time.Millisecond) // both records in the socket
+	waitReceived(t, raw.(*net.TCPConn), sentBytes.Load()) // both records in the socket
 	var first [1]byte
 	if _, err := io.ReadFull(tc, first[:]); err != nil || first[0] != 'A' {
 		t.Fatalf("first byte %q, %v", first[:], err)
@@ -112,6 +117,47 @@ func TestLoopTLSReadsWhatTLSBuffered(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the stream did not end after both clean ends")
+	}
+}
+
+// countConn counts the bytes written through it.
+type countConn struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *countConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// waitReceived waits until c's socket has received n bytes in all (read
+// or not), as the kernel counts them (TCP_INFO), for at most 5 s.
+func waitReceived(t *testing.T, c *net.TCPConn, n int64) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var got uint64
+		var gerr error
+		if err := rc.Control(func(fd uintptr) {
+			var info *unix.TCPInfo
+			if info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); gerr == nil {
+				got = info.Bytes_received
+			}
+		}); err != nil || gerr != nil {
+			t.Fatalf("TCP_INFO: %v, %v", err, gerr)
+		}
+		if int64(got) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("socket received %d of %d bytes within 5s", got, n)
+		}
+		time.Sleep(time.Millisecond) // polling the kernel's count
 	}
 }
 
