@@ -36,7 +36,7 @@ func TestLoopTLSReadsWhatTLSBuffered(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		cc := &countConn{Conn: c}
+		cc := &halfCloser{Conn: c} // counts what it writes
 		ts := tls.Server(cc, tp.server)
 		for _, rec := range []string{"AB", "CD"} { // two records
 			if _, err := ts.Write([]byte(rec)); err != nil {
@@ -44,7 +44,7 @@ func TestLoopTLSReadsWhatTLSBuffered(t *testing.T) {
 				return
 			}
 		}
-		sentBytes.Store(cc.n.Load())
+		sentBytes.Store(cc.written.Load())
 		close(sent)
 		var b [1]byte
 		_, _ = io.ReadFull(ts, b[:])
@@ -118,18 +118,6 @@ func TestLoopTLSReadsWhatTLSBuffered(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the stream did not end after both clean ends")
 	}
-}
-
-// countConn counts the bytes written through it.
-type countConn struct {
-	net.Conn
-	n atomic.Int64
-}
-
-func (c *countConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // waitReceived waits until c's socket has received n bytes in all (read
