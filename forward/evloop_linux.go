@@ -293,6 +293,33 @@ type edir struct {
 
 func (d *edir) pending() bool { return d.buf != nil || d.pipe != nil }
 
+// keep appends b to d's pending bytes.
+func (d *edir) keep(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	if d.buf == nil {
+		d.buf, d.off, d.blen = bufPool.Get().(*[]byte), 0, 0
+	}
+	buf := *d.buf
+	if d.blen+len(b) > len(buf) {
+		// Rarely: a TLS write of a full buffer, or a record behind bytes
+		// already waiting. The rest moves to a buffer that holds it all.
+		nb := make([]byte, max(2*len(buf), d.blen-d.off+len(b)))
+		n := copy(nb, buf[d.off:d.blen])
+		putBuf(d.buf)
+		d.buf, d.off, d.blen, buf = &nb, 0, n, nb
+	}
+	d.blen += copy(buf[d.blen:], b)
+}
+
+// putBuf gives bp back to bufPool, unless keep made it a larger one.
+func putBuf(bp *[]byte) {
+	if len(*bp) == copyBufSize {
+		bufPool.Put(bp)
+	}
+}
+
 // evLoop is one epoll instance and the goroutine that waits on it.
 type evLoop struct {
 	epfd, wakefd int
@@ -657,7 +684,7 @@ func (l *evLoop) pump(e *econn, d int) {
 		return
 	}
 	dir := &e.dir[d]
-	src, dst := e.fd[d], e.fd[1-d]
+	dst := e.fd[1-d]
 	for range maxChunks {
 		if dir.bulk && !dir.noSplice {
 			if !l.spliceStep(e, d) {
@@ -665,42 +692,70 @@ func (l *evLoop) pump(e *econn, d int) {
 			}
 			continue
 		}
-		n, err := readFD(src, l.buf)
+		n, next, err := l.readStep(e, d)
+		if err != nil {
+			l.abortStream(e, endError, err)
+			return
+		}
+		if n > 0 {
+			w, err := writeFD(dst, l.buf[:n])
+			if err != nil && err != unix.EAGAIN {
+				l.abortStream(e, endError, os.NewSyscallError("write", err))
+				return
+			}
+			l.account(e, d, w)
+			// The destination is full: keep the rest and read no more
+			// until EPOLLOUT says it took them (flush). An end read
+			// already waits for them (endDirection).
+			dir.keep(l.buf[w:n])
+		}
 		switch {
-		case err == unix.EAGAIN:
-			dir.readable = false
-			return
-		case err != nil:
-			l.abortStream(e, endError, os.NewSyscallError("read", err))
-			return
-		case n == 0:
+		case next == srcEnded:
 			l.endDirection(e, d)
 			return
-		}
-		w, err := writeFD(dst, l.buf[:n])
-		if err != nil && err != unix.EAGAIN {
-			l.abortStream(e, endError, os.NewSyscallError("write", err))
-			return
-		}
-		l.account(e, d, w)
-		if w < n {
-			// The destination is full: keep the rest and read no more
-			// until EPOLLOUT says it took them.
-			bp := bufPool.Get().(*[]byte)
-			dir.buf, dir.off, dir.blen = bp, 0, copy(*bp, l.buf[w:n])
-			return
-		}
-		if n < len(l.buf) {
-			// A short read emptied the socket: the next bytes bring an edge.
-			dir.readable = false
-			if dir.rdhup {
-				l.endDirection(e, d) // the FIN came before the bytes just read
-			}
+		case next == srcEmpty || dir.pending():
 			return
 		}
 		dir.bulk = true // a full buffer: more is waiting
 	}
 	l.again = append(l.again, e)
+}
+
+// srcNext is what one read of a stream's source socket says of it.
+type srcNext int
+
+const (
+	srcMore  srcNext = iota // the read filled the buffer: more may wait
+	srcEmpty                // a short read or EAGAIN emptied it: the next bytes bring an edge
+	srcEnded                // EOF, or a short read after the peer's FIN: a clean end
+)
+
+// readStep reads direction d's source socket once into l.buf, for pump
+// and for pumpTLS when the source is plain. It returns the bytes read,
+// what the read says of the source, and a read error (a reset), which
+// ends the stream. A read that does not fill the buffer emptied the
+// socket, so the direction waits for the next edge instead of reading
+// again to EAGAIN; when the peer's FIN came first (rdhup), that read was
+// the last.
+func (l *evLoop) readStep(e *econn, d int) (int, srcNext, error) {
+	dir := &e.dir[d]
+	n, err := readFD(e.fd[d], l.buf)
+	switch {
+	case err == unix.EAGAIN:
+		dir.readable = false
+		return 0, srcEmpty, nil
+	case err != nil:
+		return 0, srcEmpty, os.NewSyscallError("read", err)
+	case n == 0:
+		return 0, srcEnded, nil
+	case n < len(l.buf):
+		dir.readable = false
+		if dir.rdhup {
+			return n, srcEnded, nil
+		}
+		return n, srcEmpty, nil
+	}
+	return n, srcMore, nil
 }
 
 // spliceStep moves one chunk of direction d through a pooled pipe. It

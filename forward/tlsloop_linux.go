@@ -89,33 +89,6 @@ func (s *loopSock) write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// keep appends b to d's pending bytes.
-func (d *edir) keep(b []byte) {
-	if len(b) == 0 {
-		return
-	}
-	if d.buf == nil {
-		d.buf, d.off, d.blen = bufPool.Get().(*[]byte), 0, 0
-	}
-	buf := *d.buf
-	if d.blen+len(b) > len(buf) {
-		// Rarely: a TLS write of a full buffer, or a record behind bytes
-		// already waiting. The rest moves to a buffer that holds it all.
-		nb := make([]byte, max(2*len(buf), d.blen-d.off+len(b)))
-		n := copy(nb, buf[d.off:d.blen])
-		putBuf(d.buf)
-		d.buf, d.off, d.blen, buf = &nb, 0, n, nb
-	}
-	d.blen += copy(buf[d.blen:], b)
-}
-
-// putBuf gives bp back to bufPool, unless keep made it a larger one.
-func putBuf(bp *[]byte) {
-	if len(*bp) == copyBufSize {
-		bufPool.Put(bp)
-	}
-}
-
 // loopSocket returns the socket an event loop can run c on and, when c is
 // TLS, the tls.Conn: c itself when it is plain TCP and raw (when set) is
 // c; the socket under c when c is a *tls.Conn, handshake done, over a
@@ -165,24 +138,14 @@ func (l *evLoop) pumpTLS(e *econn, d int) {
 		if src != nil {
 			n, rerr = src.Read(l.buf) // one record at most
 		} else {
-			n, rerr = readFD(e.fd[d], l.buf)
+			var next srcNext
+			n, next, rerr = l.readStep(e, d)
 			switch {
-			case rerr == unix.EAGAIN:
-				dir.readable = false
-				n, rerr = 0, errLoopAgain
 			case rerr != nil:
-				n, rerr = 0, os.NewSyscallError("read", rerr)
-			case n == 0:
+			case next == srcEnded:
 				rerr = io.EOF
-			case n < len(l.buf):
-				// A short read emptied the socket: the next bytes bring an
-				// edge; a FIN that came first is the end.
-				dir.readable = false
-				if dir.rdhup {
-					rerr = io.EOF
-				} else {
-					rerr = errLoopAgain
-				}
+			case next == srcEmpty:
+				rerr = errLoopAgain
 			}
 		}
 		if n > 0 {
