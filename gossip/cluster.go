@@ -115,6 +115,9 @@ type Cluster struct {
 	// greetJoinEvery per address; greetJoins: how many run (greet.go).
 	joinLimit  *limiter
 	greetJoins atomic.Int32
+	// readers: which alive members read a compressed push/pull state
+	// (statez.go); its own lock.
+	readers stateReaders
 
 	numAlive   atomic.Int64 // alive members incl. self, for bcast; counted by memberUp and memberDown (written under mu)
 	gossipPort atomic.Int64 // set in Start
