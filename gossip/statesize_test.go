@@ -51,8 +51,9 @@ type stateShape struct {
 var simShape = stateShape{"simulation", func(i int, now time.Time) (mlPushNodeState, record) {
 	name := fmt.Sprintf("n%04d", i)
 	port := 20000 + i
-	// The simulated transport advertises net.IPv4(127, 0, 0, 1), 16 bytes.
-	m := mlPushNodeState{Name: name, Addr: net.IPv4(127, 0, 0, 1), Port: uint16(port),
+	// The simulated transport advertises 127.0.0.1 in 4 bytes, as the
+	// product's does (simnet_test.go).
+	m := mlPushNodeState{Name: name, Addr: net.IPv4(127, 0, 0, 1).To4(), Port: uint16(port),
 		Meta: encodeMeta(now.Add(-time.Hour), true), Incarnation: 1, State: memberlist.StateAlive,
 		Vsn: []uint8{1, 5, 2, 0, 0, 0}}
 	r := record{Entry: Entry{Node: name, Addr: "127.0.0.1", DataPort: 7947,
