@@ -7,6 +7,7 @@ import (
 	"net"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -181,5 +182,45 @@ func TestStateFlateMerged(t *testing.T) {
 		if got[r.Node] != r.Version {
 			t.Errorf("catalog has %s at version %d after a compressed state, want %d", r.Node, got[r.Node], r.Version)
 		}
+	}
+}
+
+func BenchmarkStateFlate(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		rs := simRecords(n)
+		b.Run("encode/"+strconv.Itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := encodeStateFlate(rs); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("encode_plain/"+strconv.Itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := encodeState(rs); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		packed, _ := encodeStateFlate(rs)
+		plain, _ := encodeState(rs)
+		b.Run("decode/"+strconv.Itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := decodeState(packed); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("decode_plain/"+strconv.Itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := decodeState(plain); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

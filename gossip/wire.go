@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
@@ -146,10 +147,14 @@ func encodeStateFlate(rs []record) ([]byte, error) {
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, len(body)/4+64))
 	buf.Write([]byte{wireVersion, kindStateFlate})
-	zw, err := flate.NewWriter(buf, flate.DefaultCompression)
-	if err != nil {
-		return nil, fmt.Errorf("gossip: encode: %w", err)
+	zw, _ := flateWriters.Get().(*flate.Writer)
+	if zw == nil {
+		// DefaultCompression is a valid level: NewWriter cannot fail.
+		zw, _ = flate.NewWriter(buf, flate.DefaultCompression)
+	} else {
+		zw.Reset(buf)
 	}
+	defer flateWriters.Put(zw)
 	if _, err := zw.Write(body); err != nil {
 		return nil, fmt.Errorf("gossip: encode: %w", err)
 	}
@@ -158,6 +163,11 @@ func encodeStateFlate(rs []record) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// flateWriters keeps encodeStateFlate's compressors: a fresh one
+// allocates about 800 KB (its hash chains and window), which cost more
+// than compressing a small cluster's state (BenchmarkStateFlate).
+var flateWriters sync.Pool
 
 // inflateState returns the JSON of a kindStateFlate message b (already
 // checked for length, version and kind), at most maxStateMsg bytes.
