@@ -105,6 +105,9 @@ type Cluster struct {
 	maxBcast int
 
 	warnedSize atomic.Bool // SetServices warned that our record is too big
+	// readers: which alive members read a compressed push/pull state
+	// (statez.go); its own lock.
+	readers stateReaders
 	// logLimit rate-limits Warn and Error lines that network input can
 	// repeat, by key.
 	logLimit *limiter
@@ -115,9 +118,6 @@ type Cluster struct {
 	// greetJoinEvery per address; greetJoins: how many run (greet.go).
 	joinLimit  *limiter
 	greetJoins atomic.Int32
-	// readers: which alive members read a compressed push/pull state
-	// (statez.go); its own lock.
-	readers stateReaders
 
 	numAlive   atomic.Int64 // alive members incl. self, for bcast; counted by memberUp and memberDown (written under mu)
 	gossipPort atomic.Int64 // set in Start
