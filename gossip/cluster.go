@@ -105,6 +105,9 @@ type Cluster struct {
 	maxBcast int
 
 	warnedSize atomic.Bool // SetServices warned that our record is too big
+	// readers: which alive members read a compressed push/pull state
+	// (statez.go); its own lock.
+	readers stateReaders
 	// logLimit rate-limits Warn and Error lines that network input can
 	// repeat, by key.
 	logLimit *limiter

@@ -831,7 +831,7 @@ func (h *noticeHandler) Handle(_ context.Context, r slog.Record) error {
 
 // TestDecodeMeta: both metadata versions decode (version 1, sent up to
 // session 9, has no flags; this release's version 2 says it knows
-// kindGreet); anything else carries no start time.
+// kindGreet and kindStateFlate); anything else carries no start time.
 func TestDecodeMeta(t *testing.T) {
 	t0 := time.Unix(1700000000, 5)
 	v2 := encodeMeta(t0, true)
@@ -841,8 +841,10 @@ func TestDecodeMeta(t *testing.T) {
 		want   nodeMeta
 		wantOK bool
 	}{
-		{"version 2, announces", v2, nodeMeta{started: t0.UnixNano(), offer: offerServices, greets: true}, true},
-		{"version 2, announces nothing", encodeMeta(t0, false), nodeMeta{started: t0.UnixNano(), offer: offerNothing, greets: true}, true},
+		{"version 2, announces", v2, nodeMeta{started: t0.UnixNano(), offer: offerServices, greets: true, flate: true}, true},
+		{"version 2, announces nothing", encodeMeta(t0, false), nodeMeta{started: t0.UnixNano(), offer: offerNothing, greets: true, flate: true}, true},
+		// Session 12 sent metaGreets without metaStateFlate.
+		{"version 2 before metaStateFlate", append(v2[:9:9], metaServes|metaGreets), nodeMeta{started: t0.UnixNano(), offer: offerServices, greets: true}, true},
 		// Sessions 10 and 11 sent the flags byte without metaGreets.
 		{"version 2 before metaGreets, announces", append(v2[:9:9], metaServes), nodeMeta{started: t0.UnixNano(), offer: offerServices}, true},
 		{"version 2 before metaGreets, announces nothing", append(v2[:9:9], 0), nodeMeta{started: t0.UnixNano(), offer: offerNothing}, true},

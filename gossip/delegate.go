@@ -57,13 +57,17 @@ const (
 	// gossip address (greet.go). An announcing node greets a member
 	// without it with the plain record, which older releases read.
 	metaGreets = 1 << 1
+	// metaStateFlate: the node reads kindStateFlate, a push/pull state
+	// compressed with DEFLATE (wire.go). A node sends one only while
+	// every alive member has it (stateReaders).
+	metaStateFlate = 1 << 2
 )
 
 // encodeMeta is the node metadata: metaVersion, the start time in Unix
 // nanoseconds, big-endian, and the flags byte (10 bytes), which always has
-// metaGreets.
+// metaGreets and metaStateFlate.
 func encodeMeta(started time.Time, serves bool) []byte {
-	flags := byte(metaGreets)
+	flags := byte(metaGreets | metaStateFlate)
 	if serves {
 		flags |= metaServes
 	}
@@ -76,6 +80,7 @@ type nodeMeta struct {
 	started int64 // Unix nanoseconds
 	offer   offer // offerUnknown for version 1
 	greets  bool  // metaGreets; false for version 1
+	flate   bool  // metaStateFlate; false for version 1
 }
 
 // offer is what a member's metadata says of its record.
@@ -98,6 +103,7 @@ func decodeMeta(meta []byte) (nm nodeMeta, ok bool) {
 			nm.offer = offerServices
 		}
 		nm.greets = meta[9]&metaGreets != 0
+		nm.flate = meta[9]&metaStateFlate != 0
 	default:
 		return nodeMeta{}, false
 	}
@@ -198,9 +204,18 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return d.c.bcast.GetBroadcasts(overhead, limit)
 }
 
-// LocalState returns this node's view of the catalog for a push/pull.
+// LocalState returns this node's view of the catalog for a push/pull,
+// compressed (kindStateFlate) when every alive member reads that. A join's
+// state is always plain: memberlist does not say who the peer is, and in a
+// join it may be a node this one has never heard of, perhaps an older
+// release (the joiner knows no member yet; the node it joins asks for
+// this state before it merges the joiner).
 func (d *delegate) LocalState(join bool) []byte {
-	b, err := encodeState(d.c.pushState())
+	encode := encodeState
+	if !join && d.c.readers.allFlate() {
+		encode = encodeStateFlate
+	}
+	b, err := encode(d.c.pushState())
 	if err != nil {
 		d.c.log.Error("encoding push/pull state", "err", err)
 		return nil
@@ -236,6 +251,7 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 	if ok {
 		started = time.Unix(0, nm.started)
 	}
+	d.c.readers.up(n.Name, nm.flate)
 	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started, nm.offer, nm.greets)
 }
 
@@ -246,6 +262,7 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 // memberlist's node lock held.
 func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 	nm, _ := decodeMeta(n.Meta)
+	d.c.readers.up(n.Name, nm.flate)
 	d.c.memberOffer(n.Name, nm.offer)
 }
 
@@ -257,6 +274,7 @@ func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 // &nodeState.Node, whose State is never set (always StateAlive). So
 // "left" comes from the record the node broadcast in Leave.
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
+	d.c.readers.down(n.Name)
 	d.c.memberDown(n.Name)
 }
 

@@ -198,8 +198,12 @@ type simAddr string
 func (a simAddr) Network() string { return "sim" }
 func (a simAddr) String() string  { return string(a) }
 
+// FinalAdvertiseAddr is 127.0.0.1 in its 4-byte form, as the product's
+// transport advertises an IPv4 address: memberlist sends it in every
+// alive message and in every member's entry of a push/pull, where the
+// 16-byte form costs 12 bytes more each (12 KB per push/pull at 1,000).
 func (t *simTransport) FinalAdvertiseAddr(string, int) (net.IP, int, error) {
-	return net.IPv4(127, 0, 0, 1), t.port, nil
+	return net.IPv4(127, 0, 0, 1).To4(), t.port, nil
 }
 
 func (t *simTransport) WriteTo(b []byte, addr string) (time.Time, error) {

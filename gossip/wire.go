@@ -1,12 +1,16 @@
 package gossip
 
 import (
+	"bytes"
 	"cmp"
+	"compress/flate"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
@@ -41,12 +45,22 @@ const (
 	// which know it: an older node's NotifyMsg takes any other kind for a
 	// record, whose decode rejects the kind byte, and drops it.
 	kindGreet byte = 6
+	// kindStateFlate: a push/pull state whose JSON wireState is
+	// compressed with DEFLATE (RFC 1951, compress/flate). Sent only when
+	// every alive member's metadata has metaStateFlate, and never in a
+	// join (see delegate.LocalState): an older node's decodeState rejects
+	// the kind byte and drops the state, so it would miss one round of
+	// anti-entropy, never misread it.
+	kindStateFlate byte = 7
 
 	// maxRecordMsg bounds one broadcast. Broadcasts travel in UDP packets
 	// (memberlist's UDPBufferSize, 1400 bytes by default), so anything larger
 	// is malformed; the bound only has to stop a hostile sender.
 	maxRecordMsg = 64 << 10
-	// maxStateMsg bounds one push/pull state (a TCP stream).
+	// maxStateMsg bounds one push/pull state (a TCP stream), compressed
+	// or not, and what a kindStateFlate state inflates to: DEFLATE
+	// inflates up to about 1,000 times, so without the second bound a
+	// hostile peer's 4 MiB could make a node allocate gigabytes.
 	maxStateMsg = 4 << 20
 	// maxStateRecords bounds the number of nodes in one push/pull state.
 	maxStateRecords = 4096
@@ -116,6 +130,60 @@ func encodeState(rs []record) ([]byte, error) {
 	return encode(kindState, wireState{Records: rs})
 }
 
+// encodeStateFlate is encodeState with the JSON compressed by DEFLATE,
+// kind kindStateFlate. A push/pull state is the one large message this
+// package sends (a record of about 120 to 250 bytes per member, 1,000
+// members at most a few hundred KB), and its JSON repeats the same keys
+// and much the same values in every record, which DEFLATE's LZ77 window
+// and Huffman codes remove. It is compressed here rather than by
+// memberlist's EnableCompression because that setting also compresses
+// every packet with a fresh LZW writer (see DefaultConfig), and it is
+// compress/flate rather than LZW because flate compresses this JSON
+// better and is the standard library's.
+func encodeStateFlate(rs []record) ([]byte, error) {
+	body, err := json.Marshal(wireState{Records: rs})
+	if err != nil {
+		return nil, fmt.Errorf("gossip: encode: %w", err)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, len(body)/4+64))
+	buf.Write([]byte{wireVersion, kindStateFlate})
+	zw, _ := flateWriters.Get().(*flate.Writer)
+	if zw == nil {
+		// DefaultCompression is a valid level: NewWriter cannot fail.
+		zw, _ = flate.NewWriter(buf, flate.DefaultCompression)
+	} else {
+		zw.Reset(buf)
+	}
+	defer flateWriters.Put(zw)
+	if _, err := zw.Write(body); err != nil {
+		return nil, fmt.Errorf("gossip: encode: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("gossip: encode: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// flateWriters keeps encodeStateFlate's compressors: a fresh one
+// allocates about 800 KB (its hash chains and window), which cost more
+// than compressing a small cluster's state (BenchmarkStateFlate).
+var flateWriters sync.Pool
+
+// inflateState returns the JSON of a kindStateFlate message b (already
+// checked for length, version and kind), at most maxStateMsg bytes.
+func inflateState(b []byte) ([]byte, error) {
+	zr := flate.NewReader(bytes.NewReader(b[2:]))
+	defer zr.Close()
+	body, err := io.ReadAll(io.LimitReader(zr, maxStateMsg+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: inflate state: %w", errDecode, err)
+	}
+	if len(body) > maxStateMsg {
+		return nil, fmt.Errorf("%w: state inflates beyond %d bytes", errDecode, maxStateMsg)
+	}
+	return body, nil
+}
+
 func encode(kind byte, v any) ([]byte, error) {
 	body, err := json.Marshal(v)
 	if err != nil {
@@ -137,12 +205,24 @@ func decodeRecord(b []byte) (record, error) {
 	return r, nil
 }
 
-// decodeState decodes and validates a push/pull state. One invalid record
-// rejects the whole state: a sender that produces it is broken or hostile.
-// It never panics and retains no reference to b.
+// decodeState decodes and validates a push/pull state, kindState or
+// kindStateFlate. One invalid record rejects the whole state: a sender
+// that produces it is broken or hostile. It never panics and retains no
+// reference to b.
 func decodeState(b []byte) ([]record, error) {
 	var s wireState
-	if err := decode(b, kindState, maxStateMsg, &s); err != nil {
+	if len(b) > 1 && b[1] == kindStateFlate {
+		if err := check(b, kindStateFlate, maxStateMsg); err != nil {
+			return nil, err
+		}
+		body, err := inflateState(b)
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(body, &s); err != nil {
+			return nil, fmt.Errorf("%w: %w", errDecode, err)
+		}
+	} else if err := decode(b, kindState, maxStateMsg, &s); err != nil {
 		return nil, err
 	}
 	if len(s.Records) > maxStateRecords {
@@ -163,6 +243,17 @@ func decodeState(b []byte) ([]record, error) {
 }
 
 func decode(b []byte, kind byte, limit int, v any) error {
+	if err := check(b, kind, limit); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b[2:], v); err != nil {
+		return fmt.Errorf("%w: %w", errDecode, err)
+	}
+	return nil
+}
+
+// check checks a message's length, version and kind.
+func check(b []byte, kind byte, limit int) error {
 	switch {
 	case len(b) < 2:
 		return fmt.Errorf("%w: message of %d bytes is too short", errDecode, len(b))
@@ -172,9 +263,6 @@ func decode(b []byte, kind byte, limit int, v any) error {
 		return fmt.Errorf("%w: unsupported wire version %d", errDecode, b[0])
 	case b[1] != kind:
 		return fmt.Errorf("%w: message kind %d, want %d", errDecode, b[1], kind)
-	}
-	if err := json.Unmarshal(b[2:], v); err != nil {
-		return fmt.Errorf("%w: %w", errDecode, err)
 	}
 	return nil
 }
