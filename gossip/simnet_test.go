@@ -248,7 +248,7 @@ func (t *simTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn
 		return nil, err
 	}
 	t.dials.Add(1)
-	return &countConn{Conn: c, n: &t.streamBytes}, nil
+	return zipConn{&countConn{Conn: c, n: &t.streamBytes}}, nil // as the product's transport
 }
 
 // accept hands accepted streams to memberlist until the listener closes.
@@ -260,7 +260,7 @@ func (t *simTransport) accept() {
 			return // closed by kill or Shutdown
 		}
 		select {
-		case t.streams <- &countConn{Conn: c, n: &t.streamBytes}:
+		case t.streams <- zipConn{&countConn{Conn: c, n: &t.streamBytes}}:
 		case <-t.stop:
 			c.Close()
 			return

@@ -187,7 +187,11 @@ func (t *transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, e
 
 func (t *transport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
-	return d.Dial("tcp", a.Addr)
+	c, err := d.Dial("tcp", a.Addr)
+	if err != nil {
+		return nil, err
+	}
+	return zipConn{c}, nil // push/pull states go out compressed (streamzip.go)
 }
 
 func (t *transport) StreamCh() <-chan net.Conn { return t.streamCh }
@@ -235,7 +239,7 @@ func (t *transport) acceptLoop() {
 		}
 		delay = 0
 		select {
-		case t.streamCh <- conn:
+		case t.streamCh <- zipConn{conn}:
 		case <-t.done:
 			_ = conn.Close()
 			return

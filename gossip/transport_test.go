@@ -95,7 +95,11 @@ func TestTransportStreams(t *testing.T) {
 	if _, err := c.Write([]byte("push-pull")); err != nil {
 		t.Fatal(err)
 	}
-	c.(*net.TCPConn).CloseWrite()
+	zc, ok := c.(zipConn)
+	if !ok {
+		t.Fatalf("dialed stream is a %T, want a zipConn (streamzip.go)", c)
+	}
+	zc.Conn.(*net.TCPConn).CloseWrite()
 	var s net.Conn
 	select {
 	case s = <-b.StreamCh():
@@ -103,6 +107,9 @@ func TestTransportStreams(t *testing.T) {
 		t.Fatal("no stream within 5s")
 	}
 	defer s.Close()
+	if _, ok := s.(zipConn); !ok {
+		t.Fatalf("accepted stream is a %T, want a zipConn (streamzip.go)", s)
+	}
 	got, err := io.ReadAll(s)
 	if err != nil || string(got) != "push-pull" {
 		t.Fatalf("read %q, %v", got, err)
