@@ -684,7 +684,6 @@ func (l *evLoop) pump(e *econn, d int) {
 		return
 	}
 	dir := &e.dir[d]
-	dst := e.fd[1-d]
 	for range maxChunks {
 		if dir.bulk && !dir.noSplice {
 			if !l.spliceStep(e, d) {
@@ -697,17 +696,8 @@ func (l *evLoop) pump(e *econn, d int) {
 			l.abortStream(e, endError, err)
 			return
 		}
-		if n > 0 {
-			w, err := writeFD(dst, l.buf[:n])
-			if err != nil && err != unix.EAGAIN {
-				l.abortStream(e, endError, os.NewSyscallError("write", err))
-				return
-			}
-			l.account(e, d, w)
-			// The destination is full: keep the rest and read no more
-			// until EPOLLOUT says it took them (flush). An end read
-			// already waits for them (endDirection).
-			dir.keep(l.buf[w:n])
+		if n > 0 && !l.writeStep(e, d, n) {
+			return
 		}
 		switch {
 		case next == srcEnded:
@@ -719,6 +709,23 @@ func (l *evLoop) pump(e *econn, d int) {
 		dir.bulk = true // a full buffer: more is waiting
 	}
 	l.again = append(l.again, e)
+}
+
+// writeStep writes l.buf[:n] to direction d's plain destination socket,
+// for pump and for pumpTLS when the destination is plain. What the socket
+// does not take is kept, and the direction reads no more until EPOLLOUT
+// says it took it (flush); an end read already waits for it
+// (endDirection). It reports false when the write failed and the stream
+// was aborted.
+func (l *evLoop) writeStep(e *econn, d, n int) bool {
+	w, err := writeFD(e.fd[1-d], l.buf[:n])
+	if err != nil && err != unix.EAGAIN {
+		l.abortStream(e, endError, os.NewSyscallError("write", err))
+		return false
+	}
+	l.account(e, d, w)
+	e.dir[d].keep(l.buf[w:n])
+	return true
 }
 
 // srcNext is what one read of a stream's source socket says of it.

@@ -155,14 +155,8 @@ func (l *evLoop) pumpTLS(e *econn, d int) {
 					return
 				}
 				l.account(e, d, n)
-			} else {
-				w, err := writeFD(e.fd[1-d], l.buf[:n])
-				if err != nil && err != unix.EAGAIN {
-					l.abortStream(e, endError, os.NewSyscallError("write", err))
-					return
-				}
-				l.account(e, d, w)
-				dir.keep(l.buf[w:n])
+			} else if !l.writeStep(e, d, n) {
+				return
 			}
 		}
 		switch {
