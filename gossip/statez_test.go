@@ -66,15 +66,56 @@ func TestStateFlateRoundTrip(t *testing.T) {
 // TestStateFlateBound: a compressed state that inflates beyond
 // maxStateMsg is rejected, however well it compresses (a hostile peer's
 // "zip bomb"), and so is one that is not DEFLATE or is cut short.
-func TestStateFlateBound(t *testing.T) {
-	deflate := func(body []byte) []byte {
-		var buf bytes.Buffer
-		buf.Write([]byte{wireVersion, kindStateFlate})
-		zw, _ := flate.NewWriter(&buf, flate.BestCompression)
-		_, _ = zw.Write(body)
-		_ = zw.Close()
-		return buf.Bytes()
+// deflate returns body as a kindStateFlate message, compressed as far as
+// compress/flate goes.
+func deflate(body []byte) []byte {
+	var buf bytes.Buffer
+	buf.Write([]byte{wireVersion, kindStateFlate})
+	zw, _ := flate.NewWriter(&buf, flate.BestCompression)
+	_, _ = zw.Write(body)
+	_ = zw.Close()
+	return buf.Bytes()
+}
+
+// TestStateRecordBombs: a state's JSON within maxStateMsg that spells
+// millions of empty records or services, which compresses to a few KB, is
+// rejected after decoding a bounded amount, not after building them all
+// (json.Unmarshal of the whole state allocated 883 MB for the first row).
+// The bound is TestStateFlateBound's.
+func TestStateRecordBombs(t *testing.T) {
+	fill := func(head, elem, tail string) []byte { // JSON that fits a plain message's bound
+		n := (maxStateMsg - 2 - len(head) - len(tail)) / len(elem)
+		return []byte(head + strings.Repeat(elem, n) + tail)
 	}
+	records := fill(`{"records":[`, `{},`, `{}]}`)
+	services := fill(`{"records":[{"node":"a","addr":"1.2.3.4","version":1,"services":[`, `{},`, `{}]}]}`)
+	valid := fill(`{"records":[`, `{"node":"a","addr":"1.2.3.4","version":1},`, `{}]}`)
+	for _, tc := range []struct {
+		name string
+		in   []byte
+	}{
+		{"empty records, deflated", deflate(records)},
+		{"empty records, plain", append([]byte{wireVersion, kindState}, records...)},
+		{"one record of empty services, deflated", deflate(services)},
+		{"one valid record repeated, deflated", deflate(valid)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			rs, err := decodeState(tc.in)
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, errDecode) {
+				t.Fatalf("got %d records, %v; want errDecode", len(rs), err)
+			}
+			if got := after.TotalAlloc - before.TotalAlloc; got > 8*maxStateMsg {
+				t.Errorf("decoding a %d-byte message allocated %d bytes, want at most %d", len(tc.in), got, 8*maxStateMsg)
+			}
+		})
+	}
+}
+
+func TestStateFlateBound(t *testing.T) {
 	// Valid JSON of no records, padded with whitespace past the bound:
 	// without the bound it would decode.
 	bomb := []byte(`{"records":[]` + strings.Repeat(" ", maxStateMsg) + `}`)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -210,36 +211,108 @@ func decodeRecord(b []byte) (record, error) {
 // that produces it is broken or hostile. It never panics and retains no
 // reference to b.
 func decodeState(b []byte) ([]record, error) {
-	var s wireState
+	kind := kindState
 	if len(b) > 1 && b[1] == kindStateFlate {
-		if err := check(b, kindStateFlate, maxStateMsg); err != nil {
-			return nil, err
-		}
-		body, err := inflateState(b)
-		if err != nil {
-			return nil, err
-		}
-		if err := json.Unmarshal(body, &s); err != nil {
-			return nil, fmt.Errorf("%w: %w", errDecode, err)
-		}
-	} else if err := decode(b, kindState, maxStateMsg, &s); err != nil {
+		kind = kindStateFlate
+	}
+	if err := check(b, kind, maxStateMsg); err != nil {
 		return nil, err
 	}
-	if len(s.Records) > maxStateRecords {
-		return nil, fmt.Errorf("%w: state has %d records, limit %d", errDecode, len(s.Records), maxStateRecords)
-	}
-	now := time.Now()
-	seen := make(map[string]bool, len(s.Records))
-	for i := range s.Records {
-		if err := validateRecord(&s.Records[i], now); err != nil {
+	body := b[2:]
+	if kind == kindStateFlate {
+		var err error
+		if body, err = inflateState(b); err != nil {
 			return nil, err
 		}
-		if seen[s.Records[i].Node] {
-			return nil, fmt.Errorf("%w: node %q appears twice", errDecode, s.Records[i].Node)
-		}
-		seen[s.Records[i].Node] = true
 	}
-	return s.Records, nil
+	return decodeStateJSON(body)
+}
+
+// decodeStateJSON decodes a wireState's JSON one record at a time and
+// validates each record as it arrives, so that a state costs what its
+// valid records cost: at most maxStateRecords of them, each at most
+// maxRecordMsg of JSON as a broadcast is. json.Unmarshal of the whole
+// state would first build every record the JSON spells: 4 MiB of empty
+// records ("{},") are 1.4 million of them, most of a gigabyte, and those
+// 4 MiB travel as a few KB, DEFLATEd here or under memberlist's own LZW
+// (it reads a compressed stream from any peer).
+func decodeStateJSON(body []byte) ([]record, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: state: %s", errDecode, fmt.Sprintf(format, a...))
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, bad("not a JSON object")
+	}
+	var (
+		recs []record
+		seen map[string]bool
+		got  bool // a "records" key was read
+	)
+	now := time.Now()
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, bad("%v", err)
+		}
+		// Case-insensitive, as json.Unmarshal matches field names.
+		if key, _ := t.(string); !strings.EqualFold(key, "records") {
+			var skip json.RawMessage // an unknown field, as json.Unmarshal ignores it
+			if err := dec.Decode(&skip); err != nil {
+				return nil, bad("%v", err)
+			}
+			continue
+		}
+		if got {
+			return nil, bad("two record lists")
+		}
+		got = true
+		switch t, err := dec.Token(); {
+		case err != nil:
+			return nil, bad("%v", err)
+		case t == nil: // "records": null
+			continue
+		case t != json.Delim('['):
+			return nil, bad("records are not a list")
+		}
+		for dec.More() {
+			if len(recs) == maxStateRecords {
+				return nil, bad("more than %d records", maxStateRecords)
+			}
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
+				return nil, bad("record %d: %v", len(recs), err)
+			}
+			if len(raw) > maxRecordMsg {
+				return nil, bad("record %d is %d bytes, limit %d", len(recs), len(raw), maxRecordMsg)
+			}
+			var r record
+			if err := json.Unmarshal(raw, &r); err != nil {
+				return nil, bad("record %d: %v", len(recs), err)
+			}
+			if err := validateRecord(&r, now); err != nil {
+				return nil, err
+			}
+			if seen[r.Node] {
+				return nil, fmt.Errorf("%w: node %q appears twice", errDecode, r.Node)
+			}
+			if seen == nil {
+				seen = make(map[string]bool)
+			}
+			seen[r.Node] = true
+			recs = append(recs, r)
+		}
+		if _, err := dec.Token(); err != nil { // the list's ']'
+			return nil, bad("%v", err)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the object's '}'
+		return nil, bad("%v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, bad("data after the state")
+	}
+	return recs, nil
 }
 
 func decode(b []byte, kind byte, limit int, v any) error {

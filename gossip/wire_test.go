@@ -130,6 +130,20 @@ func TestDecodeState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	many := func(n int) []byte {
+		rs := make([]record, n)
+		for i := range rs {
+			rs[i] = validRecord()
+			rs[i].Node = fmt.Sprintf("n%d", i)
+		}
+		b, err := encodeState(rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// A record valid but for its size: an unknown field pads it.
+	big := msg(kindState, `{"records":[{"node":"a","addr":"1.2.3.4","version":1,"pad":"`+strings.Repeat("x", maxRecordMsg)+`"}]}`)
 	tests := []struct {
 		name    string
 		in      []byte
@@ -144,6 +158,16 @@ func TestDecodeState(t *testing.T) {
 		{name: "one bad service name", in: msg(kindState, `{"records":[{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"a_b","port":1}]}]}`), wantErr: true},
 		{name: "one bad record", in: msg(kindState, `{"records":[{"node":"a","addr":"x","version":1}]}`), wantErr: true},
 		{name: "too many records", in: msg(kindState, `{"records":[`+strings.Repeat(`{},`, maxStateRecords)+`{}]}`), wantErr: true},
+		{name: "as many valid records as allowed", in: many(maxStateRecords), want: maxStateRecords},
+		{name: "one valid record too many", in: many(maxStateRecords + 1), wantErr: true},
+		{name: "a record larger than a broadcast may be", in: big, wantErr: true},
+		{name: "records null", in: msg(kindState, `{"records":null}`), want: 0},
+		{name: "unknown fields skipped", in: msg(kindState, `{"x":[1,{"y":2}],"records":[{"node":"a","addr":"1.2.3.4","version":1}],"z":null}`), want: 1},
+		{name: "field name in any case", in: msg(kindState, `{"Records":[{"node":"a","addr":"1.2.3.4","version":1}]}`), want: 1},
+		{name: "two record lists", in: msg(kindState, `{"records":[],"records":[]}`), wantErr: true},
+		{name: "records not a list", in: msg(kindState, `{"records":{}}`), wantErr: true},
+		{name: "not an object", in: msg(kindState, `[]`), wantErr: true},
+		{name: "data after the state", in: msg(kindState, `{"records":[]} {}`), wantErr: true},
 		{name: "truncated", in: good[:len(good)-1], wantErr: true},
 	}
 	for _, tc := range tests {
