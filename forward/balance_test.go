@@ -132,6 +132,15 @@ func TestBalanceDistribution(t *testing.T) {
 							t.Errorf("read: got %q, %v", b, err)
 							return
 						}
+						if !tc.concurrent {
+							// The proxy ends its side of the stream after the
+							// client has read the end; a stream still open
+							// there would steer least-conn away from its
+							// backend, and the rows test tie-breaking.
+							if !waitNoActive(t, p) {
+								return
+							}
+						}
 					}
 				})
 			}
@@ -145,6 +154,26 @@ func TestBalanceDistribution(t *testing.T) {
 				t.Errorf("DialErrors: got %d, want 0", st.DialErrors)
 			}
 		})
+	}
+}
+
+// waitNoActive waits until no backend of p's only listener has an open
+// stream, for at most 5 s, and reports whether it got there (an error
+// when not: it runs on the test's worker goroutines, where t.Fatal may not).
+func waitNoActive(t *testing.T, p *Proxy) bool {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Microsecond) {
+		active := false
+		for _, bs := range p.Status()[0].BackendStats {
+			active = active || bs.Active > 0
+		}
+		if !active {
+			return true
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("backends still have open streams after 5 s: %+v", p.Status()[0].BackendStats)
+			return false
+		}
 	}
 }
 

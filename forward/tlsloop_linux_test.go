@@ -177,11 +177,20 @@ func TestTLSPeerGoneWithoutCloseNotify(t *testing.T) {
 			t.Run("far ambassador gone", func(t *testing.T) {
 				tp := newTLSPair(t)
 				// The far ambassador: answers the handoff, sends part of a
-				// reply, then its socket closes under TLS.
+				// reply, then its socket closes under TLS. It waits for the
+				// client's dial to return first: on a busy machine the
+				// whole exchange could otherwise end, and the reset reach
+				// the client, before its connect had read SO_ERROR, and
+				// the dial itself would fail with the reset.
+				dialed := make(chan struct{})
 				far := startBackend(t, func(c *net.TCPConn) {
 					ts := tls.Server(c, tp.server)
 					if _, err := readHandoff(ts); err != nil {
 						return
+					}
+					select {
+					case <-dialed:
+					case <-time.After(5 * time.Second):
 					}
 					if _, err := ts.Write([]byte{byte(statusOK)}); err != nil {
 						return
@@ -193,6 +202,7 @@ func TestTLSPeerGoneWithoutCloseNotify(t *testing.T) {
 				p, al := newProxy(t, cfg)
 				p.Update([]Route{{Service: "svc", Listen: "auto:svc", Backends: []Backend{{Node: "b", Addr: far, Service: "svc"}}}})
 				c := dial(t, al.addr(t, "auto:svc"))
+				close(dialed)
 				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 				b, err := io.ReadAll(c)
 				if !isReset(err) {
