@@ -49,9 +49,10 @@ const (
 	// kindStateFlate: a push/pull state whose JSON wireState is
 	// compressed with DEFLATE (RFC 1951, compress/flate). Sent only when
 	// every alive member's metadata has metaStateFlate, and never in a
-	// join (see delegate.LocalState): an older node's decodeState rejects
-	// the kind byte and drops the state, so it would miss one round of
-	// anti-entropy, never misread it.
+	// join (see delegate.LocalState, also for the one narrow case where an
+	// older node can get one): an older node's decodeState rejects the
+	// kind byte and drops the state, so it misses one round of
+	// anti-entropy, never misreads it.
 	kindStateFlate byte = 7
 
 	// maxRecordMsg bounds one broadcast. Broadcasts travel in UDP packets
@@ -157,10 +158,10 @@ func encodeStateFlate(rs []record) ([]byte, error) {
 	}
 	defer flateWriters.Put(zw)
 	if _, err := zw.Write(body); err != nil {
-		return nil, fmt.Errorf("gossip: encode: %w", err)
+		return nil, fmt.Errorf("gossip: compress state: %w", err)
 	}
 	if err := zw.Close(); err != nil {
-		return nil, fmt.Errorf("gossip: encode: %w", err)
+		return nil, fmt.Errorf("gossip: compress state: %w", err)
 	}
 	return buf.Bytes(), nil
 }
