@@ -143,7 +143,11 @@ func (ls *evLoops) start(client, backend net.Conn, o copyOpts, then func(in, out
 // less CPU per request, and a third of the thread migrations, than one
 // per CPU (docs/benchmarks.md, session 9). Half leaves the other CPUs to the peers a proxy moves bytes
 // for, which run on the same host. Not measured on more than two cores.
-var loopCount = max(1, runtime.GOMAXPROCS(0)/2)
+//
+// AMBASSADOR_FORWARD_LOOPS=N in the environment (1 ≤ N ≤ 256) overrides
+// it, so that one binary can be compared with itself (loops_linux.go);
+// another value is ignored with a warning.
+var loopCount = loopsFromEnv(os.Getenv("AMBASSADOR_FORWARD_LOOPS"), max(1, runtime.GOMAXPROCS(0)/2))
 
 // pick returns a loop for a new stream, starting the loops on first use,
 // or nil once the loops are closed or cannot start.
