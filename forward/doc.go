@@ -43,6 +43,10 @@
 // serveConn), which tries the next attempts and backends
 // (evaccept_linux.go).
 //
+// Each Proxy and Server runs loopCount event loops (evloop_linux.go tells
+// why that many); AMBASSADOR_FORWARD_LOOPS=N in the environment sets N
+// instead, for side-by-side benchmarks of one binary.
+//
 // The package knows nothing about nodes, gossip or discovery: it gets routes
 // as plain values through Proxy.Update.
 package forward

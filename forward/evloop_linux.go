@@ -141,9 +141,21 @@ func (ls *evLoops) start(client, backend net.Conn, o copyOpts, then func(in, out
 // cores, where the client, the service and both ambassadors share the
 // CPUs, one loop per Proxy or Server gave more requests per second for
 // less CPU per request, and a third of the thread migrations, than one
-// per CPU (docs/benchmarks.md, session 9). Half leaves the other CPUs to the peers a proxy moves bytes
-// for, which run on the same host. Not measured on more than two cores.
-var loopCount = max(1, runtime.GOMAXPROCS(0)/2)
+// per CPU (docs/benchmarks.md, session 9). Half leaves the other CPUs to
+// the peers a proxy moves bytes for, which run on the same host.
+//
+// Session 14 tried one per CPU again, one hop included, where HAProxy runs
+// two threads (docs/benchmarks.md, session 14): in four full one-hop
+// peerbench runs two loops gave no gain (SET 0.88-1.06x, GET 0.87-0.97x,
+// -P16 GET 0.88-1.03x of one loop; new connections level) for more CPU
+// per request in three runs of four, and on the two-hop mesh they cost
+// 12-18 % of GET ops/s and a fifth more CPU per request in both runs. Not
+// measured on more than two cores.
+//
+// AMBASSADOR_FORWARD_LOOPS=N in the environment (1 ≤ N ≤ 256) overrides
+// it, so that one binary can be compared with itself (loops_linux.go);
+// another value is ignored with a warning.
+var loopCount = loopsFromEnv(os.Getenv("AMBASSADOR_FORWARD_LOOPS"), max(1, runtime.GOMAXPROCS(0)/2))
 
 // pick returns a loop for a new stream, starting the loops on first use,
 // or nil once the loops are closed or cannot start.
