@@ -116,6 +116,18 @@ for p in "${PEERS[@]}"; do [ "$p" = direct ] || { wait_port "${RPORT[$p]}" "$p";
 TCK=$(getconf CLK_TCK)
 
 rb() { timeout -k 5 300 redis-benchmark -h 127.0.0.1 -p "$@" --csv 2>/dev/null | tr -d '"' | awk -F, '$1 ~ /^(SET|GET|PING_INLINE)$/ { print $1, $2, $5, $7 }'; }
+# tw_drain waits (at most 70 s) until loopback holds fewer than 2,000
+# sockets in TIME_WAIT. Each -k 0 run leaves one per connection on each
+# side a proxy closes first (40,000 for a proxy at NEWN 20000), and
+# TIME_WAIT lasts 60 s; 28,000 ephemeral ports cannot hold two peers' worth,
+# so without the wait the peer that ran third found connect() searching
+# for a free port and read about 12k new connections/s instead of 15k,
+# whichever peer it was (session 14, shared peerbench).
+tw_drain() {
+  local n t0=$SECONDS
+  while n=$(ss -Htan state time-wait 2>/dev/null | wc -l) && [ "$n" -ge 2000 ] && [ $((SECONDS - t0)) -lt 70 ]; do sleep 1; done
+  [ $((SECONDS - t0)) -lt 2 ] || log "waited $((SECONDS - t0)) s for TIME_WAIT sockets to drain ($n left)"
+}
 order() { if [ $(($1 % 2)) = 0 ]; then printf '%s\n' "${PEERS[@]}" | tac; else printf '%s\n' "${PEERS[@]}"; fi; }
 
 for r in $(seq "$ROUNDS"); do
@@ -138,6 +150,7 @@ for r in $(seq "$ROUNDS"); do
     log "round $r set,get via $p: $(tr '\n' ' ' <<<"$out")"
     out=$(rb "${RPORT[$p]}" -t set,get -n $PIPEN -c 50 -P 16)
     for t in SET GET; do read -r _ ops _ <<<"$(grep "^$t " <<<"$out")"; rec "$p" "p${t,,}@$r" "$ops"; done
+    tw_drain
     out=$(rb "${RPORT[$p]}" -t ping_inline -n $NEWN -c 50 -k 0)
     read -r _ ops _ <<<"$out"; rec "$p" "newconn@$r" "$ops"
     log "round $r pipelined and new connections via $p done"
