@@ -573,6 +573,7 @@ func (c *scaleCluster) idle(window time.Duration) (cpuMax, rssMax float64, marks
 	figure(t, "idle_cpu_busiest", "%s", c.busiestNodes(cpus, 5))
 	// What CPU time an idle node spends goes mostly with how often its
 	// threads wake (runtime, timers, packets), so the count is printed too.
+	figure(t, "idle_cpu_announcer", "%.2f (h0, which checks the announced backend every --check-interval; %.0f wake-ups a second)", cpus[0], wakes[0])
 	figure(t, "idle_cpu_ticks_busiest", "%s (/proc/PID/stat utime+stime, 10 ms ticks)", c.busiestNodes(ticks, 5))
 	figure(t, "idle_wakeups_per_second", "%s (times a node's threads were put on a CPU)", spread(wakes, "%.0f"))
 	figure(t, "idle_wakeups_busiest", "%s", c.busiestNodes(wakes, 5))
