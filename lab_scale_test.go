@@ -396,10 +396,10 @@ func (c *scaleCluster) waitAllLogged(since time.Time, timeout time.Duration, par
 type procUsage struct {
 	cpu  time.Duration
 	tick time.Duration // the same from /proc/PID/stat, in clock ticks
-	runs int64 // times a thread of the node was put on a CPU (schedstat's third field): its wake-ups
-	rss  int64 // bytes, VmRSS: includes the binary's pages, which every node shares
-	anon int64 // bytes, RssAnon: this node's own memory
-	pss  int64 // bytes, Pss from smaps_rollup: the shared binary pages divided among the processes mapping them
+	runs int64         // times a thread of the node was put on a CPU (schedstat's third field): its wake-ups
+	rss  int64         // bytes, VmRSS: includes the binary's pages, which every node shares
+	anon int64         // bytes, RssAnon: this node's own memory
+	pss  int64         // bytes, Pss from smaps_rollup: the shared binary pages divided among the processes mapping them
 }
 
 func readUsage(pid int) (procUsage, error) {
