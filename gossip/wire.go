@@ -236,13 +236,15 @@ func decodeState(b []byte) ([]record, error) {
 // state would first build every record the JSON spells: 4 MiB of empty
 // records ("{},") are 1.4 million of them, most of a gigabyte, and those
 // 4 MiB travel as a few KB, DEFLATEd here or under memberlist's own LZW
-// (it reads a compressed stream from any peer).
+// (it reads a compressed stream from any peer). The walk is a jsonCursor
+// over body, not a json.Decoder, which would copy each value before its
+// size could be checked: a record of 4 MiB would cost 12 MB more.
 func decodeStateJSON(body []byte) ([]record, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: state: %s", errDecode, fmt.Sprintf(format, a...))
 	}
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+	c := jsonCursor{b: body}
+	if !c.consume('{') {
 		return nil, bad("not a JSON object")
 	}
 	var (
@@ -251,69 +253,145 @@ func decodeStateJSON(body []byte) ([]record, error) {
 		got  bool // a "records" key was read
 	)
 	now := time.Now()
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, bad("%v", err)
+	for more := !c.consume('}'); more; {
+		var key string
+		if k, err := c.value(len(body)); err != nil || json.Unmarshal(k, &key) != nil {
+			return nil, bad("a key that is not a string")
+		}
+		if !c.consume(':') {
+			return nil, bad("no ':' after key %q", key)
 		}
 		// Case-insensitive, as json.Unmarshal matches field names.
-		if key, _ := t.(string); !strings.EqualFold(key, "records") {
-			var skip json.RawMessage // an unknown field, as json.Unmarshal ignores it
-			if err := dec.Decode(&skip); err != nil {
-				return nil, bad("%v", err)
+		switch {
+		case !strings.EqualFold(key, "records"):
+			// An unknown field, which json.Unmarshal would ignore.
+			if v, err := c.value(len(body)); err != nil || !json.Valid(v) {
+				return nil, bad("field %q is not JSON", key)
 			}
-			continue
-		}
-		if got {
+		case got:
 			return nil, bad("two record lists")
-		}
-		got = true
-		switch t, err := dec.Token(); {
-		case err != nil:
-			return nil, bad("%v", err)
-		case t == nil: // "records": null
-			continue
-		case t != json.Delim('['):
+		case c.literal("null"):
+			got = true
+		case !c.consume('['):
 			return nil, bad("records are not a list")
+		default:
+			got = true
+			for more := !c.consume(']'); more; {
+				if len(recs) == maxStateRecords {
+					return nil, bad("more than %d records", maxStateRecords)
+				}
+				raw, err := c.value(maxRecordMsg)
+				if err != nil {
+					return nil, bad("record %d: %v", len(recs), err)
+				}
+				var r record
+				if err := json.Unmarshal(raw, &r); err != nil {
+					return nil, bad("record %d: %v", len(recs), err)
+				}
+				if err := validateRecord(&r, now); err != nil {
+					return nil, err
+				}
+				if seen[r.Node] {
+					return nil, fmt.Errorf("%w: node %q appears twice", errDecode, r.Node)
+				}
+				if seen == nil {
+					seen = make(map[string]bool)
+				}
+				seen[r.Node] = true
+				recs = append(recs, r)
+				if more = c.consume(','); !more && !c.consume(']') {
+					return nil, bad("no ',' or ']' after record %d", len(recs)-1)
+				}
+			}
 		}
-		for dec.More() {
-			if len(recs) == maxStateRecords {
-				return nil, bad("more than %d records", maxStateRecords)
-			}
-			var raw json.RawMessage
-			if err := dec.Decode(&raw); err != nil {
-				return nil, bad("record %d: %v", len(recs), err)
-			}
-			if len(raw) > maxRecordMsg {
-				return nil, bad("record %d is %d bytes, limit %d", len(recs), len(raw), maxRecordMsg)
-			}
-			var r record
-			if err := json.Unmarshal(raw, &r); err != nil {
-				return nil, bad("record %d: %v", len(recs), err)
-			}
-			if err := validateRecord(&r, now); err != nil {
-				return nil, err
-			}
-			if seen[r.Node] {
-				return nil, fmt.Errorf("%w: node %q appears twice", errDecode, r.Node)
-			}
-			if seen == nil {
-				seen = make(map[string]bool)
-			}
-			seen[r.Node] = true
-			recs = append(recs, r)
-		}
-		if _, err := dec.Token(); err != nil { // the list's ']'
-			return nil, bad("%v", err)
+		if more = c.consume(','); !more && !c.consume('}') {
+			return nil, bad("no ',' or '}' after field %q", key)
 		}
 	}
-	if _, err := dec.Token(); err != nil { // the object's '}'
-		return nil, bad("%v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	if c.skipSpace(); c.i != len(body) {
 		return nil, bad("data after the state")
 	}
 	return recs, nil
+}
+
+// jsonCursor walks JSON in place for decodeStateJSON: it finds where each
+// value ends, and json.Unmarshal or json.Valid checks the value itself.
+type jsonCursor struct {
+	b []byte
+	i int // the next byte to read
+}
+
+func (c *jsonCursor) skipSpace() {
+	for c.i < len(c.b) && (c.b[c.i] == ' ' || c.b[c.i] == '\t' || c.b[c.i] == '\r' || c.b[c.i] == '\n') {
+		c.i++
+	}
+}
+
+// consume skips space and then ch, and reports whether ch was there.
+func (c *jsonCursor) consume(ch byte) bool {
+	c.skipSpace()
+	if c.i < len(c.b) && c.b[c.i] == ch {
+		c.i++
+		return true
+	}
+	return false
+}
+
+// literal skips space and then word (a JSON literal such as null), and
+// reports whether word was there.
+func (c *jsonCursor) literal(word string) bool {
+	c.skipSpace()
+	if !bytes.HasPrefix(c.b[c.i:], []byte(word)) {
+		return false
+	}
+	c.i += len(word)
+	return true
+}
+
+// value skips space and returns the next value's bytes (an object, list,
+// string, number or literal), failing once they run past limit bytes or
+// past the end. Brackets are counted, not matched: a value whose inside
+// is malformed is returned for json.Unmarshal to reject.
+func (c *jsonCursor) value(limit int) ([]byte, error) {
+	c.skipSpace()
+	start := c.i
+	if c.i == len(c.b) {
+		return nil, io.ErrUnexpectedEOF
+	}
+	if ch := c.b[c.i]; ch != '{' && ch != '[' && ch != '"' {
+		// A number or literal: up to the next delimiter.
+		for c.i < len(c.b) && !strings.ContainsRune(",:}] \t\r\n", rune(c.b[c.i])) {
+			c.i++
+		}
+		if c.i-start > limit {
+			return nil, fmt.Errorf("value of more than %d bytes", limit)
+		}
+		return c.b[start:c.i], nil
+	}
+	depth, inString := 0, false
+	for ; c.i < len(c.b); c.i++ {
+		if c.i-start >= limit {
+			return nil, fmt.Errorf("value of more than %d bytes", limit)
+		}
+		switch ch := c.b[c.i]; {
+		case inString && ch == '\\':
+			c.i++ // the escaped byte cannot end the string
+		case inString && ch == '"':
+			inString = false
+		case inString:
+		case ch == '"':
+			inString = true
+		case ch == '{' || ch == '[':
+			depth++
+		case ch == '}' || ch == ']':
+			depth--
+		}
+		if depth == 0 && !inString {
+			c.i++
+			return c.b[start:c.i], nil
+		}
+	}
+	return nil, io.ErrUnexpectedEOF
 }
 
 func decode(b []byte, kind byte, limit int, v any) error {

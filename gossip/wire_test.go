@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -168,6 +169,15 @@ func TestDecodeState(t *testing.T) {
 		{name: "records not a list", in: msg(kindState, `{"records":{}}`), wantErr: true},
 		{name: "not an object", in: msg(kindState, `[]`), wantErr: true},
 		{name: "data after the state", in: msg(kindState, `{"records":[]} {}`), wantErr: true},
+		{name: "space everywhere", in: msg(kindState, " \n{ \"x\" : [ \"]}\\\"\" ] , \"records\" :\t[ {\"node\":\"a\",\"addr\":\"1.2.3.4\",\"version\":1} ] }\r\n"), want: 1},
+		{name: "a key that is not a string", in: msg(kindState, `{1:[]}`), wantErr: true},
+		{name: "no colon", in: msg(kindState, `{"records"[]}`), wantErr: true},
+		{name: "unknown field not JSON", in: msg(kindState, `{"x":[1,],"records":[]}`), wantErr: true},
+		{name: "unknown field missing", in: msg(kindState, `{"x":,"records":[]}`), wantErr: true},
+		{name: "no comma between records", in: msg(kindState, `{"records":[{"node":"a","addr":"1.2.3.4","version":1} {"node":"b","addr":"1.2.3.4","version":1}]}`), wantErr: true},
+		{name: "trailing comma", in: msg(kindState, `{"records":[],}`), wantErr: true},
+		{name: "unclosed list", in: msg(kindState, `{"records":[{"node":"a","addr":"1.2.3.4","version":1}`), wantErr: true},
+		{name: "record not an object", in: msg(kindState, `{"records":[1]}`), wantErr: true},
 		{name: "truncated", in: good[:len(good)-1], wantErr: true},
 	}
 	for _, tc := range tests {
@@ -232,8 +242,20 @@ func FuzzDecodeState(f *testing.F) {
 	}
 	f.Add(msg(kindState, `{"records":[{}]}`))
 	f.Add(msg(kindState, `{"records":[{"node":"a","addr":"::1","version":18446744073709551615}]}`))
+	f.Add(msg(kindState, ` {"x":"]\"","Records":[{"node":"a","addr":"::1","version":1}] } `))
 	f.Fuzz(func(t *testing.T, buf []byte) {
 		rs, err := decodeState(buf)
+		// decodeStateJSON walks the JSON itself: it must agree with
+		// json.Unmarshal of the whole state, as decoded before it.
+		if check(buf, kindState, maxStateMsg) == nil {
+			want, werr := decodeStateUnmarshal(buf[2:])
+			switch {
+			case err == nil && (werr != nil || len(rs) != len(want) || (len(rs) > 0 && !reflect.DeepEqual(rs, want))):
+				t.Fatalf("decodeState: %+v; json.Unmarshal: %+v, %v", rs, want, werr)
+			case err != nil && werr == nil && !strings.Contains(err.Error(), "two record lists") && !strings.Contains(err.Error(), "more than"):
+				t.Fatalf("decodeState: %v; json.Unmarshal decodes %+v", err, want)
+			}
+		}
 		if err != nil {
 			return
 		}
@@ -249,6 +271,29 @@ func FuzzDecodeState(f *testing.F) {
 			t.Fatalf("round trip: got %+v, want %+v", again, rs)
 		}
 	})
+}
+
+// decodeStateUnmarshal is what decodeState did before decodeStateJSON
+// (session 13): json.Unmarshal of the whole state, then the checks.
+func decodeStateUnmarshal(body []byte) ([]record, error) {
+	var s wireState
+	if err := json.Unmarshal(body, &s); err != nil {
+		return nil, err
+	}
+	if len(s.Records) > maxStateRecords {
+		return nil, errDecode
+	}
+	seen := make(map[string]bool)
+	for i := range s.Records {
+		if err := validateRecord(&s.Records[i], time.Now()); err != nil {
+			return nil, err
+		}
+		if seen[s.Records[i].Node] {
+			return nil, errDecode
+		}
+		seen[s.Records[i].Node] = true
+	}
+	return s.Records, nil
 }
 
 func TestNextVersion(t *testing.T) {
