@@ -332,4 +332,9 @@ func TestReportedBounded(t *testing.T) {
 	if got := len(d.reported); got > maxHosts {
 		t.Errorf("%d reported peers remembered after 5 s of flood, want at most %d", got, maxHosts)
 	}
+	// Once the flood's entries are older than reportEvery, a real peer
+	// is reported again without waiting for the regular sweep.
+	b := identity{node: "b", cluster: "lab", host: "b.local.", gossipPort: 7946, ttl: 120}
+	got := d.parse(announceOf(t, b, netip.MustParseAddr("192.0.2.20")), peerSrc, "eth0", now.Add(reportEvery))
+	wantPeers(t, got, Peer{Node: "b", Cluster: "lab", Addr: netip.MustParseAddr("192.0.2.20"), GossipPort: 7946, Iface: "eth0"})
 }
