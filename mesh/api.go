@@ -139,8 +139,29 @@ const maxControlConns = 64
 // sends no request for this long.
 const apiIdleTimeout = 30 * time.Second
 
+// apiBodyWait bounds how long a request's body may take to arrive, from
+// when its headers did. The local API's bodies are a few hundred bytes.
+const apiBodyWait = 5 * time.Second
+
+// bodyDeadline gives a request that has a body apiBodyWait to send it.
+// ReadHeaderTimeout covers only the headers and IdleTimeout only the wait
+// between requests, and net/http reads an unread body to its end after
+// the handler, before it answers: without a deadline a client that
+// promised a body and sent none held its connection, and a control
+// socket slot (any local user may connect), for as long as it liked. Not
+// http.Server.ReadTimeout: it would also end the /v1/events stream,
+// whose request has no body, once it expired.
+func bodyDeadline(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(apiBodyWait))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 func (a *localAPI) serve(ln net.Listener, h http.Handler, connCtx func(context.Context, net.Conn) context.Context) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: apiIdleTimeout, ConnContext: connCtx}
+	srv := &http.Server{Handler: bodyDeadline(h), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: apiIdleTimeout, ConnContext: connCtx}
 	a.srvs = append(a.srvs, srv)
 	// Not in n.wg: that group is the loops', which stop before the local
 	// API does; this goroutine ends when Shutdown closes ln.
