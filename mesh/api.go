@@ -118,12 +118,18 @@ func (n *Node) startAPI() (err error) {
 		mux := http.NewServeMux()
 		n.readOnlyRoutes(mux)
 		n.controlRoutes(mux, a.operatorOnly)
-		a.serve(newLimitListener(ln, maxControlConns), mux, func(ctx context.Context, c net.Conn) context.Context {
-			if lc, ok := c.(*limitConn); ok {
-				c = lc.Conn // SO_PEERCRED wants the *net.UnixConn
-			}
+		ll := newLimitListener(ln, maxControlConns)
+		ll.others = make(chan struct{}, maxControlConns-operatorConns)
+		ll.cred = func(c net.Conn) (peerCred, bool) {
 			uid, err := a.peer(c)
-			return context.WithValue(ctx, peerKey{}, peerCred{uid: uid, err: err})
+			return peerCred{uid: uid, err: err}, callerAllowed(uid, err, a.uid) == nil
+		}
+		a.serve(ll, mux, func(ctx context.Context, c net.Conn) context.Context {
+			p := peerCred{err: errors.New("no credentials read")}
+			if lc, ok := c.(*limitConn); ok {
+				p = lc.cred
+			}
+			return context.WithValue(ctx, peerKey{}, p)
 		})
 	}
 	return nil
@@ -132,8 +138,15 @@ func (n *Node) startAPI() (err error) {
 // maxControlConns bounds the connections the control socket serves at
 // once: the socket is open to every local user (mode 0666), and none of
 // them should be able to pile up connections without limit. Further ones
-// wait in the kernel's backlog until a slot frees.
-const maxControlConns = 64
+// wait in the kernel's backlog until a slot frees. operatorConns of them
+// are kept for root and the node's user: users who may not change the
+// node share the rest, and one beyond that is closed at once, or a user
+// holding maxControlConns read-only streams (GET /v1/events never ends)
+// would keep the operator out.
+const (
+	maxControlConns = 64
+	operatorConns   = 8
+)
 
 // apiIdleTimeout closes a keep-alive connection to the local API that
 // sends no request for this long.
@@ -173,10 +186,14 @@ func (a *localAPI) serve(ln net.Listener, h http.Handler, connCtx func(context.C
 }
 
 // limitListener accepts at most cap(sem) connections at once: Accept
-// waits for one of them to close (or the listener to close) first.
+// waits for one of them to close (or the listener to close) first. With
+// cred set, connections whose caller it does not trust (its bool result)
+// also take a slot of others, and one that finds others full is closed.
 type limitListener struct {
 	net.Listener
 	sem    chan struct{}
+	others chan struct{}                   // nil without cred
+	cred   func(net.Conn) (peerCred, bool) // who calls, and may they change the node; nil: not asked
 	closed chan struct{}
 	once   sync.Once
 }
@@ -191,12 +208,31 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	case <-l.closed:
 		return nil, net.ErrClosed
 	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			<-l.sem
+			return nil, err
+		}
+		lc := &limitConn{Conn: c, release: func() { <-l.sem }}
+		if l.cred == nil {
+			return lc, nil
+		}
+		var trusted bool
+		lc.cred, trusted = l.cred(c) // on the *net.UnixConn: SO_PEERCRED wants it
+		if trusted {
+			return lc, nil
+		}
+		select {
+		case l.others <- struct{}{}:
+			lc.release = func() { <-l.others; <-l.sem }
+			return lc, nil
+		default:
+			_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			_, _ = io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+			_ = c.Close()
+		}
 	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
 }
 
 // Close also ends an Accept waiting for a free slot, so that Serve
@@ -211,6 +247,7 @@ type limitConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
+	cred    peerCred // the caller, read at Accept (limitListener.cred)
 }
 
 func (c *limitConn) Close() error {
