@@ -107,7 +107,9 @@ func (n *Node) startAPI() (err error) {
 		// Say where changes went, rather than a bare 404 or 405.
 		mux.HandleFunc("POST /v1/announce", a.moved)
 		mux.HandleFunc("DELETE /v1/announce/{name}", a.moved)
-		a.serve(ln, hostGuard([]string{addr, ln.Addr().String(), n.cfg.HTTP}, mux), nil)
+		// Bounded like the control socket: anyone who reaches it may
+		// connect, and an event stream lasts as long as its client likes.
+		a.serve(newLimitListener(ln, maxControlConns), hostGuard([]string{addr, ln.Addr().String(), n.cfg.HTTP}, mux), nil)
 	}
 	if n.cfg.Socket != "" {
 		ln, fi, err := listenSocket(n.cfg.Socket)
