@@ -32,7 +32,7 @@ type discovery struct {
 	// Only those targets are cached: the link's other A records are of
 	// no use to us.
 	hosts    map[string]hostAddr
-	reported map[peerKey]time.Time // last report of each peer
+	reported map[peerKey]time.Time // last report of each peer; at most maxHosts
 	// ptrs are the _ambassador._tcp PTR records seen, by lower-case
 	// instance name, for known-answer suppression. At most maxHosts.
 	ptrs  map[string]knownPTR
@@ -161,8 +161,20 @@ func (d *discovery) parse(m *dns.Msg, src netip.AddrPort, iface string, now time
 		}
 		d.seen = true
 		k := peerKey{p.Node, p.Addr, p.GossipPort}
-		if last, ok := d.reported[k]; ok && now.Sub(last) < reportEvery {
+		last, ok := d.reported[k]
+		if ok && now.Sub(last) < reportEvery {
 			continue
+		}
+		if !ok && len(d.reported) >= maxHosts {
+			// A flood of made-up peers (network input): sweep early,
+			// at most once per reportEvery, and while still full
+			// report no new peer, as the caches keep no new host.
+			if now.Sub(d.swept) >= reportEvery {
+				d.expire(now)
+			}
+			if len(d.reported) >= maxHosts {
+				continue
+			}
 		}
 		d.reported[k] = now
 		peers = append(peers, p)

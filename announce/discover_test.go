@@ -308,3 +308,33 @@ func FuzzParseResponse(f *testing.F) {
 		}
 	})
 }
+
+// TestReportedBounded: every peer reported is remembered for reportEvery
+// (reported), and a response is network input: a host on the link that
+// floods responses naming made-up nodes of our cluster (its name is in
+// every announcement) must not grow that map without bound between two
+// sweeps (sweepEvery apart), as the A and PTR caches do not (maxHosts).
+func TestReportedBounded(t *testing.T) {
+	d := newTestDiscovery()
+	now := t0
+	d.parse(&dns.Msg{MsgHdr: dns.MsgHdr{Response: true}}, peerSrc, "eth0", now) // the sweep
+	for p := range 50 {
+		m := &dns.Msg{MsgHdr: dns.MsgHdr{Response: true}}
+		for i := range 100 {
+			m.Answer = append(m.Answer, &dns.TXT{
+				Hdr: dns.RR_Header{Name: fmt.Sprintf("n%d-%d.%s", p, i, peerFQDN), Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 120},
+				Txt: []string{"cluster=lab", "gossip=7946"},
+			})
+		}
+		now = now.Add(100 * time.Millisecond) // 5 s of flood: no sweep
+		d.parse(m, peerSrc, "eth0", now)
+	}
+	if got := len(d.reported); got > maxHosts {
+		t.Errorf("%d reported peers remembered after 5 s of flood, want at most %d", got, maxHosts)
+	}
+	// Once the flood's entries are older than reportEvery, a real peer
+	// is reported again without waiting for the regular sweep.
+	b := identity{node: "b", cluster: "lab", host: "b.local.", gossipPort: 7946, ttl: 120}
+	got := d.parse(announceOf(t, b, netip.MustParseAddr("192.0.2.20")), peerSrc, "eth0", now.Add(reportEvery))
+	wantPeers(t, got, Peer{Node: "b", Cluster: "lab", Addr: netip.MustParseAddr("192.0.2.20"), GossipPort: 7946, Iface: "eth0"})
+}

@@ -156,9 +156,22 @@ func respond(z *zone, query *dns.Msg, src netip.AddrPort, unicast bool) (*dns.Ms
 	legacy := src.Port() != mdnsPort
 	qu := true
 	var ans, extra []dns.RR
+	// The query is network input: a 9 KB packet holds hundreds of
+	// compressed questions and known answers. A repeated question adds
+	// nothing to the reply, and each answer is compared only with the
+	// known answers of its name and type, so a packet costs about what
+	// its distinct questions do, not questions × answers × known
+	// answers (TestRespondCostBounded).
+	seen := make(map[dns.Question]bool, len(query.Question))
+	knownAns := indexKnown(query.Answer)
 	for _, q := range query.Question {
+		key := dns.Question{Name: strings.ToLower(q.Name), Qtype: q.Qtype, Qclass: q.Qclass}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
 		a, e := z.answer(q)
-		a = slices.DeleteFunc(a, func(rr dns.RR) bool { return known(rr, query.Answer) })
+		a = slices.DeleteFunc(a, func(rr dns.RR) bool { return known(rr, knownAns[knownKeyOf(rr)]) })
 		if len(a) == 0 {
 			continue
 		}
@@ -196,8 +209,31 @@ func respond(z *zone, query *dns.Msg, src netip.AddrPort, unicast bool) (*dns.Ms
 	}
 }
 
+// knownKey groups known answers by what dns.IsDuplicate compares first:
+// the owner name (case-insensitively) and the type.
+type knownKey struct {
+	name  string // lower case
+	rtype uint16
+}
+
+func knownKeyOf(rr dns.RR) knownKey {
+	h := rr.Header()
+	return knownKey{name: strings.ToLower(h.Name), rtype: h.Rrtype}
+}
+
+// indexKnown groups a query's known answers by knownKeyOf.
+func indexKnown(answers []dns.RR) map[knownKey][]dns.RR {
+	idx := make(map[knownKey][]dns.RR, len(answers))
+	for _, rr := range answers {
+		k := knownKeyOf(rr)
+		idx[k] = append(idx[k], rr)
+	}
+	return idx
+}
+
 // known reports whether the querier already has rr with at least half
-// our TTL (RFC 6762 §7.1).
+// our TTL (RFC 6762 §7.1); answers are the query's known answers of rr's
+// name and type (indexKnown).
 func known(rr dns.RR, answers []dns.RR) bool {
 	for _, k := range answers {
 		if dns.IsDuplicate(rr, k) && k.Header().Ttl >= rr.Header().Ttl/2 {

@@ -94,6 +94,12 @@ func TestDecodeRecord(t *testing.T) {
 		{name: "empty down becomes nil", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"down":[]}`),
 			want: record{Entry: Entry{Node: "a", Addr: "1.2.3.4", Version: 1}}},
 		{name: "service both up and down", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1}],"down":[{"name":"x","port":1}]}`), wantErr: true},
+		// Service names compare case-insensitively (RFC 6335, svcname):
+		// mesh refuses "web" and "WEB" as two announcements, so a
+		// record must not carry them either.
+		{name: "duplicate service differing in case", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"web","port":80},{"name":"WEB","port":81}]}`), wantErr: true},
+		{name: "service up and down differing in case", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"web","port":80}],"down":[{"name":"WEB","port":80}]}`), wantErr: true},
+		{name: "duplicate down service differing in case", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"down":[{"name":"Web","port":1},{"name":"a","port":3},{"name":"wEB","port":2}]}`), wantErr: true},
 		{name: "duplicate down service", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"down":[{"name":"x","port":1},{"name":"x","port":2}]}`), wantErr: true},
 		{name: "down service port zero", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"down":[{"name":"x","port":0}]}`), wantErr: true},
 		{name: "too large", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"pad":"`+strings.Repeat("x", maxRecordMsg)+`"}`), wantErr: true},

@@ -107,7 +107,9 @@ func (n *Node) startAPI() (err error) {
 		// Say where changes went, rather than a bare 404 or 405.
 		mux.HandleFunc("POST /v1/announce", a.moved)
 		mux.HandleFunc("DELETE /v1/announce/{name}", a.moved)
-		a.serve(ln, hostGuard([]string{addr, ln.Addr().String(), n.cfg.HTTP}, mux), nil)
+		// Bounded like the control socket: anyone who reaches it may
+		// connect, and an event stream lasts as long as its client likes.
+		a.serve(newLimitListener(ln, maxControlConns), hostGuard([]string{addr, ln.Addr().String(), n.cfg.HTTP}, mux), nil)
 	}
 	if n.cfg.Socket != "" {
 		ln, fi, err := listenSocket(n.cfg.Socket)
@@ -118,12 +120,18 @@ func (n *Node) startAPI() (err error) {
 		mux := http.NewServeMux()
 		n.readOnlyRoutes(mux)
 		n.controlRoutes(mux, a.operatorOnly)
-		a.serve(newLimitListener(ln, maxControlConns), mux, func(ctx context.Context, c net.Conn) context.Context {
-			if lc, ok := c.(*limitConn); ok {
-				c = lc.Conn // SO_PEERCRED wants the *net.UnixConn
-			}
+		ll := newLimitListener(ln, maxControlConns)
+		ll.others = make(chan struct{}, maxControlConns-operatorConns)
+		ll.cred = func(c net.Conn) (peerCred, bool) {
 			uid, err := a.peer(c)
-			return context.WithValue(ctx, peerKey{}, peerCred{uid: uid, err: err})
+			return peerCred{uid: uid, err: err}, callerAllowed(uid, err, a.uid) == nil
+		}
+		a.serve(ll, mux, func(ctx context.Context, c net.Conn) context.Context {
+			p := peerCred{err: errors.New("no credentials read")}
+			if lc, ok := c.(*limitConn); ok {
+				p = lc.cred
+			}
+			return context.WithValue(ctx, peerKey{}, p)
 		})
 	}
 	return nil
@@ -132,15 +140,43 @@ func (n *Node) startAPI() (err error) {
 // maxControlConns bounds the connections the control socket serves at
 // once: the socket is open to every local user (mode 0666), and none of
 // them should be able to pile up connections without limit. Further ones
-// wait in the kernel's backlog until a slot frees.
-const maxControlConns = 64
+// wait in the kernel's backlog until a slot frees. operatorConns of them
+// are kept for root and the node's user: users who may not change the
+// node share the rest, and one beyond that is closed at once, or a user
+// holding maxControlConns read-only streams (GET /v1/events never ends)
+// would keep the operator out.
+const (
+	maxControlConns = 64
+	operatorConns   = 8
+)
 
 // apiIdleTimeout closes a keep-alive connection to the local API that
 // sends no request for this long.
 const apiIdleTimeout = 30 * time.Second
 
+// apiBodyWait bounds how long a request's body may take to arrive, from
+// when its headers did. The local API's bodies are a few hundred bytes.
+const apiBodyWait = 5 * time.Second
+
+// bodyDeadline gives a request that has a body apiBodyWait to send it.
+// ReadHeaderTimeout covers only the headers and IdleTimeout only the wait
+// between requests, and net/http reads an unread body to its end after
+// the handler, before it answers: without a deadline a client that
+// promised a body and sent none held its connection, and a control
+// socket slot (any local user may connect), for as long as it liked. Not
+// http.Server.ReadTimeout: it would also end the /v1/events stream,
+// whose request has no body, once it expired.
+func bodyDeadline(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(apiBodyWait))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 func (a *localAPI) serve(ln net.Listener, h http.Handler, connCtx func(context.Context, net.Conn) context.Context) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: apiIdleTimeout, ConnContext: connCtx}
+	srv := &http.Server{Handler: bodyDeadline(h), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: apiIdleTimeout, ConnContext: connCtx}
 	a.srvs = append(a.srvs, srv)
 	// Not in n.wg: that group is the loops', which stop before the local
 	// API does; this goroutine ends when Shutdown closes ln.
@@ -152,10 +188,14 @@ func (a *localAPI) serve(ln net.Listener, h http.Handler, connCtx func(context.C
 }
 
 // limitListener accepts at most cap(sem) connections at once: Accept
-// waits for one of them to close (or the listener to close) first.
+// waits for one of them to close (or the listener to close) first. With
+// cred set, connections whose caller it does not trust (its bool result)
+// also take a slot of others, and one that finds others full is closed.
 type limitListener struct {
 	net.Listener
 	sem    chan struct{}
+	others chan struct{}                   // nil without cred
+	cred   func(net.Conn) (peerCred, bool) // who calls, and may they change the node; nil: not asked
 	closed chan struct{}
 	once   sync.Once
 }
@@ -170,12 +210,31 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	case <-l.closed:
 		return nil, net.ErrClosed
 	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			<-l.sem
+			return nil, err
+		}
+		lc := &limitConn{Conn: c, release: func() { <-l.sem }}
+		if l.cred == nil {
+			return lc, nil
+		}
+		var trusted bool
+		lc.cred, trusted = l.cred(c) // on the *net.UnixConn: SO_PEERCRED wants it
+		if trusted {
+			return lc, nil
+		}
+		select {
+		case l.others <- struct{}{}:
+			lc.release = func() { <-l.others; <-l.sem }
+			return lc, nil
+		default:
+			_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			_, _ = io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+			_ = c.Close()
+		}
 	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
 }
 
 // Close also ends an Accept waiting for a free slot, so that Serve
@@ -190,6 +249,7 @@ type limitConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
+	cred    peerCred // the caller, read at Accept (limitListener.cred)
 }
 
 func (c *limitConn) Close() error {
