@@ -265,3 +265,35 @@ func BenchmarkStateFlate(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFlateChurn: the delegate path that decides whether a push/pull
+// state is compressed, in a cluster of 1,000 alive members: one member
+// joins as an older release (no metaStateFlate), a state is built, it
+// leaves, a state is built again.
+func BenchmarkFlateChurn(b *testing.B) {
+	c, err := New(Config{NodeName: "self", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := &delegate{c: c}
+	now := time.Now()
+	node := func(name string, meta []byte) *memberlist.Node {
+		return &memberlist.Node{Name: name, Addr: net.ParseIP("127.0.0.1"), Port: 7946, Meta: meta}
+	}
+	d.NotifyJoin(node("self", encodeMeta(now, false)))
+	for i := range 1000 {
+		d.NotifyJoin(node("n"+strconv.Itoa(i), encodeMeta(now, true)))
+	}
+	old := node("old", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		d.NotifyJoin(old)
+		if d.LocalState(false)[1] != kindState {
+			b.Fatal("compressed state with an older member alive")
+		}
+		d.NotifyLeave(old)
+		if d.LocalState(false)[1] != kindStateFlate {
+			b.Fatal("plain state with every member reading flate")
+		}
+	}
+}
