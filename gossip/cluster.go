@@ -170,6 +170,11 @@ type Cluster struct {
 	raw     map[string]string  // the broadcast of a stored record -> its node (dedup.go)
 	pending map[string]*stored // nodes memberlist did not report (yet), at most maxPending
 	members map[string]*member // as reported by memberlist, incl. self
+	// plainAlive counts the alive members whose metadata lacks
+	// metaStateFlate (member.flate false), older releases: LocalState
+	// compresses a push/pull state only while it is 0. memberUp,
+	// memberMeta and memberDown keep it.
+	plainAlive int
 	// served: what this node's metadata last said (metaServes, see
 	// NodeMeta); SetServicesDown re-advertises the node when it changes.
 	served bool
@@ -213,6 +218,9 @@ type member struct {
 	// greets: its metadata said it knows kindGreet when it came up
 	// (metaGreets, greet.go).
 	greets bool
+	// flate: its metadata says it reads kindStateFlate (metaStateFlate);
+	// memberUp and memberMeta record it; counted in Cluster.plainAlive.
+	flate bool
 }
 
 // New validates cfg and returns a Cluster that is not yet on the network.
@@ -831,8 +839,9 @@ func (c *Cluster) addPendingLocked(r record, now time.Time) {
 //
 // started is the node's start time from its metadata, zero when unknown;
 // o is what its metadata says of its record; greets: it knows kindGreet
-// (metaGreets), so this node greets it with its gossip address.
-func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o offer, greets bool) {
+// (metaGreets), so this node greets it with its gossip address; flate: it
+// reads a compressed push/pull state (metaStateFlate).
+func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o offer, greets, flate bool) {
 	var promoted *record
 	promotedFirst := false // see relay.go
 	var greet *memberlist.Node
@@ -841,6 +850,8 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 	m, ok := c.members[name]
 	if !ok || m.State != stateAlive {
 		c.numAlive.Add(1)
+	} else if !m.flate {
+		c.plainAlive-- // counted again below, by its new metadata
 	}
 	if !ok {
 		m = &member{}
@@ -865,7 +876,10 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
-	m.started, m.offer, m.greets = started, o, greets
+	m.started, m.offer, m.greets, m.flate = started, o, greets, flate
+	if !flate {
+		c.plainAlive++
+	}
 	if _, ok := c.records[name]; !ok && name != c.self.Node {
 		c.recordsComplete.Store(false) // askMissing must look again
 		c.wantBy(m.dueAt())            // missing may have put the next check off
@@ -898,6 +912,9 @@ func (c *Cluster) memberDown(name string) {
 	}
 	if m.State == stateAlive {
 		c.numAlive.Add(-1)
+		if !m.flate {
+			c.plainAlive--
+		}
 	}
 	m.State = stateDead
 	m.suspect, m.refused, m.confirmed = false, false, false
@@ -1006,13 +1023,25 @@ func (c *Cluster) readvertise() {
 // readvertiseWait bounds readvertise's wait; Shutdown waits for it.
 const readvertiseWait = time.Second
 
-// memberOffer notes what member name's metadata now says of its record
-// (memberlist reports a metadata change of an alive member).
-func (c *Cluster) memberOffer(name string, o offer) {
+// memberMeta notes what member name's metadata now says of its record
+// and whether it reads a compressed push/pull state (memberlist reports a
+// metadata change of an alive member).
+func (c *Cluster) memberMeta(name string, o offer, flate bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m, ok := c.members[name]
-	if !ok || m.offer == o {
+	if !ok {
+		return
+	}
+	if m.State == stateAlive && m.flate != flate {
+		if flate {
+			c.plainAlive--
+		} else {
+			c.plainAlive++
+		}
+	}
+	m.flate = flate
+	if m.offer == o {
 		return
 	}
 	m.offer = o

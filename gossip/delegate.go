@@ -260,7 +260,7 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 		started = time.Unix(0, nm.started)
 	}
 	d.c.readers.up(n.Name, nm.flate)
-	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started, nm.offer, nm.greets)
+	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started, nm.offer, nm.greets, nm.flate)
 }
 
 // NotifyUpdate notes what n's metadata now says of its record: memberlist
@@ -271,7 +271,7 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 	nm, _ := decodeMeta(n.Meta)
 	d.c.readers.up(n.Name, nm.flate)
-	d.c.memberOffer(n.Name, nm.offer)
+	d.c.memberMeta(n.Name, nm.offer, nm.flate)
 }
 
 // NotifyLeave records n as dead or left. Called with memberlist's node lock
