@@ -105,9 +105,6 @@ type Cluster struct {
 	maxBcast int
 
 	warnedSize atomic.Bool // SetServices warned that our record is too big
-	// readers: which alive members read a compressed push/pull state
-	// (statez.go); its own lock.
-	readers stateReaders
 	// logLimit rate-limits Warn and Error lines that network input can
 	// repeat, by key.
 	logLimit *limiter
@@ -171,9 +168,13 @@ type Cluster struct {
 	pending map[string]*stored // nodes memberlist did not report (yet), at most maxPending
 	members map[string]*member // as reported by memberlist, incl. self
 	// plainAlive counts the alive members whose metadata lacks
-	// metaStateFlate (member.flate false), older releases: LocalState
-	// compresses a push/pull state only while it is 0. memberUp,
-	// memberMeta and memberDown keep it.
+	// metaStateFlate (member.flate false): older releases, which drop a
+	// compressed push/pull state. memberlist's LocalState does not say
+	// whom the state goes to, and a periodic push/pull's partner is any
+	// alive member, so a node compresses only while this is 0: during a
+	// rolling upgrade every node sends plain states until the last old
+	// node is gone. memberUp, memberMeta and memberDown keep it, so
+	// pushState reads the answer under the lock it takes anyway.
 	plainAlive int
 	// served: what this node's metadata last said (metaServes, see
 	// NodeMeta); SetServicesDown re-advertises the node when it changes.
@@ -792,18 +793,19 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 
 // pushState returns this node's record, first (passOn relies on it), and
 // those of alive members for a push/pull. Records of dead nodes are not
-// passed on.
-func (c *Cluster) pushState() []record {
+// passed on. flate reports whether every alive member reads a compressed
+// state (plainAlive is 0), read under the same lock as the records.
+func (c *Cluster) pushState() (rs []record, flate bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]record, 0, len(c.records)+1)
-	out = append(out, c.self.clone())
+	rs = make([]record, 0, len(c.records)+1)
+	rs = append(rs, c.self.clone())
 	for name, s := range c.records {
 		if m, ok := c.members[name]; ok && m.State == stateAlive {
-			out = append(out, s.rec.clone())
+			rs = append(rs, s.rec.clone())
 		}
 	}
-	return out
+	return rs, c.plainAlive == 0
 }
 
 // addPendingLocked keeps r, a record of a node memberlist has not
