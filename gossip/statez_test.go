@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"reflect"
@@ -273,6 +274,42 @@ func TestStateFlateModel(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStateFlateLive: with real memberlist instances, whose own goroutines
+// call NotifyJoin and NotifyUpdate (SetServices re-advertises), nodes of
+// this release send each other compressed push/pull states, and a join's
+// state stays plain.
+func TestStateFlateLive(t *testing.T) {
+	a, b := newNode(t, "a", "test", 7001), newNode(t, "b", "test", 7002)
+	join(t, b, a)
+	b.SetServices([]Service{{Name: "web", Port: 80}}) // an update of b's metadata on a
+	for _, c := range []*Cluster{a, b} {
+		d := &delegate{c: c}
+		waitFor(t, c.LocalNode()+" compresses its state", func() error {
+			if len(c.Members()) != 2 {
+				return fmt.Errorf("members %v, want a and b", c.Members())
+			}
+			if got := d.LocalState(false)[1]; got != kindStateFlate {
+				return fmt.Errorf("push/pull state kind %d, want %d", got, kindStateFlate)
+			}
+			return nil
+		})
+		if got := d.LocalState(true)[1]; got != kindState {
+			t.Errorf("%s: join state kind %d, want %d", c.LocalNode(), got, kindState)
+		}
+	}
+	waitFor(t, "a has b's new metadata", func() error {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if m := a.members["b"]; m == nil || m.offer != offerServices {
+			return fmt.Errorf("b's metadata on a does not say it serves (NotifyUpdate)")
+		}
+		return nil
+	})
+	if got := (&delegate{c: a}).LocalState(false)[1]; got != kindStateFlate {
+		t.Errorf("a after b's metadata update: push/pull state kind %d, want %d", got, kindStateFlate)
 	}
 }
 
