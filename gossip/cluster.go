@@ -1027,7 +1027,10 @@ const readvertiseWait = time.Second
 
 // memberMeta notes what member name's metadata now says of its record
 // and whether it reads a compressed push/pull state (memberlist reports a
-// metadata change of an alive member).
+// metadata change of an alive member). A name the table lacks is
+// ignored: memberlist reports updates only of nodes it holds alive or
+// suspect, which memberUp recorded and pruneLocked never forgets (it
+// forgets only members down for longer than reap).
 func (c *Cluster) memberMeta(name string, o offer, flate bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
