@@ -105,9 +105,6 @@ type Cluster struct {
 	maxBcast int
 
 	warnedSize atomic.Bool // SetServices warned that our record is too big
-	// readers: which alive members read a compressed push/pull state
-	// (statez.go); its own lock.
-	readers stateReaders
 	// logLimit rate-limits Warn and Error lines that network input can
 	// repeat, by key.
 	logLimit *limiter
@@ -170,6 +167,15 @@ type Cluster struct {
 	raw     map[string]string  // the broadcast of a stored record -> its node (dedup.go)
 	pending map[string]*stored // nodes memberlist did not report (yet), at most maxPending
 	members map[string]*member // as reported by memberlist, incl. self
+	// plainAlive counts the alive members whose metadata lacks
+	// metaStateFlate (member.flate false): older releases, which drop a
+	// compressed push/pull state. memberlist's LocalState does not say
+	// whom the state goes to, and a periodic push/pull's partner is any
+	// alive member, so a node compresses only while this is 0: during a
+	// rolling upgrade every node sends plain states until the last old
+	// node is gone. memberUp, memberMeta and memberDown keep it, so
+	// pushState reads the answer under the lock it takes anyway.
+	plainAlive int
 	// served: what this node's metadata last said (metaServes, see
 	// NodeMeta); SetServicesDown re-advertises the node when it changes.
 	served bool
@@ -213,6 +219,9 @@ type member struct {
 	// greets: its metadata said it knows kindGreet when it came up
 	// (metaGreets, greet.go).
 	greets bool
+	// flate: its metadata says it reads kindStateFlate (metaStateFlate);
+	// memberUp and memberMeta record it; counted in Cluster.plainAlive.
+	flate bool
 }
 
 // New validates cfg and returns a Cluster that is not yet on the network.
@@ -784,18 +793,19 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 
 // pushState returns this node's record, first (passOn relies on it), and
 // those of alive members for a push/pull. Records of dead nodes are not
-// passed on.
-func (c *Cluster) pushState() []record {
+// passed on. flate reports whether every alive member reads a compressed
+// state (plainAlive is 0), read under the same lock as the records.
+func (c *Cluster) pushState() (rs []record, flate bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]record, 0, len(c.records)+1)
-	out = append(out, c.self.clone())
+	rs = make([]record, 0, len(c.records)+1)
+	rs = append(rs, c.self.clone())
 	for name, s := range c.records {
 		if m, ok := c.members[name]; ok && m.State == stateAlive {
-			out = append(out, s.rec.clone())
+			rs = append(rs, s.rec.clone())
 		}
 	}
-	return out
+	return rs, c.plainAlive == 0
 }
 
 // addPendingLocked keeps r, a record of a node memberlist has not
@@ -831,8 +841,9 @@ func (c *Cluster) addPendingLocked(r record, now time.Time) {
 //
 // started is the node's start time from its metadata, zero when unknown;
 // o is what its metadata says of its record; greets: it knows kindGreet
-// (metaGreets), so this node greets it with its gossip address.
-func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o offer, greets bool) {
+// (metaGreets), so this node greets it with its gossip address; flate: it
+// reads a compressed push/pull state (metaStateFlate).
+func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o offer, greets, flate bool) {
 	var promoted *record
 	promotedFirst := false // see relay.go
 	var greet *memberlist.Node
@@ -841,6 +852,8 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 	m, ok := c.members[name]
 	if !ok || m.State != stateAlive {
 		c.numAlive.Add(1)
+	} else if !m.flate {
+		c.plainAlive-- // counted again below, by its new metadata
 	}
 	if !ok {
 		m = &member{}
@@ -865,7 +878,10 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 	}
 	m.Member = Member{Name: name, Addr: addr, Port: port, State: stateAlive}
 	m.since = time.Now()
-	m.started, m.offer, m.greets = started, o, greets
+	m.started, m.offer, m.greets, m.flate = started, o, greets, flate
+	if !flate {
+		c.plainAlive++
+	}
 	if _, ok := c.records[name]; !ok && name != c.self.Node {
 		c.recordsComplete.Store(false) // askMissing must look again
 		c.wantBy(m.dueAt())            // missing may have put the next check off
@@ -898,6 +914,9 @@ func (c *Cluster) memberDown(name string) {
 	}
 	if m.State == stateAlive {
 		c.numAlive.Add(-1)
+		if !m.flate {
+			c.plainAlive--
+		}
 	}
 	m.State = stateDead
 	m.suspect, m.refused, m.confirmed = false, false, false
@@ -1006,13 +1025,28 @@ func (c *Cluster) readvertise() {
 // readvertiseWait bounds readvertise's wait; Shutdown waits for it.
 const readvertiseWait = time.Second
 
-// memberOffer notes what member name's metadata now says of its record
-// (memberlist reports a metadata change of an alive member).
-func (c *Cluster) memberOffer(name string, o offer) {
+// memberMeta notes what member name's metadata now says of its record
+// and whether it reads a compressed push/pull state (memberlist reports a
+// metadata change of an alive member). A name the table lacks is
+// ignored: memberlist reports updates only of nodes it holds alive or
+// suspect, which memberUp recorded and pruneLocked never forgets (it
+// forgets only members down for longer than reap).
+func (c *Cluster) memberMeta(name string, o offer, flate bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m, ok := c.members[name]
-	if !ok || m.offer == o {
+	if !ok {
+		return
+	}
+	if m.State == stateAlive && m.flate != flate {
+		if flate {
+			c.plainAlive--
+		} else {
+			c.plainAlive++
+		}
+	}
+	m.flate = flate
+	if m.offer == o {
 		return
 	}
 	m.offer = o

@@ -59,7 +59,7 @@ const (
 	metaGreets = 1 << 1
 	// metaStateFlate: the node reads kindStateFlate, a push/pull state
 	// compressed with DEFLATE (wire.go). A node sends one only while
-	// every alive member has it (stateReaders).
+	// every alive member has it (Cluster.plainAlive).
 	metaStateFlate = 1 << 2
 )
 
@@ -219,11 +219,12 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 // anti-entropy; broadcasts and the next round still reach it. It exists
 // only while older releases run in the cluster.
 func (d *delegate) LocalState(join bool) []byte {
+	rs, flate := d.c.pushState()
 	encode := encodeState
-	if !join && d.c.readers.allFlate() {
+	if !join && flate {
 		encode = encodeStateFlate
 	}
-	b, err := encode(d.c.pushState())
+	b, err := encode(rs)
 	if err != nil {
 		d.c.log.Error("encoding push/pull state", "err", err)
 		return nil
@@ -259,19 +260,19 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 	if ok {
 		started = time.Unix(0, nm.started)
 	}
-	d.c.readers.up(n.Name, nm.flate)
-	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started, nm.offer, nm.greets)
+	d.c.memberUp(n.Name, n.Addr.String(), int(n.Port), started, nm.offer, nm.greets, nm.flate)
 }
 
-// NotifyUpdate notes what n's metadata now says of its record: memberlist
-// calls it only when an alive node's metadata changes, which NodeMeta's
-// does when the node starts or stops announcing services. (It rejects an
+// NotifyUpdate notes what n's metadata now says of its record and whether
+// it reads a compressed push/pull state (a node restarted into another
+// release may come back as an update, not a join): memberlist calls it only
+// when an alive node's metadata changes, which NodeMeta's does when the
+// node starts or stops announcing services. (It rejects an
 // address change of an alive node as a conflict.) Called with
 // memberlist's node lock held.
 func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 	nm, _ := decodeMeta(n.Meta)
-	d.c.readers.up(n.Name, nm.flate)
-	d.c.memberOffer(n.Name, nm.offer)
+	d.c.memberMeta(n.Name, nm.offer, nm.flate)
 }
 
 // NotifyLeave records n as dead or left. Called with memberlist's node lock
@@ -282,7 +283,6 @@ func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 // &nodeState.Node, whose State is never set (always StateAlive). So
 // "left" comes from the record the node broadcast in Leave.
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
-	d.c.readers.down(n.Name)
 	d.c.memberDown(n.Name)
 }
 

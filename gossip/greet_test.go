@@ -44,7 +44,7 @@ func TestGreetedNodeJoinsGreeter(t *testing.T) {
 				defer done()
 			}
 			start := time.Now()
-			b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, tc.greets)
+			b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, tc.greets, true)
 			// memberUp greets before it returns; only a greeting with
 			// b's address (greets) can make c join b.
 			if got, want := sent.String(), fmt.Sprintf("c greets=%v", tc.wantJoin); got != want {
@@ -280,7 +280,7 @@ func TestMembersGreetedWhenServicesComeUp(t *testing.T) {
 			sent := &greetLog{}
 			b := newNodeWith(t, "b", "greetlate", 2, quiet, sent.watch)
 			c := newNodeWith(t, "c", "greetlate", 3, quiet)
-			b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, true)
+			b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, true, true)
 			b.mu.Lock()
 			b.members["c"].since = time.Now().Add(-tc.age)
 			b.mu.Unlock()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/flate"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"reflect"
 	"runtime"
@@ -176,6 +178,7 @@ func TestStateFlateOldPeers(t *testing.T) {
 		return b[1]
 	}
 	session12 := append(encodeMeta(now, true)[:9:9], metaServes|metaGreets)
+	session12quiet := append(encodeMeta(now, false)[:9:9], metaGreets) // no services
 	steps := []struct {
 		what       string
 		do         func()
@@ -189,6 +192,14 @@ func TestStateFlateOldPeers(t *testing.T) {
 		{"the other restarts current", func() { d.NotifyUpdate(node("older", encodeMeta(now, false))) }, kindStateFlate, kindState},
 		{"a current member restarts old", func() { d.NotifyUpdate(node("new", session12)) }, kindState, kindState},
 		{"it leaves", func() { d.NotifyLeave(node("new", session12)) }, kindStateFlate, kindState},
+		// The member table keeps a dead member's last flag (until pruned)
+		// and counts only alive ones: a rejoin or a death must neither
+		// count it twice nor uncount it twice.
+		{"it rejoins current", func() { d.NotifyJoin(node("new", encodeMeta(now, true))) }, kindStateFlate, kindState},
+		{"it dies current", func() { d.NotifyLeave(node("new", encodeMeta(now, true))) }, kindStateFlate, kindState},
+		{"it rejoins old", func() { d.NotifyJoin(node("new", session12)) }, kindState, kindState},
+		{"it stops serving, still old", func() { d.NotifyUpdate(node("new", session12quiet)) }, kindState, kindState},
+		{"it restarts current once more", func() { d.NotifyUpdate(node("new", encodeMeta(now, false))) }, kindStateFlate, kindState},
 	}
 	for _, s := range steps {
 		s.do()
@@ -198,6 +209,107 @@ func TestStateFlateOldPeers(t *testing.T) {
 		if got := kind(true); got != s.join {
 			t.Errorf("%s: join state kind %d, want %d", s.what, got, s.join)
 		}
+	}
+}
+
+// TestStateFlateModel: over random event sequences that keep
+// memberlist's contract (NotifyJoin for a node not alive, NotifyUpdate
+// for an alive one whose metadata changed, NotifyLeave for an alive
+// one), the kind of each push/pull state is the one stateReaders, the
+// set this table replaced, chose: compressed exactly when no alive
+// member lacks metaStateFlate. With reap zero, every step prunes the dead
+// members, so a rejoin also starts from a fresh entry.
+func TestStateFlateModel(t *testing.T) {
+	now := time.Now()
+	v1 := append([]byte{metaVersion1}, encodeMeta(now, false)[1:9]...)
+	metas := [][]byte{
+		encodeMeta(now, false), encodeMeta(now, true), // current
+		append(encodeMeta(now, true)[:9:9], metaServes|metaGreets), // session 12
+		append(encodeMeta(now, false)[:9:9], metaGreets),           // session 12, no services
+		v1, nil, // older
+	}
+	for _, reap := range []time.Duration{0, time.Hour} {
+		t.Run("reap="+reap.String(), func(t *testing.T) {
+			c, d := newOffline(t, "self")
+			c.reap = reap
+			d.NotifyJoin(&memberlist.Node{Name: "self", Addr: net.ParseIP("127.0.0.1"), Port: 7946, Meta: encodeMeta(now, false)})
+			rng := rand.New(rand.NewPCG(1, uint64(reap)))
+			alive := map[string][]byte{} // name -> metadata, as memberlist holds it
+			plain := map[string]bool{}   // the model: stateReaders' set
+			for step := range 5000 {
+				name := "n" + strconv.Itoa(rng.IntN(5))
+				meta := metas[rng.IntN(len(metas))]
+				n := &memberlist.Node{Name: name, Addr: net.ParseIP("127.0.0.1"), Port: 7946, Meta: meta}
+				nm, _ := decodeMeta(meta)
+				var what string
+				switch old, ok := alive[name]; {
+				case !ok:
+					what = "join"
+					d.NotifyJoin(n)
+				case rng.IntN(2) == 0 && !bytes.Equal(old, meta):
+					what = "update"
+					d.NotifyUpdate(n)
+				default:
+					what, n.Meta = "leave", old
+					d.NotifyLeave(n)
+				}
+				if what == "leave" {
+					delete(alive, name)
+					delete(plain, name)
+				} else {
+					alive[name] = meta
+					if nm.flate {
+						delete(plain, name)
+					} else {
+						plain[name] = true
+					}
+				}
+				c.Members() // prunes
+				want := byte(kindStateFlate)
+				if len(plain) > 0 {
+					want = kindState
+				}
+				if got := d.LocalState(false)[1]; got != want {
+					t.Fatalf("step %d, %s %s with meta %x: push/pull state kind %d, want %d (plain alive: %v)", step, what, name, n.Meta, got, want, plain)
+				}
+			}
+		})
+	}
+}
+
+// TestStateFlateLive: with real memberlist instances, whose own goroutines
+// call NotifyJoin and NotifyUpdate (SetServices re-advertises), nodes of
+// this release send each other compressed push/pull states, and a join's
+// state stays plain.
+func TestStateFlateLive(t *testing.T) {
+	a, b := newNode(t, "a", "test", 7001), newNode(t, "b", "test", 7002)
+	join(t, b, a)
+	b.SetServices([]Service{{Name: "web", Port: 80}}) // an update of b's metadata on a
+	for _, c := range []*Cluster{a, b} {
+		d := &delegate{c: c}
+		waitFor(t, c.LocalNode()+" compresses its state", func() error {
+			if len(c.Members()) != 2 {
+				return fmt.Errorf("members %v, want a and b", c.Members())
+			}
+			if got := d.LocalState(false)[1]; got != kindStateFlate {
+				return fmt.Errorf("push/pull state kind %d, want %d", got, kindStateFlate)
+			}
+			return nil
+		})
+		if got := d.LocalState(true)[1]; got != kindState {
+			t.Errorf("%s: join state kind %d, want %d", c.LocalNode(), got, kindState)
+		}
+	}
+	waitFor(t, "a has b's new metadata", func() error {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if m := a.members["b"]; m == nil || m.offer != offerServices {
+			return fmt.Errorf("b's metadata on a does not say it serves (NotifyUpdate)")
+		}
+		return nil
+	})
+	if got := (&delegate{c: a}).LocalState(false)[1]; got != kindStateFlate {
+		t.Errorf("a after b's metadata update: push/pull state kind %d, want %d", got, kindStateFlate)
 	}
 }
 
@@ -263,5 +375,37 @@ func BenchmarkStateFlate(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkFlateChurn: the delegate path that decides whether a push/pull
+// state is compressed, in a cluster of 1,000 alive members: one member
+// joins as an older release (no metaStateFlate), a state is built, it
+// leaves, a state is built again.
+func BenchmarkFlateChurn(b *testing.B) {
+	c, err := New(Config{NodeName: "self", BindAddr: "127.0.0.1", Logger: testLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := &delegate{c: c}
+	now := time.Now()
+	node := func(name string, meta []byte) *memberlist.Node {
+		return &memberlist.Node{Name: name, Addr: net.ParseIP("127.0.0.1"), Port: 7946, Meta: meta}
+	}
+	d.NotifyJoin(node("self", encodeMeta(now, false)))
+	for i := range 1000 {
+		d.NotifyJoin(node("n"+strconv.Itoa(i), encodeMeta(now, true)))
+	}
+	old := node("old", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		d.NotifyJoin(old)
+		if d.LocalState(false)[1] != kindState {
+			b.Fatal("compressed state with an older member alive")
+		}
+		d.NotifyLeave(old)
+		if d.LocalState(false)[1] != kindStateFlate {
+			b.Fatal("plain state with every member reading flate")
+		}
 	}
 }

@@ -96,7 +96,7 @@ func TestNewMemberGreeted(t *testing.T) {
 	c.mu.Lock()
 	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
 	c.mu.Unlock()
-	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, false)
+	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, false, true)
 	// Well within wantAfter, so c's own request (want.go) cannot be what
 	// brought the record.
 	deadline := time.Now().Add(wantAfter / 2)
@@ -199,14 +199,14 @@ func TestMissingAsksAnnouncingMembersFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	c.memberUp("self", "127.0.0.1", 7946, now, offerServices, false)
+	c.memberUp("self", "127.0.0.1", 7946, now, offerServices, false, true)
 	for i := range wantBatch + 2 {
-		c.memberUp(fmt.Sprintf("old%02d", i), "127.0.0.1", 7001+i, now.Add(-time.Hour), offerUnknown, false)
+		c.memberUp(fmt.Sprintf("old%02d", i), "127.0.0.1", 7001+i, now.Add(-time.Hour), offerUnknown, false, true)
 	}
-	c.memberUp("young", "127.0.0.1", 7100, now, offerUnknown, false)
-	c.memberUp("quiet", "127.0.0.1", 7102, now.Add(-2*time.Hour), offerNothing, false) // the oldest
+	c.memberUp("young", "127.0.0.1", 7100, now, offerUnknown, false, true)
+	c.memberUp("quiet", "127.0.0.1", 7102, now.Add(-2*time.Hour), offerNothing, false, true) // the oldest
 	c.lastWant.Store(time.Now().UnixNano())
-	c.memberUp("web", "127.0.0.1", 7101, now, offerServices, false)
+	c.memberUp("web", "127.0.0.1", 7101, now, offerServices, false, true)
 	if due := time.Unix(0, c.lastWant.Load()).Add(wantCheck); due.After(time.Now().Add(wantSettle)) {
 		t.Errorf("an announcing member without a record: next check due in %s, want within wantSettle", time.Until(due))
 	}
@@ -248,8 +248,8 @@ func TestMissingPutsOffNextCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.memberUp("self", "127.0.0.1", 7946, time.Now(), offerNothing, false)
-	c.memberUp("quiet", "127.0.0.1", 7001, time.Now(), offerNothing, false)
+	c.memberUp("self", "127.0.0.1", 7946, time.Now(), offerNothing, false, true)
+	c.memberUp("quiet", "127.0.0.1", 7001, time.Now(), offerNothing, false, true)
 	now := time.Now()
 	if ask, _ := c.missing(now); len(ask) != 0 {
 		t.Fatalf("asked %d members at once, want none", len(ask))
@@ -258,7 +258,7 @@ func TestMissingPutsOffNextCheck(t *testing.T) {
 	if got := due(); got.Before(now.Add(wantQuiet - time.Second)) {
 		t.Errorf("next check in %s, want about wantQuiet (%s)", got.Sub(now), wantQuiet)
 	}
-	c.memberUp("web", "127.0.0.1", 7002, time.Now(), offerServices, false)
+	c.memberUp("web", "127.0.0.1", 7002, time.Now(), offerServices, false, true)
 	if got := due(); got.After(time.Now().Add(wantSettle)) {
 		t.Errorf("an announcing member came up: next check in %s, want within wantSettle", time.Until(got))
 	}
@@ -328,7 +328,7 @@ func TestGreetingNotQueuedBehindPackets(t *testing.T) {
 	c.mu.Lock()
 	c.members["b"] = &member{Member: Member{Name: "b", Addr: "127.0.0.1", Port: b.GossipPort(), State: stateAlive}, since: time.Now()}
 	c.mu.Unlock()
-	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, false)
+	b.memberUp("c", "127.0.0.1", c.GossipPort(), time.Time{}, offerUnknown, false, true)
 	waitStoredRecord(t, c, "b")
 }
 
@@ -341,13 +341,13 @@ func TestMissingWalkStopsWhenComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	c.memberUp("a", "127.0.0.1", 7946, time.Time{}, offerUnknown, false)
-	c.memberUp("b", "127.0.0.1", 7947, time.Time{}, offerUnknown, false)
+	c.memberUp("a", "127.0.0.1", 7946, time.Time{}, offerUnknown, false, true)
+	c.memberUp("b", "127.0.0.1", 7947, time.Time{}, offerUnknown, false, true)
 	c.merge([]record{{Entry: Entry{Node: "b", Addr: "127.0.0.1", Version: 1}}}, false)
 	if got, _ := c.missing(now.Add(wantAfter)); len(got) != 0 || !c.recordsComplete.Load() {
 		t.Fatalf("b has its record: missing %v, complete %v; want none, true", got, c.recordsComplete.Load())
 	}
-	c.memberUp("c", "127.0.0.1", 7948, time.Time{}, offerUnknown, false)
+	c.memberUp("c", "127.0.0.1", 7948, time.Time{}, offerUnknown, false, true)
 	if c.recordsComplete.Load() {
 		t.Fatal("c came up without a record and recordsComplete is still set")
 	}
@@ -379,14 +379,14 @@ func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 		return out
 	}
 	now := time.Now()
-	c.memberUp("self", "127.0.0.1", 7946, now, offerUnknown, false)
+	c.memberUp("self", "127.0.0.1", 7946, now, offerUnknown, false, true)
 	c.lastWant.Store(now.UnixNano())
-	c.memberUp("young", "127.0.0.1", 7001, now.Add(-wantOld/2), offerUnknown, false)
-	c.memberUp("legacy", "127.0.0.1", 7002, time.Time{}, offerUnknown, false)
+	c.memberUp("young", "127.0.0.1", 7001, now.Add(-wantOld/2), offerUnknown, false, true)
+	c.memberUp("legacy", "127.0.0.1", 7002, time.Time{}, offerUnknown, false, true)
 	if c.lastWant.Load() != now.UnixNano() {
 		t.Fatal("members that just started moved the next check")
 	}
-	c.memberUp("old", "127.0.0.1", 7003, now.Add(-time.Minute), offerUnknown, false)
+	c.memberUp("old", "127.0.0.1", 7003, now.Add(-time.Minute), offerUnknown, false, true)
 	if due := time.Unix(0, c.lastWant.Load()).Add(wantCheck); due.After(time.Now().Add(wantSettle)) {
 		t.Errorf("an old member without a record: next check due in %s, want within wantSettle", time.Until(due))
 	}
@@ -407,12 +407,12 @@ func TestMissingAsksOldMembersAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.memberUp("self", "127.0.0.1", 7946, now, offerUnknown, false)
-	d.memberUp("legacy", "127.0.0.1", 7000, time.Time{}, offerUnknown, false)
+	d.memberUp("self", "127.0.0.1", 7946, now, offerUnknown, false, true)
+	d.memberUp("legacy", "127.0.0.1", 7000, time.Time{}, offerUnknown, false, true)
 	var want []string
 	for i := range wantBatch + 4 {
 		name := fmt.Sprintf("n%02d", i)
-		d.memberUp(name, "127.0.0.1", 7001+i, now.Add(-time.Hour+time.Duration(i)*time.Second), offerUnknown, false)
+		d.memberUp(name, "127.0.0.1", 7001+i, now.Add(-time.Hour+time.Duration(i)*time.Second), offerUnknown, false, true)
 		if i < wantBatch {
 			want = append(want, name)
 		}
