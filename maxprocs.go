@@ -43,6 +43,7 @@ type procsGovernor struct {
 	activity func() (accepted, open uint64) // mesh.Node.Activity
 	set      func(int) int                  // runtime.GOMAXPROCS; a seam for tests
 	setGC    func(int) int                  // debug.SetGCPercent, nil when GOGC is the user's; a seam for tests
+	pinned   bool                           // GOMAXPROCS is the user's (or one CPU): set does nothing, only the log says so
 	log      *slog.Logger
 
 	cur        int
@@ -81,6 +82,12 @@ func (g *procsGovernor) to(n int) {
 	if g.setGC != nil {
 		g.setGC(gc)
 	}
+	if g.pinned {
+		// A debug line saying "procs 1" here misled a reader of a node
+		// started with GOMAXPROCS set into thinking it ran on one CPU.
+		g.log.Debug("collector pace set", "idle", n == 1, "gogc", gc)
+		return
+	}
 	g.log.Debug("GOMAXPROCS set", "procs", n, "gogc", gc)
 }
 
@@ -110,7 +117,7 @@ func startProcsGovernor(ctx context.Context, activity func() (uint64, uint64), l
 	g := &procsGovernor{full: full, activity: activity, set: runtime.GOMAXPROCS, log: log, cur: full,
 		notBefore: time.Now().Add(startGCWindow)}
 	if !procs {
-		g.set = func(int) int { return 0 }
+		g.set, g.pinned = func(int) int { return 0 }, true
 	}
 	if tuneGC {
 		g.setGC = debug.SetGCPercent

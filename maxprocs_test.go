@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -94,3 +96,36 @@ func TestProcsGovernorSteps(t *testing.T) {
 		})
 	}
 }
+
+// TestProcsGovernorLogPinned: with GOMAXPROCS pinned by the user the
+// governor still paces the collector, and its debug line must not claim
+// a GOMAXPROCS it never set (it said "procs 1" on a pinned node).
+func TestProcsGovernorLogPinned(t *testing.T) {
+	for _, c := range []struct {
+		pinned bool
+		want   string // the message of the line logged when the node goes idle
+	}{
+		{false, "GOMAXPROCS set"},
+		{true, "collector pace set"},
+	} {
+		var got []string
+		h := recordHandler(func(r slog.Record) {
+			s := r.Message
+			r.Attrs(func(a slog.Attr) bool { s += " " + a.String(); return true })
+			got = append(got, s)
+		})
+		g := &procsGovernor{full: 2, cur: 2, pinned: c.pinned, set: func(int) int { return 0 }, log: slog.New(h)}
+		g.to(1)
+		if len(got) != 1 || !strings.HasPrefix(got[0], c.want) || (c.pinned && strings.Contains(got[0], "procs")) {
+			t.Errorf("pinned %v: logged %q, want one line %q without a procs figure when pinned", c.pinned, got, c.want)
+		}
+	}
+}
+
+// recordHandler is a slog.Handler that hands every record to a func.
+type recordHandler func(slog.Record)
+
+func (h recordHandler) Enabled(context.Context, slog.Level) bool      { return true }
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error { h(r); return nil }
+func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler            { return h }
+func (h recordHandler) WithGroup(string) slog.Handler                 { return h }
