@@ -45,7 +45,9 @@ func TestControlSocketSlotsForOperator(t *testing.T) {
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 		if _, err := io.WriteString(c, "GET /v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
-			t.Fatal(err)
+			// A connection past the others' slots is answered 503 and
+			// closed at once, so the request may meet a closed socket.
+			continue
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
