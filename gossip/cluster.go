@@ -150,6 +150,13 @@ type Cluster struct {
 	// keyMu makes SetKeys calls one at a time; the keyring locks itself.
 	keyMu sync.Mutex
 
+	// advMu guards advertising (an advertiseRounds goroutine runs) and
+	// advertiseAgain (a readvertise came while it ran), see readvertise.
+	// Lock order: advMu before lifeMu.
+	advMu          sync.Mutex
+	advertising    bool
+	advertiseAgain bool
+
 	// lifeMu guards the lifecycle fields below. It is never held across
 	// network I/O. Lock order: lifeMu before mu.
 	lifeMu   sync.Mutex
@@ -1012,17 +1019,46 @@ func (c *Cluster) servesLocked() bool {
 // waits for, because whether it announces services changed (metaServes).
 // Members that lack its record then ask for it at once, or stop asking
 // early (want.go). Before Start, Create reads the metadata anyway.
+//
+// At most one UpdateNode runs at a time: memberlist's UpdateNode reads
+// the local node's address without its lock while another UpdateNode's
+// alive message writes it under the lock (memberlist v0.7.0,
+// memberlist.go UpdateNode vs state.go aliveNode), so overlapping calls
+// race. A request while one runs is folded into one more round after
+// it, which reads the metadata as it is by then.
 func (c *Cluster) readvertise() {
-	c.goWithMemberlist(func(ml *memberlist.Memberlist) {
+	c.advMu.Lock()
+	defer c.advMu.Unlock()
+	if c.advertising {
+		c.advertiseAgain = true
+		return
+	}
+	c.advertising = c.goWithMemberlist(c.advertiseRounds)
+}
+
+// advertiseRounds runs UpdateNode until no readvertise is pending or
+// Shutdown has begun.
+func (c *Cluster) advertiseRounds(ml *memberlist.Memberlist) {
+	for {
 		// The alive message is queued either way; the timeout only bounds
 		// how long this goroutine waits to hear that it went out.
 		if err := ml.UpdateNode(readvertiseWait); err != nil {
 			c.log.Debug("re-advertise this node's metadata", "err", err)
 		}
-	})
+		c.advMu.Lock()
+		again := c.advertiseAgain && c.stopCtx.Err() == nil
+		c.advertiseAgain = false
+		c.advertising = again
+		c.advMu.Unlock()
+		if !again {
+			return
+		}
+	}
 }
 
-// readvertiseWait bounds readvertise's wait; Shutdown waits for it.
+// readvertiseWait bounds each UpdateNode's wait in advertiseRounds, and
+// so how long a folded request waits for its round; Shutdown waits for
+// the rounds to end.
 const readvertiseWait = time.Second
 
 // memberMeta notes what member name's metadata now says of its record
