@@ -12,7 +12,8 @@
 //     to the client) and then returns the raw conns, so the copy path keeps
 //     splice(2).
 //   - http-basic, http-bearer: the client conn is wrapped so that every
-//     HTTP/1.1 request gets an Authorization header; the backend→client
+//     HTTP/1.1 request gets an Authorization header (but a TRACE, which
+//     the server echoes back, goes without one); the backend→client
 //     direction stays raw.
 //
 // The package knows nothing about forward, nodes or gossip; it uses only the

@@ -170,7 +170,16 @@ func (c *httpConn) run(pw *io.PipeWriter) error {
 			return fmt.Errorf("creds: http: %w", errHTTP2)
 		}
 		passThrough := req.Method == http.MethodConnect || hasToken(req.Header["Connection"], "upgrade")
-		req.Header.Set("Authorization", c.authz)
+		if strings.EqualFold(req.Method, http.MethodTrace) {
+			// A server answers TRACE with the request it received, so the
+			// credential would come back to the application, which must
+			// never hold it (RFC 9110 9.3.8: no credentials in a TRACE).
+			// The request goes on without any Authorization. EqualFold:
+			// some servers take the method in any case.
+			req.Header.Del("Authorization")
+		} else {
+			req.Header.Set("Authorization", c.authz)
+		}
 		if _, ok := req.Header["User-Agent"]; !ok {
 			req.Header["User-Agent"] = []string{""} // Write would add Go's
 		}

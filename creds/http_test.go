@@ -302,3 +302,55 @@ func TestHTTP10Raw(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPTraceNoCredential: a server answers TRACE by echoing the request
+// it got, headers included, so a TRACE with the injected Authorization
+// would hand the application the very secret it is not meant to have
+// (RFC 9110 9.3.8: a client must not send credentials in a TRACE). Such a
+// request goes on without any Authorization; other requests on the same
+// connection still get it.
+func TestHTTPTraceNoCredential(t *testing.T) {
+	tests := []struct {
+		name, request string
+		wantAuthz     []string
+	}{
+		{"trace", "TRACE / HTTP/1.1\r\nHost: svc\r\n\r\n", nil},
+		{"trace with the client's own header", "TRACE /x HTTP/1.1\r\nHost: svc\r\nAuthorization: Basic b2xkOm9sZA==\r\n\r\n", nil},
+		{"trace in lower case", "trace /y HTTP/1.1\r\nHost: svc\r\n\r\n", nil},
+		{"trace over HTTP/1.0", "TRACE /z HTTP/1.0\r\n\r\n", nil},
+		{"get", "GET /c HTTP/1.1\r\nHost: svc\r\n\r\n", []string{"Bearer tok"}},
+		{"options", "OPTIONS * HTTP/1.1\r\nHost: svc\r\n\r\n", []string{"Bearer tok"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client, app := net.Pipe()
+			t.Cleanup(func() { app.Close() })
+			c := newHTTPConn(client, "Bearer tok")
+			t.Cleanup(func() { c.Close() })
+			// A GET after it: the credential is withheld from the TRACE only.
+			go func() {
+				_, _ = io.WriteString(app, tc.request+"GET /after HTTP/1.1\r\nHost: svc\r\n\r\n")
+				app.Close()
+			}()
+			out, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatalf("rewritten stream: %v", err)
+			}
+			br := bufio.NewReader(strings.NewReader(string(out)))
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				t.Fatalf("reading the rewritten request from %q: %v", out, err)
+			}
+			if got := req.Header.Values("Authorization"); fmt.Sprint(got) != fmt.Sprint(tc.wantAuthz) {
+				t.Errorf("%s %s reached the server with Authorization %q, want %q", req.Method, req.URL, got, tc.wantAuthz)
+			}
+			next, err := http.ReadRequest(br)
+			if err != nil {
+				t.Fatalf("reading the request after it: %v", err)
+			}
+			if got := next.Header.Values("Authorization"); fmt.Sprint(got) != "[Bearer tok]" {
+				t.Errorf("GET after it reached the server with Authorization %q, want [Bearer tok]", got)
+			}
+		})
+	}
+}
