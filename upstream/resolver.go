@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -95,6 +97,19 @@ func (r *Resolver) exchangeNet(ctx context.Context, network string, m *dns.Msg, 
 	return resp, err
 }
 
+// Bounds on one resolve, whatever the DNS servers answer: a 64 KB reply
+// over TCP can name about 2,000 SRV target hosts or 4,000 addresses.
+const (
+	// maxSRVLookups bounds the follow-up A/AAAA lookups for SRV target
+	// hosts that the reply gave no addresses for. They run one after
+	// another, each up to Timeout per server and query, so without a
+	// bound one reply could hold a resolve for hours.
+	maxSRVLookups = 32
+	// maxTargets bounds the targets a resolve returns; the lowest SRV
+	// priorities are kept.
+	maxTargets = 1024
+)
+
 // ednsSize is the UDP payload size we advertise, the DNS Flag Day 2020
 // value that avoids IP fragmentation.
 const ednsSize = 1232
@@ -147,7 +162,10 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.M
 // Errors start with "upstream: resolve" and the spec; NXDOMAIN wraps a
 // *net.DNSError with IsNotFound set. Resolve blocks for at most about
 // Timeout per server per query, less if ctx ends; it does not need the
-// Resolver to be open.
+// Resolver to be open. An SRV resolve looks up at most maxSRVLookups
+// target hosts that the reply carried no addresses for, and any resolve
+// returns at most maxTargets targets; what a bound leaves out is logged
+// as a warning.
 func (r *Resolver) Resolve(ctx context.Context, s Spec) ([]Target, time.Duration, error) {
 	targets, ttl, err := r.resolve(ctx, s)
 	if err != nil {
@@ -180,6 +198,11 @@ func (r *Resolver) resolve(ctx context.Context, s Spec) ([]Target, time.Duration
 		ips, ttl, err := r.lookupHost(ctx, dns.Fqdn(s.Name))
 		if err != nil {
 			return nil, 0, err
+		}
+		if len(ips) > maxTargets {
+			r.log.Warn("DNS answer too large; using part of it", "name", s.Name,
+				"addresses", len(ips), "max_targets", maxTargets)
+			ips = ips[:maxTargets]
 		}
 		out := make([]Target, 0, len(ips))
 		for _, ip := range ips {
@@ -252,11 +275,16 @@ func (r *Resolver) resolveSRV(ctx context.Context, name string) ([]Target, time.
 		}
 	}
 
+	// Lowest priority first, the server's order kept within one, so the
+	// bounds below leave out the targets a client would try last.
+	slices.SortStableFunc(srvs, func(a, b *dns.SRV) int { return cmp.Compare(a.Priority, b.Priority) })
 	var (
 		targets []Target
 		seen    = make(map[string]bool)
 		hosts   = make(map[string][]netip.Addr) // lookups done for this call
 		errs    []error
+		lookups int // follow-up lookups made, at most maxSRVLookups
+		skipped int // hosts not looked up past maxSRVLookups
 	)
 	for _, rec := range srvs {
 		host := strings.ToLower(rec.Target)
@@ -275,7 +303,10 @@ func (r *Resolver) resolveSRV(ctx context.Context, name string) ([]Target, time.
 						ttl = min(ttl, rrTTL(rr))
 					}
 				}
+			} else if lookups == maxSRVLookups {
+				skipped++
 			} else {
+				lookups++
 				var hostTTL time.Duration
 				ips, hostTTL, err = r.lookupHost(ctx, host)
 				if err != nil {
@@ -303,6 +334,13 @@ func (r *Resolver) resolveSRV(ctx context.Context, name string) ([]Target, time.
 			errs = append(errs, fmt.Errorf("no addresses for the SRV targets of %s", name))
 		}
 		return nil, 0, joinErrs(errs)
+	}
+	// Not an error to retry soon: the same reply would be cut the same way.
+	if dropped := len(targets) - maxTargets; skipped > 0 || dropped > 0 {
+		r.log.Warn("SRV answer too large; using part of it", "service", name,
+			"hosts_not_looked_up", skipped, "max_lookups", maxSRVLookups,
+			"targets_left_out", max(dropped, 0), "max_targets", maxTargets)
+		targets = targets[:min(len(targets), maxTargets)]
 	}
 	// Hosts that failed to resolve are left out, and the answer is kept
 	// only briefly, so the watch tries them again soon: one lost packet

@@ -366,3 +366,80 @@ func TestResolveExchangeSeam(t *testing.T) {
 		t.Errorf("queries: got %q, want %q", asked, want)
 	}
 }
+
+// TestResolveBounds: whatever a DNS server answers, one resolve makes a
+// bounded number of queries and returns a bounded number of targets, and
+// what it keeps are the targets a client would try first.
+func TestResolveBounds(t *testing.T) {
+	t.Run("srv hosts without addresses in the reply", func(t *testing.T) {
+		const srvName = "_many._tcp.example.lab."
+		var answers []string
+		// The first half in answer order has the worse priority: the
+		// bound must keep the better half, not the first in the reply.
+		for i := range 2 * maxSRVLookups {
+			prio := 20
+			if i >= maxSRVLookups {
+				prio = 10
+			}
+			host := fmt.Sprintf("h%03d.example.lab.", i)
+			answers = append(answers,
+				fmt.Sprintf("%s 60 IN SRV %d 10 9000 %s", srvName, prio, host),
+				fmt.Sprintf("%s 60 IN A 10.2.%d.%d", host, i/250, i%250+1))
+		}
+		z := newZone()
+		z.set(mustRRs(t, answers...), nil, nil)
+		r := newResolver(t, testConfig(t, fakeDNS(t, z)))
+
+		got, _, err := r.Resolve(t.Context(), Spec{Kind: KindSRV, Name: srvName})
+		if err != nil {
+			t.Fatalf("Resolve: %v", err)
+		}
+		if len(got) != maxSRVLookups {
+			t.Errorf("got %d targets, want %d (one per host looked up)", len(got), maxSRVLookups)
+		}
+		for _, tg := range got {
+			if tg.Priority != 10 {
+				t.Errorf("target %s has priority %d; the bound must keep priority 10 first", tg.Addr, tg.Priority)
+			}
+		}
+		lookedUp := 0
+		for i := range 2 * maxSRVLookups {
+			if z.count("", "A", fmt.Sprintf("h%03d.example.lab.", i)) > 0 {
+				lookedUp++
+			}
+		}
+		if lookedUp != maxSRVLookups {
+			t.Errorf("%d hosts looked up, want %d", lookedUp, maxSRVLookups)
+		}
+	})
+
+	// 1,100 addresses: about 18 KB over TCP, past maxTargets.
+	var many []string
+	for i := range 1100 {
+		many = append(many, fmt.Sprintf("big.example.lab. 60 IN A 10.3.%d.%d", i/250, i%250+1))
+	}
+	t.Run("srv glue past maxTargets", func(t *testing.T) {
+		z := newZone()
+		z.set(mustRRs(t, "_big._tcp.example.lab. 60 IN SRV 1 10 9000 big.example.lab."), mustRRs(t, many...), nil)
+		r := newResolver(t, testConfig(t, fakeDNS(t, z)))
+		got, _, err := r.Resolve(t.Context(), Spec{Kind: KindSRV, Name: "_big._tcp.example.lab."})
+		if err != nil {
+			t.Fatalf("Resolve: %v", err)
+		}
+		if len(got) != maxTargets {
+			t.Errorf("got %d targets, want %d", len(got), maxTargets)
+		}
+	})
+	t.Run("dns name past maxTargets", func(t *testing.T) {
+		z := newZone()
+		z.set(mustRRs(t, many...), nil, nil)
+		r := newResolver(t, testConfig(t, fakeDNS(t, z)))
+		got, _, err := r.Resolve(t.Context(), Spec{Kind: KindDNS, Name: "big.example.lab", Port: 80})
+		if err != nil {
+			t.Fatalf("Resolve: %v", err)
+		}
+		if len(got) != maxTargets {
+			t.Errorf("got %d targets, want %d", len(got), maxTargets)
+		}
+	})
+}
