@@ -68,13 +68,18 @@ const maxAttempts = 5
 // their edit is kept. Where the file cannot be replaced by a rename (a bind
 // mount, as /etc/hosts is in most containers: EBUSY) it falls back to
 // rewriting the file in place, which is not atomic, and says so once.
-// A file that does not need to change is not written.
+// A file that does not need to change is not written. A path that is a
+// symlink stays one: Write edits the file it points at (see target).
 func (f *File) Write(entries []Entry) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	lines := Lines(entries)
 	for range maxAttempts {
-		old, st, err := read(f.path)
+		path, err := f.target()
+		if err != nil {
+			return err
+		}
+		old, st, err := read(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			if len(lines) == 0 {
 				return nil
@@ -84,53 +89,69 @@ func (f *File) Write(entries []Entry) error {
 		}
 		next, err := Edit(old, lines)
 		if err != nil {
-			return fmt.Errorf("hostsfile: edit %s: %w", f.path, err)
+			return fmt.Errorf("hostsfile: edit %s: %w", path, err)
 		}
 		if st != nil && bytes.Equal(next, old) {
 			return nil
 		}
-		tmp, err := f.writeTemp(next, st)
+		tmp, err := f.writeTemp(path, next, st)
 		if st != nil && (errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission)) {
 			// The directory is read-only but the file may not be: systemd's
 			// ReadWritePaths=/etc/hosts under ProtectSystem=strict.
-			return f.inPlace(next, err)
+			return f.inPlace(path, next, err)
 		}
 		if err != nil {
 			return err
 		}
 		f.beforeRename()
-		cur, st2, err := read(f.path)
+		cur, st2, err := read(path)
 		if err != nil && !(st == nil && errors.Is(err, fs.ErrNotExist)) {
 			os.Remove(tmp)
 			return err
 		}
 		if changed(old, st, cur, st2) {
 			os.Remove(tmp)
-			f.log.Debug("hosts file changed while we wrote it, merging again", "file", f.path)
+			f.log.Debug("hosts file changed while we wrote it, merging again", "file", path)
 			continue
 		}
-		err = f.rename(tmp, f.path)
+		err = f.rename(tmp, path)
 		if errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EXDEV) {
 			os.Remove(tmp)
-			return f.inPlace(next, err)
+			return f.inPlace(path, next, err)
 		}
 		if err != nil {
 			os.Remove(tmp)
-			return fmt.Errorf("hostsfile: replace %s: %w", f.path, err)
+			return fmt.Errorf("hostsfile: replace %s: %w", path, err)
 		}
-		syncDir(filepath.Dir(f.path))
+		syncDir(filepath.Dir(path))
 		return nil
 	}
 	return fmt.Errorf("hostsfile: %s changed %d times while we wrote it; giving up this time", f.path, maxAttempts)
 }
 
-// inPlace rewrites the file in place, after saying once why.
-func (f *File) inPlace(content []byte, why error) error {
+// target is the file Write edits: the configured path with its symlinks
+// resolved, because a rename over a symlink replaces the link with a
+// regular file (NixOS links /etc/hosts to /etc/static/hosts). It is
+// resolved on every attempt, as the link may change. A path that does not
+// exist, or a link to nothing, is written at the configured path.
+func (f *File) target() (string, error) {
+	p, err := filepath.EvalSymlinks(f.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return f.path, nil
+	case err != nil:
+		return "", fmt.Errorf("hostsfile: resolve %s: %w", f.path, err)
+	}
+	return p, nil
+}
+
+// inPlace rewrites the file at path in place, after saying once why.
+func (f *File) inPlace(path string, content []byte, why error) error {
 	if !f.warnedBusy {
 		f.warnedBusy = true
-		f.log.Warn("hosts file cannot be replaced (a bind mount, or a read-only directory): rewriting it in place, which is not atomic", "file", f.path, "err", why)
+		f.log.Warn("hosts file cannot be replaced (a bind mount, or a read-only directory): rewriting it in place, which is not atomic", "file", path, "err", why)
 	}
-	return writeInPlace(f.path, content)
+	return writeInPlace(path, content)
 }
 
 // Remove takes the block out of the file. Safe to call more than once.
@@ -166,16 +187,16 @@ func changed(old []byte, st fs.FileInfo, cur []byte, st2 fs.FileInfo) bool {
 	return st.Size() != st2.Size() || !st.ModTime().Equal(st2.ModTime()) || !bytes.Equal(old, cur)
 }
 
-// writeTemp writes content to a new file next to the target, with the
-// target's mode and owner (0644 and ours for a new file), fsynced.
-func (f *File) writeTemp(content []byte, st fs.FileInfo) (name string, err error) {
-	dir, base := filepath.Split(f.path)
+// writeTemp writes content to a new file next to path, with its mode and
+// owner (0644 and ours for a new file), fsynced.
+func (f *File) writeTemp(path string, content []byte, st fs.FileInfo) (name string, err error) {
+	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	t, err := f.createTemp(dir, "."+base+".ambassador-*")
 	if err != nil {
-		return "", fmt.Errorf("hostsfile: temporary file for %s: %w", f.path, err)
+		return "", fmt.Errorf("hostsfile: temporary file for %s: %w", path, err)
 	}
 	defer func() {
 		if err != nil {
@@ -187,11 +208,11 @@ func (f *File) writeTemp(content []byte, st fs.FileInfo) (name string, err error
 	if st != nil {
 		mode = st.Mode().Perm()
 		if err := chown(t, st); err != nil {
-			return "", fmt.Errorf("hostsfile: keep the owner of %s: %w", f.path, err)
+			return "", fmt.Errorf("hostsfile: keep the owner of %s: %w", path, err)
 		}
 	}
 	if err := t.Chmod(mode); err != nil {
-		return "", fmt.Errorf("hostsfile: keep the mode of %s: %w", f.path, err)
+		return "", fmt.Errorf("hostsfile: keep the mode of %s: %w", path, err)
 	}
 	if _, err := t.Write(content); err != nil {
 		return "", fmt.Errorf("hostsfile: write %s: %w", t.Name(), err)

@@ -217,3 +217,59 @@ func TestWriteFallsBackInPlaceInReadOnlyDir(t *testing.T) {
 		t.Fatalf("block not written in place:\n%s", got)
 	}
 }
+
+// TestWriteThroughSymlink: a hosts file that is a symlink (NixOS's
+// /etc/hosts -> /etc/static/hosts, or a file a config tool manages
+// elsewhere) stays a symlink; the block goes into the file it points at,
+// and the temporary file is made next to that file, so the rename stays
+// on one filesystem.
+func TestWriteThroughSymlink(t *testing.T) {
+	dir := t.TempDir()
+	realDir := filepath.Join(dir, "static")
+	if err := os.Mkdir(realDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(realDir, "hosts")
+	if err := os.WriteFile(target, []byte(others), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "hosts")
+	if err := os.Symlink("static/hosts", link); err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Config{Path: link})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stillLink := func(when string) {
+		t.Helper()
+		st, err := os.Lstat(link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode()&os.ModeSymlink == 0 {
+			t.Fatalf("%s: %s is no longer a symlink (mode %v): the link was replaced by a regular file", when, link, st.Mode())
+		}
+	}
+
+	if err := f.Write(entries); err != nil {
+		t.Fatal(err)
+	}
+	stillLink("after Write")
+	want := others + "# BEGIN ambassador\n" + note + "\n127.12.200.7\tpg-a\n127.0.0.1\tredis\n# END ambassador\n"
+	if got := readString(t, target); got != want {
+		t.Fatalf("the file the link points at, after Write:\n%q\nwant\n%q", got, want)
+	}
+	if err := f.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	stillLink("after Remove")
+	if got := readString(t, target); got != others {
+		t.Fatalf("the file the link points at, after Remove:\n%q\nwant\n%q", got, others)
+	}
+	for _, d := range []string{dir, realDir} {
+		if leftovers, _ := filepath.Glob(filepath.Join(d, ".hosts.ambassador-*")); len(leftovers) > 0 {
+			t.Fatalf("temporary files left behind: %v", leftovers)
+		}
+	}
+}
