@@ -19,6 +19,13 @@ import (
 // notices, errors) are small; pgproto3's own default is 1 GiB.
 const maxPostgresBody = 64 << 10
 
+// maxPostgresQueued bounds the server bytes the handshake holds for the
+// client. Past it, what is queued is flushed to the client instead of kept
+// until ReadyForQuery, so a server that streams messages cannot grow our
+// memory. A real handshake (a dozen ParameterStatus) stays far below it and
+// reaches the client in one write.
+const maxPostgresQueued = 64 << 10
+
 // maxNegotiations is how many SSLRequest/GSSEncRequest a client may send
 // before its StartupMessage: libpq tries GSS first, then SSL.
 const maxNegotiations = 2
@@ -59,11 +66,13 @@ func postgresHandshake(s Secret) handshake {
 				err = fmt.Errorf("creds: postgres auth: %w", rerr)
 			}
 		}()
+		fromServer := &frameReader{r: backend, typed: true}
 		p := &pgSession{
-			secret:  s,
-			conn:    client,
-			client:  pgproto3.NewBackend(&frameReader{r: client}, client),
-			backend: pgproto3.NewFrontend(&frameReader{r: backend, typed: true}, backend),
+			secret:     s,
+			conn:       client,
+			client:     pgproto3.NewBackend(&frameReader{r: client}, client),
+			backend:    pgproto3.NewFrontend(fromServer, backend),
+			fromServer: fromServer,
 		}
 		p.backend.SetMaxBodyLen(maxPostgresBody)
 		if err := p.run(); err != nil {
@@ -79,6 +88,9 @@ type pgSession struct {
 	conn    net.Conn           // the client conn, for the bare 'N' byte
 	client  *pgproto3.Backend  // we are the server toward the client
 	backend *pgproto3.Frontend // we are the client toward the server
+
+	fromServer *frameReader // under backend; counts the server's bytes
+	flushedAt  int64        // fromServer.n at the last flush to the client
 
 	// startupDone is set once the client waits for an authentication
 	// answer, from then on failures are reported to it as ErrorResponse.
@@ -235,7 +247,9 @@ func (p *pgSession) authenticate() error {
 		case *pgproto3.ErrorResponse:
 			return &authError{msg: sanitizeLine(m.Message)}
 		case *pgproto3.NoticeResponse, *pgproto3.NegotiateProtocolVersion:
-			p.client.Send(m)
+			if err := p.toClient(m); err != nil {
+				return err
+			}
 			continue
 		default:
 			return fmt.Errorf("unexpected %T from server during authentication", msg)
@@ -257,7 +271,11 @@ func (p *pgSession) relayUntilReady() error {
 			return fmt.Errorf("read from server: %w", err)
 		}
 		switch m := msg.(type) {
-		case *pgproto3.ParameterStatus, *pgproto3.BackendKeyData, *pgproto3.NoticeResponse, *pgproto3.ReadyForQuery:
+		case *pgproto3.ParameterStatus, *pgproto3.BackendKeyData, *pgproto3.NoticeResponse:
+			if err := p.toClient(msg); err != nil {
+				return err
+			}
+		case *pgproto3.ReadyForQuery:
 			p.client.Send(msg)
 		case *pgproto3.ErrorResponse:
 			p.client.Send(m)
@@ -281,6 +299,21 @@ func (p *pgSession) relayUntilReady() error {
 			return nil
 		}
 	}
+}
+
+// toClient queues msg for the client and flushes the queue once it may hold
+// maxPostgresQueued bytes: it counts every server byte read since the last
+// flush, which is at least what was queued since.
+func (p *pgSession) toClient(msg pgproto3.BackendMessage) error {
+	p.client.Send(msg)
+	if p.fromServer.n-p.flushedAt < maxPostgresQueued {
+		return nil
+	}
+	p.flushedAt = p.fromServer.n
+	if err := p.client.Flush(); err != nil {
+		return fmt.Errorf("send to client: %w", err)
+	}
+	return nil
 }
 
 // md5Password is Postgres's MD5 response: "md5" + md5hex(md5hex(password +
@@ -309,6 +342,7 @@ type frameReader struct {
 	hdr  [5]byte
 	nhdr int   // header bytes read of the current message
 	body int64 // body bytes left in the current message
+	n    int64 // bytes returned so far
 }
 
 func (f *frameReader) hdrLen() int {
@@ -327,6 +361,7 @@ func (f *frameReader) Read(p []byte) (int, error) {
 		n, err := f.r.Read(p)
 		copy(f.hdr[f.nhdr:], p[:n])
 		f.nhdr += n
+		f.n += int64(n)
 		if f.nhdr == f.hdrLen() {
 			l := int64(int32(binary.BigEndian.Uint32(f.hdr[f.hdrLen()-4:])))
 			f.body = max(l-4, 0) // the length counts itself
@@ -339,6 +374,7 @@ func (f *frameReader) Read(p []byte) (int, error) {
 	p = p[:min(int64(len(p)), f.body)]
 	n, err := f.r.Read(p)
 	f.body -= int64(n)
+	f.n += int64(n)
 	if f.body == 0 {
 		f.nhdr = 0
 	}

@@ -560,3 +560,65 @@ func decodeCancel(in []byte) (*pgproto3.CancelRequest, bool) {
 	cr, ok := m.(*pgproto3.CancelRequest)
 	return cr, ok
 }
+
+// TestPostgresBoundedRelay checks that the handshake does not hold
+// everything the server sends before ReadyForQuery until ReadyForQuery
+// comes: a server (or an impostor on the service's address) that streams
+// ParameterStatus messages would otherwise grow the node's memory for as
+// long as the handshake deadline allows. Past a bound, what is queued must
+// reach the client.
+func TestPostgresBoundedRelay(t *testing.T) {
+	st := newSetup(t)
+	h, err := New("postgres", Secret{User: "svc", Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 4 << 20 // far more than a handshake needs to hold
+	appGot := make(chan struct{})
+	serverErr := make(chan error, 1)
+	go func() {
+		serverErr <- func() error {
+			be := pgproto3.NewBackend(st.server, st.server)
+			if _, err := be.ReceiveStartupMessage(); err != nil {
+				return err
+			}
+			be.Send(&pgproto3.AuthenticationOk{})
+			value := strings.Repeat("v", 32<<10)
+			for i := 0; i < total/len(value); i++ {
+				be.Send(&pgproto3.ParameterStatus{Name: fmt.Sprint("p", i), Value: value})
+				if err := be.Flush(); err != nil {
+					return err
+				}
+			}
+			var waitErr error
+			select {
+			case <-appGot:
+			case <-time.After(3 * time.Second):
+				waitErr = fmt.Errorf("app got nothing while the handshake held %d bytes of server messages", total)
+			}
+			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+			if err := be.Flush(); err != nil {
+				return err
+			}
+			return waitErr
+		}()
+	}()
+	go func() {
+		var b [1]byte
+		if _, err := io.ReadFull(st.app, b[:]); err == nil {
+			close(appGot)
+		}
+		_, _ = io.Copy(io.Discard, st.app)
+	}()
+	startup := mustEncode(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30,
+		Parameters: map[string]string{"user": "app"}})
+	if _, err := st.app.Write(startup); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h(testCtx(t), st.client, st.backend); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	if err := <-serverErr; err != nil {
+		t.Error(err)
+	}
+}

@@ -54,10 +54,10 @@ func redisHandshake(s Secret) handshake {
 		case bytes.Equal(line, []byte("+OK")):
 			return client, backend, nil
 		case len(line) > 0 && line[0] == '-':
-			msg := sanitizeLine(string(line[1:]))
+			msg := sanitizeLine(redactPassword(string(line[1:]), s.Password))
 			return fail(msg, fmt.Errorf("creds: redis auth: server refused: %q", msg))
 		default:
-			return fail("unexpected reply to AUTH", fmt.Errorf("creds: redis auth: unexpected reply %q", sanitizeLine(string(line))))
+			return fail("unexpected reply to AUTH", fmt.Errorf("creds: redis auth: unexpected reply %q", sanitizeLine(redactPassword(string(line), s.Password))))
 		}
 	}
 }
@@ -109,6 +109,23 @@ func readLine(r io.Reader, max int) ([]byte, error) {
 		}
 	}
 	return nil, errLineTooLong
+}
+
+// minRedactedPrefix is the shortest prefix of the password that
+// redactPassword removes when the whole password is not there.
+const minRedactedPrefix = 8
+
+// redactPassword replaces the password in a server's reply with
+// "[redacted]", so that neither the client (which must not learn it) nor
+// the log gets it. Redis answers an unknown (renamed, disabled) AUTH with
+// "unknown command 'AUTH', with args beginning with: ..." and cuts those
+// arguments at 128 bytes, so a prefix of the password, from
+// minRedactedPrefix bytes on, is replaced too.
+func redactPassword(msg, password string) string {
+	for n := min(len(password), len(msg)); n >= min(len(password), minRedactedPrefix) && n > 0; n-- {
+		msg = strings.ReplaceAll(msg, password[:n], redacted)
+	}
+	return msg
 }
 
 // sanitizeLine keeps a server's message printable, so it cannot break the
