@@ -12,8 +12,9 @@ import (
 )
 
 // maxRedisLine bounds the AUTH reply line, CRLF included. Real replies are
-// "+OK" or a one-line error of well under 200 bytes.
-const maxRedisLine = 512
+// "+OK" or a one-line error, mostly under 200 bytes; the longest, Redis's
+// protected-mode DENIED, is about 1 KB, and the user must be able to read it.
+const maxRedisLine = 4 << 10
 
 var (
 	errLineTooLong = errors.New("reply line too long")

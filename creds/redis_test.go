@@ -58,6 +58,14 @@ func TestRedis(t *testing.T) {
 			wantReply: "-ERR ambassador: authentication to redis failed: ERR unknown command 'AUTH', with args beginning with: 'app' '[redacted]' \r\n",
 		},
 		{
+			// Redis in protected mode answers any command from a
+			// non-loopback client with this 1 KB line, and the user needs
+			// to read it, not "malformed reply".
+			name: "protected mode", secret: Secret{Password: "pw"}, reply: "-" + redisDenied + "\r\n",
+			wantCmd: "*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n", wantErr: true,
+			wantReply: "-ERR ambassador: authentication to redis failed: " + redisDenied + "\r\n",
+		},
+		{
 			name: "unexpected reply", secret: Secret{Password: "pw"}, reply: ":1\r\n",
 			wantCmd: "*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n", wantErr: true,
 			wantReply: "-ERR ambassador: authentication to redis failed: unexpected reply to AUTH\r\n",
@@ -154,6 +162,18 @@ func TestRedisContextCanceled(t *testing.T) {
 		t.Fatalf("handshake error = %v, want context.Canceled", err)
 	}
 }
+
+// redisDenied is Redis 7.0's reply in protected mode (networking.c), the
+// longest one-line error a server sends before authentication.
+const redisDenied = "DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user. " +
+	"In this mode connections are only accepted from the loopback interface. " +
+	"If you want to connect from external computers to Redis you may adopt one of the following solutions: " +
+	"1) Just disable protected mode sending the command 'CONFIG SET protected-mode no' from the loopback interface by connecting to Redis from the same host the server is running, " +
+	"however MAKE SURE Redis is not publicly accessible from internet if you do so. Use CONFIG REWRITE to make this change permanent. " +
+	"2) Alternatively you can just disable the protected mode by editing the Redis configuration file, and setting the protected mode option to 'no', and then restarting the server. " +
+	"3) If you started the server manually just for testing, restart it with the '--protected-mode no' option. " +
+	"4) Set up an authentication password for the default user. " +
+	"NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside."
 
 var redisReplyCases = []string{
 	"+OK\r\n", "+OK\r\nextra", "-WRONGPASS nope\r\n", "", "+OK", "+OK\n", "\r\n",
