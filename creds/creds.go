@@ -60,7 +60,10 @@ type handshake = func(ctx context.Context, client, backend net.Conn) (net.Conn, 
 
 // Secret is what a credentials file holds. Its String, GoString, Format,
 // LogValue and MarshalJSON methods print "[redacted]", so neither fmt, slog
-// nor encoding/json can put it into a log. Read the fields directly.
+// nor encoding/json can put it into a log. Read the fields directly. One
+// exception: fmt cannot call the methods of an unexported struct field, so
+// formatting a struct that holds a Secret in one (pgSession.secret) prints
+// the fields; never format such a struct.
 type Secret struct{ User, Password, Token string }
 
 // String returns "[redacted]".
