@@ -176,6 +176,12 @@ func readKey(path string) (crypto.Signer, error) {
 		if !strings.HasSuffix(blk.Type, "PRIVATE KEY") {
 			continue
 		}
+		// Legacy PEM encryption (openssl ec/genrsa -aes256) keeps the
+		// block's type and marks it only in a header; parsed as a key,
+		// its ciphertext fails with an ASN.1 error that does not say why.
+		if strings.Contains(blk.Headers["Proc-Type"], "ENCRYPTED") {
+			return nil, fmt.Errorf("trust: key file %s: %s is encrypted (Proc-Type %s); want an unencrypted PKCS #8, PKCS #1 or EC key", path, blk.Type, blk.Headers["Proc-Type"])
+		}
 		var key any
 		switch blk.Type {
 		case "PRIVATE KEY":

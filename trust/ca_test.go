@@ -1,8 +1,10 @@
 package trust
 
 import (
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -205,6 +207,33 @@ func TestLoadCA(t *testing.T) {
 				if len(line) > 16 && !strings.HasPrefix(line, "-----") && strings.Contains(err.Error(), line) {
 					t.Errorf("error %q repeats key material", err)
 				}
+			}
+		})
+	}
+}
+
+// TestLoadCAEncryptedKey: a key file that openssl encrypted in the legacy
+// PEM way (openssl ec/genrsa -aes256: Proc-Type 4,ENCRYPTED and DEK-Info
+// headers over the block's usual type) is refused with an error that says
+// so, not with the ASN.1 parser's complaint about its ciphertext.
+func TestLoadCAEncryptedKey(t *testing.T) {
+	ca := testutil.NewCA(t, "ours")
+	caFile, certFile, _ := ca.WriteFilesURI(t, "node", NodeURI(testCluster, "node"))
+	ciphertext := make([]byte, 128)
+	_, _ = rand.Read(ciphertext)
+	for _, typ := range []string{"EC PRIVATE KEY", "RSA PRIVATE KEY", "PRIVATE KEY"} {
+		t.Run(typ, func(t *testing.T) {
+			keyFile := filepath.Join(t.TempDir(), "node.key")
+			b := pem.EncodeToMemory(&pem.Block{Type: typ, Headers: map[string]string{
+				"Proc-Type": "4,ENCRYPTED",
+				"DEK-Info":  "AES-256-CBC,00112233445566778899AABBCCDDEEFF",
+			}, Bytes: ciphertext})
+			if err := os.WriteFile(keyFile, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadCA(caFile, certFile, keyFile, testCluster)
+			if err == nil || !strings.Contains(err.Error(), keyFile) || !strings.Contains(err.Error(), "encrypted") {
+				t.Fatalf("got %v, want an error naming %s and saying the key is encrypted", err, keyFile)
 			}
 		})
 	}

@@ -251,3 +251,40 @@ func TestClientConfigsBounded(t *testing.T) {
 		t.Errorf("%d configs kept, want at most %d", n, maxClientConfigs)
 	}
 }
+
+// TestResumeOutlivesCertificateDates: an Identity's certificate dates are
+// not what peers trust, but crypto/tls refuses to resume a session whose
+// peer certificate has expired (on both sides). A node that has run
+// longer than its certificate's validity, or whose clock jumped forward
+// (a host without a battery-backed clock that made its identity before
+// NTP set the time), must still resume rather than pay for a full
+// handshake on every dial.
+func TestResumeOutlivesCertificateDates(t *testing.T) {
+	srvID, cliID := newIdentity(t, "server"), newIdentity(t, "client")
+	for _, tc := range []struct {
+		name  string
+		later time.Duration
+	}{
+		{"now", 0},
+		{"after 400 days", 400 * 24 * time.Hour},
+		{"after 30 years", 30 * 365 * 24 * time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := func() time.Time { return time.Now().Add(tc.later) }
+			server := ServerConfig(srvID, func(fp string) bool { return fp == cliID.Fingerprint() })
+			server.Time = clock
+			s := newResumeServer(t, server)
+			conf := cliID.ClientConfigs().Get(srvID.Fingerprint()).Clone()
+			conf.Time = clock
+			for i, wantResumed := range []bool{false, true} {
+				st, err := s.dial(t, conf)
+				if err != nil {
+					t.Fatalf("dial %d: %v", i+1, err)
+				}
+				if st.DidResume != wantResumed {
+					t.Errorf("dial %d: DidResume %v, want %v", i+1, st.DidResume, wantResumed)
+				}
+			}
+		})
+	}
+}

@@ -49,14 +49,19 @@ type Identity struct {
 	fingerprint string
 }
 
-// Certificate validity: a year is far longer than any process runs, and the
-// back-dating absorbs clock skew between hosts. Peers do not check the
-// dates anyway (the pinned key is what they trust), but other TLS tools
-// that inspect the certificate see sane values.
-const (
-	certValidity = 365 * 24 * time.Hour
-	certBackdate = time.Hour
-)
+// Certificate validity. Peers do not check the dates of a full handshake
+// (the pinned key is what they trust), but crypto/tls does refuse to
+// resume a session whose peer certificate has expired, on both sides. So
+// the certificate never expires: NotAfter is 99991231235959Z, the value
+// RFC 5280 (section 4.1.2.5) gives a certificate with no expiry. A
+// shorter validity stopped resumption, silently, on a node that ran
+// longer than it or whose clock jumped forward after NewIdentity (a host
+// without a battery-backed clock, before NTP). The back-dating absorbs
+// clock skew between hosts for other TLS tools that inspect the
+// certificate.
+var certNotAfter = time.Date(9999, time.December, 31, 23, 59, 59, 0, time.UTC)
+
+const certBackdate = time.Hour
 
 // NewIdentity makes a fresh ECDSA P-256 key pair and a self-signed
 // certificate for it with CommonName name. The private key never leaves
@@ -75,7 +80,7 @@ func NewIdentity(name string) (*Identity, error) {
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             now.Add(-certBackdate),
-		NotAfter:              now.Add(certValidity),
+		NotAfter:              certNotAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,

@@ -173,7 +173,7 @@ func TestFingerprint(t *testing.T) {
 		t.Errorf("fingerprint of the certificate: got %q, want %q", got, a.Fingerprint())
 	}
 	if now := time.Now(); !leaf.NotBefore.Before(now.Add(-30*time.Minute)) || !leaf.NotAfter.After(now.Add(300*24*time.Hour)) {
-		t.Errorf("validity %v – %v: want back-dated and about a year long", leaf.NotBefore, leaf.NotAfter)
+		t.Errorf("validity %v – %v: want back-dated and no earlier end than a year from now", leaf.NotBefore, leaf.NotAfter)
 	}
 }
 
