@@ -212,6 +212,21 @@ func TestHTTPClose(t *testing.T) {
 	}
 }
 
+// rewriter returns the request rewriter (bearer "tok") over a net.Pipe
+// whose client side writes in and then ends; both are closed in Cleanup.
+func rewriter(t *testing.T, in string) net.Conn {
+	t.Helper()
+	client, app := net.Pipe()
+	t.Cleanup(func() { app.Close() })
+	c := newHTTPConn(client, "Bearer tok")
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		_, _ = io.WriteString(app, in)
+		app.Close()
+	}()
+	return c
+}
+
 func TestHTTPBadRequests(t *testing.T) {
 	tests := []struct {
 		name, in string
@@ -224,17 +239,10 @@ func TestHTTPBadRequests(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			client, app := net.Pipe()
-			t.Cleanup(func() { app.Close() })
-			c := newHTTPConn(client, "Bearer tok")
-			t.Cleanup(func() { c.Close() })
+			c := rewriter(t, tc.in)
 			if _, ok := c.(closeReader); ok {
 				t.Error("wrapper has CloseRead although net.Pipe does not")
 			}
-			go func() {
-				_, _ = io.WriteString(app, tc.in)
-				app.Close()
-			}()
 			_, err := io.Copy(io.Discard, c)
 			if err == nil {
 				t.Fatal("rewritten stream ended cleanly, want an error")
@@ -323,15 +331,8 @@ func TestHTTPTraceNoCredential(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			client, app := net.Pipe()
-			t.Cleanup(func() { app.Close() })
-			c := newHTTPConn(client, "Bearer tok")
-			t.Cleanup(func() { c.Close() })
 			// A GET after it: the credential is withheld from the TRACE only.
-			go func() {
-				_, _ = io.WriteString(app, tc.request+"GET /after HTTP/1.1\r\nHost: svc\r\n\r\n")
-				app.Close()
-			}()
+			c := rewriter(t, tc.request+"GET /after HTTP/1.1\r\nHost: svc\r\n\r\n")
 			out, err := io.ReadAll(c)
 			if err != nil {
 				t.Fatalf("rewritten stream: %v", err)
