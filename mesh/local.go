@@ -50,8 +50,12 @@ func (n *Node) view() localView {
 }
 
 // check is the health check of an announced service: TCP unless set.
-func (v localView) check(name svcname.Name) health.Check {
-	if c, ok := v.checks[name.Lower().String()]; ok {
+func (v localView) check(name svcname.Name) health.Check { return checkOf(v.checks, name) }
+
+// checkOf is the check that checks (by lower-case name) gives service
+// name: TCP unless set, so no entry and an explicit tcp are the same check.
+func checkOf(checks map[string]health.Check, name svcname.Name) health.Check {
+	if c, ok := checks[name.Lower().String()]; ok {
 		return c
 	}
 	return health.Check{Kind: health.KindTCP}
@@ -170,12 +174,16 @@ func (n *Node) Reload(cfg Config) error {
 	announces := mergeAnnounces(n.announces, n.fileAnnounces, cfg.Announce)
 	n.fileAnnounces = slices.Clone(cfg.Announce)
 	// Keep a check result only where the service, its target and its
-	// check stay the same.
+	// check stay the same. The checks compare as run (no entry is TCP):
+	// the checker keeps a target whose check is the same and reports no
+	// new result for it, so a result dropped here would hold the service
+	// back until its state next flipped.
+	checks := byName(cfg.Checks)
 	kept := map[string]bool{}
 	for _, a := range announces {
 		name := a.Name.Lower().String()
 		i := indexByName(n.announces, a.Name)
-		if h, ok := n.healthy[name]; ok && i >= 0 && n.announces[i].Target() == a.Target() && n.checks[name] == cfg.Checks[a.Name.Lower()] {
+		if h, ok := n.healthy[name]; ok && i >= 0 && n.announces[i].Target() == a.Target() && checkOf(n.checks, a.Name) == checkOf(checks, a.Name) {
 			kept[name] = h
 		}
 	}
@@ -183,7 +191,7 @@ func (n *Node) Reload(cfg Config) error {
 	n.announces = announces
 	n.forwards = slices.Clone(cfg.Forward)
 	n.balance = byName(cfg.Balance)
-	n.checks = byName(cfg.Checks)
+	n.checks = checks
 	n.mu.Unlock()
 	n.log.Info("reloaded", "announce", len(announces), "forward", len(cfg.Forward))
 	n.publish()
