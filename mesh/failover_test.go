@@ -74,3 +74,33 @@ func TestReloadKeepsHealthOfSameCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestDataPortRefusesFailingService: a service withdrawn because its check
+// fails is refused on the data port, as a drained one is, so that a peer
+// whose catalog is a gossip round behind moves on to another instance
+// instead of being handed to the failing one.
+func TestDataPortRefusesFailingService(t *testing.T) {
+	echo := Announce{Name: "echo", Port: 9, Host: "127.0.0.1", TargetPort: 12345}
+	for _, tc := range []struct {
+		name    string
+		checks  map[string]health.Check
+		healthy map[string]bool
+		wantOK  bool
+	}{
+		{"passing", nil, map[string]bool{"echo": true}, true},
+		{"failing", nil, map[string]bool{"echo": false}, false},
+		{"waiting for its first check", nil, map[string]bool{}, false},
+		{"unchecked", map[string]health.Check{"echo": {Kind: health.KindNone}}, map[string]bool{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := &Node{announces: []Announce{echo}, checks: tc.checks, healthy: tc.healthy}
+			targets, ok := n.lookupLocal("echo")
+			if ok != tc.wantOK {
+				t.Fatalf("lookupLocal(echo): got ok %v (targets %q), want ok %v", ok, targets, tc.wantOK)
+			}
+			if ok && (len(targets) != 1 || targets[0] != echo.Target()) {
+				t.Fatalf("lookupLocal(echo): got %q, want [%q]", targets, echo.Target())
+			}
+		})
+	}
+}

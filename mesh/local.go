@@ -65,11 +65,15 @@ func checkOf(checks map[string]health.Check, name svcname.Name) health.Check {
 // is off, or its last check passed. A service not checked yet is held back
 // for the first check (immediate at start) so peers never learn of a
 // service that was down all along.
-func (v localView) passing(name svcname.Name) bool {
-	if v.check(name).Kind == health.KindNone {
+func (v localView) passing(name svcname.Name) bool { return passing(v.checks, v.healthy, name) }
+
+// passing is localView.passing over the maps it reads, for callers that
+// hold n.mu and need no copy.
+func passing(checks map[string]health.Check, healthy map[string]bool, name svcname.Name) bool {
+	if checkOf(checks, name).Kind == health.KindNone {
 		return true
 	}
-	return v.healthy[name.Lower().String()]
+	return healthy[name.Lower().String()]
 }
 
 // localService is one service this node offers to the cluster: an
@@ -352,13 +356,20 @@ func (n *Node) publish() {
 
 // lookupLocal tells the data port which targets serve a service that this
 // node offers, in the order to try them. Only announced and upstream
-// services are reachable: no open relay.
+// services are reachable: no open relay. An announced service that is not
+// passing its check (failing, or waiting for its first check) is refused
+// like a withdrawn one: it is not offered, and a peer that has not heard
+// so yet then tries another instance at once.
 func (n *Node) lookupLocal(name svcname.Name) ([]string, bool) {
 	service := name.Lower().String()
 	n.mu.Lock()
 	for _, a := range n.announces {
 		if strings.EqualFold(a.Name.String(), service) {
+			ok := passing(n.checks, n.healthy, a.Name)
 			n.mu.Unlock()
+			if !ok {
+				return nil, false
+			}
 			return []string{a.Target()}, true
 		}
 	}
