@@ -1,6 +1,8 @@
 package mesh
 
 import (
+	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -103,4 +105,70 @@ func TestDataPortRefusesFailingService(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOwnPortServiceFailingKeepsItsPort: a service announced on its own
+// port (--announce echo:P=P: the service listens on 127.0.0.1:P itself)
+// whose check fails must not have the node open a forwarder on that port.
+// A forwarder there would answer the service's own health check (its
+// target is that address), so the dead service would pass and be offered
+// again, and the service could not bind its port when it restarts.
+func TestOwnPortServiceFailingKeepsItsPort(t *testing.T) {
+	port := freePort(t)
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveEcho(ln)
+	a := startTestNode(t, "a", func(c *Config) {
+		c.CheckInterval, c.CheckTimeout = 100*time.Millisecond, 50*time.Millisecond
+		c.Announce = []Announce{{Name: "echo", Port: port, Host: "127.0.0.1", TargetPort: port}}
+	})
+	// b offers echo too, so a has an instance to forward to; b listens
+	// for it elsewhere, so that 127.0.0.1:port is a's business only.
+	other := echoServer(t)
+	startTestNode(t, "b", func(c *Config) {
+		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+		c.Announce = []Announce{{Name: "echo", Port: port, Host: "127.0.0.1", TargetPort: other}}
+		c.Forward = []Forward{{Name: "echo", Listen: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))}}
+	})
+	waitFor(t, 10*time.Second, "a to see b's echo", func() bool {
+		for _, sv := range a.ServicesView().Services {
+			if sv.Name == "echo" && len(sv.Nodes) == 2 {
+				return true
+			}
+		}
+		return false
+	})
+	if st := ownHealth(a, "echo"); st != "passing" {
+		t.Fatalf("a's own echo before the stop: got %q, want %q", st, "passing")
+	}
+
+	ln.Close()
+	waitFor(t, 10*time.Second, "a's echo check to fail", func() bool {
+		_, f := checkerCounts(t, a, "echo")
+		return f > 0
+	})
+	p0, f0 := checkerCounts(t, a, "echo")
+	listenAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	waitFor(t, 10*time.Second, "three more checks of a's stopped echo", func() bool {
+		for _, ls := range a.proxy.Status() {
+			if ls.Listen == listenAddr {
+				t.Fatalf("a forwards on %s, the port of its own stopped service (listener %s)", listenAddr, ls.State)
+			}
+		}
+		p, f := checkerCounts(t, a, "echo")
+		if p > p0 {
+			t.Fatalf("a's check of its stopped echo passed (%d passes, was %d): it reached something else on %s", p, p0, listenAddr)
+		}
+		return f >= f0+3
+	})
+	// The service restarts: its port is free for it.
+	ln2, err := net.Listen("tcp", listenAddr)
+	if err != nil {
+		t.Fatalf("echo restarting on %s: %v", listenAddr, err)
+	}
+	serveEcho(ln2)
+	t.Cleanup(func() { ln2.Close() })
+	waitFor(t, 10*time.Second, "a's echo passing again", func() bool { return ownHealth(a, "echo") == "passing" })
 }
