@@ -172,3 +172,47 @@ func TestOwnPortServiceFailingKeepsItsPort(t *testing.T) {
 	t.Cleanup(func() { ln2.Close() })
 	waitFor(t, 10*time.Second, "a's echo passing again", func() bool { return ownHealth(a, "echo") == "passing" })
 }
+
+// TestWithdrawAnnounceRaceKeepsHealth: a drain and an announce of the same
+// service and target that run at once (two control-socket calls) can both
+// change the node's state before either publishes. Both publishes then see
+// the service announced with the target it had, so the checker keeps the
+// target and reports nothing new; the node must still offer the passing
+// service rather than wait for a result the checker will not send again.
+// The test holds pubMu to make that interleaving happen every time.
+func TestWithdrawAnnounceRaceKeepsHealth(t *testing.T) {
+	echo := echoServer(t)
+	ann := Announce{Name: "echo", Port: 9, Host: "127.0.0.1", TargetPort: echo}
+	a := startTestNode(t, "a", func(c *Config) {
+		c.CheckInterval, c.CheckTimeout = 100*time.Millisecond, 50*time.Millisecond
+		c.Announce = []Announce{ann}
+	})
+	waitFor(t, 10*time.Second, "echo passing on a", func() bool { return ownHealth(a, "echo") == "passing" })
+
+	announced := func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return indexByName(a.announces, "echo") >= 0
+	}
+	errs := make(chan error, 2)
+	a.pubMu.Lock()
+	go func() { errs <- a.Withdraw("echo") }()
+	waitFor(t, 10*time.Second, "the withdrawal to change a's state", func() bool { return !announced() })
+	go func() { errs <- a.Announce(ann) }()
+	waitFor(t, 10*time.Second, "the announcement to change a's state", announced)
+	a.pubMu.Unlock()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	p0, _ := checkerCounts(t, a, "echo")
+	waitFor(t, 10*time.Second, "three more passing checks", func() bool {
+		p, _ := checkerCounts(t, a, "echo")
+		return p >= p0+3
+	})
+	if got := ownHealth(a, "echo"); got != "passing" {
+		t.Fatalf("a's echo after a drain and an announce at once and three passing checks: got %q, want %q", got, "passing")
+	}
+}

@@ -308,7 +308,17 @@ func (n *Node) rotateKeys(keys []string) (bool, error) {
 	return true, nil
 }
 
-// syncChecks makes the health checker follow the announcements.
+// syncChecks makes the health checker follow the announcements, and takes
+// from it the result of a target it kept while this node had dropped that
+// result.
+//
+// The checker reports a target's first result and then only flips, and
+// Set keeps a target whose address and check did not change. So a result
+// dropped while the target stays (a withdraw and an announce of the same
+// service and target that ran at once, both publishing after both
+// changed the state) would never be reported again, and the service would
+// be held back as pending for good. The checker knows that result: it is
+// the one for the target announced now.
 func (n *Node) syncChecks() {
 	v := n.view()
 	var ts []health.Target
@@ -318,6 +328,20 @@ func (n *Node) syncChecks() {
 		}
 	}
 	n.checker.Set(ts)
+	st := n.checker.Status()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, r := range st {
+		name := r.Name.String()
+		if _, have := n.healthy[name]; have || !r.Known {
+			continue
+		}
+		// Only for the target announced now: one that changed since the
+		// view above gets its own first result.
+		if i := indexByName(n.announces, r.Name); i >= 0 && n.announces[i].Target() == r.Addr && checkOf(n.checks, r.Name).String() == r.Check {
+			n.healthy[name] = r.Healthy
+		}
+	}
 }
 
 // onHealth is the checker's callback: a service's check flipped (or gave
