@@ -50,8 +50,12 @@ func (n *Node) view() localView {
 }
 
 // check is the health check of an announced service: TCP unless set.
-func (v localView) check(name svcname.Name) health.Check {
-	if c, ok := v.checks[name.Lower().String()]; ok {
+func (v localView) check(name svcname.Name) health.Check { return checkOf(v.checks, name) }
+
+// checkOf is the check that checks (by lower-case name) gives service
+// name: TCP unless set, so no entry and an explicit tcp are the same check.
+func checkOf(checks map[string]health.Check, name svcname.Name) health.Check {
+	if c, ok := checks[name.Lower().String()]; ok {
 		return c
 	}
 	return health.Check{Kind: health.KindTCP}
@@ -61,11 +65,15 @@ func (v localView) check(name svcname.Name) health.Check {
 // is off, or its last check passed. A service not checked yet is held back
 // for the first check (immediate at start) so peers never learn of a
 // service that was down all along.
-func (v localView) passing(name svcname.Name) bool {
-	if v.check(name).Kind == health.KindNone {
+func (v localView) passing(name svcname.Name) bool { return passing(v.checks, v.healthy, name) }
+
+// passing is localView.passing over the maps it reads, for callers that
+// hold n.mu and need no copy.
+func passing(checks map[string]health.Check, healthy map[string]bool, name svcname.Name) bool {
+	if checkOf(checks, name).Kind == health.KindNone {
 		return true
 	}
-	return v.healthy[name.Lower().String()]
+	return healthy[name.Lower().String()]
 }
 
 // localService is one service this node offers to the cluster: an
@@ -170,12 +178,16 @@ func (n *Node) Reload(cfg Config) error {
 	announces := mergeAnnounces(n.announces, n.fileAnnounces, cfg.Announce)
 	n.fileAnnounces = slices.Clone(cfg.Announce)
 	// Keep a check result only where the service, its target and its
-	// check stay the same.
+	// check stay the same. The checks compare as run (no entry is TCP):
+	// the checker keeps a target whose check is the same and reports no
+	// new result for it, so a result dropped here would hold the service
+	// back until its state next flipped.
+	checks := byName(cfg.Checks)
 	kept := map[string]bool{}
 	for _, a := range announces {
 		name := a.Name.Lower().String()
 		i := indexByName(n.announces, a.Name)
-		if h, ok := n.healthy[name]; ok && i >= 0 && n.announces[i].Target() == a.Target() && n.checks[name] == cfg.Checks[a.Name.Lower()] {
+		if h, ok := n.healthy[name]; ok && i >= 0 && n.announces[i].Target() == a.Target() && checkOf(n.checks, a.Name) == checkOf(checks, a.Name) {
 			kept[name] = h
 		}
 	}
@@ -183,7 +195,7 @@ func (n *Node) Reload(cfg Config) error {
 	n.announces = announces
 	n.forwards = slices.Clone(cfg.Forward)
 	n.balance = byName(cfg.Balance)
-	n.checks = byName(cfg.Checks)
+	n.checks = checks
 	n.mu.Unlock()
 	n.log.Info("reloaded", "announce", len(announces), "forward", len(cfg.Forward))
 	n.publish()
@@ -296,7 +308,17 @@ func (n *Node) rotateKeys(keys []string) (bool, error) {
 	return true, nil
 }
 
-// syncChecks makes the health checker follow the announcements.
+// syncChecks makes the health checker follow the announcements, and takes
+// from it the result of a target it kept while this node had dropped that
+// result.
+//
+// The checker reports a target's first result and then only flips, and
+// Set keeps a target whose address and check did not change. So a result
+// dropped while the target stays (a withdraw and an announce of the same
+// service and target that ran at once, both publishing after both
+// changed the state) would never be reported again, and the service would
+// be held back as pending for good. The checker knows that result: it is
+// the one for the target announced now.
 func (n *Node) syncChecks() {
 	v := n.view()
 	var ts []health.Target
@@ -306,6 +328,20 @@ func (n *Node) syncChecks() {
 		}
 	}
 	n.checker.Set(ts)
+	st := n.checker.Status()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, r := range st {
+		name := r.Name.String()
+		if _, have := n.healthy[name]; have || !r.Known {
+			continue
+		}
+		// Only for the target announced now: one that changed since the
+		// view above gets its own first result.
+		if i := indexByName(n.announces, r.Name); i >= 0 && n.announces[i].Target() == r.Addr && checkOf(n.checks, r.Name).String() == r.Check {
+			n.healthy[name] = r.Healthy
+		}
+	}
 }
 
 // onHealth is the checker's callback: a service's check flipped (or gave
@@ -344,13 +380,20 @@ func (n *Node) publish() {
 
 // lookupLocal tells the data port which targets serve a service that this
 // node offers, in the order to try them. Only announced and upstream
-// services are reachable: no open relay.
+// services are reachable: no open relay. An announced service that is not
+// passing its check (failing, or waiting for its first check) is refused
+// like a withdrawn one: it is not offered, and a peer that has not heard
+// so yet then tries another instance at once.
 func (n *Node) lookupLocal(name svcname.Name) ([]string, bool) {
 	service := name.Lower().String()
 	n.mu.Lock()
 	for _, a := range n.announces {
 		if strings.EqualFold(a.Name.String(), service) {
+			ok := passing(n.checks, n.healthy, a.Name)
 			n.mu.Unlock()
+			if !ok {
+				return nil, false
+			}
 			return []string{a.Target()}, true
 		}
 	}

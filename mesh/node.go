@@ -295,7 +295,12 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return err
 	}
 
+	// Under pubMu, as in publish: the control API is up, and an announce
+	// that published between this view and the checker's Set would
+	// otherwise be overwritten by the older view, its service unchecked.
+	n.pubMu.Lock()
 	n.syncChecks()
+	n.pubMu.Unlock()
 	if err := n.checker.Start(loopCtx); err != nil {
 		return fmt.Errorf("mesh: health checks: %w", err)
 	}
@@ -306,7 +311,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 
 	if n.disc != nil {
+		n.pubMu.Lock()
 		n.disc.SetServices(announceServices(n.view().services(n.name)))
+		n.pubMu.Unlock()
 		if err := n.disc.Start(ctx); err != nil {
 			return fmt.Errorf("mesh: mdns: %w", err)
 		}

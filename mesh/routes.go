@@ -24,9 +24,14 @@ import (
 // that order is what the "first" balance policy follows, the others spread
 // connections over all of them.
 // A service whose only local instance already sits on the listen address is
-// skipped: the service itself owns that port.
-func routes(self string, catalog []gossip.Entry, local []localService, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) []forward.Route {
-	rs, _ := plan(self, catalog, local, forwards, balance, logins)
+// skipped: the service itself owns that port. own lists this node's
+// announcements whatever their checks say: one whose target is the listen
+// address keeps it while it fails, or is waiting for its first check.
+// Otherwise a forwarder would take the port of a service that went down,
+// answer that service's own health check (its target is that address), so
+// that it passes and is offered again, and leave it no port to restart on.
+func routes(self string, catalog []gossip.Entry, local []localService, own []Announce, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) []forward.Route {
+	rs, _ := plan(self, catalog, local, own, forwards, balance, logins)
 	return rs
 }
 
@@ -42,7 +47,7 @@ func routes(self string, catalog []gossip.Entry, local []localService, forwards 
 // loopbackFor(name), and 127.0.0.1:PORT stays unbound: which of them would
 // it mean? A client connecting to localhost:5432 is refused rather than
 // silently reaching the wrong database; it reaches pg-a:5432 by name.
-func plan(self string, catalog []gossip.Entry, local []localService, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) ([]forward.Route, []named) {
+func plan(self string, catalog []gossip.Entry, local []localService, own []Announce, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) ([]forward.Route, []named) {
 	type svc struct {
 		port     int
 		backends []forward.Backend
@@ -117,7 +122,7 @@ func plan(self string, catalog []gossip.Entry, local []localService, forwards []
 		if a, ok := reachAt(w.addr); ok {
 			hosts = append(hosts, named{Name: w.name, At: a})
 		}
-		if ownsListenAddr(w.addr, local, w.name) {
+		if ownsListenAddr(w.addr, local, own, w.name) {
 			continue
 		}
 		out = append(out, forward.Route{Service: w.name, Listen: w.addr, Backends: s.backends, Balance: balance[w.name], Handshake: logins[w.name]})
@@ -169,21 +174,34 @@ func loopbackFor(name string, used map[netip.Addr]bool) netip.Addr {
 }
 
 // ownsListenAddr reports whether a local instance of the service listens on
-// addr itself, in which case a forwarder there would only collide with it.
-func ownsListenAddr(addr string, local []localService, name string) bool {
+// addr itself, in which case a forwarder there would only collide with it:
+// one that is offered now (local), or one this node announces (own), even
+// while its check fails.
+func ownsListenAddr(addr string, local []localService, own []Announce, name string) bool {
 	for _, l := range local {
 		if l.Name.String() != name {
 			continue
 		}
 		for _, b := range l.Backends {
-			host, port, _ := net.SplitHostPort(b.Addr)
-			if host == "localhost" {
-				host = "127.0.0.1"
-			}
-			if net.JoinHostPort(host, port) == addr {
+			if sameHostPort(b.Addr, addr) {
 				return true
 			}
 		}
 	}
+	for _, a := range own {
+		if a.Name.Lower().String() == name && sameHostPort(a.Target(), addr) {
+			return true
+		}
+	}
 	return false
+}
+
+// sameHostPort reports whether target (host:port, host "localhost" being
+// 127.0.0.1) is addr.
+func sameHostPort(target, addr string) bool {
+	host, port, _ := net.SplitHostPort(target)
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port) == addr
 }

@@ -21,6 +21,7 @@ func TestRoutes(t *testing.T) {
 	tests := []struct {
 		name     string
 		local    []localService
+		own      []Announce
 		forwards []Forward
 		catalog  []gossip.Entry
 		balance  map[string]string
@@ -54,6 +55,20 @@ func TestRoutes(t *testing.T) {
 				{Service: "redis", Listen: "127.0.0.1:6379", Backends: remoteRedis},
 				{Service: "web", Listen: "127.0.0.1:80", Backends: []forward.Backend{{Node: "a", Addr: "10.0.0.1:7947", Service: "web"}}},
 			},
+		},
+		{
+			// Its check fails (it is in own, not in local): the port is
+			// still the service's, or a forwarder would answer its check.
+			name:    "own instance that fails its check keeps its port",
+			catalog: []gossip.Entry{{Node: "a", Addr: "10.0.0.1", DataPort: 7947, Services: []gossip.Service{{Name: "pg", Port: 5432}}}},
+			own:     []Announce{{Name: "pg", Port: 5432, Host: "localhost", TargetPort: 5432}},
+			want:    nil,
+		},
+		{
+			name:    "own instance on another port that fails its check leaves the peers",
+			catalog: []gossip.Entry{{Node: "a", Addr: "10.0.0.1", DataPort: 7947, Services: []gossip.Service{{Name: "pg", Port: 5432}}}},
+			own:     []Announce{{Name: "pg", Port: 5432, Host: "127.0.0.1", TargetPort: 15432}},
+			want:    []forward.Route{{Service: "pg", Listen: "127.0.0.1:5432", Backends: []forward.Backend{{Node: "a", Addr: "10.0.0.1:7947", Service: "pg"}}}},
 		},
 		{
 			name:    "own instance on another port is forwarded to directly",
@@ -90,7 +105,7 @@ func TestRoutes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := routes("self", tc.catalog, tc.local, tc.forwards, tc.balance, nil)
+			got := routes("self", tc.catalog, tc.local, tc.own, tc.forwards, tc.balance, nil)
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v\nwant %+v", got, tc.want)
 			}

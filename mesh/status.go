@@ -157,7 +157,7 @@ func (n *Node) ServicesView() Services {
 	}
 	out := Services{Node: n.name, Services: []ServiceView{}}
 	for _, sv := range byName {
-		if sv.State == "none" && sv.Local != "" && n.forwarded(sv.Name) && ownsListenAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(sv.Port)), v.services(n.name), sv.Name) {
+		if sv.State == "none" && sv.Local != "" && n.forwarded(sv.Name) && ownsListenAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(sv.Port)), v.services(n.name), v.announces, sv.Name) {
 			sv.State = "local"
 		}
 		sort.Strings(sv.Nodes)
