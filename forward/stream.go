@@ -188,15 +188,17 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 		} else {
 			var bp *[]byte
 			bp, n, rerr = readChunk(src, rr)
+			bulk = wc != nil && n == copyBufSize // a full buffer: more is waiting
 			if n > 0 {
-				_, werr = w.Write((*bp)[:n])
+				// What the write took, not what was read: a write cut by a
+				// reset counts only the bytes that went out.
+				n, werr = w.Write((*bp)[:n])
 			}
 			if bp != nil && rr == nil {
 				wrappedBufPool.Put(bp)
 			} else if bp != nil {
 				bufPool.Put(bp)
 			}
-			bulk = wc != nil && n == copyBufSize // a full buffer: more is waiting
 		}
 		if n > 0 {
 			total += int64(n)

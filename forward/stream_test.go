@@ -2,7 +2,9 @@ package forward
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -331,4 +333,55 @@ func TestSpliceBulkOnly(t *testing.T) {
 		cs := h.p.Connections()
 		return len(cs) == 1 && cs[0].BytesIn == size && pipes.out.Load() == 0
 	})
+}
+
+// failingWriter is a Route.Handshake wrapper whose Write hands the
+// first k bytes of its first call to the conn and then fails, as a write
+// does when the peer resets partway through it.
+type failingWriter struct {
+	net.Conn
+	k int
+}
+
+func (f *failingWriter) Write(b []byte) (int, error) {
+	n, err := f.Conn.Write(b[:min(f.k, len(b))])
+	if err == nil {
+		err = syscall.ECONNRESET
+	}
+	return n, err
+}
+
+// TestCopyCountsOnlyWrittenBytes checks that a write that fails partway
+// counts only the bytes it wrote: BytesIn and the connection's bytes_in
+// say what reached the other side, not what was read.
+func TestCopyCountsOnlyWrittenBytes(t *testing.T) {
+	const msg = "hello, backend"
+	for _, k := range []int{0, 5} {
+		t.Run(fmt.Sprintf("%d of %d written", k, len(msg)), func(t *testing.T) {
+			got := make(chan string, 1)
+			backend := startBackend(t, func(c *net.TCPConn) {
+				b, _ := io.ReadAll(c)
+				got <- string(b)
+			})
+			p, al := newProxy(t, testConfig(t))
+			p.Update([]Route{{Service: "svc", Listen: "auto:svc", Backends: []Backend{{Addr: backend}},
+				Handshake: func(_ context.Context, client, backend net.Conn) (net.Conn, net.Conn, error) {
+					return client, &failingWriter{Conn: backend, k: k}, nil
+				}}})
+			c := dial(t, al.addr(t, "auto:svc"))
+			if _, err := io.WriteString(c, msg); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadAll(c); !isReset(err) {
+				t.Fatalf("client read: %v, want ECONNRESET", err)
+			}
+			if b := <-got; b != msg[:k] {
+				t.Fatalf("backend got %q, want %q", b, msg[:k])
+			}
+			waitFor(t, "the stream error counted", func() bool { return p.Status()[0].StreamErrors == 1 })
+			if st := p.Status()[0]; st.BytesIn != uint64(k) {
+				t.Errorf("BytesIn: got %d, want %d", st.BytesIn, k)
+			}
+		})
+	}
 }
