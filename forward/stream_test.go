@@ -385,3 +385,43 @@ func TestCopyCountsOnlyWrittenBytes(t *testing.T) {
 		})
 	}
 }
+
+// TestHalfCloseTimeoutStuckWriter checks that HalfCloseTimeout also ends
+// a half-closed connection whose open direction moves nothing because
+// its destination does not read: no direction is left reading then, so
+// no read deadline can see the silence. The client half-closes and never
+// reads; the backend's reply fills every buffer on the way.
+func TestHalfCloseTimeoutStuckWriter(t *testing.T) {
+	const hc = 300 * time.Millisecond
+	reply := make([]byte, 64<<20) // more than every socket buffer on the path holds
+	for _, loop := range []bool{true, false} {
+		for _, topo := range topologyNames {
+			t.Run(fmt.Sprintf("loop=%v/%s", loop, topo), func(t *testing.T) {
+				useLoopMode(t, loop)
+				got := make(chan error, 1)
+				backend := startBackend(t, func(c *net.TCPConn) {
+					_, _ = io.Copy(io.Discard, c)
+					_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+					_, err := c.Write(reply)
+					got <- err
+				})
+				h := buildHops(t, topo, backend, func(c *Config) { c.HalfCloseTimeout = hc })
+				c := dial(t, h.addr)
+				if _, err := c.Write([]byte("request")); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				// A reset reads as EPIPE to a backend that has read our FIN.
+				if err := <-got; !isReset(err) && !errors.Is(err, syscall.EPIPE) {
+					t.Fatalf("backend's reply write: %v; want a reset once HalfCloseTimeout passed", err)
+				}
+				waitFor(t, "a half-close timeout counted", func() bool {
+					return h.counts(func(s ListenerStatus) uint64 { return s.HalfCloseTimeouts },
+						func(s ServerStats) uint64 { return s.HalfCloseTimeouts }) >= 1
+				})
+			})
+		}
+	}
+}
