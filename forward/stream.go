@@ -49,7 +49,7 @@ type stream struct {
 	end          atomic.Int32 // endReason; the first reason to end the stream wins
 	err          error        // the error behind endStreamError; written once, by the winner of end
 	// ended[0] is closed when the client → backend copy returns, ended[1]
-	// when the other does: the direction that ended first waits for it.
+	// when the other does; watch runs until they are.
 	ended [2]chan struct{}
 }
 
@@ -130,6 +130,11 @@ func proxyCopy(client, backend net.Conn, o copyOpts) (in, out int64, end endReas
 		_ = backend.SetReadDeadline(now.Add(s.idle))
 	}
 	var wg sync.WaitGroup
+	if s.idle > 0 {
+		// While both directions run, both may be waiting to write to peers
+		// that do not read, where no read deadline reaches them.
+		wg.Go(func() { s.watch(s.ended[0], s.ended[1]) })
+	}
 	wg.Go(func() { in = s.copy(backend, client, true) })
 	out = s.copy(client, backend, false)
 	wg.Wait()
@@ -227,7 +232,7 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 			return total
 		case rerr == io.EOF:
 			if s.endDirection(dst, src) {
-				s.awaitOther(s.ended[1-me])
+				s.watch(s.ended[1-me], s.ended[1-me]) // until the other direction ends
 			}
 			return total
 		case errors.Is(rerr, os.ErrDeadlineExceeded):
@@ -337,13 +342,14 @@ func (s *stream) endDirection(dst, src net.Conn) (first bool) {
 	return true
 }
 
-// awaitOther runs in the direction that ended first until the other one,
-// whose copy closes other, returns: it aborts the stream once the timeout
-// that applies now (HalfCloseTimeout, or IdleTimeout when shorter) passes
-// with no byte moved. The read deadline endDirection set wakes the other
-// direction only while it reads; stuck writing to a peer that does not
-// read, it waits in Write, and without this the connection stayed open.
-func (s *stream) awaitOther(other <-chan struct{}) {
+// watch aborts the stream once the timeout that applies (due) passes
+// with no byte moved, until a or b is closed. The read deadlines wake a
+// direction only while it reads; one stuck writing to a peer that does
+// not read waits in Write, where none reaches it. So the direction that
+// ended first watches until the other ends (a half-closed stream has no
+// other reader), and with IdleTimeout a goroutine of proxyCopy watches
+// while both run.
+func (s *stream) watch(a, b <-chan struct{}) {
 	due, _ := s.due()
 	if due.IsZero() {
 		return
@@ -352,7 +358,9 @@ func (s *stream) awaitOther(other <-chan struct{}) {
 	defer t.Stop()
 	for {
 		select {
-		case <-other:
+		case <-a:
+			return
+		case <-b:
 			return
 		case <-t.C:
 		}

@@ -425,3 +425,35 @@ func TestHalfCloseTimeoutStuckWriter(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleTimeoutStuckWriters checks that IdleTimeout ends a connection
+// both of whose directions move nothing because neither peer reads: both
+// directions are then waiting to write, and no read deadline can see the
+// silence.
+func TestIdleTimeoutStuckWriters(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	flood := make([]byte, 64<<20) // more than every socket buffer on the path holds
+	for _, loop := range []bool{true, false} {
+		for _, topo := range topologyNames {
+			t.Run(fmt.Sprintf("loop=%v/%s", loop, topo), func(t *testing.T) {
+				useLoopMode(t, loop)
+				got := make(chan error, 1)
+				backend := startBackend(t, func(c *net.TCPConn) {
+					_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+					_, err := c.Write(flood)
+					got <- err
+				})
+				h := buildHops(t, topo, backend, func(c *Config) { c.IdleTimeout = idle })
+				c := dial(t, h.addr)
+				go func() { _, _ = c.Write(flood) }() // ends when the proxy resets c, or at cleanup
+				if err := <-got; !isReset(err) {
+					t.Fatalf("backend's write: %v; want a reset once IdleTimeout passed", err)
+				}
+				waitFor(t, "an idle timeout counted", func() bool {
+					return h.counts(func(s ListenerStatus) uint64 { return s.IdleTimeouts },
+						func(s ServerStats) uint64 { return s.IdleTimeouts }) >= 1
+				})
+			})
+		}
+	}
+}
