@@ -236,8 +236,13 @@ func (p *Proxy) serveRaw(rs *routeState, cfd int, csa netip.AddrPort, done func(
 	}
 	e.then = func(in, out int64, end endReason, err error) {
 		if cs == nil {
-			// Ended while connecting: a force-close, or the client reset.
+			// Ended while connecting: a force-close, or the client reset,
+			// which the loop counted as a stream error and so is logged as
+			// one; a force-closed dial is not, as on the goroutine path.
 			rs.release(a.bs)
+			if end != endClosed {
+				p.logClosed(r, rs, a, start, in, out, end, err)
+			}
 			closeClient()
 			return
 		}

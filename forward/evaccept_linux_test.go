@@ -2,13 +2,17 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -380,4 +384,68 @@ func TestRawAcceptClosedListener(t *testing.T) {
 	c := dial(t, addrA)
 	defer c.Close()
 	ping(t, c, "a")
+}
+
+// closedLog keeps the Debug "connection closed" records of a logger.
+type closedLog struct {
+	slog.Handler
+	mu   *sync.Mutex
+	errs *[]error // the err attribute of each record; nil when it had none
+}
+
+func newClosedLog(t *testing.T) (*slog.Logger, func() []error) {
+	cl := closedLog{Handler: slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}),
+		mu: new(sync.Mutex), errs: new([]error)}
+	return slog.New(cl), func() []error {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		return slices.Clone(*cl.errs)
+	}
+}
+
+func (c closedLog) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelDebug && r.Message == "connection closed" {
+		var err error
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "err" {
+				err, _ = a.Value.Any().(error)
+			}
+			return true
+		})
+		c.mu.Lock()
+		*c.errs = append(*c.errs, err)
+		c.mu.Unlock()
+	}
+	return c.Handler.Handle(ctx, r)
+}
+
+func (c closedLog) WithAttrs(as []slog.Attr) slog.Handler {
+	c.Handler = c.Handler.WithAttrs(as)
+	return c
+}
+
+// TestLoopDialClientResetLogged checks that a client that resets while
+// the loop still waits for the backend's connect, which the loop counts
+// as a stream error and passes on as a reset, is also logged at Debug
+// with its error, as every other stream error is.
+func TestLoopDialClientResetLogged(t *testing.T) {
+	useLoopMode(t, true)
+	silent, _ := silentBackend(t)
+	cfg := testConfig(t)
+	cfg.DialTimeout, cfg.DialAttempt = 10*time.Second, 0 // the connect stays in the loop
+	log, closed := newClosedLog(t)
+	cfg.Logger = log
+	p, al := newProxy(t, cfg)
+	p.Update([]Route{{Service: "svc", Listen: "auto:svc", Backends: []Backend{{Addr: silent}}}})
+	c := dial(t, al.addr(t, "auto:svc"))
+	waitFor(t, "the connection accepted", func() bool { return p.Status()[0].Accepted == 1 })
+	abortConn(t, c)
+	waitFor(t, "the connection to end", func() bool { return p.Status()[0].Active == 0 })
+	if st := p.Status()[0]; st.StreamErrors != 1 || st.DialErrors != 0 {
+		t.Fatalf("StreamErrors %d, DialErrors %d; want 1, 0", st.StreamErrors, st.DialErrors)
+	}
+	errs := closed()
+	if len(errs) != 1 || !errors.Is(errs[0], syscall.ECONNRESET) {
+		t.Fatalf("logged %d \"connection closed\" records with errors %v; want one, with ECONNRESET", len(errs), errs)
+	}
 }

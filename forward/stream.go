@@ -48,6 +48,9 @@ type stream struct {
 	halfClosedAt atomic.Int64 // UnixNano when one direction ended cleanly; 0 = not yet
 	end          atomic.Int32 // endReason; the first reason to end the stream wins
 	err          error        // the error behind endStreamError; written once, by the winner of end
+	// ended[0] is closed when the client → backend copy returns, ended[1]
+	// when the other does; watch runs until they are.
+	ended [2]chan struct{}
 }
 
 // endReason says how a stream ended.
@@ -118,7 +121,8 @@ type copyOpts struct {
 func proxyCopy(client, backend net.Conn, o copyOpts) (in, out int64, end endReason, err error) {
 	s := &stream{client: client, backend: backend, stats: o.stats, cs: o.cs,
 		rawClient: cmp.Or(o.rawClient, rawConn(client)), rawBackend: cmp.Or(o.rawBackend, rawConn(backend)),
-		idle: o.cfg.IdleTimeout, halfClose: o.cfg.HalfCloseTimeout}
+		idle: o.cfg.IdleTimeout, halfClose: o.cfg.HalfCloseTimeout,
+		ended: [2]chan struct{}{make(chan struct{}), make(chan struct{})}}
 	now := time.Now()
 	s.lastActive.Store(now.UnixNano())
 	if s.idle > 0 {
@@ -126,6 +130,11 @@ func proxyCopy(client, backend net.Conn, o copyOpts) (in, out int64, end endReas
 		_ = backend.SetReadDeadline(now.Add(s.idle))
 	}
 	var wg sync.WaitGroup
+	if s.idle > 0 {
+		// While both directions run, both may be waiting to write to peers
+		// that do not read, where no read deadline reaches them.
+		wg.Go(func() { s.watch(s.ended[0], s.ended[1]) })
+	}
 	wg.Go(func() { in = s.copy(backend, client, true) })
 	out = s.copy(client, backend, false)
 	wg.Wait()
@@ -140,6 +149,11 @@ func proxyCopy(client, backend net.Conn, o copyOpts) (in, out int64, end endReas
 // copy moves bytes from src to dst until src ends or the stream is
 // aborted. up is true for client → backend.
 func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
+	me := 1
+	if up {
+		me = 0
+	}
+	defer close(s.ended[me])
 	var rc, wc syscall.RawConn // both set: plain TCP both sides, splice possible
 	if tc, ok := src.(*net.TCPConn); ok {
 		rc, _ = tc.SyscallConn()
@@ -188,15 +202,17 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 		} else {
 			var bp *[]byte
 			bp, n, rerr = readChunk(src, rr)
+			bulk = wc != nil && n == copyBufSize // a full buffer: more is waiting
 			if n > 0 {
-				_, werr = w.Write((*bp)[:n])
+				// What the write took, not what was read: a write cut by a
+				// reset counts only the bytes that went out.
+				n, werr = w.Write((*bp)[:n])
 			}
 			if bp != nil && rr == nil {
 				wrappedBufPool.Put(bp)
 			} else if bp != nil {
 				bufPool.Put(bp)
 			}
-			bulk = wc != nil && n == copyBufSize // a full buffer: more is waiting
 		}
 		if n > 0 {
 			total += int64(n)
@@ -215,7 +231,9 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 			s.abort(endError, errTruncated)
 			return total
 		case rerr == io.EOF:
-			s.endDirection(dst, src)
+			if s.endDirection(dst, src) {
+				s.watch(s.ended[1-me], s.ended[1-me]) // until the other direction ends
+			}
 			return total
 		case errors.Is(rerr, os.ErrDeadlineExceeded):
 			if reason := s.timedOut(src); reason != endClean {
@@ -301,8 +319,9 @@ func readChunk(src net.Conn, r *rawReader) (bp *[]byte, n int, err error) {
 // endDirection passes a clean end of src on: dst is half-closed for
 // writing (FIN, or close_notify over TLS) and src for reading. A conn
 // without CloseWrite (a seam's) is closed both ways. The other direction
-// goes on, now under HalfCloseTimeout.
-func (s *stream) endDirection(dst, src net.Conn) {
+// goes on, now under HalfCloseTimeout. It reports whether this was the
+// first direction to end.
+func (s *stream) endDirection(dst, src net.Conn) (first bool) {
 	if cw, ok := dst.(closeWriter); ok {
 		_ = cw.CloseWrite()
 	} else {
@@ -313,13 +332,62 @@ func (s *stream) endDirection(dst, src net.Conn) {
 		_ = cr.CloseRead()
 	}
 	now := time.Now()
-	if !s.halfClosedAt.CompareAndSwap(0, now.UnixNano()) || s.halfClose <= 0 {
-		return // the second direction to end, or no half-close limit
+	if !s.halfClosedAt.CompareAndSwap(0, now.UnixNano()) {
+		return false // the second direction to end
 	}
-	if s.idle == 0 || s.halfClose < s.idle {
+	if s.halfClose > 0 && (s.idle == 0 || s.halfClose < s.idle) {
 		// dst is what the other direction reads: wake it when the limit is due.
 		_ = dst.SetReadDeadline(now.Add(s.halfClose))
 	}
+	return true
+}
+
+// watch aborts the stream once the timeout that applies (due) passes
+// with no byte moved, until a or b is closed. The read deadlines wake a
+// direction only while it reads; one stuck writing to a peer that does
+// not read waits in Write, where none reaches it. So the direction that
+// ended first watches until the other ends (a half-closed stream has no
+// other reader), and with IdleTimeout a goroutine of proxyCopy watches
+// while both run.
+func (s *stream) watch(a, b <-chan struct{}) {
+	due, _ := s.due()
+	if due.IsZero() {
+		return
+	}
+	t := time.NewTimer(time.Until(due))
+	defer t.Stop()
+	for {
+		select {
+		case <-a:
+			return
+		case <-b:
+			return
+		case <-t.C:
+		}
+		due, reason := s.due()
+		if d := time.Until(due); d > 0 {
+			t.Reset(d) // bytes moved since: check again then
+			continue
+		}
+		s.abort(reason, nil)
+		return
+	}
+}
+
+// due returns when the stream times out, from its last activity, and
+// why; zero when it cannot. As the loop's econn.due, HalfCloseTimeout
+// replaces IdleTimeout once a direction ended, when it is the shorter.
+func (s *stream) due() (time.Time, endReason) {
+	last := s.lastActive.Load()
+	limit, reason := s.idle, endIdle
+	if hc := s.halfClosedAt.Load(); hc != 0 && s.halfClose > 0 && (s.idle == 0 || s.halfClose < s.idle) {
+		limit, reason = s.halfClose, endHalfClose
+		last = max(last, hc)
+	}
+	if limit <= 0 {
+		return time.Time{}, endClean
+	}
+	return time.Unix(0, last).Add(limit), reason
 }
 
 // timedOut is called when a read of src hit its deadline. It reports the
@@ -328,17 +396,11 @@ func (s *stream) endDirection(dst, src net.Conn) {
 func (s *stream) timedOut(src net.Conn) endReason {
 	for {
 		hc := s.halfClosedAt.Load()
-		last := s.lastActive.Load()
-		limit, reason := s.idle, endIdle
-		if hc != 0 && s.halfClose > 0 && (s.idle == 0 || s.halfClose < s.idle) {
-			limit, reason = s.halfClose, endHalfClose
-			last = max(last, hc)
-		}
-		if limit <= 0 {
+		due, reason := s.due()
+		if due.IsZero() {
 			_ = src.SetReadDeadline(time.Time{})
 			return endClean
 		}
-		due := time.Unix(0, last).Add(limit)
 		if !time.Now().Before(due) {
 			return reason
 		}

@@ -2,7 +2,9 @@ package forward
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -331,4 +333,127 @@ func TestSpliceBulkOnly(t *testing.T) {
 		cs := h.p.Connections()
 		return len(cs) == 1 && cs[0].BytesIn == size && pipes.out.Load() == 0
 	})
+}
+
+// failingWriter is a Route.Handshake wrapper whose Write hands the
+// first k bytes of its first call to the conn and then fails, as a write
+// does when the peer resets partway through it.
+type failingWriter struct {
+	net.Conn
+	k int
+}
+
+func (f *failingWriter) Write(b []byte) (int, error) {
+	n, err := f.Conn.Write(b[:min(f.k, len(b))])
+	if err == nil {
+		err = syscall.ECONNRESET
+	}
+	return n, err
+}
+
+// TestCopyCountsOnlyWrittenBytes checks that a write that fails partway
+// counts only the bytes it wrote: BytesIn and the connection's bytes_in
+// say what reached the other side, not what was read.
+func TestCopyCountsOnlyWrittenBytes(t *testing.T) {
+	const msg = "hello, backend"
+	for _, k := range []int{0, 5} {
+		t.Run(fmt.Sprintf("%d of %d written", k, len(msg)), func(t *testing.T) {
+			got := make(chan string, 1)
+			backend := startBackend(t, func(c *net.TCPConn) {
+				b, _ := io.ReadAll(c)
+				got <- string(b)
+			})
+			p, al := newProxy(t, testConfig(t))
+			p.Update([]Route{{Service: "svc", Listen: "auto:svc", Backends: []Backend{{Addr: backend}},
+				Handshake: func(_ context.Context, client, backend net.Conn) (net.Conn, net.Conn, error) {
+					return client, &failingWriter{Conn: backend, k: k}, nil
+				}}})
+			c := dial(t, al.addr(t, "auto:svc"))
+			if _, err := io.WriteString(c, msg); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadAll(c); !isReset(err) {
+				t.Fatalf("client read: %v, want ECONNRESET", err)
+			}
+			if b := <-got; b != msg[:k] {
+				t.Fatalf("backend got %q, want %q", b, msg[:k])
+			}
+			waitFor(t, "the stream error counted", func() bool { return p.Status()[0].StreamErrors == 1 })
+			if st := p.Status()[0]; st.BytesIn != uint64(k) {
+				t.Errorf("BytesIn: got %d, want %d", st.BytesIn, k)
+			}
+		})
+	}
+}
+
+// TestHalfCloseTimeoutStuckWriter checks that HalfCloseTimeout also ends
+// a half-closed connection whose open direction moves nothing because
+// its destination does not read: no direction is left reading then, so
+// no read deadline can see the silence. The client half-closes and never
+// reads; the backend's reply fills every buffer on the way.
+func TestHalfCloseTimeoutStuckWriter(t *testing.T) {
+	const hc = 300 * time.Millisecond
+	reply := make([]byte, 64<<20) // more than every socket buffer on the path holds
+	for _, loop := range []bool{true, false} {
+		for _, topo := range topologyNames {
+			t.Run(fmt.Sprintf("loop=%v/%s", loop, topo), func(t *testing.T) {
+				useLoopMode(t, loop)
+				got := make(chan error, 1)
+				backend := startBackend(t, func(c *net.TCPConn) {
+					_, _ = io.Copy(io.Discard, c)
+					_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+					_, err := c.Write(reply)
+					got <- err
+				})
+				h := buildHops(t, topo, backend, func(c *Config) { c.HalfCloseTimeout = hc })
+				c := dial(t, h.addr)
+				if _, err := c.Write([]byte("request")); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				// A reset reads as EPIPE to a backend that has read our FIN.
+				if err := <-got; !isReset(err) && !errors.Is(err, syscall.EPIPE) {
+					t.Fatalf("backend's reply write: %v; want a reset once HalfCloseTimeout passed", err)
+				}
+				waitFor(t, "a half-close timeout counted", func() bool {
+					return h.counts(func(s ListenerStatus) uint64 { return s.HalfCloseTimeouts },
+						func(s ServerStats) uint64 { return s.HalfCloseTimeouts }) >= 1
+				})
+			})
+		}
+	}
+}
+
+// TestIdleTimeoutStuckWriters checks that IdleTimeout ends a connection
+// both of whose directions move nothing because neither peer reads: both
+// directions are then waiting to write, and no read deadline can see the
+// silence.
+func TestIdleTimeoutStuckWriters(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	flood := make([]byte, 64<<20) // more than every socket buffer on the path holds
+	for _, loop := range []bool{true, false} {
+		for _, topo := range topologyNames {
+			t.Run(fmt.Sprintf("loop=%v/%s", loop, topo), func(t *testing.T) {
+				useLoopMode(t, loop)
+				got := make(chan error, 1)
+				backend := startBackend(t, func(c *net.TCPConn) {
+					_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+					_, err := c.Write(flood)
+					got <- err
+				})
+				h := buildHops(t, topo, backend, func(c *Config) { c.IdleTimeout = idle })
+				c := dial(t, h.addr)
+				go func() { _, _ = c.Write(flood) }() // ends when the proxy resets c, or at cleanup
+				if err := <-got; !isReset(err) {
+					t.Fatalf("backend's write: %v; want a reset once IdleTimeout passed", err)
+				}
+				waitFor(t, "an idle timeout counted", func() bool {
+					return h.counts(func(s ListenerStatus) uint64 { return s.IdleTimeouts },
+						func(s ServerStats) uint64 { return s.IdleTimeouts }) >= 1
+				})
+			})
+		}
+	}
 }
