@@ -301,7 +301,7 @@ func probeExec(ctx context.Context, addr, command string) error {
 	case <-timer.C: // a descendant outside the group holds the pipe
 	}
 	timer.Stop()
-	if ctxErr := ctx.Err(); ctxErr != nil && !cmd.ProcessState.Exited() {
+	if ctxErr := ctx.Err(); ctxErr != nil && cmd.ProcessState != nil && !cmd.ProcessState.Exited() {
 		err = ctxErr // killed for the timeout: "signal: killed" would hide why
 	}
 	if o := strings.TrimSpace(out.String()); o != "" {
