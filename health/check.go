@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -102,10 +103,18 @@ func (c Check) String() string {
 	return c.Kind
 }
 
-// execWaitDelay bounds how long an exec check waits for its output pipes
-// after the shell exited or was killed, in case a stray descendant that left
-// the process group still holds them.
-const execWaitDelay = 500 * time.Millisecond
+// execOutputWait bounds how long a failed exec check waits for the rest of
+// its output once the shell has exited and its group was killed. EOF
+// normally comes at once; only a descendant that left the group (setsid, a
+// daemon that double-forks) keeps the pipe open, and the check must not wait
+// for it. The wait also ends at ctx's deadline, but lasts at least
+// execOutputMin, so that a check killed for its timeout still reports what
+// its group wrote: a check overruns its timeout by at most that, and only
+// when it failed and such a descendant holds its output.
+const (
+	execOutputWait = 100 * time.Millisecond
+	execOutputMin  = 10 * time.Millisecond
+)
 
 // Probe runs one check of c against addr (host:port), bounded by ctx, and
 // returns nil when the service is healthy. Otherwise the error says what
@@ -115,8 +124,11 @@ const execWaitDelay = 500 * time.Millisecond
 //
 // An exec check runs Command with /bin/sh -c in its own process group, with
 // AMBASSADOR_SERVICE_ADDR=addr added to the environment; when ctx ends the
-// whole group is killed with SIGKILL. Probe blocks until the check is done,
-// is safe for concurrent use and keeps no state between calls.
+// whole group is killed with SIGKILL, as is whatever the shell left in it
+// when it exits. The check ends with the shell: a descendant that left the
+// group and still holds the output does not hold up the check (see
+// execOutputWait). Probe blocks until the check is done, is safe for
+// concurrent use and keeps no state between calls.
 func Probe(ctx context.Context, addr string, c Check) error {
 	var err error
 	switch c.Kind {
@@ -248,42 +260,76 @@ func probeExec(ctx context.Context, addr, command string) error {
 	cmd.Env = append(os.Environ(), "AMBASSADOR_SERVICE_ADDR="+addr) // last one wins
 	newProcessGroup(cmd)
 	// Kill the whole group: a shell's children would otherwise outlive the
-	// timeout and keep the output pipe open.
+	// timeout.
 	cmd.Cancel = func() error { return killProcessGroup(cmd) }
-	cmd.WaitDelay = execWaitDelay
+	// Our own pipe, not an io.Writer: given a writer, os/exec copies the
+	// output in a goroutine and Wait waits for its EOF, which a descendant
+	// outside the group can hold off for as long as it lives. Given an
+	// *os.File, Wait waits for the shell alone, and we decide below how long
+	// the output is worth waiting for.
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("health: exec check of %s: %q: %w", addr, command, err)
+	}
+	defer r.Close() // ends the reader below, and a stray's writes fail
+	cmd.Stdout, cmd.Stderr = w, w
+	err = cmd.Start()
+	w.Close() // the child has its copy; ours would keep EOF from ever coming
+	if err != nil {
+		return fmt.Errorf("health: exec check of %s: %q: %w", addr, command, err)
+	}
 	out := &headBuffer{max: 200}
-	cmd.Stdout, cmd.Stderr = out, out
-	err := cmd.Run()
+	eof := make(chan struct{})
+	go func() {
+		defer close(eof)
+		_, _ = io.Copy(out, r) // until EOF, or r is closed
+	}()
+	err = cmd.Wait()
 	// Whatever the shell left running in its group ends with the check:
 	// checks run every interval, and leftover children would pile up.
-	if cmd.Process != nil {
-		_ = killProcessGroup(cmd)
-	}
-	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
-		err = nil // the shell passed; only a child it left behind held the output open
-	}
+	_ = killProcessGroup(cmd)
 	if err == nil {
-		return nil
+		return nil // the output only goes into errors
 	}
+	wait := execOutputWait
+	if d, ok := ctx.Deadline(); ok {
+		wait = max(min(wait, time.Until(d)), execOutputMin)
+	}
+	timer := time.NewTimer(wait)
+	select {
+	case <-eof:
+	case <-timer.C: // a descendant outside the group holds the pipe
+	}
+	timer.Stop()
 	if ctxErr := ctx.Err(); ctxErr != nil && cmd.ProcessState != nil && !cmd.ProcessState.Exited() {
 		err = ctxErr // killed for the timeout: "signal: killed" would hide why
 	}
-	if o := strings.TrimSpace(string(out.b)); o != "" {
+	if o := strings.TrimSpace(out.String()); o != "" {
 		return fmt.Errorf("health: exec check of %s: %q: %w (output %q)", addr, command, err, o)
 	}
 	return fmt.Errorf("health: exec check of %s: %q: %w", addr, command, err)
 }
 
 // headBuffer keeps the first max bytes written to it and drops the rest
-// while reporting success, so the command never sees a write error.
+// while reporting success, so the command never sees a write error. It is
+// safe for concurrent use: probeExec may read it while the copy still runs.
 type headBuffer struct {
 	max int
+	mu  sync.Mutex
 	b   []byte
 }
 
 func (h *headBuffer) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if n := min(len(p), h.max-len(h.b)); n > 0 {
 		h.b = append(h.b, p[:n]...)
 	}
 	return len(p), nil
+}
+
+func (h *headBuffer) String() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return string(h.b)
 }

@@ -324,9 +324,9 @@ func TestProbeExec(t *testing.T) {
 		if !errors.Is(err, context.DeadlineExceeded) || !isTimeout(err) {
 			t.Errorf("got %v, want context.DeadlineExceeded", err)
 		}
-		// Killing only the shell would leave Wait blocked on the pipe until
-		// execWaitDelay; killing the group returns at once.
-		if limit := probeTimeout + execWaitDelay; elapsed >= limit {
+		// The check ends at its timeout (plus slack for a loaded box): the
+		// child holding stdout does not hold it up.
+		if limit := probeTimeout + 200*time.Millisecond; elapsed >= limit {
 			t.Errorf("Probe took %v, want < %v", elapsed, limit)
 		}
 		b, rerr := os.ReadFile(pidFile)
@@ -398,5 +398,74 @@ func TestProbeExecLeftoverChild(t *testing.T) {
 			t.Fatalf("the check's leftover child %s still runs: %s", pid, stat)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestProbeExecStrayHolder runs checks whose shell ends quickly but leaves a
+// descendant outside its process group (setsid) holding the output pipe:
+// killing the group does not reach it, and the check must still end within
+// its timeout, not wait for the stray to exit or close the pipe.
+func TestProbeExecStrayHolder(t *testing.T) {
+	checkGoroutines(t)
+	const timeout = 150 * time.Millisecond
+	// Well under the 500 ms os/exec used to wait on the pipe (its WaitDelay),
+	// yet generous for a loaded box: the shell itself exits within a few ms.
+	const slack = 150 * time.Millisecond
+	tests := []struct {
+		name    string
+		tail    string // run after the stray started
+		wantErr string // "" = healthy; "timeout"; else the error after `"CMD": `
+	}{
+		{"shell passes", "true", ""},
+		{"shell fails with output", "echo not ready; exit 1", `exit status 1 (output "not ready")`},
+		{"shell times out", "echo waiting; sleep 30", "timeout"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "stray.pid")
+			t.Cleanup(func() {
+				if b, err := os.ReadFile(pidFile); err == nil {
+					if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+						if p, err := os.FindProcess(pid); err == nil {
+							_ = p.Kill()
+						}
+					}
+				}
+			})
+			// The stray records its own pid once it has left the group; the
+			// shell waits for that, so the group kill cannot reach it.
+			cmd := fmt.Sprintf(`setsid sh -c 'echo $$ > %[1]s.tmp; mv %[1]s.tmp %[1]s; exec sleep 30' & `+
+				`while [ ! -e %[1]s ]; do sleep 0.01; done; %[2]s`, pidFile, tc.tail)
+			ctx, cancel := context.WithTimeout(t.Context(), timeout)
+			defer cancel()
+			start := time.Now()
+			err := Probe(ctx, "x:1", Check{Kind: KindExec, Command: cmd})
+			elapsed := time.Since(start)
+			switch {
+			case tc.wantErr == "":
+				if err != nil {
+					t.Errorf("got %v, want nil: the shell exited 0", err)
+				}
+			case tc.wantErr == "timeout":
+				if !errors.Is(err, context.DeadlineExceeded) || !isTimeout(err) || !strings.HasSuffix(err.Error(), `(output "waiting")`) {
+					t.Errorf("got %v, want context.DeadlineExceeded with the output", err)
+				}
+			default:
+				if want := `health: exec check of x:1: ` + strconv.Quote(cmd) + `: ` + tc.wantErr; err == nil || err.Error() != want {
+					t.Errorf("got %v, want %q", err, want)
+				}
+			}
+			if limit := timeout + slack; elapsed >= limit {
+				t.Errorf("Probe took %v, want < %v (timeout %v)", elapsed, limit, timeout)
+			}
+			// The case is only worth something if the stray outlived the check.
+			b, rerr := os.ReadFile(pidFile)
+			if rerr != nil {
+				t.Fatalf("the stray did not record its pid: %v", rerr)
+			}
+			if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); !alive(pid) {
+				t.Errorf("stray %d is gone: it did not hold the pipe past the check", pid)
+			}
+		})
 	}
 }
