@@ -13,3 +13,6 @@ const rawReads = false
 func readNonblock(uintptr, []byte) (int, bool, error) {
 	return 0, false, errors.New("forward: raw socket reads need a Unix system")
 }
+
+// socketError is never called when rawReads is false.
+func socketError(uintptr) error { return nil }

@@ -25,6 +25,8 @@ import (
 //     so a cut stream never looks like a clean end to either peer. Over a
 //     keyed hop the TLS conn is aborted under TLS, without close_notify, so
 //     the peer ambassador reads a reset and resets its own side in turn;
+//   - so does a reset of a side that had already half-closed (awaitOther):
+//     the other side read its FIN, and must not keep that as a clean end;
 //   - IdleTimeout and HalfCloseTimeout also abort (reset) the stream.
 //
 // Plain TCP sources are read straight from the socket through
@@ -232,7 +234,11 @@ func (s *stream) copy(dst, src net.Conn, up bool) (total int64) {
 			return total
 		case rerr == io.EOF:
 			if s.endDirection(dst, src) {
-				s.watch(s.ended[1-me], s.ended[1-me]) // until the other direction ends
+				raw := s.rawBackend
+				if up {
+					raw = s.rawClient
+				}
+				s.awaitOther(s.ended[1-me], raw)
 			}
 			return total
 		case errors.Is(rerr, os.ErrDeadlineExceeded):
@@ -340,6 +346,64 @@ func (s *stream) endDirection(dst, src net.Conn) (first bool) {
 		_ = dst.SetReadDeadline(now.Add(s.halfClose))
 	}
 	return true
+}
+
+// awaitOther runs in the direction that ended first, until the other one
+// ends. Meanwhile it aborts the stream when a timeout passes (watch), or
+// when raw, the socket under this direction's source, now at EOF, is reset: a peer
+// that half-closes and then resets has cut the stream, and the other peer,
+// which has read our FIN, may never write again to find out. The event
+// loop sees such a reset as EPOLLERR; here a wait on the socket does.
+func (s *stream) awaitOther(other <-chan struct{}, raw net.Conn) {
+	rc := resetWatchable(raw)
+	if rc == nil {
+		s.watch(other, other)
+		return
+	}
+	// Nothing reads this source any more, so its read deadline is free
+	// for stopping the wait below.
+	_ = raw.SetReadDeadline(time.Time{})
+	waited := make(chan struct{})
+	go func() {
+		defer close(waited)
+		if err := waitSocketError(rc); err != nil {
+			s.abort(endError, err)
+		}
+	}()
+	s.watch(other, other) // returns at once when no timeout applies
+	<-other
+	_ = raw.SetReadDeadline(time.Unix(1, 0)) // stop the wait: the stream is over
+	<-waited
+}
+
+// resetWatchable returns the RawConn of raw when its resets can be waited
+// for (a socket, on a system with raw reads), else nil.
+func resetWatchable(raw net.Conn) syscall.RawConn {
+	sc, ok := raw.(syscall.Conn)
+	if !ok || !rawReads {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// waitSocketError waits until the socket behind rc has a pending error
+// (SO_ERROR: a reset reads ECONNRESET, or EPIPE once its FIN was read)
+// and returns it, or returns nil when the wait ends first (a closed conn,
+// a deadline). A socket at EOF stays readable, so the poller reports only
+// new events on it: an error, or more bytes under TLS; each is checked.
+func waitSocketError(rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Read(func(fd uintptr) bool {
+		serr = socketError(fd)
+		return serr != nil
+	}); err != nil {
+		return nil
+	}
+	return os.NewSyscallError("read", serr)
 }
 
 // watch aborts the stream once the timeout that applies (due) passes

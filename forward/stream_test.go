@@ -457,3 +457,97 @@ func TestIdleTimeoutStuckWriters(t *testing.T) {
 		}
 	}
 }
+
+// TestResetAfterHalfClose checks that a peer that half-closes and then
+// resets passes its reset on at once, even when the other peer stays
+// silent: that peer has read the FIN, so only a reset tells it the
+// stream was cut, and it may never write again to find out. Before, the
+// goroutine path passed it on only when HalfCloseTimeout (here a minute)
+// ended the stream.
+func TestResetAfterHalfClose(t *testing.T) {
+	const limit = 5 * time.Second // far below HalfCloseTimeout
+	for _, loop := range []bool{true, false} {
+		for _, topo := range topologyNames {
+			t.Run(fmt.Sprintf("loop=%v/%s/client resets", loop, topo), func(t *testing.T) {
+				useLoopMode(t, loop)
+				gotEOF := make(chan struct{})
+				got := make(chan error, 1)
+				backend := startBackend(t, func(c *net.TCPConn) {
+					if _, err := io.Copy(io.Discard, c); err != nil {
+						got <- err
+						return
+					}
+					close(gotEOF)
+					got <- pollSocketError(c, limit) // silent: never writes
+				})
+				h := buildHops(t, topo, backend, func(c *Config) { c.HalfCloseTimeout = time.Minute })
+				c := dial(t, h.addr)
+				if _, err := c.Write([]byte("request")); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				<-gotEOF
+				abortConn(t, c)
+				if err := <-got; !isReset(err) && !errors.Is(err, syscall.EPIPE) {
+					t.Fatalf("backend after the client's half-close and reset: %v, want a reset within %v", err, limit)
+				}
+				waitFor(t, "a stream error on every hop", func() bool { return h.streamErrors() == uint64(hopCount(topo)) })
+			})
+			t.Run(fmt.Sprintf("loop=%v/%s/backend resets", loop, topo), func(t *testing.T) {
+				useLoopMode(t, loop)
+				clientEOF := make(chan struct{})
+				backend := startBackend(t, func(c *net.TCPConn) {
+					if _, err := c.Write([]byte("reply")); err != nil {
+						return
+					}
+					_ = c.CloseWrite()
+					select {
+					case <-clientEOF:
+					case <-time.After(limit):
+					}
+					_ = c.SetLinger(0)
+				}) // startBackend closes c: an RST
+				h := buildHops(t, topo, backend, func(c *Config) { c.HalfCloseTimeout = time.Minute })
+				c := dial(t, h.addr)
+				b, err := io.ReadAll(c)
+				if err != nil || string(b) != "reply" {
+					t.Fatalf("client read: %q, %v, want reply then EOF", b, err)
+				}
+				close(clientEOF)
+				if err := pollSocketError(c, limit); !isReset(err) && !errors.Is(err, syscall.EPIPE) {
+					t.Fatalf("client after the backend's half-close and reset: %v, want a reset within %v", err, limit)
+				}
+				waitFor(t, "a stream error on every hop", func() bool { return h.streamErrors() == uint64(hopCount(topo)) })
+			})
+		}
+	}
+}
+
+// pollSocketError polls c's pending socket error (SO_ERROR) until it is
+// set or limit passes. A peer that has read the FIN reads EOF forever,
+// even after an RST, so the socket error is how it sees the reset
+// without writing.
+func pollSocketError(c *net.TCPConn, limit time.Duration) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		var soErr int
+		var gerr error
+		if err := rc.Control(func(fd uintptr) {
+			soErr, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
+		}); err != nil {
+			return err
+		}
+		if gerr != nil {
+			return gerr
+		}
+		if soErr != 0 {
+			return syscall.Errno(soErr)
+		}
+	}
+	return fmt.Errorf("no socket error within %v", limit)
+}
