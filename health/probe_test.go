@@ -407,9 +407,11 @@ func TestProbeExecLeftoverChild(t *testing.T) {
 // its timeout, not wait for the stray to exit or close the pipe.
 func TestProbeExecStrayHolder(t *testing.T) {
 	checkGoroutines(t)
-	const timeout = 150 * time.Millisecond
-	// Well under the 500 ms os/exec used to wait on the pipe (its WaitDelay),
-	// yet generous for a loaded box: the shell itself exits within a few ms.
+	// The shell needs about 20 ms to start the stray and exit; the timeout
+	// leaves room for a loaded box. timeout+slack stays well under the 500
+	// ms os/exec used to wait on the pipe after the shell (its WaitDelay),
+	// so the test tells the two apart.
+	const timeout = 250 * time.Millisecond
 	const slack = 150 * time.Millisecond
 	tests := []struct {
 		name    string
