@@ -24,11 +24,15 @@ import (
 //	serve-ends ADDR          per connection: read one command byte, then
 //	                         R: send "partial", reset;  W: send "k", read until the end, log it;
 //	                         C: send "bye", close cleanly; E: echo until the end, log it;
-//	                         H: send "banner", half-close, read until the end, log it.
+//	                         H: send "banner", half-close, read until the end, log it;
+//	                         F: read to the client's EOF, then watch for a reset, silent, and log
+//	                            "end F <end> after=<ms since the EOF>";
+//	                         G: send "banner", half-close, reset 200 ms later.
 //	                         "the end" is logged as "end <cmd> reset", "end <cmd> eof" or "end <cmd> <err>"
 //	ends ADDR CMD            connect, send CMD and act as its client: R, C: read to the end;
 //	                         W: read "k", then reset; E: one byte echoed, then wait for the end;
-//	                         H: read the banner to EOF, then wait for the end.
+//	                         H, G: read the banner to EOF, then wait for the end;
+//	                         F: half-close, reset 200 ms later.
 //	                         Prints "end reset|eof|<err> after=<ms since the last byte> got=<quoted>"
 //	hold ADDR N              open N connections to a serve-ends service, 50 at a time, get one
 //	                         echo on each (E), print "READY opened=N failed=M", hold them until killed
@@ -115,6 +119,24 @@ func serveEnds(c *net.TCPConn) error {
 		_ = c.CloseWrite()
 		_, err := io.Copy(io.Discard, c)
 		logEnd(err)
+	case 'F':
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			logEnd(err)
+			return nil
+		}
+		// Silent from here: only the socket's state can show a reset.
+		eof := time.Now()
+		var end error
+		for end == nil && time.Since(eof) < 10*time.Second {
+			time.Sleep(20 * time.Millisecond) // polling for the reset, not synchronization
+			end = socketReset(c)
+		}
+		fmt.Printf("end F %s after=%d\n", endOf(end), time.Since(eof).Milliseconds())
+	case 'G':
+		_, _ = io.WriteString(c, "banner")
+		_ = c.CloseWrite()
+		time.Sleep(200 * time.Millisecond) // let the FIN cross both hops before the reset overtakes it
+		return c.SetLinger(0)              // serve closes c: an RST
 	}
 	return nil
 }
@@ -156,6 +178,14 @@ func clientEnds(addr, cmd string) error {
 		_ = c.SetLinger(0)
 		fmt.Println("end sent-reset after=0 got=\"\"")
 		return nil
+	case "F":
+		if err := c.CloseWrite(); err != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond) // let the FIN cross both hops before the reset overtakes it
+		_ = c.SetLinger(0)
+		fmt.Println("end sent-reset after=0 got=\"\"")
+		return nil
 	case "E":
 		if _, err := io.WriteString(c, "x"); err != nil {
 			return err
@@ -165,7 +195,7 @@ func clientEnds(addr, cmd string) error {
 		}
 		last = time.Now()
 		end = readToEnd()
-	case "H":
+	case "H", "G":
 		if err := readToEnd(); err != io.EOF {
 			return fmt.Errorf("half-close: want the banner then EOF, got %q, %v", got, err)
 		}
@@ -188,13 +218,23 @@ func clientEnds(addr, cmd string) error {
 // stream silently, with and without --key: a reset on either end arrives
 // as a reset at the other, a clean end stays clean, and --idle-timeout and
 // --half-close-timeout reset silent connections, counted in `services`.
+// Each runs on the event loop and on the goroutine path
+// (AMBASSADOR_FORWARD_LOOP=0), which carries --credentials routes.
 func TestLabStreamEnds(t *testing.T) {
-	for _, keyed := range []bool{false, true} {
-		name := "plain"
-		if keyed {
-			name = "key"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, v := range []struct {
+		name              string
+		keyed, goroutines bool
+	}{
+		{"plain", false, false},
+		{"key", true, false},
+		{"plain goroutines", false, true},
+		{"key goroutines", true, true},
+	} {
+		keyed := v.keyed
+		t.Run(v.name, func(t *testing.T) {
+			if v.goroutines {
+				t.Setenv("AMBASSADOR_FORWARD_LOOP", "0") // the nodes inherit it
+			}
 			l := lab.New(t)
 			a, b := l.AddHost("a"), l.AddHost("b")
 			service := startHelper(t, a, "ends-service", "serve-ends", "127.0.0.1:12600")
@@ -233,6 +273,31 @@ func TestLabStreamEnds(t *testing.T) {
 					t.Errorf("service log: %s, want end W reset", service.Log())
 				}
 			})
+			// A peer that half-closed and then resets: the other peer has
+			// read the FIN and stays silent, so only the reset tells it the
+			// stream was cut. It must come at once, not when
+			// --half-close-timeout (1s) would reset it anyway.
+			t.Run("client half-closes, then resets: the silent service reads a reset at once", func(t *testing.T) {
+				run(t, "F")
+				lab.WaitFor(t, 15*time.Second, "the service to see the end", func() bool { return strings.Contains(service.Log(), "end F ") })
+				var end string
+				var after int
+				log := service.Log()
+				if _, err := fmt.Sscanf(log[strings.Index(log, "end F "):], "end F %s after=%d", &end, &after); err != nil {
+					t.Fatalf("service log: %s: %v", log, err)
+				}
+				t.Logf("FIGURE client's reset after its half-close reached the service %d ms after the FIN", after)
+				if end != "reset" || after > 700 {
+					t.Errorf("service: end %s %d ms after the client's FIN; want a reset within 700 ms (the client reset 200 ms after it)", end, after)
+				}
+			})
+			t.Run("service half-closes, then resets: the silent client reads a reset at once", func(t *testing.T) {
+				end, after, got := run(t, "G")
+				t.Logf("FIGURE service's reset after its half-close reached the client %d ms after the banner", after)
+				if end != "reset" || got != "banner" || after > 700 {
+					t.Errorf("client: end %s %d ms after %q; want a reset within 700 ms after %q (the service reset 200 ms after it)", end, after, got, "banner")
+				}
+			})
 			t.Run("a clean end stays clean", func(t *testing.T) {
 				if end, _, got := run(t, "C"); end != "eof" || got != "bye" {
 					t.Errorf("client: end %s, got %q; want eof after %q", end, got, "bye")
@@ -260,9 +325,10 @@ func TestLabStreamEnds(t *testing.T) {
 				})
 			}
 			t.Run("services counts the cuts on both hops", func(t *testing.T) {
-				// Two resets, each a stream error on both hops (b's listener,
-				// a's data port); each timeout fires on at least one hop, and
-				// the other hop reads the reset it sent, or times out too.
+				// Four resets (R, W, F, G), each a stream error on both hops
+				// (b's listener, a's data port); each timeout fires on at
+				// least one hop, and the other hop reads the reset it sent,
+				// or times out too.
 				var idleAll, halfAll uint64
 				for _, h := range []*lab.Host{a, b} {
 					var errs, idle, half uint64
@@ -272,11 +338,11 @@ func TestLabStreamEnds(t *testing.T) {
 								errs, idle, half = s.StreamErrors, s.IdleTimeouts, s.HalfCloseTimeouts
 							}
 						}
-						return errs+idle+half >= 4
+						return errs+idle+half >= 6
 					})
 					t.Logf("FIGURE %s: services cut counts err/idle/half = %d/%d/%d", h.Name, errs, idle, half)
-					if errs < 2 || errs+idle+half != 4 {
-						t.Errorf("%s: cuts err/idle/half %d/%d/%d, want 4 in all, at least 2 of them errors", h.Name, errs, idle, half)
+					if errs < 4 || errs+idle+half != 6 {
+						t.Errorf("%s: cuts err/idle/half %d/%d/%d, want 6 in all, at least 4 of them errors", h.Name, errs, idle, half)
 					}
 					idleAll += idle
 					halfAll += half
