@@ -150,8 +150,9 @@ func (c *httpConn) Close() error {
 func (c *httpConn) run(pw *io.PipeWriter) error {
 	lr := &headerLimit{r: c.Conn}
 	br := bufio.NewReader(lr)
-	// Request.Write uses a *bufio.Writer as is and flushes the header before
-	// a body, so a client waiting for "100 Continue" is not stuck.
+	// Request.Write writes to an io.ByteWriter (byteWriter over bw) as is;
+	// flushBody flushes the header before the body is read, so a client
+	// waiting for "100 Continue" is not stuck.
 	bw := bufio.NewWriter(pw)
 	for {
 		lr.n = maxHeaderBytes
@@ -189,7 +190,13 @@ func (c *httpConn) run(pw *io.PipeWriter) error {
 		// Request.Write always says HTTP/1.1; an HTTP/1.0 client's request
 		// must stay 1.0, or the server may answer with chunked encoding,
 		// which such a client cannot read.
-		var w io.Writer = bw
+		// Not bw itself: given a *bufio.Writer, Request.Write copies a
+		// Content-Length body with bw.ReadFrom, which reads into bw's
+		// buffer at the offset it had before the read, while flushBody's
+		// flush inside that read moves the offset back to 0: every read
+		// after the first would send stale bytes. byteWriter has no
+		// ReadFrom, so the body is copied through a buffer of its own.
+		var w io.Writer = byteWriter{bw}
 		if req.ProtoMinor == 0 {
 			w = &http10Writer{bw: bw, dropHost: req.Host == ""}
 		}
@@ -276,6 +283,13 @@ func hasToken(values []string, token string) bool {
 	}
 	return false
 }
+
+// byteWriter is a *bufio.Writer without its ReadFrom (see run). It is an
+// io.ByteWriter, so Request.Write writes to it directly.
+type byteWriter struct{ bw *bufio.Writer }
+
+func (w byteWriter) Write(p []byte) (int, error) { return w.bw.Write(p) }
+func (w byteWriter) WriteByte(b byte) error      { return w.bw.WriteByte(b) }
 
 // flushBody flushes what is already written of a request before each read
 // of its body, so nothing sits in our buffer while we wait for the client

@@ -355,3 +355,58 @@ func TestHTTPTraceNoCredential(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPSlowBody: a request body that arrives in several reads (a slow
+// or streaming upload) reaches the server as the client sent it.
+func TestHTTPSlowBody(t *testing.T) {
+	tests := []struct {
+		name          string
+		first, second string // written with a pause between
+		want          string // the body the server reads
+	}{
+		{"content-length", "POST /a HTTP/1.1\r\nHost: svc\r\nContent-Length: 6\r\n\r\nabc", "def", "abcdef"},
+		{"content-length 1.0", "POST /a HTTP/1.0\r\nContent-Length: 6\r\n\r\nabc", "def", "abcdef"},
+		{"chunked", "POST /a HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", "3\r\ndef\r\n0\r\n\r\n", "abcdef"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newSetup(t)
+			h, err := New("http-bearer", Secret{Token: "tok"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			type result struct {
+				seen []seenRequest
+				err  error
+			}
+			served := make(chan result, 1)
+			go func() {
+				seen, err := serveHTTP(st.server)
+				served <- result{seen, err}
+			}()
+			client, backend, err := h(testCtx(t), st.client, st.backend)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copyBoth(t, client, backend)
+			if _, err := io.WriteString(st.app, tc.first); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond) // the first part is read on its own
+			if _, err := io.WriteString(st.app, tc.second); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.app.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			readAllTimeout(t, st.app)
+			r := <-served
+			if r.err != nil {
+				t.Fatalf("server: %v", r.err)
+			}
+			if len(r.seen) != 1 || r.seen[0].body != tc.want {
+				t.Fatalf("server read %+v, want one request with body %q", r.seen, tc.want)
+			}
+		})
+	}
+}
