@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -406,6 +408,116 @@ func TestHTTPSlowBody(t *testing.T) {
 			}
 			if len(r.seen) != 1 || r.seen[0].body != tc.want {
 				t.Fatalf("server read %+v, want one request with body %q", r.seen, tc.want)
+			}
+		})
+	}
+}
+
+// TestHTTPReadDeadline: a read deadline on the rewriter behaves as on a
+// net.Conn. The copy loop sets one for --idle-timeout and
+// --half-close-timeout; when it passes while the other direction is busy
+// (a long download), the loop moves it on and reads again. The rewriter
+// must then still pass the client's next request (and the rest of a body)
+// on, not fail every later Read with the old timeout.
+func TestHTTPReadDeadline(t *testing.T) {
+	tests := []struct {
+		name          string
+		before, after string // the app sends before first the deadline passes, and after
+		want          string // what the server must then read, in order
+	}{
+		{
+			name:   "between requests",
+			before: "GET /a HTTP/1.1\r\nHost: svc\r\n\r\n",
+			after:  "GET /b HTTP/1.1\r\nHost: svc\r\n\r\n",
+			want:   "GET /a GET /b",
+		},
+		{
+			name:   "mid body",
+			before: "POST /a HTTP/1.1\r\nHost: svc\r\nContent-Length: 6\r\n\r\nabc",
+			after:  "defGET /b HTTP/1.1\r\nHost: svc\r\n\r\n",
+			want:   "POST /a abcdef GET /b",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newSetup(t)
+			c := newHTTPConn(st.client, "Bearer tok")
+			t.Cleanup(func() { c.Close() })
+			// What the copy loop does: read into the backend conn.
+			copied := make(chan error, 1) // the first Read error
+			var (
+				mu  sync.Mutex
+				got strings.Builder
+			)
+			pr, pw := io.Pipe()
+			go func() {
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					_, _ = pw.Write(buf[:n])
+					if err != nil {
+						select {
+						case copied <- err:
+						default:
+						}
+					}
+					if errors.Is(err, os.ErrDeadlineExceeded) {
+						// timedOut: traffic the other way, move it on.
+						_ = c.SetReadDeadline(time.Time{})
+						continue
+					}
+					if err != nil {
+						pw.CloseWithError(err)
+						return
+					}
+				}
+			}()
+			go func() {
+				br := bufio.NewReader(pr)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					body, _ := io.ReadAll(req.Body)
+					mu.Lock()
+					fmt.Fprintf(&got, "%s %s ", req.Method, req.URL.Path)
+					if len(body) > 0 {
+						fmt.Fprintf(&got, "%s ", body)
+					}
+					mu.Unlock()
+					if req.URL.Path == "/b" {
+						pr.Close()
+						return
+					}
+				}
+			}()
+			read := func() string {
+				mu.Lock()
+				defer mu.Unlock()
+				return strings.TrimSpace(got.String())
+			}
+			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := io.WriteString(st.app, tc.before); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-copied:
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("Read at its deadline = %v, want os.ErrDeadlineExceeded", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Read did not return at its deadline")
+			}
+			if _, err := io.WriteString(st.app, tc.after); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil := time.Now().Add(5 * time.Second)
+			for time.Now().Before(waitUntil) && read() != tc.want {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if g := read(); g != tc.want {
+				t.Errorf("server read %q, want %q: the rewriter died at the read deadline", g, tc.want)
 			}
 		})
 	}
