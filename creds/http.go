@@ -11,7 +11,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,7 +49,7 @@ type (
 // httpConn is the client conn as the copy loop sees it. Read returns the
 // client's requests rewritten by a goroutine (run) that parses them with
 // http.ReadRequest, sets Authorization and writes them with Request.Write
-// into a pipe (reqPipe). Write, ReadFrom, CloseWrite, addresses and write
+// into a pipe (net.Pipe, for its read deadline). Write, ReadFrom, CloseWrite, addresses and write
 // deadlines go straight to the client conn. A read deadline bounds Read on
 // the pipe, as on a net.Conn, and not the goroutine's reads from the
 // client: the copy loop sets one for its idle and half-close timeouts and,
@@ -76,7 +75,8 @@ type (
 type httpConn struct {
 	net.Conn // the client conn
 	authz    string
-	pr       *reqPipe
+	pr       net.Conn // Read's end of a net.Pipe, whose other end run writes
+	runErr   error    // why run ended; written before run's end is closed, read after Read's EOF
 
 	wg     sync.WaitGroup // the run goroutine
 	closed atomic.Bool
@@ -95,9 +95,12 @@ var (
 // newHTTPConn starts the rewriting goroutine. The result implements
 // CloseRead only if client does.
 func newHTTPConn(client net.Conn, authz string) net.Conn {
-	pr := newReqPipe()
+	pr, pw := net.Pipe()
 	c := &httpConn{Conn: client, authz: authz, pr: pr}
-	c.wg.Go(func() { pr.closeWrite(c.run(pr)) })
+	c.wg.Go(func() {
+		c.runErr = c.run(pw)
+		_ = pw.Close() // Read returns io.EOF, then runErr in its place
+	})
 	if _, ok := client.(closeReader); ok {
 		return httpConnCR{c}
 	}
@@ -106,18 +109,24 @@ func newHTTPConn(client net.Conn, authz string) net.Conn {
 
 // Read returns the rewritten request stream. After Close or CloseRead it
 // returns an error matching net.ErrClosed.
-func (c *httpConn) Read(p []byte) (int, error) { return c.pr.Read(p) }
+func (c *httpConn) Read(p []byte) (int, error) {
+	n, err := c.pr.Read(p)
+	switch {
+	case err == io.EOF && c.runErr != nil:
+		err = c.runErr // run failed: a cut, not a clean end
+	case errors.Is(err, io.ErrClosedPipe):
+		err = net.ErrClosed // our own Close or CloseRead
+	}
+	return n, err
+}
 
 // SetReadDeadline bounds Read, not the goroutine's reads from the client
 // (see httpConn).
-func (c *httpConn) SetReadDeadline(t time.Time) error {
-	c.pr.setDeadline(t)
-	return nil
-}
+func (c *httpConn) SetReadDeadline(t time.Time) error { return c.pr.SetReadDeadline(t) }
 
 // SetDeadline sets Read's deadline and the client conn's write deadline.
 func (c *httpConn) SetDeadline(t time.Time) error {
-	c.pr.setDeadline(t)
+	_ = c.pr.SetReadDeadline(t)
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -141,7 +150,7 @@ func (c *httpConn) CloseWrite() error {
 // CloseRead stops reading from the client: the rewriting goroutine's next
 // write to the pipe fails and its next read returns EOF.
 func (c httpConnCR) CloseRead() error {
-	c.pr.closeRead()
+	_ = c.pr.Close()
 	return c.Conn.(closeReader).CloseRead()
 }
 
@@ -152,7 +161,7 @@ func (c *httpConn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return fmt.Errorf("creds: http: close: %w", net.ErrClosed)
 	}
-	c.pr.closeRead()      // unblocks run's writes
+	_ = c.pr.Close()      // unblocks run's writes
 	err := c.Conn.Close() // unblocks run's reads
 	c.wg.Wait()
 	return err
@@ -336,116 +345,4 @@ func (l *headerLimit) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.n -= int64(n)
 	return n, err
-}
-
-// reqPipe is io.Pipe with a read deadline: run writes the rewritten
-// requests into it, httpConn.Read reads them. A Read that reaches the
-// deadline returns os.ErrDeadlineExceeded and leaves the pipe as it was,
-// so a later Read (with the deadline moved on) goes on where it stopped.
-type reqPipe struct {
-	data chan []byte   // a Write offers its bytes, one Read at a time
-	took chan int      // and the Read says how many it took
-	done chan struct{} // closed by closeRead
-	once sync.Once     // closes done
-
-	wdone chan struct{} // closed by closeWrite; werr says why
-	werr  error
-
-	mu       sync.Mutex
-	deadline time.Time
-	moved    chan struct{} // closed (and replaced) when the deadline moves
-}
-
-func newReqPipe() *reqPipe {
-	return &reqPipe{data: make(chan []byte), took: make(chan int), done: make(chan struct{}),
-		wdone: make(chan struct{}), moved: make(chan struct{})}
-}
-
-// Write blocks until Reads took all of b, or closeRead was called.
-func (p *reqPipe) Write(b []byte) (int, error) {
-	total := 0
-	for len(b) > 0 {
-		select {
-		case p.data <- b:
-			n := <-p.took
-			b, total = b[n:], total+n
-		case <-p.done:
-			return total, io.ErrClosedPipe
-		}
-	}
-	return total, nil
-}
-
-// closeWrite ends the pipe for Read with err, io.EOF when nil. It is
-// called once, after the last Write returned.
-func (p *reqPipe) closeWrite(err error) {
-	if err == nil {
-		err = io.EOF
-	}
-	p.werr = err
-	close(p.wdone)
-}
-
-// closeRead makes Read return net.ErrClosed and Write io.ErrClosedPipe.
-func (p *reqPipe) closeRead() { p.once.Do(func() { close(p.done) }) }
-
-func (p *reqPipe) setDeadline(t time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.deadline = t
-	close(p.moved) // wake a Read waiting on the old one
-	p.moved = make(chan struct{})
-}
-
-// Read returns what the writer offers, at most len(b) bytes of it; the
-// writer's error once it closed; net.ErrClosed after closeRead; and
-// os.ErrDeadlineExceeded once the read deadline passed.
-func (p *reqPipe) Read(b []byte) (int, error) {
-	for {
-		if n, moved, err := p.wait(b); !moved {
-			return n, err
-		}
-	}
-}
-
-// wait is one Read under the deadline as it is now; moved reports that
-// the deadline moved meanwhile, and Read waits again under the new one.
-func (p *reqPipe) wait(b []byte) (n int, moved bool, err error) {
-	select {
-	case <-p.done:
-		return 0, false, net.ErrClosed
-	default:
-	}
-	p.mu.Lock()
-	deadline, movedCh := p.deadline, p.moved
-	p.mu.Unlock()
-	var expired <-chan time.Time
-	if !deadline.IsZero() {
-		d := time.Until(deadline)
-		if d <= 0 {
-			return 0, false, os.ErrDeadlineExceeded
-		}
-		t := time.NewTimer(d)
-		defer t.Stop()
-		expired = t.C
-	}
-	select {
-	case chunk := <-p.data:
-		n := copy(b, chunk)
-		p.took <- n
-		return n, false, nil
-	case <-p.wdone:
-		select {
-		case <-p.done: // closeRead wins, as on io.Pipe
-			return 0, false, net.ErrClosed
-		default:
-		}
-		return 0, false, p.werr
-	case <-p.done:
-		return 0, false, net.ErrClosed
-	case <-expired:
-		return 0, false, os.ErrDeadlineExceeded
-	case <-movedCh:
-		return 0, true, nil
-	}
 }
