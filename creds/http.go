@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // maxHeaderBytes bounds one request's header, as http.Server's default
@@ -48,9 +49,13 @@ type (
 // httpConn is the client conn as the copy loop sees it. Read returns the
 // client's requests rewritten by a goroutine (run) that parses them with
 // http.ReadRequest, sets Authorization and writes them with Request.Write
-// into a pipe. Write, ReadFrom, CloseWrite, addresses and deadlines go
-// straight to the client conn; deadlines therefore bound the goroutine's
-// reads from the client, not Read on the pipe.
+// into a pipe (net.Pipe, for its read deadline). Write, ReadFrom, CloseWrite, addresses and write
+// deadlines go straight to the client conn. A read deadline bounds Read on
+// the pipe, as on a net.Conn, and not the goroutine's reads from the
+// client: the copy loop sets one for its idle and half-close timeouts and,
+// when it passes while the other direction still moves bytes, moves it on
+// and reads again. Were it set on the client conn, the goroutine would die
+// at the first timeout, and with it every later request.
 //
 // The goroutine is owned by httpConn and ends when the client's stream
 // ends (EOF: Read then returns io.EOF, so the copy toward the backend ends
@@ -70,7 +75,8 @@ type (
 type httpConn struct {
 	net.Conn // the client conn
 	authz    string
-	pr       *io.PipeReader
+	pr       net.Conn // Read's end of a net.Pipe, whose other end run writes
+	runErr   error    // why run ended; written before run's end is closed, read after Read's EOF
 
 	wg     sync.WaitGroup // the run goroutine
 	closed atomic.Bool
@@ -89,9 +95,12 @@ var (
 // newHTTPConn starts the rewriting goroutine. The result implements
 // CloseRead only if client does.
 func newHTTPConn(client net.Conn, authz string) net.Conn {
-	pr, pw := io.Pipe()
+	pr, pw := net.Pipe()
 	c := &httpConn{Conn: client, authz: authz, pr: pr}
-	c.wg.Go(func() { pw.CloseWithError(c.run(pw)) })
+	c.wg.Go(func() {
+		c.runErr = c.run(pw)
+		_ = pw.Close() // Read returns io.EOF, then runErr in its place
+	})
 	if _, ok := client.(closeReader); ok {
 		return httpConnCR{c}
 	}
@@ -102,10 +111,23 @@ func newHTTPConn(client net.Conn, authz string) net.Conn {
 // returns an error matching net.ErrClosed.
 func (c *httpConn) Read(p []byte) (int, error) {
 	n, err := c.pr.Read(p)
-	if errors.Is(err, io.ErrClosedPipe) {
-		err = net.ErrClosed
+	switch {
+	case err == io.EOF && c.runErr != nil:
+		err = c.runErr // run failed: a cut, not a clean end
+	case errors.Is(err, io.ErrClosedPipe):
+		err = net.ErrClosed // our own Close or CloseRead
 	}
 	return n, err
+}
+
+// SetReadDeadline bounds Read, not the goroutine's reads from the client
+// (see httpConn).
+func (c *httpConn) SetReadDeadline(t time.Time) error { return c.pr.SetReadDeadline(t) }
+
+// SetDeadline sets Read's deadline and the client conn's write deadline.
+func (c *httpConn) SetDeadline(t time.Time) error {
+	_ = c.pr.SetReadDeadline(t)
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // ReadFrom lets io.Copy(c, backend) reach the client's own ReadFrom, so the
@@ -128,7 +150,7 @@ func (c *httpConn) CloseWrite() error {
 // CloseRead stops reading from the client: the rewriting goroutine's next
 // write to the pipe fails and its next read returns EOF.
 func (c httpConnCR) CloseRead() error {
-	c.pr.CloseWithError(net.ErrClosed)
+	_ = c.pr.Close()
 	return c.Conn.(closeReader).CloseRead()
 }
 
@@ -139,19 +161,20 @@ func (c *httpConn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return fmt.Errorf("creds: http: close: %w", net.ErrClosed)
 	}
-	c.pr.CloseWithError(net.ErrClosed) // unblocks run's writes
-	err := c.Conn.Close()              // unblocks run's reads
+	_ = c.pr.Close()      // unblocks run's writes
+	err := c.Conn.Close() // unblocks run's reads
 	c.wg.Wait()
 	return err
 }
 
 // run rewrites requests from the client into pw until the client's stream
 // ends. It returns nil on a clean EOF between requests.
-func (c *httpConn) run(pw *io.PipeWriter) error {
+func (c *httpConn) run(pw io.Writer) error {
 	lr := &headerLimit{r: c.Conn}
 	br := bufio.NewReader(lr)
-	// Request.Write uses a *bufio.Writer as is and flushes the header before
-	// a body, so a client waiting for "100 Continue" is not stuck.
+	// Request.Write writes to an io.ByteWriter (byteWriter over bw) as is;
+	// flushBody flushes the header before the body is read, so a client
+	// waiting for "100 Continue" is not stuck.
 	bw := bufio.NewWriter(pw)
 	for {
 		lr.n = maxHeaderBytes
@@ -189,7 +212,13 @@ func (c *httpConn) run(pw *io.PipeWriter) error {
 		// Request.Write always says HTTP/1.1; an HTTP/1.0 client's request
 		// must stay 1.0, or the server may answer with chunked encoding,
 		// which such a client cannot read.
-		var w io.Writer = bw
+		// Not bw itself: given a *bufio.Writer, Request.Write copies a
+		// Content-Length body with bw.ReadFrom, which reads into bw's
+		// buffer at the offset it had before the read, while flushBody's
+		// flush inside that read moves the offset back to 0: every read
+		// after the first would send stale bytes. byteWriter has no
+		// ReadFrom, so the body is copied through a buffer of its own.
+		var w io.Writer = byteWriter{bw}
 		if req.ProtoMinor == 0 {
 			w = &http10Writer{bw: bw, dropHost: req.Host == ""}
 		}
@@ -276,6 +305,13 @@ func hasToken(values []string, token string) bool {
 	}
 	return false
 }
+
+// byteWriter is a *bufio.Writer without its ReadFrom (see run). It is an
+// io.ByteWriter, so Request.Write writes to it directly.
+type byteWriter struct{ bw *bufio.Writer }
+
+func (w byteWriter) Write(p []byte) (int, error) { return w.bw.Write(p) }
+func (w byteWriter) WriteByte(b byte) error      { return w.bw.WriteByte(b) }
 
 // flushBody flushes what is already written of a request before each read
 // of its body, so nothing sits in our buffer while we wait for the client

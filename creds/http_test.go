@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -351,6 +353,171 @@ func TestHTTPTraceNoCredential(t *testing.T) {
 			}
 			if got := next.Header.Values("Authorization"); fmt.Sprint(got) != "[Bearer tok]" {
 				t.Errorf("GET after it reached the server with Authorization %q, want [Bearer tok]", got)
+			}
+		})
+	}
+}
+
+// TestHTTPSlowBody: a request body that arrives in several reads (a slow
+// or streaming upload) reaches the server as the client sent it.
+func TestHTTPSlowBody(t *testing.T) {
+	tests := []struct {
+		name          string
+		first, second string // written with a pause between
+		want          string // the body the server reads
+	}{
+		{"content-length", "POST /a HTTP/1.1\r\nHost: svc\r\nContent-Length: 6\r\n\r\nabc", "def", "abcdef"},
+		{"content-length 1.0", "POST /a HTTP/1.0\r\nContent-Length: 6\r\n\r\nabc", "def", "abcdef"},
+		{"chunked", "POST /a HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", "3\r\ndef\r\n0\r\n\r\n", "abcdef"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newSetup(t)
+			h, err := New("http-bearer", Secret{Token: "tok"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			type result struct {
+				seen []seenRequest
+				err  error
+			}
+			served := make(chan result, 1)
+			go func() {
+				seen, err := serveHTTP(st.server)
+				served <- result{seen, err}
+			}()
+			client, backend, err := h(testCtx(t), st.client, st.backend)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copyBoth(t, client, backend)
+			if _, err := io.WriteString(st.app, tc.first); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond) // the first part is read on its own
+			if _, err := io.WriteString(st.app, tc.second); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.app.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			readAllTimeout(t, st.app)
+			r := <-served
+			if r.err != nil {
+				t.Fatalf("server: %v", r.err)
+			}
+			if len(r.seen) != 1 || r.seen[0].body != tc.want {
+				t.Fatalf("server read %+v, want one request with body %q", r.seen, tc.want)
+			}
+		})
+	}
+}
+
+// TestHTTPReadDeadline: a read deadline on the rewriter behaves as on a
+// net.Conn. The copy loop sets one for --idle-timeout and
+// --half-close-timeout; when it passes while the other direction is busy
+// (a long download), the loop moves it on and reads again. The rewriter
+// must then still pass the client's next request (and the rest of a body)
+// on, not fail every later Read with the old timeout.
+func TestHTTPReadDeadline(t *testing.T) {
+	tests := []struct {
+		name          string
+		before, after string // the app sends before first the deadline passes, and after
+		want          string // what the server must then read, in order
+	}{
+		{
+			name:   "between requests",
+			before: "GET /a HTTP/1.1\r\nHost: svc\r\n\r\n",
+			after:  "GET /b HTTP/1.1\r\nHost: svc\r\n\r\n",
+			want:   "GET /a GET /b",
+		},
+		{
+			name:   "mid body",
+			before: "POST /a HTTP/1.1\r\nHost: svc\r\nContent-Length: 6\r\n\r\nabc",
+			after:  "defGET /b HTTP/1.1\r\nHost: svc\r\n\r\n",
+			want:   "POST /a abcdef GET /b",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newSetup(t)
+			c := newHTTPConn(st.client, "Bearer tok")
+			t.Cleanup(func() { c.Close() })
+			// What the copy loop does: read into the backend conn.
+			copied := make(chan error, 1) // the first Read error
+			var (
+				mu  sync.Mutex
+				got strings.Builder
+			)
+			pr, pw := io.Pipe()
+			go func() {
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					_, _ = pw.Write(buf[:n])
+					if err != nil {
+						select {
+						case copied <- err:
+						default:
+						}
+					}
+					if errors.Is(err, os.ErrDeadlineExceeded) {
+						// timedOut: traffic the other way, move it on.
+						_ = c.SetReadDeadline(time.Time{})
+						continue
+					}
+					if err != nil {
+						pw.CloseWithError(err)
+						return
+					}
+				}
+			}()
+			go func() {
+				br := bufio.NewReader(pr)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					body, _ := io.ReadAll(req.Body)
+					mu.Lock()
+					fmt.Fprintf(&got, "%s %s ", req.Method, req.URL.Path)
+					if len(body) > 0 {
+						fmt.Fprintf(&got, "%s ", body)
+					}
+					mu.Unlock()
+					if req.URL.Path == "/b" {
+						pr.Close()
+						return
+					}
+				}
+			}()
+			read := func() string {
+				mu.Lock()
+				defer mu.Unlock()
+				return strings.TrimSpace(got.String())
+			}
+			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := io.WriteString(st.app, tc.before); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-copied:
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("Read at its deadline = %v, want os.ErrDeadlineExceeded", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Read did not return at its deadline")
+			}
+			if _, err := io.WriteString(st.app, tc.after); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil := time.Now().Add(5 * time.Second)
+			for time.Now().Before(waitUntil) && read() != tc.want {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if g := read(); g != tc.want {
+				t.Errorf("server read %q, want %q: the rewriter died at the read deadline", g, tc.want)
 			}
 		})
 	}
