@@ -14,6 +14,23 @@ import (
 	"time"
 )
 
+// servedHTTP is what serveHTTPAsync's server read, and how it ended.
+type servedHTTP struct {
+	seen []seenRequest
+	err  error
+}
+
+// serveHTTPAsync runs serveHTTP on conn in a goroutine; its result
+// arrives on the returned channel (buffer 1) when conn's stream ends.
+func serveHTTPAsync(conn *net.TCPConn) <-chan servedHTTP {
+	served := make(chan servedHTTP, 1)
+	go func() {
+		seen, err := serveHTTP(conn)
+		served <- servedHTTP{seen, err}
+	}()
+	return served
+}
+
 // seenRequest is what the fake HTTP server records per request.
 type seenRequest struct {
 	method, path string
@@ -73,15 +90,7 @@ func TestHTTPKeepAlive(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			type result struct {
-				seen []seenRequest
-				err  error
-			}
-			served := make(chan result, 1)
-			go func() {
-				seen, err := serveHTTP(st.server)
-				served <- result{seen, err}
-			}()
+			served := serveHTTPAsync(st.server)
 			c, b, err := h(testCtx(t), st.client, st.backend)
 			if err != nil {
 				t.Fatal(err)
@@ -377,15 +386,7 @@ func TestHTTPSlowBody(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			type result struct {
-				seen []seenRequest
-				err  error
-			}
-			served := make(chan result, 1)
-			go func() {
-				seen, err := serveHTTP(st.server)
-				served <- result{seen, err}
-			}()
+			served := serveHTTPAsync(st.server)
 			client, backend, err := h(testCtx(t), st.client, st.backend)
 			if err != nil {
 				t.Fatal(err)
