@@ -363,17 +363,16 @@ func (s *stream) awaitOther(other <-chan struct{}, raw net.Conn) {
 	// Nothing reads this source any more, so its read deadline is free
 	// for stopping the wait below.
 	_ = raw.SetReadDeadline(time.Time{})
-	waited := make(chan struct{})
-	go func() {
-		defer close(waited)
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		if err := waitSocketError(rc); err != nil {
 			s.abort(endError, err)
 		}
-	}()
+	})
 	s.watch(other, other) // returns at once when no timeout applies
 	<-other
 	_ = raw.SetReadDeadline(time.Unix(1, 0)) // stop the wait: the stream is over
-	<-waited
+	wg.Wait()
 }
 
 // resetWatchable returns the RawConn of raw when its resets can be waited

@@ -535,18 +535,12 @@ func pollSocketError(c *net.TCPConn, limit time.Duration) error {
 		return err
 	}
 	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		var soErr int
-		var gerr error
-		if err := rc.Control(func(fd uintptr) {
-			soErr, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
-		}); err != nil {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = socketError(fd) }); err != nil {
 			return err
 		}
-		if gerr != nil {
-			return gerr
-		}
-		if soErr != 0 {
-			return syscall.Errno(soErr)
+		if serr != nil {
+			return serr
 		}
 	}
 	return fmt.Errorf("no socket error within %v", limit)
