@@ -477,6 +477,9 @@ var postgresStartupCases = [][]byte{
 	append(mustEncode(&pgproto3.GSSEncRequest{}), mustEncode(&pgproto3.SSLRequest{})...),
 	mustEncode(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{}}),
 	mustEncode(&pgproto3.CancelRequest{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}}),
+	// A CancelRequest after a refused encryption request, with a longer
+	// key (protocol 3.2 allows up to 256 bytes): found by the fuzzer.
+	[]byte("\x00\x00\x00\b\x04\xd2\x160\x00\x00\x00\x11\x04\xd2\x16.000000000"),
 	{0, 0, 0, 8, 0, 0, 0, 0},
 	{0xff, 0xff, 0xff, 0xff},
 	{0, 0, 0, 3},
@@ -550,15 +553,25 @@ func runPostgresStartup(t *testing.T, in []byte) {
 	}
 }
 
-// decodeCancel reports whether in starts with a CancelRequest.
+// decodeCancel reports whether in holds a CancelRequest where the
+// handshake takes one (readStartup): first, or after at most
+// maxNegotiations encryption requests, which it refuses.
 func decodeCancel(in []byte) (*pgproto3.CancelRequest, bool) {
 	be := pgproto3.NewBackend(bytes.NewReader(in), io.Discard)
-	m, err := be.ReceiveStartupMessage()
-	if err != nil {
+	for range maxNegotiations + 1 {
+		m, err := be.ReceiveStartupMessage()
+		if err != nil {
+			return nil, false
+		}
+		switch m := m.(type) {
+		case *pgproto3.CancelRequest:
+			return m, true
+		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+			continue
+		}
 		return nil, false
 	}
-	cr, ok := m.(*pgproto3.CancelRequest)
-	return cr, ok
+	return nil, false
 }
 
 // TestPostgresBoundedRelay checks that the handshake does not hold
