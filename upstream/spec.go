@@ -114,11 +114,16 @@ func hostPort(s string) (string, int, error) {
 
 // hostName checks s is a DNS name made of letters, digits, '-' and '_'
 // (SRV labels start with '_') and returns it in lower case. A trailing dot
-// is kept.
+// is kept. The last label must not be all digits (RFC 1123 §2.1), so that
+// an IPv4 address with a typo (10.0.0.300, 10.0.7) is an error here rather
+// than a name that DNS can only answer with NXDOMAIN at run time.
 func hostName(s string) (string, error) {
 	name := strings.TrimSuffix(s, ".")
 	if name == "" || len(name) > 253 {
 		return "", fmt.Errorf("%q is not a valid DNS name", s)
+	}
+	if top := name[strings.LastIndexByte(name, '.')+1:]; strings.Trim(top, "0123456789") == "" {
+		return "", fmt.Errorf("%q is neither an IP address nor a DNS name (its last label is all digits)", s)
 	}
 	for label := range strings.SplitSeq(name, ".") {
 		if label == "" || len(label) > 63 {
