@@ -171,6 +171,50 @@ func TestResolve(t *testing.T) {
 			spec:        Spec{Kind: KindDNS, Name: "db.example.lab", Port: 5432},
 			wantErrName: "db.example.lab.",
 		},
+		// 0.0.0.0 and :: are no backend: a connection to them reaches this
+		// host itself. DNS filters (Pi-hole, AdGuard) answer them for a
+		// blocked name, so they are left out, and an answer with nothing
+		// else is a not-found error: a watch keeps its last targets.
+		{
+			name: "dns unspecified addresses are left out",
+			answers: []string{
+				"db.example.lab. 20 IN A 0.0.0.0",
+				"db.example.lab. 20 IN A 10.0.1.1",
+				"db.example.lab. 20 IN AAAA ::",
+			},
+			spec:    Spec{Kind: KindDNS, Name: "db.example.lab", Port: 5432},
+			want:    []Target{{Addr: "10.0.1.1:5432"}},
+			wantTTL: 20 * time.Second,
+		},
+		{
+			name: "dns only unspecified addresses is not found",
+			answers: []string{
+				"db.example.lab. 20 IN A 0.0.0.0",
+				"db.example.lab. 20 IN AAAA ::",
+			},
+			spec:        Spec{Kind: KindDNS, Name: "db.example.lab", Port: 5432},
+			wantErrName: "db.example.lab.",
+		},
+		{
+			name: "srv unspecified addresses are left out",
+			answers: []string{
+				srvName + " 60 IN SRV 0 5 6379 a.example.lab.",
+				srvName + " 60 IN SRV 0 5 6379 b.example.lab.",
+			},
+			extra: []string{
+				"a.example.lab. 60 IN A 0.0.0.0",
+				"b.example.lab. 60 IN A 10.0.0.2",
+				"b.example.lab. 60 IN AAAA ::",
+			},
+			spec:    Spec{Kind: KindSRV, Name: srvName},
+			want:    []Target{{Addr: "10.0.0.2:6379", Weight: 5}},
+			wantTTL: 60 * time.Second,
+		},
+		{
+			name:    "static unspecified ip",
+			spec:    Spec{Kind: KindStatic, Name: "0.0.0.0", Port: 80},
+			wantErr: true,
+		},
 		{
 			name:    "static name",
 			answers: []string{"cache.example.lab. 30 IN A 10.0.2.1"},

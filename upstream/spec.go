@@ -85,6 +85,9 @@ func parse(s string) (Spec, error) {
 		return Spec{}, err
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
+		if err := targetIP(ip); err != nil {
+			return Spec{}, err
+		}
 		return Spec{Kind: KindStatic, Name: ip.String(), Port: port}, nil
 	}
 	if strings.Contains(host, ":") {
@@ -137,6 +140,17 @@ func hostName(s string) (string, error) {
 		}
 	}
 	return strings.ToLower(s), nil
+}
+
+// targetIP rejects an address no backend can have: a connection to 0.0.0.0
+// or :: reaches this host itself, a service inside the mesh (or none)
+// rather than the one outside it. DNS filters answer these for a name they
+// block.
+func targetIP(ip netip.Addr) error {
+	if ip.IsUnspecified() {
+		return fmt.Errorf("IP %s is the unspecified address, which reaches this host, not a backend", ip)
+	}
+	return nil
 }
 
 // String formats s the way Parse reads it: Parse(s.String()) == s for any

@@ -49,6 +49,8 @@ var parseCases = []struct {
 	{name: "static all digits", in: "1234:80", wantErr: true},
 	{name: "dns ipv4 octet out of range", in: "dns:10.0.0.300:5432", wantErr: true},
 	{name: "srv numeric top label", in: "srv:_a._tcp.10.0.0.7", wantErr: true},
+	{name: "static unspecified ipv4", in: "0.0.0.0:80", wantErr: true},
+	{name: "static unspecified ipv6", in: "[::]:80", wantErr: true},
 	{name: "static digits before a name", in: "10.0.0.lab:80", want: Spec{Kind: KindStatic, Name: "10.0.0.lab", Port: 80}},
 	{name: "static name starting with a digit", in: "1db.2lab:80", want: Spec{Kind: KindStatic, Name: "1db.2lab", Port: 80}},
 }
