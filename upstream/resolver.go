@@ -393,6 +393,11 @@ func (r *Resolver) lookupHost(ctx context.Context, host string) ([]netip.Addr, t
 			}
 			var de *net.DNSError
 			if errors.As(err, &de) && de.IsNotFound {
+				if len(ips) > 0 {
+					// NXDOMAIN for AAAA after A records: a server that
+					// mishandles AAAA (RFC 4074 §4.2); the name exists.
+					break
+				}
 				return nil, 0, err // NXDOMAIN: the AAAA query would say the same
 			}
 			errs = append(errs, err)

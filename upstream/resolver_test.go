@@ -411,6 +411,48 @@ func TestResolveExchangeSeam(t *testing.T) {
 	}
 }
 
+// TestResolveNameErrorForAAAAOnly: some DNS servers answer NXDOMAIN to
+// the AAAA query of a name that has A records (RFC 4074 §4.2). The
+// addresses the A query found are the targets; the broken AAAA answer
+// must not throw them away.
+func TestResolveNameErrorForAAAAOnly(t *testing.T) {
+	const srvName = "_db._tcp.example.lab."
+	cfg := testConfig(t, "192.0.2.1:53")
+	cfg.Exchange = func(_ context.Context, m *dns.Msg, _ string) (*dns.Msg, error) {
+		q := m.Question[0]
+		resp := new(dns.Msg)
+		resp.SetReply(m)
+		switch q.Qtype {
+		case dns.TypeSRV:
+			resp.Answer = mustRRs(t, q.Name+" 60 IN SRV 0 5 5432 db.example.lab.")
+		case dns.TypeA:
+			resp.Answer = mustRRs(t, q.Name+" 60 IN A 10.9.9.9")
+		case dns.TypeAAAA:
+			resp.Rcode = dns.RcodeNameError
+		}
+		return resp, nil
+	}
+	r := newResolver(t, cfg)
+	for _, tc := range []struct {
+		spec Spec
+		want []string
+	}{
+		{Spec{Kind: KindDNS, Name: "db.example.lab", Port: 5432}, []string{"10.9.9.9:5432"}},
+		{Spec{Kind: KindStatic, Name: "db.example.lab", Port: 5432}, []string{"10.9.9.9:5432"}},
+		{Spec{Kind: KindSRV, Name: srvName}, []string{"10.9.9.9:5432"}},
+	} {
+		t.Run(tc.spec.String(), func(t *testing.T) {
+			got, _, err := r.Resolve(t.Context(), tc.spec)
+			if err != nil {
+				t.Fatalf("Resolve: got error %v, want %v", err, tc.want)
+			}
+			if !slices.Equal(addrs(got), tc.want) {
+				t.Errorf("got %v, want %v", addrs(got), tc.want)
+			}
+		})
+	}
+}
+
 // TestResolveBounds: whatever a DNS server answers, one resolve makes a
 // bounded number of queries and returns a bounded number of targets, and
 // what it keeps are the targets a client would try first.
