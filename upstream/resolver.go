@@ -157,7 +157,10 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.M
 // follow-up queries. A lone SRV record with target "." means the service is
 // decidedly unavailable: no targets, no error. For dns and static names:
 // every A and AAAA address, in the server's order. For a static IP: that
-// address with TTL MaxTTL, without any query.
+// address with TTL MaxTTL, without any query. The addresses 0.0.0.0 and ::
+// are never targets (a connection to them reaches this host): they are
+// left out of answers, and an answer with no other address is a not-found
+// error, which a Watch treats as a failure.
 //
 // Errors start with "upstream: resolve" and the spec; NXDOMAIN wraps a
 // *net.DNSError with IsNotFound set. Resolve blocks for at most about
@@ -189,6 +192,9 @@ func (r *Resolver) resolve(ctx context.Context, s Spec) ([]Target, time.Duration
 		if ip, ok := s.ip(); ok {
 			if s.Kind == KindDNS {
 				return nil, 0, fmt.Errorf("dns spec names the IP %s, not a host", ip)
+			}
+			if err := targetIP(ip); err != nil {
+				return nil, 0, err
 			}
 			return []Target{{Addr: netip.AddrPortFrom(ip, uint16(s.Port)).String()}}, r.cfg.MaxTTL, nil
 		}
@@ -352,6 +358,8 @@ func (r *Resolver) resolveSRV(ctx context.Context, name string) ([]Target, time.
 	return Order(targets), ttl, nil
 }
 
+// rrAddr returns the address of an A or AAAA record, or the zero Addr when
+// it is not one a backend can have (see targetIP), so callers skip it.
 func rrAddr(rr dns.RR) netip.Addr {
 	var ip netip.Addr
 	switch rr := rr.(type) {
@@ -360,7 +368,11 @@ func rrAddr(rr dns.RR) netip.Addr {
 	case *dns.AAAA:
 		ip, _ = netip.AddrFromSlice(rr.AAAA.To16())
 	}
-	return ip.Unmap()
+	ip = ip.Unmap()
+	if !ip.IsValid() || targetIP(ip) != nil {
+		return netip.Addr{}
+	}
+	return ip
 }
 
 // lookupHost returns the A then AAAA addresses of the fully qualified
@@ -368,9 +380,10 @@ func rrAddr(rr dns.RR) netip.Addr {
 // an address.
 func (r *Resolver) lookupHost(ctx context.Context, host string) ([]netip.Addr, time.Duration, error) {
 	var (
-		ips  []netip.Addr
-		ttl  = time.Duration(math.MaxInt64)
-		errs []error
+		ips     []netip.Addr
+		ttl     = time.Duration(math.MaxInt64)
+		errs    []error
+		skipped int // unspecified addresses, left out
 	)
 	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
 		resp, err := r.query(ctx, host, qt)
@@ -380,6 +393,11 @@ func (r *Resolver) lookupHost(ctx context.Context, host string) ([]netip.Addr, t
 			}
 			var de *net.DNSError
 			if errors.As(err, &de) && de.IsNotFound {
+				if len(ips) > 0 {
+					// NXDOMAIN for AAAA after A records: a server that
+					// mishandles AAAA (RFC 4074 §4.2); the name exists.
+					break
+				}
 				return nil, 0, err // NXDOMAIN: the AAAA query would say the same
 			}
 			errs = append(errs, err)
@@ -393,11 +411,17 @@ func (r *Resolver) lookupHost(ctx context.Context, host string) ([]netip.Addr, t
 			if ip := rrAddr(rr); ip.IsValid() {
 				ips = append(ips, ip)
 				ttl = min(ttl, rrTTL(rr), cttl)
+			} else {
+				skipped++
 			}
 		}
 	}
 	if len(ips) == 0 {
-		if len(errs) == 0 {
+		switch {
+		case len(errs) > 0:
+		case skipped > 0:
+			errs = append(errs, &net.DNSError{Err: "only unspecified addresses (0.0.0.0, ::), as a DNS filter answers for a blocked name", Name: host, IsNotFound: true})
+		default:
 			errs = append(errs, &net.DNSError{Err: "no A or AAAA records", Name: host, IsNotFound: true})
 		}
 		return nil, 0, joinErrs(errs)

@@ -171,6 +171,50 @@ func TestResolve(t *testing.T) {
 			spec:        Spec{Kind: KindDNS, Name: "db.example.lab", Port: 5432},
 			wantErrName: "db.example.lab.",
 		},
+		// 0.0.0.0 and :: are no backend: a connection to them reaches this
+		// host itself. DNS filters (Pi-hole, AdGuard) answer them for a
+		// blocked name, so they are left out, and an answer with nothing
+		// else is a not-found error: a watch keeps its last targets.
+		{
+			name: "dns unspecified addresses are left out",
+			answers: []string{
+				"db.example.lab. 20 IN A 0.0.0.0",
+				"db.example.lab. 20 IN A 10.0.1.1",
+				"db.example.lab. 20 IN AAAA ::",
+			},
+			spec:    Spec{Kind: KindDNS, Name: "db.example.lab", Port: 5432},
+			want:    []Target{{Addr: "10.0.1.1:5432"}},
+			wantTTL: 20 * time.Second,
+		},
+		{
+			name: "dns only unspecified addresses is not found",
+			answers: []string{
+				"db.example.lab. 20 IN A 0.0.0.0",
+				"db.example.lab. 20 IN AAAA ::",
+			},
+			spec:        Spec{Kind: KindDNS, Name: "db.example.lab", Port: 5432},
+			wantErrName: "db.example.lab.",
+		},
+		{
+			name: "srv unspecified addresses are left out",
+			answers: []string{
+				srvName + " 60 IN SRV 0 5 6379 a.example.lab.",
+				srvName + " 60 IN SRV 0 5 6379 b.example.lab.",
+			},
+			extra: []string{
+				"a.example.lab. 60 IN A 0.0.0.0",
+				"b.example.lab. 60 IN A 10.0.0.2",
+				"b.example.lab. 60 IN AAAA ::",
+			},
+			spec:    Spec{Kind: KindSRV, Name: srvName},
+			want:    []Target{{Addr: "10.0.0.2:6379", Weight: 5}},
+			wantTTL: 60 * time.Second,
+		},
+		{
+			name:    "static unspecified ip",
+			spec:    Spec{Kind: KindStatic, Name: "0.0.0.0", Port: 80},
+			wantErr: true,
+		},
 		{
 			name:    "static name",
 			answers: []string{"cache.example.lab. 30 IN A 10.0.2.1"},
@@ -364,6 +408,48 @@ func TestResolveExchangeSeam(t *testing.T) {
 	}
 	if want := []string{"192.0.2.1:53 A", "192.0.2.1:53 AAAA"}; !slices.Equal(asked, want) {
 		t.Errorf("queries: got %q, want %q", asked, want)
+	}
+}
+
+// TestResolveNameErrorForAAAAOnly: some DNS servers answer NXDOMAIN to
+// the AAAA query of a name that has A records (RFC 4074 §4.2). The
+// addresses the A query found are the targets; the broken AAAA answer
+// must not throw them away.
+func TestResolveNameErrorForAAAAOnly(t *testing.T) {
+	const srvName = "_db._tcp.example.lab."
+	cfg := testConfig(t, "192.0.2.1:53")
+	cfg.Exchange = func(_ context.Context, m *dns.Msg, _ string) (*dns.Msg, error) {
+		q := m.Question[0]
+		resp := new(dns.Msg)
+		resp.SetReply(m)
+		switch q.Qtype {
+		case dns.TypeSRV:
+			resp.Answer = mustRRs(t, q.Name+" 60 IN SRV 0 5 5432 db.example.lab.")
+		case dns.TypeA:
+			resp.Answer = mustRRs(t, q.Name+" 60 IN A 10.9.9.9")
+		case dns.TypeAAAA:
+			resp.Rcode = dns.RcodeNameError
+		}
+		return resp, nil
+	}
+	r := newResolver(t, cfg)
+	for _, tc := range []struct {
+		spec Spec
+		want []string
+	}{
+		{Spec{Kind: KindDNS, Name: "db.example.lab", Port: 5432}, []string{"10.9.9.9:5432"}},
+		{Spec{Kind: KindStatic, Name: "db.example.lab", Port: 5432}, []string{"10.9.9.9:5432"}},
+		{Spec{Kind: KindSRV, Name: srvName}, []string{"10.9.9.9:5432"}},
+	} {
+		t.Run(tc.spec.String(), func(t *testing.T) {
+			got, _, err := r.Resolve(t.Context(), tc.spec)
+			if err != nil {
+				t.Fatalf("Resolve: got error %v, want %v", err, tc.want)
+			}
+			if !slices.Equal(addrs(got), tc.want) {
+				t.Errorf("got %v, want %v", addrs(got), tc.want)
+			}
+		})
 	}
 }
 

@@ -85,6 +85,9 @@ func parse(s string) (Spec, error) {
 		return Spec{}, err
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
+		if err := targetIP(ip); err != nil {
+			return Spec{}, err
+		}
 		return Spec{Kind: KindStatic, Name: ip.String(), Port: port}, nil
 	}
 	if strings.Contains(host, ":") {
@@ -114,11 +117,16 @@ func hostPort(s string) (string, int, error) {
 
 // hostName checks s is a DNS name made of letters, digits, '-' and '_'
 // (SRV labels start with '_') and returns it in lower case. A trailing dot
-// is kept.
+// is kept. The last label must not be all digits (RFC 1123 §2.1), so that
+// an IPv4 address with a typo (10.0.0.300, 10.0.7) is an error here rather
+// than a name that DNS can only answer with NXDOMAIN at run time.
 func hostName(s string) (string, error) {
 	name := strings.TrimSuffix(s, ".")
 	if name == "" || len(name) > 253 {
 		return "", fmt.Errorf("%q is not a valid DNS name", s)
+	}
+	if top := name[strings.LastIndexByte(name, '.')+1:]; strings.Trim(top, "0123456789") == "" {
+		return "", fmt.Errorf("%q is neither an IP address nor a DNS name (its last label is all digits)", s)
 	}
 	for label := range strings.SplitSeq(name, ".") {
 		if label == "" || len(label) > 63 {
@@ -132,6 +140,17 @@ func hostName(s string) (string, error) {
 		}
 	}
 	return strings.ToLower(s), nil
+}
+
+// targetIP rejects an address no backend can have: a connection to 0.0.0.0
+// or :: reaches this host itself, a service inside the mesh (or none)
+// rather than the one outside it. DNS filters answer these for a name they
+// block.
+func targetIP(ip netip.Addr) error {
+	if ip.IsUnspecified() {
+		return fmt.Errorf("IP %s is the unspecified address, which reaches this host, not a backend", ip)
+	}
+	return nil
 }
 
 // String formats s the way Parse reads it: Parse(s.String()) == s for any

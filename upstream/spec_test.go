@@ -1,6 +1,8 @@
 package upstream
 
 import (
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -39,6 +41,18 @@ var parseCases = []struct {
 	{name: "static negative port", in: "h:-1", wantErr: true},
 	{name: "static bad v6", in: "[fd00::zz]:80", wantErr: true},
 	{name: "empty", in: "", wantErr: true},
+	// An IPv4 address with a typo is not a host name to look up: RFC 1123
+	// §2.1 keeps the top-level label of a host name from being all digits.
+	{name: "static ipv4 octet out of range", in: "10.0.0.300:5432", wantErr: true},
+	{name: "static ipv4 three parts", in: "10.0.7:5432", wantErr: true},
+	{name: "static ipv4 leading zero", in: "010.0.0.7:5432", wantErr: true},
+	{name: "static all digits", in: "1234:80", wantErr: true},
+	{name: "dns ipv4 octet out of range", in: "dns:10.0.0.300:5432", wantErr: true},
+	{name: "srv numeric top label", in: "srv:_a._tcp.10.0.0.7", wantErr: true},
+	{name: "static unspecified ipv4", in: "0.0.0.0:80", wantErr: true},
+	{name: "static unspecified ipv6", in: "[::]:80", wantErr: true},
+	{name: "static digits before a name", in: "10.0.0.lab:80", want: Spec{Kind: KindStatic, Name: "10.0.0.lab", Port: 80}},
+	{name: "static name starting with a digit", in: "1db.2lab:80", want: Spec{Kind: KindStatic, Name: "1db.2lab", Port: 80}},
 }
 
 func TestParse(t *testing.T) {
@@ -48,6 +62,9 @@ func TestParse(t *testing.T) {
 			if tc.wantErr {
 				if err == nil {
 					t.Fatalf("Parse(%q): got %+v, want error", tc.in, got)
+				}
+				if q := strconv.Quote(tc.in); !strings.Contains(err.Error(), q) {
+					t.Errorf("Parse(%q): error %q does not name the input %s", tc.in, err, q)
 				}
 				return
 			}
