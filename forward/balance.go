@@ -1,14 +1,16 @@
 package forward
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"time"
 )
 
 // Balance policies for Route.Balance. Each picks the first backend to try
-// for a new connection among the backends that are not ejected (among all
-// of them when every backend is ejected); the rest are then tried as
-// failover, see Route.
+// for a new connection among the backends of the lowest Priority that are
+// not ejected (among all of the lowest Priority when every backend is
+// ejected); the rest are then tried as failover, see Route.
 const (
 	// BalanceLeastConn picks the backend with the fewest outstanding
 	// connections (open, or being dialed) per unit of Weight, scanning every
@@ -140,10 +142,12 @@ func chooseLocked(policy string, cands []*backendState, intN func(int) int) int 
 }
 
 // plan returns, for one new connection, the backends to try in order: the
-// policy's choice, then the other backends that are not ejected, then the
-// ejected ones as a last resort, each group in route order starting after
-// the choice. It counts the choice as active; the caller counts the others
-// with begin as it tries them, and ends each with failed or release.
+// policy's choice among the backends of the lowest Priority that are not
+// ejected, then the other backends that are not ejected, then the ejected
+// ones as a last resort; each group in ascending Priority, and within one
+// Priority in route order starting after the choice. It counts the choice
+// as active; the caller counts the others with begin as it tries them, and
+// ends each with failed or release.
 func (rs *routeState) plan(now time.Time, intN func(int) int) (*Route, []attempt) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
@@ -160,6 +164,9 @@ func (rs *routeState) plan(now time.Time, intN func(int) int) (*Route, []attempt
 	if len(cands) == 0 {
 		cands = append(cands, all...)
 	}
+	if rs.ranked {
+		cands = lowestPriority(cands)
+	}
 	chosen := cands[chooseLocked(rs.route.Balance, cands, intN)]
 	pos := 0
 	for i, bs := range all {
@@ -170,14 +177,34 @@ func (rs *routeState) plan(now time.Time, intN func(int) int) (*Route, []attempt
 	order := make([]attempt, 0, len(all))
 	order = append(order, attempt{chosen, chosen.b})
 	for _, ejected := range []bool{false, true} {
+		group := len(order)
 		for k := 1; k < len(all); k++ {
 			if bs := all[(pos+k)%len(all)]; bs.ejectedLocked(now) == ejected {
 				order = append(order, attempt{bs, bs.b})
 			}
 		}
+		if rs.ranked {
+			slices.SortStableFunc(order[group:], func(a, b attempt) int { return cmp.Compare(a.b.Priority, b.b.Priority) })
+		}
 	}
 	chosen.active++
 	return rs.route, order
+}
+
+// lowestPriority keeps, in place, the backends of cands (not empty) whose
+// Priority is the lowest.
+func lowestPriority(cands []*backendState) []*backendState {
+	low := cands[0].b.Priority
+	for _, bs := range cands[1:] {
+		low = min(low, bs.b.Priority)
+	}
+	out := cands[:0]
+	for _, bs := range cands {
+		if bs.b.Priority == low {
+			out = append(out, bs)
+		}
+	}
+	return out
 }
 
 // begin counts bs as active for a failover attempt.
@@ -241,6 +268,10 @@ func (rs *routeState) setRoute(r *Route) {
 		next = append(next, bs)
 	}
 	rs.route, rs.backends = r, next
+	rs.ranked = false
+	for _, b := range r.Backends {
+		rs.ranked = rs.ranked || b.Priority != r.Backends[0].Priority
+	}
 }
 
 // snapshot returns the route and its per-backend stats.

@@ -505,3 +505,71 @@ func TestServerTargets(t *testing.T) {
 		})
 	}
 }
+
+// TestBalancePriority: Balance picks among the backends of the lowest
+// Priority that are not ejected; the rest follow as failover in ascending
+// Priority (RFC 2782's order), not ejected before ejected.
+func TestBalancePriority(t *testing.T) {
+	now := time.Unix(1000, 0)
+	type be struct {
+		addr    string
+		prio    int
+		ejected bool
+		active  uint64
+		weight  int
+	}
+	for _, tc := range []struct {
+		name    string
+		balance string
+		bes     []be
+		want    [][]string // the order of each successive plan
+	}{
+		{"one rank: route order", BalanceFirst,
+			[]be{{addr: "a"}, {addr: "b"}, {addr: "c"}},
+			[][]string{{"a", "b", "c"}}},
+		{"lowest priority first, then ascending", BalanceFirst,
+			[]be{{addr: "a", prio: 20}, {addr: "b", prio: 10}, {addr: "c", prio: 10}, {addr: "d", prio: 15}},
+			[][]string{{"b", "c", "d", "a"}}},
+		{"the lowest rank ejected: the next rank's", BalanceFirst,
+			[]be{{addr: "a", prio: 10, ejected: true}, {addr: "b", prio: 20}, {addr: "c", prio: 30}},
+			[][]string{{"b", "c", "a"}}},
+		{"all ejected: the lowest rank's, then the others ascending", BalanceFirst,
+			[]be{{addr: "a", prio: 30, ejected: true}, {addr: "b", prio: 10, ejected: true}, {addr: "c", prio: 20, ejected: true}},
+			[][]string{{"b", "c", "a"}}},
+		{"least-conn within the lowest rank, an idle higher rank untouched", BalanceLeastConn,
+			[]be{{addr: "a", prio: 10, active: 3}, {addr: "b", prio: 10, active: 1}, {addr: "c", prio: 20}},
+			[][]string{{"b", "a", "c"}, {"b", "a", "c"}, {"b", "a", "c"}, {"a", "b", "c"}}},
+		{"round-robin by weight within the lowest rank", BalanceRoundRobin,
+			[]be{{addr: "a", prio: 1, weight: 2}, {addr: "b", prio: 1}, {addr: "c", prio: 2, weight: 5}},
+			[][]string{{"a", "b", "c"}, {"b", "a", "c"}, {"a", "b", "c"}}},
+		{"random within the lowest rank", BalanceRandom,
+			[]be{{addr: "c", prio: 2}, {addr: "a", prio: 1}, {addr: "b", prio: 1}},
+			[][]string{{"a", "b", "c"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r Route
+			r.Balance = tc.balance
+			for _, b := range tc.bes {
+				r.Backends = append(r.Backends, Backend{Addr: b.addr, Priority: b.prio, Weight: b.weight})
+			}
+			rs := &routeState{}
+			rs.setRoute(&r)
+			for i, b := range tc.bes {
+				rs.backends[i].active = b.active
+				if b.ejected {
+					rs.backends[i].until = now.Add(time.Second)
+				}
+			}
+			for i, want := range tc.want {
+				_, order := rs.plan(now, func(int) int { return 0 })
+				var got []string
+				for _, a := range order {
+					got = append(got, a.b.Addr)
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("plan %d: got %v, want %v", i+1, got, want)
+				}
+			}
+		})
+	}
+}

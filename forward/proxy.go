@@ -28,6 +28,11 @@ type Backend struct {
 	// route's other backends, honoured by the round-robin, random and
 	// least-conn policies. 0 (or less) means 1.
 	Weight int
+	// Priority ranks backends as an SRV record's priority does (RFC 2782):
+	// lower first. Balance picks among the backends of the lowest Priority
+	// that are not ejected; the others are failover, tried in ascending
+	// Priority. Equal for all (0 by default): one rank.
+	Priority int
 }
 
 // Route maps one local listener to the backends of a service. It is a plain
@@ -35,8 +40,9 @@ type Backend struct {
 //
 // Each new connection goes to the backend that Balance picks. A dial that
 // fails (refused, reset, no connect within DialTimeout, no handoff reply
-// within HandoffTimeout, or a refused handoff) is retried at once on the next backend: the other backends that
-// are not ejected, then the ejected ones as a last resort. The client's
+// within HandoffTimeout, or a refused handoff) is retried at once on the
+// next backend: the other backends that are not ejected, then the ejected
+// ones as a last resort, each in ascending Priority. The client's
 // connection is closed only when every backend has failed. A failed backend
 // is ejected, that is skipped by Balance while another is available, for
 // 1s, doubling per consecutive failure up to 30s; a successful dial ends the
@@ -187,6 +193,7 @@ type routeState struct {
 	mu       sync.Mutex
 	route    *Route          // guarded by mu; swapped by Update, Balance resolved
 	backends []*backendState // guarded by mu; one per route.Backends entry, same order
+	ranked   bool            // guarded by mu; the backends' Priority is not all one
 }
 
 // service returns the route's service name.

@@ -383,29 +383,79 @@ func fakeSRV(t *testing.T, name string, port int) (addr string, setPort func(int
 	t.Helper()
 	var cur atomic.Int64
 	cur.Store(int64(port))
+	addr = fakeSRVRecords(t, name, func() []srvRecord {
+		return []srvRecord{{Priority: 10, Weight: 1, Port: int(cur.Load())}}
+	})
+	return addr, func(p int) { cur.Store(int64(p)) }
+}
+
+// srvRecord is one SRV record of fakeSRVRecords, its target 127.0.0.1.
+type srvRecord struct{ Priority, Weight, Port int }
+
+// fakeSRVRecords serves the SRV records recs returns for name (TTL 1s,
+// every target host.lab. at 127.0.0.1) on a UDP DNS server of its own.
+func fakeSRVRecords(t *testing.T, name string, recs func() []srvRecord) (addr string) {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	hostA := func() dns.RR {
+		return &dns.A{Hdr: dns.RR_Header{Name: "host.lab.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1},
+			A: net.IPv4(127, 0, 0, 1)}
 	}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		m.Authoritative = true
 		if len(r.Question) == 1 && r.Question[0].Name == name && r.Question[0].Qtype == dns.TypeSRV {
-			m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 1},
-				Priority: 10, Weight: 1, Port: uint16(cur.Load()), Target: "host.lab."})
-			m.Extra = append(m.Extra, &dns.A{Hdr: dns.RR_Header{Name: "host.lab.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1},
-				A: net.IPv4(127, 0, 0, 1)})
+			for _, rec := range recs() {
+				m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 1},
+					Priority: uint16(rec.Priority), Weight: uint16(rec.Weight), Port: uint16(rec.Port), Target: "host.lab."})
+			}
+			m.Extra = append(m.Extra, hostA())
 		} else if len(r.Question) == 1 && r.Question[0].Name == "host.lab." && r.Question[0].Qtype == dns.TypeA {
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: "host.lab.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1},
-				A: net.IPv4(127, 0, 0, 1)})
+			m.Answer = append(m.Answer, hostA())
 		}
 		_ = w.WriteMsg(m)
 	})
 	srv := &dns.Server{PacketConn: pc, Handler: h}
 	go func() { _ = srv.ActivateAndServe() }()
 	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String(), func(p int) { cur.Store(int64(p)) }
+	return pc.LocalAddr().String()
+}
+
+// TestUpstreamSRVPriority: a client of the node that resolves an SRV
+// upstream reaches the lowest priority's target, as a client of a peer
+// does (RFC 2782: the lowest priority it can reach). Failover to the
+// higher priority is forward's (TestBalancePriority).
+func TestUpstreamSRVPriority(t *testing.T) {
+	primary, backup := nameServer(t, "primary"), nameServer(t, "backup")
+	dnsAddr := fakeSRVRecords(t, "_web._tcp.lab.", func() []srvRecord {
+		return []srvRecord{{Priority: 20, Weight: 1, Port: backup}, {Priority: 10, Weight: 1, Port: primary}}
+	})
+	port := freePort(t)
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	a := startTestNode(t, "a", func(c *Config) {
+		c.Upstream = []Upstream{{Name: "web", Port: port, Spec: upstream.Spec{Kind: upstream.KindSRV, Name: "_web._tcp.lab."}}}
+		c.Resolvers = []string{dnsAddr}
+		c.Forward = []Forward{{Name: "web", Listen: listen}}
+	})
+	peerListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	startTestNode(t, "b", func(c *Config) {
+		c.Join = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.GossipPort))}
+		c.Forward = []Forward{{Name: "web", Listen: peerListen}}
+	})
+	for _, at := range []struct{ who, addr string }{{"the resolving node", listen}, {"a peer", peerListen}} {
+		waitFor(t, 10*time.Second, "web through "+at.who, func() bool { return readName(at.addr) != "" })
+		got := map[string]int{}
+		for range 20 {
+			got[readName(at.addr)]++
+		}
+		if got["primary"] != 20 {
+			t.Errorf("20 connections through %s: got %v, want all to primary (priority 10 before 20)", at.who, got)
+		}
+	}
 }
 
 // TestDrainOnStop stops a node while a connection through it is open: new

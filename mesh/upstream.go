@@ -71,12 +71,12 @@ func (n *Node) onUpstream(name svcname.Name, targets []upstream.Target) {
 	n.publish()
 }
 
-// upstreamBackends turns resolved targets into direct backends, SRV weight
-// as the balance weight.
+// upstreamBackends turns resolved targets into direct backends, with the
+// SRV priority and weight (as upstream.Order reads them) for the balancer.
 func upstreamBackends(node string, ts []upstream.Target) []forward.Backend {
 	out := make([]forward.Backend, 0, len(ts))
 	for _, t := range ts {
-		out = append(out, forward.Backend{Node: node, Addr: t.Addr, Weight: int(t.Weight)})
+		out = append(out, forward.Backend{Node: node, Addr: t.Addr, Weight: t.Share(), Priority: int(t.Priority)})
 	}
 	return out
 }

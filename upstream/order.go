@@ -33,7 +33,11 @@ func Order(targets []Target) []Target {
 	return out
 }
 
-func effWeight(t Target) int {
+// Share is t's weight for picking among the targets of its priority: its
+// SRV Weight times 100, and 1 for weight 0, so that a weight-0 target gets
+// the "very small chance" RFC 2782 asks for when others have weight, and
+// a group of weight-0 targets is shared evenly.
+func (t Target) Share() int {
 	if t.Weight == 0 {
 		return 1
 	}
@@ -46,15 +50,15 @@ func effWeight(t Target) int {
 func shuffleByWeight(g []Target) {
 	total := 0
 	for _, t := range g {
-		total += effWeight(t)
+		total += t.Share()
 	}
 	for n := 0; n < len(g)-1; n++ {
 		x := rand.IntN(total)
 		k := n
-		for acc := effWeight(g[k]); acc <= x; acc += effWeight(g[k]) {
+		for acc := g[k].Share(); acc <= x; acc += g[k].Share() {
 			k++
 		}
 		g[n], g[k] = g[k], g[n]
-		total -= effWeight(g[n])
+		total -= g[n].Share()
 	}
 }
