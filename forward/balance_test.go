@@ -455,8 +455,11 @@ func TestServerTargets(t *testing.T) {
 	alive := startBackend(t, reply("hi"))
 	dead := closedAddr(t)
 	blackholed := closedAddr(t)
+	far := startBackend(t, reply("far"))
+	dead2, dead3 := closedAddr(t), closedAddr(t)
 	fd := &faultDial{}
 	fd.set(blackholed, faultBlackhole)
+	fd.setDelay(far, 80*time.Millisecond) // more than an even share of DialTimeout (50ms among four)
 	cfg := testConfig(t)
 	cfg.DialTimeout = 200 * time.Millisecond // 100ms per target for two
 	cfg.DialFunc = fd.dial
@@ -466,6 +469,9 @@ func TestServerTargets(t *testing.T) {
 		"alive-first": {alive, dead},
 		"all-dead":    {dead, blackholed},
 		"none":        {},
+		// Refused dials end at once and leave their share to the targets
+		// after them: the far one gets the time that is left.
+		"dead-then-far": {dead, dead2, dead3, far},
 	})
 	for _, tc := range []struct {
 		service string
@@ -478,6 +484,7 @@ func TestServerTargets(t *testing.T) {
 		{"alive-first", statusOK, "hi", []string{alive}},
 		{"all-dead", statusUnavailable, "", []string{dead, blackholed}},
 		{"none", statusUnavailable, "", nil},
+		{"dead-then-far", statusOK, "far", []string{dead, dead2, dead3, far}},
 	} {
 		t.Run(tc.service, func(t *testing.T) {
 			fd.take()

@@ -302,8 +302,20 @@ const (
 // address and records every dial.
 type faultDial struct {
 	mu     sync.Mutex
-	faults map[string]fault // guarded by mu
-	dialed []string         // guarded by mu
+	faults map[string]fault         // guarded by mu
+	delays map[string]time.Duration // guarded by mu; a connect that takes this long
+	dialed []string                 // guarded by mu
+}
+
+// setDelay makes a dial of addr take d before it connects (a far target),
+// or fail when the dial's ctx ends first.
+func (f *faultDial) setDelay(addr string, d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.delays == nil {
+		f.delays = make(map[string]time.Duration)
+	}
+	f.delays[addr] = d
 }
 
 func (f *faultDial) set(addr string, ft fault) {
@@ -326,9 +338,18 @@ func (f *faultDial) take() []string {
 
 func (f *faultDial) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	f.mu.Lock()
-	ft := f.faults[addr]
+	ft, delay := f.faults[addr], f.delays[addr]
 	f.dialed = append(f.dialed, addr)
 	f.mu.Unlock()
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+		case <-t.C:
+		}
+	}
 	switch ft {
 	case faultRefuse:
 		return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}

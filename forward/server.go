@@ -277,11 +277,15 @@ func (s *Server) dialTargets(service string, targets []string) (net.Conn, string
 	if len(targets) == 0 {
 		return nil, ""
 	}
-	// An even share of DialTimeout each, so that the reply still reaches a
-	// client using the same config (which waits HandoffTimeout, longer by
-	// default) when early targets time out.
-	per := s.cfg.DialTimeout / time.Duration(len(targets))
-	for _, target := range targets {
+	// All dials together within DialTimeout, so that the reply still
+	// reaches a client using the same config (which waits HandoffTimeout,
+	// longer by default) when early targets time out. Each dial gets an
+	// even share of the time left: a target that refuses at once leaves
+	// its share to those after it, so a far one is not cut at
+	// DialTimeout/len(targets).
+	end := time.Now().Add(s.cfg.DialTimeout)
+	for i, target := range targets {
+		per := time.Until(end) / time.Duration(len(targets)-i)
 		ctx, cancel := context.WithTimeout(s.g.ctx, per)
 		bc, err := dialBackend(ctx, &s.cfg, Backend{Addr: target}, nil)
 		cancel()
