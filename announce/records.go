@@ -300,6 +300,61 @@ func dedupe(rrs, skip []dns.RR) []dns.RR {
 // Ethernet, unfragmented.
 const maxQuerySize = 1400
 
+// maxResponseSize bounds each packet of an mDNS response: one packet on
+// any Ethernet, unfragmented (RFC 6762 §17: up to the MTU less the IP and
+// UDP headers, never more than 9000 bytes). A node with dozens of
+// services has a record set several times that (about 100 bytes a
+// service), which goes out in several packets (splitResponse).
+const maxResponseSize = 1400
+
+// splitResponse returns m, an mDNS response, as packets of at most limit
+// bytes each: m itself when it fits, otherwise parts with m's header and
+// consecutive runs of its records, in order. Every record of a response
+// stands on its own (RFC 6762 §6, §17), so parts need not keep a PTR with
+// its SRV. A part gets m's answers as answers and its additional records
+// as additional ones, except that a part with no answer of m carries its
+// first record as an answer: avahi-daemon drops a response without
+// answers ("Invalid response packet"), and a responder may put any of
+// its records in the answer section. A record larger than limit goes
+// alone. m has no authority records. Legacy unicast replies, which carry
+// the question, are not for splitting: a resolver reads only the first
+// answer to its query.
+func splitResponse(m *dns.Msg, limit int) []*dns.Msg {
+	if m.Len() <= limit {
+		return []*dns.Msg{m}
+	}
+	var out []*dns.Msg
+	part := func() *dns.Msg { return &dns.Msg{MsgHdr: m.MsgHdr, Compress: m.Compress} }
+	cur := part()
+	add := func(rr dns.RR, extra bool) {
+		if extra && len(cur.Answer) > 0 {
+			cur.Extra = append(cur.Extra, rr)
+		} else {
+			cur.Answer = append(cur.Answer, rr)
+		}
+	}
+	drop := func() {
+		if len(cur.Extra) > 0 {
+			cur.Extra = cur.Extra[:len(cur.Extra)-1]
+		} else {
+			cur.Answer = cur.Answer[:len(cur.Answer)-1]
+		}
+	}
+	for i, rrs := range [][]dns.RR{m.Answer, m.Extra} {
+		for _, rr := range rrs {
+			add(rr, i == 1)
+			if cur.Len() <= limit || len(cur.Answer)+len(cur.Extra) == 1 {
+				continue
+			}
+			drop()
+			out = append(out, cur)
+			cur = part()
+			add(rr, i == 1)
+		}
+	}
+	return append(out, cur)
+}
+
 // peerQuery returns the query for _ambassador._tcp.local PTR (ID 0, RFC
 // 6762 §18), asking for a unicast reply with qu (§5.4), with as many of
 // known in the answer section as fit in maxQuerySize (known-answer
