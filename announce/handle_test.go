@@ -391,3 +391,47 @@ func TestQueryNowKeepsBackoff(t *testing.T) {
 		t.Errorf("%d queries in a minute, want at most %d", sent, 2*(6+12))
 	}
 }
+
+// TestResponsesTheRFCIgnores: a response is read for peers only if it
+// comes from port 5353 (RFC 6762 §6: "MUST silently ignore any Multicast
+// DNS responses they receive where the source UDP port is not 5353") and
+// has RCODE 0 (§18.11: "Multicast DNS messages received with non-zero
+// Response Codes MUST be silently ignored").
+func TestResponsesTheRFCIgnores(t *testing.T) {
+	h := newHarness(t)
+	refused := announceOf(t, peerB, peerBAddr)
+	refused.Rcode = dns.RcodeRefused
+	tests := []struct {
+		name string
+		msg  *dns.Msg
+		src  netip.AddrPort
+		want bool // peer b reported
+	}{
+		{"from 5353", announceOf(t, peerB, peerBAddr), onLinkSrc, true},
+		{"from another port", announceOf(t, peerB, peerBAddr), netip.AddrPortFrom(onLinkSrc.Addr(), 40000), false},
+		{"non-zero RCODE", refused, onLinkSrc, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := tt.msg.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, unicast := range []bool{false, true} {
+				h.s.mu.Lock()
+				h.s.disc.reset()
+				in, err := h.s.receiveLocked(h.so, b, tt.src, unicast, t0)
+				h.s.mu.Unlock()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := len(in.peers) > 0; got != tt.want {
+					t.Errorf("unicast %v: peers %+v; want peer b: %v", unicast, in.peers, tt.want)
+				}
+				if in.reply != nil {
+					t.Errorf("unicast %v: replied to a response:\n%v", unicast, in.reply)
+				}
+			}
+		})
+	}
+}
