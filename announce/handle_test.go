@@ -297,17 +297,18 @@ func TestMulticastRateLimit(t *testing.T) {
 	// A first announcement counts too, and holds back a multicast answer;
 	// a unicast answer is never held back.
 	clock = t0.Add(10 * time.Second)
-	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendAnnounce)
 	if got := h.next("announcement"); !hasRR(got.m, "node-a.local.", dns.TypeA, 120) {
 		t.Fatalf("announcement lacks the A record:\n%v", got.m)
 	}
 	clock = clock.Add(500 * time.Millisecond)
 	h.receive(aQuery, onLinkSrc, false)
 	h.none("answer right after the announcement")
-	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
-	h.none("first announcement of records just sent")
-	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceRepeat)
-	h.next("second announcement")
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendAnnounce)
+	h.none("announcement of records sent 0.5s ago")
+	clock = clock.Add(500 * time.Millisecond)
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendAnnounce)
+	h.next("second announcement, 1s after the first")
 	h.receive(aQuery, onLinkSrc, true)
 	if got := h.next("direct unicast answer"); got.dst != onLinkSrc {
 		t.Errorf("direct answer to %v, want %v", got.dst, onLinkSrc)
@@ -317,7 +318,7 @@ func TestMulticastRateLimit(t *testing.T) {
 	// announced at once.
 	h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendGoodbye)
 	h.next("goodbye")
-	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendAnnounce)
 	h.next("announcement after goodbye")
 }
 
@@ -433,5 +434,61 @@ func TestResponsesTheRFCIgnores(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOverlappingAnnouncementsRateLimited: RFC 6762 §6 — a record is
+// multicast on an interface at most once a second. A service added half
+// a second into the start-up announcements starts a second series of
+// announcements (first and repeat) that overlaps the first; the repeats
+// must not resend what went out half a second before, while every record
+// still goes out at least twice (§8.3).
+func TestOverlappingAnnouncementsRateLimited(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379})
+	h.started()
+	clock := t0
+	h.s.now = func() time.Time { return clock }
+	jobs := []job{{sock: h.so, due: t0, left: announceCount}}
+	sent := map[string][]time.Duration{} // recordKey: when multicast, since t0
+	step := func(at time.Duration) {
+		t.Helper()
+		clock = t0.Add(at)
+		jobs = h.s.runJobs(jobs, clock)
+		for {
+			select {
+			case got := <-h.sent:
+				for _, rr := range got.m.Answer {
+					k := recordKey(rr)
+					sent[k] = append(sent[k], at)
+				}
+				continue
+			default:
+			}
+			break
+		}
+	}
+	step(0)
+	h.s.SetServices([]Service{{Name: "redis", Port: 6379}, {Name: "web", Port: 80}})
+	if only := h.s.sendGoodbyes(); len(only) > 0 {
+		jobs = append(jobs, job{only: only, due: t0.Add(500 * time.Millisecond), left: announceCount})
+	}
+	for _, at := range []time.Duration{500 * time.Millisecond, time.Second, 1500 * time.Millisecond, 2 * time.Second} {
+		step(at)
+	}
+	if len(jobs) != 0 {
+		t.Errorf("%d jobs left", len(jobs))
+	}
+	if len(sent) == 0 {
+		t.Fatal("nothing announced")
+	}
+	for k, at := range sent {
+		for i := 1; i < len(at); i++ {
+			if gap := at[i] - at[i-1]; gap < multicastGap {
+				t.Errorf("%s multicast at %v: %v apart, want at least %v", k, at, gap, multicastGap)
+			}
+		}
+		if len(at) < announceCount {
+			t.Errorf("%s multicast at %v only, want at least %d times", k, at, announceCount)
+		}
 	}
 }

@@ -49,7 +49,7 @@ func TestLargeRecordSetSplit(t *testing.T) {
 		want int // records in all packets together
 	}{
 		{"announcement", func(h *harness) {
-			h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
+			h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendAnnounce)
 		}, mdnsGroup, len(all)},
 		{"goodbye on close", func(h *harness) {
 			h.started()
