@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -490,5 +491,47 @@ func TestOverlappingAnnouncementsRateLimited(t *testing.T) {
 		if len(at) < announceCount {
 			t.Errorf("%s multicast at %v only, want at least %d times", k, at, announceCount)
 		}
+	}
+}
+
+// TestAnswerAfterWithdrawalLeavesServiceOut: a multicast answer is built
+// when the query arrives but sent later (shared records wait 20-120ms,
+// RFC 6762 §6). A service withdrawn meanwhile (SetServices: a failed
+// health check) has had its goodbye; the answer must not announce it
+// again, or every cache on the link would keep the dead service for its
+// TTL.
+func TestAnswerAfterWithdrawalLeavesServiceOut(t *testing.T) {
+	redis, web := Service{Name: "redis", Port: 6379}, Service{Name: "web", Port: 80}
+	tests := []struct {
+		name string
+		send func(s *Server, so *socket, reply *dns.Msg)
+	}{
+		{"immediate", (*Server).multicastAnswer},
+		{"delayed", (*Server).deferAnswer},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, redis, web)
+			h.started()
+			q := query(0, "_redis._tcp.local.", dns.TypePTR, dns.ClassINET)
+			q.Question = append(q.Question, dns.Question{Name: "_web._tcp.local.", Qtype: dns.TypePTR, Qclass: dns.ClassINET})
+			h.s.mu.Lock()
+			reply, dst := respond(h.so.zone, q, onLinkSrc, false)
+			h.s.mu.Unlock()
+			if reply == nil || dst != mdnsGroup || !hasRR(reply, "_redis._tcp.local.", dns.TypePTR, -1) {
+				t.Fatalf("reply to %v:\n%v", dst, reply)
+			}
+			h.s.SetServices([]Service{web})
+			tt.send(h.s, h.so, reply)
+			got := h.next("answer")
+			if !hasRR(got.m, "_web._tcp.local.", dns.TypePTR, -1) {
+				t.Errorf("answer lacks the web PTR:\n%v", got.m)
+			}
+			for _, rr := range append(got.m.Answer, got.m.Extra...) {
+				if strings.Contains(strings.ToLower(rr.String()), "_redis._tcp") {
+					t.Errorf("answer after redis was withdrawn carries %v", rr)
+				}
+			}
+		})
 	}
 }

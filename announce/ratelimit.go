@@ -82,10 +82,13 @@ func limitLocked(so *socket, rrs []dns.RR, now time.Time, filter bool) []dns.RR 
 }
 
 // multicastAnswer sends reply, a multicast answer, to the group on so,
-// leaving out the records multicast there within multicastGap.
+// leaving out the records so no longer publishes (withdrawn since the
+// reply was built) and those multicast there within multicastGap.
 func (s *Server) multicastAnswer(so *socket, reply *dns.Msg) {
 	s.mu.Lock()
 	now := s.now()
+	reply.Answer = so.zone.current(reply.Answer)
+	reply.Extra = so.zone.current(reply.Extra)
 	reply.Answer = limitLocked(so, reply.Answer, now, true)
 	if len(reply.Answer) > 0 {
 		reply.Extra = limitLocked(so, reply.Extra, now, true)

@@ -41,6 +41,7 @@ type identity struct {
 type zone struct {
 	ttl  uint32
 	svcs []*mdns.MDNSService // [0] is the _ambassador._tcp record
+	own  map[string]bool     // recordKey of every record; see current
 }
 
 // newZone builds the records for id with addr in the A record and the
@@ -67,7 +68,20 @@ func newZone(id identity, addr netip.Addr, svcs []Service) (*zone, error) {
 		}
 		z.svcs = append(z.svcs, m)
 	}
+	all := z.records(nil, true)
+	z.own = make(map[string]bool, len(all))
+	for _, rr := range all {
+		z.own[recordKey(rr)] = true
+	}
 	return z, nil
+}
+
+// current returns the records of rrs that z still publishes, in place: an
+// answer built from an older zone (one that waited out the shared-record
+// delay) must not bring back a service withdrawn since, whose goodbye
+// has gone out. A nil zone publishes nothing.
+func (z *zone) current(rrs []dns.RR) []dns.RR {
+	return slices.DeleteFunc(rrs, func(rr dns.RR) bool { return z == nil || !z.own[recordKey(rr)] })
 }
 
 // names returns the owner names m answers for, built the way MDNSService
