@@ -535,3 +535,65 @@ func TestAnswerAfterWithdrawalLeavesServiceOut(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnRecordsUnderstatedReannounced: RFC 6762 §6.6 — when another
+// responder sends one of our records (same name, type, class and data)
+// with a TTL below half of ours, we MUST announce it again, or caches
+// drop it early. The case that matters: a namesake (a duplicate --node,
+// which the mesh stops) sends its goodbye on the way out, and with it
+// the TTL-0 PTR, SRV and TXT records that are byte for byte ours; without
+// a correction every browser on the link loses this node's services.
+func TestOwnRecordsUnderstatedReannounced(t *testing.T) {
+	id := identity{node: "Node A", cluster: "lab", host: "node-a.local.", gossipPort: 7946, ttl: 120}
+	redis := Service{Name: "redis", Port: 6379}
+	namesake, err := newZone(id, netip.MustParseAddr("192.0.2.77"), []Service{redis})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withTTL := func(ttl uint32) *dns.Msg {
+		m := announcement(namesake.records(nil, true))
+		for _, rr := range m.Answer {
+			rr.Header().Ttl = ttl
+		}
+		return m
+	}
+	tests := []struct {
+		name string
+		msg  *dns.Msg
+		want bool // our redis records announced again
+	}{
+		{"namesake's goodbye", goodbye(namesake.records(nil, true)), true},
+		{"TTL below half", withTTL(59), true},
+		{"TTL half", withTTL(60), false},
+		{"full TTL", withTTL(120), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, redis)
+			h.receive(tt.msg, onLinkSrc, false)
+			if !tt.want {
+				h.none("announcement")
+				return
+			}
+			got := h.next("announcement")
+			if got.dst != mdnsGroup {
+				t.Errorf("sent to %v, want %v", got.dst, mdnsGroup)
+			}
+			for _, r := range []rec{
+				{"_redis._tcp.local.", dns.TypePTR},
+				{`Node\ A._redis._tcp.local.`, dns.TypeSRV},
+				{`Node\ A._redis._tcp.local.`, dns.TypeTXT},
+				{peerFQDN, dns.TypePTR},
+			} {
+				if !hasRR(got.m, r.name, r.typ, 120) {
+					t.Errorf("announcement lacks %s %s with TTL 120:\n%v", r.name, dns.TypeToString[r.typ], got.m)
+				}
+			}
+			// The namesake's A record holds another address: not ours.
+			if hasRR(got.m, "node-a.local.", dns.TypeA, -1) {
+				t.Errorf("announcement carries the A record:\n%v", got.m)
+			}
+			h.none("one announcement")
+		})
+	}
+}

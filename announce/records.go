@@ -41,7 +41,7 @@ type identity struct {
 type zone struct {
 	ttl  uint32
 	svcs []*mdns.MDNSService // [0] is the _ambassador._tcp record
-	own  map[string]bool     // recordKey of every record; see current
+	own  map[string]dns.RR   // every record by recordKey; see current, understated
 }
 
 // newZone builds the records for id with addr in the A record and the
@@ -69,11 +69,39 @@ func newZone(id identity, addr netip.Addr, svcs []Service) (*zone, error) {
 		z.svcs = append(z.svcs, m)
 	}
 	all := z.records(nil, true)
-	z.own = make(map[string]bool, len(all))
+	z.own = make(map[string]dns.RR, len(all))
 	for _, rr := range all {
-		z.own[recordKey(rr)] = true
+		z.own[recordKey(rr)] = rr
 	}
 	return z, nil
+}
+
+// understated returns copies of the records of z that m, a response from
+// another responder, carries with a TTL below half of z's, for the caller
+// to multicast again (RFC 6762 §6.6: caches would otherwise drop them
+// early). The case that matters is a goodbye from a namesake (a duplicate
+// node name the mesh is stopping): its PTR, SRV and TXT records are
+// identical to ours, and its TTL-0 copies would withdraw this node's
+// services from every cache on the link. A record of the same name and
+// type but other data (the namesake's A record) is a conflict, which
+// this package does not resolve (see the package doc). A nil zone
+// publishes nothing.
+func (z *zone) understated(m *dns.Msg) []dns.RR {
+	if z == nil {
+		return nil
+	}
+	var out []dns.RR
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range sec {
+			if rr.Header().Ttl >= z.ttl/2 {
+				continue
+			}
+			if own, ok := z.own[recordKey(rr)]; ok {
+				out = append(out, dns.Copy(own))
+			}
+		}
+	}
+	return dedupe(out, nil)
 }
 
 // current returns the records of rrs that z still publishes, in place: an
@@ -81,7 +109,13 @@ func newZone(id identity, addr netip.Addr, svcs []Service) (*zone, error) {
 // delay) must not bring back a service withdrawn since, whose goodbye
 // has gone out. A nil zone publishes nothing.
 func (z *zone) current(rrs []dns.RR) []dns.RR {
-	return slices.DeleteFunc(rrs, func(rr dns.RR) bool { return z == nil || !z.own[recordKey(rr)] })
+	return slices.DeleteFunc(rrs, func(rr dns.RR) bool {
+		if z == nil {
+			return true
+		}
+		_, ok := z.own[recordKey(rr)]
+		return !ok
+	})
 }
 
 // names returns the owner names m answers for, built the way MDNSService
