@@ -91,12 +91,20 @@ func (d *discovery) forget() {
 	clear(d.ptrs)
 }
 
+// ignoredResponse reports whether RFC 6762 says to ignore response m from
+// src silently: it comes from a port other than 5353 (§6) or has a
+// non-zero OPCODE (§18.3) or RCODE (§18.11).
+func ignoredResponse(m *dns.Msg, src netip.AddrPort) bool {
+	return !m.Response || m.Opcode != dns.OpcodeQuery || m.Rcode != dns.RcodeSuccess || src.Port() != mdnsPort
+}
+
 // parse reads a response received from src on iface and returns the peers
 // to report: same cluster, not us, not reported within reportEvery. A
 // records are remembered across packets; a peer whose SRV target has no
-// known address is reported with the packet's source address.
+// known address is reported with the packet's source address. Responses
+// RFC 6762 says to ignore (ignoredResponse) report nothing.
 func (d *discovery) parse(m *dns.Msg, src netip.AddrPort, iface string, now time.Time) []Peer {
-	if !m.Response || m.Opcode != dns.OpcodeQuery {
+	if ignoredResponse(m, src) {
 		return nil
 	}
 	if now.Sub(d.swept) >= sweepEvery {

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -297,17 +298,18 @@ func TestMulticastRateLimit(t *testing.T) {
 	// A first announcement counts too, and holds back a multicast answer;
 	// a unicast answer is never held back.
 	clock = t0.Add(10 * time.Second)
-	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendAnnounce)
 	if got := h.next("announcement"); !hasRR(got.m, "node-a.local.", dns.TypeA, 120) {
 		t.Fatalf("announcement lacks the A record:\n%v", got.m)
 	}
 	clock = clock.Add(500 * time.Millisecond)
 	h.receive(aQuery, onLinkSrc, false)
 	h.none("answer right after the announcement")
-	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
-	h.none("first announcement of records just sent")
-	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceRepeat)
-	h.next("second announcement")
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendAnnounce)
+	h.none("announcement of records sent 0.5s ago")
+	clock = clock.Add(500 * time.Millisecond)
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendAnnounce)
+	h.next("second announcement, 1s after the first")
 	h.receive(aQuery, onLinkSrc, true)
 	if got := h.next("direct unicast answer"); got.dst != onLinkSrc {
 		t.Errorf("direct answer to %v, want %v", got.dst, onLinkSrc)
@@ -317,7 +319,7 @@ func TestMulticastRateLimit(t *testing.T) {
 	// announced at once.
 	h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendGoodbye)
 	h.next("goodbye")
-	h.s.sendRecords(h.so, h.so.zone.records(nil, true), announceFirst)
+	h.s.sendRecords(h.so, h.so.zone.records(nil, true), sendAnnounce)
 	h.next("announcement after goodbye")
 }
 
@@ -389,5 +391,209 @@ func TestQueryNowKeepsBackoff(t *testing.T) {
 	// on each of 2 sockets.
 	if sent > 2*(6+12) {
 		t.Errorf("%d queries in a minute, want at most %d", sent, 2*(6+12))
+	}
+}
+
+// TestResponsesTheRFCIgnores: a response is read for peers only if it
+// comes from port 5353 (RFC 6762 §6: "MUST silently ignore any Multicast
+// DNS responses they receive where the source UDP port is not 5353") and
+// has RCODE 0 (§18.11: "Multicast DNS messages received with non-zero
+// Response Codes MUST be silently ignored").
+func TestResponsesTheRFCIgnores(t *testing.T) {
+	h := newHarness(t)
+	refused := announceOf(t, peerB, peerBAddr)
+	refused.Rcode = dns.RcodeRefused
+	tests := []struct {
+		name string
+		msg  *dns.Msg
+		src  netip.AddrPort
+		want bool // peer b reported
+	}{
+		{"from 5353", announceOf(t, peerB, peerBAddr), onLinkSrc, true},
+		{"from another port", announceOf(t, peerB, peerBAddr), netip.AddrPortFrom(onLinkSrc.Addr(), 40000), false},
+		{"non-zero RCODE", refused, onLinkSrc, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := tt.msg.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, unicast := range []bool{false, true} {
+				h.s.mu.Lock()
+				h.s.disc.reset()
+				in, err := h.s.receiveLocked(h.so, b, tt.src, unicast, t0)
+				h.s.mu.Unlock()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := len(in.peers) > 0; got != tt.want {
+					t.Errorf("unicast %v: peers %+v; want peer b: %v", unicast, in.peers, tt.want)
+				}
+				if in.reply != nil {
+					t.Errorf("unicast %v: replied to a response:\n%v", unicast, in.reply)
+				}
+			}
+		})
+	}
+}
+
+// TestOverlappingAnnouncementsRateLimited: RFC 6762 §6 — a record is
+// multicast on an interface at most once a second. A service added half
+// a second into the start-up announcements starts a second series of
+// announcements (first and repeat) that overlaps the first; the repeats
+// must not resend what went out half a second before, while every record
+// still goes out at least twice (§8.3).
+func TestOverlappingAnnouncementsRateLimited(t *testing.T) {
+	h := newHarness(t, Service{Name: "redis", Port: 6379})
+	h.started()
+	clock := t0
+	h.s.now = func() time.Time { return clock }
+	jobs := []job{{sock: h.so, due: t0, left: announceCount}}
+	sent := map[string][]time.Duration{} // recordKey: when multicast, since t0
+	step := func(at time.Duration) {
+		t.Helper()
+		clock = t0.Add(at)
+		jobs = h.s.runJobs(jobs, clock)
+		for {
+			select {
+			case got := <-h.sent:
+				for _, rr := range got.m.Answer {
+					k := recordKey(rr)
+					sent[k] = append(sent[k], at)
+				}
+				continue
+			default:
+			}
+			break
+		}
+	}
+	step(0)
+	h.s.SetServices([]Service{{Name: "redis", Port: 6379}, {Name: "web", Port: 80}})
+	if only := h.s.sendGoodbyes(); len(only) > 0 {
+		jobs = append(jobs, job{only: only, due: t0.Add(500 * time.Millisecond), left: announceCount})
+	}
+	for _, at := range []time.Duration{500 * time.Millisecond, time.Second, 1500 * time.Millisecond, 2 * time.Second} {
+		step(at)
+	}
+	if len(jobs) != 0 {
+		t.Errorf("%d jobs left", len(jobs))
+	}
+	if len(sent) == 0 {
+		t.Fatal("nothing announced")
+	}
+	for k, at := range sent {
+		for i := 1; i < len(at); i++ {
+			if gap := at[i] - at[i-1]; gap < multicastGap {
+				t.Errorf("%s multicast at %v: %v apart, want at least %v", k, at, gap, multicastGap)
+			}
+		}
+		if len(at) < announceCount {
+			t.Errorf("%s multicast at %v only, want at least %d times", k, at, announceCount)
+		}
+	}
+}
+
+// TestAnswerAfterWithdrawalLeavesServiceOut: a multicast answer is built
+// when the query arrives but sent later (shared records wait 20-120ms,
+// RFC 6762 §6). A service withdrawn meanwhile (SetServices: a failed
+// health check) has had its goodbye; the answer must not announce it
+// again, or every cache on the link would keep the dead service for its
+// TTL.
+func TestAnswerAfterWithdrawalLeavesServiceOut(t *testing.T) {
+	redis, web := Service{Name: "redis", Port: 6379}, Service{Name: "web", Port: 80}
+	tests := []struct {
+		name string
+		send func(s *Server, so *socket, reply *dns.Msg)
+	}{
+		{"immediate", (*Server).multicastAnswer},
+		{"delayed", (*Server).deferAnswer},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, redis, web)
+			h.started()
+			q := query(0, "_redis._tcp.local.", dns.TypePTR, dns.ClassINET)
+			q.Question = append(q.Question, dns.Question{Name: "_web._tcp.local.", Qtype: dns.TypePTR, Qclass: dns.ClassINET})
+			h.s.mu.Lock()
+			reply, dst := respond(h.so.zone, q, onLinkSrc, false)
+			h.s.mu.Unlock()
+			if reply == nil || dst != mdnsGroup || !hasRR(reply, "_redis._tcp.local.", dns.TypePTR, -1) {
+				t.Fatalf("reply to %v:\n%v", dst, reply)
+			}
+			h.s.SetServices([]Service{web})
+			tt.send(h.s, h.so, reply)
+			got := h.next("answer")
+			if !hasRR(got.m, "_web._tcp.local.", dns.TypePTR, -1) {
+				t.Errorf("answer lacks the web PTR:\n%v", got.m)
+			}
+			for _, rr := range append(got.m.Answer, got.m.Extra...) {
+				if strings.Contains(strings.ToLower(rr.String()), "_redis._tcp") {
+					t.Errorf("answer after redis was withdrawn carries %v", rr)
+				}
+			}
+		})
+	}
+}
+
+// TestOwnRecordsUnderstatedReannounced: RFC 6762 §6.6 — when another
+// responder sends one of our records (same name, type, class and data)
+// with a TTL below half of ours, we MUST announce it again, or caches
+// drop it early. The case that matters: a namesake (a duplicate --node,
+// which the mesh stops) sends its goodbye on the way out, and with it
+// the TTL-0 PTR, SRV and TXT records that are byte for byte ours; without
+// a correction every browser on the link loses this node's services.
+func TestOwnRecordsUnderstatedReannounced(t *testing.T) {
+	id := identity{node: "Node A", cluster: "lab", host: "node-a.local.", gossipPort: 7946, ttl: 120}
+	redis := Service{Name: "redis", Port: 6379}
+	namesake, err := newZone(id, netip.MustParseAddr("192.0.2.77"), []Service{redis})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withTTL := func(ttl uint32) *dns.Msg {
+		m := announcement(namesake.records(nil, true))
+		for _, rr := range m.Answer {
+			rr.Header().Ttl = ttl
+		}
+		return m
+	}
+	tests := []struct {
+		name string
+		msg  *dns.Msg
+		want bool // our redis records announced again
+	}{
+		{"namesake's goodbye", goodbye(namesake.records(nil, true)), true},
+		{"TTL below half", withTTL(59), true},
+		{"TTL half", withTTL(60), false},
+		{"full TTL", withTTL(120), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, redis)
+			h.receive(tt.msg, onLinkSrc, false)
+			if !tt.want {
+				h.none("announcement")
+				return
+			}
+			got := h.next("announcement")
+			if got.dst != mdnsGroup {
+				t.Errorf("sent to %v, want %v", got.dst, mdnsGroup)
+			}
+			for _, r := range []rec{
+				{"_redis._tcp.local.", dns.TypePTR},
+				{`Node\ A._redis._tcp.local.`, dns.TypeSRV},
+				{`Node\ A._redis._tcp.local.`, dns.TypeTXT},
+				{peerFQDN, dns.TypePTR},
+			} {
+				if !hasRR(got.m, r.name, r.typ, 120) {
+					t.Errorf("announcement lacks %s %s with TTL 120:\n%v", r.name, dns.TypeToString[r.typ], got.m)
+				}
+			}
+			// The namesake's A record holds another address: not ours.
+			if hasRR(got.m, "node-a.local.", dns.TypeA, -1) {
+				t.Errorf("announcement carries the A record:\n%v", got.m)
+			}
+			h.none("one announcement")
+		})
 	}
 }

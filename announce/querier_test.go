@@ -98,7 +98,7 @@ func TestQueryUnicastWhenPossible(t *testing.T) {
 	// QU is answered by unicast, at once, even right after a multicast
 	// of the same records.
 	p := newHarness(t, Service{Name: "redis", Port: 6379})
-	p.s.sendRecords(p.so, p.so.zone.records(nil, true), announceFirst)
+	p.s.sendRecords(p.so, p.so.zone.records(nil, true), sendAnnounce)
 	p.next("announcement")
 	p.receive(peerQuery(true, nil), onLinkSrc, false)
 	if a := p.next("answer to QU"); a.dst != onLinkSrc {

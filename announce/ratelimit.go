@@ -15,11 +15,13 @@ import (
 type sendKind int
 
 const (
-	// announceFirst leaves out records multicast within multicastGap.
-	announceFirst sendKind = iota
-	// announceRepeat sends every record: repeats are announceGap apart
-	// already, and a record left out of the first must not be missed.
-	announceRepeat
+	// sendAnnounce leaves out records multicast within multicastGap,
+	// repeats included: a repeat is announceGap after its first
+	// announcement (runJobs times it from the send), and another series
+	// (a service added meanwhile) or an answer may have multicast a
+	// record since. A record left out went out less than a second before,
+	// so it is not missed.
+	sendAnnounce sendKind = iota
 	// sendGoodbye withdraws records (TTL 0), unlimited, and forgets when
 	// they were multicast so a re-added record is announced at once.
 	sendGoodbye
@@ -37,7 +39,7 @@ func (s *Server) sendRecords(so *socket, rrs []dns.RR, kind sendKind) {
 			delete(so.multicast, recordKey(rr))
 		}
 	default:
-		m = announcement(limitLocked(so, rrs, s.now(), kind == announceFirst))
+		m = announcement(limitLocked(so, rrs, s.now(), true))
 	}
 	s.mu.Unlock()
 	if len(m.Answer) > 0 {
@@ -80,10 +82,13 @@ func limitLocked(so *socket, rrs []dns.RR, now time.Time, filter bool) []dns.RR 
 }
 
 // multicastAnswer sends reply, a multicast answer, to the group on so,
-// leaving out the records multicast there within multicastGap.
+// leaving out the records so no longer publishes (withdrawn since the
+// reply was built) and those multicast there within multicastGap.
 func (s *Server) multicastAnswer(so *socket, reply *dns.Msg) {
 	s.mu.Lock()
 	now := s.now()
+	reply.Answer = so.zone.current(reply.Answer)
+	reply.Extra = so.zone.current(reply.Extra)
 	reply.Answer = limitLocked(so, reply.Answer, now, true)
 	if len(reply.Answer) > 0 {
 		reply.Extra = limitLocked(so, reply.Extra, now, true)

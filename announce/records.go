@@ -41,6 +41,7 @@ type identity struct {
 type zone struct {
 	ttl  uint32
 	svcs []*mdns.MDNSService // [0] is the _ambassador._tcp record
+	own  map[string]dns.RR   // every record by recordKey; see current, understated
 }
 
 // newZone builds the records for id with addr in the A record and the
@@ -67,7 +68,54 @@ func newZone(id identity, addr netip.Addr, svcs []Service) (*zone, error) {
 		}
 		z.svcs = append(z.svcs, m)
 	}
+	all := z.records(nil, true)
+	z.own = make(map[string]dns.RR, len(all))
+	for _, rr := range all {
+		z.own[recordKey(rr)] = rr
+	}
 	return z, nil
+}
+
+// understated returns copies of the records of z that m, a response from
+// another responder, carries with a TTL below half of z's, for the caller
+// to multicast again (RFC 6762 §6.6: caches would otherwise drop them
+// early). The case that matters is a goodbye from a namesake (a duplicate
+// node name the mesh is stopping): its PTR, SRV and TXT records are
+// identical to ours, and its TTL-0 copies would withdraw this node's
+// services from every cache on the link. A record of the same name and
+// type but other data (the namesake's A record) is a conflict, which
+// this package does not resolve (see the package doc). A nil zone
+// publishes nothing.
+func (z *zone) understated(m *dns.Msg) []dns.RR {
+	if z == nil {
+		return nil
+	}
+	var out []dns.RR
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range sec {
+			if rr.Header().Ttl >= z.ttl/2 {
+				continue
+			}
+			if own, ok := z.own[recordKey(rr)]; ok {
+				out = append(out, dns.Copy(own))
+			}
+		}
+	}
+	return dedupe(out, nil)
+}
+
+// current returns the records of rrs that z still publishes, in place: an
+// answer built from an older zone (one that waited out the shared-record
+// delay) must not bring back a service withdrawn since, whose goodbye
+// has gone out. A nil zone publishes nothing.
+func (z *zone) current(rrs []dns.RR) []dns.RR {
+	return slices.DeleteFunc(rrs, func(rr dns.RR) bool {
+		if z == nil {
+			return true
+		}
+		_, ok := z.own[recordKey(rr)]
+		return !ok
+	})
 }
 
 // names returns the owner names m answers for, built the way MDNSService
@@ -299,6 +347,61 @@ func dedupe(rrs, skip []dns.RR) []dns.RR {
 // maxQuerySize bounds a query with known answers: one packet on any
 // Ethernet, unfragmented.
 const maxQuerySize = 1400
+
+// maxResponseSize bounds each packet of an mDNS response: one packet on
+// any Ethernet, unfragmented (RFC 6762 §17: up to the MTU less the IP and
+// UDP headers, never more than 9000 bytes). A node with dozens of
+// services has a record set several times that (about 100 bytes a
+// service), which goes out in several packets (splitResponse).
+const maxResponseSize = 1400
+
+// splitResponse returns m, an mDNS response, as packets of at most limit
+// bytes each: m itself when it fits, otherwise parts with m's header and
+// consecutive runs of its records, in order. Every record of a response
+// stands on its own (RFC 6762 §6, §17), so parts need not keep a PTR with
+// its SRV. A part gets m's answers as answers and its additional records
+// as additional ones, except that a part with no answer of m carries its
+// first record as an answer: avahi-daemon drops a response without
+// answers ("Invalid response packet"), and a responder may put any of
+// its records in the answer section. A record larger than limit goes
+// alone. m has no authority records. Legacy unicast replies, which carry
+// the question, are not for splitting: a resolver reads only the first
+// answer to its query.
+func splitResponse(m *dns.Msg, limit int) []*dns.Msg {
+	if m.Len() <= limit {
+		return []*dns.Msg{m}
+	}
+	var out []*dns.Msg
+	part := func() *dns.Msg { return &dns.Msg{MsgHdr: m.MsgHdr, Compress: m.Compress} }
+	cur := part()
+	add := func(rr dns.RR, extra bool) {
+		if extra && len(cur.Answer) > 0 {
+			cur.Extra = append(cur.Extra, rr)
+		} else {
+			cur.Answer = append(cur.Answer, rr)
+		}
+	}
+	drop := func() {
+		if len(cur.Extra) > 0 {
+			cur.Extra = cur.Extra[:len(cur.Extra)-1]
+		} else {
+			cur.Answer = cur.Answer[:len(cur.Answer)-1]
+		}
+	}
+	for i, rrs := range [][]dns.RR{m.Answer, m.Extra} {
+		for _, rr := range rrs {
+			add(rr, i == 1)
+			if cur.Len() <= limit || len(cur.Answer)+len(cur.Extra) == 1 {
+				continue
+			}
+			drop()
+			out = append(out, cur)
+			cur = part()
+			add(rr, i == 1)
+		}
+	}
+	return append(out, cur)
+}
 
 // peerQuery returns the query for _ambassador._tcp.local PTR (ID 0, RFC
 // 6762 §18), asking for a unicast reply with qu (§5.4), with as many of

@@ -34,6 +34,9 @@ func (s *Server) handle(so *socket, conn *net.UDPConn, b []byte, src netip.AddrP
 			s.log.Debug("peer dropped, OnPeer is slow", "peer", p.Node)
 		}
 	}
+	if len(in.reannounce) > 0 {
+		s.sendRecords(so, in.reannounce, sendAnnounce)
+	}
 	switch {
 	case in.reply == nil:
 	case in.dst != mdnsGroup:
@@ -47,9 +50,10 @@ func (s *Server) handle(so *socket, conn *net.UDPConn, b []byte, src netip.AddrP
 
 // received is what receiveLocked makes of a packet.
 type received struct {
-	peers []Peer         // from a response
-	reply *dns.Msg       // to a query; nil: none
-	dst   netip.AddrPort // where reply goes
+	peers      []Peer         // from a response
+	reannounce []dns.RR       // ours, understated in a response (zone.understated)
+	reply      *dns.Msg       // to a query; nil: none
+	dst        netip.AddrPort // where reply goes
 }
 
 // receiveLocked decodes packet b received on so from src (unicast: on the
@@ -66,7 +70,10 @@ func (s *Server) receiveLocked(so *socket, b []byte, src netip.AddrPort, unicast
 		return received{}, err
 	}
 	if m.Response {
-		return received{peers: s.disc.parse(&m, src, so.iface, now)}, nil
+		if ignoredResponse(&m, src) {
+			return received{}, nil
+		}
+		return received{peers: s.disc.parse(&m, src, so.iface, now), reannounce: so.zone.understated(&m)}, nil
 	}
 	if !unicast && ownQueryLocked(so, b, src, now) {
 		return received{}, nil // don't answer ourselves

@@ -104,20 +104,20 @@ func (s *Server) runJobs(jobs []job, now time.Time) []job {
 		if j.only != nil {
 			include = func(t string) bool { return j.only[t] }
 		}
-		kind := announceRepeat // announceGap after the first already
-		if j.left == announceCount {
-			kind = announceFirst
-		} else if s.skipPeerRepeat() {
+		if j.left < announceCount && s.skipPeerRepeat() {
 			only := include
 			include = func(t string) bool { return t != peerFQDN && (only == nil || only(t)) }
 		}
 		for _, t := range s.targets(j.sock) {
 			if t.zone != nil {
-				s.sendRecords(t.sock, t.zone.records(include, true), kind)
+				s.sendRecords(t.sock, t.zone.records(include, true), sendAnnounce)
 			}
 		}
 		if j.left--; j.left > 0 {
-			j.due = now.Add(announceGap)
+			// From the clock sendRecords noted the records with, after
+			// the sends: from now, the repeat could come a moment less
+			// than multicastGap after them and be left out whole.
+			j.due = s.now().Add(announceGap)
 			out = append(out, j)
 		}
 	}

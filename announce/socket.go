@@ -69,16 +69,23 @@ func (s *Server) start(so *socket) {
 	}
 }
 
-// send writes m to dst through conn, one of so's sockets. Failures are
-// logged at Debug: they come and go with interfaces, and rescans deal with
-// those.
+// send writes m, a response, to dst through conn, one of so's sockets: in
+// packets of at most maxResponseSize unless m is a legacy unicast reply
+// (it has a question; see splitResponse). Failures are logged at Debug:
+// they come and go with interfaces, and rescans deal with those.
 func (s *Server) send(so *socket, conn *net.UDPConn, m *dns.Msg, dst netip.AddrPort) {
-	b, err := m.Pack()
-	if err != nil {
-		s.log.Warn("pack mdns message", "iface", so.iface, "err", err)
-		return
+	parts := []*dns.Msg{m}
+	if len(m.Question) == 0 {
+		parts = splitResponse(m, maxResponseSize)
 	}
-	s.sendBytes(so, conn, b, dst)
+	for _, p := range parts {
+		b, err := p.Pack()
+		if err != nil {
+			s.log.Warn("pack mdns message", "iface", so.iface, "err", err)
+			return
+		}
+		s.sendBytes(so, conn, b, dst)
+	}
 }
 
 // sendBytes is send for a packed message.
