@@ -25,6 +25,7 @@ package announce
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -228,11 +229,19 @@ func checkLabel(s string) error {
 	return nil
 }
 
-// sanitizeHostName turns a node name into a host name label: lower-case
-// letters and digits are kept, runs of anything else become one hyphen,
-// leading and trailing hyphens are dropped and the result is cut to 63
-// bytes. A name with nothing usable gives "ambassador".
+// sanitizeHostName turns a node name into a host name label. A name that
+// is one already, in lower case, is used as it is. Any other is cleaned:
+// lower-case letters and digits are kept, runs of anything else become one
+// hyphen, leading and trailing hyphens are dropped (nothing usable gives
+// "ambassador"), and a hyphen and 8 hex digits of a hash of the whole name
+// follow, within 63 bytes. The hash keeps apart names that clean to the
+// same label (db_1 and db-1, DB1 and db1): two nodes with one host name
+// would each answer for it, and a resolver would flip between their
+// addresses.
 func sanitizeHostName(node string) string {
+	if checkLabel(node) == nil && strings.ToLower(node) == node {
+		return node
+	}
 	var b strings.Builder
 	hyphen := false
 	for i := 0; i < len(node); i++ {
@@ -250,14 +259,17 @@ func sanitizeHostName(node string) string {
 		}
 		hyphen = true
 	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(node))
+	suffix := fmt.Sprintf("-%08x", h.Sum32())
 	s := b.String()
-	if len(s) > 63 {
-		s = strings.TrimRight(s[:63], "-")
+	if len(s) > 63-len(suffix) {
+		s = strings.TrimRight(s[:63-len(suffix)], "-")
 	}
 	if s == "" {
-		return peerServiceName
+		s = peerServiceName
 	}
-	return s
+	return s + suffix
 }
 
 // ValidServiceName reports whether name is a valid RFC 6335 §5.1 service

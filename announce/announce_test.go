@@ -60,31 +60,60 @@ func FuzzValidServiceName(f *testing.F) {
 	})
 }
 
+// TestSanitizeHostName: a node name that is a host name label already is
+// used as it is; any other is cleaned into one and given a hash of the
+// whole name, so that two nodes whose names clean to the same label (db_1
+// and db-1, DB1 and db1) never publish one host name with two addresses.
 func TestSanitizeHostName(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"node-a", "node-a"},
-		{"Node A", "node-a"},
-		{"lab.host_3", "lab-host-3"},
-		{"--x--y--", "x-y"},
-		{"Ünïcode", "n-code"},
-		{"!!!", "ambassador"},
-		{strings.Repeat("a", 62) + "-b", strings.Repeat("a", 62)},
-		{strings.Repeat("ab", 40), strings.Repeat("ab", 31) + "a"},
+	tests := []struct {
+		in, want string
+		hashed   bool // want is followed by "-" and 8 hex digits
+	}{
+		{"node-a", "node-a", false},
+		{"db1", "db1", false},
+		{"Node A", "node-a", true},
+		{"lab.host_3", "lab-host-3", true},
+		{"--x--y--", "x-y", true},
+		{"a--b", "a--b", false},
+		{"Ünïcode", "n-code", true},
+		{"!!!", "ambassador", true},
+		{strings.Repeat("a", 63), strings.Repeat("a", 63), false},
+		{strings.Repeat("a", 62) + "-b", strings.Repeat("a", 54), true},
+		{strings.Repeat("ab", 40), strings.Repeat("ab", 27), true},
 	}
 	for _, tt := range tests {
 		got := sanitizeHostName(tt.in)
-		if got != tt.want {
-			t.Errorf("sanitizeHostName(%q) = %q, want %q", tt.in, got, tt.want)
-		}
 		if err := checkLabel(got); err != nil {
 			t.Errorf("sanitizeHostName(%q) = %q: %v", tt.in, got, err)
 		}
+		if !tt.hashed {
+			if got != tt.want {
+				t.Errorf("sanitizeHostName(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+			continue
+		}
+		base, sum, ok := strings.Cut(got, "-"+got[max(len(got)-8, 0):])
+		if !ok || base != tt.want || sum != "" || strings.Trim(got[len(got)-8:], "0123456789abcdef") != "" {
+			t.Errorf("sanitizeHostName(%q) = %q, want %q, a hyphen and 8 hex digits", tt.in, got, tt.want)
+		}
+		if again := sanitizeHostName(tt.in); again != got {
+			t.Errorf("sanitizeHostName(%q) gave %q, then %q", tt.in, got, again)
+		}
+	}
+	seen := map[string]string{}
+	for _, in := range []string{"db-1", "db_1", "db.1", "DB-1", "Db_1", "db--1", "-db-1", "db1", "DB1"} {
+		got := sanitizeHostName(in)
+		if other, dup := seen[got]; dup {
+			t.Errorf("sanitizeHostName(%q) = sanitizeHostName(%q) = %q: two nodes, one host name", in, other, got)
+		}
+		seen[got] = in
 	}
 }
 
 func validConfig() Config {
 	c := DefaultConfig()
 	c.Node, c.Cluster, c.GossipPort = "Node A", "lab", 7946
+	c.HostName = "node-a" // the tests' records; the default is TestNewDefaultsAndCopies'
 	return c
 }
 
@@ -139,6 +168,7 @@ func TestNewValidates(t *testing.T) {
 
 func TestNewDefaultsAndCopies(t *testing.T) {
 	c := validConfig()
+	c.HostName = ""
 	c.TTL, c.QueryMin = 0, 0
 	c.Interfaces = []string{"eth0"}
 	s, err := New(c)
@@ -153,8 +183,8 @@ func TestNewDefaultsAndCopies(t *testing.T) {
 	if s.cfg.TTL != defaultTTL || s.cfg.QueryMin != defaultQueryMin || s.id.ttl != 120 {
 		t.Errorf("defaults not applied: %+v", s.cfg)
 	}
-	if s.id.host != "node-a.local." {
-		t.Errorf("host %q, want node-a.local.", s.id.host)
+	if want := sanitizeHostName("Node A") + ".local."; s.id.host != want || !strings.HasPrefix(want, "node-a-") {
+		t.Errorf("host %q, want %q (node-a and a hash)", s.id.host, want)
 	}
 }
 
