@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -98,7 +99,11 @@ func (f *File) Write(entries []Entry) error {
 		if st != nil && (errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission)) {
 			// The directory is read-only but the file may not be: systemd's
 			// ReadWritePaths=/etc/hosts under ProtectSystem=strict.
-			return f.inPlace(path, next, err)
+			if err := f.inPlace(path, old, next, err); !errors.Is(err, errChanged) {
+				return err
+			}
+			f.log.Debug("hosts file changed while we wrote it, merging again", "file", path)
+			continue
 		}
 		if err != nil {
 			return err
@@ -117,7 +122,11 @@ func (f *File) Write(entries []Entry) error {
 		err = f.rename(tmp, path)
 		if errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EXDEV) {
 			os.Remove(tmp)
-			return f.inPlace(path, next, err)
+			if err := f.inPlace(path, old, next, err); !errors.Is(err, errChanged) {
+				return err
+			}
+			f.log.Debug("hosts file changed while we wrote it, merging again", "file", path)
+			continue
 		}
 		if err != nil {
 			os.Remove(tmp)
@@ -145,13 +154,14 @@ func (f *File) target() (string, error) {
 	return p, nil
 }
 
-// inPlace rewrites the file at path in place, after saying once why.
-func (f *File) inPlace(path string, content []byte, why error) error {
+// inPlace rewrites the file at path from old to content in place, after
+// saying once why.
+func (f *File) inPlace(path string, old, content []byte, why error) error {
 	if !f.warnedBusy {
 		f.warnedBusy = true
 		f.log.Warn("hosts file cannot be replaced (a bind mount, or a read-only directory): rewriting it in place, which is not atomic", "file", path, "err", why)
 	}
-	return writeInPlace(path, content)
+	return writeInPlace(path, old, content)
 }
 
 // Remove takes the block out of the file. Safe to call more than once.
@@ -226,21 +236,46 @@ func (f *File) writeTemp(path string, content []byte, st fs.FileInfo) (name stri
 	return t.Name(), nil
 }
 
-// writeInPlace truncates and rewrites the file: for files that cannot be
-// renamed over. A reader may see it half written for a moment.
-func writeInPlace(path string, content []byte) error {
-	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+// errChanged is writeInPlace's answer when the file no longer holds what
+// Write based its edit on: Write starts over from the new content.
+var errChanged = errors.New("hostsfile: changed while we wrote it")
+
+// writeInPlace rewrites the file from old to content, for files that cannot
+// be renamed over. It writes only from the first byte where content differs
+// from old, then cuts the file to length, so the lines before the block are
+// never rewritten: a reader never sees the file empty, and a write that
+// fails midway (a full disk) or a kill leaves them as they were. Truncating
+// first and writing everything lost them on such a failure, and the next
+// attempt took what was left for the file. A reader may still see the
+// block half written for a moment. It checks, through the descriptor it
+// writes with, that the file still holds old (errChanged if not).
+func writeInPlace(path string, old, content []byte) error {
+	fh, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("hostsfile: rewrite in place: %w", err)
 	}
-	_, err = fh.Write(content)
-	if err == nil {
-		err = fh.Sync()
-	}
-	if cerr := fh.Close(); err == nil {
-		err = cerr
-	}
+	defer fh.Close()
+	cur, err := io.ReadAll(fh)
 	if err != nil {
+		return fmt.Errorf("hostsfile: rewrite %s in place: read: %w", path, err)
+	}
+	if !bytes.Equal(cur, old) {
+		return errChanged
+	}
+	n := 0
+	for n < len(old) && n < len(content) && old[n] == content[n] {
+		n++
+	}
+	if _, err := fh.WriteAt(content[n:], int64(n)); err != nil {
+		return fmt.Errorf("hostsfile: rewrite %s in place: %w", path, err)
+	}
+	if err := fh.Truncate(int64(len(content))); err != nil {
+		return fmt.Errorf("hostsfile: rewrite %s in place: %w", path, err)
+	}
+	if err := fh.Sync(); err != nil {
+		return fmt.Errorf("hostsfile: rewrite %s in place: fsync: %w", path, err)
+	}
+	if err := fh.Close(); err != nil {
 		return fmt.Errorf("hostsfile: rewrite %s in place: %w", path, err)
 	}
 	return nil

@@ -273,3 +273,27 @@ func TestWriteThroughSymlink(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteInPlaceMergesConcurrentEdit: in a read-only directory the file
+// is rewritten in place; someone's edit made after Write read the file
+// must survive there too, as it does with the rename.
+func TestWriteInPlaceMergesConcurrentEdit(t *testing.T) {
+	f, p := newFile(t, others, 0o644)
+	edits := 0
+	f.createTemp = func(dir, _ string) (*os.File, error) {
+		if edits == 0 {
+			edits++
+			if err := os.WriteFile(p, []byte(others+"10.0.0.9 added-meanwhile\n"), 0o644); err != nil {
+				t.Error(err)
+			}
+		}
+		return nil, &os.PathError{Op: "open", Path: dir, Err: syscall.EROFS}
+	}
+	if err := f.Write(entries); err != nil {
+		t.Fatal(err)
+	}
+	want := others + "10.0.0.9 added-meanwhile\n# BEGIN ambassador\n" + note + "\n127.12.200.7\tpg-a\n127.0.0.1\tredis\n# END ambassador\n"
+	if got := readString(t, p); got != want {
+		t.Fatalf("after Write:\n got %q\nwant %q", got, want)
+	}
+}

@@ -1,11 +1,14 @@
 package mesh
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +28,8 @@ type named struct {
 // server, which reads Lookup). The reconcile loop hands it each new list
 // with Set; a goroutine writes the file once the list has been still for
 // hostsfile.Debounce, so a node joining with ten services costs one write.
+// Every resync it also checks that the file still holds the block, which
+// another program may have rewritten the file without.
 type names struct {
 	file    *hostsfile.File // nil without --hosts
 	dnsAddr string          // "" without --dns
@@ -37,10 +42,17 @@ type names struct {
 
 	changed chan struct{} // 1-buffered; a dropped send is fine, the writer reads cur
 	wg      sync.WaitGroup
+	resync  time.Duration // how often the writer checks the block is intact; set in newNames
 }
 
+// namesResync is how often a node checks that its block is still in the
+// file: a configuration manager that templates /etc/hosts, or an editor,
+// writes it without the block, and names must not stay gone until the next
+// service change. A check reads the file and writes nothing when intact.
+const namesResync = 30 * time.Second
+
 func newNames(path, dnsAddr string, log *slog.Logger) (*names, error) {
-	s := &names{log: log, dnsAddr: dnsAddr, changed: make(chan struct{}, 1)}
+	s := &names{log: log, dnsAddr: dnsAddr, changed: make(chan struct{}, 1), resync: namesResync}
 	if path != "" {
 		f, err := hostsfile.New(hostsfile.Config{Path: path, Logger: log})
 		if err != nil {
@@ -104,8 +116,9 @@ func (s *names) Start(ctx context.Context) error {
 	return nil
 }
 
-// writeLoop writes the list Debounce after the last change, and retries a
-// failed write every few seconds.
+// writeLoop writes the list Debounce after the last change, retries a
+// failed write every few seconds, and writes the block again when a check
+// every resync finds it gone or changed.
 func (s *names) writeLoop(ctx context.Context) {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
@@ -124,7 +137,13 @@ func (s *names) writeLoop(ctx context.Context) {
 		es, done := slices.Clone(s.cur), s.written
 		s.mu.Unlock()
 		if done {
-			continue
+			if s.intact(es) {
+				t.Reset(s.resync)
+				continue
+			}
+			if !failing {
+				s.log.Warn("hosts file block missing or changed by another program, writing it again", "file", s.file.Path())
+			}
 		}
 		if err := s.file.Write(hostEntries(es)); err != nil {
 			if !failing {
@@ -144,7 +163,30 @@ func (s *names) writeLoop(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		s.log.Info("hosts file updated", "file", s.file.Path(), "names", len(es))
+		t.Reset(s.resync)
 	}
+}
+
+// intact reports whether the file maps exactly es in its block (no block
+// for an empty list). An unreadable or malformed file is not intact: the
+// write that follows reports why.
+func (s *names) intact(es []named) bool {
+	b, err := os.ReadFile(s.file.Path())
+	if errors.Is(err, fs.ErrNotExist) {
+		return len(es) == 0
+	}
+	if err != nil {
+		return false
+	}
+	got, err := hostsfile.Parse(b)
+	if err != nil {
+		return false
+	}
+	want := hostEntries(es)
+	order := func(a, b hostsfile.Entry) int { return cmp.Or(strings.Compare(a.Name, b.Name), a.Addr.Compare(b.Addr)) }
+	slices.SortFunc(got, order)
+	slices.SortFunc(want, order)
+	return slices.Equal(got, want)
 }
 
 // hostEntries is the list as the hosts file holds it: names and addresses.
