@@ -59,3 +59,37 @@ func TestEventLine(t *testing.T) {
 		}
 	}
 }
+
+// TestOutputEscapesControlCharacters: a peer's node name comes from gossip
+// unchecked (memberlist takes any string), so watch's lines and the tables
+// (members, services, connections) show control characters escaped, the
+// way Go writes them, instead of sending them to the operator's terminal,
+// where an escape sequence can rewrite the screen or the window title.
+func TestOutputEscapesControlCharacters(t *testing.T) {
+	evil := "ev\x1b]0;owned\x07il\x1b[2J\x7f\xff"
+	const shown = `ev\x1b]0;owned\ail\x1b[2J\x7f\xff`
+	at := time.Date(2026, 11, 30, 1, 2, 3, 0, time.Local)
+	for _, color := range []bool{false, true} {
+		got := eventLine(mesh.Event{Time: at, Type: mesh.EventMemberJoined, Node: evil, Service: "web", Detail: "x\ny"}, color)
+		if color {
+			got = strings.NewReplacer("\x1b[32m", "", "\x1b[0m", "").Replace(got)
+		}
+		if want := "01:02:03  member-joined      " + shown + "  web              x\\ny\n"; got != want {
+			t.Errorf("event line (color %v):\ngot  %q\nwant %q", color, got, want)
+		}
+	}
+	for _, color := range []bool{false, true} {
+		var out bytes.Buffer
+		tb := &table{w: &out, color: color}
+		fmt.Fprint(tb, "NODE\tSTATE\n"+evil+"\talive\nb\tdead\n")
+		if err := tb.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		got := strings.NewReplacer("\x1b[1m", "", "\x1b[0m", "", "\x1b[31m", "", "\x1b[32m", "").Replace(out.String())
+		pad := strings.Repeat(" ", len(shown)-len("NODE")+2)
+		want := "NODE" + pad + "STATE\n" + shown + "  alive\nb" + strings.Repeat(" ", len(shown)-1+2) + "dead\n"
+		if got != want {
+			t.Errorf("table (color %v):\ngot  %q\nwant %q", color, got, want)
+		}
+	}
+}
