@@ -71,8 +71,8 @@ func watchCmd(c *cli.Context) error {
 		return err
 	}
 	if c.Context.Err() == nil {
-		fmt.Fprintln(c.App.ErrWriter, "ambassador watch: the node closed the event stream (stopped?)")
-		return cli.Exit("", exitFailure)
+		// run prints the message, once, after "ambassador: ".
+		return cli.Exit("watch: the node closed the event stream (stopped?)", exitFailure)
 	}
 	return nil
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -91,5 +93,54 @@ func TestOutputEscapesControlCharacters(t *testing.T) {
 		if got != want {
 			t.Errorf("table (color %v):\ngot  %q\nwant %q", color, got, want)
 		}
+	}
+}
+
+// TestWatchNodeStops: when the node ends the stream (it stopped), watch
+// has printed the events so far, says why it ends in one line on stderr
+// and exits with status 1; when the stream breaks off (the node was
+// killed), it says that, with status 1 too.
+func TestWatchNodeStops(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		end    func(w http.ResponseWriter)
+		stderr string
+	}{
+		{"stream ended", func(http.ResponseWriter) {},
+			"ambassador: watch: the node closed the event stream (stopped?)\n"},
+		{"connection cut", func(w http.ResponseWriter) {
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				c.Close()
+			}
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/v1/events" {
+					http.NotFound(w, r)
+					return
+				}
+				w.Header().Set("Content-Type", "text/event-stream")
+				fmt.Fprint(w, "retry: 2000\n: node a\n\nid: 1\ndata: {\"seq\":1,\"time\":\"2026-11-30T01:02:03Z\",\"type\":\"member-joined\",\"node\":\"b\"}\n\n")
+				http.NewResponseController(w).Flush()
+				tc.end(w)
+			}))
+			defer srv.Close()
+			var stdout, stderr bytes.Buffer
+			code := run([]string{"ambassador", "watch", "--http", srv.Listener.Addr().String()}, &stdout, &stderr)
+			if code != exitFailure {
+				t.Errorf("exit status %d, want %d", code, exitFailure)
+			}
+			if !strings.Contains(stdout.String(), "member-joined") {
+				t.Errorf("stdout %q: no member-joined line", stdout.String())
+			}
+			if tc.stderr != "" && stderr.String() != tc.stderr {
+				t.Errorf("stderr:\ngot  %q\nwant %q", stderr.String(), tc.stderr)
+			}
+			if lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n"); len(lines) != 1 || strings.TrimSpace(lines[0]) == "ambassador:" {
+				t.Errorf("stderr %q: want one line saying why watch ended", stderr.String())
+			}
+		})
 	}
 }
