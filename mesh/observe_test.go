@@ -1,6 +1,8 @@
 package mesh
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/forward"
+	"github.com/ambassador-mesh/ambassador/internal/promtext"
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -533,4 +537,32 @@ func TestEventStreamStalledClient(t *testing.T) {
 		t.Errorf("Run with a stalled event client: %v, want nil", err)
 	}
 	a.done <- nil
+}
+
+// TestFailuresHelpDialBudget: the HELP of the dial reason says what
+// --dial-timeout bounds (the connect alone) and that the TLS handshake and
+// handoff reply after it have the data plane's handoff timeout of their
+// own, as the README and --dial-timeout's help say: an operator who reads
+// "within --dial-timeout" raises the wrong knob.
+func TestFailuresHelpDialBudget(t *testing.T) {
+	var buf bytes.Buffer
+	bw := bufio.NewWriter(&buf)
+	promtext.Write(bw, promtext.CollectorFunc(func(add func(promtext.Metric)) {
+		add(promtext.MustNewConstMetric(descFailures, promtext.CounterValue, 0, "web", "dial"))
+	}))
+	bw.Flush()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	help := fams["ambassador_connection_failures_total"].GetHelp()
+	for _, want := range []string{
+		"no connect within --dial-timeout",
+		"no TLS handshake and handoff reply within " + forward.DefaultConfig().HandoffTimeout.String() + " after it",
+	} {
+		if !strings.Contains(help, want) {
+			t.Errorf("HELP %q does not say %q", help, want)
+		}
+	}
 }
