@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/ambassador-mesh/ambassador/mesh"
@@ -69,8 +71,8 @@ func watchCmd(c *cli.Context) error {
 		return err
 	}
 	if c.Context.Err() == nil {
-		fmt.Fprintln(c.App.ErrWriter, "ambassador watch: the node closed the event stream (stopped?)")
-		return cli.Exit("", exitFailure)
+		// run prints the message, once, after "ambassador: ".
+		return cli.Exit("watch: the node closed the event stream (stopped?)", exitFailure)
 	}
 	return nil
 }
@@ -84,11 +86,12 @@ func eventLine(e mesh.Event, color bool) string {
 		}
 		return s
 	}
-	what := fmt.Sprintf("%-17s", e.Type)
+	what := fmt.Sprintf("%-17s", printable(e.Type))
 	if color {
 		what = paint(e.Type, what)
 	}
-	line := fmt.Sprintf("%s  %s  %-20s  %-15s  %s", e.Time.Local().Format(time.TimeOnly), what, dash(e.Node), dash(e.Service), e.Detail)
+	line := fmt.Sprintf("%s  %s  %-20s  %-15s  %s", e.Time.Local().Format(time.TimeOnly), what,
+		printable(dash(e.Node)), printable(dash(e.Service)), printable(e.Detail))
 	return strings.TrimRight(line, " ") + "\n"
 }
 
@@ -136,6 +139,38 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd())) && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
 }
 
+// printable returns s with what a terminal would act on instead of show
+// (control characters, invalid UTF-8) written as Go escapes: \x1b, \n,
+// \xff. A peer's node name comes from gossip as any string memberlist
+// carries, and watch and the tables print it to the operator's terminal.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case !unicode.IsPrint(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+		i += size
+	}
+	return b.String()
+}
+
 // paint colours s by what word means: green for good states, red for bad,
 // yellow for in between.
 func paint(word, s string) string {
@@ -180,6 +215,9 @@ func (t *table) Flush() error {
 	var widths []int
 	for _, line := range strings.Split(text, "\n") {
 		cells := strings.Split(line, "\t")
+		for i, c := range cells {
+			cells[i] = printable(c)
+		}
 		for i, c := range cells[:len(cells)-1] {
 			if i == len(widths) {
 				widths = append(widths, 0)

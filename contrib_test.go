@@ -74,7 +74,9 @@ func TestSystemdNotify(t *testing.T) {
 		}
 		return string(b[:n])
 	}
-	cmd := exec.Command(binary, "--no-mdns", "--bind", "127.0.0.1", "--profile", "local", "--http", "",
+	// No control socket: as root the default is the system's one, which a
+	// node already running on this host (or another test) may hold.
+	cmd := exec.Command(binary, "--no-mdns", "--bind", "127.0.0.1", "--profile", "local", "--http", "", "--socket", "",
 		"--gossip-port", strconv.Itoa(testutil.FreePort(t)), "--data-port", strconv.Itoa(testutil.FreePort(t)), "--drain-timeout", "1s")
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	var logs testutil.Buffer

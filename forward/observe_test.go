@@ -1,8 +1,13 @@
 package forward
 
 import (
+	"io"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // TestConnectHistogram: each time lands in the first bucket whose bound is
@@ -41,6 +46,51 @@ func TestHandoffsByService(t *testing.T) {
 	want := []ServiceHandoffs{{Service: "a", Unavailable: 1}, {Service: "b", OK: 2}}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("got %+v, want %+v", got, want)
+	}
+}
+
+// TestHandoffsByServiceIgnoresCase: service names compare
+// case-insensitively (RFC 6335), and so does the node's lookup, so a peer
+// that writes the name in another case reaches the same service. Its
+// counters are that service's, under its lower-case name: not a new
+// metric series (and map entry) per spelling, which anyone who reaches
+// the data port could otherwise create by the thousand.
+func TestHandoffsByServiceIgnoresCase(t *testing.T) {
+	backend := startBackend(t, reply("hi"))
+	s, err := NewServer(testConfig(t), func(name svcname.Name) ([]string, bool) {
+		return []string{backend}, strings.EqualFold(name.String(), "web")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context(), "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	for _, name := range []string{"web", "Web", "WEB", "wEb"} {
+		c := dial(t, s.Addr().String())
+		if _, err := io.WriteString(c, "AMB\x01\x03"+name); err != nil {
+			t.Fatal(err)
+		}
+		if st := readStatus(t, c); st != statusOK {
+			t.Fatalf("%s: status %v, want ok", name, st)
+		}
+		if b, err := io.ReadAll(c); err != nil || string(b) != "hi" {
+			t.Fatalf("%s: got %q, %v, want %q", name, b, err, "hi")
+		}
+		c.Close()
+	}
+	want := []ServiceHandoffs{{Service: "web", OK: 4}}
+	if got := s.HandoffsByService(); !slices.Equal(got, want) {
+		t.Errorf("HandoffsByService: got %+v, want %+v", got, want)
+	}
+	waitFor(t, "copies done", func() bool { return s.Stats().Active == 0 })
+	var keys []string
+	for k := range s.Stats().ByService {
+		keys = append(keys, k)
+	}
+	if !slices.Equal(keys, []string{"web"}) {
+		t.Errorf("Stats().ByService: got keys %q, want %q", keys, []string{"web"})
 	}
 }
 

@@ -173,7 +173,10 @@ func (s *Server) serveConn(raw net.Conn, done func()) {
 		s.logRefused(c, "", st, err)
 		return
 	}
-	service := name.String()
+	// Names compare case-insensitively, and so does lookup: the per-service
+	// counters (and the metric series built from them) are keyed by the
+	// lower-case name, or every spelling a peer sends would be one more.
+	service := name.Lower().String()
 	targets, ok := s.lookup(name)
 	if !ok {
 		s.handoffs[statusUnknown].Add(1)

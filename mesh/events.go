@@ -324,6 +324,15 @@ func (v localView) health(n svcname.Name) string {
 	return "pending"
 }
 
+// eventWriteWait bounds how long one write of the event stream may wait
+// for the client to take it. A client that reads nothing for that long
+// with the socket's buffers full (a watch paused with Ctrl-S, a hung
+// script) is cut off: it would otherwise keep a goroutine and a slot of
+// the status API for good, and hold the node's shutdown (which waits for
+// the API's connections) until the shutdown budget ran out. A browser
+// reconnects with Last-Event-ID and is told what it missed.
+const eventWriteWait = 5 * time.Second
+
 // serveEvents is GET /v1/events: a server-sent event stream, one "data:"
 // line of JSON (an Event) per event, with the Seq as its id. It starts
 // with the events that happen from then on, or, with a Last-Event-ID
@@ -348,10 +357,18 @@ func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
+	// Every write, and the end of the stream that net/http writes after
+	// this returns, gets eventWriteWait from when it starts.
+	rc := http.NewResponseController(w)
+	wait := func() { _ = rc.SetWriteDeadline(time.Now().Add(eventWriteWait)) }
+	defer wait()
+	wait()
 	w.WriteHeader(http.StatusOK)
 	// retry: how long a browser's EventSource waits before reconnecting.
 	fmt.Fprintf(w, "retry: 2000\n: node %s\n\n", n.name)
-	fl.Flush()
+	if rc.Flush() != nil {
+		return
+	}
 	tick := time.NewTicker(15 * time.Second)
 	defer tick.Stop()
 	for {
@@ -359,14 +376,15 @@ func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-tick.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+			wait()
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
 				return
 			}
-			fl.Flush()
 		case e, ok := <-sub.ch:
 			if !ok {
 				return
 			}
+			wait()
 			b, _ := json.Marshal(e)
 			if _, err := fmt.Fprintf(w, "id: %d\ndata: %s\n\n", e.Seq, b); err != nil {
 				return
@@ -385,7 +403,9 @@ func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
 					more = false
 				}
 			}
-			fl.Flush()
+			if rc.Flush() != nil {
+				return
+			}
 		}
 	}
 }

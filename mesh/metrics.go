@@ -3,6 +3,7 @@ package mesh
 import (
 	"net/http"
 
+	"github.com/ambassador-mesh/ambassador/forward"
 	"github.com/ambassador-mesh/ambassador/internal/promtext"
 )
 
@@ -15,7 +16,8 @@ var (
 		"Connections open now through this node's listener for the service.", []string{"service"})
 	descFailures = promtext.NewDesc("ambassador_connection_failures_total",
 		"Failures on this node's listener for the service, by reason: dial (one instance could not be reached: "+
-			"connect refused or unreachable, or no connect, TLS or handoff reply within --dial-timeout), "+
+			"connect refused or unreachable, no connect within --dial-timeout, or no TLS handshake and handoff reply within "+
+			forward.DefaultConfig().HandoffTimeout.String()+" after it), "+
 			"handoff_refused (a peer's data port answered the handoff with a refusal: unknown service, its instance down); "+
 			"after either the connection moved on if another instance was left; no_instance (every instance failed: the client's connection was closed), "+
 			"handshake (the credentials login failed), stream (reset mid-stream), idle_timeout, half_close_timeout.",

@@ -1,6 +1,8 @@
 package mesh
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,9 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/forward"
+	"github.com/ambassador-mesh/ambassador/internal/promtext"
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -471,5 +476,93 @@ func TestMetrics(t *testing.T) {
 	}
 	if got, _ := metricValue(scrape(t, a.cfg.HTTP), "ambassador_service_instances", "health=unchecked", "service=dead"); got != 1 {
 		t.Errorf("a: ambassador_service_instances{service=dead,health=unchecked} = %v, want 1", got)
+	}
+}
+
+// TestEventStreamStalledClient: a client that opens /v1/events and then
+// reads nothing (a watch paused with Ctrl-S, a hung script) is cut off once
+// the stream cannot move for a while: it does not keep its goroutine and
+// its connection slot for good, nor hold up the node's shutdown (which
+// waits for the status API's connections) until the shutdown budget runs
+// out and Run fails.
+func TestEventStreamStalledClient(t *testing.T) {
+	a := startTestNode(t, "a", func(*Config) {})
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		// A small receive window, so that the node's side fills soon.
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	c, err := d.DialContext(t.Context(), "tcp", a.cfg.HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := fmt.Fprintf(c, "GET /v1/events HTTP/1.1\r\nHost: %s\r\n\r\n", a.cfg.HTTP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "subscriber", func() bool { return subscribers(a) == 1 })
+	var sub *subscriber
+	a.events.mu.Lock()
+	for s := range a.events.subs {
+		sub = s
+	}
+	a.events.mu.Unlock()
+
+	// Publish big events until the stream stops taking them: the queue
+	// stays full for 2s (the handler only has to copy them into the
+	// socket, which the client's small window keeps full).
+	detail := strings.Repeat("x", 4096)
+	stalled := false
+	for sent := 0; !stalled && sent < 64<<20; {
+		a.events.mu.Lock()
+		for len(sub.ch) < cap(sub.ch) {
+			a.events.seq++
+			a.events.publishLocked(Event{Seq: a.events.seq, Time: time.Now(), Type: EventListenerBusy, Node: "a", Service: "x", Detail: detail})
+			sent += len(detail)
+		}
+		a.events.mu.Unlock()
+		stalled = true
+		for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if len(sub.ch) < cap(sub.ch) {
+				stalled = false
+				break
+			}
+		}
+	}
+	if !stalled {
+		t.Fatal("the stream kept taking events: the client could not stall it")
+	}
+	waitFor(t, 3*eventWriteWait, "the stalled stream to end", func() bool { return subscribers(a) == 0 })
+	a.cancel()
+	if err := <-a.done; err != nil {
+		t.Errorf("Run with a stalled event client: %v, want nil", err)
+	}
+	a.done <- nil
+}
+
+// TestFailuresHelpDialBudget: the HELP of the dial reason says what
+// --dial-timeout bounds (the connect alone) and that the TLS handshake and
+// handoff reply after it have the data plane's handoff timeout of their
+// own, as the README and --dial-timeout's help say: an operator who reads
+// "within --dial-timeout" raises the wrong knob.
+func TestFailuresHelpDialBudget(t *testing.T) {
+	var buf bytes.Buffer
+	bw := bufio.NewWriter(&buf)
+	promtext.Write(bw, promtext.CollectorFunc(func(add func(promtext.Metric)) {
+		add(promtext.MustNewConstMetric(descFailures, promtext.CounterValue, 0, "web", "dial"))
+	}))
+	bw.Flush()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	help := fams["ambassador_connection_failures_total"].GetHelp()
+	for _, want := range []string{
+		"no connect within --dial-timeout",
+		"no TLS handshake and handoff reply within " + forward.DefaultConfig().HandoffTimeout.String() + " after it",
+	} {
+		if !strings.Contains(help, want) {
+			t.Errorf("HELP %q does not say %q", help, want)
+		}
 	}
 }
