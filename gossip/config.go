@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/nodename"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -20,8 +21,9 @@ import (
 // Zero values: Cluster, BindAddr, Memberlist and Logger fall back to their
 // defaults when zero; for the ports zero has the meaning given on the field.
 type Config struct {
-	// NodeName names this node in the cluster. Required; 1 to 253 bytes and
-	// unique within the cluster. A restarted node may reuse its name.
+	// NodeName names this node in the cluster. Required; a valid node name
+	// (internal/nodename) and unique within the cluster. A restarted node
+	// may reuse its name.
 	NodeName string
 
 	// Cluster is the cluster name, sent as memberlist's Label on every
@@ -208,8 +210,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Memberlist = copyMemberlist(cfg.Memberlist)
 	}
 
-	if err := checkName("node", cfg.NodeName); err != nil {
-		return cfg, fmt.Errorf("gossip: config: NodeName %q must have 1 to %d bytes", cfg.NodeName, maxNameLen)
+	if err := nodename.Check(cfg.NodeName); err != nil {
+		return cfg, fmt.Errorf("gossip: config: NodeName %w", err)
 	}
 	if len(cfg.Cluster) > memberlist.LabelMaxSize {
 		return cfg, fmt.Errorf("gossip: config: Cluster %q is longer than %d bytes", cfg.Cluster, memberlist.LabelMaxSize)
@@ -338,7 +340,8 @@ func (cfg Config) memberlistConfig(d *delegate, l *slog.Logger) *memberlist.Conf
 	mc.Delegate = d
 	mc.Events = d
 	mc.Conflict = d
-	mc.Ping = d // member-count digests, see digest.go
+	mc.Alive = d // the node name rule, see NotifyAlive
+	mc.Ping = d  // member-count digests, see digest.go
 	mc.LogOutput = nil
 	mc.Logger = newStdLogger(l)
 	// A node restarted on a new address (DHCP renewal, port 0 in tests)

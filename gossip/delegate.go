@@ -22,6 +22,7 @@ var (
 	_ memberlist.Delegate         = (*delegate)(nil)
 	_ memberlist.EventDelegate    = (*delegate)(nil)
 	_ memberlist.ConflictDelegate = (*delegate)(nil)
+	_ memberlist.AliveDelegate    = (*delegate)(nil)
 	_ memberlist.NamedBroadcast   = (*broadcast)(nil)
 )
 
@@ -284,6 +285,18 @@ func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 // "left" comes from the record the node broadcast in Leave.
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	d.c.memberDown(n.Name)
+}
+
+// NotifyAlive is called for every alive message and every node of a
+// push/pull, before memberlist takes the node in; an error makes it ignore
+// the node. A name that breaks the node name rule is refused: memberlist
+// carries any string, and a member's name reaches logs, the members table
+// (tab-separated text) and the live page, where a tab, a newline or an
+// escape sequence would forge rows or drive a terminal. Every ambassador
+// node checks its own name at start, so only a foreign or hostile sender
+// is refused. memberlist logs the refusal (rate-limited by logwriter).
+func (d *delegate) NotifyAlive(n *memberlist.Node) error {
+	return checkName("member", n.Name)
 }
 
 // NotifyConflict is called when an alive message names a known node at

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/nodename"
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
@@ -68,9 +69,6 @@ const (
 	maxStateRecords = 4096
 	// maxServices bounds the services one node may announce.
 	maxServices = 256
-	// maxNameLen bounds node names (a DNS name's length); service names
-	// follow svcname.
-	maxNameLen = 253
 	// maxVersionAhead bounds how far a remote record's version (UnixNano
 	// based, see nextVersion) may lie ahead of this node's clock. Without
 	// it one record with a huge version would make its node's next
@@ -527,8 +525,8 @@ func validFingerprint(s string) bool {
 }
 
 func checkName(what, name string) error {
-	if name == "" || len(name) > maxNameLen {
-		return fmt.Errorf("%w: %s name %q must have 1 to %d bytes", errDecode, what, name, maxNameLen)
+	if err := nodename.Check(name); err != nil {
+		return fmt.Errorf("%w: %s name %w", errDecode, what, err)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/nodename"
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
@@ -66,7 +67,7 @@ func TestDecodeRecord(t *testing.T) {
 		{name: "bad json", in: msg(kindRecord, `{"node":`), wantErr: true},
 		{name: "json array", in: msg(kindRecord, `[]`), wantErr: true},
 		{name: "no node", in: msg(kindRecord, `{"addr":"1.2.3.4","version":1}`), wantErr: true},
-		{name: "long node", in: msg(kindRecord, `{"node":"`+strings.Repeat("x", maxNameLen+1)+`","addr":"1.2.3.4","version":1}`), wantErr: true},
+		{name: "long node", in: msg(kindRecord, `{"node":"`+strings.Repeat("x", nodename.MaxLen+1)+`","addr":"1.2.3.4","version":1}`), wantErr: true},
 		{name: "bad addr", in: msg(kindRecord, `{"node":"a","addr":"host","version":1}`), wantErr: true},
 		{name: "data port range", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","data_port":70000,"version":1}`), wantErr: true},
 		{name: "negative data port", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","data_port":-1,"version":1}`), wantErr: true},

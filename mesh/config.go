@@ -11,6 +11,7 @@ import (
 	"github.com/ambassador-mesh/ambassador/creds"
 	"github.com/ambassador-mesh/ambassador/gossip"
 	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/internal/nodename"
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/ambassador-mesh/ambassador/trust"
 )
@@ -178,11 +179,11 @@ func DefaultConfig() Config {
 // offending setting and value.
 func (c Config) Validate() error {
 	if c.Node != "" {
-		if err := validNodeName(c.Node); err != nil {
+		if err := nodename.Check(c.Node); err != nil {
 			return fmt.Errorf("node: %w", err)
 		}
 	}
-	if err := validNodeName(c.Cluster); err != nil {
+	if err := nodename.Check(c.Cluster); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	if c.Bind != "" {
@@ -350,19 +351,6 @@ func (c Config) listenIP() string {
 
 // operatorCA reports whether the data plane uses an operator's CA.
 func (c Config) operatorCA() bool { return c.TLSCA != "" }
-
-// validNodeName keeps names usable as mDNS instance names and DNS labels.
-func validNodeName(s string) error {
-	if s == "" || len(s) > 63 {
-		return fmt.Errorf("%q must have 1 to 63 characters", s)
-	}
-	for _, r := range s {
-		if !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-			return fmt.Errorf("%q has %q: use letters, digits, '-', '_' and '.'", s, r)
-		}
-	}
-	return nil
-}
 
 // gossipConfig is the gossip profile with the failure-detection overrides
 // applied. It does no I/O.

@@ -23,6 +23,7 @@ import (
 	"github.com/ambassador-mesh/ambassador/forward"
 	"github.com/ambassador-mesh/ambassador/gossip"
 	"github.com/ambassador-mesh/ambassador/health"
+	"github.com/ambassador-mesh/ambassador/internal/nodename"
 	"github.com/ambassador-mesh/ambassador/trust"
 	"github.com/ambassador-mesh/ambassador/upstream"
 )
@@ -118,7 +119,7 @@ func New(cfg Config) (*Node, error) {
 		switch {
 		case cfg.Node == "":
 			cfg.Node = ca.Node()
-			if err := validNodeName(cfg.Node); err != nil {
+			if err := nodename.Check(cfg.Node); err != nil {
 				return nil, fmt.Errorf("mesh: node name in the URI SAN of cert file %s: %w", cfg.TLSCert, err)
 			}
 		case cfg.Node != ca.Node():

@@ -25,6 +25,7 @@ import (
 
 	"github.com/ambassador-mesh/ambassador/creds"
 	"github.com/ambassador-mesh/ambassador/gossip"
+	"github.com/ambassador-mesh/ambassador/internal/nodename"
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
 	"github.com/ambassador-mesh/ambassador/internal/testutil"
 	"github.com/ambassador-mesh/ambassador/upstream"
@@ -913,8 +914,8 @@ func TestDefaultNodeName(t *testing.T) {
 	for i := range 2000 {
 		addr := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
 		name := defaultNodeName(addr, 7946)
-		if !re.MatchString(name) || validNodeName(name) != nil {
-			t.Fatalf("defaultNodeName(%s): %q, want host name-16 hex digits and a valid node name (%v)", addr, name, validNodeName(name))
+		if !re.MatchString(name) || nodename.Check(name) != nil {
+			t.Fatalf("defaultNodeName(%s): %q, want host name-16 hex digits and a valid node name (%v)", addr, name, nodename.Check(name))
 		}
 		if again := defaultNodeName(addr, 7946); again != name {
 			t.Fatalf("defaultNodeName(%s): %q then %q, want it stable", addr, name, again)
