@@ -133,6 +133,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Action:         runNode,
 		OnUsageError:   onUsageError,
 		ExitErrHandler: func(*cli.Context, error) {}, // run decides the exit code, once
+		Before:         noFlagsBeforeCommand,
 		// urfave would split every value on commas, which cuts
 		// "api=8080,weight=3" in two; splitList splits with the syntax in
 		// mind instead.
@@ -215,6 +216,41 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 		},
 	}
+}
+
+// noFlagsBeforeCommand refuses the node's flags on the command line before
+// a command (ambassador --cluster lab run): they belong to the app, not to
+// the command, which reads its own flags and would drop them without a
+// word. The environment's AMBASSADOR_* variables apply to every command
+// and are no error.
+func noFlagsBeforeCommand(c *cli.Context) error {
+	cmd := c.Args().First()
+	if c.App.Command(cmd) == nil || c.NumFlags() == 0 {
+		return nil
+	}
+	name := "a flag"
+	for _, f := range c.App.Flags {
+		n := f.Names()[0]
+		if c.IsSet(n) && !fromEnv(f) {
+			name = "--" + n
+			break
+		}
+	}
+	return usagef("%s is given before the command %q: put it after the command (ambassador %s --flag), or run a node with no command", name, cmd, cmd)
+}
+
+// fromEnv reports whether one of f's environment variables is set.
+func fromEnv(f cli.Flag) bool {
+	ef, ok := f.(interface{ GetEnvVars() []string })
+	if !ok {
+		return false
+	}
+	for _, v := range ef.GetEnvVars() {
+		if _, ok := os.LookupEnv(v); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func buildVersion() string { return currentBuild().String() }

@@ -92,6 +92,11 @@ func TestCLIExitCodes(t *testing.T) {
 		// and rewrite the catalog: a usage error naming both flags.
 		{name: "tls ca without key", args: []string{"--no-mdns", "--http", "", "--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem", "--tls-key", "/nonexistent/node.key"}, wantCode: 2, wantStderr: "--tls-ca: needs --key"},
 		{name: "members without node", args: []string{"members", "--http", "127.0.0.1:1"}, wantCode: 1, wantStderr: "is a node running"},
+		// A node flag before a command is not the command's: it used to
+		// be dropped without a word (the node ran in cluster "ambassador").
+		{name: "node flag before run", args: []string{"--cluster", "a b", "run", "--gossip-port", "0"}, wantCode: 2, wantStderr: `--cluster is given before the command "run"`},
+		{name: "node flag before a client command", args: []string{"--gossip-port", "0", "members", "--socket", "/nonexistent/amb.sock"}, wantCode: 2, wantStderr: `--gossip-port is given before the command "members"`},
+		{name: "log flag before forward", args: []string{"--log-level", "debug", "forward"}, wantCode: 2, wantStderr: `--log-level is given before the command "forward"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,5 +115,17 @@ func TestCLIExitCodes(t *testing.T) {
 				t.Errorf("usage error should be one line, got %q", stderr.String())
 			}
 		})
+	}
+}
+
+// TestNodeEnvWithCommand: AMBASSADOR_* variables of the node's flags apply
+// to every command and are no usage error, unlike the same flags on the
+// command line before a command.
+func TestNodeEnvWithCommand(t *testing.T) {
+	t.Setenv("AMBASSADOR_CLUSTER", "lab")
+	t.Setenv("AMBASSADOR_ANNOUNCE", "redis:6379=12345")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"ambassador", "services", "--socket", refusingNode(t)}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("got exit %d, want 0\nstderr: %s", code, stderr.String())
 	}
 }
