@@ -38,6 +38,9 @@ func forwardCmd(c *cli.Context) error {
 	}
 	sc := mesh.StaticConfig{DrainTimeout: c.Duration("drain-timeout"),
 		IdleTimeout: c.Duration("idle-timeout"), HalfCloseTimeout: c.Duration("half-close-timeout")}
+	if sc.DrainTimeout < 0 {
+		return usagef("--drain-timeout %s is negative", sc.DrainTimeout)
+	}
 	if sc.IdleTimeout < 0 {
 		return usagef("--idle-timeout %s is negative", sc.IdleTimeout)
 	}

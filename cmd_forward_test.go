@@ -31,6 +31,9 @@ func TestForwardUsage(t *testing.T) {
 		// and again, until the process ran out of file descriptors.
 		{name: "target is the listen address", args: []string{p + "=127.0.0.1:" + p},
 			wantErr: `forward: "` + p + `=127.0.0.1:` + p + `": the target is the listen address itself`},
+		// It used to be exit 1: "mesh: forward: config: DrainTimeout -1s must be >= 0".
+		{name: "negative drain timeout", args: []string{"--drain-timeout", "-1s", p + "=10.0.0.5:6379"},
+			wantErr: "--drain-timeout -1s is negative"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

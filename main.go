@@ -165,7 +165,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					"Addresses are HOST:PORT or PORT (host 127.0.0.1). Example: ambassador forward 6380=10.0.0.5:6379",
 				Flags: []cli.Flag{
 					&cli.DurationFlag{Name: "drain-timeout", Value: mesh.DefaultConfig().DrainTimeout, EnvVars: []string{"AMBASSADOR_DRAIN_TIMEOUT"},
-						Usage: "how long open connections may keep running once shutdown starts"},
+						Usage: "`DURATION` open connections may keep running once shutdown starts"},
 					idleTimeoutFlag(),
 					halfCloseTimeoutFlag(),
 					logLevelFlag(),
