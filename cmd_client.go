@@ -80,14 +80,34 @@ func fetch(c *cli.Context, path string, v any) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
 	defer cancel()
-	if c.IsSet("http") {
-		return mesh.Fetch(ctx, c.String("http"), path, v)
+	// An empty --http is the control socket: AMBASSADOR_HTTP="" turns
+	// the node's status address off, and this command reads the same
+	// variable.
+	if c.String("http") != "" {
+		addr, err := statusAddr(c)
+		if err != nil {
+			return err
+		}
+		return mesh.Fetch(ctx, addr, path, v)
 	}
 	sock, err := clientSocket(c)
 	if err != nil {
 		return err
 	}
 	return mesh.CallSocket(ctx, sock, "GET", path, nil, v)
+}
+
+// statusAddr is --http of a command that reads the node's status address,
+// checked: a bad one is bad usage.
+func statusAddr(c *cli.Context) (string, error) {
+	if c.String("http") == "" {
+		return "", usagef("--http: empty: give the node's status address, e.g. %s", mesh.DefaultConfig().HTTP)
+	}
+	addr, err := mesh.ParseAddr(c.String("http"), "127.0.0.1")
+	if err != nil {
+		return "", usagef("--http: %v", err)
+	}
+	return addr, nil
 }
 
 // clientSocket is the control socket a command talks to: --socket, or the

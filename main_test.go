@@ -92,6 +92,15 @@ func TestCLIExitCodes(t *testing.T) {
 		// and rewrite the catalog: a usage error naming both flags.
 		{name: "tls ca without key", args: []string{"--no-mdns", "--http", "", "--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem", "--tls-key", "/nonexistent/node.key"}, wantCode: 2, wantStderr: "--tls-ca: needs --key"},
 		{name: "members without node", args: []string{"members", "--http", "127.0.0.1:1"}, wantCode: 1, wantStderr: "is a node running"},
+		// A bad --http of a reading command is bad usage, named; it used
+		// to be exit 1, "mesh: status api address: ...".
+		{name: "members bad http", args: []string{"members", "--http", "nonsense"}, wantCode: 2, wantStderr: `--http: port "nonsense"`},
+		{name: "connections bad http port", args: []string{"connections", "--http", "127.0.0.1:99999"}, wantCode: 2, wantStderr: `--http: port "99999"`},
+		{name: "watch bad http", args: []string{"watch", "--http", "nonsense"}, wantCode: 2, wantStderr: `--http: port "nonsense"`},
+		{name: "watch empty http", args: []string{"watch", "--http", ""}, wantCode: 2, wantStderr: "--http: empty"},
+		// Empty is the node's "off": the reading commands use the
+		// control socket then.
+		{name: "services empty http", args: []string{"services", "--http", "", "--socket", refusing}, wantCode: 0, wantStdout: "SERVICE"},
 		// A node flag before a command is not the command's: it used to
 		// be dropped without a word (the node ran in cluster "ambassador").
 		{name: "node flag before run", args: []string{"--cluster", "a b", "run", "--gossip-port", "0"}, wantCode: 2, wantStderr: `--cluster is given before the command "run"`},
@@ -120,9 +129,11 @@ func TestCLIExitCodes(t *testing.T) {
 
 // TestNodeEnvWithCommand: AMBASSADOR_* variables of the node's flags apply
 // to every command and are no usage error, unlike the same flags on the
-// command line before a command.
+// command line before a command. AMBASSADOR_HTTP="" (the node's status
+// address off) leaves a reading command on the control socket.
 func TestNodeEnvWithCommand(t *testing.T) {
 	t.Setenv("AMBASSADOR_CLUSTER", "lab")
+	t.Setenv("AMBASSADOR_HTTP", "") // the node's status address off
 	t.Setenv("AMBASSADOR_ANNOUNCE", "redis:6379=12345")
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"ambassador", "services", "--socket", refusingNode(t)}, &stdout, &stderr); code != exitOK {
