@@ -160,3 +160,30 @@ func TestWeightFromFlagAndEnv(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadSettingsRefuseBadLogValues: settings is what a SIGHUP reads;
+// an error keeps the running settings. A file whose log level or format
+// would stop the node at its next start must fail the reload too, not be
+// applied in part (its announcements) with the bad value ignored.
+func TestReloadSettingsRefuseBadLogValues(t *testing.T) {
+	for _, tc := range []struct{ line, wantErr string }{
+		{"log-level = loud", `--log-level: "loud"`},
+		{"log-format = xml", `--log-format: "xml"`},
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "ambassador.conf")
+			if err := os.WriteFile(path, []byte("announce = redis:6379=12345\n"+tc.line+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			app := newApp(os.Stdout, os.Stderr)
+			app.Action = func(c *cli.Context) error {
+				_, err := settings(c)
+				return err
+			}
+			err := app.Run([]string{"ambassador", "--config", path})
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}

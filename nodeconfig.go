@@ -134,11 +134,16 @@ func parseEach[T any](c source, name string, starts func(string) bool, parse fun
 	return out, nil
 }
 
-// settings reads the node's settings: the command line, over the --config
-// file when there is one.
+// settings reads the node's settings again, for a reload: the command
+// line, over the --config file when there is one. It checks every setting
+// the node's start would check, the start-only log level and format
+// included, so that a file that would not start the node is not applied.
 func settings(c *cli.Context) (mesh.Config, error) {
 	src, err := layered(c)
 	if err != nil {
+		return mesh.Config{}, err
+	}
+	if err := checkLogSettings(src); err != nil {
 		return mesh.Config{}, err
 	}
 	return nodeConfig(src)
