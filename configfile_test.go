@@ -27,6 +27,11 @@ func TestLoadConfigFile(t *testing.T) {
 		{name: "bad duration", text: "drain-timeout = 5\n", wantErr: "drain-timeout: bad value"},
 		{name: "bad bool", text: "no-mdns = maybe\n", wantErr: "no-mdns: bad value"},
 		{name: "single value twice", text: "cluster = a\ncluster = b\n", wantErr: ":2: cluster: bad value \"b\": given twice"},
+		// Only string keys were checked: the other kinds took the last
+		// line without a word.
+		{name: "number twice", text: "gossip-port = 8000\ngossip-port = 9000\n", wantErr: ":2: gossip-port: bad value \"9000\": given twice"},
+		{name: "duration twice", text: "drain-timeout = 5s\n# later\ndrain-timeout = 1m\n", wantErr: ":3: drain-timeout: bad value \"1m\": given twice"},
+		{name: "switch twice", text: "no-mdns = true\nno-mdns = false\n", wantErr: ":2: no-mdns: bad value \"false\": given twice"},
 		{name: "config in config", text: "config = other\n", wantErr: `unknown key "config"`},
 	}
 	for _, tc := range tests {
