@@ -62,6 +62,9 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "forward without pairs", args: []string{"forward"}, wantCode: 2, wantStderr: "LISTEN=TARGET"},
 		{name: "forward bad pair", args: []string{"forward", "1=x"}, wantCode: 2, wantStderr: `"1=x"`},
 		{name: "forward busy port", args: []string{"forward", busy.Addr().String() + "=1"}, wantCode: 1, wantStderr: busy.Addr().String()},
+		// An unset shell variable (--iface "$IF") or a trailing comma in
+		// AMBASSADOR_IFACE: bad usage, not exit 1 from the interface lookup.
+		{name: "empty interface", args: []string{"--iface", "", "--no-mdns", "--http", ""}, wantCode: 2, wantStderr: `--iface: empty interface name`},
 		{name: "no such interface", args: []string{"--iface", "nosuch0", "--no-mdns", "--http", ""}, wantCode: 1, wantStderr: `interface "nosuch0"`},
 		{name: "missing config file", args: []string{"--config", "/nonexistent/ambassador.conf"}, wantCode: 2, wantStderr: "--config: open /nonexistent/ambassador.conf"},
 		{name: "announce without spec", args: []string{"announce"}, wantCode: 2, wantStderr: "want at least one"},
