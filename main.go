@@ -89,7 +89,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	app := newApp(stdout, stderr)
+	// urfave/cli ends `help NAME` for a NAME that is no command with exit
+	// status 3; it is bad usage (2). With CommandNotFound set it returns
+	// nil instead, and the name is here.
+	var noCommand string
+	app.CommandNotFound = func(_ *cli.Context, name string) { noCommand = name }
 	err := app.RunContext(ctx, args)
+	if err == nil && noCommand != "" {
+		err = usagef("help: no command %q (ambassador help lists them)", noCommand)
+	}
 	if err == nil {
 		return exitOK
 	}

@@ -50,6 +50,8 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "help", args: []string{"--help"}, wantCode: 0, wantStdout: "reach services on any host"},
 		{name: "help command", args: []string{"help", "forward"}, wantCode: 0, wantStdout: "LISTEN=TARGET"},
 		{name: "version", args: []string{"version"}, wantCode: 0, wantStdout: "ambassador"},
+		// urfave/cli's own exit status for it is 3.
+		{name: "help for no such command", args: []string{"help", "nosuch"}, wantCode: 2, wantStderr: `help: no command "nosuch"`},
 		{name: "unknown flag", args: []string{"--nope"}, wantCode: 2, wantStderr: "nope"},
 		{name: "bad announce", args: []string{"--announce", "red_is=1"}, wantCode: 2, wantStderr: `--announce "red_is=1"`},
 		{name: "bad forward", args: []string{"--forward", "redis=x"}, wantCode: 2, wantStderr: `--forward "redis=x"`},
