@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,6 +171,25 @@ func TestWeightFromFlagAndEnv(t *testing.T) {
 // an error keeps the running settings. A file whose log level or format
 // would stop the node at its next start must fail the reload too, not be
 // applied in part (its announcements) with the bad value ignored.
+// TestConfigFileEmptyKeyFile: key-file = with no path in the file is bad
+// usage, as --key-file "" is; it used to run the node with no key.
+func TestConfigFileEmptyKeyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ambassador.conf")
+	if err := os.WriteFile(path, []byte("key-file =\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	app := newApp(os.Stdout, os.Stderr)
+	app.Action = func(c *cli.Context) error {
+		_, err := settings(c)
+		return err
+	}
+	err := app.Run([]string{"ambassador", "--config", path})
+	var ue usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--key-file: empty path") {
+		t.Fatalf("got %v, want a usage error containing %q", err, "--key-file: empty path")
+	}
+}
+
 func TestReloadSettingsRefuseBadLogValues(t *testing.T) {
 	for _, tc := range []struct{ line, wantErr string }{
 		{"log-level = loud", `--log-level: "loud"`},

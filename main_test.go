@@ -88,6 +88,11 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "missing credentials file", args: []string{"--no-mdns", "--http", "", "--credentials", "redis=redis:/nonexistent/cred"}, wantCode: 1, wantStderr: "/nonexistent/cred"},
 		{name: "keygen", args: []string{"keygen"}, wantCode: 0, wantStdout: "="},
 		{name: "bad key", args: []string{"--key", "c2hvcnQ="}, wantCode: 2, wantStderr: "--key: key 1:"},
+		// An unset variable (--key-file "$KEYFILE") used to run the node
+		// with no key at all: nothing encrypted. (--gossip-port 0 ends the
+		// run with another error where the empty path is not caught.)
+		{name: "key file empty path", args: []string{"--key-file", "", "--gossip-port", "0"}, wantCode: 2, wantStderr: "--key-file: empty path"},
+		{name: "config empty path", args: []string{"--config", "", "--gossip-port", "0"}, wantCode: 2, wantStderr: "--config: empty path"},
 		{name: "key file missing", args: []string{"--key-file", "/nonexistent/key"}, wantCode: 2, wantStderr: "--key-file"},
 		{name: "tls ca alone", args: []string{"--tls-ca", "/nonexistent/ca.pem"}, wantCode: 2, wantStderr: "--tls-ca: given without tls-cert and tls-key"},
 		{name: "tls key missing", args: []string{"--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem"}, wantCode: 2, wantStderr: "--tls-ca: given without tls-key"},
