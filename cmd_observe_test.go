@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -57,5 +59,21 @@ func TestEventLine(t *testing.T) {
 		if got := eventLine(c.e, false); got != c.want+"\n" {
 			t.Errorf("got  %q\nwant %q", got, c.want+"\n")
 		}
+	}
+}
+
+// TestWatchStreamClosed: when the node ends the event stream, watch says
+// so in one line and exits 1, with no empty "ambassador: " line after it.
+func TestWatchStreamClosed(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"ambassador", "watch", "--http", srv.Listener.Addr().String()}, &stdout, &stderr)
+	want := "ambassador watch: the node closed the event stream (stopped?)\n"
+	if code != exitFailure || stderr.String() != want {
+		t.Fatalf("got exit %d, stderr %q; want exit 1, stderr %q", code, stderr.String(), want)
 	}
 }

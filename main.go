@@ -101,7 +101,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "ambassador: %v\n", err)
+	if msg := err.Error(); msg != "" { // cli.Exit("", code): the command said it already
+		fmt.Fprintf(stderr, "ambassador: %s\n", msg)
+	}
 	var ue usageError
 	var ec cli.ExitCoder
 	switch {
