@@ -23,6 +23,9 @@ func announceCmd(c *cli.Context) error {
 	if !c.Args().Present() {
 		return usagef("announce: want at least one NAME[:PORT]=[HOST:]TARGET_PORT")
 	}
+	if err := noFlagAfterArgs(c, "NAME[:PORT]=[HOST:]TARGET_PORT..."); err != nil {
+		return err
+	}
 	var as []mesh.Announce
 	for _, s := range c.Args().Slice() {
 		a, err := mesh.ParseAnnounce(s)
@@ -52,6 +55,9 @@ func drainCmd(c *cli.Context) error {
 	if !c.Args().Present() {
 		return usagef("drain: want a service NAME")
 	}
+	if err := noFlagAfterArgs(c, "NAME..."); err != nil {
+		return err
+	}
 	for _, name := range c.Args().Slice() {
 		if _, err := svcname.Parse(name); err != nil {
 			return usagef("drain: %v", err)
@@ -70,6 +76,19 @@ func drainCmd(c *cli.Context) error {
 			return err
 		}
 		fmt.Fprintln(c.App.Writer, "withdrawn", name)
+	}
+	return nil
+}
+
+// noFlagAfterArgs refuses a flag after the command's arguments, naming
+// it: urfave/cli reads flags only up to the first argument, so it would
+// otherwise be reported as a bad argument. usage is what the arguments
+// look like. No argument of these commands starts with "-".
+func noFlagAfterArgs(c *cli.Context, usage string) error {
+	for _, a := range c.Args().Slice() {
+		if strings.HasPrefix(a, "-") {
+			return usagef("%s: flag %q after the arguments: flags go first (ambassador %s [flags] %s)", c.Command.Name, a, c.Command.Name, usage)
+		}
 	}
 	return nil
 }

@@ -15,6 +15,9 @@ func forwardCmd(c *cli.Context) error {
 	if !c.Args().Present() {
 		return usagef("forward: want at least one LISTEN=TARGET")
 	}
+	if err := noFlagAfterArgs(c, "LISTEN=TARGET..."); err != nil {
+		return err
+	}
 	var pairs []mesh.Static
 	given := map[string]string{} // listen address: the pair that has it
 	for _, s := range c.Args().Slice() {

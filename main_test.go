@@ -69,6 +69,11 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "empty interface", args: []string{"--iface", "", "--no-mdns", "--http", ""}, wantCode: 2, wantStderr: `--iface: empty interface name`},
 		{name: "no such interface", args: []string{"--iface", "nosuch0", "--no-mdns", "--http", ""}, wantCode: 1, wantStderr: `interface "nosuch0"`},
 		{name: "missing config file", args: []string{"--config", "/nonexistent/ambassador.conf"}, wantCode: 2, wantStderr: "--config: open /nonexistent/ambassador.conf"},
+		// urfave/cli stops reading flags at the first argument: a flag
+		// after one is named as such, not as a bad argument.
+		{name: "forward flag after pairs", args: []string{"forward", "6380=10.0.0.5:6379", "--idle-timeout", "5m"}, wantCode: 2, wantStderr: `forward: flag "--idle-timeout" after the arguments: flags go first (ambassador forward [flags] LISTEN=TARGET...)`},
+		{name: "announce flag after spec", args: []string{"announce", "redis:6379=12345", "--socket", "/nonexistent/amb.sock"}, wantCode: 2, wantStderr: `announce: flag "--socket" after the arguments: flags go first`},
+		{name: "drain flag after name", args: []string{"drain", "redis", "--socket=/nonexistent/amb.sock"}, wantCode: 2, wantStderr: `drain: flag "--socket=/nonexistent/amb.sock" after the arguments: flags go first`},
 		{name: "announce without spec", args: []string{"announce"}, wantCode: 2, wantStderr: "want at least one"},
 		{name: "announce bad spec", args: []string{"announce", "x"}, wantCode: 2, wantStderr: `announce: "x"`},
 		{name: "drain without name", args: []string{"drain"}, wantCode: 2, wantStderr: "want a service NAME"},
