@@ -213,8 +213,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if c.Args().Present() {
 						return usagef("keygen: unexpected argument %q", c.Args().First())
 					}
-					fmt.Fprintln(c.App.Writer, trust.GenerateKey())
-					return nil
+					// A key that did not reach the file (a full disk) is
+					// lost: that is a failure, not exit 0.
+					_, err := fmt.Fprintln(c.App.Writer, trust.GenerateKey())
+					return err
 				},
 				OnUsageError: onUsageError,
 			},

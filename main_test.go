@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -153,5 +154,19 @@ func TestNodeEnvWithCommand(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"ambassador", "services", "--socket", refusingNode(t)}, &stdout, &stderr); code != exitOK {
 		t.Fatalf("got exit %d, want 0\nstderr: %s", code, stderr.String())
+	}
+}
+
+// failingWriter is a stdout that cannot be written: a full disk.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, syscall.ENOSPC }
+
+// TestKeygenWriteFails: `ambassador keygen > FILE` on a full disk must not
+// exit 0, or the key is lost while the user thinks it is in FILE.
+func TestKeygenWriteFails(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run([]string{"ambassador", "keygen"}, failingWriter{}, &stderr); code != exitFailure || !strings.Contains(stderr.String(), "no space left on device") {
+		t.Fatalf("got exit %d, stderr %q; want exit 1 naming the write error", code, stderr.String())
 	}
 }
