@@ -23,6 +23,9 @@ func announceCmd(c *cli.Context) error {
 	if !c.Args().Present() {
 		return usagef("announce: want at least one NAME[:PORT]=[HOST:]TARGET_PORT")
 	}
+	if err := noFlagAfterArgs(c, "NAME[:PORT]=[HOST:]TARGET_PORT..."); err != nil {
+		return err
+	}
 	var as []mesh.Announce
 	for _, s := range c.Args().Slice() {
 		a, err := mesh.ParseAnnounce(s)
@@ -52,6 +55,9 @@ func drainCmd(c *cli.Context) error {
 	if !c.Args().Present() {
 		return usagef("drain: want a service NAME")
 	}
+	if err := noFlagAfterArgs(c, "NAME..."); err != nil {
+		return err
+	}
 	for _, name := range c.Args().Slice() {
 		if _, err := svcname.Parse(name); err != nil {
 			return usagef("drain: %v", err)
@@ -74,20 +80,53 @@ func drainCmd(c *cli.Context) error {
 	return nil
 }
 
+// noFlagAfterArgs refuses a flag after the command's arguments, naming
+// it: urfave/cli reads flags only up to the first argument, so it would
+// otherwise be reported as a bad argument. usage is what the arguments
+// look like. No argument of these commands starts with "-".
+func noFlagAfterArgs(c *cli.Context, usage string) error {
+	for _, a := range c.Args().Slice() {
+		if strings.HasPrefix(a, "-") {
+			return usagef("%s: flag %q after the arguments: flags go first (ambassador %s [flags] %s)", c.Command.Name, a, c.Command.Name, usage)
+		}
+	}
+	return nil
+}
+
 func fetch(c *cli.Context, path string, v any) error {
 	if c.Args().Present() {
 		return usagef("unexpected argument %q", c.Args().First())
 	}
 	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
 	defer cancel()
-	if c.IsSet("http") {
-		return mesh.Fetch(ctx, c.String("http"), path, v)
+	// An empty --http is the control socket: AMBASSADOR_HTTP="" turns
+	// the node's status address off, and this command reads the same
+	// variable.
+	if c.String("http") != "" {
+		addr, err := statusAddr(c)
+		if err != nil {
+			return err
+		}
+		return mesh.Fetch(ctx, addr, path, v)
 	}
 	sock, err := clientSocket(c)
 	if err != nil {
 		return err
 	}
 	return mesh.CallSocket(ctx, sock, "GET", path, nil, v)
+}
+
+// statusAddr is --http of a command that reads the node's status address,
+// checked: a bad one is bad usage.
+func statusAddr(c *cli.Context) (string, error) {
+	if c.String("http") == "" {
+		return "", usagef("--http: empty: give the node's status address, e.g. %s", mesh.DefaultConfig().HTTP)
+	}
+	addr, err := mesh.ParseAddr(c.String("http"), "127.0.0.1")
+	if err != nil {
+		return "", usagef("--http: %v", err)
+	}
+	return addr, nil
 }
 
 // clientSocket is the control socket a command talks to: --socket, or the

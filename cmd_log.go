@@ -33,9 +33,9 @@ func newLogger(c *cli.Context) (*slog.Logger, error) {
 // newLoggerFrom reads --log-level from src (the command line, or the
 // command line over the --config file) and logs to c's stderr.
 func newLoggerFrom(c *cli.Context, src source) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(src.String("log-level"))); err != nil {
-		return nil, usagef("--log-level: %q is not one of debug, info, warn, error", src.String("log-level"))
+	lvl, err := logLevel(src)
+	if err != nil {
+		return nil, err
 	}
 	h, err := logHandler(c.App.ErrWriter, src.String("log-format"), lvl)
 	if err != nil {
@@ -44,4 +44,26 @@ func newLoggerFrom(c *cli.Context, src source) (*slog.Logger, error) {
 	l := slog.New(h)
 	slog.SetDefault(l)
 	return l, nil
+}
+
+// logLevel is --log-level from src, checked.
+func logLevel(src source) (slog.Level, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(src.String("log-level"))); err != nil {
+		return lvl, usagef("--log-level: %q is not one of debug, info, warn, error", src.String("log-level"))
+	}
+	return lvl, nil
+}
+
+// checkLogSettings checks --log-level and --log-format in src without
+// making a logger: a reload takes neither (they are start-only), but a
+// file with a bad one would stop the node at its next start, so the
+// reload refuses it whole.
+func checkLogSettings(src source) error {
+	lvl, err := logLevel(src)
+	if err != nil {
+		return err
+	}
+	_, err = logHandler(io.Discard, src.String("log-format"), lvl)
+	return err
 }

@@ -57,10 +57,14 @@ func watchCmd(c *cli.Context) error {
 	if c.Args().Present() {
 		return usagef("watch: unexpected argument %q", c.Args().First())
 	}
+	addr, err := statusAddr(c)
+	if err != nil {
+		return err
+	}
 	w := c.App.Writer
 	asJSON, color := c.Bool("json"), isTerminal(w)
 	enc := json.NewEncoder(w)
-	err := mesh.Watch(c.Context, c.String("http"), c.Bool("recent"), func(e mesh.Event) error {
+	err = mesh.Watch(c.Context, addr, c.Bool("recent"), func(e mesh.Event) error {
 		if asJSON {
 			return enc.Encode(e)
 		}

@@ -124,11 +124,11 @@ func loadConfigFile(path string, flags []cli.Flag) (map[string][]string, error) 
 			_, perr = time.ParseDuration(val)
 		case *cli.BoolFlag:
 			_, perr = strconv.ParseBool(val)
-		case *cli.StringSliceFlag:
-		default:
-			if len(vals[key]) > 0 {
-				perr = fmt.Errorf("given twice")
-			}
+		}
+		// Only a repeatable key may come back: of two lines for one
+		// setting, one would be ignored.
+		if _, repeatable := fl.(*cli.StringSliceFlag); perr == nil && !repeatable && len(vals[key]) > 0 {
+			perr = fmt.Errorf("given twice")
 		}
 		if perr != nil {
 			return nil, fmt.Errorf("--config %s:%d: %s: bad value %q: %v", path, line, key, val, perr)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,11 @@ func TestLoadConfigFile(t *testing.T) {
 		{name: "bad duration", text: "drain-timeout = 5\n", wantErr: "drain-timeout: bad value"},
 		{name: "bad bool", text: "no-mdns = maybe\n", wantErr: "no-mdns: bad value"},
 		{name: "single value twice", text: "cluster = a\ncluster = b\n", wantErr: ":2: cluster: bad value \"b\": given twice"},
+		// Only string keys were checked: the other kinds took the last
+		// line without a word.
+		{name: "number twice", text: "gossip-port = 8000\ngossip-port = 9000\n", wantErr: ":2: gossip-port: bad value \"9000\": given twice"},
+		{name: "duration twice", text: "drain-timeout = 5s\n# later\ndrain-timeout = 1m\n", wantErr: ":3: drain-timeout: bad value \"1m\": given twice"},
+		{name: "switch twice", text: "no-mdns = true\nno-mdns = false\n", wantErr: ":2: no-mdns: bad value \"false\": given twice"},
 		{name: "config in config", text: "config = other\n", wantErr: `unknown key "config"`},
 	}
 	for _, tc := range tests {
@@ -156,6 +162,52 @@ func TestWeightFromFlagAndEnv(t *testing.T) {
 			want := "api:8080=127.0.0.1:8080,weight=3|db:5432=127.0.0.1:5432"
 			if strings.Join(got, "|") != want {
 				t.Fatalf("got %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestReloadSettingsRefuseBadLogValues: settings is what a SIGHUP reads;
+// an error keeps the running settings. A file whose log level or format
+// would stop the node at its next start must fail the reload too, not be
+// applied in part (its announcements) with the bad value ignored.
+// TestConfigFileEmptyKeyFile: key-file = with no path in the file is bad
+// usage, as --key-file "" is; it used to run the node with no key.
+func TestConfigFileEmptyKeyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ambassador.conf")
+	if err := os.WriteFile(path, []byte("key-file =\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	app := newApp(os.Stdout, os.Stderr)
+	app.Action = func(c *cli.Context) error {
+		_, err := settings(c)
+		return err
+	}
+	err := app.Run([]string{"ambassador", "--config", path})
+	var ue usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--key-file: empty path") {
+		t.Fatalf("got %v, want a usage error containing %q", err, "--key-file: empty path")
+	}
+}
+
+func TestReloadSettingsRefuseBadLogValues(t *testing.T) {
+	for _, tc := range []struct{ line, wantErr string }{
+		{"log-level = loud", `--log-level: "loud"`},
+		{"log-format = xml", `--log-format: "xml"`},
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "ambassador.conf")
+			if err := os.WriteFile(path, []byte("announce = redis:6379=12345\n"+tc.line+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			app := newApp(os.Stdout, os.Stderr)
+			app.Action = func(c *cli.Context) error {
+				_, err := settings(c)
+				return err
+			}
+			err := app.Run([]string{"ambassador", "--config", path})
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.wantErr)
 			}
 		})
 	}

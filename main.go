@@ -89,11 +89,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	app := newApp(stdout, stderr)
+	// urfave/cli ends `help NAME` for a NAME that is no command with exit
+	// status 3; it is bad usage (2). With CommandNotFound set it returns
+	// nil instead, and the name is here.
+	var noCommand string
+	app.CommandNotFound = func(_ *cli.Context, name string) { noCommand = name }
 	err := app.RunContext(ctx, args)
+	if err == nil && noCommand != "" {
+		err = usagef("help: no command %q (ambassador help lists them)", noCommand)
+	}
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "ambassador: %v\n", err)
+	if msg := err.Error(); msg != "" { // cli.Exit("", code): the command said it already
+		fmt.Fprintf(stderr, "ambassador: %s\n", msg)
+	}
 	var ue usageError
 	var ec cli.ExitCoder
 	switch {
@@ -133,6 +143,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Action:         runNode,
 		OnUsageError:   onUsageError,
 		ExitErrHandler: func(*cli.Context, error) {}, // run decides the exit code, once
+		Before:         noFlagsBeforeCommand,
 		// urfave would split every value on commas, which cuts
 		// "api=8080,weight=3" in two; splitList splits with the syntax in
 		// mind instead.
@@ -164,7 +175,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					"Addresses are HOST:PORT or PORT (host 127.0.0.1). Example: ambassador forward 6380=10.0.0.5:6379",
 				Flags: []cli.Flag{
 					&cli.DurationFlag{Name: "drain-timeout", Value: mesh.DefaultConfig().DrainTimeout, EnvVars: []string{"AMBASSADOR_DRAIN_TIMEOUT"},
-						Usage: "how long open connections may keep running once shutdown starts"},
+						Usage: "`DURATION` open connections may keep running once shutdown starts"},
 					idleTimeoutFlag(),
 					halfCloseTimeoutFlag(),
 					logLevelFlag(),
@@ -202,8 +213,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if c.Args().Present() {
 						return usagef("keygen: unexpected argument %q", c.Args().First())
 					}
-					fmt.Fprintln(c.App.Writer, trust.GenerateKey())
-					return nil
+					// A key that did not reach the file (a full disk) is
+					// lost: that is a failure, not exit 0.
+					_, err := fmt.Fprintln(c.App.Writer, trust.GenerateKey())
+					return err
 				},
 				OnUsageError: onUsageError,
 			},
@@ -215,6 +228,41 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 		},
 	}
+}
+
+// noFlagsBeforeCommand refuses the node's flags on the command line before
+// a command (ambassador --cluster lab run): they belong to the app, not to
+// the command, which reads its own flags and would drop them without a
+// word. The environment's AMBASSADOR_* variables apply to every command
+// and are no error.
+func noFlagsBeforeCommand(c *cli.Context) error {
+	cmd := c.Args().First()
+	if c.App.Command(cmd) == nil || c.NumFlags() == 0 {
+		return nil
+	}
+	name := "a flag"
+	for _, f := range c.App.Flags {
+		n := f.Names()[0]
+		if c.IsSet(n) && !fromEnv(f) {
+			name = "--" + n
+			break
+		}
+	}
+	return usagef("%s is given before the command %q: put it after the command (ambassador %s --flag), or run a node with no command", name, cmd, cmd)
+}
+
+// fromEnv reports whether one of f's environment variables is set.
+func fromEnv(f cli.Flag) bool {
+	ef, ok := f.(interface{ GetEnvVars() []string })
+	if !ok {
+		return false
+	}
+	for _, v := range ef.GetEnvVars() {
+		if _, ok := os.LookupEnv(v); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func buildVersion() string { return currentBuild().String() }

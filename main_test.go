@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -50,6 +51,8 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "help", args: []string{"--help"}, wantCode: 0, wantStdout: "reach services on any host"},
 		{name: "help command", args: []string{"help", "forward"}, wantCode: 0, wantStdout: "LISTEN=TARGET"},
 		{name: "version", args: []string{"version"}, wantCode: 0, wantStdout: "ambassador"},
+		// urfave/cli's own exit status for it is 3.
+		{name: "help for no such command", args: []string{"help", "nosuch"}, wantCode: 2, wantStderr: `help: no command "nosuch"`},
 		{name: "unknown flag", args: []string{"--nope"}, wantCode: 2, wantStderr: "nope"},
 		{name: "bad announce", args: []string{"--announce", "red_is=1"}, wantCode: 2, wantStderr: `--announce "red_is=1"`},
 		{name: "bad forward", args: []string{"--forward", "redis=x"}, wantCode: 2, wantStderr: `--forward "redis=x"`},
@@ -62,8 +65,16 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "forward without pairs", args: []string{"forward"}, wantCode: 2, wantStderr: "LISTEN=TARGET"},
 		{name: "forward bad pair", args: []string{"forward", "1=x"}, wantCode: 2, wantStderr: `"1=x"`},
 		{name: "forward busy port", args: []string{"forward", busy.Addr().String() + "=1"}, wantCode: 1, wantStderr: busy.Addr().String()},
+		// An unset shell variable (--iface "$IF") or a trailing comma in
+		// AMBASSADOR_IFACE: bad usage, not exit 1 from the interface lookup.
+		{name: "empty interface", args: []string{"--iface", "", "--no-mdns", "--http", ""}, wantCode: 2, wantStderr: `--iface: empty interface name`},
 		{name: "no such interface", args: []string{"--iface", "nosuch0", "--no-mdns", "--http", ""}, wantCode: 1, wantStderr: `interface "nosuch0"`},
 		{name: "missing config file", args: []string{"--config", "/nonexistent/ambassador.conf"}, wantCode: 2, wantStderr: "--config: open /nonexistent/ambassador.conf"},
+		// urfave/cli stops reading flags at the first argument: a flag
+		// after one is named as such, not as a bad argument.
+		{name: "forward flag after pairs", args: []string{"forward", "6380=10.0.0.5:6379", "--idle-timeout", "5m"}, wantCode: 2, wantStderr: `forward: flag "--idle-timeout" after the arguments: flags go first (ambassador forward [flags] LISTEN=TARGET...)`},
+		{name: "announce flag after spec", args: []string{"announce", "redis:6379=12345", "--socket", "/nonexistent/amb.sock"}, wantCode: 2, wantStderr: `announce: flag "--socket" after the arguments: flags go first`},
+		{name: "drain flag after name", args: []string{"drain", "redis", "--socket=/nonexistent/amb.sock"}, wantCode: 2, wantStderr: `drain: flag "--socket=/nonexistent/amb.sock" after the arguments: flags go first`},
 		{name: "announce without spec", args: []string{"announce"}, wantCode: 2, wantStderr: "want at least one"},
 		{name: "announce bad spec", args: []string{"announce", "x"}, wantCode: 2, wantStderr: `announce: "x"`},
 		{name: "drain without name", args: []string{"drain"}, wantCode: 2, wantStderr: "want a service NAME"},
@@ -83,6 +94,11 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "missing credentials file", args: []string{"--no-mdns", "--http", "", "--credentials", "redis=redis:/nonexistent/cred"}, wantCode: 1, wantStderr: "/nonexistent/cred"},
 		{name: "keygen", args: []string{"keygen"}, wantCode: 0, wantStdout: "="},
 		{name: "bad key", args: []string{"--key", "c2hvcnQ="}, wantCode: 2, wantStderr: "--key: key 1:"},
+		// An unset variable (--key-file "$KEYFILE") used to run the node
+		// with no key at all: nothing encrypted. (--gossip-port 0 ends the
+		// run with another error where the empty path is not caught.)
+		{name: "key file empty path", args: []string{"--key-file", "", "--gossip-port", "0"}, wantCode: 2, wantStderr: "--key-file: empty path"},
+		{name: "config empty path", args: []string{"--config", "", "--gossip-port", "0"}, wantCode: 2, wantStderr: "--config: empty path"},
 		{name: "key file missing", args: []string{"--key-file", "/nonexistent/key"}, wantCode: 2, wantStderr: "--key-file"},
 		{name: "tls ca alone", args: []string{"--tls-ca", "/nonexistent/ca.pem"}, wantCode: 2, wantStderr: "--tls-ca: given without tls-cert and tls-key"},
 		{name: "tls key missing", args: []string{"--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem"}, wantCode: 2, wantStderr: "--tls-ca: given without tls-key"},
@@ -92,6 +108,20 @@ func TestCLIExitCodes(t *testing.T) {
 		// and rewrite the catalog: a usage error naming both flags.
 		{name: "tls ca without key", args: []string{"--no-mdns", "--http", "", "--tls-ca", "/nonexistent/ca.pem", "--tls-cert", "/nonexistent/node.pem", "--tls-key", "/nonexistent/node.key"}, wantCode: 2, wantStderr: "--tls-ca: needs --key"},
 		{name: "members without node", args: []string{"members", "--http", "127.0.0.1:1"}, wantCode: 1, wantStderr: "is a node running"},
+		// A bad --http of a reading command is bad usage, named; it used
+		// to be exit 1, "mesh: status api address: ...".
+		{name: "members bad http", args: []string{"members", "--http", "nonsense"}, wantCode: 2, wantStderr: `--http: port "nonsense"`},
+		{name: "connections bad http port", args: []string{"connections", "--http", "127.0.0.1:99999"}, wantCode: 2, wantStderr: `--http: port "99999"`},
+		{name: "watch bad http", args: []string{"watch", "--http", "nonsense"}, wantCode: 2, wantStderr: `--http: port "nonsense"`},
+		{name: "watch empty http", args: []string{"watch", "--http", ""}, wantCode: 2, wantStderr: "--http: empty"},
+		// Empty is the node's "off": the reading commands use the
+		// control socket then.
+		{name: "services empty http", args: []string{"services", "--http", "", "--socket", refusing}, wantCode: 0, wantStdout: "SERVICE"},
+		// A node flag before a command is not the command's: it used to
+		// be dropped without a word (the node ran in cluster "ambassador").
+		{name: "node flag before run", args: []string{"--cluster", "a b", "run", "--gossip-port", "0"}, wantCode: 2, wantStderr: `--cluster is given before the command "run"`},
+		{name: "node flag before a client command", args: []string{"--gossip-port", "0", "members", "--socket", "/nonexistent/amb.sock"}, wantCode: 2, wantStderr: `--gossip-port is given before the command "members"`},
+		{name: "log flag before forward", args: []string{"--log-level", "debug", "forward"}, wantCode: 2, wantStderr: `--log-level is given before the command "forward"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,5 +140,33 @@ func TestCLIExitCodes(t *testing.T) {
 				t.Errorf("usage error should be one line, got %q", stderr.String())
 			}
 		})
+	}
+}
+
+// TestNodeEnvWithCommand: AMBASSADOR_* variables of the node's flags apply
+// to every command and are no usage error, unlike the same flags on the
+// command line before a command. AMBASSADOR_HTTP="" (the node's status
+// address off) leaves a reading command on the control socket.
+func TestNodeEnvWithCommand(t *testing.T) {
+	t.Setenv("AMBASSADOR_CLUSTER", "lab")
+	t.Setenv("AMBASSADOR_HTTP", "") // the node's status address off
+	t.Setenv("AMBASSADOR_ANNOUNCE", "redis:6379=12345")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"ambassador", "services", "--socket", refusingNode(t)}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("got exit %d, want 0\nstderr: %s", code, stderr.String())
+	}
+}
+
+// failingWriter is a stdout that cannot be written: a full disk.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, syscall.ENOSPC }
+
+// TestKeygenWriteFails: `ambassador keygen > FILE` on a full disk must not
+// exit 0, or the key is lost while the user thinks it is in FILE.
+func TestKeygenWriteFails(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run([]string{"ambassador", "keygen"}, failingWriter{}, &stderr); code != exitFailure || !strings.Contains(stderr.String(), "no space left on device") {
+		t.Fatalf("got exit %d, stderr %q; want exit 1 naming the write error", code, stderr.String())
 	}
 }

@@ -63,6 +63,11 @@ func nodeConfig(c source) (mesh.Config, error) {
 	}
 	cfg.Resolvers = splitList(c.StringSlice("resolver"), nil)
 	cfg.Keys = splitList(c.StringSlice("key"), nil)
+	// Given empty, most likely an unset variable (--key-file "$F"): not
+	// "no key", which would run the node with nothing encrypted.
+	if c.IsSet("key-file") && c.String("key-file") == "" {
+		return cfg, usagef("--key-file: empty path")
+	}
 	if path := c.String("key-file"); path != "" {
 		if len(cfg.Keys) > 0 {
 			return cfg, usagef("--key-file: use either --key or --key-file, not both")
@@ -134,11 +139,16 @@ func parseEach[T any](c source, name string, starts func(string) bool, parse fun
 	return out, nil
 }
 
-// settings reads the node's settings: the command line, over the --config
-// file when there is one.
+// settings reads the node's settings again, for a reload: the command
+// line, over the --config file when there is one. It checks every setting
+// the node's start would check, the start-only log level and format
+// included, so that a file that would not start the node is not applied.
 func settings(c *cli.Context) (mesh.Config, error) {
 	src, err := layered(c)
 	if err != nil {
+		return mesh.Config{}, err
+	}
+	if err := checkLogSettings(src); err != nil {
 		return mesh.Config{}, err
 	}
 	return nodeConfig(src)
@@ -148,6 +158,11 @@ func settings(c *cli.Context) (mesh.Config, error) {
 func layered(c *cli.Context) (source, error) {
 	path := c.String("config")
 	if path == "" {
+		if c.IsSet("config") {
+			// An unset variable (--config "$F"), not "no file": the
+			// node would run on defaults alone.
+			return nil, usagef("--config: empty path")
+		}
 		return c, nil
 	}
 	vals, err := loadConfigFile(path, nodeFlags())

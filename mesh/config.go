@@ -186,6 +186,11 @@ func (c Config) Validate() error {
 	if err := nodename.Check(c.Cluster); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
+	for _, name := range c.Interfaces {
+		if name == "" {
+			return fmt.Errorf("iface: empty interface name")
+		}
+	}
 	if c.Bind != "" {
 		a, err := netip.ParseAddr(c.Bind)
 		if err != nil || !a.Is4() || a.IsUnspecified() {
