@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ambassador-mesh/ambassador/forward"
+	"github.com/ambassador-mesh/ambassador/internal/dnsname"
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
@@ -139,22 +140,14 @@ func splitHostPort(s, defHost string) (string, int, error) {
 	return host, p, err
 }
 
+// validHost accepts an IP or a host name (internal/dnsname, the rule
+// upstream's specs follow too).
 func validHost(h string) error {
 	if _, err := netip.ParseAddr(h); err == nil {
 		return nil
 	}
-	if len(h) > 253 {
-		return fmt.Errorf("host %q is too long", h)
-	}
-	for _, label := range strings.Split(h, ".") {
-		if label == "" || len(label) > 63 {
-			return fmt.Errorf("host %q is not an IP or a host name", h)
-		}
-		for _, r := range label {
-			if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-				return fmt.Errorf("host %q is not an IP or a host name", h)
-			}
-		}
+	if err := dnsname.Check(h); err != nil {
+		return fmt.Errorf("not an IP or a host name: %w", err)
 	}
 	return nil
 }

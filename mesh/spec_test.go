@@ -83,6 +83,14 @@ func TestParseStatic(t *testing.T) {
 		{in: "6380", wantErr: "want LISTEN=TARGET"},
 		{in: "6380=", wantErr: "target"},
 		{in: "x=1", wantErr: "listen"},
+		// One host rule with upstream's (internal/dnsname): an IPv4
+		// address with a typo is no host name, a trailing dot is fine.
+		{in: "6380=10.0.0.300:6379", wantErr: "10.0.0.300"},
+		{in: "6380=10.0.7:6379", wantErr: "10.0.7"},
+		{in: "6380=db.lab.:6379", want: Static{Listen: "127.0.0.1:6380", Target: "db.lab.:6379"}},
+		{in: "6380=db_1.lab:6379", want: Static{Listen: "127.0.0.1:6380", Target: "db_1.lab:6379"}},
+		{in: "6380=db..lab:6379", wantErr: "db..lab"},
+		{in: "6380=db lab:6379", wantErr: "db lab"},
 	}
 	runParseTable(t, tests, ParseStatic)
 }

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/ambassador-mesh/ambassador/internal/dnsname"
 )
 
 // Kinds of Spec.
@@ -115,29 +117,12 @@ func hostPort(s string) (string, int, error) {
 	return host, int(port), nil
 }
 
-// hostName checks s is a DNS name made of letters, digits, '-' and '_'
-// (SRV labels start with '_') and returns it in lower case. A trailing dot
-// is kept. The last label must not be all digits (RFC 1123 §2.1), so that
-// an IPv4 address with a typo (10.0.0.300, 10.0.7) is an error here rather
-// than a name that DNS can only answer with NXDOMAIN at run time.
+// hostName checks s is a host name (internal/dnsname: letters, digits,
+// '-' and '_', since SRV labels start with '_'; a trailing dot is kept) and
+// returns it in lower case.
 func hostName(s string) (string, error) {
-	name := strings.TrimSuffix(s, ".")
-	if name == "" || len(name) > 253 {
-		return "", fmt.Errorf("%q is not a valid DNS name", s)
-	}
-	if top := name[strings.LastIndexByte(name, '.')+1:]; strings.Trim(top, "0123456789") == "" {
-		return "", fmt.Errorf("%q is neither an IP address nor a DNS name (its last label is all digits)", s)
-	}
-	for label := range strings.SplitSeq(name, ".") {
-		if label == "" || len(label) > 63 {
-			return "", fmt.Errorf("%q is not a valid DNS name: bad label length", s)
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return "", fmt.Errorf("%q is not a valid DNS name: bad character %q", s, c)
-			}
-		}
+	if err := dnsname.Check(s); err != nil {
+		return "", err
 	}
 	return strings.ToLower(s), nil
 }
