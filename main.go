@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/ambassador-mesh/ambassador/mesh"
 	"github.com/ambassador-mesh/ambassador/trust"
@@ -66,28 +67,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	ctx, stop := signal.NotifyContext(context.WithValue(context.Background(), hupKey{}, hup), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), hupKey{}, hup))
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	done := make(chan struct{})
 	defer close(done)
-	go func() {
-		// The first signal cancels ctx and starts a graceful leave; a
-		// second one exits at once.
-		select {
-		case <-ctx.Done():
-		case <-done:
-			return
-		}
-		c := make(chan os.Signal, 1)
-		signal.Notify(c, syscall.SIGINT, syscall.SIGTERM)
-		defer signal.Stop(c)
-		select {
-		case <-c:
-			fmt.Fprintln(stderr, "ambassador: second signal, exiting now")
-			os.Exit(exitFailure)
-		case <-done:
-		}
-	}()
+	go handleSignals(sigs, done, cancel, time.Now, func() {
+		fmt.Fprintln(stderr, "ambassador: second signal, exiting now")
+		os.Exit(exitFailure)
+	})
 	app := newApp(stdout, stderr)
 	// urfave/cli ends `help NAME` for a NAME that is no command with exit
 	// status 3; it is bad usage (2). With CommandNotFound set it returns
@@ -263,6 +253,36 @@ func fromEnv(f cli.Flag) bool {
 		}
 	}
 	return false
+}
+
+// signalEcho is how long after the first SIGINT or SIGTERM another one is
+// taken for an echo of it rather than a request to exit at once: GNU
+// timeout sends its signal to the command and then to its own process
+// group, so `timeout 60 ambassador` gets two within microseconds. A person
+// pressing Ctrl-C twice is far slower.
+const signalEcho = 200 * time.Millisecond
+
+// handleSignals reads sigs until done closes: the first signal calls
+// cancel, which starts the graceful leave; a later one, unless it is an
+// echo (within signalEcho of the first), calls exit.
+func handleSignals(sigs <-chan os.Signal, done <-chan struct{}, cancel func(), now func() time.Time, exit func()) {
+	var first time.Time
+	for {
+		select {
+		case <-done:
+			return
+		case <-sigs:
+			switch t := now(); {
+			case first.IsZero():
+				first = t
+				cancel()
+			case t.Sub(first) < signalEcho:
+			default:
+				exit()
+				return
+			}
+		}
+	}
 }
 
 func buildVersion() string { return currentBuild().String() }
