@@ -102,7 +102,12 @@ func loadConfigFile(path string, flags []cli.Flag) (map[string][]string, error) 
 	vals := map[string][]string{}
 	sc := bufio.NewScanner(f)
 	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
+		text := sc.Text()
+		if line == 1 {
+			// A byte order mark, as Windows editors write UTF-8.
+			text = strings.TrimPrefix(text, "\ufeff")
+		}
+		text = strings.TrimSpace(text)
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}

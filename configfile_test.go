@@ -34,6 +34,10 @@ func TestLoadConfigFile(t *testing.T) {
 		{name: "duration twice", text: "drain-timeout = 5s\n# later\ndrain-timeout = 1m\n", wantErr: ":3: drain-timeout: bad value \"1m\": given twice"},
 		{name: "switch twice", text: "no-mdns = true\nno-mdns = false\n", wantErr: ":2: no-mdns: bad value \"false\": given twice"},
 		{name: "config in config", text: "config = other\n", wantErr: `unknown key "config"`},
+		// Windows editors (Notepad) start a UTF-8 file with a byte order
+		// mark; it is no part of the first key.
+		{name: "byte order mark", text: "\ufeffcluster = lab\r\n", want: map[string][]string{"cluster": {"lab"}}},
+		{name: "byte order mark only first", text: "cluster = lab\n\ufeffgossip-port = 8000\n", wantErr: `:2: unknown key "\ufeffgossip-port"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
