@@ -799,16 +799,25 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 }
 
 // pushState returns this node's record, first (passOn relies on it), and
-// those of alive members for a push/pull. Records of dead nodes are not
-// passed on. flate reports whether every alive member reads a compressed
+// those of alive members for a push/pull. Records of dead and left nodes
+// are not passed on, except in a join's state (join), where they are what
+// a restarted node needs: memberlist reads the joiner's state before it
+// takes the joiner back in, so a node that left or failed and joins again
+// is still dead or left here when this state is made. Its previous run's
+// record, kept here until pruned, tells it the version to beat. Without
+// it a node whose clock is behind its previous run (stepped back at
+// boot) publishes lower versions than the one every peer keeps, which
+// they ignore: its new services stayed hidden, or its old ones shown,
+// until a periodic push/pull, 30 s or more, happened to bring it that
+// record. flate reports whether every alive member reads a compressed
 // state (plainAlive is 0), read under the same lock as the records.
-func (c *Cluster) pushState() (rs []record, flate bool) {
+func (c *Cluster) pushState(join bool) (rs []record, flate bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rs = make([]record, 0, len(c.records)+1)
 	rs = append(rs, c.self.clone())
 	for name, s := range c.records {
-		if m, ok := c.members[name]; ok && m.State == stateAlive {
+		if m, ok := c.members[name]; ok && (join || m.State == stateAlive) {
 			rs = append(rs, s.rec.clone())
 		}
 	}
