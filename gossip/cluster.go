@@ -374,7 +374,8 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 // and broadcasts it. It may be called at any time, also before Start;
 // setting the same services again does nothing. The slice is copied.
 // Services with an empty or over-long name, a port outside 1-65535, or a
-// name already listed are dropped with a Warn log. A record too large for
+// name already listed (in any case: names compare case-insensitively) are
+// dropped with a Warn log. A record too large for
 // one gossip packet (memberlist's UDPBufferSize, 1400 bytes by default:
 // roughly 30 services with short names) is not broadcast but still reaches
 // every peer by push/pull; the first time that happens it logs a Warn.
@@ -420,20 +421,22 @@ func (c *Cluster) SetServicesDown(svcs, down []Service) {
 }
 
 // cleanServices returns svcs valid, without duplicates or names in
-// except, within maxServices, sorted; nil when empty. It logs what it
-// drops.
+// except, within maxServices, sorted; nil when empty. Names compare
+// case-insensitively, as validateRecord compares them: a record naming
+// one service in two cases is refused by every peer, and with it the
+// node's whole push/pull state. It logs what it drops.
 func (c *Cluster) cleanServices(svcs, except []Service) []Service {
 	clean := make([]Service, 0, len(svcs))
 	seen := make(map[svcname.Name]bool, len(svcs)+len(except))
 	for _, s := range except {
-		seen[s.Name] = true
+		seen[s.Name.Lower()] = true
 	}
 	for _, s := range svcs {
 		if err := checkService(s); err != nil {
 			c.log.Warn("ignoring invalid service", "service", s.Name, "err", err)
 			continue
 		}
-		if seen[s.Name] {
+		if seen[s.Name.Lower()] {
 			c.log.Warn("ignoring duplicate service", "service", s.Name, "port", s.Port)
 			continue
 		}
@@ -441,7 +444,7 @@ func (c *Cluster) cleanServices(svcs, except []Service) []Service {
 			c.log.Warn("ignoring service beyond the limit", "service", s.Name, "limit", maxServices)
 			continue
 		}
-		seen[s.Name] = true
+		seen[s.Name.Lower()] = true
 		clean = append(clean, s)
 	}
 	sortServices(clean)
