@@ -660,9 +660,11 @@ func (c *Cluster) Leave(ctx context.Context) error {
 
 	c.mu.Lock()
 	c.self.Left = true
-	// Peers hide a left record's services anyway; without them the record
-	// always fits in a gossip packet.
-	c.self.Services = nil
+	// Peers hide a left record's services anyway; without them, up and
+	// down, the record always fits in a gossip packet. (With its down
+	// services kept, a node leaving while some 40 of them failed their
+	// checks sent no left record, and peers reported it failed.)
+	c.self.Services, c.self.Down = nil, nil
 	c.self.Version = nextVersion(c.self.Version, time.Now())
 	r := c.self.clone()
 	c.mu.Unlock()

@@ -1,8 +1,13 @@
 package gossip
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
 // TestServicesDownConverge checks that the services a node reports down
@@ -65,4 +70,41 @@ func TestOwnRecordNamesEachServiceOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLeaveWithServicesDown checks that a node leaving while many of its
+// services fail their checks is reported "left", not "dead": its left
+// record must fit in a gossip packet, whatever it announced.
+func TestLeaveWithServicesDown(t *testing.T) {
+	a := newNode(t, "a", "test", 7001)
+	b := newNode(t, "b", "test", 7002)
+	var down []Service
+	for i := range 60 {
+		down = append(down, Service{Name: svcname.Must(fmt.Sprintf("svc%03d", i)), Port: 10000 + i})
+	}
+	b.SetServicesDown(nil, down)
+	join(t, b, a) // the record is too large to broadcast: the join brings it
+	waitCatalogs(t, []*Cluster{a}, []Entry{
+		{Node: "a", Addr: "127.0.0.1", DataPort: 7001},
+		{Node: "b", Addr: "127.0.0.1", DataPort: 7002, Down: down},
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := b.Leave(ctx); err != nil {
+		t.Fatalf("Leave: %v", err)
+	}
+	if err := b.Shutdown(); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	var seen []string // b's states on a, in order
+	waitFor(t, "a sees b leave", func() error {
+		got := memberState(a, "b")
+		if len(seen) == 0 || seen[len(seen)-1] != got {
+			seen = append(seen, got)
+		}
+		if got != stateLeft {
+			return fmt.Errorf("member b: got states %q, want %q", seen, stateLeft)
+		}
+		return nil
+	})
 }
