@@ -159,8 +159,11 @@ type Cluster struct {
 
 	// lifeMu guards the lifecycle fields below. It is never held across
 	// network I/O. Lock order: lifeMu before mu.
-	lifeMu   sync.Mutex
-	ml       *memberlist.Memberlist
+	lifeMu sync.Mutex
+	ml     *memberlist.Memberlist
+	// own is ml's transport when it is ours (nil: Config.Memberlist
+	// brought one); Shutdown ends its streams (abortStreams).
+	own      *transport
 	starting bool // Start was called
 	left     bool // Leave was called
 	closed   bool // Shutdown was called
@@ -320,7 +323,7 @@ func (c *Cluster) Start() error {
 		_ = ml.Shutdown()
 		return fmt.Errorf("gossip: start: %w", net.ErrClosed)
 	}
-	c.ml = ml
+	c.ml, c.own = ml, own
 	c.lifeMu.Unlock()
 	c.mu.Lock()
 	readvertise := c.served != c.servesLocked() // services set while Create ran
@@ -345,7 +348,8 @@ func (c *Cluster) Start() error {
 // returns how many succeeded. It fails only if none did. It blocks for up
 // to the memberlist TCPTimeout per address and may be called any number of
 // times after Start; joining a node already in the cluster is harmless.
-// Shutdown does not wait for a running Join, which then fails. After
+// Shutdown does not wait for a running Join; it ends the Join's stream
+// (with this node's own transport), and the Join then fails. After
 // Shutdown it returns an error matching net.ErrClosed.
 func (c *Cluster) Join(addrs []string) (int, error) {
 	c.lifeMu.Lock()
@@ -695,7 +699,10 @@ func (c *Cluster) Leave(ctx context.Context) error {
 }
 
 // Shutdown stops gossiping and closes the listeners. It waits for a
-// running Leave to return first (at most its timeout), but not for Join. Without a prior Leave, peers see
+// running Leave to return first (at most its timeout), but not for Join.
+// With this node's own transport (Config.Memberlist brings none) it first
+// ends the streams this node opened, so that a peer that accepted one and
+// never answers holds neither a Join nor Shutdown for TCPTimeout. Without a prior Leave, peers see
 // this node fail instead of leave, and Shutdown logs a Warn. It is safe to
 // call more than once and concurrently; calls after the first return an
 // error matching net.ErrClosed. memberlist's own goroutines exit shortly
@@ -708,10 +715,15 @@ func (c *Cluster) Shutdown() error {
 		return fmt.Errorf("gossip: shutdown: %w", net.ErrClosed)
 	}
 	c.closed = true
-	ml, left := c.ml, c.left
+	ml, left, own := c.ml, c.left, c.own
 	c.lifeMu.Unlock()
 
 	c.stop()
+	if own != nil {
+		// The checks goroutines may be in a join or a send that memberlist
+		// bounds only by TCPTimeout: end their streams rather than wait.
+		own.abortStreams()
+	}
 	c.checks.Wait()
 	c.wg.Wait()
 	if ml == nil {
