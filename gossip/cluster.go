@@ -159,8 +159,11 @@ type Cluster struct {
 
 	// lifeMu guards the lifecycle fields below. It is never held across
 	// network I/O. Lock order: lifeMu before mu.
-	lifeMu   sync.Mutex
-	ml       *memberlist.Memberlist
+	lifeMu sync.Mutex
+	ml     *memberlist.Memberlist
+	// own is ml's transport when it is ours (nil: Config.Memberlist
+	// brought one); Shutdown ends its streams (abortStreams).
+	own      *transport
 	starting bool // Start was called
 	left     bool // Leave was called
 	closed   bool // Shutdown was called
@@ -320,7 +323,7 @@ func (c *Cluster) Start() error {
 		_ = ml.Shutdown()
 		return fmt.Errorf("gossip: start: %w", net.ErrClosed)
 	}
-	c.ml = ml
+	c.ml, c.own = ml, own
 	c.lifeMu.Unlock()
 	c.mu.Lock()
 	readvertise := c.served != c.servesLocked() // services set while Create ran
@@ -345,7 +348,8 @@ func (c *Cluster) Start() error {
 // returns how many succeeded. It fails only if none did. It blocks for up
 // to the memberlist TCPTimeout per address and may be called any number of
 // times after Start; joining a node already in the cluster is harmless.
-// Shutdown does not wait for a running Join, which then fails. After
+// Shutdown does not wait for a running Join; it ends the Join's stream
+// (with this node's own transport), and the Join then fails. After
 // Shutdown it returns an error matching net.ErrClosed.
 func (c *Cluster) Join(addrs []string) (int, error) {
 	c.lifeMu.Lock()
@@ -374,7 +378,8 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 // and broadcasts it. It may be called at any time, also before Start;
 // setting the same services again does nothing. The slice is copied.
 // Services with an empty or over-long name, a port outside 1-65535, or a
-// name already listed are dropped with a Warn log. A record too large for
+// name already listed (in any case: names compare case-insensitively) are
+// dropped with a Warn log. A record too large for
 // one gossip packet (memberlist's UDPBufferSize, 1400 bytes by default:
 // roughly 30 services with short names) is not broadcast but still reaches
 // every peer by push/pull; the first time that happens it logs a Warn.
@@ -420,20 +425,22 @@ func (c *Cluster) SetServicesDown(svcs, down []Service) {
 }
 
 // cleanServices returns svcs valid, without duplicates or names in
-// except, within maxServices, sorted; nil when empty. It logs what it
-// drops.
+// except, within maxServices, sorted; nil when empty. Names compare
+// case-insensitively, as validateRecord compares them: a record naming
+// one service in two cases is refused by every peer, and with it the
+// node's whole push/pull state. It logs what it drops.
 func (c *Cluster) cleanServices(svcs, except []Service) []Service {
 	clean := make([]Service, 0, len(svcs))
 	seen := make(map[svcname.Name]bool, len(svcs)+len(except))
 	for _, s := range except {
-		seen[s.Name] = true
+		seen[s.Name.Lower()] = true
 	}
 	for _, s := range svcs {
 		if err := checkService(s); err != nil {
 			c.log.Warn("ignoring invalid service", "service", s.Name, "err", err)
 			continue
 		}
-		if seen[s.Name] {
+		if seen[s.Name.Lower()] {
 			c.log.Warn("ignoring duplicate service", "service", s.Name, "port", s.Port)
 			continue
 		}
@@ -441,7 +448,7 @@ func (c *Cluster) cleanServices(svcs, except []Service) []Service {
 			c.log.Warn("ignoring service beyond the limit", "service", s.Name, "limit", maxServices)
 			continue
 		}
-		seen[s.Name] = true
+		seen[s.Name.Lower()] = true
 		clean = append(clean, s)
 	}
 	sortServices(clean)
@@ -657,9 +664,11 @@ func (c *Cluster) Leave(ctx context.Context) error {
 
 	c.mu.Lock()
 	c.self.Left = true
-	// Peers hide a left record's services anyway; without them the record
-	// always fits in a gossip packet.
-	c.self.Services = nil
+	// Peers hide a left record's services anyway; without them, up and
+	// down, the record always fits in a gossip packet. (With its down
+	// services kept, a node leaving while some 40 of them failed their
+	// checks sent no left record, and peers reported it failed.)
+	c.self.Services, c.self.Down = nil, nil
 	c.self.Version = nextVersion(c.self.Version, time.Now())
 	r := c.self.clone()
 	c.mu.Unlock()
@@ -690,7 +699,10 @@ func (c *Cluster) Leave(ctx context.Context) error {
 }
 
 // Shutdown stops gossiping and closes the listeners. It waits for a
-// running Leave to return first (at most its timeout), but not for Join. Without a prior Leave, peers see
+// running Leave to return first (at most its timeout), but not for Join.
+// With this node's own transport (Config.Memberlist brings none) it first
+// ends the streams this node opened, so that a peer that accepted one and
+// never answers holds neither a Join nor Shutdown for TCPTimeout. Without a prior Leave, peers see
 // this node fail instead of leave, and Shutdown logs a Warn. It is safe to
 // call more than once and concurrently; calls after the first return an
 // error matching net.ErrClosed. memberlist's own goroutines exit shortly
@@ -703,10 +715,15 @@ func (c *Cluster) Shutdown() error {
 		return fmt.Errorf("gossip: shutdown: %w", net.ErrClosed)
 	}
 	c.closed = true
-	ml, left := c.ml, c.left
+	ml, left, own := c.ml, c.left, c.own
 	c.lifeMu.Unlock()
 
 	c.stop()
+	if own != nil {
+		// The checks goroutines may be in a join or a send that memberlist
+		// bounds only by TCPTimeout: end their streams rather than wait.
+		own.abortStreams()
+	}
 	c.checks.Wait()
 	c.wg.Wait()
 	if ml == nil {
@@ -799,16 +816,25 @@ func (c *Cluster) mergeRaw(rs []record, raw []byte, pushPull bool) {
 }
 
 // pushState returns this node's record, first (passOn relies on it), and
-// those of alive members for a push/pull. Records of dead nodes are not
-// passed on. flate reports whether every alive member reads a compressed
+// those of alive members for a push/pull. Records of dead and left nodes
+// are not passed on, except in a join's state (join), where they are what
+// a restarted node needs: memberlist reads the joiner's state before it
+// takes the joiner back in, so a node that left or failed and joins again
+// is still dead or left here when this state is made. Its previous run's
+// record, kept here until pruned, tells it the version to beat. Without
+// it a node whose clock is behind its previous run (stepped back at
+// boot) publishes lower versions than the one every peer keeps, which
+// they ignore: its new services stayed hidden, or its old ones shown,
+// until a periodic push/pull, 30 s or more, happened to bring it that
+// record. flate reports whether every alive member reads a compressed
 // state (plainAlive is 0), read under the same lock as the records.
-func (c *Cluster) pushState() (rs []record, flate bool) {
+func (c *Cluster) pushState(join bool) (rs []record, flate bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rs = make([]record, 0, len(c.records)+1)
 	rs = append(rs, c.self.clone())
 	for name, s := range c.records {
-		if m, ok := c.members[name]; ok && m.State == stateAlive {
+		if m, ok := c.members[name]; ok && (join || m.State == stateAlive) {
 			rs = append(rs, s.rec.clone())
 		}
 	}

@@ -210,7 +210,8 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 // state is always plain: memberlist does not say who the peer is, and in a
 // join it may be a node this one has never heard of, perhaps an older
 // release (the joiner knows no member yet; the node it joins asks for
-// this state before it merges the joiner).
+// this state before it merges the joiner). A join's state also carries
+// the records of dead and left members (pushState).
 //
 // Outside a join the same order leaves a narrow gap (found in review):
 // an older node this one does not list alive (it joined through another
@@ -220,7 +221,7 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 // anti-entropy; broadcasts and the next round still reach it. It exists
 // only while older releases run in the cluster.
 func (d *delegate) LocalState(join bool) []byte {
-	rs, flate := d.c.pushState()
+	rs, flate := d.c.pushState(join)
 	encode := encodeState
 	if !join && flate {
 		encode = encodeStateFlate

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,16 @@ type transport struct {
 	closed   atomic.Bool
 	done     chan struct{} // closed by Shutdown
 	wg       sync.WaitGroup
+
+	// dialCtx is canceled by abortStreams: dials in flight and later fail.
+	dialCtx context.Context
+	abort   context.CancelFunc
+	// streamMu guards streams, the streams this node opened
+	// (DialAddressTimeout) and has not closed, which abortStreams closes,
+	// and aborted.
+	streamMu sync.Mutex
+	streams  map[*outConn]struct{}
+	aborted  bool
 }
 
 var _ memberlist.NodeAwareTransport = (*transport)(nil)
@@ -109,7 +120,9 @@ func bindTransport(ip netip.Addr, port int, log *slog.Logger) (*transport, error
 		streamCh: make(chan net.Conn),
 		log:      log,
 		done:     make(chan struct{}),
+		streams:  make(map[*outConn]struct{}),
 	}
+	t.dialCtx, t.abort = context.WithCancel(context.Background())
 	t.wg.Add(2)
 	go t.acceptLoop()
 	go t.readLoop()
@@ -187,11 +200,57 @@ func (t *transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, e
 
 func (t *transport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
-	c, err := d.Dial("tcp", a.Addr)
+	c, err := d.DialContext(t.dialCtx, "tcp", a.Addr)
 	if err != nil {
 		return nil, err
 	}
-	return zipConn{c}, nil // push/pull states go out compressed (streamzip.go)
+	oc := &outConn{TCPConn: c.(*net.TCPConn), t: t}
+	t.streamMu.Lock()
+	aborted := t.aborted
+	if !aborted {
+		t.streams[oc] = struct{}{}
+	}
+	t.streamMu.Unlock()
+	if aborted {
+		_ = c.Close()
+		return nil, fmt.Errorf("gossip: transport: dial %s: %w", a.Addr, net.ErrClosed)
+	}
+	return zipConn{oc}, nil // push/pull states go out compressed (streamzip.go)
+}
+
+// abortStreams closes the streams this node opened and makes every dial,
+// running or later, fail. memberlist bounds a stream it opens (a join's
+// push/pull, a reliable user message) only by TCPTimeout, 30 s with the
+// WAN profile, and cannot cancel one: a peer that accepts and never
+// answers held a join that long, and Cluster.Shutdown, which waits for
+// the goroutines that make such calls, with it. It may be called more
+// than once.
+func (t *transport) abortStreams() {
+	t.abort()
+	t.streamMu.Lock()
+	t.aborted = true
+	open := make([]*outConn, 0, len(t.streams))
+	for oc := range t.streams {
+		open = append(open, oc)
+	}
+	t.streamMu.Unlock()
+	for _, oc := range open {
+		_ = oc.Close()
+	}
+}
+
+// outConn is a stream this node opened, tracked until it is closed so
+// that abortStreams can end it.
+type outConn struct {
+	*net.TCPConn
+	t *transport
+}
+
+func (c *outConn) Close() error {
+	c.t.streamMu.Lock()
+	delete(c.t.streams, c)
+	c.t.streamMu.Unlock()
+	return c.TCPConn.Close()
 }
 
 func (t *transport) StreamCh() <-chan net.Conn { return t.streamCh }
@@ -210,6 +269,7 @@ func (t *transport) Shutdown() error {
 	if t.closed.Swap(true) {
 		return nil
 	}
+	t.abort()
 	close(t.done)
 	_ = t.tcp.Close()
 	_ = t.udp.Close()

@@ -99,7 +99,7 @@ func TestTransportStreams(t *testing.T) {
 	if !ok {
 		t.Fatalf("dialed stream is a %T, want a zipConn (streamzip.go)", c)
 	}
-	zc.Conn.(*net.TCPConn).CloseWrite()
+	zc.Conn.(interface{ CloseWrite() error }).CloseWrite()
 	var s net.Conn
 	select {
 	case s = <-b.StreamCh():

@@ -1,0 +1,54 @@
+package gossip
+
+import (
+	"net"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestShutdownDoesNotWaitForBackgroundStreams: the streams this node
+// opens on its own (joining a node that greeted it, a digest's full-state
+// exchange, record requests and greetings) go to peers that may accept and
+// never answer, and memberlist bounds each only by TCPTimeout (30s with
+// the WAN profile). Shutdown waits for those goroutines, so it must end
+// their streams instead of waiting out the timeout. Here a greeting names
+// a listener that accepts and never answers, so the join it prompts hangs.
+func TestShutdownDoesNotWaitForBackgroundStreams(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		// Ends when the cleanup closes ln, if Accept is still waiting.
+		if conn, err := ln.Accept(); err == nil {
+			accepted <- conn
+		}
+	}()
+
+	c := newNodeWith(t, "a", "test", 1, func(cfg *Config) { cfg.Memberlist.TCPTimeout = time.Hour })
+	port, _ := strconv.Atoi(ln.Addr().(*net.TCPAddr).AddrPort().String()[len("127.0.0.1:"):])
+	c.greeted(greetMsg{
+		Record: record{Entry: Entry{Node: "g", Addr: "127.0.0.1", Version: 1, Services: []Service{{Name: "web", Port: 80}}}},
+		Addr:   "127.0.0.1", Port: port, Up: int64(time.Millisecond),
+	})
+	select {
+	case conn := <-accepted:
+		t.Cleanup(func() { conn.Close() })
+	case <-time.After(waitTimeout):
+		t.Fatal("the greeting's join never connected")
+	}
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Shutdown() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Shutdown blocked on a join to a peer that never answers")
+	}
+}
