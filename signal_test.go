@@ -30,14 +30,18 @@ func TestHandleSignals(t *testing.T) {
 			done := make(chan struct{})
 			returned := make(chan struct{})
 			t0 := time.Unix(1000, 0)
-			var now time.Time
+			// Read only by handleSignals's goroutine, once per signal.
+			calls := 0
+			now := func() time.Time {
+				calls++
+				return t0.Add(tc.after[calls-1])
+			}
 			canceled, exited := false, false
 			go func() {
 				defer close(returned)
-				handleSignals(sigs, done, func() { canceled = true }, func() time.Time { return now }, func() { exited = true })
+				handleSignals(sigs, done, func() { canceled = true }, now, func() { exited = true })
 			}()
-			for _, d := range tc.after {
-				now = t0.Add(d)
+			for range tc.after {
 				select {
 				case sigs <- syscall.SIGTERM:
 				case <-returned:
