@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"strconv"
@@ -190,9 +191,27 @@ func (d *delegate) NotifyMsg(b []byte) {
 }
 
 // dropped logs, at debug level, a message NotifyMsg could not decode:
-// network input, so never louder.
+// network input, so never louder, but for a record too far ahead of this
+// node's clock (see clockBehind).
 func (d *delegate) dropped(what string, b []byte, err error) {
 	d.c.log.Debug("dropping malformed "+what, "bytes", len(b), "err", err)
+	d.clockBehind(err)
+}
+
+// clockBehind warns, at most once per log interval, when err says a
+// peer's record is more than maxVersionAhead ahead of this node's clock.
+// Versions are wall-clock based, so a node whose clock is a day or more
+// behind (a board without a real-time clock before NTP) drops every record
+// its peers send and sees no catalog: the operator must hear why. A
+// hostile sender can trigger no more than this rate-limited line.
+func (d *delegate) clockBehind(err error) {
+	if !errors.Is(err, errClockAhead) {
+		return
+	}
+	if ok, suppressed := d.c.logLimit.allow("clock", time.Now()); ok {
+		d.c.log.Warn("dropping a peer's record dated more than a day ahead of this node's clock: is this node's clock wrong? (no catalog from peers until it is right)",
+			"err", err, "suppressed", suppressed)
+	}
 }
 
 // GetBroadcasts hands memberlist the queued records that fit in limit.
@@ -248,6 +267,7 @@ func (d *delegate) MergeRemoteState(b []byte, join bool) {
 	rs, err := decodeState(b)
 	if err != nil {
 		d.c.log.Debug("dropping malformed push/pull state", "bytes", len(b), "join", join, "err", err)
+		d.clockBehind(err)
 		return
 	}
 	d.c.merge(rs, true)

@@ -80,6 +80,11 @@ const (
 // errDecode is wrapped by every decoding error.
 var errDecode = errors.New("gossip: decode")
 
+// errClockAhead is wrapped, with errDecode, by the error for a record whose
+// version lies more than maxVersionAhead ahead of this node's clock: the
+// one decoding error that likely says this node's clock is wrong.
+var errClockAhead = errors.New("record from the future")
+
 // record is one node's catalog entry as stored and gossiped. Left is set by
 // the node itself in Leave, so peers hide it as soon as the broadcast
 // arrives and can report the member as "left" rather than "dead".
@@ -444,8 +449,8 @@ func validateRecord(r *record, now time.Time) error {
 		return fmt.Errorf("%w: node %q: version 0", errDecode, r.Node)
 	}
 	if limit := maxVersion(now); r.Version > limit {
-		return fmt.Errorf("%w: node %q: version %d is more than %v ahead of this node's clock (limit %d)",
-			errDecode, r.Node, r.Version, maxVersionAhead, limit)
+		return fmt.Errorf("%w: %w: node %q: version %d is more than %v ahead of this node's clock (limit %d)",
+			errDecode, errClockAhead, r.Node, r.Version, maxVersionAhead, limit)
 	}
 	if err := validateServices(r.Node, "services", &r.Services); err != nil {
 		return err
