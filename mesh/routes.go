@@ -46,7 +46,9 @@ func routes(self string, catalog []gossip.Entry, local []localService, own []Ann
 // a --forward address of its own gets a loopback address of its own,
 // loopbackFor(name), and 127.0.0.1:PORT stays unbound: which of them would
 // it mean? A client connecting to localhost:5432 is refused rather than
-// silently reaching the wrong database; it reaches pg-a:5432 by name.
+// silently reaching the wrong database; it reaches pg-a:5432 by name. A
+// service that listens on its own port here wants 127.0.0.1:PORT as well,
+// even while it fails its check or is not forwarded.
 func plan(self string, catalog []gossip.Entry, local []localService, own []Announce, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) ([]forward.Route, []named) {
 	type svc struct {
 		port     int
@@ -93,8 +95,24 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 		explicit bool // a --forward address: never moved
 	}
 	var wants []want
-	claims := map[string]int{}    // listen address -> services that want it
+	claims := map[string]map[string]bool{} // listen address -> the services that want it
+	claim := func(addr, name string) {
+		if claims[addr] == nil {
+			claims[addr] = map[string]bool{}
+		}
+		claims[addr][name] = true
+	}
 	used := map[netip.Addr]bool{} // addresses loopbackFor must not hand out
+	// A service that listens on its own port here holds 127.0.0.1:PORT
+	// whether its check passes or not and whether it is forwarded or not
+	// (see ownsListenAddr): another service on that port moves, or while
+	// the service is down its port would go to a forwarder that answers
+	// its health check and takes its peers' hand-offs.
+	for _, a := range own {
+		if addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(a.Port)); sameHostPort(a.Target(), addr) {
+			claim(addr, a.Name.Lower().String())
+		}
+	}
 	for _, name := range names {
 		addr, wanted := listen[name]
 		if len(forwards) > 0 && !wanted {
@@ -106,7 +124,7 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 		} else if ap, err := netip.ParseAddrPort(addr); err == nil {
 			used[ap.Addr()] = true
 		}
-		claims[w.addr]++
+		claim(w.addr, name)
 		wants = append(wants, w)
 	}
 	// Name order, so that the outcome depends on the set of services and
@@ -116,7 +134,7 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 	var hosts []named
 	for _, w := range wants {
 		s := byName[w.name]
-		if !w.explicit && claims[w.addr] > 1 {
+		if !w.explicit && len(claims[w.addr]) > 1 {
 			w.addr = net.JoinHostPort(loopbackFor(w.name, used).String(), strconv.Itoa(s.port))
 		}
 		if a, ok := reachAt(w.addr); ok {

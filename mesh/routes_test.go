@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"net/netip"
 	"reflect"
 	"testing"
 
@@ -109,6 +110,95 @@ func TestRoutes(t *testing.T) {
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v\nwant %+v", got, tc.want)
 			}
+		})
+	}
+}
+
+// planListeners runs plan over the inputs and checks the listener address
+// of every service, and that its hosts entry names the same address.
+func planListeners(t *testing.T, catalog []gossip.Entry, local []localService, own []Announce, forwards []Forward, want map[string]string) {
+	t.Helper()
+	rs, hosts := plan("self", catalog, local, own, forwards, nil, nil)
+	got := map[string]string{}
+	for _, r := range rs {
+		got[r.Service] = r.Listen
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("listeners %v, want %v", got, want)
+	}
+	for _, h := range hosts {
+		if w, ok := want[h.Name]; ok && h.At.String() != w {
+			t.Errorf("hosts entry %s at %s, its listener is on %s", h.Name, h.At, w)
+		}
+	}
+}
+
+func loopbackAt(name string, port uint16) string {
+	return netip.AddrPortFrom(loopbackFor(name, map[netip.Addr]bool{}), port).String()
+}
+
+func peerA(svcs ...gossip.Service) []gossip.Entry {
+	return []gossip.Entry{{Node: "a", Addr: "10.0.0.1", DataPort: 7947, Services: svcs}}
+}
+
+// TestPlanOwnPortClaimed: a service that listens on its own port here
+// (--announce redis:6379=6379) owns 127.0.0.1:6379 whatever its check says
+// and whether or not it is forwarded. Another service that wants port 6379
+// moves to its own loopback address, as it would next to any other service
+// on that port. Taking 127.0.0.1:6379 while redis is down would answer
+// redis's own health check, so redis is offered again and peers' hand-offs
+// for redis reach the other service, and redis could not restart on its
+// port.
+func TestPlanOwnPortClaimed(t *testing.T) {
+	redisOwn := Announce{Name: "redis", Port: 6379, Host: "127.0.0.1", TargetPort: 6379}
+	redisLocal := localService{Name: "redis", Port: 6379, Backends: []forward.Backend{{Node: "self", Addr: "127.0.0.1:6379"}}}
+	cache := peerA(gossip.Service{Name: "cache", Port: 6379})
+	for _, tc := range []struct {
+		name     string
+		local    []localService
+		own      []Announce
+		forwards []Forward
+		want     map[string]string // service -> listen address
+	}{
+		{
+			name:  "passing",
+			local: []localService{redisLocal},
+			own:   []Announce{redisOwn},
+			want:  map[string]string{"redis": loopbackAt("redis", 6379), "cache": loopbackAt("cache", 6379)},
+		},
+		{
+			name: "failing",
+			own:  []Announce{redisOwn},
+			want: map[string]string{"cache": loopbackAt("cache", 6379)},
+		},
+		{
+			name:     "passing, not forwarded",
+			local:    []localService{redisLocal},
+			own:      []Announce{redisOwn},
+			forwards: []Forward{{Name: "cache"}},
+			want:     map[string]string{"cache": loopbackAt("cache", 6379)},
+		},
+		{
+			name:     "failing, not forwarded",
+			own:      []Announce{redisOwn},
+			forwards: []Forward{{Name: "cache"}},
+			want:     map[string]string{"cache": loopbackAt("cache", 6379)},
+		},
+		{
+			name:     "forwarded elsewhere",
+			local:    []localService{redisLocal},
+			own:      []Announce{redisOwn},
+			forwards: []Forward{{Name: "redis", Listen: "127.0.0.1:16379"}, {Name: "cache"}},
+			want:     map[string]string{"redis": "127.0.0.1:16379", "cache": loopbackAt("cache", 6379)},
+		},
+		{
+			name: "on another port: 127.0.0.1:6379 is free",
+			own:  []Announce{{Name: "redis", Port: 6379, Host: "127.0.0.1", TargetPort: 16379}},
+			want: map[string]string{"cache": "127.0.0.1:6379"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			planListeners(t, cache, tc.local, tc.own, tc.forwards, tc.want)
 		})
 	}
 }
