@@ -113,6 +113,18 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 			claim(addr, a.Name.Lower().String())
 		}
 	}
+	// A --forward address is the user's pin, held while its service has
+	// no instance too: the other service on that port stays where it is
+	// rather than taking the address its clients meant for this one.
+	for name, addr := range listen {
+		if addr == "" {
+			continue
+		}
+		claim(addr, name)
+		if ap, err := netip.ParseAddrPort(addr); err == nil {
+			used[ap.Addr()] = true
+		}
+	}
 	for _, name := range names {
 		addr, wanted := listen[name]
 		if len(forwards) > 0 && !wanted {
@@ -121,8 +133,6 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 		w := want{name: name, addr: addr, explicit: addr != ""}
 		if !w.explicit {
 			w.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(byName[name].port))
-		} else if ap, err := netip.ParseAddrPort(addr); err == nil {
-			used[ap.Addr()] = true
 		}
 		claim(w.addr, name)
 		wants = append(wants, w)

@@ -202,3 +202,26 @@ func TestPlanOwnPortClaimed(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanForwardAddressClaimed: a --forward address is the user's pin,
+// whether or not its service has an instance now. With pg-a pinned to
+// 127.0.0.1:5432, pg-b on 5432 stays on its own loopback address while
+// pg-a is gone; moving pg-b to 127.0.0.1:5432 then would hand the
+// clients of localhost:5432, configured for pg-a, the wrong database.
+func TestPlanForwardAddressClaimed(t *testing.T) {
+	pin := []Forward{{Name: "pg-a", Listen: "127.0.0.1:5432"}, {Name: "pg-b"}}
+	for _, tc := range []struct {
+		name    string
+		catalog []gossip.Entry
+		want    map[string]string
+	}{
+		{"both have instances", peerA(gossip.Service{Name: "pg-a", Port: 5432}, gossip.Service{Name: "pg-b", Port: 5432}),
+			map[string]string{"pg-a": "127.0.0.1:5432", "pg-b": loopbackAt("pg-b", 5432)}},
+		{"the pinned service has none", peerA(gossip.Service{Name: "pg-b", Port: 5432}),
+			map[string]string{"pg-b": loopbackAt("pg-b", 5432)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			planListeners(t, tc.catalog, nil, nil, pin, tc.want)
+		})
+	}
+}
