@@ -87,7 +87,7 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 
 	listen := map[string]string{}
 	for _, f := range forwards {
-		listen[f.Name.Lower().String()] = f.Listen
+		listen[f.Name.Lower().String()] = canonicalAddr(f.Listen)
 	}
 	type want struct {
 		name     string
@@ -222,6 +222,18 @@ func ownsListenAddr(addr string, local []localService, own []Announce, name stri
 		}
 	}
 	return false
+}
+
+// canonicalAddr is addr (host:port) with host "localhost" written as
+// 127.0.0.1, the address that listening on localhost takes here; so a
+// --forward to localhost:5432 clashes with a listener on 127.0.0.1:5432,
+// as it does when both bind. Anything else is returned as it is.
+func canonicalAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || !strings.EqualFold(host, "localhost") {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
 }
 
 // sameHostPort reports whether target (host:port, host "localhost" being

@@ -225,3 +225,18 @@ func TestPlanForwardAddressClaimed(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanForwardLocalhost: --forward pg-a=localhost:5432 is 127.0.0.1:5432
+// (what binding localhost gives), so it is pinned like that address: pg-b
+// on 5432 moves rather than both wanting 127.0.0.1:5432, where the one
+// whose listener happened to open first would get localhost:5432 and the
+// other an "address already in use". pg-a is named at that address.
+func TestPlanForwardLocalhost(t *testing.T) {
+	both := peerA(gossip.Service{Name: "pg-a", Port: 5432}, gossip.Service{Name: "pg-b", Port: 5432})
+	planListeners(t, both, nil, nil, []Forward{{Name: "pg-a", Listen: "localhost:5432"}, {Name: "pg-b"}},
+		map[string]string{"pg-a": "127.0.0.1:5432", "pg-b": loopbackAt("pg-b", 5432)})
+	_, hosts := plan("self", both, nil, nil, []Forward{{Name: "pg-a", Listen: "localhost:5432"}}, nil, nil)
+	if want := []named{{Name: "pg-a", At: netip.MustParseAddrPort("127.0.0.1:5432")}}; !reflect.DeepEqual(hosts, want) {
+		t.Fatalf("hosts %v, want %v", hosts, want)
+	}
+}
