@@ -102,6 +102,15 @@ func RunStaticConfig(ctx context.Context, pairs []Static, sc StaticConfig, log *
 	if log == nil {
 		log = slog.Default()
 	}
+	// The proxy serves one route per listen address: a second pair on an
+	// address would be dropped without a word.
+	seen := map[string]string{}
+	for _, s := range pairs {
+		if t, dup := seen[s.Listen]; dup {
+			return fmt.Errorf("mesh: forward: %s is given twice (to %s and to %s)", s.Listen, t, s.Target)
+		}
+		seen[s.Listen] = s.Target
+	}
 	drain := sc.DrainTimeout
 	fc := forward.DefaultConfig()
 	fc.DrainTimeout = drain
