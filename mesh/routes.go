@@ -204,20 +204,22 @@ func loopbackFor(name string, used map[netip.Addr]bool) netip.Addr {
 // ownsListenAddr reports whether a local instance of the service listens on
 // addr itself, in which case a forwarder there would only collide with it:
 // one that is offered now (local), or one this node announces (own), even
-// while its check fails.
+// while its check fails. A wildcard addr on the instance's loopback port
+// counts too (see loopsBack): while the instance is down, such a
+// forwarder would take its port and dial every connection to itself.
 func ownsListenAddr(addr string, local []localService, own []Announce, name string) bool {
 	for _, l := range local {
 		if l.Name.String() != name {
 			continue
 		}
 		for _, b := range l.Backends {
-			if sameHostPort(b.Addr, addr) {
+			if loopsBack(addr, b.Addr) {
 				return true
 			}
 		}
 	}
 	for _, a := range own {
-		if a.Name.Lower().String() == name && sameHostPort(a.Target(), addr) {
+		if a.Name.Lower().String() == name && loopsBack(addr, a.Target()) {
 			return true
 		}
 	}

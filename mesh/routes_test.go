@@ -240,3 +240,29 @@ func TestPlanForwardLocalhost(t *testing.T) {
 		t.Fatalf("hosts %v, want %v", hosts, want)
 	}
 }
+
+// TestPlanWildcardForwardOverOwnPort: a --forward on the wildcard address
+// of the port a local instance listens on itself (--announce
+// redis:6379=6379 --forward redis=0.0.0.0:6379) opens no forwarder, as
+// one on 127.0.0.1:6379 would not: once redis is down and the wildcard
+// listener has its port, it answers redis's check and every connection
+// it dials to the local instance comes back to itself.
+func TestPlanWildcardForwardOverOwnPort(t *testing.T) {
+	own := []Announce{{Name: "redis", Port: 6379, Host: "127.0.0.1", TargetPort: 6379}}
+	local := []localService{{Name: "redis", Port: 6379, Backends: []forward.Backend{{Node: "self", Addr: "127.0.0.1:6379"}}}}
+	peer := peerA(gossip.Service{Name: "redis", Port: 6379})
+	for _, tc := range []struct {
+		name   string
+		listen string
+		local  []localService
+	}{
+		{"passing", "0.0.0.0:6379", local},
+		{"failing", "0.0.0.0:6379", nil},
+		{"IPv6 wildcard", "[::]:6379", local},
+		{"localhost", "localhost:6379", local},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			planListeners(t, peer, tc.local, own, []Forward{{Name: "redis", Listen: tc.listen}}, map[string]string{})
+		})
+	}
+}
