@@ -46,9 +46,9 @@ func routes(self string, catalog []gossip.Entry, local []localService, own []Ann
 // a --forward address of its own gets a loopback address of its own,
 // loopbackFor(name), and 127.0.0.1:PORT stays unbound: which of them would
 // it mean? A client connecting to localhost:5432 is refused rather than
-// silently reaching the wrong database; it reaches pg-a:5432 by name. A
-// service that listens on its own port here wants 127.0.0.1:PORT as well,
-// even while it fails its check or is not forwarded.
+// silently reaching the wrong database; it reaches pg-a:5432 by name. The
+// target of a local instance (the address its server listens on) counts
+// as wanted too, even while its check fails or it is not forwarded.
 func plan(self string, catalog []gossip.Entry, local []localService, own []Announce, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) ([]forward.Route, []named) {
 	type svc struct {
 		port     int
@@ -103,15 +103,14 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 		claims[addr][name] = true
 	}
 	used := map[netip.Addr]bool{} // addresses loopbackFor must not hand out
-	// A service that listens on its own port here holds 127.0.0.1:PORT
-	// whether its check passes or not and whether it is forwarded or not
-	// (see ownsListenAddr): another service on that port moves, or while
-	// the service is down its port would go to a forwarder that answers
-	// its health check and takes its peers' hand-offs.
+	// The address a local instance listens on (its target: 127.0.0.1:PORT
+	// for --announce redis:6379=6379, 127.0.0.1:8080 for web:80=8080) is
+	// that server's whether its check passes or not and whether it is
+	// forwarded or not (see ownsListenAddr): another service that wants it
+	// moves, or while the server is down a forwarder would take its port,
+	// answer its health check and get its peers' hand-offs.
 	for _, a := range own {
-		if addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(a.Port)); sameHostPort(a.Target(), addr) {
-			claim(addr, a.Name.Lower().String())
-		}
+		claim(canonicalAddr(a.Target()), a.Name.Lower().String())
 	}
 	// A --forward address is the user's pin, held while its service has
 	// no instance too: the other service on that port stays where it is
@@ -236,14 +235,4 @@ func canonicalAddr(addr string) string {
 		return addr
 	}
 	return net.JoinHostPort("127.0.0.1", port)
-}
-
-// sameHostPort reports whether target (host:port, host "localhost" being
-// 127.0.0.1) is addr.
-func sameHostPort(target, addr string) bool {
-	host, port, _ := net.SplitHostPort(target)
-	if host == "localhost" {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port) == addr
 }

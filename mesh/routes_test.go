@@ -266,3 +266,28 @@ func TestPlanWildcardForwardOverOwnPort(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanOwnTargetClaimed: the address a local instance listens on
+// (--announce web:80=8080: web's server is on 127.0.0.1:8080) is that
+// server's, whatever its check says. A peer's service on port 8080 moves
+// to its own loopback address instead of taking 127.0.0.1:8080, which
+// failed with "address already in use" while web's server ran and, once
+// it stopped, kept it from restarting, answered its health check and got
+// web's connections from peers.
+func TestPlanOwnTargetClaimed(t *testing.T) {
+	own := []Announce{{Name: "web", Port: 80, Host: "127.0.0.1", TargetPort: 8080}}
+	web := localService{Name: "web", Port: 80, Backends: []forward.Backend{{Node: "self", Addr: "127.0.0.1:8080"}}}
+	api := peerA(gossip.Service{Name: "api", Port: 8080})
+	for _, tc := range []struct {
+		name  string
+		local []localService
+		want  map[string]string
+	}{
+		{"passing", []localService{web}, map[string]string{"web": "127.0.0.1:80", "api": loopbackAt("api", 8080)}},
+		{"failing", nil, map[string]string{"api": loopbackAt("api", 8080)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			planListeners(t, api, tc.local, own, nil, tc.want)
+		})
+	}
+}
