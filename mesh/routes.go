@@ -46,7 +46,9 @@ func routes(self string, catalog []gossip.Entry, local []localService, own []Ann
 // a --forward address of its own gets a loopback address of its own,
 // loopbackFor(name), and 127.0.0.1:PORT stays unbound: which of them would
 // it mean? A client connecting to localhost:5432 is refused rather than
-// silently reaching the wrong database; it reaches pg-a:5432 by name.
+// silently reaching the wrong database; it reaches pg-a:5432 by name. The
+// target of a local instance (the address its server listens on) counts
+// as wanted too, even while its check fails or it is not forwarded.
 func plan(self string, catalog []gossip.Entry, local []localService, own []Announce, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) ([]forward.Route, []named) {
 	type svc struct {
 		port     int
@@ -85,7 +87,7 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 
 	listen := map[string]string{}
 	for _, f := range forwards {
-		listen[f.Name.Lower().String()] = f.Listen
+		listen[f.Name.Lower().String()] = canonicalAddr(f.Listen)
 	}
 	type want struct {
 		name     string
@@ -93,8 +95,35 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 		explicit bool // a --forward address: never moved
 	}
 	var wants []want
-	claims := map[string]int{}    // listen address -> services that want it
+	claims := map[string]map[string]bool{} // listen address -> the services that want it
+	claim := func(addr, name string) {
+		if claims[addr] == nil {
+			claims[addr] = map[string]bool{}
+		}
+		claims[addr][name] = true
+	}
 	used := map[netip.Addr]bool{} // addresses loopbackFor must not hand out
+	// The address a local instance listens on (its target: 127.0.0.1:PORT
+	// for --announce redis:6379=6379, 127.0.0.1:8080 for web:80=8080) is
+	// that server's whether its check passes or not and whether it is
+	// forwarded or not (see ownsListenAddr): another service that wants it
+	// moves, or while the server is down a forwarder would take its port,
+	// answer its health check and get its peers' hand-offs.
+	for _, a := range own {
+		claim(canonicalAddr(a.Target()), a.Name.Lower().String())
+	}
+	// A --forward address is the user's pin, held while its service has
+	// no instance too: the other service on that port stays where it is
+	// rather than taking the address its clients meant for this one.
+	for name, addr := range listen {
+		if addr == "" {
+			continue
+		}
+		claim(addr, name)
+		if ap, err := netip.ParseAddrPort(addr); err == nil {
+			used[ap.Addr()] = true
+		}
+	}
 	for _, name := range names {
 		addr, wanted := listen[name]
 		if len(forwards) > 0 && !wanted {
@@ -103,10 +132,8 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 		w := want{name: name, addr: addr, explicit: addr != ""}
 		if !w.explicit {
 			w.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(byName[name].port))
-		} else if ap, err := netip.ParseAddrPort(addr); err == nil {
-			used[ap.Addr()] = true
 		}
-		claims[w.addr]++
+		claim(w.addr, name)
 		wants = append(wants, w)
 	}
 	// Name order, so that the outcome depends on the set of services and
@@ -116,7 +143,7 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 	var hosts []named
 	for _, w := range wants {
 		s := byName[w.name]
-		if !w.explicit && claims[w.addr] > 1 {
+		if !w.explicit && len(claims[w.addr]) > 1 {
 			w.addr = net.JoinHostPort(loopbackFor(w.name, used).String(), strconv.Itoa(s.port))
 		}
 		if a, ok := reachAt(w.addr); ok {
@@ -176,32 +203,36 @@ func loopbackFor(name string, used map[netip.Addr]bool) netip.Addr {
 // ownsListenAddr reports whether a local instance of the service listens on
 // addr itself, in which case a forwarder there would only collide with it:
 // one that is offered now (local), or one this node announces (own), even
-// while its check fails.
+// while its check fails. A wildcard addr on the instance's loopback port
+// counts too (see loopsBack): while the instance is down, such a
+// forwarder would take its port and dial every connection to itself.
 func ownsListenAddr(addr string, local []localService, own []Announce, name string) bool {
 	for _, l := range local {
 		if l.Name.String() != name {
 			continue
 		}
 		for _, b := range l.Backends {
-			if sameHostPort(b.Addr, addr) {
+			if loopsBack(addr, b.Addr) {
 				return true
 			}
 		}
 	}
 	for _, a := range own {
-		if a.Name.Lower().String() == name && sameHostPort(a.Target(), addr) {
+		if a.Name.Lower().String() == name && loopsBack(addr, a.Target()) {
 			return true
 		}
 	}
 	return false
 }
 
-// sameHostPort reports whether target (host:port, host "localhost" being
-// 127.0.0.1) is addr.
-func sameHostPort(target, addr string) bool {
-	host, port, _ := net.SplitHostPort(target)
-	if host == "localhost" {
-		host = "127.0.0.1"
+// canonicalAddr is addr (host:port) with host "localhost" written as
+// 127.0.0.1, the address that listening on localhost takes here; so a
+// --forward to localhost:5432 clashes with a listener on 127.0.0.1:5432,
+// as it does when both bind. Anything else is returned as it is.
+func canonicalAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || !strings.EqualFold(host, "localhost") {
+		return addr
 	}
-	return net.JoinHostPort(host, port) == addr
+	return net.JoinHostPort("127.0.0.1", port)
 }

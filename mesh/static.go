@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -33,7 +34,44 @@ func ParseStatic(s string) (Static, error) {
 	if err != nil {
 		return Static{}, fmt.Errorf("%q: target: %w", s, err)
 	}
+	if loopsBack(listen, target) {
+		return Static{}, fmt.Errorf("%q: target %s is this forwarder's own listener: every connection would connect to itself", s, target)
+	}
 	return Static{Listen: listen, Target: target}, nil
+}
+
+// loopsBack reports whether a listener on listen accepts the connections
+// it would dial to target: the same address (localhost being 127.0.0.1),
+// or a wildcard address on one side and a loopback or wildcard one on the
+// other. A pair that loops turns one client connection into a chain of
+// them that ends only when the process runs out of file descriptors.
+func loopsBack(listen, target string) bool {
+	lh, lp, err1 := net.SplitHostPort(listen)
+	th, tp, err2 := net.SplitHostPort(target)
+	if err1 != nil || err2 != nil || lp != tp {
+		return false
+	}
+	ip := func(h string) netip.Addr {
+		if strings.EqualFold(h, "localhost") {
+			return netip.MustParseAddr("127.0.0.1")
+		}
+		a, _ := netip.ParseAddr(h)
+		return a.Unmap()
+	}
+	l, t := ip(lh), ip(th)
+	switch {
+	case !l.IsValid() || !t.IsValid():
+		return strings.EqualFold(lh, th) // host names: only the same name is known to loop
+	case l == t:
+		return true
+	case l.IsUnspecified():
+		// 0.0.0.0 takes IPv4 only; :: takes both.
+		return (t.IsLoopback() || t.IsUnspecified()) && (l.Is6() || t.Is4())
+	case t.IsUnspecified():
+		// Dialling 0.0.0.0 (::) reaches this host's loopback.
+		return l.IsLoopback() && l.Is4() == t.Is4()
+	}
+	return false
 }
 
 // RunStatic forwards each pair until ctx is cancelled, with no mesh at all:
@@ -63,6 +101,15 @@ func DefaultStaticConfig() StaticConfig {
 func RunStaticConfig(ctx context.Context, pairs []Static, sc StaticConfig, log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
+	}
+	// The proxy serves one route per listen address: a second pair on an
+	// address would be dropped without a word.
+	seen := map[string]string{}
+	for _, s := range pairs {
+		if t, dup := seen[s.Listen]; dup {
+			return fmt.Errorf("mesh: forward: %s is given twice (to %s and to %s)", s.Listen, t, s.Target)
+		}
+		seen[s.Listen] = s.Target
 	}
 	drain := sc.DrainTimeout
 	fc := forward.DefaultConfig()
