@@ -19,25 +19,15 @@ func forwardCmd(c *cli.Context) error {
 		return err
 	}
 	var pairs []mesh.Static
-	given := map[string]string{} // listen address: the pair that has it
 	for _, s := range c.Args().Slice() {
-		p, err := mesh.ParseStatic(s)
+		p, err := mesh.ParseStatic(s) // refuses a pair that loops back
 		if err != nil {
 			return usagef("forward: %v", err)
 		}
-		// One listener per address: a second pair for it would be
-		// dropped without a word.
-		if prev, ok := given[p.Listen]; ok {
-			return usagef("forward: %q: listen address %s is also in %q", s, p.Listen, prev)
-		}
-		given[p.Listen] = s
-		// Each connection would be forwarded to the listener again, until
-		// the process runs out of file descriptors (forward 6379=6379,
-		// the target host forgotten).
-		if p.Target == p.Listen {
-			return usagef("forward: %q: the target is the listen address itself", s)
-		}
 		pairs = append(pairs, p)
+	}
+	if err := mesh.CheckStatics(pairs); err != nil {
+		return usagef("forward: %v", err)
 	}
 	sc := mesh.StaticConfig{DrainTimeout: c.Duration("drain-timeout"),
 		IdleTimeout: c.Duration("idle-timeout"), HalfCloseTimeout: c.Duration("half-close-timeout")}

@@ -26,11 +26,15 @@ func TestForwardUsage(t *testing.T) {
 		{name: "two pairs", args: []string{p + "=10.0.0.5:6379", q + "=10.0.0.6:6379"}},
 		// The second pair used to be dropped without a word.
 		{name: "one listen address twice", args: []string{"127.0.0.1:" + p + "=10.0.0.5:6379", p + "=10.0.0.6:6379"},
-			wantErr: `forward: "` + p + `=10.0.0.6:6379": listen address 127.0.0.1:` + p + ` is also in "127.0.0.1:` + p + `=10.0.0.5:6379"`},
+			wantErr: `forward: mesh: forward: 127.0.0.1:` + p + ` is given twice (to 10.0.0.5:6379 and to 10.0.0.6:6379)`},
+		{name: "localhost and 127.0.0.1 are one address", args: []string{"localhost:" + p + "=10.0.0.5:6379", p + "=10.0.0.6:6379"},
+			wantErr: `is given twice`},
 		// A connection would be forwarded to the listener itself, again
 		// and again, until the process ran out of file descriptors.
 		{name: "target is the listen address", args: []string{p + "=127.0.0.1:" + p},
-			wantErr: `forward: "` + p + `=127.0.0.1:` + p + `": the target is the listen address itself`},
+			wantErr: `forward: "` + p + `=127.0.0.1:` + p + `": target 127.0.0.1:` + p + ` is this forwarder's own listener`},
+		{name: "wildcard listener over its loopback target", args: []string{"0.0.0.0:" + p + "=localhost:" + p},
+			wantErr: `is this forwarder's own listener`},
 		// It used to be exit 1: "mesh: forward: config: DrainTimeout -1s must be >= 0".
 		{name: "negative drain timeout", args: []string{"--drain-timeout", "-1s", p + "=10.0.0.5:6379"},
 			wantErr: "--drain-timeout -1s is negative"},

@@ -97,19 +97,29 @@ func DefaultStaticConfig() StaticConfig {
 	return StaticConfig{DrainTimeout: d.DrainTimeout, IdleTimeout: d.IdleTimeout, HalfCloseTimeout: d.HalfCloseTimeout}
 }
 
+// CheckStatics refuses pairs that give one listen address twice
+// (localhost being 127.0.0.1): the proxy serves one route per listen
+// address, so the second pair would be dropped without a word. Each pair
+// on its own is ParseStatic's to check.
+func CheckStatics(pairs []Static) error {
+	seen := map[string]string{}
+	for _, s := range pairs {
+		l := canonicalAddr(s.Listen)
+		if t, dup := seen[l]; dup {
+			return fmt.Errorf("mesh: forward: %s is given twice (to %s and to %s)", s.Listen, t, s.Target)
+		}
+		seen[l] = s.Target
+	}
+	return nil
+}
+
 // RunStaticConfig is RunStatic with the connection timeouts.
 func RunStaticConfig(ctx context.Context, pairs []Static, sc StaticConfig, log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	// The proxy serves one route per listen address: a second pair on an
-	// address would be dropped without a word.
-	seen := map[string]string{}
-	for _, s := range pairs {
-		if t, dup := seen[s.Listen]; dup {
-			return fmt.Errorf("mesh: forward: %s is given twice (to %s and to %s)", s.Listen, t, s.Target)
-		}
-		seen[s.Listen] = s.Target
+	if err := CheckStatics(pairs); err != nil {
+		return err
 	}
 	drain := sc.DrainTimeout
 	fc := forward.DefaultConfig()
