@@ -308,12 +308,23 @@ func (c Config) Validate() error {
 		}
 	}
 	seenF := map[string]bool{}
+	listens := map[string]svcname.Name{} // a listen address: the service given it
 	for _, f := range c.Forward {
 		k := f.Name.Lower().String()
 		if seenF[k] {
 			return fmt.Errorf("forward: service %q is named twice", f.Name)
 		}
 		seenF[k] = true
+		if f.Listen == "" {
+			continue
+		}
+		// One listener per address: the second service would silently
+		// get none.
+		l := canonicalAddr(f.Listen)
+		if other, dup := listens[l]; dup {
+			return fmt.Errorf("forward: %s: listen address %s is also %s's", f.Name, f.Listen, other)
+		}
+		listens[l] = f.Name
 	}
 	return nil
 }

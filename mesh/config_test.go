@@ -47,6 +47,10 @@ func TestConfigValidate(t *testing.T) {
 		{name: "tls cert alone", mod: func(c *Config) { c.TLSCert = "node.pem" }, wantErr: "tls-cert: given without tls-ca and tls-key"},
 		{name: "tls key missing", mod: func(c *Config) { c.TLSCA, c.TLSCert = "ca.pem", "node.pem" }, wantErr: "tls-ca: given without tls-key"},
 		{name: "forward twice", mod: func(c *Config) { c.Forward = []Forward{{Name: "a"}, {Name: "a"}} }, wantErr: "named twice"},
+		// One of the two would silently get no listener.
+		{name: "two forwards on one address", mod: func(c *Config) {
+			c.Forward = []Forward{{Name: "a", Listen: "127.0.0.1:5432"}, {Name: "b", Listen: "localhost:5432"}}
+		}, wantErr: `forward: b: listen address localhost:5432 is also a's`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
