@@ -693,18 +693,7 @@ func TestCatalogAddrFromMemberlist(t *testing.T) {
 // and never answers, so memberlist's Join blocks for TCPTimeout, and checks
 // that Shutdown returns meanwhile and the Join then fails.
 func TestShutdownDoesNotWaitForJoin(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		// Ends when the cleanup closes ln, if Accept is still waiting.
-		if conn, err := ln.Accept(); err == nil {
-			accepted <- conn
-		}
-	}()
+	ln, accepted := silentPeer(t)
 
 	c := newNodeWith(t, "a", "test", 1, func(cfg *Config) { cfg.Memberlist.TCPTimeout = time.Hour })
 	joined := make(chan error, 1)
@@ -722,16 +711,7 @@ func TestShutdownDoesNotWaitForJoin(t *testing.T) {
 		t.Fatal("Join never connected")
 	}
 
-	stopped := make(chan error, 1)
-	go func() { stopped <- c.Shutdown() }()
-	select {
-	case err := <-stopped:
-		if err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatal("Shutdown blocked on a hanging Join")
-	}
+	shutdownWithin(t, c, "a hanging Join")
 
 	// Shutdown ends the Join's stream (the peer never hangs up), so the
 	// Join fails and leaks no goroutine.

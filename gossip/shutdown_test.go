@@ -15,18 +15,7 @@ import (
 // their streams instead of waiting out the timeout. Here a greeting names
 // a listener that accepts and never answers, so the join it prompts hangs.
 func TestShutdownDoesNotWaitForBackgroundStreams(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		// Ends when the cleanup closes ln, if Accept is still waiting.
-		if conn, err := ln.Accept(); err == nil {
-			accepted <- conn
-		}
-	}()
+	ln, accepted := silentPeer(t)
 
 	c := newNodeWith(t, "a", "test", 1, func(cfg *Config) { cfg.Memberlist.TCPTimeout = time.Hour })
 	port, _ := strconv.Atoi(ln.Addr().(*net.TCPAddr).AddrPort().String()[len("127.0.0.1:"):])
@@ -41,6 +30,33 @@ func TestShutdownDoesNotWaitForBackgroundStreams(t *testing.T) {
 		t.Fatal("the greeting's join never connected")
 	}
 
+	shutdownWithin(t, c, "a join to a peer that never answers")
+}
+
+// silentPeer listens on loopback, accepts one connection and never
+// answers on it: a peer that hangs. The accepted connection comes on
+// accepted; the listener closes at the test's end.
+func silentPeer(t *testing.T) (net.Listener, <-chan net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		// Ends when the cleanup closes ln, if Accept is still waiting.
+		if conn, err := ln.Accept(); err == nil {
+			accepted <- conn
+		}
+	}()
+	return ln, accepted
+}
+
+// shutdownWithin fails the test unless c.Shutdown returns, without error,
+// within waitTimeout; what names what it must not wait for.
+func shutdownWithin(t *testing.T, c *Cluster, what string) {
+	t.Helper()
 	stopped := make(chan error, 1)
 	go func() { stopped <- c.Shutdown() }()
 	select {
@@ -49,6 +65,6 @@ func TestShutdownDoesNotWaitForBackgroundStreams(t *testing.T) {
 			t.Errorf("Shutdown: %v", err)
 		}
 	case <-time.After(waitTimeout):
-		t.Fatal("Shutdown blocked on a join to a peer that never answers")
+		t.Fatalf("Shutdown blocked on %s", what)
 	}
 }
