@@ -109,21 +109,40 @@ func (d *dnsServer) Close() error {
 	return nil
 }
 
+// dnsUDPSize is the largest UDP reply it offers in its OPT record: the
+// DNS flag day 2020 size, which fits any path MTU. Its replies, one SRV and
+// one A at most, are far smaller.
+const dnsUDPSize = 1232
+
 // ServeDNS answers one query; miekg/dns calls it concurrently.
 func (d *dnsServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	m := d.answer(r)
+	// RFC 6891 6.1.1: a query with an OPT record gets one back, and
+	// RFC 3225 copies its DO bit. Without it systemd-resolved decides the
+	// server has no EDNS and falls back to plain UDP for it.
+	if opt := r.IsEdns0(); opt != nil {
+		if opt.Version() != 0 {
+			m = new(dns.Msg)
+			m.SetRcode(r, dns.RcodeBadVers)
+		}
+		m.SetEdns0(dnsUDPSize, opt.Do())
+	}
+	_ = w.WriteMsg(m)
+}
+
+// answer builds the reply to r, without EDNS.
+func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(r)
 	if len(r.Question) != 1 {
 		m.Rcode = dns.RcodeFormatError
-		_ = w.WriteMsg(m)
-		return
+		return m
 	}
 	q := r.Question[0]
 	name, srv, inZone, ok := parseQName(q.Name)
 	if !ok || q.Qclass != dns.ClassINET {
 		m.Rcode = dns.RcodeRefused
-		_ = w.WriteMsg(m)
-		return
+		return m
 	}
 	m.Authoritative = true
 	n, found := d.lookup(name)
@@ -132,8 +151,7 @@ func (d *dnsServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		if inZone {
 			m.Rcode = dns.RcodeNameError
 		}
-		_ = w.WriteMsg(m)
-		return
+		return m
 	}
 	a := &dns.A{Hdr: dns.RR_Header{Name: n.Name + "." + dnsDomain, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: dnsTTL}, A: n.At.Addr().AsSlice()}
 	switch {
@@ -146,7 +164,7 @@ func (d *dnsServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		m.Extra = append(m.Extra, a)
 	}
 	// Any other type: NOERROR with no answer (the name exists).
-	_ = w.WriteMsg(m)
+	return m
 }
 
 // parseQName turns a query name into a service name: "pg-a." or

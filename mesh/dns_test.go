@@ -149,3 +149,79 @@ func freeUDPPort(t *testing.T) int {
 	defer pc.Close()
 	return pc.LocalAddr().(*net.UDPAddr).Port
 }
+
+// testDNS starts a server that knows pg-a and redis, stopped at cleanup.
+func testDNS(t *testing.T) *dnsServer {
+	t.Helper()
+	known := map[string]named{
+		"pg-a":  {Name: "pg-a", At: netip.MustParseAddrPort("127.71.38.10:5432")},
+		"redis": {Name: "redis", At: netip.MustParseAddrPort("127.0.0.1:6379")},
+	}
+	lookup := func(name string) (named, bool) { n, ok := known[strings.ToLower(name)]; return n, ok }
+	d, err := startDNS("127.0.0.1:0", lookup, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// RFC 6891 6.1.1: a reply to a query with an OPT record carries one, and a
+// query of an EDNS version above 0 gets BADVERS. systemd-resolved takes a
+// reply without OPT as a server that does not support EDNS and falls back
+// to plain UDP for it ("Using degraded feature set UDP instead of
+// UDP+EDNS0"). A query without OPT gets none back.
+func TestDNSEDNS(t *testing.T) {
+	d := testDNS(t)
+	for _, tc := range []struct {
+		name        string
+		edns        bool
+		version     uint8
+		do          bool
+		wantRcode   int
+		wantAnswers int
+	}{
+		{name: "no EDNS", wantRcode: dns.RcodeSuccess, wantAnswers: 1},
+		{name: "EDNS 0", edns: true, wantRcode: dns.RcodeSuccess, wantAnswers: 1},
+		{name: "EDNS 0 with DO", edns: true, do: true, wantRcode: dns.RcodeSuccess, wantAnswers: 1},
+		{name: "EDNS 1", edns: true, version: 1, wantRcode: dns.RcodeBadVers},
+	} {
+		for _, proto := range []string{"udp", "tcp"} {
+			t.Run(proto+" "+tc.name, func(t *testing.T) {
+				m := new(dns.Msg)
+				m.SetQuestion("pg-a.ambassador.", dns.TypeA)
+				if tc.edns {
+					m.SetEdns0(1232, tc.do)
+					m.IsEdns0().SetVersion(tc.version)
+				}
+				r, _, err := (&dns.Client{Net: proto}).Exchange(m, d.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Rcode != tc.wantRcode || len(r.Answer) != tc.wantAnswers {
+					t.Errorf("got rcode %s with %d answers, want %s with %d", rcodeName(r.Rcode), len(r.Answer), rcodeName(tc.wantRcode), tc.wantAnswers)
+				}
+				opt := r.IsEdns0()
+				switch {
+				case !tc.edns && opt != nil:
+					t.Errorf("got OPT %v in the reply to a query without one", opt)
+				case tc.edns && opt == nil:
+					t.Fatal("got no OPT in the reply to a query with one")
+				case tc.edns:
+					if opt.Version() != 0 || opt.UDPSize() < 512 || opt.Do() != tc.do {
+						t.Errorf("got OPT version %d size %d DO %v, want version 0, size >= 512, DO %v", opt.Version(), opt.UDPSize(), opt.Do(), tc.do)
+					}
+				}
+			})
+		}
+	}
+}
+
+// rcodeName is dns.RcodeToString, which calls 16 BADSIG (a TSIG error
+// sharing BADVERS's value).
+func rcodeName(rc int) string {
+	if rc == dns.RcodeBadVers {
+		return "BADVERS"
+	}
+	return dns.RcodeToString[rc]
+}
