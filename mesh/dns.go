@@ -28,9 +28,11 @@ const dnsTTL = 5
 //	NAME.  and  NAME.ambassador.                 A    the listener's address
 //	_NAME._tcp.  and  _NAME._tcp.ambassador.     SRV  0 0 PORT NAME.ambassador. (+ A)
 //
-// An unknown name under ambassador. gets NXDOMAIN; an unknown bare name,
-// or a query outside these forms, gets REFUSED, so that a resolver that asks
-// it first moves on to the next server.
+// It is authoritative for ambassador.: the apex answers SOA, and any other
+// name under it that is not a service gets NXDOMAIN (a service's name
+// asked for another type NODATA), both with the SOA so that resolvers cache
+// them. An unknown bare name, or a name outside the zone, gets REFUSED, so
+// that a resolver that asks it first moves on to the next server.
 type dnsServer struct {
 	lookup func(name string) (named, bool)
 	log    *slog.Logger
@@ -139,20 +141,46 @@ func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 		return m
 	}
 	q := r.Question[0]
-	name, srv, inZone, ok := parseQName(q.Name)
-	if !ok || q.Qclass != dns.ClassINET {
+	if q.Qclass != dns.ClassINET {
 		m.Rcode = dns.RcodeRefused
+		return m
+	}
+	switch strings.ToLower(dns.Fqdn(q.Name)) {
+	case dnsDomain:
+		// The apex: its SOA, or NODATA for any other type.
+		m.Authoritative = true
+		if q.Qtype == dns.TypeSOA || q.Qtype == dns.TypeANY {
+			m.Answer = append(m.Answer, dnsSOA())
+		} else {
+			m.Ns = append(m.Ns, dnsSOA())
+		}
+		return m
+	case "_tcp." + dnsDomain:
+		// An empty non-terminal above the SRV names: it exists (RFC 8020
+		// resolvers take its NXDOMAIN to deny every name below it).
+		m.Authoritative = true
+		m.Ns = append(m.Ns, dnsSOA())
+		return m
+	}
+	name, srv, inZone, ok := parseQName(q.Name)
+	var n named
+	if ok {
+		n, ok = d.lookup(name)
+	}
+	if !ok {
+		if !inZone {
+			// Not ours: a resolver that asked us first moves on.
+			m.Rcode = dns.RcodeRefused
+			return m
+		}
+		// Every name under the zone that is not a service does not exist;
+		// the SOA lets resolvers cache that (RFC 2308).
+		m.Authoritative = true
+		m.Rcode = dns.RcodeNameError
+		m.Ns = append(m.Ns, dnsSOA())
 		return m
 	}
 	m.Authoritative = true
-	n, found := d.lookup(name)
-	if !found {
-		m.Rcode = dns.RcodeRefused
-		if inZone {
-			m.Rcode = dns.RcodeNameError
-		}
-		return m
-	}
 	a := &dns.A{Hdr: dns.RR_Header{Name: n.Name + "." + dnsDomain, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: dnsTTL}, A: n.At.Addr().AsSlice()}
 	switch {
 	case !srv && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY):
@@ -162,15 +190,27 @@ func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 		m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: dnsTTL},
 			Port: n.At.Port(), Target: n.Name + "." + dnsDomain})
 		m.Extra = append(m.Extra, a)
+	case inZone:
+		// Any other type: NODATA, NOERROR with no answer (the name
+		// exists), and the SOA for negative caching.
+		m.Ns = append(m.Ns, dnsSOA())
 	}
-	// Any other type: NOERROR with no answer (the name exists).
 	return m
+}
+
+// dnsSOA is the zone's SOA record, which negative answers carry: RFC 2308
+// caches them for the smaller of its TTL and its minimum, both dnsTTL, so
+// a service that appears resolves as soon as it would have changed.
+func dnsSOA() *dns.SOA {
+	return &dns.SOA{Hdr: dns.RR_Header{Name: dnsDomain, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: dnsTTL},
+		Ns: dnsDomain, Mbox: "hostmaster." + dnsDomain, Serial: 1,
+		Refresh: 3600, Retry: 600, Expire: 86400, Minttl: dnsTTL}
 }
 
 // parseQName turns a query name into a service name: "pg-a." or
 // "pg-a.ambassador." (srv false), "_pg-a._tcp." or "_pg-a._tcp.ambassador."
-// (srv true); inZone says the name ended in ambassador. Case does not
-// matter.
+// (srv true); inZone says the name ended in ambassador., whether or not
+// it has one of these forms (ok). Case does not matter.
 func parseQName(q string) (name string, srv, inZone, ok bool) {
 	q = strings.ToLower(dns.Fqdn(q))
 	if strings.HasSuffix(q, "."+dnsDomain) {
@@ -183,5 +223,5 @@ func parseQName(q string) (name string, srv, inZone, ok bool) {
 	case len(labels) == 2 && labels[1] == "_tcp" && len(labels[0]) > 1 && labels[0][0] == '_':
 		return labels[0][1:], true, inZone, true
 	}
-	return "", false, false, false
+	return "", false, inZone, false
 }

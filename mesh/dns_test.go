@@ -38,7 +38,7 @@ func TestDNSServer(t *testing.T) {
 		{"mysql.ambassador.", dns.TypeA, dns.RcodeNameError, "", ""},
 		{"mysql.", dns.TypeA, dns.RcodeRefused, "", ""},
 		{"www.example.com.", dns.TypeA, dns.RcodeRefused, "", ""},
-		{"_pg-a._udp.ambassador.", dns.TypeSRV, dns.RcodeRefused, "", ""},
+		{"_pg-a._udp.ambassador.", dns.TypeSRV, dns.RcodeNameError, "", ""},
 	}
 	for _, proto := range []string{"udp", "tcp"} {
 		c := &dns.Client{Net: proto}
@@ -224,4 +224,86 @@ func rcodeName(rc int) string {
 		return "BADVERS"
 	}
 	return dns.RcodeToString[rc]
+}
+
+// The server is authoritative for ambassador.: every name under it either
+// exists or is NXDOMAIN, never REFUSED (which resolvers take as a broken
+// server: systemd-resolved retries it at lower feature levels, unbound
+// marks it lame), and every negative answer from the zone carries its SOA
+// in the authority section so that resolvers may cache it (RFC 2308), for
+// no longer than a positive answer. A name that exists with another type
+// is NODATA (NOERROR, no answer), never NXDOMAIN, or glibc and Go fail the
+// whole lookup. The apex answers SOA, and _tcp.ambassador., an empty
+// non-terminal above the SRV names, exists (RFC 8020: its NXDOMAIN would
+// deny every name below it).
+func TestDNSZone(t *testing.T) {
+	d := testDNS(t)
+	tests := []struct {
+		qname     string
+		qtype     uint16
+		wantRcode int
+		wantSOA   string // "answer", "authority" or "" (none)
+	}{
+		{"ambassador.", dns.TypeSOA, dns.RcodeSuccess, "answer"},
+		{"AMBASSADOR.", dns.TypeSOA, dns.RcodeSuccess, "answer"},
+		{"ambassador.", dns.TypeNS, dns.RcodeSuccess, "authority"},
+		{"ambassador.", dns.TypeA, dns.RcodeSuccess, "authority"},
+		{"_tcp.ambassador.", dns.TypeA, dns.RcodeSuccess, "authority"},
+		{"redis.ambassador.", dns.TypeAAAA, dns.RcodeSuccess, "authority"},
+		{"REDIS.ambassador.", dns.TypeMX, dns.RcodeSuccess, "authority"},
+		{"_redis._tcp.ambassador.", dns.TypeA, dns.RcodeSuccess, "authority"},
+		{"mysql.ambassador.", dns.TypeA, dns.RcodeNameError, "authority"},
+		{"mysql.ambassador.", dns.TypeAAAA, dns.RcodeNameError, "authority"},
+		{"_mysql._tcp.ambassador.", dns.TypeSRV, dns.RcodeNameError, "authority"},
+		{"_pg-a._udp.ambassador.", dns.TypeSRV, dns.RcodeNameError, "authority"},
+		{"_pg-a.ambassador.", dns.TypeSRV, dns.RcodeNameError, "authority"},
+		{"www.pg-a.ambassador.", dns.TypeA, dns.RcodeNameError, "authority"},
+		{"x._pg-a._tcp.ambassador.", dns.TypeA, dns.RcodeNameError, "authority"},
+		{"pg-a.ambassador.", dns.TypeA, dns.RcodeSuccess, ""},
+		{"redis.", dns.TypeAAAA, dns.RcodeSuccess, ""}, // bare names are not in the zone
+		{"mysql.", dns.TypeA, dns.RcodeRefused, ""},
+		{"ambassador.example.", dns.TypeSOA, dns.RcodeRefused, ""},
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, tt := range tests {
+			t.Run(proto+" "+tt.qname+" "+dns.TypeToString[tt.qtype], func(t *testing.T) {
+				m := new(dns.Msg)
+				m.SetQuestion(tt.qname, tt.qtype)
+				r, _, err := (&dns.Client{Net: proto}).Exchange(m, d.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Rcode != tt.wantRcode {
+					t.Errorf("got rcode %s, want %s", rcodeName(r.Rcode), rcodeName(tt.wantRcode))
+				}
+				if tt.wantRcode != dns.RcodeRefused && !r.Authoritative {
+					t.Error("got a reply without AA")
+				}
+				var soas []*dns.SOA
+				where := ""
+				for _, s := range []struct {
+					name string
+					rrs  []dns.RR
+				}{{"answer", r.Answer}, {"authority", r.Ns}} {
+					for _, rr := range s.rrs {
+						if soa, ok := rr.(*dns.SOA); ok {
+							soas, where = append(soas, soa), s.name
+						}
+					}
+				}
+				if len(soas) > 1 || where != tt.wantSOA {
+					t.Fatalf("got %d SOA records (in %q), want one in %q; answer %q authority %q", len(soas), where, tt.wantSOA, rrs(r.Answer), rrs(r.Ns))
+				}
+				if tt.wantSOA == "authority" && len(r.Answer) != 0 {
+					t.Errorf("got answer %q, want none", rrs(r.Answer))
+				}
+				if len(soas) == 1 {
+					soa := soas[0]
+					if soa.Hdr.Name != dnsDomain || soa.Hdr.Ttl != dnsTTL || soa.Minttl != dnsTTL {
+						t.Errorf("got SOA %q, want one for %s with TTL and minimum %d", soa.String(), dnsDomain, dnsTTL)
+					}
+				}
+			})
+		}
+	}
 }
