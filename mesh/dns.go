@@ -136,6 +136,13 @@ func (d *dnsServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(r)
+	if r.Opcode != dns.OpcodeQuery {
+		// miekg/dns lets NOTIFY through (and answers the other opcodes
+		// NOTIMP itself): this server holds no secondary zone, and a
+		// NOERROR would tell the sender its notify was taken.
+		m.Rcode = dns.RcodeNotImplemented
+		return m
+	}
 	if len(r.Question) != 1 {
 		m.Rcode = dns.RcodeFormatError
 		return m

@@ -307,3 +307,57 @@ func TestDNSZone(t *testing.T) {
 		}
 	}
 }
+
+// The reply's header, per RFC 1035 4.1.1: the ID, the opcode and RD come
+// back, RA is never claimed (it does not recurse), the question comes back
+// as asked. A request that is not a standard query (NOTIFY, UPDATE, ...)
+// is NOTIMP rather than answered as if it were one; a query with no
+// question or two is FORMERR.
+func TestDNSHeader(t *testing.T) {
+	d := testDNS(t)
+	for _, tc := range []struct {
+		name      string
+		opcode    int
+		rd        bool
+		questions []dns.Question
+		wantRcode int
+	}{
+		{name: "query RD", opcode: dns.OpcodeQuery, rd: true, questions: []dns.Question{{Name: "Pg-A.AMBASSADOR.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeSuccess},
+		{name: "query no RD", opcode: dns.OpcodeQuery, questions: []dns.Question{{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeSuccess},
+		{name: "notify", opcode: dns.OpcodeNotify, questions: []dns.Question{{Name: "ambassador.", Qtype: dns.TypeSOA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeNotImplemented},
+		{name: "notify for a service", opcode: dns.OpcodeNotify, rd: true, questions: []dns.Question{{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeNotImplemented},
+		{name: "iquery", opcode: dns.OpcodeIQuery, questions: []dns.Question{{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeNotImplemented},
+		{name: "status", opcode: dns.OpcodeStatus, questions: []dns.Question{{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeNotImplemented},
+		{name: "update", opcode: dns.OpcodeUpdate, questions: []dns.Question{{Name: "ambassador.", Qtype: dns.TypeSOA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeNotImplemented},
+		{name: "no question", opcode: dns.OpcodeQuery, wantRcode: dns.RcodeFormatError},
+		{name: "two questions", opcode: dns.OpcodeQuery, questions: []dns.Question{
+			{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET},
+			{Name: "redis.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeFormatError},
+	} {
+		for _, proto := range []string{"udp", "tcp"} {
+			t.Run(proto+" "+tc.name, func(t *testing.T) {
+				m := &dns.Msg{MsgHdr: dns.MsgHdr{Id: dns.Id(), Opcode: tc.opcode, RecursionDesired: tc.rd}, Question: tc.questions}
+				r, _, err := (&dns.Client{Net: proto}).Exchange(m, d.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Rcode != tc.wantRcode {
+					t.Errorf("got rcode %s, want %s", rcodeName(r.Rcode), rcodeName(tc.wantRcode))
+				}
+				if r.Id != m.Id || r.Opcode != tc.opcode || !r.Response || r.RecursionAvailable {
+					t.Errorf("got ID %d opcode %s QR %v RA %v, want ID %d opcode %s QR true RA false",
+						r.Id, dns.OpcodeToString[r.Opcode], r.Response, r.RecursionAvailable, m.Id, dns.OpcodeToString[tc.opcode])
+				}
+				if tc.opcode == dns.OpcodeQuery && r.RecursionDesired != tc.rd {
+					t.Errorf("got RD %v, want %v", r.RecursionDesired, tc.rd)
+				}
+				if tc.wantRcode != dns.RcodeSuccess && len(r.Answer) != 0 {
+					t.Errorf("got answer %q, want none", rrs(r.Answer))
+				}
+				if tc.wantRcode == dns.RcodeSuccess && (len(r.Question) != 1 || r.Question[0] != tc.questions[0]) {
+					t.Errorf("got question %v, want %v", r.Question, tc.questions[0])
+				}
+			})
+		}
+	}
+}
