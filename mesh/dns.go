@@ -52,7 +52,7 @@ func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) 
 	started := make(chan struct{}, 2)
 	notify := func() { started <- struct{}{} }
 	d.udp = &dns.Server{PacketConn: pc, Handler: d, NotifyStartedFunc: notify}
-	d.tcp = &dns.Server{Listener: ln, Handler: d, NotifyStartedFunc: notify, ReadTimeout: 2 * time.Second}
+	d.tcp = &dns.Server{Listener: newLimitListener(ln, maxDNSConns), Handler: d, NotifyStartedFunc: notify, ReadTimeout: 2 * time.Second}
 	for _, s := range []*dns.Server{d.udp, d.tcp} {
 		d.wg.Go(func() {
 			if err := s.ActivateAndServe(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -115,6 +115,13 @@ func (d *dnsServer) Close() error {
 // DNS flag day 2020 size, which fits any path MTU. Its replies, one SRV and
 // one A at most, are far smaller.
 const dnsUDPSize = 1232
+
+// maxDNSConns bounds the TCP connections served at once; one more waits in
+// Accept until another closes. Resolvers use TCP only for a retry after a
+// truncated reply, one connection at a time; without a bound a client
+// holding connections open (a query every few seconds keeps one alive past
+// the idle timeout) takes file descriptors the forwarders need.
+const maxDNSConns = 64
 
 // ServeDNS answers one query; miekg/dns calls it concurrently.
 func (d *dnsServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -359,5 +360,58 @@ func TestDNSHeader(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// The TCP side serves at most maxDNSConns connections at once: a client
+// that opens connections and keeps each alive with a query every few
+// seconds must not take every file descriptor of the node, whose
+// forwarders need them. One more waits until another closes; UDP goes on.
+func TestDNSTCPConnLimit(t *testing.T) {
+	d := testDNS(t)
+	q := new(dns.Msg)
+	q.SetQuestion("pg-a.ambassador.", dns.TypeA)
+	open := func() *dns.Conn {
+		t.Helper()
+		c, err := dns.Dial("tcp", d.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	var held []*dns.Conn
+	for range maxDNSConns {
+		c := open()
+		// An answer means the server took the connection.
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := c.WriteMsg(q); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ReadMsg(); err != nil {
+			t.Fatalf("connection %d: %v", len(held)+1, err)
+		}
+		held = append(held, c)
+	}
+	extra := open()
+	if err := extra.WriteMsg(q); err != nil {
+		t.Fatal(err)
+	}
+	extra.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if r, err := extra.ReadMsg(); err == nil {
+		t.Fatalf("connection %d answered with %d held open: %v", maxDNSConns+1, maxDNSConns, r.Answer)
+	}
+	if r, _, err := new(dns.Client).Exchange(q, d.Addr()); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("UDP with TCP full: got %v, %v; want an answer", r, err)
+	}
+	held[0].Close()
+	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if r, err := extra.ReadMsg(); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("connection %d after one closed: got %v, %v; want an answer", maxDNSConns+1, r, err)
+	}
+	// Full again, and a connection waiting: Close still stops both sides.
+	open()
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close with every TCP slot taken: %v", err)
 	}
 }
