@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
@@ -71,21 +72,28 @@ func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) 
 // that addr may say port 0. The kernel picks a UDP port free for UDP only;
 // when its TCP twin is taken, port 0 tries another (as memberlist does for
 // its gossip port), an explicit port fails.
+//
+// An IPv4 address listens on IPv4 only: for 0.0.0.0 Go's "udp" and "tcp"
+// would open [::], every IPv6 address as well.
 func listenPair(addr string, listenTCP func(network, addr string) (net.Listener, error)) (net.PacketConn, net.Listener, error) {
-	_, port, err := net.SplitHostPort(addr)
+	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, nil, err
 	}
+	udp, tcp := "udp", "tcp"
+	if ap.Addr().Is4() {
+		udp, tcp = "udp4", "tcp4"
+	}
 	tries := 1
-	if port == "0" {
+	if ap.Port() == 0 {
 		tries = 10
 	}
 	for i := 1; ; i++ {
-		pc, err := net.ListenPacket("udp", addr)
+		pc, err := net.ListenPacket(udp, addr)
 		if err != nil {
 			return nil, nil, err
 		}
-		ln, err := listenTCP("tcp", pc.LocalAddr().String())
+		ln, err := listenTCP(tcp, pc.LocalAddr().String())
 		if err == nil {
 			return pc, ln, nil
 		}

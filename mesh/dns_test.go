@@ -415,3 +415,30 @@ func TestDNSTCPConnLimit(t *testing.T) {
 		t.Fatalf("Close with every TCP slot taken: %v", err)
 	}
 }
+
+// --dns 0.0.0.0:PORT names every IPv4 address. Go's "udp" and "tcp"
+// networks open [::] for it, which takes every IPv6 address too (past a
+// firewall written for IPv4), and the log said it listened on [::].
+func TestDNSListensWhereTold(t *testing.T) {
+	if ln, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		ln.Close()
+	}
+	d, err := startDNS("0.0.0.0:0", func(string) (named, bool) { return named{}, false }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, port, err := net.SplitHostPort(d.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := d.Addr(), "0.0.0.0:"+port; got != want {
+		t.Errorf("got Addr %q, want %q", got, want)
+	}
+	if c, err := net.Dial("tcp6", net.JoinHostPort("::1", port)); err == nil {
+		c.Close()
+		t.Errorf("TCP on [::1]:%s connected, want refused", port)
+	}
+}
