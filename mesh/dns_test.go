@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -440,5 +441,57 @@ func TestDNSListensWhereTold(t *testing.T) {
 	if c, err := net.Dial("tcp6", net.JoinHostPort("::1", port)); err == nil {
 		c.Close()
 		t.Errorf("TCP on [::1]:%s connected, want refused", port)
+	}
+}
+
+// A packet that does not parse gets FORMERR (or nothing, for less than a
+// header), never a crash, and the server goes on answering.
+func TestDNSMalformed(t *testing.T) {
+	d := testDNS(t)
+	good := new(dns.Msg)
+	good.SetQuestion("pg-a.ambassador.", dns.TypeA)
+	wire, err := good.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		want int // rcode, or -1: no reply
+	}{
+		{name: "short header", pkt: wire[:5], want: -1},
+		{name: "question cut short", pkt: wire[:len(wire)-3], want: dns.RcodeFormatError},
+		{name: "label past the end", pkt: append(slices.Clone(wire[:12]), 60, 'a'), want: dns.RcodeFormatError},
+		{name: "compression loop", pkt: append(slices.Clone(wire[:12]), 0xc0, 12, 0, 1, 0, 1), want: dns.RcodeFormatError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("udp", d.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write(tc.pkt); err != nil {
+				t.Fatal(err)
+			}
+			if tc.want >= 0 {
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 512)
+				n, err := c.Read(buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := new(dns.Msg)
+				if err := r.Unpack(buf[:n]); err != nil {
+					t.Fatalf("the reply does not parse: %v", err)
+				}
+				if r.Rcode != tc.want || r.Id != good.Id {
+					t.Errorf("got rcode %s ID %d, want %s ID %d", rcodeName(r.Rcode), r.Id, rcodeName(tc.want), good.Id)
+				}
+			}
+			r, _, err := new(dns.Client).Exchange(good, d.Addr())
+			if err != nil || len(r.Answer) != 1 {
+				t.Fatalf("after it: got %v, %v; want an answer", r, err)
+			}
+		})
 	}
 }
