@@ -26,8 +26,8 @@ const dnsTTL = 5
 // dnsServer answers A and SRV queries for the forwarded services, from the
 // same list as the --hosts block, on UDP and TCP:
 //
-//	NAME.  and  NAME.ambassador.                 A    the listener's address
-//	_NAME._tcp.  and  _NAME._tcp.ambassador.     SRV  0 0 PORT NAME.ambassador. (+ A)
+//	NAME.  and  NAME.ambassador.                 A    the listener's address (AAAA for IPv6)
+//	_NAME._tcp.  and  _NAME._tcp.ambassador.     SRV  0 0 PORT NAME.ambassador. (+ A or AAAA)
 //
 // It is authoritative for ambassador.: the apex answers SOA, and any other
 // name under it that is not a service gets NXDOMAIN (a service's name
@@ -203,12 +203,12 @@ func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 		return m
 	}
 	m.Authoritative = true
-	a := &dns.A{Hdr: dns.RR_Header{Name: n.Name + "." + dnsDomain, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: dnsTTL}, A: n.At.Addr().AsSlice()}
+	a := addrRR(q.Name, n.At.Addr())
 	switch {
-	case !srv && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY):
-		a.Hdr.Name = q.Name
+	case !srv && (q.Qtype == a.Header().Rrtype || q.Qtype == dns.TypeANY):
 		m.Answer = append(m.Answer, a)
 	case srv && (q.Qtype == dns.TypeSRV || q.Qtype == dns.TypeANY):
+		a = addrRR(n.Name+"."+dnsDomain, n.At.Addr())
 		m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: dnsTTL},
 			Port: n.At.Port(), Target: n.Name + "." + dnsDomain})
 		m.Extra = append(m.Extra, a)
@@ -218,6 +218,18 @@ func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 		m.Ns = append(m.Ns, dnsSOA())
 	}
 	return m
+}
+
+// addrRR is name's address record: A, or AAAA for a listener on an IPv6
+// address (--forward pg-a=[::1]:5432), which an A record would carry as
+// 0.0.0.0.
+func addrRR(name string, addr netip.Addr) dns.RR {
+	hdr := dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: dnsTTL}
+	if addr.Is4() {
+		return &dns.A{Hdr: hdr, A: addr.AsSlice()}
+	}
+	hdr.Rrtype = dns.TypeAAAA
+	return &dns.AAAA{Hdr: hdr, AAAA: addr.AsSlice()}
 }
 
 // dnsSOA is the zone's SOA record, which negative answers carry: RFC 2308

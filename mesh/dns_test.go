@@ -152,12 +152,14 @@ func freeUDPPort(t *testing.T) int {
 	return pc.LocalAddr().(*net.UDPAddr).Port
 }
 
-// testDNS starts a server that knows pg-a and redis, stopped at cleanup.
+// testDNS starts a server that knows pg-a, redis and pg6 (forwarded on an
+// IPv6 address), stopped at cleanup.
 func testDNS(t *testing.T) *dnsServer {
 	t.Helper()
 	known := map[string]named{
 		"pg-a":  {Name: "pg-a", At: netip.MustParseAddrPort("127.71.38.10:5432")},
 		"redis": {Name: "redis", At: netip.MustParseAddrPort("127.0.0.1:6379")},
+		"pg6":   {Name: "pg6", At: netip.MustParseAddrPort("[::1]:5433")},
 	}
 	lookup := func(name string) (named, bool) { n, ok := known[strings.ToLower(name)]; return n, ok }
 	d, err := startDNS("127.0.0.1:0", lookup, slog.New(slog.DiscardHandler))
@@ -491,6 +493,40 @@ func TestDNSMalformed(t *testing.T) {
 			r, _, err := new(dns.Client).Exchange(good, d.Addr())
 			if err != nil || len(r.Answer) != 1 {
 				t.Fatalf("after it: got %v, %v; want an answer", r, err)
+			}
+		})
+	}
+}
+
+// A service forwarded on an IPv6 address (--forward pg6=[::1]:5433) has an
+// AAAA record and no A: the hosts file maps it to ::1 the same way.
+func TestDNSIPv6Listener(t *testing.T) {
+	d := testDNS(t)
+	for _, tc := range []struct {
+		qname      string
+		qtype      uint16
+		want       string
+		wantExtra  string
+		wantNODATA bool
+	}{
+		{qname: "pg6.ambassador.", qtype: dns.TypeAAAA, want: "pg6.ambassador.\t5\tIN\tAAAA\t::1"},
+		{qname: "pg6.", qtype: dns.TypeAAAA, want: "pg6.\t5\tIN\tAAAA\t::1"},
+		{qname: "pg6.ambassador.", qtype: dns.TypeA, wantNODATA: true},
+		{qname: "_pg6._tcp.ambassador.", qtype: dns.TypeSRV, want: "_pg6._tcp.ambassador.\t5\tIN\tSRV\t0 0 5433 pg6.ambassador.", wantExtra: "pg6.ambassador.\t5\tIN\tAAAA\t::1"},
+		{qname: "pg-a.ambassador.", qtype: dns.TypeAAAA, wantNODATA: true},
+	} {
+		t.Run(tc.qname+" "+dns.TypeToString[tc.qtype], func(t *testing.T) {
+			m := new(dns.Msg)
+			m.SetQuestion(tc.qname, tc.qtype)
+			r, _, err := new(dns.Client).Exchange(m, d.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Rcode != dns.RcodeSuccess || rrs(r.Answer) != tc.want || rrs(r.Extra) != tc.wantExtra {
+				t.Errorf("got rcode %s answer %q extra %q, want NOERROR %q %q", rcodeName(r.Rcode), rrs(r.Answer), rrs(r.Extra), tc.want, tc.wantExtra)
+			}
+			if tc.wantNODATA && (len(r.Ns) != 1 || r.Ns[0].Header().Rrtype != dns.TypeSOA) {
+				t.Errorf("got authority %q, want the SOA", rrs(r.Ns))
 			}
 		})
 	}
