@@ -1,6 +1,8 @@
 package mesh
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -530,4 +532,42 @@ func TestDNSIPv6Listener(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Go's own resolver, as a client program on the node uses it with the
+// server in resolv.conf: A and AAAA asked together, SRV, and "no such
+// host" for an unknown name.
+func TestDNSGoResolver(t *testing.T) {
+	d := testDNS(t)
+	for _, proto := range []string{"udp", "tcp"} {
+		t.Run(proto, func(t *testing.T) {
+			r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var nd net.Dialer
+				return nd.DialContext(ctx, proto, d.Addr())
+			}}
+			ctx := t.Context()
+			for name, want := range map[string]string{
+				"pg-a.ambassador":  "127.71.38.10",
+				"PG-A.ambassador.": "127.71.38.10",
+				"pg6.ambassador":   "::1",
+			} {
+				got, err := r.LookupHost(ctx, name)
+				if err != nil || len(got) != 1 || got[0] != want {
+					t.Errorf("LookupHost(%q): got %v, %v; want [%s]", name, got, err, want)
+				}
+			}
+			if got, err := r.LookupHost(ctx, "mysql.ambassador."); !isNotFound(err) {
+				t.Errorf("LookupHost(mysql.ambassador.): got %v, %v; want not found", got, err)
+			}
+			cname, srvs, err := r.LookupSRV(ctx, "redis", "tcp", "ambassador")
+			if err != nil || cname != "_redis._tcp.ambassador." || len(srvs) != 1 || srvs[0].Target != "redis.ambassador." || srvs[0].Port != 6379 {
+				t.Errorf("LookupSRV(redis, tcp, ambassador): got %q %v %v", cname, srvs, err)
+			}
+		})
+	}
+}
+
+func isNotFound(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && de.IsNotFound
 }
