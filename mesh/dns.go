@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,12 +26,14 @@ const dnsTTL = 5
 // dnsServer answers A and SRV queries for the forwarded services, from the
 // same list as the --hosts block, on UDP and TCP:
 //
-//	NAME.  and  NAME.ambassador.                 A    the listener's address
-//	_NAME._tcp.  and  _NAME._tcp.ambassador.     SRV  0 0 PORT NAME.ambassador. (+ A)
+//	NAME.  and  NAME.ambassador.                 A    the listener's address (AAAA for IPv6)
+//	_NAME._tcp.  and  _NAME._tcp.ambassador.     SRV  0 0 PORT NAME.ambassador. (+ A or AAAA)
 //
-// An unknown name under ambassador. gets NXDOMAIN; an unknown bare name,
-// or a query outside these forms, gets REFUSED, so that a resolver that asks
-// it first moves on to the next server.
+// It is authoritative for ambassador.: the apex answers SOA, and any other
+// name under it that is not a service gets NXDOMAIN (a service's name
+// asked for another type NODATA), both with the SOA so that resolvers cache
+// them. An unknown bare name, or a name outside the zone, gets REFUSED, so
+// that a resolver that asks it first moves on to the next server.
 type dnsServer struct {
 	lookup func(name string) (named, bool)
 	log    *slog.Logger
@@ -50,7 +53,7 @@ func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) 
 	started := make(chan struct{}, 2)
 	notify := func() { started <- struct{}{} }
 	d.udp = &dns.Server{PacketConn: pc, Handler: d, NotifyStartedFunc: notify}
-	d.tcp = &dns.Server{Listener: ln, Handler: d, NotifyStartedFunc: notify, ReadTimeout: 2 * time.Second}
+	d.tcp = &dns.Server{Listener: newLimitListener(ln, maxDNSConns), Handler: d, NotifyStartedFunc: notify, ReadTimeout: 2 * time.Second}
 	for _, s := range []*dns.Server{d.udp, d.tcp} {
 		d.wg.Go(func() {
 			if err := s.ActivateAndServe(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -69,21 +72,28 @@ func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) 
 // that addr may say port 0. The kernel picks a UDP port free for UDP only;
 // when its TCP twin is taken, port 0 tries another (as memberlist does for
 // its gossip port), an explicit port fails.
+//
+// An IPv4 address listens on IPv4 only: for 0.0.0.0 Go's "udp" and "tcp"
+// would open [::], every IPv6 address as well.
 func listenPair(addr string, listenTCP func(network, addr string) (net.Listener, error)) (net.PacketConn, net.Listener, error) {
-	_, port, err := net.SplitHostPort(addr)
+	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, nil, err
 	}
+	udp, tcp := "udp", "tcp"
+	if ap.Addr().Is4() {
+		udp, tcp = "udp4", "tcp4"
+	}
 	tries := 1
-	if port == "0" {
+	if ap.Port() == 0 {
 		tries = 10
 	}
 	for i := 1; ; i++ {
-		pc, err := net.ListenPacket("udp", addr)
+		pc, err := net.ListenPacket(udp, addr)
 		if err != nil {
 			return nil, nil, err
 		}
-		ln, err := listenTCP("tcp", pc.LocalAddr().String())
+		ln, err := listenTCP(tcp, pc.LocalAddr().String())
 		if err == nil {
 			return pc, ln, nil
 		}
@@ -109,50 +119,132 @@ func (d *dnsServer) Close() error {
 	return nil
 }
 
+// dnsUDPSize is the largest UDP reply it offers in its OPT record: the
+// DNS flag day 2020 size, which fits any path MTU. Its replies, one SRV and
+// one A at most, are far smaller.
+const dnsUDPSize = 1232
+
+// maxDNSConns bounds the TCP connections served at once; one more waits in
+// Accept until another closes. Resolvers use TCP only for a retry after a
+// truncated reply, one connection at a time; without a bound a client
+// holding connections open (a query every few seconds keeps one alive past
+// the idle timeout) takes file descriptors the forwarders need.
+const maxDNSConns = 64
+
 // ServeDNS answers one query; miekg/dns calls it concurrently.
 func (d *dnsServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	m := d.answer(r)
+	// RFC 6891 6.1.1: a query with an OPT record gets one back, and
+	// RFC 3225 copies its DO bit. Without it systemd-resolved decides the
+	// server has no EDNS and falls back to plain UDP for it.
+	if opt := r.IsEdns0(); opt != nil {
+		if opt.Version() != 0 {
+			m = new(dns.Msg)
+			m.SetRcode(r, dns.RcodeBadVers)
+		}
+		m.SetEdns0(dnsUDPSize, opt.Do())
+	}
+	_ = w.WriteMsg(m)
+}
+
+// answer builds the reply to r, without EDNS.
+func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(r)
+	if r.Opcode != dns.OpcodeQuery {
+		// miekg/dns lets NOTIFY through (and answers the other opcodes
+		// NOTIMP itself): this server holds no secondary zone, and a
+		// NOERROR would tell the sender its notify was taken.
+		m.Rcode = dns.RcodeNotImplemented
+		return m
+	}
 	if len(r.Question) != 1 {
 		m.Rcode = dns.RcodeFormatError
-		_ = w.WriteMsg(m)
-		return
+		return m
 	}
 	q := r.Question[0]
-	name, srv, inZone, ok := parseQName(q.Name)
-	if !ok || q.Qclass != dns.ClassINET {
+	if q.Qclass != dns.ClassINET {
 		m.Rcode = dns.RcodeRefused
-		_ = w.WriteMsg(m)
-		return
+		return m
+	}
+	switch strings.ToLower(dns.Fqdn(q.Name)) {
+	case dnsDomain:
+		// The apex: its SOA, or NODATA for any other type.
+		m.Authoritative = true
+		if q.Qtype == dns.TypeSOA || q.Qtype == dns.TypeANY {
+			m.Answer = append(m.Answer, dnsSOA())
+		} else {
+			m.Ns = append(m.Ns, dnsSOA())
+		}
+		return m
+	case "_tcp." + dnsDomain:
+		// An empty non-terminal above the SRV names: it exists (RFC 8020
+		// resolvers take its NXDOMAIN to deny every name below it).
+		m.Authoritative = true
+		m.Ns = append(m.Ns, dnsSOA())
+		return m
+	}
+	name, srv, inZone, ok := parseQName(q.Name)
+	var n named
+	if ok {
+		n, ok = d.lookup(name)
+	}
+	if !ok {
+		if !inZone {
+			// Not ours: a resolver that asked us first moves on.
+			m.Rcode = dns.RcodeRefused
+			return m
+		}
+		// Every name under the zone that is not a service does not exist;
+		// the SOA lets resolvers cache that (RFC 2308).
+		m.Authoritative = true
+		m.Rcode = dns.RcodeNameError
+		m.Ns = append(m.Ns, dnsSOA())
+		return m
 	}
 	m.Authoritative = true
-	n, found := d.lookup(name)
-	if !found {
-		m.Rcode = dns.RcodeRefused
-		if inZone {
-			m.Rcode = dns.RcodeNameError
-		}
-		_ = w.WriteMsg(m)
-		return
-	}
-	a := &dns.A{Hdr: dns.RR_Header{Name: n.Name + "." + dnsDomain, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: dnsTTL}, A: n.At.Addr().AsSlice()}
+	a := addrRR(q.Name, n.At.Addr())
 	switch {
-	case !srv && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY):
-		a.Hdr.Name = q.Name
+	case !srv && (q.Qtype == a.Header().Rrtype || q.Qtype == dns.TypeANY):
 		m.Answer = append(m.Answer, a)
 	case srv && (q.Qtype == dns.TypeSRV || q.Qtype == dns.TypeANY):
+		a = addrRR(n.Name+"."+dnsDomain, n.At.Addr())
 		m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: dnsTTL},
 			Port: n.At.Port(), Target: n.Name + "." + dnsDomain})
 		m.Extra = append(m.Extra, a)
+	case inZone:
+		// Any other type: NODATA, NOERROR with no answer (the name
+		// exists), and the SOA for negative caching.
+		m.Ns = append(m.Ns, dnsSOA())
 	}
-	// Any other type: NOERROR with no answer (the name exists).
-	_ = w.WriteMsg(m)
+	return m
+}
+
+// addrRR is name's address record: A, or AAAA for a listener on an IPv6
+// address (--forward pg-a=[::1]:5432), which an A record would carry as
+// 0.0.0.0.
+func addrRR(name string, addr netip.Addr) dns.RR {
+	hdr := dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: dnsTTL}
+	if addr.Is4() {
+		return &dns.A{Hdr: hdr, A: addr.AsSlice()}
+	}
+	hdr.Rrtype = dns.TypeAAAA
+	return &dns.AAAA{Hdr: hdr, AAAA: addr.AsSlice()}
+}
+
+// dnsSOA is the zone's SOA record, which negative answers carry: RFC 2308
+// caches them for the smaller of its TTL and its minimum, both dnsTTL, so
+// a service that appears resolves as soon as it would have changed.
+func dnsSOA() *dns.SOA {
+	return &dns.SOA{Hdr: dns.RR_Header{Name: dnsDomain, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: dnsTTL},
+		Ns: dnsDomain, Mbox: "hostmaster." + dnsDomain, Serial: 1,
+		Refresh: 3600, Retry: 600, Expire: 86400, Minttl: dnsTTL}
 }
 
 // parseQName turns a query name into a service name: "pg-a." or
 // "pg-a.ambassador." (srv false), "_pg-a._tcp." or "_pg-a._tcp.ambassador."
-// (srv true); inZone says the name ended in ambassador. Case does not
-// matter.
+// (srv true); inZone says the name ended in ambassador., whether or not
+// it has one of these forms (ok). Case does not matter.
 func parseQName(q string) (name string, srv, inZone, ok bool) {
 	q = strings.ToLower(dns.Fqdn(q))
 	if strings.HasSuffix(q, "."+dnsDomain) {
@@ -165,5 +257,5 @@ func parseQName(q string) (name string, srv, inZone, ok bool) {
 	case len(labels) == 2 && labels[1] == "_tcp" && len(labels[0]) > 1 && labels[0][0] == '_':
 		return labels[0][1:], true, inZone, true
 	}
-	return "", false, false, false
+	return "", false, inZone, false
 }

@@ -1,14 +1,18 @@
 package mesh
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -38,7 +42,7 @@ func TestDNSServer(t *testing.T) {
 		{"mysql.ambassador.", dns.TypeA, dns.RcodeNameError, "", ""},
 		{"mysql.", dns.TypeA, dns.RcodeRefused, "", ""},
 		{"www.example.com.", dns.TypeA, dns.RcodeRefused, "", ""},
-		{"_pg-a._udp.ambassador.", dns.TypeSRV, dns.RcodeRefused, "", ""},
+		{"_pg-a._udp.ambassador.", dns.TypeSRV, dns.RcodeNameError, "", ""},
 	}
 	for _, proto := range []string{"udp", "tcp"} {
 		c := &dns.Client{Net: proto}
@@ -148,4 +152,422 @@ func freeUDPPort(t *testing.T) int {
 	}
 	defer pc.Close()
 	return pc.LocalAddr().(*net.UDPAddr).Port
+}
+
+// testDNS starts a server that knows pg-a, redis and pg6 (forwarded on an
+// IPv6 address), stopped at cleanup.
+func testDNS(t *testing.T) *dnsServer {
+	t.Helper()
+	known := map[string]named{
+		"pg-a":  {Name: "pg-a", At: netip.MustParseAddrPort("127.71.38.10:5432")},
+		"redis": {Name: "redis", At: netip.MustParseAddrPort("127.0.0.1:6379")},
+		"pg6":   {Name: "pg6", At: netip.MustParseAddrPort("[::1]:5433")},
+	}
+	lookup := func(name string) (named, bool) { n, ok := known[strings.ToLower(name)]; return n, ok }
+	d, err := startDNS("127.0.0.1:0", lookup, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// RFC 6891 6.1.1: a reply to a query with an OPT record carries one, and a
+// query of an EDNS version above 0 gets BADVERS. systemd-resolved takes a
+// reply without OPT as a server that does not support EDNS and falls back
+// to plain UDP for it ("Using degraded feature set UDP instead of
+// UDP+EDNS0"). A query without OPT gets none back.
+func TestDNSEDNS(t *testing.T) {
+	d := testDNS(t)
+	for _, tc := range []struct {
+		name        string
+		edns        bool
+		version     uint8
+		do          bool
+		wantRcode   int
+		wantAnswers int
+	}{
+		{name: "no EDNS", wantRcode: dns.RcodeSuccess, wantAnswers: 1},
+		{name: "EDNS 0", edns: true, wantRcode: dns.RcodeSuccess, wantAnswers: 1},
+		{name: "EDNS 0 with DO", edns: true, do: true, wantRcode: dns.RcodeSuccess, wantAnswers: 1},
+		{name: "EDNS 1", edns: true, version: 1, wantRcode: dns.RcodeBadVers},
+	} {
+		for _, proto := range []string{"udp", "tcp"} {
+			t.Run(proto+" "+tc.name, func(t *testing.T) {
+				m := new(dns.Msg)
+				m.SetQuestion("pg-a.ambassador.", dns.TypeA)
+				if tc.edns {
+					m.SetEdns0(1232, tc.do)
+					m.IsEdns0().SetVersion(tc.version)
+				}
+				r, _, err := (&dns.Client{Net: proto}).Exchange(m, d.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Rcode != tc.wantRcode || len(r.Answer) != tc.wantAnswers {
+					t.Errorf("got rcode %s with %d answers, want %s with %d", rcodeName(r.Rcode), len(r.Answer), rcodeName(tc.wantRcode), tc.wantAnswers)
+				}
+				opt := r.IsEdns0()
+				switch {
+				case !tc.edns && opt != nil:
+					t.Errorf("got OPT %v in the reply to a query without one", opt)
+				case tc.edns && opt == nil:
+					t.Fatal("got no OPT in the reply to a query with one")
+				case tc.edns:
+					if opt.Version() != 0 || opt.UDPSize() < 512 || opt.Do() != tc.do {
+						t.Errorf("got OPT version %d size %d DO %v, want version 0, size >= 512, DO %v", opt.Version(), opt.UDPSize(), opt.Do(), tc.do)
+					}
+				}
+			})
+		}
+	}
+}
+
+// rcodeName is dns.RcodeToString, which calls 16 BADSIG (a TSIG error
+// sharing BADVERS's value).
+func rcodeName(rc int) string {
+	if rc == dns.RcodeBadVers {
+		return "BADVERS"
+	}
+	return dns.RcodeToString[rc]
+}
+
+// The server is authoritative for ambassador.: every name under it either
+// exists or is NXDOMAIN, never REFUSED (which resolvers take as a broken
+// server: systemd-resolved retries it at lower feature levels, unbound
+// marks it lame), and every negative answer from the zone carries its SOA
+// in the authority section so that resolvers may cache it (RFC 2308), for
+// no longer than a positive answer. A name that exists with another type
+// is NODATA (NOERROR, no answer), never NXDOMAIN, or glibc and Go fail the
+// whole lookup. The apex answers SOA, and _tcp.ambassador., an empty
+// non-terminal above the SRV names, exists (RFC 8020: its NXDOMAIN would
+// deny every name below it).
+func TestDNSZone(t *testing.T) {
+	d := testDNS(t)
+	tests := []struct {
+		qname     string
+		qtype     uint16
+		wantRcode int
+		wantSOA   string // "answer", "authority" or "" (none)
+	}{
+		{"ambassador.", dns.TypeSOA, dns.RcodeSuccess, "answer"},
+		{"AMBASSADOR.", dns.TypeSOA, dns.RcodeSuccess, "answer"},
+		{"ambassador.", dns.TypeNS, dns.RcodeSuccess, "authority"},
+		{"ambassador.", dns.TypeA, dns.RcodeSuccess, "authority"},
+		{"_tcp.ambassador.", dns.TypeA, dns.RcodeSuccess, "authority"},
+		{"redis.ambassador.", dns.TypeAAAA, dns.RcodeSuccess, "authority"},
+		{"REDIS.ambassador.", dns.TypeMX, dns.RcodeSuccess, "authority"},
+		{"_redis._tcp.ambassador.", dns.TypeA, dns.RcodeSuccess, "authority"},
+		{"mysql.ambassador.", dns.TypeA, dns.RcodeNameError, "authority"},
+		{"mysql.ambassador.", dns.TypeAAAA, dns.RcodeNameError, "authority"},
+		{"_mysql._tcp.ambassador.", dns.TypeSRV, dns.RcodeNameError, "authority"},
+		{"_pg-a._udp.ambassador.", dns.TypeSRV, dns.RcodeNameError, "authority"},
+		{"_pg-a.ambassador.", dns.TypeSRV, dns.RcodeNameError, "authority"},
+		{"www.pg-a.ambassador.", dns.TypeA, dns.RcodeNameError, "authority"},
+		{"x._pg-a._tcp.ambassador.", dns.TypeA, dns.RcodeNameError, "authority"},
+		{"pg-a.ambassador.", dns.TypeA, dns.RcodeSuccess, ""},
+		{"redis.", dns.TypeAAAA, dns.RcodeSuccess, ""}, // bare names are not in the zone
+		{"mysql.", dns.TypeA, dns.RcodeRefused, ""},
+		{"ambassador.example.", dns.TypeSOA, dns.RcodeRefused, ""},
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, tt := range tests {
+			t.Run(proto+" "+tt.qname+" "+dns.TypeToString[tt.qtype], func(t *testing.T) {
+				m := new(dns.Msg)
+				m.SetQuestion(tt.qname, tt.qtype)
+				r, _, err := (&dns.Client{Net: proto}).Exchange(m, d.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Rcode != tt.wantRcode {
+					t.Errorf("got rcode %s, want %s", rcodeName(r.Rcode), rcodeName(tt.wantRcode))
+				}
+				if tt.wantRcode != dns.RcodeRefused && !r.Authoritative {
+					t.Error("got a reply without AA")
+				}
+				var soas []*dns.SOA
+				where := ""
+				for _, s := range []struct {
+					name string
+					rrs  []dns.RR
+				}{{"answer", r.Answer}, {"authority", r.Ns}} {
+					for _, rr := range s.rrs {
+						if soa, ok := rr.(*dns.SOA); ok {
+							soas, where = append(soas, soa), s.name
+						}
+					}
+				}
+				if len(soas) > 1 || where != tt.wantSOA {
+					t.Fatalf("got %d SOA records (in %q), want one in %q; answer %q authority %q", len(soas), where, tt.wantSOA, rrs(r.Answer), rrs(r.Ns))
+				}
+				if tt.wantSOA == "authority" && len(r.Answer) != 0 {
+					t.Errorf("got answer %q, want none", rrs(r.Answer))
+				}
+				if len(soas) == 1 {
+					soa := soas[0]
+					if soa.Hdr.Name != dnsDomain || soa.Hdr.Ttl != dnsTTL || soa.Minttl != dnsTTL {
+						t.Errorf("got SOA %q, want one for %s with TTL and minimum %d", soa.String(), dnsDomain, dnsTTL)
+					}
+				}
+			})
+		}
+	}
+}
+
+// The reply's header, per RFC 1035 4.1.1: the ID, the opcode and RD come
+// back, RA is never claimed (it does not recurse), the question comes back
+// as asked. A request that is not a standard query (NOTIFY, UPDATE, ...)
+// is NOTIMP rather than answered as if it were one; a query with no
+// question or two is FORMERR.
+func TestDNSHeader(t *testing.T) {
+	d := testDNS(t)
+	for _, tc := range []struct {
+		name      string
+		opcode    int
+		rd        bool
+		questions []dns.Question
+		wantRcode int
+	}{
+		{name: "query RD", opcode: dns.OpcodeQuery, rd: true, questions: []dns.Question{{Name: "Pg-A.AMBASSADOR.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeSuccess},
+		{name: "query no RD", opcode: dns.OpcodeQuery, questions: []dns.Question{{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeSuccess},
+		{name: "notify", opcode: dns.OpcodeNotify, questions: []dns.Question{{Name: "ambassador.", Qtype: dns.TypeSOA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeNotImplemented},
+		{name: "notify for a service", opcode: dns.OpcodeNotify, rd: true, questions: []dns.Question{{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeNotImplemented},
+		{name: "iquery", opcode: dns.OpcodeIQuery, questions: []dns.Question{{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeNotImplemented},
+		{name: "status", opcode: dns.OpcodeStatus, questions: []dns.Question{{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeNotImplemented},
+		{name: "update", opcode: dns.OpcodeUpdate, questions: []dns.Question{{Name: "ambassador.", Qtype: dns.TypeSOA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeNotImplemented},
+		{name: "no question", opcode: dns.OpcodeQuery, wantRcode: dns.RcodeFormatError},
+		{name: "two questions", opcode: dns.OpcodeQuery, questions: []dns.Question{
+			{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET},
+			{Name: "redis.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}, wantRcode: dns.RcodeFormatError},
+	} {
+		for _, proto := range []string{"udp", "tcp"} {
+			t.Run(proto+" "+tc.name, func(t *testing.T) {
+				m := &dns.Msg{MsgHdr: dns.MsgHdr{Id: dns.Id(), Opcode: tc.opcode, RecursionDesired: tc.rd}, Question: tc.questions}
+				r, _, err := (&dns.Client{Net: proto}).Exchange(m, d.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Rcode != tc.wantRcode {
+					t.Errorf("got rcode %s, want %s", rcodeName(r.Rcode), rcodeName(tc.wantRcode))
+				}
+				if r.Id != m.Id || r.Opcode != tc.opcode || !r.Response || r.RecursionAvailable {
+					t.Errorf("got ID %d opcode %s QR %v RA %v, want ID %d opcode %s QR true RA false",
+						r.Id, dns.OpcodeToString[r.Opcode], r.Response, r.RecursionAvailable, m.Id, dns.OpcodeToString[tc.opcode])
+				}
+				if tc.opcode == dns.OpcodeQuery && r.RecursionDesired != tc.rd {
+					t.Errorf("got RD %v, want %v", r.RecursionDesired, tc.rd)
+				}
+				if tc.wantRcode != dns.RcodeSuccess && len(r.Answer) != 0 {
+					t.Errorf("got answer %q, want none", rrs(r.Answer))
+				}
+				if tc.wantRcode == dns.RcodeSuccess && (len(r.Question) != 1 || r.Question[0] != tc.questions[0]) {
+					t.Errorf("got question %v, want %v", r.Question, tc.questions[0])
+				}
+			})
+		}
+	}
+}
+
+// The TCP side serves at most maxDNSConns connections at once: a client
+// that opens connections and keeps each alive with a query every few
+// seconds must not take every file descriptor of the node, whose
+// forwarders need them. One more waits until another closes; UDP goes on.
+func TestDNSTCPConnLimit(t *testing.T) {
+	d := testDNS(t)
+	q := new(dns.Msg)
+	q.SetQuestion("pg-a.ambassador.", dns.TypeA)
+	open := func() *dns.Conn {
+		t.Helper()
+		c, err := dns.Dial("tcp", d.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	var held []*dns.Conn
+	for range maxDNSConns {
+		c := open()
+		// An answer means the server took the connection.
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := c.WriteMsg(q); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ReadMsg(); err != nil {
+			t.Fatalf("connection %d: %v", len(held)+1, err)
+		}
+		held = append(held, c)
+	}
+	extra := open()
+	if err := extra.WriteMsg(q); err != nil {
+		t.Fatal(err)
+	}
+	extra.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if r, err := extra.ReadMsg(); err == nil {
+		t.Fatalf("connection %d answered with %d held open: %v", maxDNSConns+1, maxDNSConns, r.Answer)
+	}
+	if r, _, err := new(dns.Client).Exchange(q, d.Addr()); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("UDP with TCP full: got %v, %v; want an answer", r, err)
+	}
+	held[0].Close()
+	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if r, err := extra.ReadMsg(); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("connection %d after one closed: got %v, %v; want an answer", maxDNSConns+1, r, err)
+	}
+	// Full again, and a connection waiting: Close still stops both sides.
+	open()
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close with every TCP slot taken: %v", err)
+	}
+}
+
+// --dns 0.0.0.0:PORT names every IPv4 address. Go's "udp" and "tcp"
+// networks open [::] for it, which takes every IPv6 address too (past a
+// firewall written for IPv4), and the log said it listened on [::].
+func TestDNSListensWhereTold(t *testing.T) {
+	if ln, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		ln.Close()
+	}
+	d, err := startDNS("0.0.0.0:0", func(string) (named, bool) { return named{}, false }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, port, err := net.SplitHostPort(d.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := d.Addr(), "0.0.0.0:"+port; got != want {
+		t.Errorf("got Addr %q, want %q", got, want)
+	}
+	if c, err := net.Dial("tcp6", net.JoinHostPort("::1", port)); err == nil {
+		c.Close()
+		t.Errorf("TCP on [::1]:%s connected, want refused", port)
+	}
+}
+
+// A packet that does not parse gets FORMERR (or nothing, for less than a
+// header), never a crash, and the server goes on answering.
+func TestDNSMalformed(t *testing.T) {
+	d := testDNS(t)
+	good := new(dns.Msg)
+	good.SetQuestion("pg-a.ambassador.", dns.TypeA)
+	wire, err := good.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		want int // rcode, or -1: no reply
+	}{
+		{name: "short header", pkt: wire[:5], want: -1},
+		{name: "question cut short", pkt: wire[:len(wire)-3], want: dns.RcodeFormatError},
+		{name: "label past the end", pkt: append(slices.Clone(wire[:12]), 60, 'a'), want: dns.RcodeFormatError},
+		{name: "compression loop", pkt: append(slices.Clone(wire[:12]), 0xc0, 12, 0, 1, 0, 1), want: dns.RcodeFormatError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("udp", d.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write(tc.pkt); err != nil {
+				t.Fatal(err)
+			}
+			if tc.want >= 0 {
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 512)
+				n, err := c.Read(buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := new(dns.Msg)
+				if err := r.Unpack(buf[:n]); err != nil {
+					t.Fatalf("the reply does not parse: %v", err)
+				}
+				if r.Rcode != tc.want || r.Id != good.Id {
+					t.Errorf("got rcode %s ID %d, want %s ID %d", rcodeName(r.Rcode), r.Id, rcodeName(tc.want), good.Id)
+				}
+			}
+			r, _, err := new(dns.Client).Exchange(good, d.Addr())
+			if err != nil || len(r.Answer) != 1 {
+				t.Fatalf("after it: got %v, %v; want an answer", r, err)
+			}
+		})
+	}
+}
+
+// A service forwarded on an IPv6 address (--forward pg6=[::1]:5433) has an
+// AAAA record and no A: the hosts file maps it to ::1 the same way.
+func TestDNSIPv6Listener(t *testing.T) {
+	d := testDNS(t)
+	for _, tc := range []struct {
+		qname      string
+		qtype      uint16
+		want       string
+		wantExtra  string
+		wantNODATA bool
+	}{
+		{qname: "pg6.ambassador.", qtype: dns.TypeAAAA, want: "pg6.ambassador.\t5\tIN\tAAAA\t::1"},
+		{qname: "pg6.", qtype: dns.TypeAAAA, want: "pg6.\t5\tIN\tAAAA\t::1"},
+		{qname: "pg6.ambassador.", qtype: dns.TypeA, wantNODATA: true},
+		{qname: "_pg6._tcp.ambassador.", qtype: dns.TypeSRV, want: "_pg6._tcp.ambassador.\t5\tIN\tSRV\t0 0 5433 pg6.ambassador.", wantExtra: "pg6.ambassador.\t5\tIN\tAAAA\t::1"},
+		{qname: "pg-a.ambassador.", qtype: dns.TypeAAAA, wantNODATA: true},
+	} {
+		t.Run(tc.qname+" "+dns.TypeToString[tc.qtype], func(t *testing.T) {
+			m := new(dns.Msg)
+			m.SetQuestion(tc.qname, tc.qtype)
+			r, _, err := new(dns.Client).Exchange(m, d.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Rcode != dns.RcodeSuccess || rrs(r.Answer) != tc.want || rrs(r.Extra) != tc.wantExtra {
+				t.Errorf("got rcode %s answer %q extra %q, want NOERROR %q %q", rcodeName(r.Rcode), rrs(r.Answer), rrs(r.Extra), tc.want, tc.wantExtra)
+			}
+			if tc.wantNODATA && (len(r.Ns) != 1 || r.Ns[0].Header().Rrtype != dns.TypeSOA) {
+				t.Errorf("got authority %q, want the SOA", rrs(r.Ns))
+			}
+		})
+	}
+}
+
+// Go's own resolver, as a client program on the node uses it with the
+// server in resolv.conf: A and AAAA asked together, SRV, and "no such
+// host" for an unknown name.
+func TestDNSGoResolver(t *testing.T) {
+	d := testDNS(t)
+	for _, proto := range []string{"udp", "tcp"} {
+		t.Run(proto, func(t *testing.T) {
+			r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var nd net.Dialer
+				return nd.DialContext(ctx, proto, d.Addr())
+			}}
+			ctx := t.Context()
+			for name, want := range map[string]string{
+				"pg-a.ambassador":  "127.71.38.10",
+				"PG-A.ambassador.": "127.71.38.10",
+				"pg6.ambassador":   "::1",
+			} {
+				got, err := r.LookupHost(ctx, name)
+				if err != nil || len(got) != 1 || got[0] != want {
+					t.Errorf("LookupHost(%q): got %v, %v; want [%s]", name, got, err, want)
+				}
+			}
+			if got, err := r.LookupHost(ctx, "mysql.ambassador."); !isNotFound(err) {
+				t.Errorf("LookupHost(mysql.ambassador.): got %v, %v; want not found", got, err)
+			}
+			cname, srvs, err := r.LookupSRV(ctx, "redis", "tcp", "ambassador")
+			if err != nil || cname != "_redis._tcp.ambassador." || len(srvs) != 1 || srvs[0].Target != "redis.ambassador." || srvs[0].Port != 6379 {
+				t.Errorf("LookupSRV(redis, tcp, ambassador): got %q %v %v", cname, srvs, err)
+			}
+		})
+	}
+}
+
+func isNotFound(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && de.IsNotFound
 }
