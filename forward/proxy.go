@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/listennet"
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
@@ -312,7 +313,7 @@ func (p *Proxy) listen(rs *routeState) {
 	}
 	if err != nil {
 		err = fmt.Errorf("forward: route for service %q: Listen %q: %w", service, rs.listen, err)
-	} else if ln, err = p.cfg.ListenFunc(p.g.ctx, "tcp", rs.listen); err != nil {
+	} else if ln, err = p.cfg.ListenFunc(p.g.ctx, listennet.Network("tcp", rs.listen), rs.listen); err != nil {
 		err = fmt.Errorf("forward: listen for service %q: %w", service, err)
 	}
 	if err != nil {

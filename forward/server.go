@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/listennet"
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
@@ -84,7 +85,7 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 	s.starting = true
 	s.mu.Unlock()
 
-	ln, err := s.cfg.ListenFunc(ctx, "tcp", addr)
+	ln, err := s.cfg.ListenFunc(ctx, listennet.Network("tcp", addr), addr)
 	if err != nil {
 		return fmt.Errorf("forward: data port: %w", err)
 	}

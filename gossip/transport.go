@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/listennet"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -91,12 +92,13 @@ func newTransport(ip string, port int, log *slog.Logger) (*transport, error) {
 }
 
 func bindTransport(ip netip.Addr, port int, log *slog.Logger) (*transport, error) {
-	tcp, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
+	at := netip.AddrPortFrom(ip, uint16(port)).String()
+	tcp, err := net.ListenTCP(listennet.Network("tcp", at), net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
 	if err != nil {
 		return nil, fmt.Errorf("gossip: transport: listen tcp %s: %w", net.JoinHostPort(ip.String(), strconv.Itoa(port)), err)
 	}
 	bound := tcp.Addr().(*net.TCPAddr).AddrPort()
-	udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, bound.Port())))
+	udp, err := net.ListenUDP(listennet.Network("udp", at), net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, bound.Port())))
 	if err != nil {
 		_ = tcp.Close()
 		return nil, fmt.Errorf("gossip: transport: listen udp %s: %w", net.JoinHostPort(ip.String(), strconv.Itoa(int(bound.Port()))), err)

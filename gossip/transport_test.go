@@ -256,3 +256,31 @@ func TestTransportSendWrongFamily(t *testing.T) {
 		t.Fatalf("send to [::1]:7946 from an IPv4 socket: %v, want an error naming the peer", err)
 	}
 }
+
+// TestTransportListensWhereTold: bound to 0.0.0.0 (the default), the
+// transport listens on IPv4 only, TCP and UDP: Go's "tcp" and "udp" would
+// open [::], every IPv6 address as well, which a firewall written for
+// IPv4 does not cover (internal/listennet, as every listener of a node).
+func TestTransportListensWhereTold(t *testing.T) {
+	if ln, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		ln.Close()
+	}
+	tr, err := newTransport("0.0.0.0", 0, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown()
+	port := strconv.Itoa(tr.port())
+	if got := tr.tcp.Addr().String(); got != "0.0.0.0:"+port {
+		t.Errorf("TCP listens on %s, want 0.0.0.0:%s", got, port)
+	}
+	if got := tr.udp.LocalAddr().String(); got != "0.0.0.0:"+port {
+		t.Errorf("UDP listens on %s, want 0.0.0.0:%s", got, port)
+	}
+	if c, err := net.DialTimeout("tcp6", "[::1]:"+port, 2*time.Second); err == nil {
+		c.Close()
+		t.Errorf("[::1]:%s connected, want refused", port)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/listennet"
 	"github.com/ambassador-mesh/ambassador/internal/svcname"
 )
 
@@ -98,7 +99,7 @@ func (n *Node) startAPI() (err error) {
 	}()
 	if n.cfg.HTTP != "" {
 		addr, _ := ParseAddr(n.cfg.HTTP, "127.0.0.1") // validated in Config.Validate
-		ln, err := net.Listen("tcp", addr)
+		ln, err := net.Listen(listennet.Network("tcp", addr), addr)
 		if err != nil {
 			return fmt.Errorf("mesh: status api: %w", err)
 		}

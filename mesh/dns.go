@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ambassador-mesh/ambassador/internal/listennet"
 	"github.com/miekg/dns"
 )
 
@@ -73,17 +74,13 @@ func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) 
 // when its TCP twin is taken, port 0 tries another (as memberlist does for
 // its gossip port), an explicit port fails.
 //
-// An IPv4 address listens on IPv4 only: for 0.0.0.0 Go's "udp" and "tcp"
-// would open [::], every IPv6 address as well.
+// An IPv4 address listens on IPv4 only (internal/listennet).
 func listenPair(addr string, listenTCP func(network, addr string) (net.Listener, error)) (net.PacketConn, net.Listener, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, nil, err
 	}
-	udp, tcp := "udp", "tcp"
-	if ap.Addr().Is4() {
-		udp, tcp = "udp4", "tcp4"
-	}
+	udp, tcp := listennet.Network("udp", addr), listennet.Network("tcp", addr)
 	tries := 1
 	if ap.Port() == 0 {
 		tries = 10
