@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -72,11 +73,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// The signal goroutine ends when done closes, and run waits for it
+	// (deferred in this order: close first, then wait).
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	done := make(chan struct{})
 	defer close(done)
-	go handleSignals(sigs, done, cancel, time.Now, func() {
-		fmt.Fprintln(stderr, "ambassador: second signal, exiting now")
-		os.Exit(exitFailure)
+	wg.Go(func() {
+		handleSignals(sigs, done, cancel, time.Now, func() {
+			fmt.Fprintln(stderr, "ambassador: second signal, exiting now")
+			os.Exit(exitFailure)
+		})
 	})
 	app := newApp(stdout, stderr)
 	// urfave/cli ends `help NAME` for a NAME that is no command with exit
