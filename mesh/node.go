@@ -315,11 +315,15 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		st.resolver = true
 	}
 
-	if n.disc != nil {
+	// A node told to stop while it started (ctx done) does not begin
+	// announcing itself: awaitStop returns at once and it stops cleanly,
+	// as it would once running. disc.Start fails on a done ctx, which
+	// made such a stop exit 1 with "context canceled".
+	if n.disc != nil && ctx.Err() == nil {
 		n.pubMu.Lock()
 		n.disc.SetServices(announceServices(n.view().services(n.name)))
 		n.pubMu.Unlock()
-		if err := n.disc.Start(ctx); err != nil {
+		if err := n.disc.Start(context.WithoutCancel(ctx)); err != nil {
 			return fmt.Errorf("mesh: mdns: %w", err)
 		}
 		st.disc = true
