@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -65,11 +67,16 @@ func (n *Node) joinLoop(ctx context.Context) {
 		backoff  time.Duration
 		failures int
 		seed     bool
-		joining  bool // a join to it is in flight
+		joining  bool     // a join to it is in flight
+		joined   bool     // the last join to it succeeded; next is when to check it again
+		self     bool     // it stands for this node only: never joined
+		resolved []string // the IP:port addresses its last join went to, this node's left out
 	}
 	type result struct {
-		addr string
-		err  error
+		addr     string
+		resolved []string // this node's own address left out
+		self     bool     // resolved to this node only: not joined
+		err      error
 	}
 	// At most maxParallelJoins joins are in flight, so their sends never
 	// block, also after the loop has returned.
@@ -87,6 +94,14 @@ func (n *Node) joinLoop(ctx context.Context) {
 			return
 		}
 		c.joining = false
+		if r.resolved != nil {
+			c.resolved = r.resolved
+		}
+		if r.self {
+			c.self = true // skipped from now on
+			return
+		}
+		c.joined = r.err == nil
 		if r.err != nil {
 			c.failures++
 			if !c.seed && c.failures >= 5 {
@@ -105,7 +120,14 @@ func (n *Node) joinLoop(ctx context.Context) {
 		c.backoff, c.failures = time.Second, 0
 		if !c.seed {
 			delete(cands, r.addr)
+			return
 		}
+		// A seed stays, to be joined again should it drop out of the
+		// member list. One that never shows up in it under the address
+		// it was joined at (it advertises another: NAT, a second
+		// interface, this node itself under 127.0.1.1) is joined again
+		// only after seedRecheck, not at once and forever.
+		c.next = time.Now().Add(seedRecheck)
 	}
 	// The loop polls every 500ms while it has work (alone, or a peer to
 	// join or retry) and every 5s otherwise: an idle node's CPU is mostly
@@ -140,21 +162,33 @@ func (n *Node) joinLoop(ctx context.Context) {
 		self := net.JoinHostPort(n.addr.String(), strconv.Itoa(n.cluster.GossipPort()))
 		busy := alone
 		for a, c := range cands {
-			if members[a] {
-				c.backoff, c.failures = time.Second, 0
+			if members[a] || slices.ContainsFunc(c.resolved, func(r string) bool { return members[r] }) {
+				c.backoff, c.failures, c.next = time.Second, 0, time.Time{}
 				continue
 			}
-			if a != self {
+			isSelf := a == self || c.self
+			if !isSelf && !c.joined {
 				busy = true
 			}
-			if a == self || c.joining || now.Before(c.next) || inflight >= maxParallelJoins {
+			if isSelf || c.joining || now.Before(c.next) || inflight >= maxParallelJoins {
 				continue
 			}
 			c.joining = true
 			inflight++
 			n.joins.Go(func() {
-				_, err := n.cluster.Join([]string{a})
-				results <- result{addr: a, err: err}
+				// Resolved here rather than by memberlist, so that a seed
+				// given by host name is recognised in the member list by
+				// the addresses it stands for. This node's own address is
+				// left out: joining itself tells it nothing, and as a live
+				// member it would make the seed look joined when none of
+				// its other nodes is.
+				rs, err := resolveJoin(ctx, a, n.lookupIP)
+				rs = slices.DeleteFunc(rs, func(r string) bool { return r == self })
+				own := err == nil && len(rs) == 0
+				if err == nil && !own {
+					_, err = n.cluster.Join(rs)
+				}
+				results <- result{addr: a, resolved: rs, self: own, err: err}
 			})
 		}
 		if want := map[bool]time.Duration{true: busyTick, false: idleTick}[busy]; want != tick {
@@ -162,6 +196,43 @@ func (n *Node) joinLoop(ctx context.Context) {
 			t.Reset(tick)
 		}
 	}
+}
+
+// seedRecheck is how long after a successful join a seed that is still
+// not in the member list by its address is joined again.
+const seedRecheck = 30 * time.Second
+
+// resolveJoin turns a join address, host:port, into the IP:port addresses
+// it stands for, in the form liveAddrs gives members' addresses. A host
+// name is looked up now, at every attempt, so a name that resolves only
+// later (its DNS record not there yet) is joined once it does. Only its
+// IPv4 addresses: gossip listens and advertises on IPv4 only, so a join
+// to one of its IPv6 addresses could only fail, after up to a TCPTimeout
+// where a firewall drops it.
+func resolveJoin(ctx context.Context, addr string, lookup func(context.Context, string) ([]netip.Addr, error)) ([]string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []string{net.JoinHostPort(ip.Unmap().String(), port)}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if lookup == nil {
+		lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+		}
+	}
+	ips, err := lookup(ctx, host)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: join %s: %w", addr, err)
+	}
+	out := make([]string, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, net.JoinHostPort(ip.Unmap().String(), port))
+	}
+	return out, nil
 }
 
 // liveAddrs returns the gossip addresses of the alive and suspect members

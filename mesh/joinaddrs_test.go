@@ -1,9 +1,16 @@
 package mesh
 
 import (
+	"context"
+	"fmt"
 	"maps"
+	"net"
+	"net/netip"
 	"slices"
+	"strconv"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ambassador-mesh/ambassador/gossip"
 )
@@ -39,4 +46,95 @@ func TestLiveAddrs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSeedJoinedOnce: once a node has joined a --join seed, the seed is
+// not joined again while it is a live member (each join is a full state
+// exchange and an Info line), whichever way the seed is written: an IP
+// address, or a host name that resolves to it. A seed that is this node
+// itself, as every node's copy of one shared --join list has, is not
+// joined over and over either.
+func TestSeedJoinedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		host string
+		self bool   // the seed is b itself
+		bind string // b's --bind; "": every address, advertising its first interface's
+		want int32  // joins of b's own
+	}{
+		{"ip", "127.0.0.1", false, "127.0.0.1", 1},
+		{"host name", "localhost", false, "127.0.0.1", 1},
+		{"itself by host name", "localhost", true, "127.0.0.1", 0},
+		// Not told apart from another node before the join: joined once,
+		// then again only after seedRecheck.
+		{"itself by an address it does not advertise", "127.0.0.1", true, "", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := startTestNode(t, "a", func(*Config) {})
+			b := startTestNode(t, "b", func(c *Config) {
+				port := a.cfg.GossipPort
+				if tc.self {
+					port = c.GossipPort
+				}
+				c.Bind = tc.bind
+				c.Join = []string{net.JoinHostPort(tc.host, strconv.Itoa(port))}
+			})
+			want := tc.want
+			if !tc.self {
+				waitFor(t, 10*time.Second, "b to join a", func() bool { return len(b.MembersView().Members) == 2 })
+			}
+			// Several of the join loop's 500ms ticks: a seed that is
+			// joined again is joined again within one.
+			deadline := time.Now().Add(3 * time.Second)
+			for time.Now().Before(deadline) {
+				if got := b.joined.Load(); got > want {
+					t.Fatalf("b joined seed %s %d times, want %d", b.cfg.Join[0], got, want)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestSeedNameWithThisNode: a --join host name that stands for this node
+// and another (one name for every node of the cluster) is joined until
+// the other node is a member: this node being a member itself does not
+// count, nor does a join that reached only this node.
+func TestSeedNameWithThisNode(t *testing.T) {
+	port := freePort(t)
+	seed := net.JoinHostPort("nodes.test", strconv.Itoa(port))
+	cfg := testNodeConfig(t, "b", func(c *Config) {
+		c.GossipPort = port
+		c.Join = []string{seed}
+	})
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lookups atomic.Int32
+	b.lookupIP = func(_ context.Context, host string) ([]netip.Addr, error) {
+		lookups.Add(1)
+		if host != "nodes.test" {
+			return nil, fmt.Errorf("lookup %s: no such host", host)
+		}
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}, nil // b, then a
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("b: Run: %v", err)
+		}
+	})
+	<-b.Ready()
+	// b tries the seed before a is up: only b itself could answer. The
+	// try is over once it joined (b itself) or tries again.
+	waitFor(t, 10*time.Second, "b's first try of the seed", func() bool { return b.joined.Load() > 0 || lookups.Load() > 1 })
+	startTestNode(t, "a", func(c *Config) {
+		c.Bind = "127.0.0.2"
+		c.GossipPort = port
+	})
+	waitFor(t, 15*time.Second, "b to join a, the seed's other address", func() bool { return len(b.MembersView().Members) == 2 })
 }

@@ -69,6 +69,10 @@ type Node struct {
 
 	events eventHub // GET /v1/events; fed by the reconcile loop (events.go)
 
+	// lookupIP looks up the IPv4 addresses of a --join host name; nil:
+	// the system's resolver. A seam for tests, set before Run.
+	lookupIP func(ctx context.Context, host string) ([]netip.Addr, error)
+
 	wg    sync.WaitGroup // joinLoop and reconcileLoop
 	joins sync.WaitGroup // joins in flight (joinLoop's); stop waits for them only up to its deadline
 }
@@ -311,11 +315,15 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		st.resolver = true
 	}
 
-	if n.disc != nil {
+	// A node told to stop while it started (ctx done) does not begin
+	// announcing itself: awaitStop returns at once and it stops cleanly,
+	// as it would once running. disc.Start fails on a done ctx, which
+	// made such a stop exit 1 with "context canceled".
+	if n.disc != nil && ctx.Err() == nil {
 		n.pubMu.Lock()
 		n.disc.SetServices(announceServices(n.view().services(n.name)))
 		n.pubMu.Unlock()
-		if err := n.disc.Start(ctx); err != nil {
+		if err := n.disc.Start(context.WithoutCancel(ctx)); err != nil {
 			return fmt.Errorf("mesh: mdns: %w", err)
 		}
 		st.disc = true
@@ -389,8 +397,8 @@ func (n *Node) stop(ctx context.Context, st started) error {
 			errs = append(errs, err)
 		}
 		// A join cannot be cancelled: one to a silent peer lasts
-		// memberlist's TCPTimeout (30s with --profile wan), plus the
-		// resolver's own timeouts for a seed given by host name. Shutdown
+		// memberlist's TCPTimeout (30s with --profile wan); looking up a
+		// seed given by host name ends with the loops' context. Shutdown
 		// does not wait that long (see the end of stop); a join ending
 		// afterwards only fails or joins a cluster that is shut down, and
 		// its result goes into joinLoop's buffered channel unread.

@@ -58,18 +58,7 @@ type testNode struct {
 
 func startTestNode(t *testing.T, name string, mod func(*Config)) *testNode {
 	t.Helper()
-	cfg := DefaultConfig()
-	cfg.Node = name
-	cfg.Bind = "127.0.0.1"
-	cfg.NoMDNS = true
-	cfg.Profile = "local"
-	cfg.GossipPort = freePort(t)
-	cfg.DataPort = freePort(t)
-	cfg.HTTP = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-	cfg.Socket = shortSocketPath(t)
-	cfg.DrainTimeout = time.Second
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	mod(&cfg)
+	cfg := testNodeConfig(t, name, mod)
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +74,25 @@ func startTestNode(t *testing.T, name string, mod func(*Config)) *testNode {
 		t.Fatalf("node %s: Run: %v", name, err)
 	}
 	return tn
+}
+
+// testNodeConfig is startTestNode's config: loopback, no mDNS, the local
+// profile, free ports, then mod.
+func testNodeConfig(t *testing.T, name string, mod func(*Config)) Config {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Node = name
+	cfg.Bind = "127.0.0.1"
+	cfg.NoMDNS = true
+	cfg.Profile = "local"
+	cfg.GossipPort = freePort(t)
+	cfg.DataPort = freePort(t)
+	cfg.HTTP = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	cfg.Socket = shortSocketPath(t)
+	cfg.DrainTimeout = time.Second
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	mod(&cfg)
+	return cfg
 }
 
 func (tn *testNode) stop(t *testing.T) {
@@ -211,6 +219,43 @@ func TestStopLeavesNoGoroutines(t *testing.T) {
 			t.Fatalf("%d goroutines before, %d after stop:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestStopDuringStart: a node told to stop (SIGTERM) before Run has
+// started everything stops cleanly, as it does once running: Run returns
+// nil (exit status 0), with mDNS as without, and leaves its ports and
+// control socket free.
+func TestStopDuringStart(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		noMDNS bool
+	}{
+		{"without mdns", true},
+		{"with mdns", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testNodeConfig(t, "a", func(c *Config) { c.NoMDNS = tc.noMDNS })
+			n, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel() // the signal came while the node was starting
+			if err := n.Run(ctx); err != nil {
+				t.Fatalf("Run: got %v, want nil", err)
+			}
+			for _, addr := range []string{cfg.HTTP, net.JoinHostPort(cfg.Bind, strconv.Itoa(cfg.DataPort)), net.JoinHostPort(cfg.Bind, strconv.Itoa(cfg.GossipPort))} {
+				ln, err := net.Listen("tcp", addr)
+				if err != nil {
+					t.Fatalf("%s still taken after Run returned: %v", addr, err)
+				}
+				ln.Close()
+			}
+			if _, err := os.Lstat(cfg.Socket); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("control socket %s after Run returned: got %v, want it removed", cfg.Socket, err)
+			}
+		})
 	}
 }
 
