@@ -18,15 +18,7 @@ import (
 )
 
 func TestDNSServer(t *testing.T) {
-	known := map[string]named{
-		"pg-a":  {Name: "pg-a", At: netip.MustParseAddrPort("127.71.38.10:5432")},
-		"redis": {Name: "redis", At: netip.MustParseAddrPort("127.0.0.1:6379")},
-	}
-	lookup := func(name string) (named, bool) { n, ok := known[strings.ToLower(name)]; return n, ok }
-	d, err := startDNS("127.0.0.1:0", lookup, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := testDNS(t)
 	tests := []struct {
 		qname     string
 		qtype     uint16
