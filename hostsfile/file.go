@@ -167,6 +167,32 @@ func (f *File) inPlace(path string, old, content []byte, why error) error {
 // Remove takes the block out of the file. Safe to call more than once.
 func (f *File) Remove() error { return f.Write(nil) }
 
+// Holds reports whether the file is as Write(entries) would leave it, so
+// that Write would not touch it: its block lists exactly entries (no
+// block for none). A caller checks it to notice that another program
+// rewrote the file without the block. A missing file holds no entries; a
+// file that cannot be read or edited (malformed markers) is an error.
+func (f *File) Holds(entries []Entry) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	path, err := f.target()
+	if err != nil {
+		return false, err
+	}
+	cur, _, err := read(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return len(entries) == 0, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	next, err := Edit(cur, Lines(entries))
+	if err != nil {
+		return false, fmt.Errorf("hostsfile: edit %s: %w", path, err)
+	}
+	return bytes.Equal(next, cur), nil
+}
+
 // read returns the file's content and its stat; nil stat when it does not
 // exist.
 func read(path string) ([]byte, fs.FileInfo, error) {

@@ -297,3 +297,30 @@ func TestWriteInPlaceMergesConcurrentEdit(t *testing.T) {
 		t.Fatalf("after Write:\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestHolds: Holds is true exactly when Write would not touch the file.
+func TestHolds(t *testing.T) {
+	f, p := newFile(t, others, 0o644)
+	holds := func(step string, es []Entry, want bool) {
+		t.Helper()
+		if got, err := f.Holds(es); err != nil || got != want {
+			t.Errorf("%s: Holds: got %v, %v; want %v", step, got, err, want)
+		}
+	}
+	holds("no block, no entries", nil, true)
+	holds("no block yet", entries, false)
+	if err := f.Write(entries); err != nil {
+		t.Fatal(err)
+	}
+	holds("after Write", entries, true)
+	holds("other entries", entries[:1], false)
+	if err := os.WriteFile(p, []byte(others), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	holds("block dropped by another program", entries, false)
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	holds("missing file, no entries", nil, true)
+	holds("missing file", entries, false)
+}

@@ -1,14 +1,11 @@
 package mesh
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -167,26 +164,12 @@ func (s *names) writeLoop(ctx context.Context) {
 	}
 }
 
-// intact reports whether the file maps exactly es in its block (no block
-// for an empty list). An unreadable or malformed file is not intact: the
-// write that follows reports why.
+// intact reports whether the file is as writing es would leave it. An
+// unreadable or malformed file is not intact: the write that follows
+// reports why.
 func (s *names) intact(es []named) bool {
-	b, err := os.ReadFile(s.file.Path())
-	if errors.Is(err, fs.ErrNotExist) {
-		return len(es) == 0
-	}
-	if err != nil {
-		return false
-	}
-	got, err := hostsfile.Parse(b)
-	if err != nil {
-		return false
-	}
-	want := hostEntries(es)
-	order := func(a, b hostsfile.Entry) int { return cmp.Or(strings.Compare(a.Name, b.Name), a.Addr.Compare(b.Addr)) }
-	slices.SortFunc(got, order)
-	slices.SortFunc(want, order)
-	return slices.Equal(got, want)
+	ok, err := s.file.Holds(hostEntries(es))
+	return err == nil && ok
 }
 
 // hostEntries is the list as the hosts file holds it: names and addresses.
