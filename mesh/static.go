@@ -46,15 +46,12 @@ func ParseStatic(s string) (Static, error) {
 // other. A pair that loops turns one client connection into a chain of
 // them that ends only when the process runs out of file descriptors.
 func loopsBack(listen, target string) bool {
-	lh, lp, err1 := net.SplitHostPort(listen)
-	th, tp, err2 := net.SplitHostPort(target)
+	lh, lp, err1 := net.SplitHostPort(canonicalAddr(listen))
+	th, tp, err2 := net.SplitHostPort(canonicalAddr(target))
 	if err1 != nil || err2 != nil || lp != tp {
 		return false
 	}
 	ip := func(h string) netip.Addr {
-		if strings.EqualFold(h, "localhost") {
-			return netip.MustParseAddr("127.0.0.1")
-		}
 		a, _ := netip.ParseAddr(h)
 		return a.Unmap()
 	}
