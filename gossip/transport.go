@@ -47,11 +47,10 @@ type transport struct {
 	dialCtx context.Context
 	abort   context.CancelFunc
 	// streamMu guards streams, the streams this node opened
-	// (DialAddressTimeout) and has not closed, which abortStreams closes,
-	// and aborted.
+	// (DialAddressTimeout) and has not closed, which abortStreams closes.
+	// A stream is added only while dialCtx is live, checked under it.
 	streamMu sync.Mutex
 	streams  map[*outConn]struct{}
-	aborted  bool
 }
 
 var _ memberlist.NodeAwareTransport = (*transport)(nil)
@@ -92,13 +91,13 @@ func newTransport(ip string, port int, log *slog.Logger) (*transport, error) {
 }
 
 func bindTransport(ip netip.Addr, port int, log *slog.Logger) (*transport, error) {
-	at := netip.AddrPortFrom(ip, uint16(port)).String()
-	tcp, err := net.ListenTCP(listennet.Network("tcp", at), net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
+	at := netip.AddrPortFrom(ip, uint16(port))
+	tcp, err := net.ListenTCP(listennet.Network("tcp", at.String()), net.TCPAddrFromAddrPort(at))
 	if err != nil {
 		return nil, fmt.Errorf("gossip: transport: listen tcp %s: %w", net.JoinHostPort(ip.String(), strconv.Itoa(port)), err)
 	}
 	bound := tcp.Addr().(*net.TCPAddr).AddrPort()
-	udp, err := net.ListenUDP(listennet.Network("udp", at), net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, bound.Port())))
+	udp, err := net.ListenUDP(listennet.Network("udp", at.String()), net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, bound.Port())))
 	if err != nil {
 		_ = tcp.Close()
 		return nil, fmt.Errorf("gossip: transport: listen udp %s: %w", net.JoinHostPort(ip.String(), strconv.Itoa(int(bound.Port()))), err)
@@ -208,7 +207,7 @@ func (t *transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 	}
 	oc := &outConn{TCPConn: c.(*net.TCPConn), t: t}
 	t.streamMu.Lock()
-	aborted := t.aborted
+	aborted := t.dialCtx.Err() != nil
 	if !aborted {
 		t.streams[oc] = struct{}{}
 	}
@@ -228,9 +227,8 @@ func (t *transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 // the goroutines that make such calls, with it. It may be called more
 // than once.
 func (t *transport) abortStreams() {
-	t.abort()
+	t.abort() // before the lock: a dial that takes it later sees dialCtx done
 	t.streamMu.Lock()
-	t.aborted = true
 	open := make([]*outConn, 0, len(t.streams))
 	for oc := range t.streams {
 		open = append(open, oc)
