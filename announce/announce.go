@@ -274,7 +274,8 @@ func sanitizeHostName(node string) string {
 
 // ValidServiceName reports whether name is a valid RFC 6335 §5.1 service
 // name: 1..15 letters, digits and hyphens, at least one letter, no hyphen
-// at the start or end and no two hyphens in a row. It is svcname.Check,
+// at the start or end and no two hyphens in a row, and not a hexadecimal
+// number such as 0x10 (an IPv4 address to resolvers). It is svcname.Check,
 // the one rule every package applies to a service name.
 func ValidServiceName(name string) error {
 	if err := svcname.Check(name); err != nil {

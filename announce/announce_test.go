@@ -34,6 +34,8 @@ var serviceNameCases = []struct {
 	{"ré", false},
 	{"_redis", false},
 	{"-", false},
+	{"0x10", false}, // 0.0.0.16 to glibc
+	{"0x", true},
 }
 
 func TestValidServiceName(t *testing.T) {
@@ -48,12 +50,17 @@ func TestValidServiceName(t *testing.T) {
 // serviceNameRE is RFC 6335 §5.1 apart from length and the letter rule.
 var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9]+(-[A-Za-z0-9]+)*$`)
 
+// hexConst is a hexadecimal number, which resolvers read as an IPv4
+// address (svcname).
+var hexConst = regexp.MustCompile(`^0[xX][0-9a-fA-F]+$`)
+
 func FuzzValidServiceName(f *testing.F) {
 	for _, tt := range serviceNameCases {
 		f.Add(tt.name)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
-		want := len(name) <= 15 && serviceNameRE.MatchString(name) && strings.ContainsAny(strings.ToLower(name), "abcdefghijklmnopqrstuvwxyz")
+		want := len(name) <= 15 && serviceNameRE.MatchString(name) && strings.ContainsAny(strings.ToLower(name), "abcdefghijklmnopqrstuvwxyz") &&
+			!hexConst.MatchString(name)
 		if err := ValidServiceName(name); (err == nil) != want {
 			t.Errorf("ValidServiceName(%q) = %v, want ok %v", name, err, want)
 		}

@@ -13,8 +13,11 @@ import (
 // ejected); the rest are then tried as failover, see Route.
 const (
 	// BalanceLeastConn picks the backend with the fewest outstanding
-	// connections (open, or being dialed) per unit of Weight, scanning every
-	// backend; ties are broken at random. The default ("").
+	// connections (open, or being dialed) per unit of Weight, the new one
+	// included, scanning every backend; ties are broken at random. A
+	// backend of a tiny Weight beside others (an SRV target of weight 0)
+	// gets connections only when they are ejected or heavily loaded; see
+	// chooseLocked. The default ("").
 	BalanceLeastConn = "least-conn"
 	// BalanceRoundRobin takes turns by smooth weighted round-robin (as in
 	// nginx): over any run of sum(Weight) picks with no ejections, each
@@ -122,12 +125,26 @@ func chooseLocked(policy string, cands []*backendState, intN func(int) int) int 
 		}
 		return len(cands) - 1 // not reached
 	}
-	// Least-conn: smallest active/weight, compared as active_a*w_b <
-	// active_b*w_a; ties broken uniformly at random by reservoir sampling.
+	// Least-conn: smallest (active+1)/weight, the connections per unit of
+	// weight the backend would carry with this one, compared as
+	// (active_a+1)*w_b < (active_b+1)*w_a; ties broken uniformly at random
+	// by reservoir sampling. Counting the new connection is what makes a
+	// small weight small (HAProxy's leastconn does the same): with
+	// active/weight every idle backend ties at 0, so a backend of weight 1
+	// beside one of 100 got half of the connections that came one at a
+	// time, and one connection as soon as the other held any. Counted, it
+	// gets its first once the other holds 99 or 100 (a tie at 99). An SRV target of weight 0
+	// (RFC 2782: "a very small chance" while others have weight) reaches
+	// here as weight 1 beside 100 per unit of SRV weight
+	// (upstream.Target.Share), so it is a standby that takes connections
+	// when the weighted targets of its priority are ejected, plus 1 in 100
+	// per unit of SRV weight under heavy load. With unequal weights and no
+	// load the heavier backend takes every connection; the shares show as
+	// connections are held.
 	best, ties := 0, 1
 	for i := 1; i < len(cands); i++ {
 		a, b := cands[i], cands[best]
-		l, r := a.active*weight(b.b), b.active*weight(a.b)
+		l, r := (a.active+1)*weight(b.b), (b.active+1)*weight(a.b)
 		switch {
 		case l < r:
 			best, ties = i, 1

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
@@ -576,6 +577,93 @@ func TestBalancePriority(t *testing.T) {
 				if !slices.Equal(got, want) {
 					t.Errorf("plan %d: got %v, want %v", i+1, got, want)
 				}
+			}
+		})
+	}
+}
+
+// TestLeastConnSmallWeight is the least-conn rule for a backend whose
+// Weight is tiny beside the others': an SRV target of weight 0, which
+// mesh passes as Weight 1 beside 100 per unit of SRV weight
+// (upstream.Target.Share). RFC 2782 gives such a target "a very small
+// chance" while others have weight; least-conn, which draws no lots, counts
+// the connection it places, so that a backend is picked while it would
+// carry the fewest connections per unit of Weight with this one included.
+// The weight-0 target then gets nothing while the weighted ones are idle
+// or lightly loaded (one connection at a time, or a few held), its first
+// connection once every weighted one holds 99 or 100 per unit of SRV
+// weight (at 99 the two tie), and
+// all of them while the weighted ones are ejected. Weights that are equal,
+// or close, keep sharing as before.
+func TestLeastConnSmallWeight(t *testing.T) {
+	now := time.Unix(1000, 0)
+	type be struct {
+		weight  int
+		prio    int
+		ejected bool
+	}
+	for _, tc := range []struct {
+		name  string
+		bes   []be
+		conns int
+		held  bool     // connections stay open; else each ends before the next
+		want  []uint64 // connections per backend
+	}{
+		{"weight 0 beside weight 1, one at a time: none to it",
+			[]be{{weight: 100}, {weight: 1}}, 1000, false, []uint64{1000, 0}},
+		{"weight 0 listed first, one at a time: none to it",
+			[]be{{weight: 1}, {weight: 100}}, 1000, false, []uint64{0, 1000}},
+		{"weight 0 beside weight 1, 2 held: none to it",
+			[]be{{weight: 100}, {weight: 1}}, 2, true, []uint64{2, 0}},
+		{"weight 0 beside weight 1, 99 held: none to it",
+			[]be{{weight: 100}, {weight: 1}}, 99, true, []uint64{99, 0}},
+		{"weight 0 beside weight 1, 101 held: the 101st",
+			[]be{{weight: 100}, {weight: 1}}, 101, true, []uint64{100, 1}},
+		{"weight 0 beside weight 1, 202 held: one per 100",
+			[]be{{weight: 100}, {weight: 1}}, 202, true, []uint64{200, 2}},
+		{"weight 0 beside weights 1 and 2, 30 held: 1:2 and none to it",
+			[]be{{weight: 100}, {weight: 200}, {weight: 1}}, 30, true, []uint64{10, 20, 0}},
+		{"weight 0 beside an ejected weight 1: all to it",
+			[]be{{weight: 100, ejected: true}, {weight: 1}}, 10, true, []uint64{0, 10}},
+		{"weight 0 alone in the first priority: all to it",
+			[]be{{weight: 1}, {weight: 100, prio: 1}}, 10, true, []uint64{10, 0}},
+		{"only weight 0: shared",
+			[]be{{weight: 1}, {weight: 1}}, 10, true, []uint64{5, 5}},
+		{"equal weights held: shared",
+			[]be{{}, {}, {}}, 9, true, []uint64{3, 3, 3}},
+		{"weights 3:1 held: 3:1",
+			[]be{{weight: 3}, {weight: 1}}, 8, true, []uint64{6, 2}},
+		{"weights 3:1 one at a time: all to the heavier, never loaded",
+			[]be{{weight: 3}, {weight: 1}}, 100, false, []uint64{100, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r Route
+			r.Balance = BalanceLeastConn
+			for i, b := range tc.bes {
+				r.Backends = append(r.Backends, Backend{Addr: fmt.Sprint(i), Weight: b.weight, Priority: b.prio})
+			}
+			rs := &routeState{}
+			rs.setRoute(&r)
+			for i, b := range tc.bes {
+				if b.ejected {
+					rs.backends[i].until = now.Add(time.Hour)
+				}
+			}
+			rng := rand.New(rand.NewPCG(1, 2))
+			got := make([]uint64, len(tc.bes))
+			for range tc.conns {
+				_, order := rs.plan(now, rng.IntN)
+				for i, bs := range rs.backends {
+					if bs == order[0].bs {
+						got[i]++
+					}
+				}
+				if !tc.held {
+					rs.release(order[0].bs)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("connections per backend (weights %v): got %v, want %v", tc.bes, got, tc.want)
 			}
 		})
 	}

@@ -88,6 +88,7 @@ func TestDecodeRecord(t *testing.T) {
 		{name: "service name with dot", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"a.b","port":1}]}`), wantErr: true},
 		{name: "service name with space", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"re dis","port":1}]}`), wantErr: true},
 		{name: "service name digits only", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"6379","port":1}]}`), wantErr: true},
+		{name: "service name a hexadecimal number", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"0x10","port":1}]}`), wantErr: true},
 		{name: "service name leading hyphen", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"-web","port":1}]}`), wantErr: true},
 		{name: "duplicate service", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"x","port":1},{"name":"x","port":2}]}`), wantErr: true},
 		{name: "down services sorted", in: msg(kindRecord, `{"node":"a","addr":"1.2.3.4","version":1,"services":[{"name":"web","port":80}],"down":[{"name":"z","port":1},{"name":"b","port":2}]}`),

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
@@ -22,7 +23,8 @@ import (
 // Event is one change this node saw, as GET /v1/events sends it.
 type Event struct {
 	// Seq numbers the events of one node run from 1, with no gaps: a
-	// client that sees one missing was sent a "lagged" event instead.
+	// client that sees one missing was sent a "lagged" event instead. The
+	// stream's event id is RUN-SEQ, RUN naming the run (eventHub.runLocked).
 	Seq  uint64    `json:"seq"`
 	Time time.Time `json:"time"`
 	Type string    `json:"type"` // one of the Event* constants
@@ -73,6 +75,7 @@ const keepEvents = 128
 type eventHub struct {
 	mu     sync.Mutex
 	seq    uint64                   // guarded by mu; last Seq handed out
+	run    string                   // guarded by mu; see runLocked
 	subs   map[*subscriber]struct{} // guarded by mu
 	closed bool                     // guarded by mu
 	primed bool                     // guarded by mu; last holds a first snapshot
@@ -95,15 +98,57 @@ type eventState struct {
 	listeners map[string]string    // service → "listening addr" or "error msg"
 }
 
+// runLocked returns the token that names this run of the node in the
+// stream's event ids (RUN-SEQ), drawn at random on first use. Seq starts
+// again at 1 when the node restarts: without the run in the id, a browser
+// reconnecting with the Last-Event-ID of the previous run would be sent
+// the new run's events after that Seq only (none, when it is higher than
+// any yet), and miss its first ones.
+func (h *eventHub) runLocked() string {
+	if h.run == "" {
+		h.run = strconv.FormatUint(rand.Uint64()|1<<63, 36)
+	}
+	return h.run
+}
+
+// resume subscribes a client that last saw the event id id (Last-Event-ID,
+// or ?since=): RUN-SEQ as the stream sends it, or a bare SEQ (the form
+// before runs were named, and ?since=N). It returns the subscriber and the
+// run for the ids. An id of this run, or a bare Seq this run has reached,
+// resumes after that Seq; one of another run, or a bare Seq higher than
+// any of this run (so from a run before a restart), replays the kept
+// events of this run from its start; anything else, or none, gives only
+// the events from now on.
+func (h *eventHub) resume(id string) (*subscriber, string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	run := h.runLocked()
+	idRun, seq, named := strings.Cut(id, "-")
+	if !named {
+		idRun, seq = "", idRun
+	}
+	after, err := strconv.ParseUint(seq, 10, 64)
+	replay := err == nil && (!named || idRun != "")
+	if replay && (named && idRun != run || after > h.seq) {
+		after = 0
+	}
+	return h.subscribeLocked(after, replay), run
+}
+
 // subscribe adds a subscriber; the caller must unsubscribe it. With
 // replay, the kept recent events numbered after after are queued first
 // (after a "lagged" event if some of those are no longer kept), so a
 // client that reconnects with its last Seq misses nothing. After close the
 // channel comes back closed.
 func (h *eventHub) subscribe(after uint64, replay bool) *subscriber {
-	s := &subscriber{ch: make(chan Event, subscriberBuffer)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.subscribeLocked(after, replay)
+}
+
+// subscribeLocked is subscribe with h.mu held.
+func (h *eventHub) subscribeLocked(after uint64, replay bool) *subscriber {
+	s := &subscriber{ch: make(chan Event, subscriberBuffer)}
 	if h.closed {
 		close(s.ch)
 		return s
@@ -334,9 +379,11 @@ func (v localView) health(n svcname.Name) string {
 const eventWriteWait = 5 * time.Second
 
 // serveEvents is GET /v1/events: a server-sent event stream, one "data:"
-// line of JSON (an Event) per event, with the Seq as its id. It starts
-// with the events that happen from then on, or, with a Last-Event-ID
-// header or ?since=N, with the kept recent events after that Seq. A comment line
+// line of JSON (an Event) per event, with RUN-SEQ as its id (RUN names
+// this run of the node, see eventHub.runLocked). It starts with the events
+// that happen from then on, or, with a Last-Event-ID header or ?since=ID,
+// with the kept recent events after that one (of this run's, from its
+// start when ID is from another run; see eventHub.resume). A comment line
 // every 15s keeps proxies from closing an idle stream. The stream ends when
 // the client goes or the node stops.
 func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
@@ -346,13 +393,12 @@ func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A browser's EventSource sends Last-Event-ID when it reconnects;
-	// ?since=N asks for the kept events after N on a first connect.
+	// ?since=ID asks for the kept events after ID on a first connect.
 	last := r.Header.Get("Last-Event-ID")
 	if last == "" {
 		last = r.URL.Query().Get("since")
 	}
-	after, err := strconv.ParseUint(last, 10, 64)
-	sub := n.events.subscribe(after, err == nil)
+	sub, run := n.events.resume(last)
 	defer n.events.unsubscribe(sub)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
@@ -386,7 +432,7 @@ func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			wait()
 			b, _ := json.Marshal(e)
-			if _, err := fmt.Fprintf(w, "id: %d\ndata: %s\n\n", e.Seq, b); err != nil {
+			if _, err := fmt.Fprintf(w, "id: %s-%d\ndata: %s\n\n", run, e.Seq, b); err != nil {
 				return
 			}
 			// Send what is queued in one write.
@@ -398,7 +444,7 @@ func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
 						return
 					}
 					b, _ := json.Marshal(e)
-					fmt.Fprintf(w, "id: %d\ndata: %s\n\n", e.Seq, b)
+					fmt.Fprintf(w, "id: %s-%d\ndata: %s\n\n", run, e.Seq, b)
 				default:
 					more = false
 				}

@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -563,6 +567,140 @@ func TestFailuresHelpDialBudget(t *testing.T) {
 	} {
 		if !strings.Contains(help, want) {
 			t.Errorf("HELP %q does not say %q", help, want)
+		}
+	}
+}
+
+// sseFrame is one event of a server-sent event stream: its id line and
+// the Event in its data line.
+type sseFrame struct {
+	id string
+	e  Event
+}
+
+// readFrames reads the events of the stream at url, sent with the given
+// Last-Event-ID ("" for none), until none has come for 300 ms.
+func readFrames(t *testing.T, url, lastID string) []sseFrame {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	frames := make(chan sseFrame)
+	go func() {
+		defer close(frames)
+		sc := bufio.NewScanner(resp.Body)
+		var f sseFrame
+		for sc.Scan() {
+			line := sc.Text()
+			if id, ok := strings.CutPrefix(line, "id: "); ok {
+				f.id = id
+			}
+			if data, ok := strings.CutPrefix(line, "data: "); ok {
+				if err := json.Unmarshal([]byte(data), &f.e); err != nil {
+					t.Errorf("data %q: %v", data, err)
+					return
+				}
+				select {
+				case frames <- f:
+				case <-ctx.Done():
+					return
+				}
+				f = sseFrame{}
+			}
+		}
+	}()
+	var out []sseFrame
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				return out
+			}
+			out = append(out, f)
+		case <-time.After(300 * time.Millisecond):
+			return out
+		}
+	}
+}
+
+// TestEventStreamResume: the stream's ids name the node's run as well as
+// the Seq, so a browser that reconnects with the Last-Event-ID it got
+// before the node restarted gets the new run's kept events from its start
+// (Seq restarts at 1, and a bare Seq from the old run would skip them, or
+// all of them when it is higher than any yet). An id of this run, or a
+// bare Seq (ids before run ids, and ?since=N) this run has reached, resumes
+// after it.
+func TestEventStreamResume(t *testing.T) {
+	// run starts a node's event stream with n events kept (Seq 1 to n).
+	run := func(n int) string {
+		node := &Node{name: "me"}
+		node.events.observe(eventState{members: map[string]string{}})
+		for i := range n {
+			node.events.observe(eventState{members: map[string]string{"n" + strconv.Itoa(i): "alive"}})
+		}
+		srv := httptest.NewServer(http.HandlerFunc(node.serveEvents))
+		t.Cleanup(srv.Close)
+		t.Cleanup(node.events.close)
+		return srv.URL
+	}
+	seqs := func(fs []sseFrame) []uint64 {
+		var out []uint64
+		for _, f := range fs {
+			out = append(out, f.e.Seq)
+		}
+		return out
+	}
+	idRE := regexp.MustCompile(`^[0-9a-z]+-[0-9]+$`)
+
+	// The previous run: 57 events, and the ids the page saw.
+	old := readFrames(t, run(57)+"?since=50", "")
+	if got := seqs(old); !slices.Equal(got, []uint64{51, 52, 53, 54, 55, 56, 57}) {
+		t.Fatalf("?since=50 in the old run: got Seqs %v, want 51 to 57", got)
+	}
+	for _, f := range old {
+		if !idRE.MatchString(f.id) || !strings.HasSuffix(f.id, "-"+strconv.FormatUint(f.e.Seq, 10)) {
+			t.Errorf("event %d: id %q, want RUN-%d", f.e.Seq, f.id, f.e.Seq)
+		}
+	}
+	oldID := old[len(old)-1].id
+
+	// The node restarts: a new run, with 5 events so far.
+	url := run(5)
+	now := readFrames(t, url+"?since=3", "")
+	if len(now) != 2 {
+		t.Fatalf("?since=3 in the new run: got %d events, want 2", len(now))
+	}
+	newRun, _, _ := strings.Cut(now[0].id, "-")
+	oldRun, _, _ := strings.Cut(oldID, "-")
+	if newRun == oldRun {
+		t.Fatalf("the new run's ids %q carry the old run's %q", now[0].id, oldID)
+	}
+	for _, tc := range []struct {
+		lastID string
+		want   []uint64
+	}{
+		{oldID, []uint64{1, 2, 3, 4, 5}},         // from before the restart: the new run from its start
+		{"57", []uint64{1, 2, 3, 4, 5}},          // a bare Seq this run has not reached: another run's
+		{oldRun + "-2", []uint64{1, 2, 3, 4, 5}}, // an old run's Seq the new one has reached all the same
+		{newRun + "-2", []uint64{3, 4, 5}},       // this run's: after it
+		{newRun + "-5", nil},                     // this run's last: nothing yet
+		{"2", []uint64{3, 4, 5}},                 // a bare Seq this run has reached: after it, as before
+		{"garbage", nil},                         // no id: new events only
+	} {
+		got := seqs(readFrames(t, url, tc.lastID))
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("Last-Event-ID %q: got Seqs %v, want %v", tc.lastID, got, tc.want)
 		}
 	}
 }

@@ -35,6 +35,7 @@ func TestParseAnnounce(t *testing.T) {
 		{in: "-redis=1", wantErr: "hyphen"},
 		{in: "re--dis=1", wantErr: "two hyphens"},
 		{in: "1234=1", wantErr: "no letter"},
+		{in: "0x10=1", wantErr: "IPv4 address"}, // glibc reads 0x10 as 0.0.0.16
 		{in: "averyveryverylongname=1", wantErr: "longer than 15"},
 		{in: "web=bad host:1", wantErr: "not an IP or a host name"},
 		{in: "ambassador=1", wantErr: "reserved"},

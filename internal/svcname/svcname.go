@@ -8,7 +8,14 @@
 // The rule is RFC 6335 §5.1: 1 to 15 ASCII letters, digits and hyphens, at
 // least one letter, no hyphen at the start or end and no two hyphens in a
 // row. It keeps a name usable as a DNS-SD service label (_NAME._tcp) and in
-// the handoff header. Names compare case-insensitively (RFC 6335 §5.1);
+// the handoff header. On top of RFC 6335, a name must not read as an IPv4
+// address: glibc's resolver (inet_aton, tried by getaddrinfo before
+// /etc/hosts and NSS) takes "10", "017" and "0x10" for 0.0.0.10, 0.0.0.15
+// and 0.0.0.16, so a service of that name would never resolve by name
+// through --hosts. The letter rule refuses the all-digit forms and the
+// character set the dotted ones; Check also refuses a C hexadecimal
+// constant (0x or 0X and hex digits, whatever its value: glibc refuses one
+// above 2^32 but older resolvers wrap it). Names compare case-insensitively (RFC 6335 §5.1);
 // Check does not change the case, callers that key by name lower-case it.
 //
 // One type, one validator: a service name is held as a Name, and Parse
@@ -74,9 +81,27 @@ func Check(s string) error {
 		}
 	}
 	if !letter {
-		return fmt.Errorf("service name %q has no letter", s)
+		return fmt.Errorf("service name %q has no letter: resolvers read an all-digit name as an IPv4 address", s)
+	}
+	if hexNumber(s) {
+		return fmt.Errorf("service name %q is a hexadecimal number: resolvers read it as an IPv4 address, so it would never resolve by name", s)
 	}
 	return nil
+}
+
+// hexNumber reports whether s is 0x or 0X followed by one or more hex
+// digits, a number to inet_aton.
+func hexNumber(s string) bool {
+	if len(s) < 3 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X') {
+		return false
+	}
+	for i := 2; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 // Valid reports whether Check accepts s.
