@@ -53,8 +53,8 @@ func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) 
 	}
 	started := make(chan struct{}, 2)
 	notify := func() { started <- struct{}{} }
-	d.udp = &dns.Server{PacketConn: pc, Handler: d, NotifyStartedFunc: notify}
-	d.tcp = &dns.Server{Listener: newLimitListener(ln, maxDNSConns), Handler: d, NotifyStartedFunc: notify, ReadTimeout: 2 * time.Second}
+	d.udp = &dns.Server{PacketConn: pc, Handler: d, NotifyStartedFunc: notify, MsgAcceptFunc: dnsAccept}
+	d.tcp = &dns.Server{Listener: newLimitListener(ln, maxDNSConns), Handler: d, NotifyStartedFunc: notify, MsgAcceptFunc: dnsAccept, ReadTimeout: 2 * time.Second}
 	for _, s := range []*dns.Server{d.udp, d.tcp} {
 		d.wg.Go(func() {
 			if err := s.ActivateAndServe(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -128,6 +128,22 @@ const dnsUDPSize = 1232
 // the idle timeout) takes file descriptors the forwarders need.
 const maxDNSConns = 64
 
+// dnsAccept lets every request through to ServeDNS, which answers the
+// ones miekg's DefaultMsgAcceptFunc rejects (opcodes other than QUERY and
+// NOTIFY, not one question, more records than a query needs) itself, with
+// the OPT record that RFC 6891 7 asks for in every reply to a query with
+// one: miekg's own FORMERR and NOTIMP replies have none. A response (QR
+// set) gets no reply, as before: answering one can start a loop. A request
+// that does not parse still gets miekg's FORMERR without OPT: where it
+// stops parsing, its OPT cannot be read.
+func dnsAccept(h dns.Header) dns.MsgAcceptAction {
+	const qr = 1 << 15
+	if h.Bits&qr != 0 {
+		return dns.MsgIgnore
+	}
+	return dns.MsgAccept
+}
+
 // ServeDNS answers one query; miekg/dns calls it concurrently.
 func (d *dnsServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	m := d.answer(r)
@@ -149,13 +165,15 @@ func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(r)
 	if r.Opcode != dns.OpcodeQuery {
-		// miekg/dns lets NOTIFY through (and answers the other opcodes
-		// NOTIMP itself): this server holds no secondary zone, and a
-		// NOERROR would tell the sender its notify was taken.
+		// NOTIFY too: this server holds no secondary zone, and a NOERROR
+		// would tell the sender its notify was taken.
 		m.Rcode = dns.RcodeNotImplemented
 		return m
 	}
-	if len(r.Question) != 1 {
+	// One question, nothing in the answer and authority sections (a query
+	// has none there; unbound answers FORMERR too), and at most one OPT
+	// (RFC 6891 6.1.1). Other additional records (a TSIG) are ignored.
+	if len(r.Question) != 1 || len(r.Answer) != 0 || len(r.Ns) != 0 || countOPT(r.Extra) > 1 {
 		m.Rcode = dns.RcodeFormatError
 		return m
 	}
@@ -215,6 +233,16 @@ func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 		m.Ns = append(m.Ns, dnsSOA())
 	}
 	return m
+}
+
+func countOPT(rrs []dns.RR) int {
+	n := 0
+	for _, rr := range rrs {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			n++
+		}
+	}
+	return n
 }
 
 // addrRR is name's address record: A, or AAAA for a listener on an IPv6

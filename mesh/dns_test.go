@@ -3,6 +3,8 @@ package mesh
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -562,4 +564,139 @@ func TestDNSGoResolver(t *testing.T) {
 func isNotFound(err error) bool {
 	var de *net.DNSError
 	return errors.As(err, &de) && de.IsNotFound
+}
+
+// RFC 6891 6.1.1 and 7: a responder that speaks EDNS puts an OPT record in
+// every reply to a query with one, error replies too, and a query with
+// more than one OPT is FORMERR. miekg/dns answers what its default
+// MsgAcceptFunc rejects (opcodes other than QUERY and NOTIFY, not exactly
+// one question, more records than a query needs) itself, with no OPT, so
+// the server lets every request through to its own handler. That handler
+// takes a query with records in its answer or authority section, which
+// no resolver sends, as FORMERR (as unbound does), and ignores additional
+// records other than OPT. A response (QR set) still gets nothing:
+// answering one can make a loop.
+func TestDNSErrorRepliesKeepEDNS(t *testing.T) {
+	d := testDNS(t)
+	q := dns.Question{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}
+	junk := &dns.A{Hdr: dns.RR_Header{Name: "x.", Rrtype: dns.TypeA, Class: dns.ClassINET}, A: net.IPv4(192, 0, 2, 1)}
+	for _, tc := range []struct {
+		name      string
+		msg       dns.Msg // the request; OPT (DO set) added when edns
+		edns      bool
+		extraOPT  bool // a second OPT
+		wantRcode int  // -1: no reply
+	}{
+		{name: "update", msg: dns.Msg{MsgHdr: dns.MsgHdr{Opcode: dns.OpcodeUpdate}, Question: []dns.Question{q}}, edns: true, wantRcode: dns.RcodeNotImplemented},
+		{name: "iquery", msg: dns.Msg{MsgHdr: dns.MsgHdr{Opcode: dns.OpcodeIQuery}, Question: []dns.Question{q}}, edns: true, wantRcode: dns.RcodeNotImplemented},
+		{name: "status", msg: dns.Msg{MsgHdr: dns.MsgHdr{Opcode: dns.OpcodeStatus}, Question: []dns.Question{q}}, edns: true, wantRcode: dns.RcodeNotImplemented},
+		{name: "notify", msg: dns.Msg{MsgHdr: dns.MsgHdr{Opcode: dns.OpcodeNotify}, Question: []dns.Question{q}}, edns: true, wantRcode: dns.RcodeNotImplemented},
+		{name: "no question", msg: dns.Msg{}, edns: true, wantRcode: dns.RcodeFormatError},
+		{name: "two questions", msg: dns.Msg{Question: []dns.Question{q, q}}, edns: true, wantRcode: dns.RcodeFormatError},
+		{name: "two OPT records", msg: dns.Msg{Question: []dns.Question{q}}, edns: true, extraOPT: true, wantRcode: dns.RcodeFormatError},
+		{name: "a record in the answer section", msg: dns.Msg{Question: []dns.Question{q}, Answer: []dns.RR{junk}}, edns: true, wantRcode: dns.RcodeFormatError},
+		{name: "records in the answer section", msg: dns.Msg{Question: []dns.Question{q}, Answer: []dns.RR{junk, junk}}, edns: true, wantRcode: dns.RcodeFormatError},
+		{name: "a record in the authority section", msg: dns.Msg{Question: []dns.Question{q}, Ns: []dns.RR{junk}}, edns: true, wantRcode: dns.RcodeFormatError},
+		{name: "three more additional records", msg: dns.Msg{Question: []dns.Question{q}, Extra: []dns.RR{junk, junk, junk}}, edns: true, wantRcode: dns.RcodeSuccess},
+		{name: "update without EDNS", msg: dns.Msg{MsgHdr: dns.MsgHdr{Opcode: dns.OpcodeUpdate}, Question: []dns.Question{q}}, wantRcode: dns.RcodeNotImplemented},
+		{name: "no question without EDNS", msg: dns.Msg{}, wantRcode: dns.RcodeFormatError},
+		{name: "a response", msg: dns.Msg{MsgHdr: dns.MsgHdr{Response: true}, Question: []dns.Question{q}}, edns: true, wantRcode: -1},
+		{name: "a response to an update", msg: dns.Msg{MsgHdr: dns.MsgHdr{Response: true, Opcode: dns.OpcodeUpdate}, Question: []dns.Question{q}}, edns: true, wantRcode: -1},
+	} {
+		for _, proto := range []string{"udp", "tcp"} {
+			t.Run(proto+" "+tc.name, func(t *testing.T) {
+				m := tc.msg.Copy()
+				m.Id = dns.Id()
+				if tc.edns {
+					m.SetEdns0(1232, true)
+				}
+				if tc.extraOPT {
+					opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+					opt.SetUDPSize(1232)
+					opt.SetDo()
+					m.Extra = append(m.Extra, opt)
+				}
+				pkt, err := m.Pack()
+				if err != nil {
+					t.Fatal(err)
+				}
+				r, err := exchangeRaw(proto, d.Addr(), pkt, tc.wantRcode < 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.wantRcode < 0 {
+					if r != nil {
+						t.Fatalf("got a reply %s, want none", rcodeName(r.Rcode))
+					}
+					return
+				}
+				if r.Rcode != tc.wantRcode || r.Id != m.Id || r.Opcode != m.Opcode {
+					t.Errorf("got rcode %s ID %d opcode %s, want %s ID %d opcode %s", rcodeName(r.Rcode), r.Id, dns.OpcodeToString[r.Opcode],
+						rcodeName(tc.wantRcode), m.Id, dns.OpcodeToString[m.Opcode])
+				}
+				opt, opts := r.IsEdns0(), 0
+				for _, rr := range r.Extra {
+					if rr.Header().Rrtype == dns.TypeOPT {
+						opts++
+					}
+				}
+				switch {
+				case !tc.edns && opt != nil:
+					t.Errorf("got OPT %v in the reply to a query without one", opt)
+				case tc.edns && opt == nil:
+					t.Errorf("got a %s reply without OPT to a query with one", rcodeName(r.Rcode))
+				case tc.edns && (opts != 1 || opt.Version() != 0 || !opt.Do()):
+					t.Errorf("got %d OPT records, version %d DO %v; want one, version 0, DO copied", opts, opt.Version(), opt.Do())
+				}
+			})
+		}
+	}
+}
+
+// exchangeRaw sends pkt as it is, over UDP or TCP (with its length
+// prefix), and reads one reply; with none wanted, it waits a moment for
+// one and returns nil when none came.
+func exchangeRaw(proto, addr string, pkt []byte, noneWanted bool) (*dns.Msg, error) {
+	c, err := net.Dial(proto, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	wait := 5 * time.Second
+	if noneWanted {
+		wait = 300 * time.Millisecond
+	}
+	c.SetDeadline(time.Now().Add(wait))
+	buf := make([]byte, 65535)
+	var n int
+	if proto == "tcp" {
+		if _, err := c.Write(append([]byte{byte(len(pkt) >> 8), byte(len(pkt))}, pkt...)); err != nil {
+			return nil, err
+		}
+		if _, err := io.ReadFull(c, buf[:2]); err != nil {
+			if noneWanted && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, io.EOF)) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		n = int(buf[0])<<8 | int(buf[1])
+		if _, err := io.ReadFull(c, buf[:n]); err != nil {
+			return nil, err
+		}
+	} else {
+		if _, err := c.Write(pkt); err != nil {
+			return nil, err
+		}
+		if n, err = c.Read(buf); err != nil {
+			if noneWanted && errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil, nil
+			}
+			return nil, err
+		}
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(buf[:n]); err != nil {
+		return nil, fmt.Errorf("the reply does not parse: %w", err)
+	}
+	return r, nil
 }
