@@ -53,7 +53,7 @@ func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) 
 	}
 	started := make(chan struct{}, 2)
 	notify := func() { started <- struct{}{} }
-	d.udp = &dns.Server{PacketConn: pc, Handler: d, NotifyStartedFunc: notify, MsgAcceptFunc: dnsAccept}
+	d.udp = &dns.Server{PacketConn: pc, Handler: d, NotifyStartedFunc: notify, MsgAcceptFunc: dnsAccept, UDPSize: dnsUDPSize}
 	d.tcp = &dns.Server{Listener: newLimitListener(ln, maxDNSConns), Handler: d, NotifyStartedFunc: notify, MsgAcceptFunc: dnsAccept, ReadTimeout: 2 * time.Second}
 	for _, s := range []*dns.Server{d.udp, d.tcp} {
 		d.wg.Go(func() {
@@ -116,9 +116,11 @@ func (d *dnsServer) Close() error {
 	return nil
 }
 
-// dnsUDPSize is the largest UDP reply it offers in its OPT record: the
-// DNS flag day 2020 size, which fits any path MTU. Its replies, one SRV and
-// one A at most, are far smaller.
+// dnsUDPSize is the UDP payload size it offers in its OPT record, the
+// DNS flag day 2020 size, which fits any path MTU, and so the largest
+// query it reads over UDP (RFC 6891 6.2.3: the size offered is what it
+// can receive; miekg reads 512 bytes unless told). Its replies, one SRV
+// and one A at most, are far smaller.
 const dnsUDPSize = 1232
 
 // maxDNSConns bounds the TCP connections served at once; one more waits in

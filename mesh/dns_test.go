@@ -700,3 +700,40 @@ func exchangeRaw(proto, addr string, pkt []byte, noneWanted bool) (*dns.Msg, err
 	}
 	return r, nil
 }
+
+// The OPT record of every reply offers dnsUDPSize: a client may send a
+// query that large over UDP (RFC 6891 6.2.3: the size a responder offers
+// is what it can receive), as a padded or cookie-laden query can be. The
+// server read only 512 bytes of a datagram, so a longer query was cut and
+// answered FORMERR.
+func TestDNSReadsWhatItOffers(t *testing.T) {
+	d := testDNS(t)
+	for _, size := range []int{512, 513, 700, dnsUDPSize} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			m := new(dns.Msg)
+			m.SetQuestion("pg-a.ambassador.", dns.TypeA)
+			m.SetEdns0(dnsUDPSize, false)
+			base, err := m.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// An option header is 4 bytes.
+			pad := &dns.EDNS0_PADDING{Padding: make([]byte, size-len(base)-4)}
+			m.IsEdns0().Option = append(m.IsEdns0().Option, pad)
+			pkt, err := m.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(pkt) != size {
+				t.Fatalf("built a %d-byte query, want %d", len(pkt), size)
+			}
+			r, err := exchangeRaw("udp", d.Addr(), pkt, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+				t.Errorf("got rcode %s with %d answers, want NOERROR with 1", rcodeName(r.Rcode), len(r.Answer))
+			}
+		})
+	}
+}
