@@ -30,13 +30,18 @@ const dnsTTL = 5
 //	NAME.  and  NAME.ambassador.                 A    the listener's address (AAAA for IPv6)
 //	_NAME._tcp.  and  _NAME._tcp.ambassador.     SRV  0 0 PORT NAME.ambassador. (+ A or AAAA)
 //
-// It is authoritative for ambassador.: the apex answers SOA, and any other
-// name under it that is not a service gets NXDOMAIN (a service's name
-// asked for another type NODATA), both with the SOA so that resolvers cache
-// them. An unknown bare name, or a name outside the zone, gets REFUSED, so
-// that a resolver that asks it first moves on to the next server.
+// It is authoritative for ambassador.: the apex answers SOA, and NS naming
+// the apex itself (the SOA's MNAME; any label under it could be a
+// service's name), whose A or AAAA is the address the server listens on
+// (none on 0.0.0.0, which cannot say which of the host's addresses reaches
+// it). Any other name under it that is not a service gets NXDOMAIN (a
+// service's name asked for another type NODATA), both with the SOA so that
+// resolvers cache them. An unknown bare name, or a name outside the zone,
+// gets REFUSED, so that a resolver that asks it first moves on to the next
+// server.
 type dnsServer struct {
 	lookup func(name string) (named, bool)
+	self   netip.Addr // the address it listens on; invalid for 0.0.0.0 or [::]
 	log    *slog.Logger
 	udp    *dns.Server
 	tcp    *dns.Server
@@ -50,6 +55,9 @@ func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) 
 	pc, ln, err := listenPair(addr, net.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: dns: %w", err)
+	}
+	if ap, err := netip.ParseAddrPort(pc.LocalAddr().String()); err == nil && !ap.Addr().IsUnspecified() {
+		d.self = ap.Addr().Unmap()
 	}
 	started := make(chan struct{}, 2)
 	notify := func() { started <- struct{}{} }
@@ -186,11 +194,30 @@ func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 	}
 	switch strings.ToLower(dns.Fqdn(q.Name)) {
 	case dnsDomain:
-		// The apex: its SOA, or NODATA for any other type.
+		// The apex: its SOA, its NS (itself, with its address as the
+		// additional record), its address, or NODATA for any other type.
 		m.Authoritative = true
-		if q.Qtype == dns.TypeSOA || q.Qtype == dns.TypeANY {
+		ns := &dns.NS{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: dnsTTL}, Ns: dnsDomain}
+		var self dns.RR
+		if d.self.IsValid() {
+			self = addrRR(q.Name, d.self)
+		}
+		switch {
+		case q.Qtype == dns.TypeANY:
+			m.Answer = append(m.Answer, dnsSOA(), ns)
+			if self != nil {
+				m.Answer = append(m.Answer, self)
+			}
+		case q.Qtype == dns.TypeSOA:
 			m.Answer = append(m.Answer, dnsSOA())
-		} else {
+		case q.Qtype == dns.TypeNS:
+			m.Answer = append(m.Answer, ns)
+			if self != nil {
+				m.Extra = append(m.Extra, addrRR(dnsDomain, d.self))
+			}
+		case self != nil && q.Qtype == self.Header().Rrtype:
+			m.Answer = append(m.Answer, self)
+		default:
 			m.Ns = append(m.Ns, dnsSOA())
 		}
 		return m

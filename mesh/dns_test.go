@@ -152,13 +152,19 @@ func freeUDPPort(t *testing.T) int {
 // IPv6 address), stopped at cleanup.
 func testDNS(t *testing.T) *dnsServer {
 	t.Helper()
+	return testDNSAt(t, "127.0.0.1:0")
+}
+
+// testDNSAt is testDNS listening on addr.
+func testDNSAt(t *testing.T, addr string) *dnsServer {
+	t.Helper()
 	known := map[string]named{
 		"pg-a":  {Name: "pg-a", At: netip.MustParseAddrPort("127.71.38.10:5432")},
 		"redis": {Name: "redis", At: netip.MustParseAddrPort("127.0.0.1:6379")},
 		"pg6":   {Name: "pg6", At: netip.MustParseAddrPort("[::1]:5433")},
 	}
 	lookup := func(name string) (named, bool) { n, ok := known[strings.ToLower(name)]; return n, ok }
-	d, err := startDNS("127.0.0.1:0", lookup, slog.New(slog.DiscardHandler))
+	d, err := startDNS(addr, lookup, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +239,8 @@ func rcodeName(rc int) string {
 // in the authority section so that resolvers may cache it (RFC 2308), for
 // no longer than a positive answer. A name that exists with another type
 // is NODATA (NOERROR, no answer), never NXDOMAIN, or glibc and Go fail the
-// whole lookup. The apex answers SOA, and _tcp.ambassador., an empty
+// whole lookup. The apex answers SOA, and NS and A naming the server
+// (TestDNSApex); _tcp.ambassador., an empty
 // non-terminal above the SRV names, exists (RFC 8020: its NXDOMAIN would
 // deny every name below it).
 func TestDNSZone(t *testing.T) {
@@ -246,8 +253,10 @@ func TestDNSZone(t *testing.T) {
 	}{
 		{"ambassador.", dns.TypeSOA, dns.RcodeSuccess, "answer"},
 		{"AMBASSADOR.", dns.TypeSOA, dns.RcodeSuccess, "answer"},
-		{"ambassador.", dns.TypeNS, dns.RcodeSuccess, "authority"},
-		{"ambassador.", dns.TypeA, dns.RcodeSuccess, "authority"},
+		{"ambassador.", dns.TypeNS, dns.RcodeSuccess, ""},
+		{"ambassador.", dns.TypeA, dns.RcodeSuccess, ""},
+		{"ambassador.", dns.TypeAAAA, dns.RcodeSuccess, "authority"},
+		{"ambassador.", dns.TypeMX, dns.RcodeSuccess, "authority"},
 		{"_tcp.ambassador.", dns.TypeA, dns.RcodeSuccess, "authority"},
 		{"redis.ambassador.", dns.TypeAAAA, dns.RcodeSuccess, "authority"},
 		{"REDIS.ambassador.", dns.TypeMX, dns.RcodeSuccess, "authority"},
@@ -733,6 +742,86 @@ func TestDNSReadsWhatItOffers(t *testing.T) {
 			}
 			if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 				t.Errorf("got rcode %s with %d answers, want NOERROR with 1", rcodeName(r.Rcode), len(r.Answer))
+			}
+		})
+	}
+}
+
+// The apex has an NS record, as every zone must (RFC 1034 4.2.1): BIND's
+// stub zones and unbound's primed stubs ask for it. It names the apex
+// itself, the SOA's MNAME: any label under the zone can be a service
+// (svcname allows "ns"), the apex cannot. The apex's A (AAAA for an IPv6
+// server) is the address the server listens on, also as the NS answer's
+// additional record; a server on 0.0.0.0 cannot say which of the host's
+// addresses reaches it and gives none.
+func TestDNSApex(t *testing.T) {
+	const (
+		ns  = "ambassador.\t5\tIN\tNS\tambassador."
+		soa = "ambassador.\t5\tIN\tSOA\tambassador. hostmaster.ambassador. 1 3600 600 86400 5"
+	)
+	type query struct {
+		qtype      uint16
+		want       string // answer section
+		wantExtra  string
+		wantNODATA bool // NOERROR, no answer, the SOA in the authority section
+	}
+	for _, tc := range []struct {
+		listen  string
+		ipv6    bool
+		queries []query
+	}{
+		{listen: "127.0.0.1:0", queries: []query{
+			{qtype: dns.TypeNS, want: ns, wantExtra: "ambassador.\t5\tIN\tA\t127.0.0.1"},
+			{qtype: dns.TypeA, want: "ambassador.\t5\tIN\tA\t127.0.0.1"},
+			{qtype: dns.TypeAAAA, wantNODATA: true},
+			{qtype: dns.TypeSOA, want: soa},
+			{qtype: dns.TypeANY, want: soa + "\n" + ns + "\nambassador.\t5\tIN\tA\t127.0.0.1"},
+		}},
+		{listen: "0.0.0.0:0", queries: []query{
+			{qtype: dns.TypeNS, want: ns},
+			{qtype: dns.TypeA, wantNODATA: true},
+			{qtype: dns.TypeANY, want: soa + "\n" + ns},
+		}},
+		{listen: "[::1]:0", ipv6: true, queries: []query{
+			{qtype: dns.TypeNS, want: ns, wantExtra: "ambassador.\t5\tIN\tAAAA\t::1"},
+			{qtype: dns.TypeAAAA, want: "ambassador.\t5\tIN\tAAAA\t::1"},
+			{qtype: dns.TypeA, wantNODATA: true},
+		}},
+	} {
+		t.Run(tc.listen, func(t *testing.T) {
+			if tc.ipv6 {
+				if ln, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+					t.Skipf("no IPv6 loopback: %v", err)
+				} else {
+					ln.Close()
+				}
+			}
+			d := testDNSAt(t, tc.listen)
+			_, port, _ := net.SplitHostPort(d.Addr())
+			addr := net.JoinHostPort("127.0.0.1", port)
+			if tc.ipv6 {
+				addr = d.Addr()
+			}
+			for _, proto := range []string{"udp", "tcp"} {
+				for _, q := range tc.queries {
+					m := new(dns.Msg)
+					m.SetQuestion("ambassador.", q.qtype)
+					r, _, err := (&dns.Client{Net: proto}).Exchange(m, addr)
+					if err != nil {
+						t.Fatalf("%s %s: %v", proto, dns.TypeToString[q.qtype], err)
+					}
+					if r.Rcode != dns.RcodeSuccess || !r.Authoritative || rrs(r.Answer) != q.want || rrs(r.Extra) != q.wantExtra {
+						t.Errorf("%s %s: got rcode %s AA %v answer %q extra %q; want NOERROR AA %q %q", proto, dns.TypeToString[q.qtype],
+							rcodeName(r.Rcode), r.Authoritative, rrs(r.Answer), rrs(r.Extra), q.want, q.wantExtra)
+					}
+					if q.wantNODATA && rrs(r.Ns) != soa {
+						t.Errorf("%s %s: got authority %q, want the SOA", proto, dns.TypeToString[q.qtype], rrs(r.Ns))
+					}
+				}
+			}
+			// The NS names the SOA's MNAME.
+			if got := dnsSOA().Ns; !strings.Contains(ns, "NS\t"+got) {
+				t.Errorf("the SOA's MNAME is %s, the NS names %s", got, ns)
 			}
 		})
 	}
