@@ -50,29 +50,64 @@ type dnsServer struct {
 
 // startDNS listens on addr (UDP and TCP, the same port) and serves until
 // Close. A port in use is an error here, before the node reports ready.
-func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) (d *dnsServer, err error) {
-	d = &dnsServer{lookup: lookup, log: log}
+func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) (*dnsServer, error) {
 	pc, ln, err := listenPair(addr, net.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: dns: %w", err)
 	}
+	return serveDNSOn(pc, ln, lookup, log)
+}
+
+// serveDNSOn serves on pc and ln, which it owns from then on.
+func serveDNSOn(pc net.PacketConn, ln net.Listener, lookup func(string) (named, bool), log *slog.Logger) (*dnsServer, error) {
+	d := &dnsServer{lookup: lookup, log: log}
 	if ap, err := netip.ParseAddrPort(pc.LocalAddr().String()); err == nil && !ap.Addr().IsUnspecified() {
 		d.self = ap.Addr().Unmap()
 	}
-	started := make(chan struct{}, 2)
-	notify := func() { started <- struct{}{} }
-	d.udp = &dns.Server{PacketConn: pc, Handler: d, NotifyStartedFunc: notify, MsgAcceptFunc: dnsAccept, UDPSize: dnsUDPSize}
-	d.tcp = &dns.Server{Listener: newLimitListener(ln, maxDNSConns), Handler: d, NotifyStartedFunc: notify, MsgAcceptFunc: dnsAccept, ReadTimeout: 2 * time.Second}
+	d.udp = &dns.Server{PacketConn: pc, Handler: d, MsgAcceptFunc: dnsAccept, UDPSize: dnsUDPSize}
+	d.tcp = &dns.Server{Listener: newLimitListener(ln, maxDNSConns), Handler: d, MsgAcceptFunc: dnsAccept, ReadTimeout: 2 * time.Second}
+	// Shutdown before a server runs would fail, so wait for each to start.
+	// ActivateAndServe either calls NotifyStartedFunc or returns an error
+	// before it (setting options on the UDP socket can fail): wait for
+	// whichever comes, never for ever.
+	var failed []error
 	for _, s := range []*dns.Server{d.udp, d.tcp} {
+		up, early := make(chan struct{}), make(chan error, 1)
+		s.NotifyStartedFunc = func() { close(up) }
 		d.wg.Go(func() {
-			if err := s.ActivateAndServe(); err != nil && !errors.Is(err, net.ErrClosed) {
-				d.log.Warn("dns server stopped", "err", err)
+			err := s.ActivateAndServe()
+			select {
+			case <-up:
+				// It ran: Close ends it with nil or net.ErrClosed.
+				if err != nil && !errors.Is(err, net.ErrClosed) {
+					d.log.Warn("dns server stopped", "err", err)
+				}
+			default:
+				// It never started: serveDNSOn returns the error.
+				if err == nil {
+					err = errors.New("stopped before it started")
+				}
+				early <- err
 			}
 		})
+		select {
+		case <-up:
+		case err := <-early:
+			failed = append(failed, err)
+		}
 	}
-	// Shutdown before the servers run would fail: wait for both.
-	<-started
-	<-started
+	if failed != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		// The one that started stops; the other's shutdown says it was
+		// not started, which is no news.
+		_ = d.udp.ShutdownContext(ctx)
+		_ = d.tcp.ShutdownContext(ctx)
+		d.wg.Wait()
+		pc.Close()
+		ln.Close()
+		return nil, fmt.Errorf("mesh: dns: start: %w", errors.Join(failed...))
+	}
 	d.log.Info("dns server listening", "listen", pc.LocalAddr().String())
 	return d, nil
 }

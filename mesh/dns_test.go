@@ -826,3 +826,40 @@ func TestDNSApex(t *testing.T) {
 		})
 	}
 }
+
+// miekg/dns's ActivateAndServe can fail before it calls
+// NotifyStartedFunc: it sets socket options on the UDP socket first, and
+// that fails on a closed one. startDNS waited for both servers' started
+// notices only, so such a failure would hang the node's start for ever.
+// It returns the error instead, once it has stopped the server that did
+// start: its TCP port is closed again.
+func TestDNSStartFailure(t *testing.T) {
+	pc, ln, err := listenPair("127.0.0.1:0", net.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcpAddr := ln.Addr().String()
+	pc.Close() // what miekg does first with it now fails
+	done := make(chan error, 1)
+	go func() {
+		d, err := serveDNSOn(pc, ln, func(string) (named, bool) { return named{}, false }, slog.New(slog.DiscardHandler))
+		if err == nil {
+			d.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("serveDNSOn on a closed UDP socket succeeded, want its error")
+		}
+		t.Logf("got %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("serveDNSOn on a closed UDP socket still waiting after 5s")
+	}
+	// The TCP side, which had started, is closed again.
+	if c, err := net.DialTimeout("tcp", tcpAddr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("TCP on %s still accepts after the failed start", tcpAddr)
+	}
+}
