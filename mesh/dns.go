@@ -215,14 +215,24 @@ func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 		m.Rcode = dns.RcodeNotImplemented
 		return m
 	}
-	// One question, nothing in the answer and authority sections (a query
-	// has none there; unbound answers FORMERR too), and at most one OPT
-	// (RFC 6891 6.1.1). Other additional records (a TSIG) are ignored.
-	if len(r.Question) != 1 || len(r.Answer) != 0 || len(r.Ns) != 0 || countOPT(r.Extra) > 1 {
+	if len(r.Question) != 1 || countOPT(r.Extra) > 1 {
+		// One question, and at most one OPT (RFC 6891 6.1.1).
 		m.Rcode = dns.RcodeFormatError
 		return m
 	}
 	q := r.Question[0]
+	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+		// No zone transfers (RFC 5936 2.2.1). An IXFR carries the
+		// client's SOA in its authority section (RFC 1995 3).
+		m.Rcode = dns.RcodeRefused
+		return m
+	}
+	if len(r.Answer) != 0 || len(r.Ns) != 0 {
+		// A query has nothing there; unbound answers FORMERR too. Other
+		// additional records than the OPT (a TSIG) are ignored.
+		m.Rcode = dns.RcodeFormatError
+		return m
+	}
 	if q.Qclass != dns.ClassINET {
 		m.Rcode = dns.RcodeRefused
 		return m

@@ -863,3 +863,44 @@ func TestDNSStartFailure(t *testing.T) {
 		t.Errorf("TCP on %s still accepts after the failed start", tcpAddr)
 	}
 }
+
+// Zone transfers are not offered: AXFR and IXFR are REFUSED (as unbound
+// and BIND refuse a transfer they do not allow; RFC 5936 2.2.1), not
+// answered NOERROR with no records, which is no transfer at all (RFC 5936
+// 2.2: its first record must be the SOA). An IXFR carries the client's SOA
+// in its authority section (RFC 1995 3), which is no FORMERR.
+func TestDNSNoZoneTransfer(t *testing.T) {
+	d := testDNS(t)
+	clientSOA := dnsSOA()
+	for _, tc := range []struct {
+		qname string
+		qtype uint16
+		ns    []dns.RR
+	}{
+		{qname: "ambassador.", qtype: dns.TypeAXFR},
+		{qname: "ambassador.", qtype: dns.TypeIXFR, ns: []dns.RR{clientSOA}},
+		{qname: "ambassador.", qtype: dns.TypeIXFR},
+		{qname: "pg-a.ambassador.", qtype: dns.TypeAXFR},
+		{qname: "example.com.", qtype: dns.TypeAXFR},
+	} {
+		for _, proto := range []string{"udp", "tcp"} {
+			t.Run(proto+" "+tc.qname+" "+dns.TypeToString[tc.qtype], func(t *testing.T) {
+				m := new(dns.Msg)
+				m.SetQuestion(tc.qname, tc.qtype)
+				m.Ns = tc.ns
+				m.SetEdns0(1232, false)
+				pkt, err := m.Pack()
+				if err != nil {
+					t.Fatal(err)
+				}
+				r, err := exchangeRaw(proto, d.Addr(), pkt, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 || r.IsEdns0() == nil {
+					t.Errorf("got rcode %s answer %q OPT %v, want REFUSED, no answer, an OPT", rcodeName(r.Rcode), rrs(r.Answer), r.IsEdns0() != nil)
+				}
+			})
+		}
+	}
+}
