@@ -32,16 +32,16 @@ const dnsTTL = 5
 //
 // It is authoritative for ambassador.: the apex answers SOA, and NS naming
 // the apex itself (the SOA's MNAME; any label under it could be a
-// service's name), whose A or AAAA is the address the server listens on
-// (none on 0.0.0.0, which cannot say which of the host's addresses reaches
-// it). Any other name under it that is not a service gets NXDOMAIN (a
+// service's name), whose A or AAAA is where a local client reaches the
+// server, as for a service: the address it listens on, 127.0.0.1 for
+// 0.0.0.0 (reachAt). Any other name under it that is not a service gets NXDOMAIN (a
 // service's name asked for another type NODATA), both with the SOA so that
 // resolvers cache them. An unknown bare name, or a name outside the zone,
 // gets REFUSED, so that a resolver that asks it first moves on to the next
 // server.
 type dnsServer struct {
 	lookup func(name string) (named, bool)
-	self   netip.Addr // the address it listens on; invalid for 0.0.0.0 or [::]
+	self   netip.Addr // where a local client reaches it: its address, 127.0.0.1 for 0.0.0.0 or [::]
 	log    *slog.Logger
 	udp    *dns.Server
 	tcp    *dns.Server
@@ -61,8 +61,8 @@ func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) 
 // serveDNSOn serves on pc and ln, which it owns from then on.
 func serveDNSOn(pc net.PacketConn, ln net.Listener, lookup func(string) (named, bool), log *slog.Logger) (*dnsServer, error) {
 	d := &dnsServer{lookup: lookup, log: log}
-	if ap, err := netip.ParseAddrPort(pc.LocalAddr().String()); err == nil && !ap.Addr().IsUnspecified() {
-		d.self = ap.Addr().Unmap()
+	if ap, ok := reachAt(pc.LocalAddr().String()); ok {
+		d.self = ap.Addr()
 	}
 	d.udp = &dns.Server{PacketConn: pc, Handler: d, MsgAcceptFunc: dnsAccept, UDPSize: dnsUDPSize}
 	d.tcp = &dns.Server{Listener: newLimitListener(ln, maxDNSConns), Handler: d, MsgAcceptFunc: dnsAccept, ReadTimeout: 2 * time.Second}
@@ -243,7 +243,7 @@ func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 		// additional record), its address, or NODATA for any other type.
 		m.Authoritative = true
 		ns := &dns.NS{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: dnsTTL}, Ns: dnsDomain}
-		var self dns.RR
+		var self dns.RR // nil only if pc had no IP address
 		if d.self.IsValid() {
 			self = addrRR(q.Name, d.self)
 		}

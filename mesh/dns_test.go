@@ -751,9 +751,9 @@ func TestDNSReadsWhatItOffers(t *testing.T) {
 // stub zones and unbound's primed stubs ask for it. It names the apex
 // itself, the SOA's MNAME: any label under the zone can be a service
 // (svcname allows "ns"), the apex cannot. The apex's A (AAAA for an IPv6
-// server) is the address the server listens on, also as the NS answer's
-// additional record; a server on 0.0.0.0 cannot say which of the host's
-// addresses reaches it and gives none.
+// server), also the NS answer's additional record, is where a local client
+// reaches the server, as for a service (reachAt): the address it listens
+// on, 127.0.0.1 for 0.0.0.0.
 func TestDNSApex(t *testing.T) {
 	const (
 		ns  = "ambassador.\t5\tIN\tNS\tambassador."
@@ -778,9 +778,10 @@ func TestDNSApex(t *testing.T) {
 			{qtype: dns.TypeANY, want: soa + "\n" + ns + "\nambassador.\t5\tIN\tA\t127.0.0.1"},
 		}},
 		{listen: "0.0.0.0:0", queries: []query{
-			{qtype: dns.TypeNS, want: ns},
-			{qtype: dns.TypeA, wantNODATA: true},
-			{qtype: dns.TypeANY, want: soa + "\n" + ns},
+			{qtype: dns.TypeNS, want: ns, wantExtra: "ambassador.\t5\tIN\tA\t127.0.0.1"},
+			{qtype: dns.TypeA, want: "ambassador.\t5\tIN\tA\t127.0.0.1"},
+			{qtype: dns.TypeAAAA, wantNODATA: true},
+			{qtype: dns.TypeANY, want: soa + "\n" + ns + "\nambassador.\t5\tIN\tA\t127.0.0.1"},
 		}},
 		{listen: "[::1]:0", ipv6: true, queries: []query{
 			{qtype: dns.TypeNS, want: ns, wantExtra: "ambassador.\t5\tIN\tAAAA\t::1"},
