@@ -173,14 +173,15 @@ const dnsUDPSize = 1232
 // the idle timeout) takes file descriptors the forwarders need.
 const maxDNSConns = 64
 
-// dnsAccept lets every request through to ServeDNS, which answers the
-// ones miekg's DefaultMsgAcceptFunc rejects (opcodes other than QUERY and
-// NOTIFY, not one question, more records than a query needs) itself, with
-// the OPT record that RFC 6891 7 asks for in every reply to a query with
-// one: miekg's own FORMERR and NOTIMP replies have none. A response (QR
-// set) gets no reply, as before: answering one can start a loop. A request
-// that does not parse still gets miekg's FORMERR without OPT: where it
-// stops parsing, its OPT cannot be read.
+// dnsAccept lets every request but a response through to ServeDNS.
+// miekg's DefaultMsgAcceptFunc answers other opcodes than QUERY and NOTIFY
+// NOTIMP, and a request without exactly one question (or with more
+// records than a query needs) FORMERR, before ServeDNS sees it and without
+// the OPT record that RFC 6891 6.1.1 asks for in every reply to a query
+// with one, error replies too; ServeDNS gives those answers with it. A
+// response (QR set) still gets no reply: answering one can start a loop.
+// A request that does not parse still gets miekg's FORMERR without OPT:
+// where it stops parsing, its OPT cannot be read.
 func dnsAccept(h dns.Header) dns.MsgAcceptAction {
 	const qr = 1 << 15
 	if h.Bits&qr != 0 {
