@@ -30,13 +30,18 @@ const dnsTTL = 5
 //	NAME.  and  NAME.ambassador.                 A    the listener's address (AAAA for IPv6)
 //	_NAME._tcp.  and  _NAME._tcp.ambassador.     SRV  0 0 PORT NAME.ambassador. (+ A or AAAA)
 //
-// It is authoritative for ambassador.: the apex answers SOA, and any other
-// name under it that is not a service gets NXDOMAIN (a service's name
-// asked for another type NODATA), both with the SOA so that resolvers cache
-// them. An unknown bare name, or a name outside the zone, gets REFUSED, so
-// that a resolver that asks it first moves on to the next server.
+// It is authoritative for ambassador.: the apex answers SOA, and NS naming
+// the apex itself (the SOA's MNAME; any label under it could be a
+// service's name), whose A or AAAA is where a local client reaches the
+// server, as for a service: the address it listens on, 127.0.0.1 for
+// 0.0.0.0 (reachAt). Any other name under it that is not a service gets NXDOMAIN (a
+// service's name asked for another type NODATA), both with the SOA so that
+// resolvers cache them. An unknown bare name, or a name outside the zone,
+// gets REFUSED, so that a resolver that asks it first moves on to the next
+// server.
 type dnsServer struct {
 	lookup func(name string) (named, bool)
+	self   netip.Addr // where a local client reaches it: its address, 127.0.0.1 for 0.0.0.0 or [::]
 	log    *slog.Logger
 	udp    *dns.Server
 	tcp    *dns.Server
@@ -45,26 +50,64 @@ type dnsServer struct {
 
 // startDNS listens on addr (UDP and TCP, the same port) and serves until
 // Close. A port in use is an error here, before the node reports ready.
-func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) (d *dnsServer, err error) {
-	d = &dnsServer{lookup: lookup, log: log}
+func startDNS(addr string, lookup func(string) (named, bool), log *slog.Logger) (*dnsServer, error) {
 	pc, ln, err := listenPair(addr, net.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: dns: %w", err)
 	}
-	started := make(chan struct{}, 2)
-	notify := func() { started <- struct{}{} }
-	d.udp = &dns.Server{PacketConn: pc, Handler: d, NotifyStartedFunc: notify}
-	d.tcp = &dns.Server{Listener: newLimitListener(ln, maxDNSConns), Handler: d, NotifyStartedFunc: notify, ReadTimeout: 2 * time.Second}
+	return serveDNSOn(pc, ln, lookup, log)
+}
+
+// serveDNSOn serves on pc and ln, which it owns from then on.
+func serveDNSOn(pc net.PacketConn, ln net.Listener, lookup func(string) (named, bool), log *slog.Logger) (*dnsServer, error) {
+	d := &dnsServer{lookup: lookup, log: log}
+	if ap, ok := reachAt(pc.LocalAddr().String()); ok {
+		d.self = ap.Addr()
+	}
+	d.udp = &dns.Server{PacketConn: pc, Handler: d, MsgAcceptFunc: dnsAccept, UDPSize: dnsUDPSize}
+	d.tcp = &dns.Server{Listener: newLimitListener(ln, maxDNSConns), Handler: d, MsgAcceptFunc: dnsAccept, ReadTimeout: 2 * time.Second}
+	// Shutdown before a server runs would fail, so wait for each to start.
+	// ActivateAndServe either calls NotifyStartedFunc or returns an error
+	// before it (setting options on the UDP socket can fail): wait for
+	// whichever comes, never for ever.
+	var failed []error
 	for _, s := range []*dns.Server{d.udp, d.tcp} {
+		up, early := make(chan struct{}), make(chan error, 1)
+		s.NotifyStartedFunc = func() { close(up) }
 		d.wg.Go(func() {
-			if err := s.ActivateAndServe(); err != nil && !errors.Is(err, net.ErrClosed) {
-				d.log.Warn("dns server stopped", "err", err)
+			err := s.ActivateAndServe()
+			select {
+			case <-up:
+				// It ran: Close ends it with nil or net.ErrClosed.
+				if err != nil && !errors.Is(err, net.ErrClosed) {
+					d.log.Warn("dns server stopped", "err", err)
+				}
+			default:
+				// It never started: serveDNSOn returns the error.
+				if err == nil {
+					err = errors.New("stopped before it started")
+				}
+				early <- err
 			}
 		})
+		select {
+		case <-up:
+		case err := <-early:
+			failed = append(failed, err)
+		}
 	}
-	// Shutdown before the servers run would fail: wait for both.
-	<-started
-	<-started
+	if failed != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		// The one that started stops; the other's shutdown says it was
+		// not started, which is no news.
+		_ = d.udp.ShutdownContext(ctx)
+		_ = d.tcp.ShutdownContext(ctx)
+		d.wg.Wait()
+		pc.Close()
+		ln.Close()
+		return nil, fmt.Errorf("mesh: dns: start: %w", errors.Join(failed...))
+	}
 	d.log.Info("dns server listening", "listen", pc.LocalAddr().String())
 	return d, nil
 }
@@ -116,9 +159,11 @@ func (d *dnsServer) Close() error {
 	return nil
 }
 
-// dnsUDPSize is the largest UDP reply it offers in its OPT record: the
-// DNS flag day 2020 size, which fits any path MTU. Its replies, one SRV and
-// one A at most, are far smaller.
+// dnsUDPSize is the UDP payload size it offers in its OPT record, the
+// DNS flag day 2020 size, which fits any path MTU, and so the largest
+// query it reads over UDP (RFC 6891 6.2.3: the size offered is what it
+// can receive; miekg reads 512 bytes unless told). Its replies, one SRV
+// and one A at most, are far smaller.
 const dnsUDPSize = 1232
 
 // maxDNSConns bounds the TCP connections served at once; one more waits in
@@ -127,6 +172,23 @@ const dnsUDPSize = 1232
 // holding connections open (a query every few seconds keeps one alive past
 // the idle timeout) takes file descriptors the forwarders need.
 const maxDNSConns = 64
+
+// dnsAccept lets every request but a response through to ServeDNS.
+// miekg's DefaultMsgAcceptFunc answers other opcodes than QUERY and NOTIFY
+// NOTIMP, and a request without exactly one question (or with more
+// records than a query needs) FORMERR, before ServeDNS sees it and without
+// the OPT record that RFC 6891 6.1.1 asks for in every reply to a query
+// with one, error replies too; ServeDNS gives those answers with it. A
+// response (QR set) still gets no reply: answering one can start a loop.
+// A request that does not parse still gets miekg's FORMERR without OPT:
+// where it stops parsing, its OPT cannot be read.
+func dnsAccept(h dns.Header) dns.MsgAcceptAction {
+	const qr = 1 << 15
+	if h.Bits&qr != 0 {
+		return dns.MsgIgnore
+	}
+	return dns.MsgAccept
+}
 
 // ServeDNS answers one query; miekg/dns calls it concurrently.
 func (d *dnsServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
@@ -149,28 +211,59 @@ func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(r)
 	if r.Opcode != dns.OpcodeQuery {
-		// miekg/dns lets NOTIFY through (and answers the other opcodes
-		// NOTIMP itself): this server holds no secondary zone, and a
-		// NOERROR would tell the sender its notify was taken.
+		// NOTIFY too: this server holds no secondary zone, and a NOERROR
+		// would tell the sender its notify was taken.
 		m.Rcode = dns.RcodeNotImplemented
 		return m
 	}
-	if len(r.Question) != 1 {
+	if len(r.Question) != 1 || countOPT(r.Extra) > 1 {
+		// One question, and at most one OPT (RFC 6891 6.1.1).
 		m.Rcode = dns.RcodeFormatError
 		return m
 	}
 	q := r.Question[0]
+	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+		// No zone transfers (RFC 5936 2.2.1). An IXFR carries the
+		// client's SOA in its authority section (RFC 1995 3).
+		m.Rcode = dns.RcodeRefused
+		return m
+	}
+	if len(r.Answer) != 0 || len(r.Ns) != 0 {
+		// A query has nothing there; unbound answers FORMERR too. Other
+		// additional records than the OPT (a TSIG) are ignored.
+		m.Rcode = dns.RcodeFormatError
+		return m
+	}
 	if q.Qclass != dns.ClassINET {
 		m.Rcode = dns.RcodeRefused
 		return m
 	}
 	switch strings.ToLower(dns.Fqdn(q.Name)) {
 	case dnsDomain:
-		// The apex: its SOA, or NODATA for any other type.
+		// The apex: its SOA, its NS (itself, with its address as the
+		// additional record), its address, or NODATA for any other type.
 		m.Authoritative = true
-		if q.Qtype == dns.TypeSOA || q.Qtype == dns.TypeANY {
+		ns := &dns.NS{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: dnsTTL}, Ns: dnsDomain}
+		var self dns.RR // nil only if pc had no IP address
+		if d.self.IsValid() {
+			self = addrRR(q.Name, d.self)
+		}
+		switch {
+		case q.Qtype == dns.TypeANY:
+			m.Answer = append(m.Answer, dnsSOA(), ns)
+			if self != nil {
+				m.Answer = append(m.Answer, self)
+			}
+		case q.Qtype == dns.TypeSOA:
 			m.Answer = append(m.Answer, dnsSOA())
-		} else {
+		case q.Qtype == dns.TypeNS:
+			m.Answer = append(m.Answer, ns)
+			if self != nil {
+				m.Extra = append(m.Extra, addrRR(dnsDomain, d.self))
+			}
+		case self != nil && q.Qtype == self.Header().Rrtype:
+			m.Answer = append(m.Answer, self)
+		default:
 			m.Ns = append(m.Ns, dnsSOA())
 		}
 		return m
@@ -215,6 +308,16 @@ func (d *dnsServer) answer(r *dns.Msg) *dns.Msg {
 		m.Ns = append(m.Ns, dnsSOA())
 	}
 	return m
+}
+
+func countOPT(rrs []dns.RR) int {
+	n := 0
+	for _, rr := range rrs {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			n++
+		}
+	}
+	return n
 }
 
 // addrRR is name's address record: A, or AAAA for a listener on an IPv6

@@ -3,6 +3,8 @@ package mesh
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -150,13 +152,19 @@ func freeUDPPort(t *testing.T) int {
 // IPv6 address), stopped at cleanup.
 func testDNS(t *testing.T) *dnsServer {
 	t.Helper()
+	return testDNSAt(t, "127.0.0.1:0")
+}
+
+// testDNSAt is testDNS listening on addr.
+func testDNSAt(t *testing.T, addr string) *dnsServer {
+	t.Helper()
 	known := map[string]named{
 		"pg-a":  {Name: "pg-a", At: netip.MustParseAddrPort("127.71.38.10:5432")},
 		"redis": {Name: "redis", At: netip.MustParseAddrPort("127.0.0.1:6379")},
 		"pg6":   {Name: "pg6", At: netip.MustParseAddrPort("[::1]:5433")},
 	}
 	lookup := func(name string) (named, bool) { n, ok := known[strings.ToLower(name)]; return n, ok }
-	d, err := startDNS("127.0.0.1:0", lookup, slog.New(slog.DiscardHandler))
+	d, err := startDNS(addr, lookup, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +239,8 @@ func rcodeName(rc int) string {
 // in the authority section so that resolvers may cache it (RFC 2308), for
 // no longer than a positive answer. A name that exists with another type
 // is NODATA (NOERROR, no answer), never NXDOMAIN, or glibc and Go fail the
-// whole lookup. The apex answers SOA, and _tcp.ambassador., an empty
+// whole lookup. The apex answers SOA, and NS and A naming the server
+// (TestDNSApex); _tcp.ambassador., an empty
 // non-terminal above the SRV names, exists (RFC 8020: its NXDOMAIN would
 // deny every name below it).
 func TestDNSZone(t *testing.T) {
@@ -244,8 +253,10 @@ func TestDNSZone(t *testing.T) {
 	}{
 		{"ambassador.", dns.TypeSOA, dns.RcodeSuccess, "answer"},
 		{"AMBASSADOR.", dns.TypeSOA, dns.RcodeSuccess, "answer"},
-		{"ambassador.", dns.TypeNS, dns.RcodeSuccess, "authority"},
-		{"ambassador.", dns.TypeA, dns.RcodeSuccess, "authority"},
+		{"ambassador.", dns.TypeNS, dns.RcodeSuccess, ""},
+		{"ambassador.", dns.TypeA, dns.RcodeSuccess, ""},
+		{"ambassador.", dns.TypeAAAA, dns.RcodeSuccess, "authority"},
+		{"ambassador.", dns.TypeMX, dns.RcodeSuccess, "authority"},
 		{"_tcp.ambassador.", dns.TypeA, dns.RcodeSuccess, "authority"},
 		{"redis.ambassador.", dns.TypeAAAA, dns.RcodeSuccess, "authority"},
 		{"REDIS.ambassador.", dns.TypeMX, dns.RcodeSuccess, "authority"},
@@ -562,4 +573,400 @@ func TestDNSGoResolver(t *testing.T) {
 func isNotFound(err error) bool {
 	var de *net.DNSError
 	return errors.As(err, &de) && de.IsNotFound
+}
+
+// RFC 6891 6.1.1 and 7: a responder that speaks EDNS puts an OPT record in
+// every reply to a query with one, error replies too, and a query with
+// more than one OPT is FORMERR. miekg/dns answers what its default
+// MsgAcceptFunc rejects (opcodes other than QUERY and NOTIFY, not exactly
+// one question, more records than a query needs) itself, with no OPT, so
+// the server lets every request through to its own handler. That handler
+// takes a query with records in its answer or authority section, which
+// no resolver sends, as FORMERR (as unbound does), and ignores additional
+// records other than OPT. A response (QR set) still gets nothing:
+// answering one can make a loop.
+func TestDNSErrorRepliesKeepEDNS(t *testing.T) {
+	d := testDNS(t)
+	q := dns.Question{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}
+	junk := &dns.A{Hdr: dns.RR_Header{Name: "x.", Rrtype: dns.TypeA, Class: dns.ClassINET}, A: net.IPv4(192, 0, 2, 1)}
+	for _, tc := range []struct {
+		name      string
+		msg       dns.Msg // the request; OPT (DO set) added when edns
+		edns      bool
+		extraOPT  bool // a second OPT
+		wantRcode int  // -1: no reply
+	}{
+		{name: "update", msg: dns.Msg{MsgHdr: dns.MsgHdr{Opcode: dns.OpcodeUpdate}, Question: []dns.Question{q}}, edns: true, wantRcode: dns.RcodeNotImplemented},
+		{name: "iquery", msg: dns.Msg{MsgHdr: dns.MsgHdr{Opcode: dns.OpcodeIQuery}, Question: []dns.Question{q}}, edns: true, wantRcode: dns.RcodeNotImplemented},
+		{name: "status", msg: dns.Msg{MsgHdr: dns.MsgHdr{Opcode: dns.OpcodeStatus}, Question: []dns.Question{q}}, edns: true, wantRcode: dns.RcodeNotImplemented},
+		{name: "notify", msg: dns.Msg{MsgHdr: dns.MsgHdr{Opcode: dns.OpcodeNotify}, Question: []dns.Question{q}}, edns: true, wantRcode: dns.RcodeNotImplemented},
+		{name: "no question", msg: dns.Msg{}, edns: true, wantRcode: dns.RcodeFormatError},
+		{name: "two questions", msg: dns.Msg{Question: []dns.Question{q, q}}, edns: true, wantRcode: dns.RcodeFormatError},
+		{name: "two OPT records", msg: dns.Msg{Question: []dns.Question{q}}, edns: true, extraOPT: true, wantRcode: dns.RcodeFormatError},
+		{name: "a record in the answer section", msg: dns.Msg{Question: []dns.Question{q}, Answer: []dns.RR{junk}}, edns: true, wantRcode: dns.RcodeFormatError},
+		{name: "records in the answer section", msg: dns.Msg{Question: []dns.Question{q}, Answer: []dns.RR{junk, junk}}, edns: true, wantRcode: dns.RcodeFormatError},
+		{name: "a record in the authority section", msg: dns.Msg{Question: []dns.Question{q}, Ns: []dns.RR{junk}}, edns: true, wantRcode: dns.RcodeFormatError},
+		{name: "three more additional records", msg: dns.Msg{Question: []dns.Question{q}, Extra: []dns.RR{junk, junk, junk}}, edns: true, wantRcode: dns.RcodeSuccess},
+		{name: "update without EDNS", msg: dns.Msg{MsgHdr: dns.MsgHdr{Opcode: dns.OpcodeUpdate}, Question: []dns.Question{q}}, wantRcode: dns.RcodeNotImplemented},
+		{name: "no question without EDNS", msg: dns.Msg{}, wantRcode: dns.RcodeFormatError},
+		{name: "a response", msg: dns.Msg{MsgHdr: dns.MsgHdr{Response: true}, Question: []dns.Question{q}}, edns: true, wantRcode: -1},
+		{name: "a response to an update", msg: dns.Msg{MsgHdr: dns.MsgHdr{Response: true, Opcode: dns.OpcodeUpdate}, Question: []dns.Question{q}}, edns: true, wantRcode: -1},
+	} {
+		for _, proto := range []string{"udp", "tcp"} {
+			t.Run(proto+" "+tc.name, func(t *testing.T) {
+				m := tc.msg.Copy()
+				m.Id = dns.Id()
+				if tc.edns {
+					m.SetEdns0(1232, true)
+				}
+				if tc.extraOPT {
+					opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+					opt.SetUDPSize(1232)
+					opt.SetDo()
+					m.Extra = append(m.Extra, opt)
+				}
+				pkt, err := m.Pack()
+				if err != nil {
+					t.Fatal(err)
+				}
+				r, err := exchangeRaw(proto, d.Addr(), pkt, tc.wantRcode < 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.wantRcode < 0 {
+					if r != nil {
+						t.Fatalf("got a reply %s, want none", rcodeName(r.Rcode))
+					}
+					return
+				}
+				if r.Rcode != tc.wantRcode || r.Id != m.Id || r.Opcode != m.Opcode {
+					t.Errorf("got rcode %s ID %d opcode %s, want %s ID %d opcode %s", rcodeName(r.Rcode), r.Id, dns.OpcodeToString[r.Opcode],
+						rcodeName(tc.wantRcode), m.Id, dns.OpcodeToString[m.Opcode])
+				}
+				opt, opts := r.IsEdns0(), 0
+				for _, rr := range r.Extra {
+					if rr.Header().Rrtype == dns.TypeOPT {
+						opts++
+					}
+				}
+				switch {
+				case !tc.edns && opt != nil:
+					t.Errorf("got OPT %v in the reply to a query without one", opt)
+				case tc.edns && opt == nil:
+					t.Errorf("got a %s reply without OPT to a query with one", rcodeName(r.Rcode))
+				case tc.edns && (opts != 1 || opt.Version() != 0 || !opt.Do()):
+					t.Errorf("got %d OPT records, version %d DO %v; want one, version 0, DO copied", opts, opt.Version(), opt.Do())
+				}
+			})
+		}
+	}
+}
+
+// exchangeRaw sends pkt as it is, over UDP or TCP (with its length
+// prefix), and reads one reply; with none wanted, it waits a moment for
+// one and returns nil when none came.
+func exchangeRaw(proto, addr string, pkt []byte, noneWanted bool) (*dns.Msg, error) {
+	c, err := net.Dial(proto, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	wait := 5 * time.Second
+	if noneWanted {
+		wait = 300 * time.Millisecond
+	}
+	c.SetDeadline(time.Now().Add(wait))
+	buf := make([]byte, 65535)
+	var n int
+	if proto == "tcp" {
+		if _, err := c.Write(append([]byte{byte(len(pkt) >> 8), byte(len(pkt))}, pkt...)); err != nil {
+			return nil, err
+		}
+		if _, err := io.ReadFull(c, buf[:2]); err != nil {
+			if noneWanted && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, io.EOF)) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		n = int(buf[0])<<8 | int(buf[1])
+		if _, err := io.ReadFull(c, buf[:n]); err != nil {
+			return nil, err
+		}
+	} else {
+		if _, err := c.Write(pkt); err != nil {
+			return nil, err
+		}
+		if n, err = c.Read(buf); err != nil {
+			if noneWanted && errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil, nil
+			}
+			return nil, err
+		}
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(buf[:n]); err != nil {
+		return nil, fmt.Errorf("the reply does not parse: %w", err)
+	}
+	return r, nil
+}
+
+// The OPT record of every reply offers dnsUDPSize: a client may send a
+// query that large over UDP (RFC 6891 6.2.3: the size a responder offers
+// is what it can receive), as a padded or cookie-laden query can be. The
+// server read only 512 bytes of a datagram, so a longer query was cut and
+// answered FORMERR.
+func TestDNSReadsWhatItOffers(t *testing.T) {
+	d := testDNS(t)
+	for _, size := range []int{512, 513, 700, dnsUDPSize} {
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			m := new(dns.Msg)
+			m.SetQuestion("pg-a.ambassador.", dns.TypeA)
+			m.SetEdns0(dnsUDPSize, false)
+			base, err := m.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// An option header is 4 bytes.
+			pad := &dns.EDNS0_PADDING{Padding: make([]byte, size-len(base)-4)}
+			m.IsEdns0().Option = append(m.IsEdns0().Option, pad)
+			pkt, err := m.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(pkt) != size {
+				t.Fatalf("built a %d-byte query, want %d", len(pkt), size)
+			}
+			r, err := exchangeRaw("udp", d.Addr(), pkt, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+				t.Errorf("got rcode %s with %d answers, want NOERROR with 1", rcodeName(r.Rcode), len(r.Answer))
+			}
+		})
+	}
+}
+
+// The apex has an NS record, as every zone must (RFC 1034 4.2.1): BIND's
+// stub zones and unbound's primed stubs ask for it. It names the apex
+// itself, the SOA's MNAME: any label under the zone can be a service
+// (svcname allows "ns"), the apex cannot. The apex's A (AAAA for an IPv6
+// server), also the NS answer's additional record, is where a local client
+// reaches the server, as for a service (reachAt): the address it listens
+// on, 127.0.0.1 for 0.0.0.0.
+func TestDNSApex(t *testing.T) {
+	const (
+		ns  = "ambassador.\t5\tIN\tNS\tambassador."
+		soa = "ambassador.\t5\tIN\tSOA\tambassador. hostmaster.ambassador. 1 3600 600 86400 5"
+	)
+	type query struct {
+		qtype      uint16
+		want       string // answer section
+		wantExtra  string
+		wantNODATA bool // NOERROR, no answer, the SOA in the authority section
+	}
+	for _, tc := range []struct {
+		listen  string
+		ipv6    bool
+		queries []query
+	}{
+		{listen: "127.0.0.1:0", queries: []query{
+			{qtype: dns.TypeNS, want: ns, wantExtra: "ambassador.\t5\tIN\tA\t127.0.0.1"},
+			{qtype: dns.TypeA, want: "ambassador.\t5\tIN\tA\t127.0.0.1"},
+			{qtype: dns.TypeAAAA, wantNODATA: true},
+			{qtype: dns.TypeSOA, want: soa},
+			{qtype: dns.TypeANY, want: soa + "\n" + ns + "\nambassador.\t5\tIN\tA\t127.0.0.1"},
+		}},
+		{listen: "0.0.0.0:0", queries: []query{
+			{qtype: dns.TypeNS, want: ns, wantExtra: "ambassador.\t5\tIN\tA\t127.0.0.1"},
+			{qtype: dns.TypeA, want: "ambassador.\t5\tIN\tA\t127.0.0.1"},
+			{qtype: dns.TypeAAAA, wantNODATA: true},
+			{qtype: dns.TypeANY, want: soa + "\n" + ns + "\nambassador.\t5\tIN\tA\t127.0.0.1"},
+		}},
+		{listen: "[::1]:0", ipv6: true, queries: []query{
+			{qtype: dns.TypeNS, want: ns, wantExtra: "ambassador.\t5\tIN\tAAAA\t::1"},
+			{qtype: dns.TypeAAAA, want: "ambassador.\t5\tIN\tAAAA\t::1"},
+			{qtype: dns.TypeA, wantNODATA: true},
+		}},
+	} {
+		t.Run(tc.listen, func(t *testing.T) {
+			if tc.ipv6 {
+				if ln, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+					t.Skipf("no IPv6 loopback: %v", err)
+				} else {
+					ln.Close()
+				}
+			}
+			d := testDNSAt(t, tc.listen)
+			_, port, _ := net.SplitHostPort(d.Addr())
+			addr := net.JoinHostPort("127.0.0.1", port)
+			if tc.ipv6 {
+				addr = d.Addr()
+			}
+			for _, proto := range []string{"udp", "tcp"} {
+				for _, q := range tc.queries {
+					m := new(dns.Msg)
+					m.SetQuestion("ambassador.", q.qtype)
+					r, _, err := (&dns.Client{Net: proto}).Exchange(m, addr)
+					if err != nil {
+						t.Fatalf("%s %s: %v", proto, dns.TypeToString[q.qtype], err)
+					}
+					if r.Rcode != dns.RcodeSuccess || !r.Authoritative || rrs(r.Answer) != q.want || rrs(r.Extra) != q.wantExtra {
+						t.Errorf("%s %s: got rcode %s AA %v answer %q extra %q; want NOERROR AA %q %q", proto, dns.TypeToString[q.qtype],
+							rcodeName(r.Rcode), r.Authoritative, rrs(r.Answer), rrs(r.Extra), q.want, q.wantExtra)
+					}
+					if q.wantNODATA && rrs(r.Ns) != soa {
+						t.Errorf("%s %s: got authority %q, want the SOA", proto, dns.TypeToString[q.qtype], rrs(r.Ns))
+					}
+				}
+			}
+			// The NS names the SOA's MNAME.
+			if got := dnsSOA().Ns; !strings.Contains(ns, "NS\t"+got) {
+				t.Errorf("the SOA's MNAME is %s, the NS names %s", got, ns)
+			}
+		})
+	}
+}
+
+// miekg/dns's ActivateAndServe can fail before it calls
+// NotifyStartedFunc: it sets socket options on the UDP socket first, and
+// that fails on a closed one. startDNS waited for both servers' started
+// notices only, so such a failure would hang the node's start for ever.
+// It returns the error instead, once it has stopped the server that did
+// start: its TCP port is closed again.
+func TestDNSStartFailure(t *testing.T) {
+	pc, ln, err := listenPair("127.0.0.1:0", net.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcpAddr := ln.Addr().String()
+	pc.Close() // what miekg does first with it now fails
+	done := make(chan error, 1)
+	go func() {
+		d, err := serveDNSOn(pc, ln, func(string) (named, bool) { return named{}, false }, slog.New(slog.DiscardHandler))
+		if err == nil {
+			d.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("serveDNSOn on a closed UDP socket succeeded, want its error")
+		}
+		t.Logf("got %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("serveDNSOn on a closed UDP socket still waiting after 5s")
+	}
+	// The TCP side, which had started, is closed again.
+	if c, err := net.DialTimeout("tcp", tcpAddr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("TCP on %s still accepts after the failed start", tcpAddr)
+	}
+}
+
+// Zone transfers are not offered: AXFR and IXFR are REFUSED (as unbound
+// and BIND refuse a transfer they do not allow; RFC 5936 2.2.1), not
+// answered NOERROR with no records, which is no transfer at all (RFC 5936
+// 2.2: its first record must be the SOA). An IXFR carries the client's SOA
+// in its authority section (RFC 1995 3), which is no FORMERR.
+func TestDNSNoZoneTransfer(t *testing.T) {
+	d := testDNS(t)
+	clientSOA := dnsSOA()
+	for _, tc := range []struct {
+		qname string
+		qtype uint16
+		ns    []dns.RR
+	}{
+		{qname: "ambassador.", qtype: dns.TypeAXFR},
+		{qname: "ambassador.", qtype: dns.TypeIXFR, ns: []dns.RR{clientSOA}},
+		{qname: "ambassador.", qtype: dns.TypeIXFR},
+		{qname: "pg-a.ambassador.", qtype: dns.TypeAXFR},
+		{qname: "example.com.", qtype: dns.TypeAXFR},
+	} {
+		for _, proto := range []string{"udp", "tcp"} {
+			t.Run(proto+" "+tc.qname+" "+dns.TypeToString[tc.qtype], func(t *testing.T) {
+				m := new(dns.Msg)
+				m.SetQuestion(tc.qname, tc.qtype)
+				m.Ns = tc.ns
+				m.SetEdns0(1232, false)
+				pkt, err := m.Pack()
+				if err != nil {
+					t.Fatal(err)
+				}
+				r, err := exchangeRaw(proto, d.Addr(), pkt, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 || r.IsEdns0() == nil {
+					t.Errorf("got rcode %s answer %q OPT %v, want REFUSED, no answer, an OPT", rcodeName(r.Rcode), rrs(r.Answer), r.IsEdns0() != nil)
+				}
+			})
+		}
+	}
+}
+
+// Every request that miekg parses now reaches ServeDNS, whatever its
+// opcode and section counts: each one gets exactly one reply that packs,
+// with the request's ID, the QR bit, and an OPT exactly when the request
+// had one.
+func FuzzDNSServe(f *testing.F) {
+	q := dns.Question{Name: "pg-a.ambassador.", Qtype: dns.TypeA, Qclass: dns.ClassINET}
+	for _, m := range []*dns.Msg{
+		{Question: []dns.Question{q}},
+		{MsgHdr: dns.MsgHdr{Opcode: dns.OpcodeUpdate}, Question: []dns.Question{q}},
+		{Question: []dns.Question{q, q}},
+		{Question: []dns.Question{{Name: "ambassador.", Qtype: dns.TypeANY, Qclass: dns.ClassINET}}},
+		{Question: []dns.Question{{Name: "_redis._tcp.", Qtype: dns.TypeSRV, Qclass: dns.ClassINET}}},
+		{Question: []dns.Question{{Name: "ambassador.", Qtype: dns.TypeIXFR, Qclass: dns.ClassINET}}, Ns: []dns.RR{dnsSOA()}},
+		new(dns.Msg).SetEdns0(1232, true),
+	} {
+		if len(m.Question) > 0 && m.Question[0].Qtype == dns.TypeA {
+			m.SetEdns0(1232, true)
+		}
+		pkt, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(pkt)
+	}
+	known := map[string]named{
+		"pg-a":  {Name: "pg-a", At: netip.MustParseAddrPort("127.71.38.10:5432")},
+		"redis": {Name: "redis", At: netip.MustParseAddrPort("127.0.0.1:6379")},
+		"pg6":   {Name: "pg6", At: netip.MustParseAddrPort("[::1]:5433")},
+	}
+	d := &dnsServer{lookup: func(name string) (named, bool) { n, ok := known[strings.ToLower(name)]; return n, ok },
+		self: netip.MustParseAddr("127.0.0.1"), log: slog.New(slog.DiscardHandler)}
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		r := new(dns.Msg)
+		if r.Unpack(pkt) != nil || r.Response {
+			return // miekg's FORMERR, or dnsAccept's silence
+		}
+		w := &recordingWriter{}
+		d.ServeDNS(w, r)
+		if len(w.msgs) != 1 {
+			t.Fatalf("%d replies, want 1", len(w.msgs))
+		}
+		m := w.msgs[0]
+		if _, err := m.Pack(); err != nil {
+			t.Fatalf("the reply does not pack: %v\n%v", err, m)
+		}
+		if m.Id != r.Id || !m.Response {
+			t.Errorf("got ID %d QR %v, want ID %d QR true", m.Id, m.Response, r.Id)
+		}
+		if (r.IsEdns0() != nil) != (m.IsEdns0() != nil) {
+			t.Errorf("request OPT %v, reply OPT %v: want both or neither", r.IsEdns0() != nil, m.IsEdns0() != nil)
+		}
+	})
+}
+
+// recordingWriter is a dns.ResponseWriter that keeps what ServeDNS writes.
+type recordingWriter struct {
+	dns.ResponseWriter // nil: only WriteMsg is called
+	msgs               []*dns.Msg
+}
+
+func (w *recordingWriter) WriteMsg(m *dns.Msg) error {
+	w.msgs = append(w.msgs, m)
+	return nil
 }
