@@ -73,6 +73,11 @@ type Node struct {
 	// the system's resolver. A seam for tests, set before Run.
 	lookupIP func(ctx context.Context, host string) ([]netip.Addr, error)
 
+	// firstView, when set, is called in Run between taking the view that
+	// Run publishes first and handing it to gossip. A seam for tests, set
+	// before Run.
+	firstView func()
+
 	wg    sync.WaitGroup // joinLoop and reconcileLoop
 	joins sync.WaitGroup // joins in flight (joinLoop's); stop waits for them only up to its deadline
 }
@@ -280,9 +285,21 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	st.data = true
 
+	// Under pubMu, as in publish: a reload (SIGHUP is caught from the
+	// start) that published between this view and SetServicesDown would
+	// otherwise be overwritten by the older view until the next publish.
+	// Held through Start too: a publish while gossip starts races in
+	// gossip (Start reads memberlist's local node while the re-advertise
+	// that a changed record starts writes it: go test -race).
+	n.pubMu.Lock()
 	v := n.view()
+	if n.firstView != nil {
+		n.firstView()
+	}
 	n.cluster.SetServicesDown(gossipServices(v.services(n.name)), v.down())
-	if err := n.cluster.Start(); err != nil {
+	err = n.cluster.Start()
+	n.pubMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("mesh: gossip on port %d: %w", n.cfg.GossipPort, err)
 	}
 	st.cluster = true
