@@ -277,7 +277,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	stopping := false
 	defer func() {
 		if err != nil && !stopping {
-			_ = n.stop(ctx, st)
+			// The error names the step that failed (the caller reports
+			// it); undoing the steps before it may fail too.
+			err = errors.Join(err, n.stop(ctx, st))
 		}
 	}()
 	if err := n.data.Start(ctx, net.JoinHostPort(n.cfg.listenIP(), strconv.Itoa(n.cfg.DataPort))); err != nil {
@@ -359,6 +361,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 
 	close(n.ready)
+	st.running = true
 	werr := n.awaitStop(ctx)
 	stopping = true
 	if werr != nil {
@@ -380,6 +383,7 @@ func (n *Node) awaitStop(ctx context.Context) error {
 type started struct {
 	data, cluster, http, disc bool
 	noLeave                   bool // stop without a gossip Leave (another node holds our name)
+	running                   bool // the start completed; false: stop undoes a failed start
 	checker, resolver         bool
 	cancelLoops               context.CancelFunc
 }
@@ -389,8 +393,15 @@ type started struct {
 // a listener again, drain the data plane, then the status API and gossip.
 // Each step gets a bounded context of its own because ctx is already
 // cancelled here.
+//
+// A node whose start failed never ran: it logs neither "leaving" nor
+// "stopped", only the error that Run returns says what happened.
 func (n *Node) stop(ctx context.Context, st started) error {
-	n.log.Info("leaving", "node", n.name)
+	if st.running {
+		n.log.Info("leaving", "node", n.name)
+	} else {
+		n.log.Debug("start failed: stopping what started", "node", n.name)
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.DrainTimeout+10*time.Second)
 	defer cancel()
 	var errs []error
@@ -461,6 +472,8 @@ func (n *Node) stop(ctx context.Context, st started) error {
 			n.log.Warn("stopped with joins still in flight; they end on their own within the gossip TCP timeout", "node", n.name)
 		}
 	}
-	n.log.Info("stopped", "node", n.name)
+	if st.running {
+		n.log.Info("stopped", "node", n.name)
+	}
 	return errors.Join(errs...)
 }
