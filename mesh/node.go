@@ -73,6 +73,11 @@ type Node struct {
 	// the system's resolver. A seam for tests, set before Run.
 	lookupIP func(ctx context.Context, host string) ([]netip.Addr, error)
 
+	// recheck is how long after a successful join a seed not seen in the
+	// member list is joined again; 0: seedRecheck. A seam for tests, set
+	// before Run.
+	recheck time.Duration
+
 	// firstView, when set, is called in Run between taking the view that
 	// Run publishes first and handing it to gossip. A seam for tests, set
 	// before Run.
