@@ -99,7 +99,8 @@ func (n *Node) ServicesView() Services {
 		}
 		sv.Instances = append(sv.Instances, InstanceView{Node: n.name, Addr: a.Target(), Health: state})
 	}
-	for _, e := range n.cluster.Catalog() {
+	cat := n.cluster.Catalog()
+	for _, e := range cat {
 		for _, s := range e.Services {
 			sv := get(s.Name.String(), s.Port)
 			sv.Nodes = append(sv.Nodes, e.Node)
@@ -155,9 +156,13 @@ func (n *Node) ServicesView() Services {
 			sv.HalfCloseTimeouts += st.HalfCloseTimeouts
 		}
 	}
+	// Where the reconcile loop put no listener because the service's own
+	// instance holds the address: on its port, or on a --forward address
+	// (0.0.0.0:PORT, say) that takes the instance's.
+	_, _, held := plan(n.name, cat, v.services(n.name), v.announces, v.forwards, v.balance, v.logins)
 	out := Services{Node: n.name, Services: []ServiceView{}}
 	for _, sv := range byName {
-		if sv.State == "none" && sv.Local != "" && n.forwarded(sv.Name) && ownsListenAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(sv.Port)), v.services(n.name), v.announces, sv.Name) {
+		if sv.State == "none" && held[sv.Name] {
 			sv.State = "local"
 		}
 		sort.Strings(sv.Nodes)
@@ -165,19 +170,6 @@ func (n *Node) ServicesView() Services {
 	}
 	sort.Slice(out.Services, func(i, j int) bool { return out.Services[i].Name < out.Services[j].Name })
 	return out
-}
-
-func (n *Node) forwarded(name string) bool {
-	fs := n.view().forwards
-	if len(fs) == 0 {
-		return true
-	}
-	for _, f := range fs {
-		if strings.EqualFold(f.Name.String(), name) {
-			return true
-		}
-	}
-	return false
 }
 
 // readOnlyRoutes registers the documents that change nothing. They are
