@@ -38,7 +38,9 @@ type ServiceView struct {
 	Error    string `json:"error,omitempty"`
 	Balance  string `json:"balance,omitempty"`
 	Accepted uint64 `json:"accepted"`
-	Active   uint64 `json:"active"`
+	// Active is the connections open now through its listener, and
+	// through one it had before that moved or closed.
+	Active uint64 `json:"active"`
 	// Connections cut on either hop this node runs (its listener and its
 	// data port): by a mid-stream error (both ends reset), by
 	// --idle-timeout and by --half-close-timeout.
@@ -131,7 +133,8 @@ func (n *Node) ServicesView() Services {
 			sv.Local = strings.Join(addrs, ",")
 		}
 	}
-	for _, ls := range n.proxy.Status() {
+	listeners := n.proxy.Status()
+	for _, ls := range listeners {
 		sv := byName[ls.Service]
 		if sv == nil {
 			continue
@@ -147,6 +150,11 @@ func (n *Node) ServicesView() Services {
 					in.Active, in.Conns, in.Failures, in.Ejected = bs.Active, bs.Conns, bs.Failures, bs.Ejected
 				}
 			}
+		}
+	}
+	for name, open := range openElsewhere(listeners, n.proxy.Connections()) {
+		if sv := byName[name]; sv != nil {
+			sv.Active += open // still open through a listener that moved or closed
 		}
 	}
 	for name, st := range n.data.Stats().ByService {
