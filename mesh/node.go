@@ -49,7 +49,7 @@ type Node struct {
 	gate   peerGate     // limits the discovered peers sent to peers, see discovery.go
 	joined atomic.Int32 // joins of this node's own that succeeded (see joinedCluster)
 
-	pubMu    sync.Mutex // serializes publish
+	pubMu    sync.Mutex // serializes publish, with Run's first publish and gossip start
 	reloadMu sync.Mutex // held by Reload throughout; taken before pubMu and mu
 
 	mu            sync.Mutex
