@@ -3,6 +3,7 @@
 package mesh
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -70,6 +71,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 		joining  bool     // a join to it is in flight
 		joined   bool     // the last join to it succeeded; next is when to check it again
 		self     bool     // it stands for this node only: never joined
+		unseen   bool     // joined, and not in the member list by its address since
 		resolved []string // the IP:port addresses its last join went to, this node's left out
 	}
 	type result struct {
@@ -81,6 +83,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 	// At most maxParallelJoins joins are in flight, so their sends never
 	// block, also after the loop has returned.
 	results := make(chan result, maxParallelJoins)
+	recheck := cmp.Or(n.recheck, seedRecheck)
 	inflight := 0
 	cands := map[string]*cand{}
 	for _, j := range n.cfg.Join {
@@ -102,6 +105,8 @@ func (n *Node) joinLoop(ctx context.Context) {
 			return
 		}
 		c.joined = r.err == nil
+		again := c.unseen
+		c.unseen = r.err == nil
 		if r.err != nil {
 			c.failures++
 			if !c.seed && c.failures >= 5 {
@@ -115,7 +120,14 @@ func (n *Node) joinLoop(ctx context.Context) {
 			c.backoff = min(c.backoff*2, 30*time.Second)
 			return
 		}
-		n.log.Info("joined", "peer", r.addr)
+		if again {
+			// A seed behind NAT, or advertising another address, is
+			// joined again every recheck for as long as the node runs:
+			// an Info line each time would fill an idle node's log.
+			n.log.Debug("joined again: the seed is not in the member list by this address", "peer", r.addr, "next_in", recheck)
+		} else {
+			n.log.Info("joined", "peer", r.addr)
+		}
 		n.joined.Add(1)
 		c.backoff, c.failures = time.Second, 0
 		if !c.seed {
@@ -127,7 +139,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 		// it was joined at (it advertises another: NAT, a second
 		// interface, this node itself under 127.0.1.1) is joined again
 		// only after seedRecheck, not at once and forever.
-		c.next = time.Now().Add(seedRecheck)
+		c.next = time.Now().Add(recheck)
 	}
 	// The loop polls every 500ms while it has work (alone, or a peer to
 	// join or retry) and every 5s otherwise: an idle node's CPU is mostly
@@ -163,7 +175,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 		busy := alone
 		for a, c := range cands {
 			if members[a] || slices.ContainsFunc(c.resolved, func(r string) bool { return members[r] }) {
-				c.backoff, c.failures, c.next = time.Second, 0, time.Time{}
+				c.backoff, c.failures, c.next, c.unseen = time.Second, 0, time.Time{}, false
 				continue
 			}
 			isSelf := a == self || c.self

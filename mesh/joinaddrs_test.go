@@ -3,16 +3,19 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ambassador-mesh/ambassador/gossip"
+	"github.com/ambassador-mesh/ambassador/internal/testutil"
 )
 
 // TestLiveAddrs: the join loop reads the member list only when it has
@@ -137,4 +140,59 @@ func TestSeedNameWithThisNode(t *testing.T) {
 		c.GossipPort = port
 	})
 	waitFor(t, 15*time.Second, "b to join a, the seed's other address", func() bool { return len(b.MembersView().Members) == 2 })
+}
+
+// TestSeedNotSeenRejoinedQuietly: a seed that never shows up in the
+// member list under the address it was joined at (behind NAT, or
+// advertising another address) is joined again once per recheck, no
+// more often, and only the first join is an Info line: the rest are
+// Debug, or an idle node logs "joined" every 30 s for ever.
+func TestSeedNotSeenRejoinedQuietly(t *testing.T) {
+	// a listens on every address and advertises its interface's (or
+	// 127.0.0.1): b's seed, 127.0.0.2, reaches it but is never a member's.
+	a := startTestNode(t, "a", func(c *Config) { c.Bind = "" })
+	var logs testutil.Buffer
+	cfg := testNodeConfig(t, "b", func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c.Join = []string{net.JoinHostPort("127.0.0.2", strconv.Itoa(a.cfg.GossipPort))}
+	})
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The join loop ticks every 5s while it only waits for a recheck, so
+	// the recheck comes on the first tick after it is due.
+	const recheck = 400 * time.Millisecond
+	b.recheck = recheck
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("b: Run: %v", err)
+		}
+	})
+	<-b.Ready()
+	start := time.Now()
+	const joins = 2
+	waitFor(t, 15*time.Second, "b to join its seed again", func() bool { return b.joined.Load() >= joins })
+	if took, least := time.Since(start), (joins-1)*recheck; took < least {
+		t.Errorf("%d joins of a seed not seen took %v, want at least %v: one per recheck", joins, took, least)
+	}
+	var info, debug int
+	for line := range strings.Lines(logs.String()) {
+		if !strings.Contains(line, "component=mesh") || !strings.Contains(line, "peer=127.0.0.2:") {
+			continue
+		}
+		switch {
+		case strings.Contains(line, "level=INFO msg=joined"):
+			info++
+		case strings.Contains(line, "level=DEBUG") && strings.Contains(line, "joined"):
+			debug++
+		}
+	}
+	if info != 1 || debug < joins-1 {
+		t.Errorf("%d joins of a seed not seen: %d Info and %d Debug lines, want 1 Info, the rest Debug\n%s", b.joined.Load(), info, debug, logs.String())
+	}
 }

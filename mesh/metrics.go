@@ -13,7 +13,7 @@ var (
 	descConnections = promtext.NewDesc("ambassador_connections_total",
 		"Connections accepted by this node's listener for the service.", []string{"service"})
 	descActive = promtext.NewDesc("ambassador_connections_active",
-		"Connections open now through this node's listener for the service.", []string{"service"})
+		"Connections open now through this node's listener for the service, and through one it had before that moved or closed.", []string{"service"})
 	descFailures = promtext.NewDesc("ambassador_connection_failures_total",
 		"Failures on this node's listener for the service, by reason: dial (one instance could not be reached: "+
 			"connect refused or unreachable, no connect within --dial-timeout, or no TLS handshake and handoff reply within "+
@@ -74,7 +74,8 @@ func (c nodeCollector) Collect(add func(promtext.Metric)) {
 	}
 	byService := map[string]*listenerSums{}
 	var order []string
-	for _, ls := range n.proxy.Status() {
+	listeners := n.proxy.Status()
+	for _, ls := range listeners {
 		s := byService[ls.Service]
 		if s == nil {
 			s = &listenerSums{fail: map[string]uint64{}}
@@ -94,16 +95,24 @@ func (c nodeCollector) Collect(add func(promtext.Metric)) {
 		s.fail["idle_timeout"] += ls.IdleTimeouts
 		s.fail["half_close_timeout"] += ls.HalfCloseTimeouts
 	}
+	// Connections still open through a listener that moved or closed
+	// count with the service's open ones; a service with no listener now
+	// has only that gauge until they close.
+	elsewhere := openElsewhere(listeners, n.proxy.Connections())
 	for _, name := range order {
 		s := byService[name]
 		counter(descConnections, s.accepted, name)
-		gauge(descActive, s.active, name)
+		gauge(descActive, s.active+elsewhere[name], name)
+		delete(elsewhere, name)
 		counter(descRetries, s.retries, name)
 		counter(descBytes, s.bytesIn, name, "in")
 		counter(descBytes, s.bytesOut, name, "out")
 		for _, reason := range failureReasons {
 			counter(descFailures, s.fail[reason], name, reason)
 		}
+	}
+	for name, open := range elsewhere { // promtext sorts the samples
+		gauge(descActive, open, name)
 	}
 	seen := map[string]bool{}
 	for _, ct := range n.proxy.ConnectTimes() {

@@ -18,7 +18,7 @@ func TestPlanSharedPort(t *testing.T) {
 	}
 	pgA := netip.AddrPortFrom(loopbackFor("pg-a", map[netip.Addr]bool{}), 5432).String()
 	pgB := netip.AddrPortFrom(loopbackFor("pg-b", map[netip.Addr]bool{}), 5432).String()
-	rs, hosts := plan("self", catalog, nil, nil, nil, nil, nil)
+	rs, hosts, _ := plan("self", catalog, nil, nil, nil, nil, nil)
 	got := map[string]string{}
 	for _, r := range rs {
 		got[r.Service] = r.Listen
@@ -51,11 +51,11 @@ func TestPlanSharedPort(t *testing.T) {
 
 	// The catalog's order does not matter, and alone on its port pg-a is
 	// back on 127.0.0.1.
-	rs2, _ := plan("self", []gossip.Entry{catalog[1], catalog[0]}, nil, nil, nil, nil, nil)
+	rs2, _, _ := plan("self", []gossip.Entry{catalog[1], catalog[0]}, nil, nil, nil, nil, nil)
 	if len(rs2) != 3 || rs2[0].Listen != rs[0].Listen || rs2[1].Listen != rs[1].Listen {
 		t.Fatalf("order-dependent: %v vs %v", rs2, rs)
 	}
-	alone, _ := plan("self", catalog[1:], nil, nil, nil, nil, nil)
+	alone, _, _ := plan("self", catalog[1:], nil, nil, nil, nil, nil)
 	for _, r := range alone {
 		if r.Service == "pg-a" && r.Listen != "127.0.0.1:5432" {
 			t.Fatalf("pg-a alone on 5432 listens on %s, want 127.0.0.1:5432", r.Listen)
@@ -67,7 +67,7 @@ func TestPlanSharedPort(t *testing.T) {
 // service that clashes with it moves instead.
 func TestPlanForwardKeepsItsAddress(t *testing.T) {
 	catalog := []gossip.Entry{{Node: "a", Addr: "10.0.0.1", DataPort: 7947, Services: []gossip.Service{{Name: "pg-a", Port: 5432}, {Name: "pg-b", Port: 5432}}}}
-	rs, hosts := plan("self", catalog, nil, nil, []Forward{{Name: "pg-a", Listen: "127.0.0.1:5432"}, {Name: "pg-b"}}, nil, nil)
+	rs, hosts, _ := plan("self", catalog, nil, nil, []Forward{{Name: "pg-a", Listen: "127.0.0.1:5432"}, {Name: "pg-b"}}, nil, nil)
 	if len(rs) != 2 || rs[0].Service != "pg-a" || rs[0].Listen != "127.0.0.1:5432" || rs[1].Listen == "127.0.0.1:5432" {
 		t.Fatalf("routes %v", rs)
 	}
@@ -80,7 +80,7 @@ func TestPlanForwardKeepsItsAddress(t *testing.T) {
 // listener but is still named, at 127.0.0.1.
 func TestPlanOwnedPortStillNamed(t *testing.T) {
 	local := []localService{{Name: "pg", Port: 5432, Backends: []forward.Backend{{Node: "self", Addr: "127.0.0.1:5432"}}}}
-	rs, hosts := plan("self", nil, local, nil, nil, nil, nil)
+	rs, hosts, _ := plan("self", nil, local, nil, nil, nil, nil)
 	if len(rs) != 0 || len(hosts) != 1 || hosts[0] != (named{Name: "pg", At: netip.MustParseAddrPort("127.0.0.1:5432")}) {
 		t.Fatalf("routes %v hosts %v", rs, hosts)
 	}

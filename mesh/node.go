@@ -49,7 +49,7 @@ type Node struct {
 	gate   peerGate     // limits the discovered peers sent to peers, see discovery.go
 	joined atomic.Int32 // joins of this node's own that succeeded (see joinedCluster)
 
-	pubMu    sync.Mutex // serializes publish
+	pubMu    sync.Mutex // serializes publish, with Run's first publish and gossip start
 	reloadMu sync.Mutex // held by Reload throughout; taken before pubMu and mu
 
 	mu            sync.Mutex
@@ -72,6 +72,16 @@ type Node struct {
 	// lookupIP looks up the IPv4 addresses of a --join host name; nil:
 	// the system's resolver. A seam for tests, set before Run.
 	lookupIP func(ctx context.Context, host string) ([]netip.Addr, error)
+
+	// recheck is how long after a successful join a seed not seen in the
+	// member list is joined again; 0: seedRecheck. A seam for tests, set
+	// before Run.
+	recheck time.Duration
+
+	// firstView, when set, is called in Run between taking the view that
+	// Run publishes first and handing it to gossip. A seam for tests, set
+	// before Run.
+	firstView func()
 
 	wg    sync.WaitGroup // joinLoop and reconcileLoop
 	joins sync.WaitGroup // joins in flight (joinLoop's); stop waits for them only up to its deadline
@@ -272,7 +282,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	stopping := false
 	defer func() {
 		if err != nil && !stopping {
-			_ = n.stop(ctx, st)
+			// The error names the step that failed (the caller reports
+			// it); undoing the steps before it may fail too.
+			err = errors.Join(err, n.stop(ctx, st))
 		}
 	}()
 	if err := n.data.Start(ctx, net.JoinHostPort(n.cfg.listenIP(), strconv.Itoa(n.cfg.DataPort))); err != nil {
@@ -280,9 +292,21 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	st.data = true
 
+	// Under pubMu, as in publish: a reload (SIGHUP is caught from the
+	// start) that published between this view and SetServicesDown would
+	// otherwise be overwritten by the older view until the next publish.
+	// Held through Start too: a publish while gossip starts races in
+	// gossip (Start reads memberlist's local node while the re-advertise
+	// that a changed record starts writes it: go test -race).
+	n.pubMu.Lock()
 	v := n.view()
+	if n.firstView != nil {
+		n.firstView()
+	}
 	n.cluster.SetServicesDown(gossipServices(v.services(n.name)), v.down())
-	if err := n.cluster.Start(); err != nil {
+	err = n.cluster.Start()
+	n.pubMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("mesh: gossip on port %d: %w", n.cfg.GossipPort, err)
 	}
 	st.cluster = true
@@ -342,6 +366,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 
 	close(n.ready)
+	st.running = true
 	werr := n.awaitStop(ctx)
 	stopping = true
 	if werr != nil {
@@ -363,6 +388,7 @@ func (n *Node) awaitStop(ctx context.Context) error {
 type started struct {
 	data, cluster, http, disc bool
 	noLeave                   bool // stop without a gossip Leave (another node holds our name)
+	running                   bool // the start completed; false: stop undoes a failed start
 	checker, resolver         bool
 	cancelLoops               context.CancelFunc
 }
@@ -372,8 +398,15 @@ type started struct {
 // a listener again, drain the data plane, then the status API and gossip.
 // Each step gets a bounded context of its own because ctx is already
 // cancelled here.
+//
+// A node whose start failed never ran: it logs neither "leaving" nor
+// "stopped", only the error that Run returns says what happened.
 func (n *Node) stop(ctx context.Context, st started) error {
-	n.log.Info("leaving", "node", n.name)
+	if st.running {
+		n.log.Info("leaving", "node", n.name)
+	} else {
+		n.log.Debug("start failed: stopping what started", "node", n.name)
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.DrainTimeout+10*time.Second)
 	defer cancel()
 	var errs []error
@@ -444,6 +477,8 @@ func (n *Node) stop(ctx context.Context, st started) error {
 			n.log.Warn("stopped with joins still in flight; they end on their own within the gossip TCP timeout", "node", n.name)
 		}
 	}
-	n.log.Info("stopped", "node", n.name)
+	if st.running {
+		n.log.Info("stopped", "node", n.name)
+	}
 	return errors.Join(errs...)
 }

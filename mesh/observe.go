@@ -29,7 +29,7 @@ type Connections struct {
 type ServiceTraffic struct {
 	Service  string `json:"service"`
 	Accepted uint64 `json:"accepted"`
-	Active   uint64 `json:"active"`
+	Active   uint64 `json:"active"`    // also through a listener of the service that moved since
 	BytesIn  uint64 `json:"bytes_in"`  // client to service, growing while connections run
 	BytesOut uint64 `json:"bytes_out"` // service to client
 }
@@ -55,14 +55,21 @@ func (n *Node) ConnectionsView() Connections {
 	// Which node each backend address belongs to, per listener.
 	owner := map[[2]string]string{}
 	out := Connections{Node: n.name, Time: now.UTC(), Connections: []ConnectionView{}, Traffic: []ServiceTraffic{}}
-	for _, ls := range n.proxy.Status() {
+	listeners := n.proxy.Status()
+	conns := n.proxy.Connections()
+	elsewhere := openElsewhere(listeners, conns)
+	for _, ls := range listeners {
 		for _, b := range ls.Backends {
 			owner[[2]string{ls.Listen, b.Addr}] = b.Node
 		}
-		out.Traffic = append(out.Traffic, ServiceTraffic{Service: ls.Service, Accepted: ls.Accepted, Active: ls.Active,
+		// A service's connections through a listener that moved count
+		// with its listener now; one with no listener now has no totals.
+		active := ls.Active + elsewhere[ls.Service]
+		delete(elsewhere, ls.Service)
+		out.Traffic = append(out.Traffic, ServiceTraffic{Service: ls.Service, Accepted: ls.Accepted, Active: active,
 			BytesIn: ls.BytesIn, BytesOut: ls.BytesOut})
 	}
-	for _, c := range n.proxy.Connections() {
+	for _, c := range conns {
 		out.Connections = append(out.Connections, ConnectionView{
 			Service: c.Service, Listen: c.Listen, Instance: owner[[2]string{c.Listen, c.Backend}], Backend: c.Backend,
 			Client: c.Client, Since: c.Since.UTC(), Age: now.Sub(c.Since).Seconds(), BytesIn: c.BytesIn, BytesOut: c.BytesOut,

@@ -22,7 +22,7 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		last = time.Now()
 		v := n.view()
 		cat := n.cluster.Catalog() // one copy for both: half a reconcile's cost was copying it twice
-		rs, hosts := plan(n.name, cat, v.services(n.name), v.announces, v.forwards, v.balance, v.logins)
+		rs, hosts, _ := plan(n.name, cat, v.services(n.name), v.announces, v.forwards, v.balance, v.logins)
 		n.proxy.Update(rs)
 		n.names.Set(hosts)
 		steady := n.noteChanges(cat)

@@ -31,14 +31,16 @@ import (
 // answer that service's own health check (its target is that address), so
 // that it passes and is offered again, and leave it no port to restart on.
 func routes(self string, catalog []gossip.Entry, local []localService, own []Announce, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) []forward.Route {
-	rs, _ := plan(self, catalog, local, own, forwards, balance, logins)
+	rs, _, _ := plan(self, catalog, local, own, forwards, balance, logins)
 	return rs
 }
 
 // plan is routes plus the name of every forwarded service mapped to the
 // address an application on this host reaches it at (for --hosts and
 // --dns): its listener's, or 127.0.0.1 for a service that owns its port
-// here.
+// here; and the set of forwarded services (lower case) that get no
+// listener because their own instance holds the address it would have
+// (see ownsListenAddr): the status calls them "local".
 //
 // Shared ports: a service gets 127.0.0.1:PORT, as it always did, unless
 // another service wants the same address (two PostgreSQL clusters on 5432,
@@ -49,7 +51,7 @@ func routes(self string, catalog []gossip.Entry, local []localService, own []Ann
 // silently reaching the wrong database; it reaches pg-a:5432 by name. The
 // target of a local instance (the address its server listens on) counts
 // as wanted too, even while its check fails or it is not forwarded.
-func plan(self string, catalog []gossip.Entry, local []localService, own []Announce, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) ([]forward.Route, []named) {
+func plan(self string, catalog []gossip.Entry, local []localService, own []Announce, forwards []Forward, balance map[string]string, logins map[string]handshakeFunc) ([]forward.Route, []named, map[string]bool) {
 	type svc struct {
 		port     int
 		backends []forward.Backend
@@ -141,6 +143,7 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 	sort.Slice(wants, func(i, j int) bool { return wants[i].name < wants[j].name })
 	var out []forward.Route
 	var hosts []named
+	held := map[string]bool{}
 	for _, w := range wants {
 		s := byName[w.name]
 		if !w.explicit && len(claims[w.addr]) > 1 {
@@ -150,12 +153,13 @@ func plan(self string, catalog []gossip.Entry, local []localService, own []Annou
 			hosts = append(hosts, named{Name: w.name, At: a})
 		}
 		if ownsListenAddr(w.addr, local, own, w.name) {
+			held[w.name] = true
 			continue
 		}
 		out = append(out, forward.Route{Service: w.name, Listen: w.addr, Backends: s.backends, Balance: balance[w.name], Handshake: logins[w.name]})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Listen < out[j].Listen })
-	return out, hosts
+	return out, hosts, held
 }
 
 // reachAt is the address a local client dials for a listener on addr: the

@@ -118,7 +118,7 @@ func TestRoutes(t *testing.T) {
 // of every service, and that its hosts entry names the same address.
 func planListeners(t *testing.T, catalog []gossip.Entry, local []localService, own []Announce, forwards []Forward, want map[string]string) {
 	t.Helper()
-	rs, hosts := plan("self", catalog, local, own, forwards, nil, nil)
+	rs, hosts, _ := plan("self", catalog, local, own, forwards, nil, nil)
 	got := map[string]string{}
 	for _, r := range rs {
 		got[r.Service] = r.Listen
@@ -235,7 +235,7 @@ func TestPlanForwardLocalhost(t *testing.T) {
 	both := peerA(gossip.Service{Name: "pg-a", Port: 5432}, gossip.Service{Name: "pg-b", Port: 5432})
 	planListeners(t, both, nil, nil, []Forward{{Name: "pg-a", Listen: "localhost:5432"}, {Name: "pg-b"}},
 		map[string]string{"pg-a": "127.0.0.1:5432", "pg-b": loopbackAt("pg-b", 5432)})
-	_, hosts := plan("self", both, nil, nil, []Forward{{Name: "pg-a", Listen: "localhost:5432"}}, nil, nil)
+	_, hosts, _ := plan("self", both, nil, nil, []Forward{{Name: "pg-a", Listen: "localhost:5432"}}, nil, nil)
 	if want := []named{{Name: "pg-a", At: netip.MustParseAddrPort("127.0.0.1:5432")}}; !reflect.DeepEqual(hosts, want) {
 		t.Fatalf("hosts %v, want %v", hosts, want)
 	}
@@ -288,6 +288,38 @@ func TestPlanOwnTargetClaimed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			planListeners(t, api, tc.local, own, nil, tc.want)
+		})
+	}
+}
+
+// TestPlanHeld: plan names the forwarded services that get no listener
+// because their own instance holds the address they would get, whichever
+// way that address came; the status shows them as "local".
+func TestPlanHeld(t *testing.T) {
+	own := []Announce{{Name: "web", Port: 80, Host: "127.0.0.1", TargetPort: 8080}}
+	local := []localService{{Name: "web", Port: 80, Backends: []forward.Backend{{Node: "self", Addr: "127.0.0.1:8080"}}}}
+	peer := []gossip.Entry{{Node: "a", Addr: "10.0.0.1", DataPort: 7947, Services: []gossip.Service{{Name: "web", Port: 80}}}}
+	for _, tc := range []struct {
+		name     string
+		local    []localService // nil: its check fails, only own lists it
+		catalog  []gossip.Entry
+		forwards []Forward
+		want     bool
+	}{
+		{"its port is not the target's: forwarded", local, nil, nil, false},
+		{"wildcard forward on the target port", local, nil, []Forward{{Name: "web", Listen: "0.0.0.0:8080"}}, true},
+		{"ipv6 wildcard forward on the target port", local, nil, []Forward{{Name: "web", Listen: "[::]:8080"}}, true},
+		{"loopback forward on the target port", local, nil, []Forward{{Name: "web", Listen: "127.0.0.1:8080"}}, true},
+		{"localhost forward on the target port", local, nil, []Forward{{Name: "web", Listen: "localhost:8080"}}, true},
+		{"wildcard forward while its check fails, a peer offering it", nil, peer, []Forward{{Name: "web", Listen: "0.0.0.0:8080"}}, true},
+		{"forward on another port", local, nil, []Forward{{Name: "web", Listen: "0.0.0.0:8081"}}, false},
+		{"not forwarded", local, nil, []Forward{{Name: "other"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, held := plan("self", tc.catalog, tc.local, own, tc.forwards, nil, nil)
+			if held["web"] != tc.want {
+				t.Errorf("held[web] = %v, want %v (held %v)", held["web"], tc.want, held)
+			}
 		})
 	}
 }

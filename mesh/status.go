@@ -38,7 +38,9 @@ type ServiceView struct {
 	Error    string `json:"error,omitempty"`
 	Balance  string `json:"balance,omitempty"`
 	Accepted uint64 `json:"accepted"`
-	Active   uint64 `json:"active"`
+	// Active is the connections open now through its listener, and
+	// through one it had before that moved or closed.
+	Active uint64 `json:"active"`
 	// Connections cut on either hop this node runs (its listener and its
 	// data port): by a mid-stream error (both ends reset), by
 	// --idle-timeout and by --half-close-timeout.
@@ -99,7 +101,8 @@ func (n *Node) ServicesView() Services {
 		}
 		sv.Instances = append(sv.Instances, InstanceView{Node: n.name, Addr: a.Target(), Health: state})
 	}
-	for _, e := range n.cluster.Catalog() {
+	cat := n.cluster.Catalog()
+	for _, e := range cat {
 		for _, s := range e.Services {
 			sv := get(s.Name.String(), s.Port)
 			sv.Nodes = append(sv.Nodes, e.Node)
@@ -130,7 +133,8 @@ func (n *Node) ServicesView() Services {
 			sv.Local = strings.Join(addrs, ",")
 		}
 	}
-	for _, ls := range n.proxy.Status() {
+	listeners := n.proxy.Status()
+	for _, ls := range listeners {
 		sv := byName[ls.Service]
 		if sv == nil {
 			continue
@@ -148,6 +152,11 @@ func (n *Node) ServicesView() Services {
 			}
 		}
 	}
+	for name, open := range openElsewhere(listeners, n.proxy.Connections()) {
+		if sv := byName[name]; sv != nil {
+			sv.Active += open // still open through a listener that moved or closed
+		}
+	}
 	for name, st := range n.data.Stats().ByService {
 		if sv := byName[name]; sv != nil {
 			sv.StreamErrors += st.StreamErrors
@@ -155,9 +164,13 @@ func (n *Node) ServicesView() Services {
 			sv.HalfCloseTimeouts += st.HalfCloseTimeouts
 		}
 	}
+	// Where the reconcile loop put no listener because the service's own
+	// instance holds the address: on its port, or on a --forward address
+	// (0.0.0.0:PORT, say) that takes the instance's.
+	_, _, held := plan(n.name, cat, v.services(n.name), v.announces, v.forwards, v.balance, v.logins)
 	out := Services{Node: n.name, Services: []ServiceView{}}
 	for _, sv := range byName {
-		if sv.State == "none" && sv.Local != "" && n.forwarded(sv.Name) && ownsListenAddr(net.JoinHostPort("127.0.0.1", strconv.Itoa(sv.Port)), v.services(n.name), v.announces, sv.Name) {
+		if sv.State == "none" && held[sv.Name] {
 			sv.State = "local"
 		}
 		sort.Strings(sv.Nodes)
@@ -165,19 +178,6 @@ func (n *Node) ServicesView() Services {
 	}
 	sort.Slice(out.Services, func(i, j int) bool { return out.Services[i].Name < out.Services[j].Name })
 	return out
-}
-
-func (n *Node) forwarded(name string) bool {
-	fs := n.view().forwards
-	if len(fs) == 0 {
-		return true
-	}
-	for _, f := range fs {
-		if strings.EqualFold(f.Name.String(), name) {
-			return true
-		}
-	}
-	return false
 }
 
 // readOnlyRoutes registers the documents that change nothing. They are
