@@ -4,6 +4,8 @@
 package main
 
 import (
+	"flag"
+
 	"github.com/ambassador-mesh/ambassador/mesh"
 	"github.com/urfave/cli/v2"
 )
@@ -122,4 +124,112 @@ func idleTimeoutFlag() cli.Flag {
 func halfCloseTimeoutFlag() cli.Flag {
 	return &cli.DurationFlag{Name: "half-close-timeout", Value: mesh.DefaultConfig().HalfCloseTimeout, EnvVars: []string{"AMBASSADOR_HALF_CLOSE_TIMEOUT"},
 		Usage: "reset a forwarded connection `DURATION` after one direction ended if the other stays silent, on both hops (0 = never)"}
+}
+
+// oneValueFlags makes every flag of app and its commands that takes one
+// value (all but the slice flags) refuse a second occurrence on the
+// command line: the flag package would keep the last one without a word,
+// so `--http a --http b` ran with b. The repeatable flags (--announce,
+// --forward, --join, ...) stay repeatable, and a flag on the command line
+// over its AMBASSADOR_* variable is no repeat. urfave's own help and
+// version flags, added later, are left as they are.
+func oneValueFlags(app *cli.App) {
+	app.Flags = onceEach(app.Flags)
+	var walk func([]*cli.Command)
+	walk = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			c.Flags = onceEach(c.Flags)
+			walk(c.Subcommands)
+		}
+	}
+	walk(app.Commands)
+}
+
+func onceEach(fs []cli.Flag) []cli.Flag {
+	out := make([]cli.Flag, len(fs))
+	for i, f := range fs {
+		out[i] = f
+		if sf, ok := f.(cli.DocGenerationSliceFlag); ok && sf.IsSliceFlag() {
+			continue
+		}
+		if of, ok := f.(fullFlag); ok {
+			out[i] = &onceFlag{fullFlag: of}
+		}
+	}
+	return out
+}
+
+// fullFlag is every interface urfave/cli asks of a flag (help, categories,
+// required, actions): onceFlag passes each through, so that help reads
+// the same.
+type fullFlag interface {
+	cli.DocGenerationFlag
+	cli.RequiredFlag
+	cli.CategorizableFlag
+	cli.ActionableFlag
+}
+
+// onceFlag is a flag whose value may be set once on the command line.
+type onceFlag struct {
+	fullFlag
+	given    bool  // set on the command line in this parse
+	repeated error // the second occurrence, for onUsageError
+}
+
+// Apply registers the flag as usual, then wraps its value in the set so
+// that a second Set fails.
+func (f *onceFlag) Apply(set *flag.FlagSet) error {
+	if err := f.fullFlag.Apply(set); err != nil {
+		return err
+	}
+	f.given, f.repeated = false, nil
+	for _, name := range f.Names() {
+		if fl := set.Lookup(name); fl != nil {
+			fl.Value = &onceValue{Value: fl.Value, owner: f}
+		}
+	}
+	return nil
+}
+
+// onceValue is a flag.Value that takes one Set.
+type onceValue struct {
+	flag.Value
+	owner *onceFlag
+}
+
+func (v *onceValue) Set(s string) error {
+	if v.owner.given {
+		// The flag package wraps this with %v, so onUsageError finds
+		// it through the flag instead.
+		v.owner.repeated = usagef("--%s is given twice (%q, then %q): it takes one value; give it once", v.owner.Names()[0], v.Value.String(), s)
+		return v.owner.repeated
+	}
+	v.owner.given = true
+	return v.Value.Set(s)
+}
+
+// IsBoolFlag lets a bool flag go without a value (--no-mdns), as before.
+func (v *onceValue) IsBoolFlag() bool {
+	b, ok := v.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+func (v *onceValue) Get() any {
+	if g, ok := v.Value.(flag.Getter); ok {
+		return g.Get()
+	}
+	return v.Value.String()
+}
+
+// repeatedFlag is the error of a flag of c's command given twice, if any.
+func repeatedFlag(c *cli.Context) error {
+	if c == nil || c.Command == nil {
+		return nil
+	}
+	for _, f := range c.Command.Flags {
+		if of, ok := f.(*onceFlag); ok && of.repeated != nil {
+			return of.repeated
+		}
+	}
+	return nil
 }

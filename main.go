@@ -113,7 +113,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func onUsageError(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+// onUsageError makes a flag parse error bad usage (exit 2). A flag given
+// twice reports itself: the flag package's wrapping would bury its name.
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	if rerr := repeatedFlag(c); rerr != nil {
+		return rerr
+	}
+	return usageError{err}
+}
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	runCmd := &cli.Command{
@@ -125,7 +132,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Action:       runNode,
 		OnUsageError: onUsageError,
 	}
-	return &cli.App{
+	app := &cli.App{
 		Name:  "ambassador",
 		Usage: "reach services on any host of a LAN through localhost, with no configuration and no master",
 		UsageText: "ambassador [flags]            run a node\n" +
@@ -225,6 +232,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 		},
 	}
+	oneValueFlags(app)
+	return app
 }
 
 // noFlagsBeforeCommand refuses the node's flags on the command line before
