@@ -33,7 +33,11 @@ func runNode(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.Writer, "ambassador: node %s\n", n.Name())
+	// A node whose stdout is lost (> /dev/full) still runs, and does not
+	// exit 1 for it at the end: the line is news, not the node's work.
+	if _, err := fmt.Fprintf(unkept(c.App.Writer), "ambassador: node %s\n", n.Name()); err != nil {
+		log.Warn("cannot write the node's name to stdout", "err", err)
+	}
 
 	hup, _ := c.Context.Value(hupKey{}).(chan os.Signal) // nil in tests: never fires
 	reloadDone := make(chan struct{})

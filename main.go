@@ -85,7 +85,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			os.Exit(exitFailure)
 		})
 	})
-	app := newApp(stdout, stderr)
+	out := &outWriter{w: stdout}
+	app := newApp(out, stderr)
 	// urfave/cli ends `help NAME` for a NAME that is no command with exit
 	// status 3; it is bad usage (2). With CommandNotFound set it returns
 	// nil instead, and the name is here.
@@ -94,6 +95,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	err := app.RunContext(ctx, args)
 	if err == nil && noCommand != "" {
 		err = usagef("help: no command %q (ambassador help lists them)", noCommand)
+	}
+	if werr := out.Err(); err == nil && werr != nil {
+		err = fmt.Errorf("cannot write the output: %w", werr)
 	}
 	if err == nil {
 		return exitOK
@@ -115,6 +119,43 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // onUsageError makes a flag parse error bad usage (exit 2). A flag given
 // twice reports itself: the flag package's wrapping would bury its name.
+// outWriter is stdout, keeping its first write error: urfave/cli's help
+// and version printers drop theirs, and `ambassador --help > /dev/full`
+// exited 0. run turns a kept error into exit 1.
+type outWriter struct {
+	w   io.Writer
+	mu  sync.Mutex
+	err error // the first write error
+}
+
+func (o *outWriter) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if err != nil {
+		o.mu.Lock()
+		if o.err == nil {
+			o.err = err
+		}
+		o.mu.Unlock()
+	}
+	return n, err
+}
+
+// Err is the first write error, or nil.
+func (o *outWriter) Err() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.err
+}
+
+// unkept is w without outWriter's record: for a line whose loss is no
+// failure of the command.
+func unkept(w io.Writer) io.Writer {
+	if o, ok := w.(*outWriter); ok {
+		return o.w
+	}
+	return w
+}
+
 func onUsageError(c *cli.Context, err error, _ bool) error {
 	if rerr := repeatedFlag(c); rerr != nil {
 		return rerr

@@ -170,3 +170,33 @@ func TestKeygenWriteFails(t *testing.T) {
 		t.Fatalf("got exit %d, stderr %q; want exit 1 naming the write error", code, stderr.String())
 	}
 }
+
+// TestOutputWriteFails: output that did not reach stdout (`ambassador
+// --help > /dev/full`) is a failure, exit 1 with the write error on
+// stderr, for help and version as for a command's own output. urfave/cli
+// drops the help printer's write errors, so help used to exit 0.
+func TestOutputWriteFails(t *testing.T) {
+	for _, args := range [][]string{
+		{"--help"},
+		{"-h"},
+		{"help"},
+		{"help", "forward"},
+		{"forward", "--help"},
+		{"members", "-h"},
+		{"--version"},
+		{"version"},
+		{"services", "--socket", refusingNode(t)},
+		{"services", "--json", "--socket", refusingNode(t)},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := run(append([]string{"ambassador"}, args...), failingWriter{}, &stderr)
+			if code != exitFailure || !strings.Contains(stderr.String(), "no space left on device") {
+				t.Fatalf("got exit %d, stderr %q; want exit 1 naming the write error", code, stderr.String())
+			}
+			if n := strings.Count(stderr.String(), "no space left on device"); n != 1 {
+				t.Errorf("stderr %q: the write error %d times, want once", stderr.String(), n)
+			}
+		})
+	}
+}
