@@ -101,13 +101,26 @@ func fetch(c *cli.Context, path string, v any) error {
 	defer cancel()
 	// An empty --http is the control socket: AMBASSADOR_HTTP="" turns
 	// the node's status address off, and this command reads the same
-	// variable.
-	if c.String("http") != "" {
+	// variable. An empty --socket is, likewise, the node's "no control
+	// socket": the status address then, the default one unless --http
+	// gives it. With both empty the node has neither.
+	noSocket := c.IsSet("socket") && c.String("socket") == ""
+	switch {
+	case c.String("http") != "":
 		addr, err := statusAddr(c)
 		if err != nil {
 			return err
 		}
 		return mesh.Fetch(ctx, addr, path, v)
+	case noSocket && c.IsSet("http"):
+		return usagef("%s and %s are both empty: a node run so has neither a control socket nor a status address to read; give the one it has",
+			flagOrigin(c, "socket"), flagOrigin(c, "http"))
+	case noSocket:
+		addr := mesh.DefaultConfig().HTTP
+		if err := mesh.Fetch(ctx, addr, path, v); err != nil {
+			return fmt.Errorf("%s is empty, so not the control socket but the status address %s: %w", flagOrigin(c, "socket"), addr, err)
+		}
+		return nil
 	}
 	sock, err := clientSocket(c)
 	if err != nil {
@@ -137,7 +150,9 @@ func clientSocket(c *cli.Context) (string, error) {
 	}
 	if c.IsSet("socket") {
 		if c.String("socket") == "" {
-			return "", usagef("--socket: empty path")
+			// The node reads it as "no control socket", and this
+			// command has no other way in.
+			return "", usagef("%s: empty path: %s needs the node's control socket (a node run with it empty has none)", flagOrigin(c, "socket"), c.Command.Name)
 		}
 		return c.String("socket"), nil
 	}

@@ -5,6 +5,7 @@ package main
 
 import (
 	"flag"
+	"os"
 
 	"github.com/ambassador-mesh/ambassador/mesh"
 	"github.com/urfave/cli/v2"
@@ -101,6 +102,14 @@ func socketFlag() cli.Flag {
 	return &cli.StringFlag{Name: "socket", EnvVars: []string{"AMBASSADOR_SOCKET"},
 		DefaultText: "$XDG_RUNTIME_DIR/ambassador/ambassador.sock if it exists and not root, else /run/ambassador/ambassador.sock",
 		Usage:       "`PATH` of the node's control socket"}
+}
+
+// readSocketFlag is --socket for the commands that only read: given
+// empty, as for a node with no control socket, they read --http instead.
+func readSocketFlag() cli.Flag {
+	return &cli.StringFlag{Name: "socket", EnvVars: []string{"AMBASSADOR_SOCKET"},
+		DefaultText: "$XDG_RUNTIME_DIR/ambassador/ambassador.sock if it exists and not root, else /run/ambassador/ambassador.sock",
+		Usage:       "`PATH` of the node's control socket (empty, as for a node run without one: read --http, default " + mesh.DefaultConfig().HTTP + ")"}
 }
 
 // readHTTPFlag is --http for the commands that only read: given, they read
@@ -232,4 +241,32 @@ func repeatedFlag(c *cli.Context) error {
 		}
 	}
 	return nil
+}
+
+// flagOrigin names where the value of c's flag name came from, the way a
+// message should call it: "--name" when given on the command line, else
+// the AMBASSADOR_* variable that set it.
+func flagOrigin(c *cli.Context, name string) string {
+	for _, cc := range c.Lineage() {
+		if cc.Command == nil {
+			continue
+		}
+		for _, f := range cc.Command.Flags {
+			if f.Names()[0] != name {
+				continue
+			}
+			if of, ok := f.(*onceFlag); ok && of.given {
+				return "--" + name
+			}
+			if ef, ok := f.(interface{ GetEnvVars() []string }); ok {
+				for _, v := range ef.GetEnvVars() {
+					if _, set := os.LookupEnv(v); set {
+						return v
+					}
+				}
+			}
+			return "--" + name
+		}
+	}
+	return "--" + name
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/ambassador-mesh/ambassador/mesh"
 )
 
 // refusingNode serves a control socket that answers reads and refuses
@@ -196,6 +198,62 @@ func TestOutputWriteFails(t *testing.T) {
 			}
 			if n := strings.Count(stderr.String(), "no space left on device"); n != 1 {
 				t.Errorf("stderr %q: the write error %d times, want once", stderr.String(), n)
+			}
+		})
+	}
+}
+
+// TestEmptySocket: AMBASSADOR_SOCKET="" (or --socket "") is what the node
+// reads as "no control socket". The reading commands then read the node's
+// status address (the default one unless --http says otherwise), as an
+// empty --http sends them to the control socket; with both empty there is
+// nothing to read, and announce and drain, which need the socket, stop.
+// Those are bad usage naming where the empty value came from.
+func TestEmptySocket(t *testing.T) {
+	// A fake node at the default status address, if it is free.
+	ln, err := net.Listen("tcp", mesh.DefaultConfig().HTTP)
+	if err != nil {
+		t.Skipf("the default status address is busy: %v", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"node":"n","members":[{"name":"from-the-status-address","addr":"127.0.0.1","port":7946,"state":"alive"}]}`))
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	refusing := refusingNode(t)
+	tests := []struct {
+		name       string
+		env        map[string]string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{name: "variable empty: the status address", env: map[string]string{"AMBASSADOR_SOCKET": ""}, args: []string{"members"},
+			wantCode: 0, wantStdout: "from-the-status-address"},
+		{name: "flag empty: the status address", args: []string{"members", "--socket", ""}, wantCode: 0, wantStdout: "from-the-status-address"},
+		{name: "both variables empty", env: map[string]string{"AMBASSADOR_SOCKET": "", "AMBASSADOR_HTTP": ""}, args: []string{"services"},
+			wantCode: 2, wantStderr: "AMBASSADOR_SOCKET and AMBASSADOR_HTTP are both empty"},
+		{name: "both flags empty", args: []string{"connections", "--socket", "", "--http", ""},
+			wantCode: 2, wantStderr: "--socket and --http are both empty"},
+		{name: "flag over empty variable", env: map[string]string{"AMBASSADOR_SOCKET": ""}, args: []string{"services", "--socket", refusing},
+			wantCode: 0, wantStdout: "SERVICE"},
+		{name: "announce with the variable empty", env: map[string]string{"AMBASSADOR_SOCKET": ""}, args: []string{"announce", "redis:6379=12345"},
+			wantCode: 2, wantStderr: "AMBASSADOR_SOCKET: empty path: announce needs the node's control socket"},
+		{name: "drain with the flag empty", args: []string{"drain", "--socket", "", "redis"},
+			wantCode: 2, wantStderr: "--socket: empty path: drain needs the node's control socket"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"ambassador"}, tc.args...), &stdout, &stderr)
+			if code != tc.wantCode || !strings.Contains(stdout.String(), tc.wantStdout) || !strings.Contains(stderr.String(), tc.wantStderr) {
+				t.Fatalf("got exit %d, stdout %q, stderr %q; want exit %d, stdout with %q, stderr with %q",
+					code, stdout.String(), stderr.String(), tc.wantCode, tc.wantStdout, tc.wantStderr)
 			}
 		})
 	}
