@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/ambassador-mesh/ambassador/mesh"
@@ -54,15 +55,24 @@ func runNode(c *cli.Context) error {
 				return
 			case <-hup:
 			}
-			cfg, err := settings(c)
-			if err != nil {
-				log.Error("reload failed, keeping the running settings", "err", err)
-				continue
-			}
-			if err := n.Reload(cfg); err != nil {
-				log.Warn("reload", "err", err)
-			}
+			reload(c, n, log)
 		}
 	}()
 	return n.Run(ctx)
+}
+
+// reloader is what a reload needs of the node: a seam for tests.
+type reloader interface{ Reload(mesh.Config) error }
+
+// reload reads the node's settings again (SIGHUP) and applies them to n,
+// logging the outcome.
+func reload(c *cli.Context, n reloader, log *slog.Logger) {
+	cfg, err := settings(c)
+	if err != nil {
+		log.Error("reload failed, keeping the running settings", "err", err)
+		return
+	}
+	if err := n.Reload(cfg); err != nil {
+		log.Warn("reload", "err", err)
+	}
 }
