@@ -72,7 +72,10 @@ func reload(c *cli.Context, n reloader, log *slog.Logger) {
 		log.Error("reload failed, keeping the running settings", "err", err)
 		return
 	}
+	// Every setting was checked above: what the node refuses now is a
+	// setting that takes a restart (or a key ring that would not take the
+	// new keys), and the rest is applied.
 	if err := n.Reload(cfg); err != nil {
-		log.Warn("reload", "err", err)
+		log.Warn("reload applied in part: what the error names keeps its running value", "err", err)
 	}
 }
