@@ -130,14 +130,15 @@ func fetch(c *cli.Context, path string, v any) error {
 }
 
 // statusAddr is --http of a command that reads the node's status address,
-// checked: a bad one is bad usage.
+// checked: a bad one is bad usage, named as the user gave it (the flag or
+// AMBASSADOR_HTTP).
 func statusAddr(c *cli.Context) (string, error) {
 	if c.String("http") == "" {
-		return "", usagef("--http: empty: give the node's status address, e.g. %s", mesh.DefaultConfig().HTTP)
+		return "", usagef("%s: empty: give the node's status address, e.g. %s", flagOrigin(c, "http"), mesh.DefaultConfig().HTTP)
 	}
 	addr, err := mesh.ParseAddr(c.String("http"), "127.0.0.1")
 	if err != nil {
-		return "", usagef("--http: %v", err)
+		return "", usagef("%s: %v", flagOrigin(c, "http"), err)
 	}
 	return addr, nil
 }

@@ -258,3 +258,40 @@ func TestEmptySocket(t *testing.T) {
 		})
 	}
 }
+
+// TestErrorNamesTheVariable: a bad value that came from an AMBASSADOR_*
+// variable is named by the variable, not by a flag the user never typed;
+// from the command line, by the flag.
+func TestErrorNamesTheVariable(t *testing.T) {
+	tests := []struct {
+		name       string
+		env        map[string]string
+		args       []string
+		wantStderr string
+	}{
+		{name: "watch empty variable", env: map[string]string{"AMBASSADOR_HTTP": ""}, args: []string{"watch"},
+			wantStderr: "AMBASSADOR_HTTP: empty: give the node's status address"},
+		{name: "watch bad variable", env: map[string]string{"AMBASSADOR_HTTP": "nonsense"}, args: []string{"watch"},
+			wantStderr: `AMBASSADOR_HTTP: port "nonsense"`},
+		{name: "members bad variable", env: map[string]string{"AMBASSADOR_HTTP": "nonsense"}, args: []string{"members"},
+			wantStderr: `AMBASSADOR_HTTP: port "nonsense"`},
+		{name: "watch flag over variable", env: map[string]string{"AMBASSADOR_HTTP": "127.0.0.1:1"}, args: []string{"watch", "--http", "nonsense"},
+			wantStderr: `--http: port "nonsense"`},
+		{name: "config empty variable", env: map[string]string{"AMBASSADOR_CONFIG": ""}, args: []string{"--gossip-port", "0"},
+			wantStderr: "AMBASSADOR_CONFIG: empty path"},
+		{name: "config empty flag", args: []string{"--config", "", "--gossip-port", "0"},
+			wantStderr: "--config: empty path"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"ambassador"}, tc.args...), &stdout, &stderr)
+			if code != exitUsage || !strings.Contains(stderr.String(), tc.wantStderr) {
+				t.Fatalf("got exit %d, stderr %q; want exit 2, stderr with %q", code, stderr.String(), tc.wantStderr)
+			}
+		})
+	}
+}

@@ -174,7 +174,7 @@ func layered(c *cli.Context) (source, error) {
 		if c.IsSet("config") {
 			// An unset variable (--config "$F"), not "no file": the
 			// node would run on defaults alone.
-			return nil, usagef("--config: empty path")
+			return nil, usagef("%s: empty path", flagOrigin(c, "config"))
 		}
 		return c, nil
 	}
