@@ -89,11 +89,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp(out, stderr)
 	// urfave/cli ends `help NAME` for a NAME that is no command with exit
 	// status 3; it is bad usage (2). With CommandNotFound set it returns
-	// nil instead, and the name is here.
-	var noCommand string
-	app.CommandNotFound = func(_ *cli.Context, name string) { noCommand = name }
+	// nil instead, and the name is here, with the command whose help was
+	// asked for when it is not the app (ambassador forward -h NAME).
+	var noCommand, of string
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		noCommand = name
+		if c.Command != nil && c.App.Command(c.Command.Name) == c.Command {
+			of = c.Command.Name
+		}
+	}
 	err := app.RunContext(ctx, args)
-	if err == nil && noCommand != "" {
+	switch {
+	case err != nil || noCommand == "":
+	case of != "":
+		err = usagef("help: %s has no command %q; ambassador %s --help shows its help", of, noCommand, of)
+	default:
 		err = usagef("help: no command %q (ambassador help lists them)", noCommand)
 	}
 	if werr := out.Err(); err == nil && werr != nil {

@@ -55,6 +55,11 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "version", args: []string{"version"}, wantCode: 0, wantStdout: "ambassador"},
 		// urfave/cli's own exit status for it is 3.
 		{name: "help for no such command", args: []string{"help", "nosuch"}, wantCode: 2, wantStderr: `help: no command "nosuch"`},
+		// An argument after a command's --help is no command of the
+		// app: it used to say `help: no command "extra" (ambassador help
+		// lists them)`, as if forward were not there.
+		{name: "argument after a command's help", args: []string{"forward", "-h", "extra"}, wantCode: 2, wantStderr: `help: forward has no command "extra"; ambassador forward --help shows its help`},
+		{name: "argument after a command's help command", args: []string{"members", "help", "x"}, wantCode: 2, wantStderr: `help: members has no command "x"`},
 		{name: "unknown flag", args: []string{"--nope"}, wantCode: 2, wantStderr: "nope"},
 		{name: "bad announce", args: []string{"--announce", "red_is=1"}, wantCode: 2, wantStderr: `--announce "red_is=1"`},
 		{name: "bad forward", args: []string{"--forward", "redis=x"}, wantCode: 2, wantStderr: `--forward "redis=x"`},
