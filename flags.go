@@ -135,23 +135,49 @@ func halfCloseTimeoutFlag() cli.Flag {
 		Usage: "reset a forwarded connection `DURATION` after one direction ended if the other stays silent, on both hops (0 = never)"}
 }
 
-// oneValueFlags makes every flag of app and its commands that takes one
-// value (all but the slice flags) refuse a second occurrence on the
-// command line: the flag package would keep the last one without a word,
-// so `--http a --http b` ran with b. The repeatable flags (--announce,
-// --forward, --join, ...) stay repeatable, and a flag on the command line
-// over its AMBASSADOR_* variable is no repeat. urfave's own help and
-// version flags, added later, are left as they are.
-func oneValueFlags(app *cli.App) {
+// guardFlags applies two rules to every flag of app and its commands that
+// takes one value (all but the slice flags):
+//
+//   - A second occurrence on the command line is bad usage: the flag
+//     package would keep the last one without a word, so `--http a
+//     --http b` ran with b. The repeatable flags (--announce, --forward,
+//     --join, ...) stay repeatable, and a flag on the command line over
+//     its AMBASSADOR_* variable is no repeat.
+//   - A variable that does not parse (AMBASSADOR_GOSSIP_PORT=abc) is bad
+//     usage for the command whose flag it is, when that command runs, and
+//     for no other: urfave/cli reports it while it sets up the flags, and
+//     the node's flags are the app's, so it stopped --help, version and
+//     every command.
+//
+// urfave's own help and version flags, added later, are left as they are.
+func guardFlags(app *cli.App) {
 	app.Flags = onceEach(app.Flags)
+	app.Action = withEnvChecked(app.Action)
 	var walk func([]*cli.Command)
 	walk = func(cmds []*cli.Command) {
 		for _, c := range cmds {
 			c.Flags = onceEach(c.Flags)
+			c.Action = withEnvChecked(c.Action)
 			walk(c.Subcommands)
 		}
 	}
 	walk(app.Commands)
+}
+
+// withEnvChecked runs action unless a flag of its command holds a
+// variable that did not parse.
+func withEnvChecked(action cli.ActionFunc) cli.ActionFunc {
+	if action == nil {
+		return nil
+	}
+	return func(c *cli.Context) error {
+		for _, f := range c.Command.Flags {
+			if of, ok := f.(*onceFlag); ok && of.envErr != nil {
+				return of.envErr
+			}
+		}
+		return action(c)
+	}
 }
 
 func onceEach(fs []cli.Flag) []cli.Flag {
@@ -178,24 +204,55 @@ type fullFlag interface {
 	cli.ActionableFlag
 }
 
-// onceFlag is a flag whose value may be set once on the command line.
+// onceFlag is a flag whose value may be set once on the command line,
+// and whose variable, if it does not parse, stops only its own command.
 type onceFlag struct {
 	fullFlag
 	given    bool  // set on the command line in this parse
 	repeated error // the second occurrence, for onUsageError
+	envErr   error // the variable that did not parse, for withEnvChecked
 }
 
 // Apply registers the flag as usual, then wraps its value in the set so
-// that a second Set fails.
+// that a second Set fails. When the flag's variable does not parse, it
+// registers the flag as if the variable were not there and keeps the
+// error.
 func (f *onceFlag) Apply(set *flag.FlagSet) error {
+	f.given, f.repeated, f.envErr = false, nil, nil
 	if err := f.fullFlag.Apply(set); err != nil {
-		return err
+		bare := withoutEnv(f.fullFlag)
+		if bare == nil {
+			return err
+		}
+		if berr := bare.Apply(set); berr != nil {
+			return err
+		}
+		f.envErr = usageError{err}
 	}
-	f.given, f.repeated = false, nil
 	for _, name := range f.Names() {
 		if fl := set.Lookup(name); fl != nil {
 			fl.Value = &onceValue{Value: fl.Value, owner: f}
 		}
+	}
+	return nil
+}
+
+// withoutEnv is a copy of f that reads no variable, for the kinds whose
+// variable can fail to parse; nil for the others.
+func withoutEnv(f cli.Flag) cli.Flag {
+	switch f := f.(type) {
+	case *cli.IntFlag:
+		c := *f
+		c.EnvVars = nil
+		return &c
+	case *cli.DurationFlag:
+		c := *f
+		c.EnvVars = nil
+		return &c
+	case *cli.BoolFlag:
+		c := *f
+		c.EnvVars = nil
+		return &c
 	}
 	return nil
 }

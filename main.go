@@ -283,7 +283,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 		},
 	}
-	oneValueFlags(app)
+	guardFlags(app)
 	return app
 }
 

@@ -300,3 +300,41 @@ func TestErrorNamesTheVariable(t *testing.T) {
 		})
 	}
 }
+
+// TestBadVariableOnlyWhereUsed: an AMBASSADOR_* variable that does not
+// parse (a typo in an env file) is bad usage for the commands that read
+// it, the node for its flags; it used to stop every command, --help and
+// version included, because the node's flags are the app's.
+func TestBadVariableOnlyWhereUsed(t *testing.T) {
+	refusing := refusingNode(t)
+	tests := []struct {
+		name       string
+		env        map[string]string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{name: "help", env: map[string]string{"AMBASSADOR_GOSSIP_PORT": "abc"}, args: []string{"--help"}, wantCode: 0, wantStdout: "reach services"},
+		{name: "version", env: map[string]string{"AMBASSADOR_DRAIN_TIMEOUT": "abc"}, args: []string{"version"}, wantCode: 0, wantStdout: "ambassador"},
+		{name: "keygen", env: map[string]string{"AMBASSADOR_NO_MDNS": "yes"}, args: []string{"keygen"}, wantCode: 0, wantStdout: "="},
+		{name: "services", env: map[string]string{"AMBASSADOR_GOSSIP_PORT": "abc"}, args: []string{"services", "--socket", refusing}, wantCode: 0, wantStdout: "SERVICE"},
+		{name: "node", env: map[string]string{"AMBASSADOR_GOSSIP_PORT": "abc"}, args: nil, wantCode: 2, wantStderr: `could not parse "abc" as int value from environment variable "AMBASSADOR_GOSSIP_PORT"`},
+		{name: "run", env: map[string]string{"AMBASSADOR_NO_MDNS": "yes"}, args: []string{"run"}, wantCode: 2, wantStderr: `"AMBASSADOR_NO_MDNS"`},
+		{name: "command that reads it", env: map[string]string{"AMBASSADOR_JSON": "maybe"}, args: []string{"services", "--socket", refusing}, wantCode: 2, wantStderr: `"AMBASSADOR_JSON"`},
+		{name: "forward", env: map[string]string{"AMBASSADOR_DRAIN_TIMEOUT": "abc"}, args: []string{"forward", "6380=10.0.0.5:6379"}, wantCode: 2, wantStderr: `"AMBASSADOR_DRAIN_TIMEOUT"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"ambassador"}, tc.args...), &stdout, &stderr)
+			if code != tc.wantCode || !strings.Contains(stdout.String(), tc.wantStdout) || !strings.Contains(stderr.String(), tc.wantStderr) {
+				t.Fatalf("got exit %d, stdout %.80q, stderr %q; want exit %d, stdout with %q, stderr with %q",
+					code, stdout.String(), stderr.String(), tc.wantCode, tc.wantStdout, tc.wantStderr)
+			}
+		})
+	}
+}
