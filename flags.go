@@ -209,7 +209,7 @@ type fullFlag interface {
 type onceFlag struct {
 	fullFlag
 	given    bool  // set on the command line in this parse
-	repeated error // the second occurrence, for onUsageError
+	parseErr error // a second occurrence or a bad value, for onUsageError
 	envErr   error // the variable that did not parse, for withEnvChecked
 }
 
@@ -218,7 +218,7 @@ type onceFlag struct {
 // registers the flag as if the variable were not there and keeps the
 // error.
 func (f *onceFlag) Apply(set *flag.FlagSet) error {
-	f.given, f.repeated, f.envErr = false, nil, nil
+	f.given, f.parseErr, f.envErr = false, nil, nil
 	if err := f.fullFlag.Apply(set); err != nil {
 		bare := withoutEnv(f.fullFlag)
 		if bare == nil {
@@ -264,14 +264,30 @@ type onceValue struct {
 }
 
 func (v *onceValue) Set(s string) error {
-	if v.owner.given {
-		// The flag package wraps this with %v, so onUsageError finds
-		// it through the flag instead.
-		v.owner.repeated = usagef("--%s is given twice (%q, then %q): it takes one value; give it once", v.owner.Names()[0], v.Value.String(), s)
-		return v.owner.repeated
+	// The flag package wraps these with %v, so onUsageError finds them
+	// through the flag instead.
+	o := v.owner
+	name := o.Names()[0]
+	if o.given {
+		o.parseErr = usagef("--%s is given twice (%q, then %q): it takes one value; give it once", name, v.Value.String(), s)
+		return o.parseErr
 	}
-	v.owner.given = true
-	return v.Value.Set(s)
+	o.given = true
+	if err := v.Value.Set(s); err != nil {
+		// The flag package would say "parse error" and -name.
+		switch o.fullFlag.(type) {
+		case *cli.IntFlag:
+			o.parseErr = usagef("--%s: %q is not a whole number", name, s)
+		case *cli.DurationFlag:
+			o.parseErr = usagef("--%s: %q is not a duration such as 30s or 1m30s", name, s)
+		case *cli.BoolFlag:
+			o.parseErr = usagef("--%s: %q is not true or false", name, s)
+		default:
+			o.parseErr = usagef("--%s: %q: %v", name, s, err)
+		}
+		return o.parseErr
+	}
+	return nil
 }
 
 // IsBoolFlag lets a bool flag go without a value (--no-mdns), as before.
@@ -287,14 +303,15 @@ func (v *onceValue) Get() any {
 	return v.Value.String()
 }
 
-// repeatedFlag is the error of a flag of c's command given twice, if any.
-func repeatedFlag(c *cli.Context) error {
+// flagParseError is the error of a flag of c's command that was given
+// twice or with a bad value, if any.
+func flagParseError(c *cli.Context) error {
 	if c == nil || c.Command == nil {
 		return nil
 	}
 	for _, f := range c.Command.Flags {
-		if of, ok := f.(*onceFlag); ok && of.repeated != nil {
-			return of.repeated
+		if of, ok := f.(*onceFlag); ok && of.parseErr != nil {
+			return of.parseErr
 		}
 	}
 	return nil

@@ -58,3 +58,28 @@ func TestRepeatedFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestBadFlagValue: a value the flag's kind cannot take is bad usage
+// naming the flag as it is written (--name) and what it wants; it was the
+// flag package's `invalid value "abc" for flag -data-port: parse error`.
+func TestBadFlagValue(t *testing.T) {
+	tests := []struct {
+		args       []string
+		wantStderr string
+	}{
+		{[]string{"--data-port", "abc"}, `--data-port: "abc" is not a whole number`},
+		{[]string{"--drain-timeout", "5"}, `--drain-timeout: "5" is not a duration such as 30s or 1m30s`},
+		{[]string{"--no-mdns=yes"}, `--no-mdns: "yes" is not true or false`},
+		{[]string{"forward", "--idle-timeout", "soon", "1=2"}, `--idle-timeout: "soon" is not a duration`},
+		{[]string{"watch", "--recent=maybe"}, `--recent: "maybe" is not true or false`},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"ambassador"}, tc.args...), &stdout, &stderr)
+			if code != exitUsage || !strings.Contains(stderr.String(), tc.wantStderr) {
+				t.Fatalf("got exit %d, stderr %q; want exit 2, stderr with %q", code, stderr.String(), tc.wantStderr)
+			}
+		})
+	}
+}

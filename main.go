@@ -127,8 +127,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// onUsageError makes a flag parse error bad usage (exit 2). A flag given
-// twice reports itself: the flag package's wrapping would bury its name.
 // outWriter is stdout, keeping its first write error: urfave/cli's help
 // and version printers drop theirs, and `ambassador --help > /dev/full`
 // exited 0. run turns a kept error into exit 1.
@@ -166,9 +164,12 @@ func unkept(w io.Writer) io.Writer {
 	return w
 }
 
+// onUsageError makes a flag parse error bad usage (exit 2). A flag given
+// twice or with a bad value reports itself (guardFlags): the flag
+// package's wrapping would bury what it says.
 func onUsageError(c *cli.Context, err error, _ bool) error {
-	if rerr := repeatedFlag(c); rerr != nil {
-		return rerr
+	if ferr := flagParseError(c); ferr != nil {
+		return ferr
 	}
 	return usageError{err}
 }
