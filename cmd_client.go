@@ -106,6 +106,10 @@ func fetch(c *cli.Context, path string, v any) error {
 	// gives it. With both empty the node has neither.
 	noSocket := c.IsSet("socket") && c.String("socket") == ""
 	switch {
+	case c.String("http") != "" && c.String("socket") != "" && flagOrigin(c, "http") == "--http" && flagOrigin(c, "socket") == "--socket":
+		// One or the other, as the usage line says; from the
+		// environment, the command line picks.
+		return usagef("--socket and --http are both given: give one (--socket reads the control socket, --http the status address)")
 	case c.String("http") != "":
 		addr, err := statusAddr(c)
 		if err != nil {

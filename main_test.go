@@ -124,6 +124,9 @@ func TestCLIExitCodes(t *testing.T) {
 		// Empty is the node's "off": the reading commands use the
 		// control socket then.
 		{name: "services empty http", args: []string{"services", "--http", "", "--socket", refusing}, wantCode: 0, wantStdout: "SERVICE"},
+		// The usage line offers one or the other; both on the command
+		// line used to read --http without a word about --socket.
+		{name: "services socket and http", args: []string{"services", "--socket", refusing, "--http", "127.0.0.1:1"}, wantCode: 2, wantStderr: "--socket and --http are both given: give one"},
 		// A node flag before a command is not the command's: it used to
 		// be dropped without a word (the node ran in cluster "ambassador").
 		{name: "node flag before run", args: []string{"--cluster", "a b", "run", "--gossip-port", "0"}, wantCode: 2, wantStderr: `--cluster is given before the command "run"`},
@@ -155,6 +158,15 @@ func TestCLIExitCodes(t *testing.T) {
 // command line before a command. AMBASSADOR_HTTP="" (the node's status
 // address off) leaves a reading command on the control socket.
 func TestNodeEnvWithCommand(t *testing.T) {
+	// The variable of one, the flag of the other: the command line
+	// picks, no usage error.
+	t.Run("socket variable, http flag", func(t *testing.T) {
+		t.Setenv("AMBASSADOR_SOCKET", "/nonexistent/amb.sock")
+		var stdout, stderr bytes.Buffer
+		if code := run([]string{"ambassador", "members", "--http", "127.0.0.1:1"}, &stdout, &stderr); code != exitFailure || !strings.Contains(stderr.String(), "127.0.0.1:1") {
+			t.Fatalf("got exit %d, stderr %q; want exit 1 reading 127.0.0.1:1", code, stderr.String())
+		}
+	})
 	t.Setenv("AMBASSADOR_CLUSTER", "lab")
 	t.Setenv("AMBASSADOR_HTTP", "") // the node's status address off
 	t.Setenv("AMBASSADOR_ANNOUNCE", "redis:6379=12345")
