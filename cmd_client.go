@@ -101,13 +101,30 @@ func fetch(c *cli.Context, path string, v any) error {
 	defer cancel()
 	// An empty --http is the control socket: AMBASSADOR_HTTP="" turns
 	// the node's status address off, and this command reads the same
-	// variable.
-	if c.String("http") != "" {
+	// variable. An empty --socket is, likewise, the node's "no control
+	// socket": the status address then, the default one unless --http
+	// gives it. With both empty the node has neither.
+	noSocket := c.IsSet("socket") && c.String("socket") == ""
+	switch {
+	case c.String("http") != "" && c.String("socket") != "" && flagOrigin(c, "http") == "--http" && flagOrigin(c, "socket") == "--socket":
+		// One or the other, as the usage line says; from the
+		// environment, the command line picks.
+		return usagef("--socket and --http are both given: give one (--socket reads the control socket, --http the status address)")
+	case c.String("http") != "":
 		addr, err := statusAddr(c)
 		if err != nil {
 			return err
 		}
 		return mesh.Fetch(ctx, addr, path, v)
+	case noSocket && c.IsSet("http"):
+		return usagef("%s and %s are both empty: a node run so has neither a control socket nor a status address to read; give the one it has",
+			flagOrigin(c, "socket"), flagOrigin(c, "http"))
+	case noSocket:
+		addr := mesh.DefaultConfig().HTTP
+		if err := mesh.Fetch(ctx, addr, path, v); err != nil {
+			return fmt.Errorf("%s is empty, so not the control socket but the status address %s: %w", flagOrigin(c, "socket"), addr, err)
+		}
+		return nil
 	}
 	sock, err := clientSocket(c)
 	if err != nil {
@@ -117,14 +134,15 @@ func fetch(c *cli.Context, path string, v any) error {
 }
 
 // statusAddr is --http of a command that reads the node's status address,
-// checked: a bad one is bad usage.
+// checked: a bad one is bad usage, named as the user gave it (the flag or
+// AMBASSADOR_HTTP).
 func statusAddr(c *cli.Context) (string, error) {
 	if c.String("http") == "" {
-		return "", usagef("--http: empty: give the node's status address, e.g. %s", mesh.DefaultConfig().HTTP)
+		return "", usagef("%s: empty: give the node's status address, e.g. %s", flagOrigin(c, "http"), mesh.DefaultConfig().HTTP)
 	}
 	addr, err := mesh.ParseAddr(c.String("http"), "127.0.0.1")
 	if err != nil {
-		return "", usagef("--http: %v", err)
+		return "", usagef("%s: %v", flagOrigin(c, "http"), err)
 	}
 	return addr, nil
 }
@@ -137,7 +155,9 @@ func clientSocket(c *cli.Context) (string, error) {
 	}
 	if c.IsSet("socket") {
 		if c.String("socket") == "" {
-			return "", usagef("--socket: empty path")
+			// The node reads it as "no control socket", and this
+			// command has no other way in.
+			return "", usagef("%s: empty path: %s needs the node's control socket (a node run with it empty has none)", flagOrigin(c, "socket"), c.Command.Name)
 		}
 		return c.String("socket"), nil
 	}

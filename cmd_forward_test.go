@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,7 +44,13 @@ func TestForwardUsage(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			cancel()
-			err := newApp(io.Discard, io.Discard).RunContext(ctx, append([]string{"ambassador", "forward", "--drain-timeout", "0"}, tc.args...))
+			// No drain unless the case sets one: a flag given twice
+			// is itself bad usage.
+			args := []string{"ambassador", "forward"}
+			if !slices.Contains(tc.args, "--drain-timeout") {
+				args = append(args, "--drain-timeout", "0")
+			}
+			err := newApp(io.Discard, io.Discard).RunContext(ctx, append(args, tc.args...))
 			var ue usageError
 			switch {
 			case tc.wantErr == "" && errors.As(err, &ue):

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/ambassador-mesh/ambassador/mesh"
@@ -33,7 +34,11 @@ func runNode(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.Writer, "ambassador: node %s\n", n.Name())
+	// A node whose stdout is lost (> /dev/full) still runs, and does not
+	// exit 1 for it at the end: the line is news, not the node's work.
+	if _, err := fmt.Fprintf(unkept(c.App.Writer), "ambassador: node %s\n", n.Name()); err != nil {
+		log.Warn("cannot write the node's name to stdout", "err", err)
+	}
 
 	hup, _ := c.Context.Value(hupKey{}).(chan os.Signal) // nil in tests: never fires
 	reloadDone := make(chan struct{})
@@ -50,15 +55,27 @@ func runNode(c *cli.Context) error {
 				return
 			case <-hup:
 			}
-			cfg, err := settings(c)
-			if err != nil {
-				log.Error("reload failed, keeping the running settings", "err", err)
-				continue
-			}
-			if err := n.Reload(cfg); err != nil {
-				log.Warn("reload", "err", err)
-			}
+			reload(c, n, log)
 		}
 	}()
 	return n.Run(ctx)
+}
+
+// reloader is what a reload needs of the node: a seam for tests.
+type reloader interface{ Reload(mesh.Config) error }
+
+// reload reads the node's settings again (SIGHUP) and applies them to n,
+// logging the outcome.
+func reload(c *cli.Context, n reloader, log *slog.Logger) {
+	cfg, err := settings(c)
+	if err != nil {
+		log.Error("reload failed, keeping the running settings", "err", err)
+		return
+	}
+	// Every setting was checked above: what the node refuses now is a
+	// setting that takes a restart (or a key ring that would not take the
+	// new keys), and the rest is applied.
+	if err := n.Reload(cfg); err != nil {
+		log.Warn("reload applied in part: what the error names keeps its running value", "err", err)
+	}
 }

@@ -39,7 +39,7 @@ func connectionsCommand() *cli.Command {
 		Name:         "connections",
 		Usage:        "list the connections open now through this node, with bytes each way and age",
 		UsageText:    "ambassador connections [--json] [--socket PATH | --http ADDR]",
-		Flags:        []cli.Flag{socketFlag(), readHTTPFlag(), jsonFlag()},
+		Flags:        []cli.Flag{readSocketFlag(), readHTTPFlag(), jsonFlag()},
 		Action:       connectionsCmd,
 		OnUsageError: onUsageError,
 	}

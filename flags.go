@@ -4,6 +4,9 @@
 package main
 
 import (
+	"flag"
+	"os"
+
 	"github.com/ambassador-mesh/ambassador/mesh"
 	"github.com/urfave/cli/v2"
 )
@@ -101,6 +104,14 @@ func socketFlag() cli.Flag {
 		Usage:       "`PATH` of the node's control socket"}
 }
 
+// readSocketFlag is --socket for the commands that only read: given
+// empty, as for a node with no control socket, they read --http instead.
+func readSocketFlag() cli.Flag {
+	return &cli.StringFlag{Name: "socket", EnvVars: []string{"AMBASSADOR_SOCKET"},
+		DefaultText: "$XDG_RUNTIME_DIR/ambassador/ambassador.sock if it exists and not root, else /run/ambassador/ambassador.sock",
+		Usage:       "`PATH` of the node's control socket (empty, as for a node run without one: read --http, default " + mesh.DefaultConfig().HTTP + ")"}
+}
+
 // readHTTPFlag is --http for the commands that only read: given, they read
 // the TCP status address instead of the control socket.
 func readHTTPFlag() cli.Flag {
@@ -122,4 +133,214 @@ func idleTimeoutFlag() cli.Flag {
 func halfCloseTimeoutFlag() cli.Flag {
 	return &cli.DurationFlag{Name: "half-close-timeout", Value: mesh.DefaultConfig().HalfCloseTimeout, EnvVars: []string{"AMBASSADOR_HALF_CLOSE_TIMEOUT"},
 		Usage: "reset a forwarded connection `DURATION` after one direction ended if the other stays silent, on both hops (0 = never)"}
+}
+
+// guardFlags applies two rules to every flag of app and its commands that
+// takes one value (all but the slice flags):
+//
+//   - A second occurrence on the command line is bad usage: the flag
+//     package would keep the last one without a word, so `--http a
+//     --http b` ran with b. The repeatable flags (--announce, --forward,
+//     --join, ...) stay repeatable, and a flag on the command line over
+//     its AMBASSADOR_* variable is no repeat.
+//   - A variable that does not parse (AMBASSADOR_GOSSIP_PORT=abc) is bad
+//     usage for the command whose flag it is, when that command runs, and
+//     for no other: urfave/cli reports it while it sets up the flags, and
+//     the node's flags are the app's, so it stopped --help, version and
+//     every command.
+//
+// urfave's own help and version flags, added later, are left as they are.
+func guardFlags(app *cli.App) {
+	app.Flags = onceEach(app.Flags)
+	app.Action = withEnvChecked(app.Action)
+	var walk func([]*cli.Command)
+	walk = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			c.Flags = onceEach(c.Flags)
+			c.Action = withEnvChecked(c.Action)
+			walk(c.Subcommands)
+		}
+	}
+	walk(app.Commands)
+}
+
+// withEnvChecked runs action unless a flag of its command holds a
+// variable that did not parse.
+func withEnvChecked(action cli.ActionFunc) cli.ActionFunc {
+	if action == nil {
+		return nil
+	}
+	return func(c *cli.Context) error {
+		for _, f := range c.Command.Flags {
+			if of, ok := f.(*onceFlag); ok && of.envErr != nil {
+				return of.envErr
+			}
+		}
+		return action(c)
+	}
+}
+
+func onceEach(fs []cli.Flag) []cli.Flag {
+	out := make([]cli.Flag, len(fs))
+	for i, f := range fs {
+		out[i] = f
+		if sf, ok := f.(cli.DocGenerationSliceFlag); ok && sf.IsSliceFlag() {
+			continue
+		}
+		if of, ok := f.(fullFlag); ok {
+			out[i] = &onceFlag{fullFlag: of}
+		}
+	}
+	return out
+}
+
+// fullFlag is every interface urfave/cli asks of a flag (help, categories,
+// required, actions): onceFlag passes each through, so that help reads
+// the same.
+type fullFlag interface {
+	cli.DocGenerationFlag
+	cli.RequiredFlag
+	cli.CategorizableFlag
+	cli.ActionableFlag
+}
+
+// onceFlag is a flag whose value may be set once on the command line,
+// and whose variable, if it does not parse, stops only its own command.
+type onceFlag struct {
+	fullFlag
+	given    bool  // set on the command line in this parse
+	parseErr error // a second occurrence or a bad value, for onUsageError
+	envErr   error // the variable that did not parse, for withEnvChecked
+}
+
+// Apply registers the flag as usual, then wraps its value in the set so
+// that a second Set fails. When the flag's variable does not parse, it
+// registers the flag as if the variable were not there and keeps the
+// error.
+func (f *onceFlag) Apply(set *flag.FlagSet) error {
+	f.given, f.parseErr, f.envErr = false, nil, nil
+	if err := f.fullFlag.Apply(set); err != nil {
+		bare := withoutEnv(f.fullFlag)
+		if bare == nil {
+			return err
+		}
+		if berr := bare.Apply(set); berr != nil {
+			return err
+		}
+		f.envErr = usageError{err}
+	}
+	for _, name := range f.Names() {
+		if fl := set.Lookup(name); fl != nil {
+			fl.Value = &onceValue{Value: fl.Value, owner: f}
+		}
+	}
+	return nil
+}
+
+// withoutEnv is a copy of f that reads no variable, for the kinds whose
+// variable can fail to parse; nil for the others.
+func withoutEnv(f cli.Flag) cli.Flag {
+	switch f := f.(type) {
+	case *cli.IntFlag:
+		c := *f
+		c.EnvVars = nil
+		return &c
+	case *cli.DurationFlag:
+		c := *f
+		c.EnvVars = nil
+		return &c
+	case *cli.BoolFlag:
+		c := *f
+		c.EnvVars = nil
+		return &c
+	}
+	return nil
+}
+
+// onceValue is a flag.Value that takes one Set.
+type onceValue struct {
+	flag.Value
+	owner *onceFlag
+}
+
+func (v *onceValue) Set(s string) error {
+	// The flag package wraps these with %v, so onUsageError finds them
+	// through the flag instead.
+	o := v.owner
+	name := o.Names()[0]
+	if o.given {
+		o.parseErr = usagef("--%s is given twice (%q, then %q): it takes one value; give it once", name, v.Value.String(), s)
+		return o.parseErr
+	}
+	o.given = true
+	if err := v.Value.Set(s); err != nil {
+		// The flag package would say "parse error" and -name.
+		switch o.fullFlag.(type) {
+		case *cli.IntFlag:
+			o.parseErr = usagef("--%s: %q is not a whole number", name, s)
+		case *cli.DurationFlag:
+			o.parseErr = usagef("--%s: %q is not a duration such as 30s or 1m30s", name, s)
+		case *cli.BoolFlag:
+			o.parseErr = usagef("--%s: %q is not true or false", name, s)
+		default:
+			o.parseErr = usagef("--%s: %q: %v", name, s, err)
+		}
+		return o.parseErr
+	}
+	return nil
+}
+
+// IsBoolFlag lets a bool flag go without a value (--no-mdns), as before.
+func (v *onceValue) IsBoolFlag() bool {
+	b, ok := v.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+func (v *onceValue) Get() any {
+	if g, ok := v.Value.(flag.Getter); ok {
+		return g.Get()
+	}
+	return v.Value.String()
+}
+
+// flagParseError is the error of a flag of c's command that was given
+// twice or with a bad value, if any.
+func flagParseError(c *cli.Context) error {
+	if c == nil || c.Command == nil {
+		return nil
+	}
+	for _, f := range c.Command.Flags {
+		if of, ok := f.(*onceFlag); ok && of.parseErr != nil {
+			return of.parseErr
+		}
+	}
+	return nil
+}
+
+// flagOrigin names where the value of c's flag name came from, the way a
+// message should call it: "--name" when given on the command line, else
+// the AMBASSADOR_* variable that set it.
+func flagOrigin(c *cli.Context, name string) string {
+	for _, cc := range c.Lineage() {
+		if cc.Command == nil {
+			continue
+		}
+		for _, f := range cc.Command.Flags {
+			if f.Names()[0] != name {
+				continue
+			}
+			if of, ok := f.(*onceFlag); ok && of.given {
+				return "--" + name
+			}
+			if ef, ok := f.(interface{ GetEnvVars() []string }); ok {
+				for _, v := range ef.GetEnvVars() {
+					if _, set := os.LookupEnv(v); set {
+						return v
+					}
+				}
+			}
+			return "--" + name
+		}
+	}
+	return "--" + name
 }

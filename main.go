@@ -85,15 +85,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 			os.Exit(exitFailure)
 		})
 	})
-	app := newApp(stdout, stderr)
+	out := &outWriter{w: stdout}
+	app := newApp(out, stderr)
 	// urfave/cli ends `help NAME` for a NAME that is no command with exit
 	// status 3; it is bad usage (2). With CommandNotFound set it returns
-	// nil instead, and the name is here.
-	var noCommand string
-	app.CommandNotFound = func(_ *cli.Context, name string) { noCommand = name }
+	// nil instead, and the name is here, with the command whose help was
+	// asked for when it is not the app (ambassador forward -h NAME).
+	var noCommand, of string
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		noCommand = name
+		if c.Command != nil && c.App.Command(c.Command.Name) == c.Command {
+			of = c.Command.Name
+		}
+	}
 	err := app.RunContext(ctx, args)
-	if err == nil && noCommand != "" {
+	switch {
+	case err != nil || noCommand == "":
+	case of != "":
+		err = usagef("help: %s has no command %q; ambassador %s --help shows its help", of, noCommand, of)
+	default:
 		err = usagef("help: no command %q (ambassador help lists them)", noCommand)
+	}
+	if werr := out.Err(); err == nil && werr != nil {
+		err = fmt.Errorf("cannot write the output: %w", werr)
 	}
 	if err == nil {
 		return exitOK
@@ -113,7 +127,52 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func onUsageError(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+// outWriter is stdout, keeping its first write error: urfave/cli's help
+// and version printers drop theirs, and `ambassador --help > /dev/full`
+// exited 0. run turns a kept error into exit 1.
+type outWriter struct {
+	w   io.Writer
+	mu  sync.Mutex
+	err error // the first write error
+}
+
+func (o *outWriter) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if err != nil {
+		o.mu.Lock()
+		if o.err == nil {
+			o.err = err
+		}
+		o.mu.Unlock()
+	}
+	return n, err
+}
+
+// Err is the first write error, or nil.
+func (o *outWriter) Err() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.err
+}
+
+// unkept is w without outWriter's record: for a line whose loss is no
+// failure of the command.
+func unkept(w io.Writer) io.Writer {
+	if o, ok := w.(*outWriter); ok {
+		return o.w
+	}
+	return w
+}
+
+// onUsageError makes a flag parse error bad usage (exit 2). A flag given
+// twice or with a bad value reports itself (guardFlags): the flag
+// package's wrapping would bury what it says.
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	if ferr := flagParseError(c); ferr != nil {
+		return ferr
+	}
+	return usageError{err}
+}
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	runCmd := &cli.Command{
@@ -125,7 +184,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Action:       runNode,
 		OnUsageError: onUsageError,
 	}
-	return &cli.App{
+	app := &cli.App{
 		Name:  "ambassador",
 		Usage: "reach services on any host of a LAN through localhost, with no configuration and no master",
 		UsageText: "ambassador [flags]            run a node\n" +
@@ -152,7 +211,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:         "members",
 				Usage:        "list the nodes this node knows",
 				UsageText:    "ambassador members [--json] [--socket PATH | --http ADDR]",
-				Flags:        []cli.Flag{socketFlag(), readHTTPFlag(), jsonFlag()},
+				Flags:        []cli.Flag{readSocketFlag(), readHTTPFlag(), jsonFlag()},
 				Action:       membersCmd,
 				OnUsageError: onUsageError,
 			},
@@ -160,7 +219,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:         "services",
 				Usage:        "list the services in the catalog and this node's listeners",
 				UsageText:    "ambassador services [--json] [--socket PATH | --http ADDR]",
-				Flags:        []cli.Flag{socketFlag(), readHTTPFlag(), jsonFlag()},
+				Flags:        []cli.Flag{readSocketFlag(), readHTTPFlag(), jsonFlag()},
 				Action:       servicesCmd,
 				OnUsageError: onUsageError,
 			},
@@ -225,6 +284,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 		},
 	}
+	guardFlags(app)
+	return app
 }
 
 // noFlagsBeforeCommand refuses the node's flags on the command line before

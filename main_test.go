@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/ambassador-mesh/ambassador/mesh"
 )
 
 // refusingNode serves a control socket that answers reads and refuses
@@ -53,6 +55,11 @@ func TestCLIExitCodes(t *testing.T) {
 		{name: "version", args: []string{"version"}, wantCode: 0, wantStdout: "ambassador"},
 		// urfave/cli's own exit status for it is 3.
 		{name: "help for no such command", args: []string{"help", "nosuch"}, wantCode: 2, wantStderr: `help: no command "nosuch"`},
+		// An argument after a command's --help is no command of the
+		// app: it used to say `help: no command "extra" (ambassador help
+		// lists them)`, as if forward were not there.
+		{name: "argument after a command's help", args: []string{"forward", "-h", "extra"}, wantCode: 2, wantStderr: `help: forward has no command "extra"; ambassador forward --help shows its help`},
+		{name: "argument after a command's help command", args: []string{"members", "help", "x"}, wantCode: 2, wantStderr: `help: members has no command "x"`},
 		{name: "unknown flag", args: []string{"--nope"}, wantCode: 2, wantStderr: "nope"},
 		{name: "bad announce", args: []string{"--announce", "red_is=1"}, wantCode: 2, wantStderr: `--announce "red_is=1"`},
 		{name: "bad forward", args: []string{"--forward", "redis=x"}, wantCode: 2, wantStderr: `--forward "redis=x"`},
@@ -117,6 +124,9 @@ func TestCLIExitCodes(t *testing.T) {
 		// Empty is the node's "off": the reading commands use the
 		// control socket then.
 		{name: "services empty http", args: []string{"services", "--http", "", "--socket", refusing}, wantCode: 0, wantStdout: "SERVICE"},
+		// The usage line offers one or the other; both on the command
+		// line used to read --http without a word about --socket.
+		{name: "services socket and http", args: []string{"services", "--socket", refusing, "--http", "127.0.0.1:1"}, wantCode: 2, wantStderr: "--socket and --http are both given: give one"},
 		// A node flag before a command is not the command's: it used to
 		// be dropped without a word (the node ran in cluster "ambassador").
 		{name: "node flag before run", args: []string{"--cluster", "a b", "run", "--gossip-port", "0"}, wantCode: 2, wantStderr: `--cluster is given before the command "run"`},
@@ -148,6 +158,15 @@ func TestCLIExitCodes(t *testing.T) {
 // command line before a command. AMBASSADOR_HTTP="" (the node's status
 // address off) leaves a reading command on the control socket.
 func TestNodeEnvWithCommand(t *testing.T) {
+	// The variable of one, the flag of the other: the command line
+	// picks, no usage error.
+	t.Run("socket variable, http flag", func(t *testing.T) {
+		t.Setenv("AMBASSADOR_SOCKET", "/nonexistent/amb.sock")
+		var stdout, stderr bytes.Buffer
+		if code := run([]string{"ambassador", "members", "--http", "127.0.0.1:1"}, &stdout, &stderr); code != exitFailure || !strings.Contains(stderr.String(), "127.0.0.1:1") {
+			t.Fatalf("got exit %d, stderr %q; want exit 1 reading 127.0.0.1:1", code, stderr.String())
+		}
+	})
 	t.Setenv("AMBASSADOR_CLUSTER", "lab")
 	t.Setenv("AMBASSADOR_HTTP", "") // the node's status address off
 	t.Setenv("AMBASSADOR_ANNOUNCE", "redis:6379=12345")
@@ -168,5 +187,166 @@ func TestKeygenWriteFails(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := run([]string{"ambassador", "keygen"}, failingWriter{}, &stderr); code != exitFailure || !strings.Contains(stderr.String(), "no space left on device") {
 		t.Fatalf("got exit %d, stderr %q; want exit 1 naming the write error", code, stderr.String())
+	}
+}
+
+// TestOutputWriteFails: output that did not reach stdout (`ambassador
+// --help > /dev/full`) is a failure, exit 1 with the write error on
+// stderr, for help and version as for a command's own output. urfave/cli
+// drops the help printer's write errors, so help used to exit 0.
+func TestOutputWriteFails(t *testing.T) {
+	for _, args := range [][]string{
+		{"--help"},
+		{"-h"},
+		{"help"},
+		{"help", "forward"},
+		{"forward", "--help"},
+		{"members", "-h"},
+		{"--version"},
+		{"version"},
+		{"services", "--socket", refusingNode(t)},
+		{"services", "--json", "--socket", refusingNode(t)},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := run(append([]string{"ambassador"}, args...), failingWriter{}, &stderr)
+			if code != exitFailure || !strings.Contains(stderr.String(), "no space left on device") {
+				t.Fatalf("got exit %d, stderr %q; want exit 1 naming the write error", code, stderr.String())
+			}
+			if n := strings.Count(stderr.String(), "no space left on device"); n != 1 {
+				t.Errorf("stderr %q: the write error %d times, want once", stderr.String(), n)
+			}
+		})
+	}
+}
+
+// TestEmptySocket: AMBASSADOR_SOCKET="" (or --socket "") is what the node
+// reads as "no control socket". The reading commands then read the node's
+// status address (the default one unless --http says otherwise), as an
+// empty --http sends them to the control socket; with both empty there is
+// nothing to read, and announce and drain, which need the socket, stop.
+// Those are bad usage naming where the empty value came from.
+func TestEmptySocket(t *testing.T) {
+	// A fake node at the default status address, if it is free.
+	ln, err := net.Listen("tcp", mesh.DefaultConfig().HTTP)
+	if err != nil {
+		t.Skipf("the default status address is busy: %v", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"node":"n","members":[{"name":"from-the-status-address","addr":"127.0.0.1","port":7946,"state":"alive"}]}`))
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	refusing := refusingNode(t)
+	tests := []struct {
+		name       string
+		env        map[string]string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{name: "variable empty: the status address", env: map[string]string{"AMBASSADOR_SOCKET": ""}, args: []string{"members"},
+			wantCode: 0, wantStdout: "from-the-status-address"},
+		{name: "flag empty: the status address", args: []string{"members", "--socket", ""}, wantCode: 0, wantStdout: "from-the-status-address"},
+		{name: "both variables empty", env: map[string]string{"AMBASSADOR_SOCKET": "", "AMBASSADOR_HTTP": ""}, args: []string{"services"},
+			wantCode: 2, wantStderr: "AMBASSADOR_SOCKET and AMBASSADOR_HTTP are both empty"},
+		{name: "both flags empty", args: []string{"connections", "--socket", "", "--http", ""},
+			wantCode: 2, wantStderr: "--socket and --http are both empty"},
+		{name: "flag over empty variable", env: map[string]string{"AMBASSADOR_SOCKET": ""}, args: []string{"services", "--socket", refusing},
+			wantCode: 0, wantStdout: "SERVICE"},
+		{name: "announce with the variable empty", env: map[string]string{"AMBASSADOR_SOCKET": ""}, args: []string{"announce", "redis:6379=12345"},
+			wantCode: 2, wantStderr: "AMBASSADOR_SOCKET: empty path: announce needs the node's control socket"},
+		{name: "drain with the flag empty", args: []string{"drain", "--socket", "", "redis"},
+			wantCode: 2, wantStderr: "--socket: empty path: drain needs the node's control socket"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"ambassador"}, tc.args...), &stdout, &stderr)
+			if code != tc.wantCode || !strings.Contains(stdout.String(), tc.wantStdout) || !strings.Contains(stderr.String(), tc.wantStderr) {
+				t.Fatalf("got exit %d, stdout %q, stderr %q; want exit %d, stdout with %q, stderr with %q",
+					code, stdout.String(), stderr.String(), tc.wantCode, tc.wantStdout, tc.wantStderr)
+			}
+		})
+	}
+}
+
+// TestErrorNamesTheVariable: a bad value that came from an AMBASSADOR_*
+// variable is named by the variable, not by a flag the user never typed;
+// from the command line, by the flag.
+func TestErrorNamesTheVariable(t *testing.T) {
+	tests := []struct {
+		name       string
+		env        map[string]string
+		args       []string
+		wantStderr string
+	}{
+		{name: "watch empty variable", env: map[string]string{"AMBASSADOR_HTTP": ""}, args: []string{"watch"},
+			wantStderr: "AMBASSADOR_HTTP: empty: give the node's status address"},
+		{name: "watch bad variable", env: map[string]string{"AMBASSADOR_HTTP": "nonsense"}, args: []string{"watch"},
+			wantStderr: `AMBASSADOR_HTTP: port "nonsense"`},
+		{name: "members bad variable", env: map[string]string{"AMBASSADOR_HTTP": "nonsense"}, args: []string{"members"},
+			wantStderr: `AMBASSADOR_HTTP: port "nonsense"`},
+		{name: "watch flag over variable", env: map[string]string{"AMBASSADOR_HTTP": "127.0.0.1:1"}, args: []string{"watch", "--http", "nonsense"},
+			wantStderr: `--http: port "nonsense"`},
+		{name: "config empty variable", env: map[string]string{"AMBASSADOR_CONFIG": ""}, args: []string{"--gossip-port", "0"},
+			wantStderr: "AMBASSADOR_CONFIG: empty path"},
+		{name: "config empty flag", args: []string{"--config", "", "--gossip-port", "0"},
+			wantStderr: "--config: empty path"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"ambassador"}, tc.args...), &stdout, &stderr)
+			if code != exitUsage || !strings.Contains(stderr.String(), tc.wantStderr) {
+				t.Fatalf("got exit %d, stderr %q; want exit 2, stderr with %q", code, stderr.String(), tc.wantStderr)
+			}
+		})
+	}
+}
+
+// TestBadVariableOnlyWhereUsed: an AMBASSADOR_* variable that does not
+// parse (a typo in an env file) is bad usage for the commands that read
+// it, the node for its flags; it used to stop every command, --help and
+// version included, because the node's flags are the app's.
+func TestBadVariableOnlyWhereUsed(t *testing.T) {
+	refusing := refusingNode(t)
+	tests := []struct {
+		name       string
+		env        map[string]string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{name: "help", env: map[string]string{"AMBASSADOR_GOSSIP_PORT": "abc"}, args: []string{"--help"}, wantCode: 0, wantStdout: "reach services"},
+		{name: "version", env: map[string]string{"AMBASSADOR_DRAIN_TIMEOUT": "abc"}, args: []string{"version"}, wantCode: 0, wantStdout: "ambassador"},
+		{name: "keygen", env: map[string]string{"AMBASSADOR_NO_MDNS": "yes"}, args: []string{"keygen"}, wantCode: 0, wantStdout: "="},
+		{name: "services", env: map[string]string{"AMBASSADOR_GOSSIP_PORT": "abc"}, args: []string{"services", "--socket", refusing}, wantCode: 0, wantStdout: "SERVICE"},
+		{name: "node", env: map[string]string{"AMBASSADOR_GOSSIP_PORT": "abc"}, args: nil, wantCode: 2, wantStderr: `could not parse "abc" as int value from environment variable "AMBASSADOR_GOSSIP_PORT"`},
+		{name: "run", env: map[string]string{"AMBASSADOR_NO_MDNS": "yes"}, args: []string{"run"}, wantCode: 2, wantStderr: `"AMBASSADOR_NO_MDNS"`},
+		{name: "command that reads it", env: map[string]string{"AMBASSADOR_JSON": "maybe"}, args: []string{"services", "--socket", refusing}, wantCode: 2, wantStderr: `"AMBASSADOR_JSON"`},
+		{name: "forward", env: map[string]string{"AMBASSADOR_DRAIN_TIMEOUT": "abc"}, args: []string{"forward", "6380=10.0.0.5:6379"}, wantCode: 2, wantStderr: `"AMBASSADOR_DRAIN_TIMEOUT"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"ambassador"}, tc.args...), &stdout, &stderr)
+			if code != tc.wantCode || !strings.Contains(stdout.String(), tc.wantStdout) || !strings.Contains(stderr.String(), tc.wantStderr) {
+				t.Fatalf("got exit %d, stdout %.80q, stderr %q; want exit %d, stdout with %q, stderr with %q",
+					code, stdout.String(), stderr.String(), tc.wantCode, tc.wantStdout, tc.wantStderr)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -151,7 +152,19 @@ func settings(c *cli.Context) (mesh.Config, error) {
 	if err := checkLogSettings(src); err != nil {
 		return mesh.Config{}, err
 	}
-	return nodeConfig(src)
+	cfg, err := nodeConfig(src)
+	if err != nil {
+		return cfg, err
+	}
+	// The node reads the credentials files again on a reload and refuses
+	// the whole reload if one fails: read them here first, so that such a
+	// reload fails as a whole, as a bad file does, and says so.
+	for _, sp := range cfg.Credentials {
+		if _, _, err := creds.Load(sp.Proto, sp.Path); err != nil {
+			return cfg, fmt.Errorf("--credentials %s: %w", sp.Name, err)
+		}
+	}
+	return cfg, nil
 }
 
 // layered is the command line, over the --config file when there is one.
@@ -161,7 +174,7 @@ func layered(c *cli.Context) (source, error) {
 		if c.IsSet("config") {
 			// An unset variable (--config "$F"), not "no file": the
 			// node would run on defaults alone.
-			return nil, usagef("--config: empty path")
+			return nil, usagef("%s: empty path", flagOrigin(c, "config"))
 		}
 		return c, nil
 	}

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +19,7 @@ import (
 
 	"github.com/ambassador-mesh/ambassador/internal/testutil"
 	"github.com/ambassador-mesh/ambassador/mesh"
+	"github.com/urfave/cli/v2"
 )
 
 var freePort = testutil.FreePort
@@ -190,5 +195,69 @@ func startLocalNode(conf, httpAddr string) (*exec.Cmd, *testutil.Buffer, chan er
 			return nil, nil, nil, fmt.Errorf("status API at %s did not answer within 20 s (last: %v):\n%s", httpAddr, err, logs.String())
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// fakeReloader stands for the node in TestReloadLogsWhatStays.
+type fakeReloader struct {
+	calls int
+	err   error
+}
+
+func (f *fakeReloader) Reload(mesh.Config) error { f.calls++; return f.err }
+
+// TestReloadLogsWhatStays: every reload that does not apply in full says
+// what stays as it was. A file the node would refuse (a bad line, a
+// credentials file it cannot read) is not applied at all, and the log
+// says the running settings stay; a reload the node applies in part (a
+// setting that takes a restart) says that what the error names keeps its
+// running value. A missing credentials file used to reach the node, which
+// refused the whole reload, and was logged as "reload" with the error
+// alone.
+func TestReloadLogsWhatStays(t *testing.T) {
+	restart := errors.New("mesh: reload: http changed; that takes a restart, the old value stays")
+	tests := []struct {
+		name      string
+		file      string
+		nodeErr   error
+		wantCalls int
+		wantLog   []string
+	}{
+		{name: "applied", file: "announce = redis:6379=12345\n", wantCalls: 1},
+		{name: "bad line", file: "nonsense\n", wantCalls: 0,
+			wantLog: []string{"level=ERROR", "reload failed, keeping the running settings", "want key = value"}},
+		{name: "credentials file missing", file: "credentials = redis=redis:/nonexistent/cred\n", wantCalls: 0,
+			wantLog: []string{"level=ERROR", "reload failed, keeping the running settings", "/nonexistent/cred"}},
+		{name: "applied in part", file: "announce = redis:6379=12345\n", nodeErr: restart, wantCalls: 1,
+			wantLog: []string{"level=WARN", "what the error names keeps its running value", "http changed"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "ambassador.conf")
+			if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			node := &fakeReloader{err: tc.nodeErr}
+			app := newApp(io.Discard, io.Discard)
+			app.Action = func(c *cli.Context) error {
+				reload(c, node, slog.New(slog.NewTextHandler(&logs, nil)))
+				return nil
+			}
+			if err := app.Run([]string{"ambassador", "--config", path, "--socket", ""}); err != nil {
+				t.Fatal(err)
+			}
+			if node.calls != tc.wantCalls {
+				t.Errorf("node.Reload called %d times, want %d", node.calls, tc.wantCalls)
+			}
+			for _, want := range tc.wantLog {
+				if !strings.Contains(logs.String(), want) {
+					t.Errorf("log %q does not contain %q", logs.String(), want)
+				}
+			}
+			if len(tc.wantLog) == 0 && logs.Len() > 0 {
+				t.Errorf("log %q, want nothing", logs.String())
+			}
+		})
 	}
 }
