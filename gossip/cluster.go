@@ -226,6 +226,12 @@ type member struct {
 	// answeredAt: when it last answered the member's request (want.go).
 	wantAt     time.Time
 	answeredAt time.Time
+	// recheckAt: when memberlist held the member alive again after
+	// holding it dead, left or suspect, and recheckVersion: the version
+	// of its record here then, which may be older than its own (see
+	// recheckLocked in want.go). Zero: nothing to recheck.
+	recheckAt      time.Time
+	recheckVersion uint64
 	// greets: its metadata said it knows kindGreet when it came up
 	// (metaGreets, greet.go).
 	greets bool
@@ -883,6 +889,7 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 	var self record
 	c.mu.Lock()
 	m, ok := c.members[name]
+	returning := ok && m.State != stateAlive // dead or left here: refuted, or restarted
 	if !ok || m.State != stateAlive {
 		c.numAlive.Add(1)
 	} else if !m.flate {
@@ -918,6 +925,8 @@ func (c *Cluster) memberUp(name, addr string, port int, started time.Time, o off
 	if _, ok := c.records[name]; !ok && name != c.self.Node {
 		c.recordsComplete.Store(false) // askMissing must look again
 		c.wantBy(m.dueAt())            // missing may have put the next check off
+	} else if returning {
+		c.recheckLocked(name, m, m.since)
 	}
 	m.suspect, m.refused, m.confirmed = false, false, false
 	c.mu.Unlock()

@@ -3,6 +3,7 @@ package gossip
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -340,4 +341,145 @@ func (g *greetLog) String() string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return strings.Join(g.sent, "; ")
+}
+
+// TestGreetingNamesAnotherAddress: a greeting names the address its node
+// is to be joined at, and a join pushes this node's whole state there
+// (about 700 times the greeting's bytes at scale). A sender holding the
+// key, or any sender on a cluster without one, could name a third
+// party's address and have the greeted node push to it. So the greeted
+// node first pings the named node at that address (greetPing), and a
+// listener there that is no node of the cluster gets no connection, and
+// over UDP that one ping: one packet, at most UDPBufferSize with what
+// memberlist piggybacks on it, as on every probe. On the old code the
+// join connected to it. The greeter's own address keeps working
+// (TestGreetedNodeJoinsGreeter).
+func TestGreetingNamesAnotherAddress(t *testing.T) {
+	c := newNode(t, "c", "greetvictim", 3)
+	v := newVictim(t)
+	rec := record{Entry: Entry{Node: "g", Addr: "127.0.0.1", Services: []Service{{Name: "web", Port: 80}}, Version: 1}}
+	c.greeted(greetMsg{Record: rec, Addr: "127.0.0.1", Port: v.port, Up: int64(time.Since(c.started))})
+	if c.greetJoins.Load() != 1 {
+		t.Fatalf("the greeting made no join due (greetJoins %d): the test proves nothing", c.greetJoins.Load())
+	}
+	// The join, or its refusal, ends with the goroutine that runs it.
+	waitFor(t, "c's greeting join ends", func() error {
+		if n := c.greetJoins.Load(); n != 0 {
+			return fmt.Errorf("%d joins running", n)
+		}
+		return nil
+	})
+	conns, datagrams, udpBytes := v.counts(t)
+	if limit := c.cfg.Memberlist.UDPBufferSize; conns != 0 || datagrams > 1 || udpBytes > limit {
+		t.Errorf("the named address got %d connections and %d datagrams of %d bytes; want 0 and at most 1 of at most %d",
+			conns, datagrams, udpBytes, limit)
+	}
+}
+
+// victim listens for TCP and UDP on one loopback port and counts the
+// connections and the UDP bytes it gets.
+type victim struct {
+	port  int
+	tcp   *net.TCPListener
+	udp   *net.UDPConn
+	conns chan string // the peer of each accepted connection
+	bytes chan int    // one per datagram
+}
+
+func newVictim(t *testing.T) *victim {
+	t.Helper()
+	var v *victim
+	for range 10 { // the UDP port of the kernel's TCP port may be taken
+		tcp, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := tcp.Addr().(*net.TCPAddr).Port
+		udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		if err != nil {
+			tcp.Close()
+			continue
+		}
+		v = &victim{port: port, tcp: tcp, udp: udp, conns: make(chan string, 100), bytes: make(chan int, 100)}
+		break
+	}
+	if v == nil {
+		t.Fatal("no port free for both TCP and UDP")
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			conn, err := v.tcp.Accept()
+			if err != nil {
+				return
+			}
+			v.conns <- conn.RemoteAddr().String()
+			conn.Close()
+		}
+	})
+	wg.Go(func() {
+		buf := make([]byte, 65536)
+		for {
+			n, _, err := v.udp.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			v.bytes <- n
+		}
+	})
+	t.Cleanup(func() {
+		v.tcp.Close()
+		v.udp.Close()
+		wg.Wait()
+	})
+	return v
+}
+
+// counts returns the connections, datagrams and UDP bytes the victim got
+// so far. It
+// sends one connection and one datagram of its own and waits for them:
+// the accept queue and the socket are FIFO, so everything sent before
+// has been counted by then.
+func (v *victim) counts(t *testing.T) (conns, datagrams, udpBytes int) {
+	t.Helper()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port))
+	tc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	uc, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	const marker = 65000 // no message of ours is this size
+	if _, err := uc.Write(make([]byte, marker)); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(waitTimeout)
+accept:
+	for mine := tc.LocalAddr().String(); ; {
+		select {
+		case from := <-v.conns:
+			if from == mine {
+				break accept
+			}
+			conns++
+		case <-timeout:
+			t.Fatal("the victim did not accept its own connection")
+		}
+	}
+	for {
+		select {
+		case n := <-v.bytes:
+			if n == marker {
+				return conns, datagrams, udpBytes
+			}
+			datagrams++
+			udpBytes += n
+		case <-timeout:
+			t.Fatal("the victim did not read its own datagram")
+		}
+	}
 }

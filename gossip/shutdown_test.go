@@ -2,7 +2,6 @@ package gossip
 
 import (
 	"net"
-	"strconv"
 	"testing"
 	"time"
 )
@@ -12,16 +11,17 @@ import (
 // exchange, record requests and greetings) go to peers that may accept and
 // never answer, and memberlist bounds each only by TCPTimeout (30s with
 // the WAN profile). Shutdown waits for those goroutines, so it must end
-// their streams instead of waiting out the timeout. Here a greeting names
-// a listener that accepts and never answers, so the join it prompts hangs.
+// their streams instead of waiting out the timeout. Here a node greets
+// this one, answers its ping (greet.go: the greeted node pings the greeter
+// before it joins) and accepts streams but never answers on them, so the
+// join the greeting prompts hangs.
 func TestShutdownDoesNotWaitForBackgroundStreams(t *testing.T) {
-	ln, accepted := silentPeer(t)
+	g, accepted := silentNode(t, "g")
 
 	c := newNodeWith(t, "a", "test", 1, func(cfg *Config) { cfg.Memberlist.TCPTimeout = time.Hour })
-	port, _ := strconv.Atoi(ln.Addr().(*net.TCPAddr).AddrPort().String()[len("127.0.0.1:"):])
 	c.greeted(greetMsg{
 		Record: record{Entry: Entry{Node: "g", Addr: "127.0.0.1", Version: 1, Services: []Service{{Name: "web", Port: 80}}}},
-		Addr:   "127.0.0.1", Port: port, Up: int64(time.Millisecond),
+		Addr:   "127.0.0.1", Port: g.GossipPort(), Up: int64(time.Millisecond),
 	})
 	select {
 	case conn := <-accepted:
@@ -32,6 +32,29 @@ func TestShutdownDoesNotWaitForBackgroundStreams(t *testing.T) {
 
 	shutdownWithin(t, c, "a join to a peer that never answers")
 }
+
+// silentNode starts a node of cluster "test" that answers packets (pings,
+// gossip) but never answers on a stream: its transport accepts streams
+// and hands them, unread, to accepted instead of to memberlist. It shuts
+// down at the test's end.
+func silentNode(t *testing.T, name string) (*Cluster, <-chan net.Conn) {
+	t.Helper()
+	tr, err := newTransport("127.0.0.1", 0, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newNodeWith(t, name, "test", 2, func(cfg *Config) {
+		cfg.BindPort = tr.port()
+		cfg.Memberlist.Transport = streamless{tr}
+	})
+	return c, tr.streamCh
+}
+
+// streamless is a transport whose streams memberlist never gets (a nil
+// channel never delivers); see silentNode.
+type streamless struct{ *transport }
+
+func (streamless) StreamCh() <-chan net.Conn { return nil }
 
 // silentPeer listens on loopback, accepts one connection and never
 // answers on it: a peer that hangs. The accepted connection comes on

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,35 @@ import (
 type simNet struct {
 	mu    sync.RWMutex
 	nodes map[string]*simTransport // by "127.0.0.1:port"; guarded by mu
+	// cuts holds the pairs of nodes that cannot reach each other, both
+	// ways (split); guarded by mu.
+	cuts map[[2]string]bool
+}
+
+// split cuts (cut) or heals (!cut) the link between a and b, both ways,
+// as a partition of the network between two hosts does: packets between
+// them are lost and a dial from one to the other times out. Both keep
+// running, and each keeps its links to every other node.
+func (n *simNet) split(a, b *simTransport, cut bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cuts == nil {
+		n.cuts = make(map[[2]string]bool)
+	}
+	for _, k := range [][2]string{{a.addr, b.addr}, {b.addr, a.addr}} {
+		if cut {
+			n.cuts[k] = true
+		} else {
+			delete(n.cuts, k)
+		}
+	}
+}
+
+// cut reports whether from and to are split.
+func (n *simNet) cut(from, to string) bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.cuts[[2]string{from, to}]
 }
 
 // simPacketBuffer is each node's receive queue in packets. A receiver that
@@ -219,8 +249,8 @@ func (t *simTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 		}
 	}
 	dst, ok := t.net.peer(addr)
-	if !ok {
-		return now, nil // lost, as UDP to a dead host is
+	if !ok || t.net.cut(t.addr, addr) {
+		return now, nil // lost, as UDP to a dead or unreachable host is
 	}
 	if drop := dst.drop.Load(); drop != nil && (*drop)(b) {
 		return now, nil
@@ -242,6 +272,10 @@ func (t *simTransport) PacketCh() <-chan *memberlist.Packet { return t.incoming 
 func (t *simTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	if t.down.Load() {
 		return nil, fmt.Errorf("sim: dial %s from a killed node: %w", addr, net.ErrClosed)
+	}
+	if t.net.cut(t.addr, addr) {
+		// What a dial across a partition gets, without the wait.
+		return nil, fmt.Errorf("sim: dial %s across a partition: %w", addr, os.ErrDeadlineExceeded)
 	}
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
@@ -494,4 +528,48 @@ func TestSimClassify(t *testing.T) {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
 		}
 	}
+}
+
+// TestSimNetSplit: split nodes lose each other's packets and cannot dial
+// each other, both ways, and keep their links to a third; healed, they
+// reach each other again.
+func TestSimNetSplit(t *testing.T) {
+	sn := &simNet{}
+	a, b, c := sn.newTransport(t), sn.newTransport(t), sn.newTransport(t)
+	for _, tr := range []*simTransport{a, b, c} {
+		defer tr.Shutdown()
+	}
+	reaches := func(from, to *simTransport) bool {
+		if _, err := from.WriteTo([]byte("x"), to.addr); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-to.PacketCh():
+		default:
+			return false
+		}
+		conn, err := from.DialTimeout(to.addr, time.Second)
+		if err != nil {
+			return false
+		}
+		conn.Close()
+		(<-to.StreamCh()).Close()
+		return true
+	}
+	check := func(when string, ab bool) {
+		t.Helper()
+		for _, p := range []struct {
+			from, to *simTransport
+			want     bool
+		}{{a, b, ab}, {b, a, ab}, {a, c, true}, {c, b, true}} {
+			if got := reaches(p.from, p.to); got != p.want {
+				t.Errorf("%s: %s reaches %s: %v, want %v", when, p.from.addr, p.to.addr, got, p.want)
+			}
+		}
+	}
+	check("before the split", true)
+	sn.split(a, b, true)
+	check("split", false)
+	sn.split(a, b, false)
+	check("healed", true)
 }

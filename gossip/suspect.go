@@ -138,6 +138,9 @@ func (c *Cluster) applySuspects(suspects []string) {
 		want := isSuspect[name]
 		if want != m.suspect {
 			changed = true
+			if !want {
+				c.recheckLocked(name, m, now) // it refuted: its record may have changed meanwhile
+			}
 			m.suspect = want
 			if want && !m.refused && pDial > 0 && (c.coin() < pDial || c.followsLocked(name, ringDialers)) {
 				dial = append(dial, target{name, net.JoinHostPort(m.Addr, strconv.Itoa(m.Port))})

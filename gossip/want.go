@@ -64,6 +64,20 @@ import (
 // the nodes spent in their first 12 s (profile, session 10), on a box
 // whose two cores were the bottleneck. If the member starts announcing,
 // its metadata says so (NotifyUpdate) and it is asked at once.
+//
+// A member that comes back is asked too, though this node holds a record
+// of it. When a partition heals without a join, memberlist holds the
+// member alive again once it refuted this side's suspicion or dead
+// message, but what it sent meanwhile (pushSelf, the broadcast of a new
+// record) was lost, and this node showed its old record, hidden while it
+// was dead, until a push/pull with a node that had the new one: 30 s to
+// minutes (session 20 review). So when memberlist holds a member alive
+// again after holding it dead, left (memberUp) or suspect (applySuspects),
+// the member is asked recheckAfter later, once, as for a missing record,
+// unless a newer record of it arrived by then (a restarted node sends its
+// new one itself) or neither its record nor its metadata carries services
+// (nothing to route to is wrong; push/pull brings the rest). It costs one
+// small request per member coming back, at most one per wantEvery.
 const (
 	wantAfter = time.Second
 	wantOld   = 2 * time.Second
@@ -85,7 +99,37 @@ const (
 	// scale lab's idle window, which should see a node at rest; by 3 min
 	// push/pull should have brought most of those records.
 	wantQuiet = 3 * time.Minute
+	// recheckAfter: a member that came back is asked this long after,
+	// so that a record already on its way (a restarted node's pushSelf
+	// and broadcast) makes the request needless.
+	recheckAfter = wantAfter
 )
+
+// recheckLocked notes that member name, m, came back at now (see above):
+// missing asks it for its record recheckAfter later unless a newer one
+// arrives first. Nothing is noted for this node, a member without a
+// record here (missing asks it anyway), or one whose record and
+// metadata both carry no services. c.mu must be held.
+func (c *Cluster) recheckLocked(name string, m *member, now time.Time) {
+	s, ok := c.records[name]
+	if name == c.self.Node || !ok || (m.offer == offerNothing && len(s.rec.Services) == 0 && len(s.rec.Down) == 0) {
+		return
+	}
+	m.recheckAt, m.recheckVersion = now, s.rec.Version
+	c.recordsComplete.Store(false) // askMissing must look again
+	c.wantBy(m.recheckDue())
+}
+
+// recheckDue is when m, noted by recheckLocked, may be asked:
+// recheckAfter after it came back, and not within wantEvery of the last
+// request.
+func (m *member) recheckDue() time.Time {
+	at := m.recheckAt.Add(recheckAfter)
+	if !m.wantAt.IsZero() {
+		at = later(at, m.wantAt.Add(wantEvery))
+	}
+	return at
+}
 
 func encodeWant(node string) ([]byte, error) { return encode(kindWant, node) }
 
@@ -171,7 +215,8 @@ func (c *Cluster) askMissing(now time.Time) {
 // missing returns the alive members that have been alive for
 // wantAfter (old members and announcing ones: wantSettle; those that
 // announce nothing: wantQuiet), have no record
-// here and were not asked within wantEvery, at most wantBatch, announcing
+// here and were not asked within wantEvery, and those that came back
+// recheckAfter ago (recheckLocked), at most wantBatch, announcing
 // members first (serving says how many), then oldest first, and notes them
 // as asked. It takes c.mu. When every alive
 // member has a record it sets recordsComplete, so that askMissing stops
@@ -191,11 +236,19 @@ func (c *Cluster) missing(now time.Time) (ask []*memberlist.Node, serving int) {
 		if name == c.self.Node || m.State != stateAlive {
 			continue
 		}
-		if _, ok := c.records[name]; ok {
-			continue
+		at := m.dueAt()
+		if s, ok := c.records[name]; ok {
+			if m.recheckAt.IsZero() {
+				continue
+			}
+			if s.rec.Version > m.recheckVersion {
+				m.recheckAt = time.Time{} // a newer record came: nothing to ask
+				continue
+			}
+			at = m.recheckDue()
 		}
 		complete = false
-		if at := m.dueAt(); now.Before(at) {
+		if now.Before(at) {
 			if next.IsZero() || at.Before(next) {
 				next = at
 			}
@@ -220,7 +273,7 @@ func (c *Cluster) missing(now time.Time) (ask []*memberlist.Node, serving int) {
 	}
 	ask = make([]*memberlist.Node, 0, len(due))
 	for _, m := range due {
-		m.wantAt = now
+		m.wantAt, m.recheckAt = now, time.Time{}
 		ask = append(ask, &memberlist.Node{Name: m.Name, Addr: net.ParseIP(m.Addr), Port: uint16(m.Port)})
 	}
 	return ask, serving
@@ -295,12 +348,16 @@ func btoi(b bool) int {
 // (kindWant), at most once per wantEvery per asker, so a peer cannot make
 // it send more often than it may ask. A node that announces services
 // answers over a stream (see the top of this file): it is the record the
-// asker waits for to route, and few nodes announce.
+// asker waits for to route, and few nodes announce. A member held dead or
+// left here is answered too, at the address memberlist had for it: after
+// a partition it may list this node again (and ask, recheckLocked) while
+// this node still holds it dead, for as long as no message of its
+// refutation reaches this node, up to a push/pull.
 func (c *Cluster) answerWant(from string) {
 	now := time.Now()
 	c.mu.Lock()
 	m, ok := c.members[from]
-	send := ok && from != c.self.Node && m.State == stateAlive && !c.self.Left && now.Sub(m.answeredAt) >= wantEvery
+	send := ok && from != c.self.Node && !c.self.Left && now.Sub(m.answeredAt) >= wantEvery
 	var to *memberlist.Node
 	var r record
 	if send {
