@@ -14,6 +14,13 @@
 // interface, sends no announcements or goodbyes and answers legacy unicast
 // queries in a way dig rejects.
 //
+// Known answers in a query suppress ours (RFC 6762 §7.1). A query with the
+// TC bit says its known answers continue in the packets without questions
+// that follow it (§7.2, §18.5): its answer waits a random 400-500 ms, and
+// leaves out the records those packets list when they come from the
+// query's own address and port. Our own peer query lists at most 30
+// known peers, all in one packet, so it never sets TC.
+//
 // RFC 6762 probing and conflict resolution (§8.1, §9) are not implemented:
 // node names are unique within a cluster already, and the host name used
 // as SRV target is derived from the node name.

@@ -57,6 +57,9 @@ func TestKnownAnswersBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if m.Truncated {
+		t.Error("query has the TC bit, but no known answers follow it (RFC 6762 §18.5)")
+	}
 	if len(b) > maxQuerySize || len(m.Answer) == 0 {
 		t.Errorf("query with %d known answers of long names is %d bytes, want 1..%d answers in <= %d", len(m.Answer), len(b), len(known), maxQuerySize)
 	}

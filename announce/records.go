@@ -406,8 +406,9 @@ func splitResponse(m *dns.Msg, limit int) []*dns.Msg {
 // peerQuery returns the query for _ambassador._tcp.local PTR (ID 0, RFC
 // 6762 §18), asking for a unicast reply with qu (§5.4), with as many of
 // known in the answer section as fit in maxQuerySize (known-answer
-// suppression, §7.1; the multi-packet form of §7.2 is not used: peers
-// left out simply answer).
+// suppression, §7.1). The multi-packet form of §7.2 is not used, so the TC
+// bit stays clear (§18.5: it is set only when more known answers follow);
+// peers left out simply answer.
 func peerQuery(qu bool, known []dns.RR) *dns.Msg {
 	m := &dns.Msg{Compress: true}
 	class := uint16(dns.ClassINET)

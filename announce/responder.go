@@ -78,6 +78,9 @@ func (s *Server) receiveLocked(so *socket, b []byte, src netip.AddrPort, unicast
 	if !unicast && ownQueryLocked(so, b, src, now) {
 		return received{}, nil // don't answer ourselves
 	}
+	if src.Port() == mdnsPort && s.holdTruncatedLocked(so, &m, src, unicast) {
+		return received{}, nil // answered later, or not at all
+	}
 	reply, dst := respond(so.zone, &m, src, unicast)
 	if reply != nil && s.thinPeerAnswerLocked(&m, src, dst) {
 		return received{}, nil

@@ -47,6 +47,10 @@ type Server struct {
 	// chance returns a random number in [0, 1) for thinPeerAnswer;
 	// read-only. rand.Float64 outside tests.
 	chance func() float64
+	// afterFunc calls f in its own goroutine after d unless the returned
+	// stop is called first, which reports whether it stopped the call;
+	// read-only. time.AfterFunc outside tests, which call f by hand.
+	afterFunc func(d time.Duration, f func()) (stop func() bool)
 
 	queryNow chan struct{} // 1-buffered; non-blocking send, a pending signal is enough
 	quietNow chan struct{} // 1-buffered; non-blocking send, run re-reads quiet
@@ -120,6 +124,7 @@ func New(cfg Config) (*Server, error) {
 		write:      writeUDP,
 		now:        time.Now,
 		chance:     rand.Float64,
+		afterFunc:  afterFunc,
 		queryNow:   make(chan struct{}, 1),
 		quietNow:   make(chan struct{}, 1),
 		changed:    make(chan struct{}, 1),
@@ -320,6 +325,9 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	started := s.started
+	for _, so := range s.socks {
+		s.dropHeldLocked(so) // Close waits for no held query's delay
+	}
 	s.mu.Unlock()
 	close(s.stop)
 	if !started {
@@ -401,3 +409,6 @@ func (s *Server) cleanServices(in []Service) []Service {
 
 // serviceFQDN is the DNS-SD service type of a service name.
 func serviceFQDN(name svcname.Name) string { return "_" + name.String() + "._tcp." + domain }
+
+// afterFunc is Server.afterFunc outside tests.
+func afterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }

@@ -232,6 +232,49 @@ func TestServersOnLoopback(t *testing.T) {
 		}
 	})
 
+	t.Run("truncated query", func(t *testing.T) {
+		// A TC query from port 5353, then its known answers in a packet
+		// without questions: the answer comes 400-500ms later, without
+		// them. (The TXT and SRV were last multicast at least a second
+		// ago: the announcement subtest announced another service.)
+		instance := nodeA + "._" + svc + "._tcp.local."
+		a.mu.Lock()
+		knownSRV, _ := a.socks[lo.Name].zone.answer(dns.Question{Name: instance, Qtype: dns.TypeSRV, Qclass: dns.ClassINET})
+		a.mu.Unlock()
+		if len(knownSRV) != 1 {
+			t.Fatalf("SRV of %s: %v", instance, knownSRV)
+		}
+		tc := new(dns.Msg)
+		tc.Truncated = true
+		tc.Question = []dns.Question{
+			{Name: instance, Qtype: dns.TypeSRV, Qclass: dns.ClassINET},
+			{Name: instance, Qtype: dns.TypeTXT, Qclass: dns.ClassINET},
+		}
+		rest := &dns.Msg{Answer: knownSRV}
+		start := time.Now()
+		for _, m := range []*dns.Msg{tc, rest} {
+			b, err := m.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := obs.conn.WriteToUDPAddrPort(b, mdnsGroup); err != nil {
+				t.Fatal(err)
+			}
+		}
+		obs.await("answer to the TC query", func(m *dns.Msg, _ netip.AddrPort) bool {
+			if !m.Response || !inAnswer(m, instance, dns.TypeTXT) {
+				return false
+			}
+			if waited := time.Since(start); waited < truncatedDelay {
+				t.Errorf("answered after %v, want at least %v", waited, truncatedDelay)
+			}
+			if inAnswer(m, instance, dns.TypeSRV) {
+				t.Errorf("answer repeats the known SRV:\n%v", m)
+			}
+			return true
+		})
+	})
+
 	t.Run("goodbye on withdrawal", func(t *testing.T) {
 		a.SetServices(nil)
 		obs.await("goodbye", func(m *dns.Msg, _ netip.AddrPort) bool {

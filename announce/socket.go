@@ -39,6 +39,10 @@ type socket struct {
 	// pending is the multicast answer waiting out its shared-record
 	// delay; later answers join it. Guarded by Server.mu.
 	pending *dns.Msg
+	// held are the queries with the TC bit waiting for the rest of their
+	// known answers, by source (RFC 6762 §7.2; holdTruncatedLocked).
+	// Guarded by Server.mu.
+	held map[netip.AddrPort]*heldQuery
 
 	// zone holds the records for addr and Server.services, built when the
 	// socket becomes active and rebuilt by SetServices, so answering a
@@ -140,6 +144,7 @@ func (s *Server) rescan() []*socket {
 		if i < 0 || want[i].index != so.index || want[i].addrs[0] != so.local {
 			gone = append(gone, so)
 			delete(s.socks, name)
+			s.dropHeldLocked(so)
 			continue
 		}
 		so.nets = want[i].nets // a secondary address may have come or gone
